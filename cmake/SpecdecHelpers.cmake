@@ -1,0 +1,31 @@
+# Shared CMake helpers: warnings for our own targets, one Catch2 executable per test file.
+
+function(specdec_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>)
+endfunction()
+
+# GPU test executables exit with this code when no CUDA device is usable; CTest reports "skipped".
+set(SPECDEC_SKIP_RETURN_CODE 77)
+
+# specdec_add_test(NAME SOURCES a.cpp [b.cu] LIBS ... LABELS cpu|gpu|slow ...)
+# Tests labelled gpu get a main that exits 77 (skipped) without a CUDA device.
+function(specdec_add_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  if("gpu" IN_LIST ARG_LABELS)
+    target_link_libraries(${name} PRIVATE specdec_test_main_gpu ${ARG_LIBS})
+  else()
+    target_link_libraries(${name} PRIVATE specdec_test_main ${ARG_LIBS})
+  endif()
+  specdec_warnings(${name})
+  add_test(NAME ${name} COMMAND ${name})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 600)
+  endif()
+  set_tests_properties(${name} PROPERTIES
+    LABELS "${ARG_LABELS}"
+    TIMEOUT ${ARG_TIMEOUT}
+    SKIP_RETURN_CODE ${SPECDEC_SKIP_RETURN_CODE}
+    ENVIRONMENT "SPECDEC_ASSETS=${SPECDEC_ASSETS_DIR};OMP_NUM_THREADS=2")
+endfunction()

@@ -1,0 +1,222 @@
+// CPU kernels of the Llama forward (fp32 compute). Plain loops where the compiler vectorises them,
+// Eigen for dense fp32 products, OpenMP across independent rows and heads.
+#include "kernels/cpu/ops.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/cpu/quant.h"
+
+namespace specdec::cpu {
+
+float fp16_to_fp32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      exp = 127 - 15 + 1;
+      while ((man & 0x400u) == 0) {
+        man <<= 1;
+        --exp;
+      }
+      man &= 0x3ffu;
+      bits = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t fp32_to_fp16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);  // inf / nan
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;                                      // overflow
+  if (ax < 0x38800000u) {                                                            // subnormal / 0
+    if (ax < 0x33000000u) return sign;
+    const uint32_t e = ax >> 23;
+    const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - e;  // value = m * 2^(e-150) = r * 2^-24
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1u))) ++r;
+    return sign | static_cast<uint16_t>(r);  // a carry into 0x400 is the smallest normal
+  }
+  // normal: round to nearest even on the 13 dropped bits
+  uint32_t r = ax - 0x38000000u;
+  const uint32_t rem = r & 0x1fffu;
+  r >>= 13;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) ++r;
+  return sign | static_cast<uint16_t>(r);
+}
+
+void rmsnorm(float* out, const float* x, const float* w, int T, int H, float eps) {
+  for (int t = 0; t < T; ++t) {
+    const float* xr = x + static_cast<int64_t>(t) * H;
+    float* o = out + static_cast<int64_t>(t) * H;
+    float ss = 0.f;
+    for (int i = 0; i < H; ++i) ss += xr[i] * xr[i];
+    const float scale = 1.f / std::sqrt(ss / static_cast<float>(H) + eps);
+    for (int i = 0; i < H; ++i) o[i] = xr[i] * scale * w[i];
+  }
+}
+
+void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float eps) {
+  for (int t = 0; t < T; ++t) {
+    const float* xr = x + static_cast<int64_t>(t) * H;
+    double ss = 0.0;
+    for (int i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const double scale = 1.0 / std::sqrt(ss / H + eps);
+    for (int i = 0; i < H; ++i)
+      out[static_cast<int64_t>(t) * H + i] = static_cast<float>(xr[i] * scale * w[i]);
+  }
+}
+
+void dequantize_row(float* out, const void* src, DType t, int64_t n) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(out, src, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case DType::F16: {
+      const auto* h = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) out[i] = fp16_to_fp32(h[i]);
+      return;
+    }
+    case DType::BF16: {
+      const auto* b = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_fp32(b[i]);
+      return;
+    }
+    default:
+      dequantize_row_quant(out, src, t, n);
+  }
+}
+
+void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K) {
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMat> X(x, T, K);
+  Eigen::Map<RowMat> O(out, T, N);
+  if (wt == DType::F32) {
+    Eigen::Map<const RowMat> Wm(static_cast<const float*>(W), N, K);
+    if (T == 1) {
+      // gemv: split the output rows over threads (Eigen's gemv is single-threaded).
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * K > (1 << 16))
+      for (int n = 0; n < N; ++n) O(0, n) = Wm.row(n).dot(X.row(0));
+    } else {
+      O.noalias() = X * Wm.transpose();
+    }
+    return;
+  }
+  if (matmul_quant(out, x, W, wt, T, N, K)) return;
+  // Generic path: dequantize one weight row at a time and dot it with every token.
+  const size_t rb = row_bytes(wt, K);
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      dequantize_row(row.data(), static_cast<const uint8_t*>(W) + rb * n, wt, K);
+      Eigen::Map<const Eigen::VectorXf> r(row.data(), K);
+      for (int t = 0; t < T; ++t) O(t, n) = X.row(t).dot(r.transpose());
+    }
+  }
+}
+
+void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta) {
+  for (int t = 0; t < T; ++t) {
+    for (int i = 0; i < head_dim; i += 2) {
+      const float freq = 1.0f / std::pow(theta, static_cast<float>(i) / static_cast<float>(head_dim));
+      const float angle = static_cast<float>(pos[t]) * freq;
+      const float c = std::cos(angle), s = std::sin(angle);
+      for (int h = 0; h < n_heads; ++h) {
+        float* p = x + (static_cast<int64_t>(t) * n_heads + h) * head_dim + i;
+        const float a = p[0], b = p[1];
+        p[0] = a * c - b * s;
+        p[1] = a * s + b * c;
+      }
+    }
+  }
+}
+
+void swiglu(float* out, const float* gate, const float* up, int T, int F) {
+  const int64_t n = static_cast<int64_t>(T) * F;
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int T, int n) {
+  for (int t = 0; t < T; ++t) {
+    float* r = x + static_cast<int64_t>(t) * n;
+    const float m = *std::max_element(r, r + n);
+    float sum = 0.f;
+    for (int i = 0; i < n; ++i) {
+      r[i] = std::exp(r[i] - m);
+      sum += r[i];
+    }
+    const float inv = 1.f / sum;
+    for (int i = 0; i < n; ++i) r[i] *= inv;
+  }
+}
+
+void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
+               int S, int Hq, int Hkv, int D, int64_t ld_kv) {
+  SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
+  const int group = Hq / Hkv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel
+  {
+    std::vector<float> att(static_cast<size_t>(S));
+#pragma omp for collapse(2) schedule(static)
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < Hq; ++h) {
+        const float* qh = q + (static_cast<int64_t>(t) * Hq + h) * D;
+        const int64_t kv_off = static_cast<int64_t>(h / group) * D;
+        const uint8_t* m = mask + static_cast<int64_t>(t) * S;
+        float mx = -INFINITY;
+        for (int s = 0; s < S; ++s) {
+          if (!m[s]) continue;
+          const float* kr = k + s * ld_kv + kv_off;
+          float dot = 0.f;
+          for (int d = 0; d < D; ++d) dot += qh[d] * kr[d];
+          att[s] = dot * scale;
+          mx = std::max(mx, att[s]);
+        }
+        float sum = 0.f;
+        for (int s = 0; s < S; ++s) {
+          if (!m[s]) continue;
+          att[s] = std::exp(att[s] - mx);
+          sum += att[s];
+        }
+        float* o = out + (static_cast<int64_t>(t) * Hq + h) * D;
+        std::fill(o, o + D, 0.f);
+        const float inv = 1.f / sum;
+        for (int s = 0; s < S; ++s) {
+          if (!m[s]) continue;
+          const float a = att[s] * inv;
+          const float* vr = v + s * ld_kv + kv_off;
+          for (int d = 0; d < D; ++d) o[d] += a * vr[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace specdec::cpu

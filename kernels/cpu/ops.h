@@ -1,0 +1,41 @@
+// CPU kernels of the Llama forward: the reference for kernels/cuda and the fast path on the CPU.
+// Signatures: outputs first, raw pointers + sizes, row-major. Each CUDA op in kernels/cuda has the same
+// argument order plus a stream.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cpu/dtype.h"
+
+namespace specdec::cpu {
+
+// out (T,H) = x (T,H) / rms(x row) * w (H); eps inside the sqrt. out may alias x.
+void rmsnorm(float* out, const float* x, const float* w, int T, int H, float eps);
+
+// Reference RMSNorm accumulating in double: the obvious version, for parity tests.
+void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float eps);
+
+// out (T,N) = x (T,K) * W^T, W (N,K) row-major of dtype wt (quantized rows dequantized or dotted in place).
+void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K);
+
+// Dequantize n consecutive elements (n a multiple of the block size) of dtype t into out.
+void dequantize_row(float* out, const void* src, DType t, int64_t n);
+
+// Rotary embedding in place, llama2.c / GGML "normal" layout: adjacent pairs (2i, 2i+1) of each head
+// rotate by pos * theta^(-2i/head_dim). x is (T, n_heads*head_dim); pos (T).
+void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta);
+
+// out (T,F) = silu(gate) * up, gate and up (T,F). out may alias gate.
+void swiglu(float* out, const float* gate, const float* up, int T, int F);
+
+// In place softmax of each of the T rows of length n.
+void softmax(float* x, int T, int n);
+
+// Attention for T query tokens over S = n_past + T key slots with an explicit mask.
+// out (T, Hq*D); q (T, Hq*D) already roped; k, v: cache rows (S, Hkv*D) with row stride ld_kv floats;
+// mask (T, S) bytes, 1 = attend (row t must attend to at least one slot). GQA: query head h reads kv
+// head h / (Hq/Hkv). Scores accumulate in fp32 with a max-subtracted softmax.
+void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
+               int S, int Hq, int Hkv, int D, int64_t ld_kv);
+
+}  // namespace specdec::cpu

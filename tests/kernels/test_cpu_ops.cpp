@@ -1,0 +1,128 @@
+// CPU kernels against obvious double-precision references (the fast paths must match the simple ones).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+
+using namespace specdec::cpu;
+
+namespace {
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+}  // namespace
+
+TEST_CASE("rmsnorm matches the double-precision reference over awkward sizes", "[kernels]") {
+  for (int H : {1, 3, 7, 37, 1002, 4099}) {
+    for (int T : {1, 3}) {
+      auto x = randn(static_cast<size_t>(T) * H, 1 + H);
+      auto w = randn(H, 2 + H);
+      std::vector<float> a(x.size()), b(x.size());
+      rmsnorm(a.data(), x.data(), w.data(), T, H, 1e-5f);
+      rmsnorm_ref(b.data(), x.data(), w.data(), T, H, 1e-5f);
+      for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == Approx(b[i]).margin(1e-5).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("fp16 conversion round-trips every finite half exactly", "[kernels]") {
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const uint16_t hv = static_cast<uint16_t>(h);
+    if (((hv >> 10) & 0x1f) == 0x1f) continue;  // inf/nan
+    const float f = fp16_to_fp32(hv);
+    REQUIRE(fp32_to_fp16(f) == hv);
+  }
+  REQUIRE(fp16_to_fp32(0x3c00) == 1.0f);
+  REQUIRE(fp16_to_fp32(0xc000) == -2.0f);
+  REQUIRE(fp32_to_fp16(65520.f) == 0x7c00);           // rounds to +inf
+  REQUIRE(fp16_to_fp32(fp32_to_fp16(1.0f + 1.0f / 4096)) == 1.0f);  // ties to even
+}
+
+TEST_CASE("f32 matmul equals a naive double loop for T = 1 and T > 1", "[kernels]") {
+  for (int T : {1, 5}) {
+    const int N = 37, K = 73;
+    auto x = randn(static_cast<size_t>(T) * K, 3), W = randn(static_cast<size_t>(N) * K, 4);
+    std::vector<float> out(static_cast<size_t>(T) * N);
+    matmul(out.data(), x.data(), W.data(), DType::F32, T, N, K);
+    for (int t = 0; t < T; ++t)
+      for (int n = 0; n < N; ++n) {
+        double ref = 0;
+        for (int k = 0; k < K; ++k) ref += static_cast<double>(x[t * K + k]) * W[n * K + k];
+        REQUIRE(out[t * N + n] == Approx(ref).margin(1e-4));
+      }
+  }
+}
+
+TEST_CASE("rope rotates adjacent pairs by pos * theta^(-i/D) and preserves norms", "[kernels]") {
+  const int H = 2, D = 8;
+  auto x = randn(static_cast<size_t>(2) * H * D, 5);
+  auto y = x;
+  const int32_t pos[2] = {0, 13};
+  rope(y.data(), pos, 2, H, D, 10000.f);
+  for (int i = 0; i < H * D; ++i) REQUIRE(y[i] == x[i]);  // position 0 is the identity
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < D; i += 2) {
+      const int o = (1 * H + h) * D + i;
+      const double ang = 13.0 * std::pow(10000.0, -static_cast<double>(i) / D);
+      REQUIRE(y[o] == Approx(x[o] * std::cos(ang) - x[o + 1] * std::sin(ang)).margin(1e-5));
+      REQUIRE(y[o + 1] == Approx(x[o] * std::sin(ang) + x[o + 1] * std::cos(ang)).margin(1e-5));
+    }
+}
+
+TEST_CASE("masked GQA attention equals a naive reference, masked slots have no influence", "[kernels]") {
+  const int T = 3, S = 7, Hq = 4, Hkv = 2, D = 5, ld = Hkv * D;
+  auto q = randn(static_cast<size_t>(T) * Hq * D, 6), k = randn(static_cast<size_t>(S) * ld, 7),
+       v = randn(static_cast<size_t>(S) * ld, 8);
+  std::vector<uint8_t> mask(T * S, 1);
+  mask[0 * S + 5] = mask[0 * S + 6] = mask[1 * S + 6] = 0;
+  mask[2 * S + 4] = 0;  // a tree: token 2 does not see token 0 of the block
+  std::vector<float> out(static_cast<size_t>(T) * Hq * D);
+  attention(out.data(), q.data(), k.data(), v.data(), mask.data(), T, S, Hq, Hkv, D, ld);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < Hq; ++h) {
+      const int kh = h / (Hq / Hkv);
+      std::vector<double> w(S, 0.0);
+      double mx = -1e300, sum = 0;
+      for (int s = 0; s < S; ++s) {
+        if (!mask[t * S + s]) continue;
+        double d = 0;
+        for (int i = 0; i < D; ++i) d += static_cast<double>(q[(t * Hq + h) * D + i]) * k[s * ld + kh * D + i];
+        w[s] = d / std::sqrt(static_cast<double>(D));
+        mx = std::max(mx, w[s]);
+      }
+      for (int s = 0; s < S; ++s)
+        if (mask[t * S + s]) sum += (w[s] = std::exp(w[s] - mx));
+      for (int i = 0; i < D; ++i) {
+        double ref = 0;
+        for (int s = 0; s < S; ++s)
+          if (mask[t * S + s]) ref += w[s] / sum * v[s * ld + kh * D + i];
+        REQUIRE(out[(t * Hq + h) * D + i] == Approx(ref).margin(1e-5));
+      }
+    }
+  // Changing a masked-out value must not change the output.
+  auto v2 = v;
+  v2[6 * ld + 0] += 100.f;
+  std::vector<float> out2(out.size());
+  attention(out2.data(), q.data(), k.data(), v2.data(), mask.data(), T, S, Hq, Hkv, D, ld);
+  for (int i = 0; i < Hq * D; ++i) REQUIRE(out2[i] == out[i]);  // token 0 masks slot 6
+}
+
+TEST_CASE("softmax rows sum to one and swiglu is silu(g)*u", "[kernels]") {
+  auto x = randn(2 * 11, 9, 5.f);
+  softmax(x.data(), 2, 11);
+  for (int t = 0; t < 2; ++t) {
+    double s = 0;
+    for (int i = 0; i < 11; ++i) s += x[t * 11 + i];
+    REQUIRE(s == Approx(1.0).margin(1e-6));
+  }
+  std::vector<float> g{-2.f, 0.f, 3.f}, u{1.f, 2.f, -1.f}, o(3);
+  swiglu(o.data(), g.data(), u.data(), 1, 3);
+  for (int i = 0; i < 3; ++i) REQUIRE(o[i] == Approx(g[i] / (1 + std::exp(-g[i])) * u[i]));
+}

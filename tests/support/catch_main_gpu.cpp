@@ -1,0 +1,10 @@
+// Catch2 main for GPU test executables: exits 77 (CTest: skipped) when no CUDA device is usable.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include "tests/support/gpu.h"
+
+int main(int argc, char** argv) {
+  specdec::test::require_gpu_or_skip();
+  return Catch::Session().run(argc, argv);
+}
