@@ -1,1 +1,68 @@
-int main() { return 0; }
+// specdec: entry point. Dispatches to a subcommand; turns every specdec::Error into a one-line message
+// on stderr and a non-zero exit code.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <boost/program_options/errors.hpp>
+
+#include "core/error.h"
+#include "experiments/cli.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* help;
+  int (*run)(const std::vector<std::string>&);
+};
+
+const Command kCommands[] = {
+    {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
+     specdec::cli::cmd_generate},
+};
+
+void print_usage() {
+  std::printf(
+      "specdec %s: speculative decoding research framework\n\n"
+      "usage: specdec <command> [options]    (specdec <command> --help for its options)\n\ncommands:\n",
+      SPECDEC_GIT_SHA);
+  for (const Command& c : kCommands) std::printf("  %-14s %s\n", c.name, c.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::printf("specdec %s\n", SPECDEC_GIT_SHA);
+    return 0;
+  }
+  const std::string name = argv[1];
+  for (const Command& c : kCommands) {
+    if (name != c.name) continue;
+    try {
+      return c.run(std::vector<std::string>(argv + 2, argv + argc));
+    } catch (const specdec::Error& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "\nspecdec %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const boost::program_options::error& e) {
+      std::fprintf(stderr, "specdec %s: error: %s (see specdec %s --help)\n", c.name, e.what(), c.name);
+      return 2;
+    } catch (const std::exception& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "\nspecdec %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "specdec: unknown command '%s'\n\n", argv[1]);
+  print_usage();
+  return 2;
+}

@@ -1,8 +1,7 @@
-// CPU kernels of the Llama forward (fp32 compute). Plain loops where the compiler vectorises them,
-// Eigen for dense fp32 products, OpenMP across independent rows and heads.
+// CPU kernels of the Llama forward (fp32 compute). Plain loops written so the compiler vectorises them,
+// OpenMP across independent rows and heads; every result is independent of the batch shape.
 #include "kernels/cpu/ops.h"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -108,19 +107,28 @@ void dequantize_row(float* out, const void* src, DType t, int64_t n) {
   }
 }
 
+float dot_f32(const float* a, const float* b, int n) {
+  // 16 independent lanes (the compiler maps them to vector registers), then a fixed reduction tree:
+  // the result depends only on the values, never on pointer alignment or on how many rows a call has.
+  float acc[16] = {};
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+  for (int j = 0; i < n; ++i, ++j) acc[j] += a[i] * b[i];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
 void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K) {
-  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Eigen::Map<const RowMat> X(x, T, K);
-  Eigen::Map<RowMat> O(out, T, N);
+  // Batch invariance: out[t][n] is computed the same way whatever T is, so a verification block of
+  // T tokens gives bit-identical logits to T single-token steps (greedy speculative == AR, exactly).
   if (wt == DType::F32) {
-    Eigen::Map<const RowMat> Wm(static_cast<const float*>(W), N, K);
-    if (T == 1) {
-      // gemv: split the output rows over threads (Eigen's gemv is single-threaded).
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * K > (1 << 16))
-      for (int n = 0; n < N; ++n) O(0, n) = Wm.row(n).dot(X.row(0));
-    } else {
-      O.noalias() = X * Wm.transpose();
-    }
+    const float* w = static_cast<const float*>(W);
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * K * T > (1 << 16))
+    for (int n = 0; n < N; ++n)
+      for (int t = 0; t < T; ++t)
+        out[static_cast<int64_t>(t) * N + n] = dot_f32(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
     return;
   }
   if (matmul_quant(out, x, W, wt, T, N, K)) return;
@@ -132,8 +140,8 @@ void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, i
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
       dequantize_row(row.data(), static_cast<const uint8_t*>(W) + rb * n, wt, K);
-      Eigen::Map<const Eigen::VectorXf> r(row.data(), K);
-      for (int t = 0; t < T; ++t) O(t, n) = X.row(t).dot(r.transpose());
+      for (int t = 0; t < T; ++t)
+        out[static_cast<int64_t>(t) * N + n] = dot_f32(x + static_cast<int64_t>(t) * K, row.data(), K);
     }
   }
 }

@@ -15,7 +15,11 @@ void rmsnorm(float* out, const float* x, const float* w, int T, int H, float eps
 // Reference RMSNorm accumulating in double: the obvious version, for parity tests.
 void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float eps);
 
+// Dot product of n floats with a fixed summation order (independent of alignment and call shape).
+float dot_f32(const float* a, const float* b, int n);
+
 // out (T,N) = x (T,K) * W^T, W (N,K) row-major of dtype wt (quantized rows dequantized or dotted in place).
+// Batch-invariant: row t of the result is bit-identical whatever T is.
 void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K);
 
 // Dequantize n consecutive elements (n a multiple of the block size) of dtype t into out.

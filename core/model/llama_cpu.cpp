@@ -1,0 +1,190 @@
+// The Llama forward on the CPU. A batch of sequences shares every weight read: the projections run on
+// all R = sum(T_b) token rows at once; attention runs per sequence over its own cache and mask.
+#include "core/model/llama_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/cpu/ops.h"
+
+namespace specdec {
+namespace {
+
+// K and V for every layer: [layer][slot][kv_dim], fp32.
+class CpuKVCache final : public KVCache {
+ public:
+  CpuKVCache(int capacity, int n_layers, int kv_dim)
+      : KVCache(capacity, n_layers),
+        kv_dim_(kv_dim),
+        k_(static_cast<size_t>(n_layers) * capacity * kv_dim),
+        v_(k_.size()) {}
+  float* k(int layer, int slot) { return k_.data() + (static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_; }
+  float* v(int layer, int slot) { return v_.data() + (static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_; }
+
+ protected:
+  void move_slot(int from, int to) override {
+    for (int l = 0; l < n_layers_; ++l) {
+      std::memcpy(k(l, to), k(l, from), sizeof(float) * kv_dim_);
+      std::memcpy(v(l, to), v(l, from), sizeof(float) * kv_dim_);
+    }
+  }
+
+ private:
+  int kv_dim_;
+  std::vector<float> k_, v_;
+};
+
+void add_inplace(float* x, const float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace
+
+LlamaCpu::LlamaCpu(std::shared_ptr<const LoadedModel> model) : model_(std::move(model)) {
+  SPECDEC_CHECK(model_ != nullptr, "a loaded model");
+  model_->config.validate(model_->path);
+}
+
+std::unique_ptr<KVCache> LlamaCpu::new_cache(int capacity, int n_layers) const {
+  const ModelConfig& c = config();
+  if (n_layers < 0) n_layers = c.n_layers;
+  SPECDEC_CHECK(n_layers >= 1 && n_layers <= c.n_layers, "cache layers in 1..", c.n_layers, ", got ", n_layers);
+  SPECDEC_CHECK(capacity >= 1 && capacity <= c.max_seq_len, "context of 1..", c.max_seq_len,
+                " tokens (the model's max_seq_len), got ", capacity);
+  return std::make_unique<CpuKVCache>(capacity, n_layers, c.kv_dim());
+}
+
+void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
+                             std::span<ForwardResult> out) {
+  const ModelConfig& c = config();
+  const LlamaWeights& w = model_->weights;
+  const int B = static_cast<int>(reqs.size());
+  SPECDEC_CHECK(caches.size() == reqs.size() && out.size() == reqs.size(), "one cache and one result per request");
+  if (B == 0) return;
+  const int H = c.dim, F = c.hidden_dim, Dh = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
+  const int QD = c.q_dim(), KVD = c.kv_dim(), V = c.vocab_size;
+  const int L = caches[0]->n_layers();
+
+  // Validate and lay out the batch: sequence b owns rows [row0[b], row0[b] + T_b).
+  std::vector<int> row0(B + 1, 0);
+  std::vector<std::vector<int32_t>> pos(B);
+  for (int b = 0; b < B; ++b) {
+    const ForwardRequest& r = reqs[b];
+    auto* cache = dynamic_cast<CpuKVCache*>(caches[b]);
+    SPECDEC_CHECK(cache != nullptr, "a CPU KV cache for the CPU model (request ", b, ")");
+    SPECDEC_CHECK(cache->n_layers() == L, "every cache in a batch with the same layer count (", L, "), got ",
+                  cache->n_layers());
+    const int T = static_cast<int>(r.tokens.size());
+    SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
+    const int n_past = cache->size();
+    SPECDEC_CHECK(n_past + T <= cache->capacity(), "context of at most ", cache->capacity(), " tokens, got ",
+                  n_past, " cached + ", T, " new");
+    for (int t = 0; t < T; ++t)
+      SPECDEC_CHECK(r.tokens[t] >= 0 && r.tokens[t] < V, "token ids in 0..", V - 1, ", got ", r.tokens[t]);
+    SPECDEC_CHECK(r.positions.empty() || static_cast<int>(r.positions.size()) == T, "one position per token (",
+                  T, "), got ", r.positions.size());
+    SPECDEC_CHECK(r.mask.empty() || r.mask.size() == static_cast<size_t>(T) * (n_past + T), "a mask of ", T, "x",
+                  n_past + T, " entries, got ", r.mask.size());
+    if (r.positions.empty()) {
+      pos[b].resize(T);
+      for (int t = 0; t < T; ++t) pos[b][t] = n_past + t;
+    } else {
+      pos[b].assign(r.positions.begin(), r.positions.end());
+      for (int t = 0; t < T; ++t)
+        SPECDEC_CHECK(pos[b][t] >= 0 && pos[b][t] < c.max_seq_len, "positions in 0..", c.max_seq_len - 1,
+                      ", got ", pos[b][t]);
+    }
+    row0[b + 1] = row0[b] + T;
+  }
+  const int R = row0[B];
+  auto size_to = [](std::vector<float>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+  };
+  size_to(x_, static_cast<size_t>(R) * H);
+  size_to(xb_, static_cast<size_t>(R) * H);
+  size_to(q_, static_cast<size_t>(R) * QD);
+  size_to(k_, static_cast<size_t>(R) * KVD);
+  size_to(v_, static_cast<size_t>(R) * KVD);
+  size_to(att_, static_cast<size_t>(R) * std::max(QD, H));
+  size_to(gate_, static_cast<size_t>(R) * F);
+  size_to(up_, static_cast<size_t>(R) * F);
+
+  // Token embeddings (rows of tok_embeddings, dequantized when stored quantized).
+  const size_t emb_row_bytes = cpu::row_bytes(w.tok_embeddings.dtype, H);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < row0[b + 1] - row0[b]; ++t)
+      cpu::dequantize_row(x_.data() + static_cast<size_t>(row0[b] + t) * H,
+                          static_cast<const uint8_t*>(w.tok_embeddings.data) + emb_row_bytes * reqs[b].tokens[t],
+                          w.tok_embeddings.dtype, H);
+
+  for (int l = 0; l < L; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    cpu::rmsnorm(xb_.data(), x_.data(), lw.attn_norm.f32(), R, H, c.rms_eps);
+    cpu::matmul(q_.data(), xb_.data(), lw.wq.data, lw.wq.dtype, R, QD, H);
+    cpu::matmul(k_.data(), xb_.data(), lw.wk.data, lw.wk.dtype, R, KVD, H);
+    cpu::matmul(v_.data(), xb_.data(), lw.wv.data, lw.wv.dtype, R, KVD, H);
+    for (int b = 0; b < B; ++b) {
+      auto* cache = static_cast<CpuKVCache*>(caches[b]);
+      const int T = row0[b + 1] - row0[b], n_past = cache->size(), S = n_past + T;
+      float* qb = q_.data() + static_cast<size_t>(row0[b]) * QD;
+      float* kb = k_.data() + static_cast<size_t>(row0[b]) * KVD;
+      cpu::rope(qb, pos[b].data(), T, Hq, Dh, c.rope_theta);
+      cpu::rope(kb, pos[b].data(), T, Hkv, Dh, c.rope_theta);
+      std::memcpy(cache->k(l, n_past), kb, sizeof(float) * T * KVD);
+      std::memcpy(cache->v(l, n_past), v_.data() + static_cast<size_t>(row0[b]) * KVD, sizeof(float) * T * KVD);
+      const uint8_t* mask = reqs[b].mask.data();
+      if (reqs[b].mask.empty()) {  // causal
+        mask_.assign(static_cast<size_t>(T) * S, 0);
+        for (int t = 0; t < T; ++t) std::fill_n(mask_.data() + static_cast<size_t>(t) * S, n_past + t + 1, 1);
+        mask = mask_.data();
+      }
+      cpu::attention(att_.data() + static_cast<size_t>(row0[b]) * QD, qb, cache->k(l, 0), cache->v(l, 0), mask, T,
+                     S, Hq, Hkv, Dh, KVD);
+    }
+    cpu::matmul(xb_.data(), att_.data(), lw.wo.data, lw.wo.dtype, R, H, QD);
+    add_inplace(x_.data(), xb_.data(), static_cast<size_t>(R) * H);
+
+    cpu::rmsnorm(xb_.data(), x_.data(), lw.ffn_norm.f32(), R, H, c.rms_eps);
+    cpu::matmul(gate_.data(), xb_.data(), lw.w1.data, lw.w1.dtype, R, F, H);
+    cpu::matmul(up_.data(), xb_.data(), lw.w3.data, lw.w3.dtype, R, F, H);
+    cpu::swiglu(gate_.data(), gate_.data(), up_.data(), R, F);
+    cpu::matmul(xb_.data(), gate_.data(), lw.w2.data, lw.w2.dtype, R, H, F);
+    add_inplace(x_.data(), xb_.data(), static_cast<size_t>(R) * H);
+  }
+  cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
+
+  // LM head over only the rows whose logits were asked for, gathered into one block.
+  std::vector<int> sel_first(B), sel_n(B);
+  int n_sel = 0;
+  for (int b = 0; b < B; ++b) {
+    const int T = row0[b + 1] - row0[b];
+    const int n = reqs[b].n_logits < 0 ? T : std::min(reqs[b].n_logits, T);
+    sel_first[b] = row0[b] + T - n;
+    sel_n[b] = n;
+    n_sel += n;
+  }
+  size_to(rows_, static_cast<size_t>(n_sel) * H);
+  for (int b = 0, r = 0; b < B; ++b) {
+    std::memcpy(rows_.data() + static_cast<size_t>(r) * H, x_.data() + static_cast<size_t>(sel_first[b]) * H,
+                sizeof(float) * sel_n[b] * H);
+    r += sel_n[b];
+  }
+  std::vector<float> logits(static_cast<size_t>(n_sel) * V);
+  if (n_sel > 0) cpu::matmul(logits.data(), rows_.data(), w.output.data, w.output.dtype, n_sel, V, H);
+
+  for (int b = 0, r = 0; b < B; ++b) {
+    const int T = row0[b + 1] - row0[b];
+    ForwardResult& o = out[b];
+    o.logits.assign(logits.begin() + static_cast<ptrdiff_t>(r) * V,
+                    logits.begin() + static_cast<ptrdiff_t>(r + sel_n[b]) * V);
+    r += sel_n[b];
+    if (reqs[b].want_hidden)
+      o.hidden.assign(x_.begin() + static_cast<ptrdiff_t>(row0[b]) * H, x_.begin() + static_cast<ptrdiff_t>(row0[b] + T) * H);
+    else
+      o.hidden.clear();
+    caches[b]->advance(T);
+  }
+}
+
+}  // namespace specdec
