@@ -1,4 +1,6 @@
-// specdec generate: load a model and its tokenizer, stream generated text, end with tokens/s.
+// specdec generate: load a model and its tokenizer, stream generated text, end with tokens/s; with
+// --drafter, decode speculatively and also report tau, the draft acceptance rate and the speedup over an
+// AR run of the same prompt.
 #include <omp.h>
 
 #include <cstdio>
@@ -7,10 +9,12 @@
 #include <boost/program_options.hpp>
 
 #include "core/error.h"
-#include "core/generate.h"
-#include "core/model/llama_cpu.h"
 #include "core/loading.h"
+#include "core/model/llama_cpu.h"
+#include "core/speculative/decoder.h"
+#include "drafters/register_builtin.h"
 #include "experiments/cli.h"
+#include "verifiers/rules.h"
 
 namespace po = boost::program_options;
 
@@ -20,9 +24,20 @@ void set_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 
+std::map<std::string, std::string> parse_key_values(const std::vector<std::string>& items, const std::string& what) {
+  std::map<std::string, std::string> kv;
+  for (const auto& item : items) {
+    const size_t eq = item.find('=');
+    SPECDEC_CHECK(eq != std::string::npos && eq > 0, what, " as key=value, got '", item, "'");
+    kv[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return kv;
+}
+
 int cmd_generate(const std::vector<std::string>& args) {
-  std::string model_path, tokenizer_path, prompt;
-  GenerateOptions opts;
+  std::string model_path, tokenizer_path, prompt, drafter_name, rule_name;
+  std::vector<std::string> drafter_opts;
+  DecodeOptions opts;
   int threads = 0;
   bool chat = false;
   po::options_description desc(
@@ -38,11 +53,17 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("chat", po::bool_switch(&chat), "wrap the prompt in the model's chat template (instruct models)")
       ("max-new-tokens,n", po::value(&opts.max_new_tokens)->default_value(256),
        "maximum number of tokens to generate (clipped to the model's context)")
-      ("temperature", po::value(&opts.sampling.temperature)->default_value(0.f),
-       "sampling temperature; 0 = greedy")
+      ("temperature", po::value(&opts.sampling.temperature)->default_value(0.f), "sampling temperature; 0 = greedy")
       ("top-k", po::value(&opts.sampling.top_k)->default_value(0), "keep the k most likely tokens; 0 = off")
       ("top-p", po::value(&opts.sampling.top_p)->default_value(1.f), "nucleus sampling mass; 1 = off")
       ("seed,s", po::value(&opts.seed)->default_value(0), "random seed (sampling at temperature > 0)")
+      ("drafter,d", po::value(&drafter_name),
+       "decode speculatively with this drafter (specdec list-drafters; or plugin:PATH.so:NAME)")
+      ("drafter-opt,o", po::value(&drafter_opts)->composing(),
+       "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")
+      ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)")
+      ("rule", po::value(&rule_name)->default_value(""),
+       "acceptance rule: greedy | speculative | typical (default: greedy at temperature 0, else speculative)")
       ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
@@ -52,7 +73,11 @@ int cmd_generate(const std::vector<std::string>& args) {
   }
   po::notify(vm);
   opts.sampling.validate();
+  SPECDEC_CHECK(drafter_name.empty() || opts.k >= 1, "--k >= 1 draft tokens per step, got ", opts.k);
   set_threads(threads);
+  if (rule_name.empty()) rule_name = opts.sampling.greedy() ? "greedy" : "speculative";
+  auto rule = verifiers::make_acceptance_rule(rule_name);
+  const DrafterInfo* drafter_info = drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
 
   auto loaded = load_model(model_path);
   LlamaCpu model(loaded);
@@ -67,24 +92,51 @@ int cmd_generate(const std::vector<std::string>& args) {
   if (ids.empty()) ids.push_back(tok->bos());
   opts.is_stop = [&](TokenId t) { return tok->is_end_of_generation(t); };
 
+  // The AR run: printed when there is no drafter, the baseline (and the oracle's reference) otherwise.
+  TokenId prev = ids.back();
+  std::function<void(std::span<const TokenId>)> stream = [&](std::span<const TokenId> toks) {
+    for (TokenId t : toks) {
+      if (!tok->is_end_of_generation(t)) {
+        const std::string piece = tok->decode_token(prev, t);
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+      }
+      prev = t;
+    }
+    std::fflush(stdout);
+  };
   if (!chat) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
-  TokenId prev = ids.back();
-  const GenerateResult res = generate(model, ids, opts, [&](TokenId t) {
-    if (!tok->is_end_of_generation(t)) {
-      const std::string piece = tok->decode_token(prev, t);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    }
-    prev = t;
-  });
+  const DecodeResult ar = speculative_decode(model, nullptr, *rule, ids, opts, drafter_info ? nullptr : stream);
+  DecodeResult res = ar;
+  if (drafter_info) {
+    DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
+                   .reference = &ar.tokens,
+                   .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1};
+    DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
+    auto drafter = drafter_info->factory(env, dopts);
+    res = speculative_decode(model, drafter.get(), *rule, ids, opts, stream);
+  }
   std::fputs("\n", stdout);  // end the text with a newline, as llama2.c's run.c does
   std::fflush(stdout);
+
   const int n = static_cast<int>(res.tokens.size());
   std::fprintf(stderr, "\n%d prompt tokens in %.3f s (%.1f tok/s); %d new tokens in %.3f s: %.1f tok/s%s\n",
                res.prompt_tokens, res.prefill_seconds, res.prompt_tokens / std::max(res.prefill_seconds, 1e-9), n,
-               res.decode_seconds, n > 1 ? (n - 1) / std::max(res.decode_seconds, 1e-9) : 0.0,
+               res.decode_seconds, n / std::max(res.decode_seconds, 1e-9),
                res.stopped ? " (stopped at end of generation)" : "");
+  if (drafter_info) {
+    const int drafted = res.drafted_tokens();
+    std::fprintf(stderr,
+                 "drafter %s, k = %d, rule %s%s: tau %.3f tokens per target pass (%zu passes), draft acceptance "
+                 "%.1f%% (%d/%d), speedup over AR %.2fx (AR %.1f tok/s)%s\n",
+                 drafter_name.c_str(), opts.k, rule->name().c_str(), rule->lossless() ? "" : " (lossy)", res.tau(),
+                 res.steps.size(), drafted ? 100.0 * res.accepted_draft_tokens() / drafted : 0.0,
+                 res.accepted_draft_tokens(), drafted, ar.decode_seconds / std::max(res.decode_seconds, 1e-9),
+                 ar.tokens.size() / std::max(ar.decode_seconds, 1e-9),
+                 opts.sampling.greedy() && rule->lossless() ? (res.tokens == ar.tokens ? "; output identical to AR" :
+                                                                                         "; OUTPUT DIFFERS FROM AR")
+                                                            : "");
+  }
   return 0;
 }
 

@@ -22,6 +22,8 @@ struct Command {
 const Command kCommands[] = {
     {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
      specdec::cli::cmd_generate},
+    {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
+    {"merge", "join the HDF5 logs of a sharded run (specdec run --shard i/n)", specdec::cli::cmd_merge},
 };
 
 void print_usage() {

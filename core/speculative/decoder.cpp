@@ -1,0 +1,149 @@
+// The speculative decode loop (one sequence). The target's cache holds every emitted token except the
+// last one; each step forwards [last, draft nodes...] as one block, so the last token's KV and the
+// verification of the whole draft cost one pass. AR decoding is the same loop with an empty draft.
+#include "core/speculative/decoder.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace specdec {
+namespace {
+using Clock = std::chrono::steady_clock;
+double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+}  // namespace
+
+int DecodeResult::accepted_draft_tokens() const {
+  int n = 0;
+  for (const auto& s : steps) n += s.n_accepted;
+  return n;
+}
+int DecodeResult::drafted_tokens() const {
+  int n = 0;
+  for (const auto& s : steps) n += s.n_proposed;
+  return n;
+}
+double DecodeResult::tau() const {
+  return steps.empty() ? 0.0 : static_cast<double>(accepted_draft_tokens() + steps.size()) / steps.size();
+}
+
+DecodeResult speculative_decode(Model& target, Drafter* drafter, const AcceptanceRule& rule,
+                                std::span<const TokenId> prompt, const DecodeOptions& opts,
+                                const std::function<void(std::span<const TokenId>)>& on_tokens) {
+  const ModelConfig& cfg = target.config();
+  const int V = cfg.vocab_size, ctx = cfg.max_seq_len;
+  const int n_prompt = static_cast<int>(prompt.size());
+  SPECDEC_CHECK(n_prompt >= 1, "a prompt of at least one token (add BOS for an empty prompt)");
+  SPECDEC_CHECK(n_prompt < ctx, "a prompt shorter than the model's context of ", ctx, " tokens, got ", n_prompt,
+                " tokens");
+  SPECDEC_CHECK(opts.k >= 1 || drafter == nullptr, "k >= 1 draft tokens per step, got k = ", opts.k);
+  SPECDEC_CHECK(opts.max_new_tokens >= 0, "max_new_tokens >= 0, got ", opts.max_new_tokens);
+  opts.sampling.validate();
+  const int max_new = std::min(opts.max_new_tokens, ctx - n_prompt);
+  const int k = drafter ? std::min(opts.k, opts.max_tree_nodes) : 0;
+
+  DecodeResult res;
+  res.prompt_tokens = n_prompt;
+  if (max_new == 0) return res;
+  // Room for the prompt, the output, and one block of draft nodes past it.
+  auto cache = target.new_cache(std::min(ctx, n_prompt + max_new + k + 1));
+
+  // Prefill all prompt tokens but the last: the last one opens the first verification block.
+  const auto t0 = Clock::now();
+  ForwardResult fr;
+  if (n_prompt > 1) target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0}, fr);
+  if (drafter) drafter->begin(prompt);
+  res.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  const auto t1 = Clock::now();
+  TokenId last = prompt.back();
+  std::vector<TokenId> block;
+  std::vector<int32_t> parents, positions;
+  std::vector<uint8_t> mask;
+  std::vector<int32_t> keep;
+  std::vector<TokenId> emitted;
+  for (uint32_t step = 0; static_cast<int>(res.tokens.size()) < max_new; ++step) {
+    StepRecord rec;
+    rec.step = static_cast<int32_t>(step);
+    rec.context_len = cache->size();
+    // Budget: never draft past the output length (the last token always comes from the target) nor
+    // past the context.
+    const int remaining = max_new - static_cast<int>(res.tokens.size());
+    const int budget = std::min({k, remaining - 1, ctx - cache->size() - 1});
+
+    DraftProposal prop;
+    const auto td = Clock::now();
+    if (drafter && budget > 0) {
+      prop = drafter->propose(budget);
+      prop.validate(V);
+      SPECDEC_CHECK(prop.size() <= budget, "a proposal of at most ", budget, " tokens (k and the remaining budget), got ",
+                    prop.size());
+    }
+    rec.t_draft_us = us_since(td);
+
+    const auto tv = Clock::now();
+    const int n = prop.size();
+    block.assign(1, last);
+    block.insert(block.end(), prop.tokens.begin(), prop.tokens.end());
+    parents.assign(1, -1);
+    for (int i = 0; i < n; ++i) parents.push_back(prop.parent(i) + 1);  // block index: root = 0
+    const int n_past = cache->size();
+    ForwardRequest req{.tokens = block};
+    if (!prop.is_chain()) {
+      build_tree_mask(parents, n_past, mask, positions);
+      req.positions = positions;
+      req.mask = mask;
+    }
+    target.forward(*cache, req, fr);
+
+    VerifyInput vin{.tokens = block, .parents = parents, .logits = fr.logits, .q = prop.q, .vocab_size = V,
+                    .sampling = opts.sampling, .seed = opts.seed, .request = opts.request, .step = step};
+    const VerifyOutcome out = rule.verify(vin);
+
+    // Keep the root and the accepted path in the cache; the emitted target token is not in it yet.
+    if (prop.is_chain()) {
+      cache->truncate(n_past + 1 + static_cast<int>(out.path.size()));
+    } else {
+      keep.assign(1, 0);
+      keep.insert(keep.end(), out.path.begin(), out.path.end());
+      cache->compact(n_past, keep);
+    }
+    rec.t_verify_us = us_since(tv);
+
+    emitted.clear();
+    for (int32_t node : out.path) emitted.push_back(block[node]);
+    emitted.push_back(out.next);
+    rec.n_proposed = n;
+    rec.n_accepted = static_cast<int32_t>(out.path.size());
+    std::vector<int32_t> depth(n + 1, 0);
+    for (int i = 1; i <= n; ++i) {
+      depth[i] = depth[parents[i]] + 1;
+      rec.max_depth = std::max(rec.max_depth, depth[i]);
+      const NodeVerdict& v = out.verdicts[i - 1];
+      rec.nodes.push_back({.node = i - 1, .parent = parents[i] - 1, .depth = depth[i], .token = block[i],
+                           .p_target = v.p_target, .q_draft = v.q_draft, .u = v.u, .visited = v.visited,
+                           .accepted = v.accepted});
+    }
+    res.steps.push_back(std::move(rec));
+
+    // Stop tokens end the output where AR would have stopped.
+    size_t take = emitted.size();
+    for (size_t i = 0; i < emitted.size(); ++i)
+      if (opts.is_stop && opts.is_stop(emitted[i])) {
+        take = i + 1;
+        res.stopped = true;
+        break;
+      }
+    take = std::min<size_t>(take, max_new - res.tokens.size());
+    res.tokens.insert(res.tokens.end(), emitted.begin(), emitted.begin() + take);
+    if (on_tokens) on_tokens(std::span<const TokenId>(emitted.data(), take));
+    if (res.stopped) break;
+    if (drafter) drafter->accept(emitted);
+    last = emitted.back();
+  }
+  res.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  return res;
+}
+
+}  // namespace specdec

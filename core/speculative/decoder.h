@@ -1,0 +1,68 @@
+// The speculative decode loop: propose -> verify the whole proposal (chain or tree) in one target
+// forward with the tree mask -> acceptance rule -> the target KV cache keeps exactly the accepted path ->
+// drafter.accept. Without a drafter it is plain autoregressive decoding through the same code path,
+// which is the AR baseline every experiment compares against.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/model/model.h"
+#include "core/sampling/sampling.h"
+#include "core/speculative/acceptance.h"
+#include "core/speculative/drafter.h"
+
+namespace specdec {
+
+struct DecodeOptions {
+  int max_new_tokens = 128;
+  int k = 4;                 // draft budget per step: chain length or tree nodes
+  int max_tree_nodes = 64;   // verifier limit; a proposal above it is an error
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  uint64_t request = 0;
+  std::function<bool(TokenId)> is_stop = nullptr;
+};
+
+// One draft node as logged (the HDF5 draft_tokens table).
+struct DraftTokenRecord {
+  int32_t node = 0;     // 0-based index in the proposal
+  int32_t parent = -1;  // parent node, -1 = root
+  int32_t depth = 1;    // 1 = first draft position
+  TokenId token = 0;
+  float p_target = 0.f, q_draft = 1.f, u = -1.f;
+  bool visited = false, accepted = false;
+};
+
+// One target verification pass (the HDF5 steps table).
+struct StepRecord {
+  int32_t step = 0;
+  int32_t n_proposed = 0;   // draft tokens (tree nodes)
+  int32_t n_accepted = 0;   // draft tokens accepted (the path length)
+  int32_t max_depth = 0;    // depth of the proposal (chain length for chains)
+  int32_t context_len = 0;  // tokens in the target's cache before the pass
+  double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
+  std::vector<DraftTokenRecord> nodes;
+};
+
+struct DecodeResult {
+  std::vector<TokenId> tokens;  // generated tokens (a stop token included, as the last)
+  std::vector<StepRecord> steps;
+  int prompt_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+  bool stopped = false;
+
+  int accepted_draft_tokens() const;
+  int drafted_tokens() const;
+  double tau() const;  // tokens emitted per target pass
+};
+
+// Decodes one request. drafter == nullptr: AR. Streams each step's new tokens to on_tokens.
+// Throws specdec::Error for a prompt that does not fit the context, an invalid proposal, etc.
+DecodeResult speculative_decode(Model& target, Drafter* drafter, const AcceptanceRule& rule,
+                                std::span<const TokenId> prompt, const DecodeOptions& opts,
+                                const std::function<void(std::span<const TokenId>)>& on_tokens = nullptr);
+
+}  // namespace specdec

@@ -1,0 +1,133 @@
+// The drafter interface: every drafting strategy, built in or loaded from a user's shared library,
+// proposes a DraftProposal (tokens, tree parents, draft distributions q) and is verified by the same
+// lossless verifier. One Drafter per sequence; a registry makes them by name from an options section.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/model/model.h"
+#include "core/sampling/sampling.h"
+#include "core/types.h"
+
+namespace specdec {
+
+class Tokenizer;
+
+// What a drafter proposes for one step. Node i is tokens[i]; parents[i] is the index of its parent
+// node (< i), or -1 for a child of the last accepted token (the root). Empty parents = a chain
+// (parents[i] = i - 1). q holds, per node, the distribution (V floats) the node's token was drawn from;
+// empty q = deterministic proposals (q is one-hot at the token).
+struct DraftProposal {
+  std::vector<TokenId> tokens;
+  std::vector<int32_t> parents;
+  std::vector<float> q;  // tokens.size() x V, or empty
+
+  int size() const { return static_cast<int>(tokens.size()); }
+  bool is_chain() const { return parents.empty(); }
+  int32_t parent(int i) const { return parents.empty() ? i - 1 : parents[i]; }
+  // Throws unless parents / q sizes are consistent, parents[i] < i, tokens in [0, V).
+  void validate(int vocab_size) const;
+};
+
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  // A new sequence starts with this prompt (its tokens are already in the target's context).
+  virtual void begin(std::span<const TokenId> prompt) = 0;
+  // Up to max_tokens draft tokens (a chain or a tree of at most max_tokens nodes) continuing the
+  // sequence; an empty proposal means "nothing to propose" (the step degenerates to one AR step).
+  virtual DraftProposal propose(int max_tokens) = 0;
+  // The tokens this step added to the sequence: the accepted draft tokens, then the target's token.
+  virtual void accept(std::span<const TokenId> accepted) = 0;
+};
+
+// Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).
+// Every get() marks its key as used; check_all_used() turns a misspelt key into a one-line error that
+// names it and lists the keys the drafter knows.
+class DrafterOptions {
+ public:
+  DrafterOptions() = default;
+  explicit DrafterOptions(std::map<std::string, std::string> kv, std::string section = "drafter")
+      : kv_(std::move(kv)), section_(std::move(section)) {}
+  std::string get(const std::string& key, const std::string& def) const;
+  int get_int(const std::string& key, int def) const;
+  double get_double(const std::string& key, double def) const;
+  bool get_bool(const std::string& key, bool def) const;
+  std::vector<double> get_doubles(const std::string& key, std::vector<double> def) const;  // "a,b,c"
+  bool has(const std::string& key) const { return kv_.count(key) != 0; }
+  void set(const std::string& key, const std::string& value) { kv_[key] = value; }
+  void check_all_used() const;
+  const std::map<std::string, std::string>& values() const { return kv_; }
+  const std::string& section() const { return section_; }
+
+ private:
+  std::map<std::string, std::string> kv_;
+  std::string section_;
+  mutable std::set<std::string> used_;
+};
+
+// What a drafter may use when it is made: the target (for self-drafting and its vocabulary), the
+// sampling parameters (q must be filtered like p), the seed, and, for the oracle / synthetic bounds,
+// the target's own AR continuation of this request.
+struct DrafterEnv {
+  Model* target = nullptr;
+  const Tokenizer* tokenizer = nullptr;
+  SamplingParams sampling;
+  uint64_t seed = 0;
+  uint64_t request = 0;
+  const std::vector<TokenId>* reference = nullptr;  // AR output for this prompt, when known
+  int max_context = 0;  // tokens the sequence can reach (prompt + output + one draft); 0 = model maximum
+};
+
+// The RNG key of drafters: draws of a drafter use uniform(drafter_seed(seed), request, step, draw), a
+// stream disjoint from the verifier's uniform(seed, request, step, draw).
+inline uint64_t drafter_seed(uint64_t seed) { return seed ^ 0x9E3779B97F4A7C15ull; }
+
+using DrafterFactory = std::function<std::unique_ptr<Drafter>(const DrafterEnv&, const DrafterOptions&)>;
+
+struct DrafterInfo {
+  std::string name;
+  std::string help;        // one line
+  DrafterFactory factory;
+  bool needs_reference = false;  // oracle / synthetic: needs the AR output of the same prompt
+};
+
+// Drafters by name. Built-ins are added from one explicit list (drafters/register_builtin.cpp);
+// plugins add theirs through the same interface. A duplicate name is an error.
+class DrafterRegistry {
+ public:
+  virtual ~DrafterRegistry() = default;
+  // virtual so that a plugin calls it through the vtable and needs no symbol from the host.
+  virtual void add(DrafterInfo info);
+  const DrafterInfo& get(const std::string& name) const;  // error lists the known names
+  std::vector<const DrafterInfo*> list() const;
+  bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
+
+  // "plugin:PATH.so:NAME" loads PATH.so once (checking its ABI version) and returns NAME's entry;
+  // any other spec is a registered name.
+  const DrafterInfo& resolve(const std::string& spec);
+
+ private:
+  std::map<std::string, DrafterInfo> by_name_;
+  std::set<std::string> loaded_plugins_;
+};
+
+// ---- plugin ABI ----------------------------------------------------------------------------------
+// A plugin is a shared library exporting, with C linkage:
+//   int  specdec_plugin_abi_version(void);                        // must return SPECDEC_PLUGIN_ABI_VERSION
+//   void specdec_plugin_register(specdec::DrafterRegistry* r);     // calls r->add(...) for each drafter
+// Bump the version whenever DraftProposal, Drafter, DrafterOptions, DrafterEnv or DrafterInfo change.
+#define SPECDEC_PLUGIN_ABI_VERSION 1
+
+// Loads a plugin file into the registry; throws naming the file on dlopen failure, a missing symbol, or
+// an ABI version mismatch.
+void load_drafter_plugin(DrafterRegistry& registry, const std::string& path);
+
+}  // namespace specdec

@@ -1,0 +1,32 @@
+// draft_model: loads any model specdec loads (llama2.c, GGUF, safetensors) as the drafter, refusing one
+// whose vocabulary differs from the target's.
+#include "drafters/draft_model.h"
+
+#include "core/error.h"
+#include "core/loading.h"
+#include "core/model/llama_cpu.h"
+#include "drafters/model_drafter.h"
+
+namespace specdec::drafters {
+
+DrafterInfo draft_model_info() {
+  return {"draft_model", "a smaller model with the same vocabulary drafts a chain, or a tree (tree_width, tree_depth)",
+          [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+            const std::string path = opt.get("model", "");
+            ModelDrafterParams p;
+            p.tree_width = opt.get_int("tree_width", 1);
+            p.tree_depth = opt.get_int("tree_depth", 1);
+            p.n_layers = opt.get_int("layers", -1);
+            opt.check_all_used();
+            SPECDEC_CHECK(!path.empty(), "[", opt.section(), "] model = PATH: the draft model file is required");
+            auto loaded = load_model(path);
+            const int V = env.target->config().vocab_size;
+            SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ", loaded->config.vocab_size,
+                          " tokens does not match the target's ", V, " (a drafter must share the target's tokenizer)");
+            auto model = std::make_shared<LlamaCpu>(loaded);
+            Model& ref = *model;
+            return std::make_unique<ModelDrafter>(ref, model, env, p);
+          }};
+}
+
+}  // namespace specdec::drafters

@@ -1,0 +1,26 @@
+// early_exit (LayerSkip-style self-speculation): the target itself with a KV cache over its first
+// `layers` layers; the forward then applies the final norm and LM head. No weight is copied: the drafter
+// runs the very same Model object.
+#include "drafters/early_exit.h"
+
+#include "core/error.h"
+#include "drafters/model_drafter.h"
+
+namespace specdec::drafters {
+
+DrafterInfo early_exit_info() {
+  return {"early_exit", "the target's first L layers + final norm + LM head draft for it (layers = L, default 1/4)",
+          [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+            const int L = env.target->config().n_layers;
+            ModelDrafterParams p;
+            p.n_layers = opt.get_int("layers", std::max(1, L / 4));
+            p.tree_width = opt.get_int("tree_width", 1);
+            p.tree_depth = opt.get_int("tree_depth", 1);
+            opt.check_all_used();
+            SPECDEC_CHECK(p.n_layers >= 1 && p.n_layers < L, "[", opt.section(), "] layers in 1..", L - 1,
+                          " (fewer than the target's ", L, "), got ", p.n_layers);
+            return std::make_unique<ModelDrafter>(*env.target, nullptr, env, p);
+          }};
+}
+
+}  // namespace specdec::drafters

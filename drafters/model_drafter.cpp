@@ -1,0 +1,158 @@
+// ModelDrafter: chain and tree drafting with a model and its own KV cache.
+#include "drafters/model_drafter.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/sampling/philox.h"
+
+namespace specdec::drafters {
+
+ModelDrafter::ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const DrafterEnv& env,
+                           ModelDrafterParams params)
+    : model_(model), keep_alive_(std::move(keep_alive)), env_(env), params_(params) {
+  SPECDEC_CHECK(params_.tree_width >= 1 && params_.tree_depth >= 1, "tree_width >= 1 and tree_depth >= 1, got ",
+                params_.tree_width, " and ", params_.tree_depth);
+  const int ctx = model_.config().max_seq_len;
+  const int cap = env_.max_context > 0 ? std::min(ctx, env_.max_context) : ctx;
+  cache_ = model_.new_cache(cap, params_.n_layers);
+}
+
+void ModelDrafter::begin(std::span<const TokenId> prompt) {
+  cache_->truncate(0);
+  step_ = 0;
+  pending_.assign(prompt.begin(), prompt.end());
+  committed_ = 0;
+  last_ = {};
+  slot_.clear();
+}
+
+// Forwards the pending tokens (a chain) and returns the logits after the last of them.
+void ModelDrafter::forward_pending(std::vector<float>& last_logits) {
+  SPECDEC_CHECK(!pending_.empty(), "a drafter step after accept() (no pending token to continue from)");
+  ForwardResult fr;
+  model_.forward(*cache_, {.tokens = pending_, .n_logits = 1}, fr);
+  committed_ = cache_->size();
+  pending_.clear();
+  last_logits = std::move(fr.logits);
+}
+
+DraftProposal ModelDrafter::propose(int max_tokens) {
+  // Never draft past the draft cache either.
+  const int room = cache_->capacity() - cache_->size() - static_cast<int>(pending_.size());
+  const int k = std::min(max_tokens, room);
+  last_ = (k <= 0) ? DraftProposal{} : (params_.tree_width > 1 ? propose_tree(k) : propose_chain(k));
+  if (k <= 0 && !pending_.empty()) {
+    std::vector<float> unused;
+    forward_pending(unused);
+  }
+  ++step_;
+  return last_;
+}
+
+DraftProposal ModelDrafter::propose_chain(int k) {
+  const int V = model_.config().vocab_size;
+  DraftProposal p;
+  std::vector<float> logits;
+  forward_pending(logits);
+  const bool sample = !env_.sampling.greedy();
+  for (int i = 0; i < k; ++i) {
+    TokenId t;
+    if (sample) {
+      probs_.resize(V);
+      logits_to_probs(logits, env_.sampling, probs_);
+      t = sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step_, static_cast<uint32_t>(i)));
+      p.q.insert(p.q.end(), probs_.begin(), probs_.end());
+    } else {
+      t = argmax(logits);
+    }
+    p.tokens.push_back(t);
+    if (i + 1 < k) {
+      ForwardResult fr;
+      model_.forward(*cache_, {.tokens = {&t, 1}}, fr);
+      logits = std::move(fr.logits);
+    }
+  }
+  slot_.assign(p.tokens.size(), 0);
+  std::iota(slot_.begin(), slot_.end(), 0);
+  return p;
+}
+
+DraftProposal ModelDrafter::propose_tree(int k) {
+  const int V = model_.config().vocab_size;
+  DraftProposal p;
+  std::vector<float> root_logits;
+  forward_pending(root_logits);
+  const int b = params_.tree_width;
+  // Level by level: the frontier's logits give each node's top-b children (deterministic: q one-hot).
+  std::vector<int> frontier = {-1};                // proposal indices; -1 = the root
+  std::vector<std::vector<float>> frontier_logits = {root_logits};
+  std::vector<int32_t> order(V);
+  slot_.clear();
+  for (int depth = 1; depth <= params_.tree_depth && p.size() < k; ++depth) {
+    std::vector<int> level;
+    for (size_t f = 0; f < frontier.size() && p.size() < k; ++f) {
+      const auto& lg = frontier_logits[f];
+      std::iota(order.begin(), order.end(), 0);
+      const int take = std::min(b, V);
+      std::partial_sort(order.begin(), order.begin() + take, order.end(),
+                        [&](int a, int c) { return lg[a] > lg[c] || (lg[a] == lg[c] && a < c); });
+      for (int j = 0; j < take && p.size() < k; ++j) {
+        p.tokens.push_back(order[j]);
+        p.parents.push_back(frontier[f]);
+        level.push_back(p.size() - 1);
+      }
+    }
+    if (depth == params_.tree_depth || p.size() >= k || level.empty()) break;
+    // Forward this level with a mask over the committed prefix, the level's ancestors and itself.
+    const int base = committed_, n_nodes = p.size(), first = n_nodes - static_cast<int>(level.size());
+    // Slots so far hold nodes [0, first) in order; this level goes after them.
+    const int S = base + n_nodes;
+    std::vector<uint8_t> mask(level.size() * S, 0);
+    std::vector<int32_t> pos(level.size());
+    std::vector<TokenId> toks(level.size());
+    for (size_t li = 0; li < level.size(); ++li) {
+      uint8_t* row = mask.data() + li * S;
+      std::fill_n(row, base, 1);
+      int d = 0;
+      for (int a = level[li]; a >= 0; a = p.parents[a], ++d) row[base + a] = 1;
+      pos[li] = base + d - 1;
+      toks[li] = p.tokens[level[li]];
+    }
+    SPECDEC_CHECK(cache_->size() == base + first, "draft tree levels forwarded in order");
+    ForwardResult fr;
+    model_.forward(*cache_, {.tokens = toks, .positions = pos, .mask = mask}, fr);
+    frontier.assign(level.begin(), level.end());
+    frontier_logits.clear();
+    for (size_t li = 0; li < level.size(); ++li)
+      frontier_logits.emplace_back(fr.logits.begin() + li * V, fr.logits.begin() + (li + 1) * V);
+  }
+  slot_.resize(p.tokens.size());
+  std::iota(slot_.begin(), slot_.end(), 0);  // node i sits at slot committed_ + i once forwarded
+  return p;
+}
+
+void ModelDrafter::accept(std::span<const TokenId> emitted) {
+  // All but the last emitted token are accepted draft nodes; keep the ones already in the cache.
+  std::vector<int32_t> keep;
+  int node = -1;
+  size_t i = 0;
+  const int in_cache = cache_->size() - committed_;
+  for (; i + 1 < emitted.size(); ++i) {
+    int found = -1;
+    for (int c = 0; c < last_.size(); ++c)
+      if (last_.parent(c) == node && last_.tokens[c] == emitted[i]) {
+        found = c;
+        break;
+      }
+    if (found < 0 || slot_[found] >= in_cache) break;
+    keep.push_back(slot_[found]);
+    node = found;
+  }
+  cache_->compact(committed_, keep);
+  committed_ = cache_->size();
+  pending_.insert(pending_.end(), emitted.begin() + static_cast<ptrdiff_t>(i), emitted.end());
+}
+
+}  // namespace specdec::drafters

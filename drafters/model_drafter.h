@@ -1,0 +1,46 @@
+// A drafter that runs a language model (a separate draft model, or the first layers of the target for
+// early exit) with its own KV cache: a chain of k tokens, or a tree of the top-b tokens at each of the
+// first d depths. Greedy sampling proposes argmax tokens (q one-hot); at temperature > 0 a chain samples
+// each token from q = the draft's filtered distribution and reports that q to the verifier.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/speculative/drafter.h"
+
+namespace specdec::drafters {
+
+struct ModelDrafterParams {
+  int tree_width = 1;  // b: children per node at depths 1..tree_depth; 1 = chain
+  int tree_depth = 1;  // d
+  int n_layers = -1;   // layers of the model to run (-1 = all; fewer = early exit)
+};
+
+class ModelDrafter final : public Drafter {
+ public:
+  // model must outlive the drafter; keep_alive holds it when the drafter owns it.
+  ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const DrafterEnv& env, ModelDrafterParams params);
+  void begin(std::span<const TokenId> prompt) override;
+  DraftProposal propose(int max_tokens) override;
+  void accept(std::span<const TokenId> accepted) override;
+
+ private:
+  DraftProposal propose_chain(int k);
+  DraftProposal propose_tree(int k);
+  void forward_pending(std::vector<float>& last_logits);
+
+  Model& model_;
+  std::shared_ptr<void> keep_alive_;
+  DrafterEnv env_;
+  ModelDrafterParams params_;
+  std::unique_ptr<KVCache> cache_;
+  std::vector<TokenId> pending_;   // emitted tokens not yet in the draft cache
+  int committed_ = 0;              // cache slots that hold the sequence (before any draft node)
+  DraftProposal last_;             // the last proposal
+  std::vector<int32_t> slot_;      // cache slot (relative to committed_) of each proposal node
+  uint32_t step_ = 0;
+  std::vector<float> probs_;
+};
+
+}  // namespace specdec::drafters

@@ -1,0 +1,89 @@
+// Greedy losslessness: for every built-in drafter and k in {1, 2, 4, 8} (chains, and trees for the model
+// drafters), speculative decoding emits exactly the AR greedy tokens on stories260K prompts.
+#include <catch2/catch.hpp>
+
+#include "core/generate.h"
+#include "core/loading.h"
+#include "core/model/llama_cpu.h"
+#include "core/speculative/decoder.h"
+#include "drafters/register_builtin.h"
+#include "tests/support/assets.h"
+#include "verifiers/rules.h"
+
+using namespace specdec;
+
+namespace {
+
+struct Fixture {
+  std::shared_ptr<const LoadedModel> loaded = load_model(test::stories_model());
+  LlamaCpu model{loaded};
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(*loaded, test::stories_tokenizer());
+};
+Fixture& fx() {
+  static Fixture f;
+  return f;
+}
+
+const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom went to the park. They saw",
+                                           "The little dog was sad because", ""};
+
+struct DrafterCase {
+  std::string name;
+  std::map<std::string, std::string> opts;
+};
+
+}  // namespace
+
+TEST_CASE("AR through the decode loop equals generate()", "[speculative]") {
+  auto& f = fx();
+  auto rule = verifiers::make_greedy_rule();
+  for (const auto& text : kPrompts) {
+    const auto prompt = f.tok->encode(text, true);
+    GenerateOptions g;
+    g.max_new_tokens = 48;
+    const auto ref = generate(f.model, prompt, g);
+    DecodeOptions d;
+    d.max_new_tokens = 48;
+    const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
+    REQUIRE(ar.tokens == ref.tokens);
+    REQUIRE(ar.steps.size() == ref.tokens.size());
+    REQUIRE(ar.tau() == 1.0);
+  }
+}
+
+TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}", "[speculative][lossless]") {
+  auto& f = fx();
+  auto rule = verifiers::make_greedy_rule();
+  const std::string model_path = test::stories_model();
+  const std::vector<DrafterCase> cases = {
+      {"ngram", {}},
+      {"ngram", {{"max_n", "4"}, {"min_n", "2"}}},
+      {"draft_model", {{"model", model_path}}},
+      {"draft_model", {{"model", model_path}, {"layers", "2"}, {"tree_width", "2"}, {"tree_depth", "3"}}},
+      {"early_exit", {{"layers", "2"}}},
+      {"early_exit", {{"layers", "3"}, {"tree_width", "3"}, {"tree_depth", "2"}}},
+      {"synthetic", {{"acceptance", "0.9,0.7,0.5"}}},
+      {"oracle", {}},
+  };
+  auto& registry = drafters::default_registry();
+  for (const auto& text : kPrompts) {
+    const auto prompt = f.tok->encode(text, true);
+    DecodeOptions base;
+    base.max_new_tokens = 64;
+    const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, base);
+    for (const auto& c : cases) {
+      for (int k : {1, 2, 4, 8}) {
+        DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get(), .reference = &ar.tokens};
+        auto drafter = registry.get(c.name).factory(env, DrafterOptions(c.opts, c.name));
+        DecodeOptions d = base;
+        d.k = k;
+        const auto spec = speculative_decode(f.model, drafter.get(), *rule, prompt, d);
+        INFO("drafter " << c.name << " k=" << k << " prompt '" << text << "'");
+        REQUIRE(spec.tokens == ar.tokens);
+        REQUIRE(spec.tau() >= 1.0);
+        if (c.name == "oracle") REQUIRE(spec.steps.size() <= (ar.tokens.size() + k) / (k + 1) + 1);
+        if (c.name == "draft_model" && c.opts.size() == 1) REQUIRE(spec.accepted_draft_tokens() == spec.drafted_tokens());
+      }
+    }
+  }
+}

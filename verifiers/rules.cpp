@@ -1,0 +1,211 @@
+// Production instantiations of the acceptance rules: double arithmetic over the target's filtered
+// distributions, Philox draws (seed, request, step, draw) so runs are reproducible on any backend.
+#include "verifiers/rules.h"
+
+#include <cmath>
+#include <map>
+
+#include "core/error.h"
+#include "core/sampling/philox.h"
+#include "verifiers/tree_walk.h"
+
+namespace specdec::verifiers {
+namespace {
+
+// Adapts a VerifyInput to the Tree concept of tree_walk.h, computing p lazily per node.
+class BlockTree {
+ public:
+  explicit BlockTree(const VerifyInput& in) : in_(in), children_(in.tokens.size()) {
+    for (size_t i = 1; i < in.tokens.size(); ++i) children_[in.parents[i]].push_back(static_cast<int>(i));
+    scratch_.resize(in.vocab_size);
+  }
+  int size() const { return static_cast<int>(in_.tokens.size()); }
+  const std::vector<int>& children(int n) const { return children_[n]; }
+  int token(int n) const { return in_.tokens[n]; }
+  const std::vector<double>& target(int n) const {
+    auto it = p_.find(n);
+    if (it != p_.end()) return it->second;
+    const size_t V = in_.vocab_size;
+    logits_to_probs(in_.logits.subspan(n * V, V), in_.sampling, scratch_, sampling_scratch_);
+    return p_.emplace(n, std::vector<double>(scratch_.begin(), scratch_.end())).first->second;
+  }
+  const std::vector<double>* draft(int c) const {
+    if (in_.q.empty()) return nullptr;
+    auto it = q_.find(c);
+    if (it != q_.end()) return &it->second;
+    const size_t V = in_.vocab_size;
+    auto row = in_.q.subspan((c - 1) * V, V);
+    return &q_.emplace(c, std::vector<double>(row.begin(), row.end())).first->second;
+  }
+
+ private:
+  const VerifyInput& in_;
+  std::vector<std::vector<int>> children_;
+  mutable std::map<int, std::vector<double>> p_, q_;
+  mutable std::vector<float> scratch_;
+  mutable SamplingScratch sampling_scratch_;
+};
+
+// Philox-backed random source; remembers the draw of each Bernoulli test for the step log.
+class PhiloxSource {
+ public:
+  explicit PhiloxSource(const VerifyInput& in) : in_(in) {}
+  bool bernoulli(double a) {
+    last_u = next();
+    return last_u < a;
+  }
+  int categorical(const std::vector<double>& w) {
+    double sum = 0;
+    for (double x : w) sum += x;
+    const double target = next() * sum;
+    double acc = 0;
+    int last_nonzero = -1;
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (w[i] <= 0) continue;
+      acc += w[i];
+      last_nonzero = static_cast<int>(i);
+      if (target < acc) return last_nonzero;
+    }
+    return last_nonzero;  // round-off at the end of the CDF
+  }
+  float last_u = -1.f;
+
+ private:
+  float next() { return uniform(in_.seed, in_.request, in_.step, draw_++); }
+  const VerifyInput& in_;
+  uint32_t draw_ = 0;
+};
+
+void check_input(const VerifyInput& in) {
+  const size_t T = in.tokens.size(), V = static_cast<size_t>(in.vocab_size);
+  SPECDEC_CHECK(T >= 1 && in.parents.size() == T, "a verify block with one parent per token, got ", T, " tokens and ",
+                in.parents.size(), " parents");
+  SPECDEC_CHECK(in.logits.size() == T * V, "T x V = ", T * V, " target logits, got ", in.logits.size());
+  SPECDEC_CHECK(in.q.empty() || in.q.size() == (T - 1) * V, "(T-1) x V = ", (T - 1) * V, " draft probabilities, got ",
+                in.q.size());
+  SPECDEC_CHECK(in.parents[0] == -1, "the root of a verify block has no parent, got ", in.parents[0]);
+  for (size_t i = 1; i < T; ++i)
+    SPECDEC_CHECK(in.parents[i] >= 0 && in.parents[i] < static_cast<int32_t>(i), "block parent of node ", i, " in 0..",
+                  i - 1, ", got ", in.parents[i]);
+}
+
+// Fills the per-node verdicts from a walk.
+template <class Walk>
+VerifyOutcome to_outcome(const VerifyInput& in, const BlockTree& tree, const Walk& w,
+                         const std::vector<float>& draws) {
+  VerifyOutcome out;
+  out.path = {w.path.begin(), w.path.end()};
+  out.next = w.next;
+  out.verdicts.resize(in.tokens.size() - 1);
+  for (size_t j = 0; j < w.tested.size(); ++j) {
+    const auto [node, ok] = w.tested[j];
+    NodeVerdict& v = out.verdicts[node - 1];
+    v.visited = true;
+    v.accepted = ok;
+    v.p_target = static_cast<float>(tree.target(in.parents[node])[in.tokens[node]]);
+    const auto* q = tree.draft(node);
+    v.q_draft = q ? static_cast<float>((*q)[in.tokens[node]]) : 1.f;
+    v.u = j < draws.size() ? draws[j] : -1.f;
+  }
+  return out;
+}
+
+class GreedyRule final : public AcceptanceRule {
+ public:
+  std::string name() const override { return "greedy"; }
+  bool lossless() const override { return true; }
+  VerifyOutcome verify(const VerifyInput& in) const override {
+    check_input(in);
+    const size_t T = in.tokens.size(), V = in.vocab_size;
+    VerifyOutcome out;
+    out.verdicts.resize(T - 1);
+    std::vector<std::vector<int>> children(T);
+    for (size_t i = 1; i < T; ++i) children[in.parents[i]].push_back(static_cast<int>(i));
+    int node = 0;
+    for (;;) {
+      const TokenId best = argmax(in.logits.subspan(node * V, V));
+      int next_node = -1;
+      for (int c : children[node]) {
+        NodeVerdict& v = out.verdicts[c - 1];
+        v.visited = true;
+        v.p_target = in.tokens[c] == best ? 1.f : 0.f;
+        v.q_draft = in.q.empty() ? 1.f : in.q[(c - 1) * V + in.tokens[c]];
+        v.accepted = in.tokens[c] == best;
+        if (v.accepted) {
+          next_node = c;
+          break;
+        }
+      }
+      if (next_node < 0) {
+        out.next = best;
+        return out;
+      }
+      out.path.push_back(next_node);
+      node = next_node;
+    }
+  }
+};
+
+class SpeculativeRule final : public AcceptanceRule {
+ public:
+  std::string name() const override { return "speculative"; }
+  bool lossless() const override { return true; }
+  VerifyOutcome verify(const VerifyInput& in) const override {
+    check_input(in);
+    BlockTree tree(in);
+    // Remember each Bernoulli draw for the log.
+    struct Recording : PhiloxSource {
+      using PhiloxSource::PhiloxSource;
+      bool bernoulli(double a) {
+        const bool r = PhiloxSource::bernoulli(a);
+        draws.push_back(last_u);
+        return r;
+      }
+      std::vector<float> draws;
+    } src(in);
+    const auto walk = verify::speculative_walk<double>(tree, src);
+    return to_outcome(in, tree, walk, src.draws);
+  }
+};
+
+class TypicalRule final : public AcceptanceRule {
+ public:
+  explicit TypicalRule(TypicalParams p) : p_(p) {}
+  std::string name() const override { return "typical"; }
+  bool lossless() const override { return false; }
+  VerifyOutcome verify(const VerifyInput& in) const override {
+    check_input(in);
+    BlockTree tree(in);
+    PhiloxSource src(in);
+    auto entropy = [](const std::vector<double>& p) {
+      double h = 0;
+      for (double x : p)
+        if (x > 0) h -= x * std::log(x);
+      return h;
+    };
+    const auto walk = verify::typical_walk<double>(tree, src, p_.epsilon, p_.delta, entropy);
+    return to_outcome(in, tree, walk, {});
+  }
+
+ private:
+  TypicalParams p_;
+};
+
+}  // namespace
+
+std::unique_ptr<AcceptanceRule> make_greedy_rule() { return std::make_unique<GreedyRule>(); }
+std::unique_ptr<AcceptanceRule> make_speculative_rule() { return std::make_unique<SpeculativeRule>(); }
+std::unique_ptr<AcceptanceRule> make_typical_rule(TypicalParams params) {
+  return std::make_unique<TypicalRule>(params);
+}
+
+std::vector<std::string> acceptance_rule_names() { return {"greedy", "speculative", "typical"}; }
+
+std::unique_ptr<AcceptanceRule> make_acceptance_rule(const std::string& name, TypicalParams typical) {
+  if (name == "greedy") return make_greedy_rule();
+  if (name == "speculative") return make_speculative_rule();
+  if (name == "typical") return make_typical_rule(typical);
+  SPECDEC_FAIL("acceptance rule '", name, "' is unknown; expected one of: greedy, speculative, typical");
+}
+
+}  // namespace specdec::verifiers
