@@ -22,8 +22,11 @@ struct Command {
 const Command kCommands[] = {
     {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
      specdec::cli::cmd_generate},
+    {"bench", "benchmarks: `bench decode` (AR tokens/s and the cost of verifying T tokens)", specdec::cli::cmd_bench},
     {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
     {"merge", "join the HDF5 logs of a sharded run (specdec run --shard i/n)", specdec::cli::cmd_merge},
+    {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
+     specdec::cli::cmd_list_drafters},
 };
 
 void print_usage() {

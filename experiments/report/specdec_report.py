@@ -1,0 +1,705 @@
+#!/usr/bin/env python3
+"""specdec report: tables and plots from a specdec HDF5 results log (schema version 1,
+docs/hdf5-schema.md). Importable (the notebooks use the same functions) and a CLI:
+
+    python3 experiments/report/specdec_report.py RESULTS.h5 [--plots DIR] [--csv FILE] [--json FILE]
+                                                 [--bootstrap 2000] [--seed 0]
+
+load() reads a file into pandas DataFrames; summarize() computes every metric of the report (tau, draft
+acceptance, per-position acceptance, tokens/s, speedup over the AR baseline with a paired bootstrap
+interval, greedy losslessness); format_report() prints it; write_plots() draws the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+# Columns of each table (docs/hdf5-schema.md); a missing dataset reads as an empty table of these.
+TABLE_COLUMNS = {
+    "requests": ["request_id", "prompt_id", "category", "repeat", "prompt_tokens", "new_tokens",
+                 "wall_time_s", "prefill_s", "decode_s", "steps", "tau", "stopped"],
+    "steps": ["request_id", "step", "n_proposed", "n_accepted", "tree_nodes", "max_depth", "t_draft_us",
+              "t_verify_us", "context_len", "batch_size"],
+    "draft_tokens": ["request_id", "step", "node", "parent", "depth", "token", "p_target", "q_draft", "u",
+                     "visited", "accepted"],
+    "outputs": ["request_id", "offset", "length"],
+}
+
+METRIC_DEFINITIONS = """\
+Metric definitions (docs/hdf5-schema.md)
+- A step is one target verification pass; it emits n_accepted draft tokens plus exactly one token from
+  the target (correction or bonus).
+- tau (mean accepted length) = (accepted draft tokens + steps) / steps = tokens emitted per target pass;
+  AR has tau = 1. tau-bonus = accepted draft tokens / steps (without the target's token).
+- acc = draft acceptance rate = accepted draft tokens / drafted tokens. For a tree the drafted tokens of
+  a step are its proposal's depth (the positions a path can accept); acc/node = accepted / tree nodes.
+- Per-position acceptance, i = 1..K, from draft_tokens (depth, accepted): unconditional P(i accepted) over
+  the steps that proposed at least i tokens (a tree: depth >= i); conditional P(i accepted | i-1
+  accepted) over the steps whose accepted path reached i-1 and had a draft token at depth i below it.
+- tok/s = new tokens / decode time (prefill excluded).
+- speedup = sum of AR wall times / sum of speculative wall times over the requests present in both runs
+  (paired by request_id), against the AR baseline run (baseline = 1) of the same temperature and target;
+  [lo, hi] = 95% percentile bootstrap interval, resampling paired requests with replacement.
+- lossless (greedy runs with a lossless rule only): yes when every request's output_tokens equal the AR
+  baseline's for the same request_id, else no (n mismatching requests).
+- A rule marked * is lossy (lossless = 0)."""
+
+
+# ---- loading ----------------------------------------------------------------------------------------
+
+def _text(value):
+    """An HDF5 attribute or string field as str (variable- or fixed-length, bytes or str)."""
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else ",".join(_text(v) for v in value.ravel())
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf-8", "replace").rstrip("\x00")
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
+
+
+def _read_table(group, name):
+    cols = TABLE_COLUMNS[name]
+    if group is None or name not in group:
+        return pd.DataFrame({c: pd.Series(dtype="object" if c in ("prompt_id", "category") else "float64")
+                             for c in cols})
+    arr = group[name][()]
+    data = {}
+    for col in arr.dtype.names or ():
+        values = arr[col]
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8", "replace")
+        elif values.dtype.kind == "O":
+            values = np.array([_text(v) for v in values], dtype=object)
+        data[col] = values
+    df = pd.DataFrame(data)
+    for c in cols:
+        if c not in df:
+            df[c] = np.nan
+    return df
+
+
+def _flag(value, default=False):
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
+def _number(value, kind=float):
+    try:
+        return kind(float(value))
+    except (TypeError, ValueError):
+        return np.nan
+
+
+@dataclass
+class Results:
+    """A results file as DataFrames. Every table has a `run` column; only finished requests (those with a
+    `requests` row) are kept. Item access works too: res["steps"]."""
+    path: str
+    attrs: dict
+    runs: pd.DataFrame          # index: run name; string attributes + parsed columns
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    draft_tokens: pd.DataFrame
+    outputs: pd.DataFrame       # run, request_id, offset, length, tokens (np.int32 array)
+    unfinished: dict = field(default_factory=dict)  # run -> request ids with rows but no requests row
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def keys(self):
+        return ["runs", "requests", "steps", "draft_tokens", "outputs"]
+
+    def tokens(self, run, request_id):
+        row = self.outputs[(self.outputs.run == run) & (self.outputs.request_id == request_id)]
+        return None if row.empty else row.tokens.iloc[0]
+
+
+def load(path):
+    """Reads a specdec HDF5 results log into a Results of DataFrames."""
+    import h5py  # imported here so that the formatting helpers work without h5py
+
+    tables = {name: [] for name in ("requests", "steps", "draft_tokens", "outputs")}
+    run_rows, unfinished = [], {}
+    with h5py.File(path, "r") as f:
+        attrs = {k: _text(v) for k, v in f.attrs.items()}
+        version = _number(attrs.get("schema_version"), int) if "schema_version" in attrs else None
+        if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise ValueError(f"{path}: schema_version {version}, this report reads "
+                             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+        runs_group = f.get("runs")
+        for name in (sorted(runs_group.keys()) if runs_group is not None else []):
+            g = runs_group[name]
+            row = {k: _text(v) for k, v in g.attrs.items()}
+            row["run"] = name
+            run_rows.append(row)
+            per = {t: _read_table(g, t) for t in tables}
+            finished = set(per["requests"].request_id.astype("int64"))
+            for t in ("steps", "draft_tokens", "outputs"):
+                df = per[t]
+                keep = df.request_id.isin(finished)
+                if (~keep).any():
+                    unfinished.setdefault(name, set()).update(int(r) for r in df.request_id[~keep])
+                per[t] = df[keep]
+            out = per["outputs"].copy()
+            all_tokens = g["output_tokens"][()] if "output_tokens" in g else np.zeros(0, np.int32)
+            out["tokens"] = [np.asarray(all_tokens[int(o):int(o) + int(n)], dtype=np.int32)
+                             for o, n in zip(out.offset, out.length)]
+            per["outputs"] = out
+            for t, df in per.items():
+                df = df.copy()
+                df.insert(0, "run", name)
+                tables[t].append(df)
+
+    frames = {}
+    for t, dfs in tables.items():
+        dfs = [d for d in dfs if len(d)]
+        frames[t] = (pd.concat(dfs, ignore_index=True) if dfs else
+                     pd.DataFrame(columns=["run"] + TABLE_COLUMNS[t] + (["tokens"] if t == "outputs" else [])))
+    for t in ("steps", "draft_tokens", "requests"):
+        for c in TABLE_COLUMNS[t]:
+            if c not in ("prompt_id", "category") and frames[t][c].dtype == object:
+                frames[t][c] = pd.to_numeric(frames[t][c])
+    if len(frames["requests"]):
+        frames["requests"]["category"] = frames["requests"]["category"].astype(str)
+
+    runs = pd.DataFrame(run_rows)
+    if runs.empty:
+        runs = pd.DataFrame(columns=["run", "drafter", "k", "temperature", "rule", "lossless", "baseline"])
+    runs = runs.set_index("run")
+    for c in ("drafter", "drafter_options", "k", "temperature", "rule", "lossless", "baseline", "target"):
+        if c not in runs:
+            runs[c] = ""
+        runs[c] = runs[c].fillna("").astype(object)
+    runs["is_baseline"] = [_flag(b, default=(d == "none")) if str(b) != "" else d == "none"
+                           for b, d in zip(runs.baseline, runs.drafter)]
+    runs["is_lossless"] = [_flag(v, default=True) for v in runs.lossless]
+    runs["T"] = [_number(v) for v in runs.temperature]
+    runs["K"] = [_number(v) for v in runs.k]
+    runs["is_tree"] = [_is_tree(frames["steps"], frames["draft_tokens"], name) for name in runs.index]
+    n_req = frames["requests"].groupby("run").size() if len(frames["requests"]) else pd.Series(dtype=int)
+    runs["n_requests"] = [int(n_req.get(name, 0)) for name in runs.index]
+    return Results(str(path), attrs, runs, frames["requests"], frames["steps"], frames["draft_tokens"],
+                   frames["outputs"], {k: sorted(v) for k, v in unfinished.items()})
+
+
+def _is_tree(steps, drafts, run):
+    """A run drafts trees when some node's parent is not the previous node (chains: parent = node - 1)."""
+    d = drafts[drafts.run == run] if len(drafts) else drafts
+    if len(d):
+        return bool((d.parent != d.node - 1).any())
+    s = steps[steps.run == run] if len(steps) else steps
+    return bool(len(s) and ((s.max_depth > 0) & (s.max_depth < s.n_proposed)).any())
+
+
+# ---- metrics ----------------------------------------------------------------------------------------
+
+def _with_category(res, df):
+    cats = res.requests[["run", "request_id", "category"]].drop_duplicates(["run", "request_id"])
+    return df.merge(cats, on=["run", "request_id"], how="left")
+
+
+def step_counts(res, by_category=False):
+    """Per run (and category): requests, steps, accepted / drafted tokens, nodes, new tokens, times."""
+    keys = ["run", "category"] if by_category else ["run"]
+    req = res.requests
+    if not len(req):
+        return pd.DataFrame(columns=keys + ["n_requests", "steps", "accepted", "drafted", "nodes",
+                                            "new_tokens", "decode_s", "wall_s"]).set_index(keys)
+    # req_*: the fallback for runs without steps rows, accepted = sum((tau - 1) * steps) over requests.
+    agg = req.assign(_acc=(req.tau - 1.0) * req.steps).groupby(keys).agg(
+        n_requests=("request_id", "size"), new_tokens=("new_tokens", "sum"), decode_s=("decode_s", "sum"),
+        wall_s=("wall_time_s", "sum"), req_steps=("steps", "sum"), req_accepted=("_acc", "sum"))
+    st = res.steps
+    if len(st):
+        st = _with_category(res, st) if by_category else st
+        drafted = np.where(st.max_depth > 0, st.max_depth, st.n_proposed)
+        s = st.assign(_drafted=drafted).groupby(keys).agg(
+            steps=("step", "size"), accepted=("n_accepted", "sum"), drafted=("_drafted", "sum"),
+            nodes=("n_proposed", "sum"))
+        agg = agg.join(s, how="left")
+    else:
+        agg = agg.assign(steps=np.nan, accepted=np.nan, drafted=np.nan, nodes=np.nan)
+    missing = agg.steps.isna() | (agg.steps == 0)
+    agg.loc[missing, "steps"] = agg.loc[missing, "req_steps"]
+    agg.loc[missing, "accepted"] = agg.loc[missing, "req_accepted"].round()
+    agg.loc[missing, "drafted"] = np.nan
+    agg.loc[missing, "nodes"] = np.nan
+    return agg.drop(columns=["req_steps", "req_accepted"])
+
+
+def _div(a, b):
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def rate_metrics(res, by_category=False):
+    """tau, tau without the bonus token, acceptance rates and tokens/s per run (and category)."""
+    c = step_counts(res, by_category)
+    out = c.copy()
+    out["tau"] = _div(c.accepted + c.steps, c.steps)
+    out["tau_no_bonus"] = _div(c.accepted, c.steps)
+    out["acc_rate"] = _div(c.accepted, c.drafted)
+    out["acc_per_node"] = _div(c.accepted, c.nodes)
+    runs = out.index.get_level_values("run")
+    out.loc[~res.runs.is_tree.reindex(runs).fillna(False).to_numpy(bool), "acc_per_node"] = np.nan
+    out["tokens_per_s"] = _div(c.new_tokens, c.decode_s)
+    return out
+
+
+def position_acceptance(res, by_category=False, max_position=None):
+    """Per-position acceptance from draft_tokens. One row per run (and category) and position i with
+    n_proposed (steps that proposed depth >= i), n_accepted (steps whose accepted path reached i),
+    p_uncond = n_accepted / n_proposed, n_reached (steps whose accepted path reached i-1 and had a
+    draft token at depth i below it) and p_cond = n_accepted / n_reached."""
+    keys = ["run", "category"] if by_category else ["run"]
+    cols = keys + ["position", "n_proposed", "n_accepted", "p_uncond", "n_reached", "p_cond"]
+    d = res.draft_tokens
+    if not len(d):
+        return pd.DataFrame(columns=cols)
+    d = d[["run", "request_id", "step", "node", "parent", "depth", "accepted"]].copy()
+    d["accepted"] = d.accepted.astype(bool)
+    step_key = ["run", "request_id", "step"]
+    parents = d[step_key + ["node", "accepted"]].rename(columns={"node": "parent", "accepted": "parent_acc"})
+    d = d.merge(parents, on=step_key + ["parent"], how="left")
+    d["on_path"] = (d.parent < 0) | d.parent_acc.fillna(False).astype(bool)
+    per_step = d.assign(_acc_depth=np.where(d.accepted, d.depth, 0)).groupby(step_key).agg(
+        max_depth=("depth", "max"), acc_len=("_acc_depth", "max")).reset_index()
+    reached = d[d.on_path][step_key + ["depth"]].drop_duplicates()
+    if by_category:
+        per_step = _with_category(res, per_step)
+        reached = _with_category(res, reached)
+    K = int(per_step.max_depth.max()) if len(per_step) else 0
+    if max_position:
+        K = min(K, int(max_position))
+    rows = []
+    for key, g in per_step.groupby(keys):
+        key = key if isinstance(key, tuple) else (key,)
+        r = reached
+        for name, value in zip(keys, key):
+            r = r[r[name] == value]
+        md = g.max_depth.to_numpy()
+        al = g.acc_len.to_numpy()
+        reach_counts = r.groupby("depth").size()
+        for i in range(1, int(md.max()) + 1 if len(md) else 1):
+            if i > K:
+                break
+            n_prop = int((md >= i).sum())
+            n_acc = int((al >= i).sum())
+            n_reach = int(reach_counts.get(i, 0))
+            rows.append(dict(zip(keys, key), position=i, n_proposed=n_prop, n_accepted=n_acc,
+                             p_uncond=n_acc / n_prop if n_prop else np.nan, n_reached=n_reach,
+                             p_cond=n_acc / n_reach if n_reach else np.nan))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def find_baseline(res, run):
+    """The AR baseline run for `run`: the run named by its `baseline_run` attribute when the runner wrote
+    one and it is in the file and an AR run; else a run with baseline = 1 and the same temperature and
+    target (and seed, when both have one); among several, the one sharing the most request ids (then by
+    name). None when there is none."""
+    runs = res.runs
+    me = runs.loc[run]
+    named = _attr(me, "baseline_run")
+    if named in runs.index and runs.loc[named].is_baseline:
+        return named
+    cands = runs[runs.is_baseline]
+    if _attr(me, "seed"):
+        same_seed = cands[np.array([_attr(r, "seed") == _attr(me, "seed") for _, r in cands.iterrows()], bool)]
+        cands = same_seed if len(same_seed) else cands
+    same = np.array([_same_temperature(t, me["T"]) for t in cands["T"]], dtype=bool)
+    cands = cands[same & (cands.target.astype(str) == str(me.target)).to_numpy(bool)]
+    if run in cands.index:
+        return run
+    if cands.empty:
+        return None
+    mine = set(res.requests.request_id[res.requests.run == run])
+    overlap = {c: len(mine & set(res.requests.request_id[res.requests.run == c])) for c in cands.index}
+    return sorted(overlap, key=lambda c: (-overlap[c], c))[0]
+
+
+def _attr(row, key):
+    """A run attribute as a string; "" when the run has none."""
+    value = row.get(key, "")
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def _same_temperature(a, b):
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(np.isclose(a, b, rtol=0, atol=1e-6))
+
+
+def bootstrap_ratio(num, den, n_boot=2000, seed=0, level=0.95, block=200_000):
+    """sum(num) / sum(den) and its percentile bootstrap interval, resampling the pairs (num[i], den[i])
+    with replacement. Returns (point, lo, hi); lo = hi = point for one pair; NaNs for none."""
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    n = len(num)
+    if n == 0 or den.sum() <= 0:
+        return np.nan, np.nan, np.nan
+    point = num.sum() / den.sum()
+    if n_boot <= 0:
+        return point, np.nan, np.nan
+    if n == 1:
+        return point, point, point
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    per = max(1, block // n)  # resamples per block, to bound memory
+    for start in range(0, n_boot, per):
+        m = min(per, n_boot - start)
+        idx = rng.integers(0, n, size=(m, n))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stats[start:start + m] = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.nanpercentile(stats, [100 * alpha, 100 * (1 - alpha)])
+    return point, float(lo), float(hi)
+
+
+def speedup(res, run, baseline=None, category=None, n_boot=2000, seed=0):
+    """Speedup of `run` over its AR baseline on paired requests: dict(point, lo, hi, n_paired, baseline)."""
+    baseline = baseline or find_baseline(res, run)
+    out = dict(point=np.nan, lo=np.nan, hi=np.nan, n_paired=0, baseline=baseline)
+    if baseline is None:
+        return out
+    req = res.requests
+    mine = req[req.run == run]
+    if category is not None:
+        mine = mine[mine.category == category]
+    base = req[req.run == baseline][["request_id", "wall_time_s"]]
+    pairs = mine[["request_id", "wall_time_s"]].merge(base, on="request_id", suffixes=("_spec", "_ar"))
+    pairs = pairs.drop_duplicates("request_id")
+    point, lo, hi = bootstrap_ratio(pairs.wall_time_s_ar, pairs.wall_time_s_spec, n_boot, seed)
+    out.update(point=point, lo=lo, hi=hi, n_paired=len(pairs))
+    return out
+
+
+def lossless_check(res):
+    """For every greedy (T = 0) speculative run: compares each request's output tokens with the AR
+    baseline's for the same request_id. One row per run: baseline, checked (the rule is lossless),
+    n_compared, n_mismatch, n_unpaired (no baseline request), mismatching_request_ids, verdict: 'yes',
+    'no (n mismatching requests)', 'n/a (...)', or for a lossy rule 'not checked (lossy rule)'."""
+    rows = []
+    outputs = res.outputs
+    for run, r in res.runs.iterrows():
+        if r.is_baseline or not _same_temperature(r["T"], 0.0):
+            continue
+        base = find_baseline(res, run)
+        row = dict(run=run, baseline=base, checked=bool(r.is_lossless), n_compared=0, n_mismatch=0,
+                   n_unpaired=0, mismatching_request_ids=[])
+        if base is not None:
+            theirs = {int(rid): t for rid, t in zip(outputs.request_id[outputs.run == base],
+                                                     outputs.tokens[outputs.run == base])}
+            mine = outputs[outputs.run == run]
+            for rid, toks in zip(mine.request_id, mine.tokens):
+                ref = theirs.get(int(rid))
+                if ref is None:
+                    row["n_unpaired"] += 1
+                elif not np.array_equal(toks, ref):
+                    row["mismatching_request_ids"].append(int(rid))
+                if ref is not None:
+                    row["n_compared"] += 1
+            row["n_mismatch"] = len(row["mismatching_request_ids"])
+        if not r.is_lossless:
+            row["verdict"] = "not checked (lossy rule)"
+        elif base is None:
+            row["verdict"] = "n/a (no AR baseline)"
+        elif row["n_compared"] == 0:
+            row["verdict"] = "n/a (no paired requests)"
+        elif row["n_mismatch"]:
+            row["verdict"] = f"no ({row['n_mismatch']} mismatching requests)"
+        else:
+            row["verdict"] = "yes"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run", "baseline", "checked", "n_compared", "n_mismatch", "n_unpaired",
+                                       "mismatching_request_ids", "verdict"])
+
+
+@dataclass
+class Summary:
+    """Everything the report prints: per_run and per_category tables, per-position acceptance
+    (positions, positions_by_category), the losslessness check and notes."""
+    results: Results
+    per_run: pd.DataFrame
+    per_category: pd.DataFrame
+    positions: pd.DataFrame
+    positions_by_category: pd.DataFrame
+    lossless: pd.DataFrame
+    notes: list
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+def _run_order(runs):
+    def key(name):
+        r = runs.loc[name]
+        t = r["T"] if not math.isnan(r["T"]) else 1e9
+        k = r["K"] if not math.isnan(r["K"]) else 0
+        return (t, not r.is_baseline, str(r.drafter), k, name)
+    return sorted(runs.index, key=key)
+
+
+def summarize(res, n_boot=2000, seed=0):
+    runs = res.runs
+    order = _run_order(runs)
+    notes = []
+    rates = rate_metrics(res)
+    cat_rates = rate_metrics(res, by_category=True)
+    lossless = lossless_check(res)
+    verdicts = {r.run: (r.verdict if r.checked else f"- (lossy: {r.n_mismatch} of {r.n_compared} differ)"
+                        if r.baseline else "-") for r in lossless.itertuples()}
+    mismatches = dict(zip(lossless.run, lossless.n_mismatch))
+    rows, no_baseline = [], {}
+    for run in order:
+        r = runs.loc[run]
+        m = rates.loc[run] if run in rates.index else None
+        sp = speedup(res, run, n_boot=n_boot, seed=seed)
+        if sp["baseline"] is None:
+            no_baseline.setdefault((r.temperature or "?", r.target or "?"), []).append(run)
+        elif r.n_requests and sp["n_paired"] < r.n_requests:
+            notes.append(f"{run}: {r.n_requests - sp['n_paired']} of {r.n_requests} requests have no pair in "
+                         f"{sp['baseline']} and are left out of the speedup.")
+        if sp["baseline"] not in (None, run):
+            n_base = int(runs.loc[sp["baseline"]].n_requests)
+            if r.n_requests < n_base:
+                notes.append(f"{run}: {r.n_requests} finished requests, {n_base} in {sp['baseline']} "
+                             f"(an incomplete run?).")
+        if run in res.unfinished:
+            notes.append(f"{run}: rows of {len(res.unfinished[run])} unfinished request(s) ignored "
+                         f"(no requests row: the run was killed or is still running).")
+        if r.n_requests == 0:
+            notes.append(f"{run}: no finished requests.")
+        get = (lambda c: float(m[c])) if m is not None else (lambda c: np.nan)
+        rows.append(dict(
+            run=run, drafter=r.drafter, drafter_options=r.get("drafter_options", ""), k=r.k,
+            temperature=r.temperature, rule=r.rule, lossless_rule=bool(r.is_lossless),
+            tree=bool(r.is_tree), baseline=bool(r.is_baseline), baseline_run=sp["baseline"],
+            n_requests=int(r.n_requests), steps=get("steps"), new_tokens=get("new_tokens"),
+            drafted=get("drafted"), accepted=get("accepted"), tau=get("tau"),
+            tau_no_bonus=get("tau_no_bonus"), acc_rate=get("acc_rate"), acc_per_node=get("acc_per_node"),
+            tokens_per_s=get("tokens_per_s"), decode_s=get("decode_s"), wall_s=get("wall_s"),
+            speedup=sp["point"], speedup_lo=sp["lo"], speedup_hi=sp["hi"], n_paired=sp["n_paired"],
+            lossless_check=("baseline" if r.is_baseline else verdicts.get(run, "-")),
+            n_mismatch=mismatches.get(run, np.nan)))
+    per_run = pd.DataFrame(rows)
+    for c in ("steps", "new_tokens", "drafted", "accepted", "n_mismatch"):
+        if len(per_run):
+            per_run[c] = pd.array(per_run[c].round(), dtype="Int64")
+    for (t, target), names in no_baseline.items():
+        notes.insert(0, f"no AR baseline run (baseline = 1) with temperature {t} and target {target}: "
+                        f"speedup n/a for {', '.join(names)}.")
+    cat_rows = []
+    for run in order:
+        if run not in cat_rates.index.get_level_values("run"):
+            continue
+        base = per_run.set_index("run").baseline_run.get(run)
+        for cat, m in cat_rates.loc[run].iterrows():
+            sp = speedup(res, run, baseline=base, category=cat, n_boot=n_boot, seed=seed)
+            cat_rows.append(dict(run=run, category=cat, drafter=runs.loc[run].drafter, k=runs.loc[run].k,
+                                 temperature=runs.loc[run].temperature, n_requests=int(m.n_requests),
+                                 steps=m.steps, tau=m.tau, tau_no_bonus=m.tau_no_bonus, acc_rate=m.acc_rate,
+                                 acc_per_node=m.acc_per_node, tokens_per_s=m.tokens_per_s,
+                                 speedup=sp["point"], speedup_lo=sp["lo"], speedup_hi=sp["hi"],
+                                 n_paired=sp["n_paired"]))
+    per_category = pd.DataFrame(cat_rows, columns=[
+        "run", "category", "drafter", "k", "temperature", "n_requests", "steps", "tau", "tau_no_bonus",
+        "acc_rate", "acc_per_node", "tokens_per_s", "speedup", "speedup_lo", "speedup_hi", "n_paired"])
+    if len(runs) and runs.is_baseline.all():
+        notes.append("the file holds only AR baseline run(s): no speculative metrics.")
+    return Summary(res, per_run, per_category, position_acceptance(res),
+                   position_acceptance(res, by_category=True), lossless, notes)
+
+
+# ---- text output ------------------------------------------------------------------------------------
+
+def _f(x, fmt="{:.2f}"):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def _speedup_cell(point, lo, hi):
+    if point is None or math.isnan(point):
+        return "n/a"
+    if lo is None or math.isnan(lo):
+        return f"{point:.2f}"
+    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def fixed_width(header, rows, align=None):
+    """A fixed-width text table: header (list of str), rows (lists of str); align: 'l' / 'r' per column."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _rule_cell(rule, lossless):
+    return f"{rule or '-'}{'' if lossless else '*'}"
+
+
+def format_report(summary):
+    res = summary.results
+    out = [f"specdec report: {res.path}"]
+    a = res.attrs
+    meta = [f"schema {a.get('schema_version', '?')}", f"specdec {a.get('specdec_version', '?')}",
+            f"started {a.get('start_time', '?')}", f"seeds {a.get('seeds', '?')}"]
+    out.append("  " + ", ".join(meta))
+    out.append(f"  {len(res.runs)} run(s), {len(res.requests)} finished request rows")
+    pr = summary.per_run
+    out.append("")
+    out.append("Per run")
+    if pr.empty:
+        out.append("  (no runs in this file)")
+    else:
+        header = ["run", "drafter", "k", "T", "rule", "req", "steps", "tau", "tau-bonus", "acc", "acc/node",
+                  "tok/s", "speedup [95% CI]", "lossless"]
+        rows = [[r.run, r.drafter or "-", r.k or "-", r.temperature or "-", _rule_cell(r.rule, r.lossless_rule),
+                 str(r.n_requests), _f(r.steps, "{:.0f}"), _f(r.tau), _f(r.tau_no_bonus), _f(r.acc_rate, "{:.3f}"),
+                 _f(r.acc_per_node, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
+                 "1.00 (baseline)" if r.baseline and r.baseline_run == r.run else
+                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi), r.lossless_check]
+                for r in pr.itertuples()]
+        out.append(fixed_width(header, rows, ["l", "l", "r", "r", "l"] + ["r"] * 8 + ["l"]))
+    pc = summary.per_category
+    out.append("")
+    out.append("Per run x category")
+    if pc.empty:
+        out.append("  (no finished requests)")
+    else:
+        base_of = dict(zip(pr.run, pr.baseline_run))
+        header = ["run", "category", "req", "steps", "tau", "tau-bonus", "acc", "acc/node", "tok/s",
+                  "speedup [95% CI]"]
+        rows = [[r.run, r.category, str(r.n_requests), _f(r.steps, "{:.0f}"), _f(r.tau), _f(r.tau_no_bonus),
+                 _f(r.acc_rate, "{:.3f}"), _f(r.acc_per_node, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
+                 "1.00 (baseline)" if base_of.get(r.run) == r.run else
+                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi)] for r in pc.itertuples()]
+        out.append(fixed_width(header, rows, ["l", "l"] + ["r"] * 8))
+    pos = summary.positions
+    if len(pos):
+        K = int(pos.position.max())
+        shown = min(K, 12)
+        out.append("")
+        out.append("Per-position acceptance: unconditional P(i) / conditional P(i | i-1)")
+        header = ["run"] + [f"pos {i}" for i in range(1, shown + 1)]
+        rows = []
+        for run in [r for r in pr.run if r in set(pos.run)]:
+            g = pos[pos.run == run].set_index("position")
+            rows.append([run] + [f"{_f(g.p_uncond.get(i))}/{_f(g.p_cond.get(i))}" if i in g.index else ""
+                                 for i in range(1, shown + 1)])
+        out.append(fixed_width(header, rows))
+        if shown < K:
+            out.append(f"  (positions {shown + 1}..{K} in --csv/--json and Summary.positions)")
+    ll = summary.lossless
+    ll = ll[ll.checked] if len(ll) else ll
+    out.append("")
+    out.append("Greedy losslessness (T = 0, lossless rule) against the AR baseline")
+    if ll.empty:
+        out.append("  (no greedy lossless speculative run in this file)")
+    for r in ll.itertuples():
+        extra = f", {r.n_unpaired} without a baseline request" if r.n_unpaired else ""
+        ids = f"; request ids {r.mismatching_request_ids}" if r.n_mismatch else ""
+        out.append(f"  {r.run}: lossless: {r.verdict} ({r.n_compared} compared with "
+                   f"{r.baseline or '-'}{extra}{ids})")
+    if summary.notes:
+        out.append("")
+        out.append("Notes")
+        out.extend(f"  - {n}" for n in summary.notes)
+    out.append("")
+    out.append(METRIC_DEFINITIONS)
+    return "\n".join(out)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(obj) else float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj
+
+
+def to_json(summary):
+    res = summary.results
+    return _jsonable({
+        "file": res.path, "attrs": {k: v for k, v in res.attrs.items() if k != "config"},
+        "runs": summary.per_run.to_dict("records"), "categories": summary.per_category.to_dict("records"),
+        "positions": summary.positions.to_dict("records"),
+        "positions_by_category": summary.positions_by_category.to_dict("records"),
+        "lossless": summary.lossless.to_dict("records"), "notes": summary.notes,
+        "unfinished": res.unfinished, "definitions": METRIC_DEFINITIONS})
+
+
+# ---- plots (specdec_plots.py) -----------------------------------------------------------------------
+
+try:  # imported as part of a package
+    from .specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_k, plot_tau_by_category,  # noqa: F401
+                                write_plots)
+except ImportError:  # run as a script, or imported with experiments/report on sys.path
+    from specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_k, plot_tau_by_category,  # noqa: F401
+                               write_plots)
+
+
+# ---- CLI --------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Tables and plots from a specdec HDF5 results log.")
+    ap.add_argument("results", help="the HDF5 results file (specdec run)")
+    ap.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+    ap.add_argument("--csv", metavar="FILE", help="write the per-run table as CSV")
+    ap.add_argument("--json", metavar="FILE", help="write every table, the notes and definitions as JSON")
+    ap.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (0 = none)")
+    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    if not os.path.isfile(args.results):
+        print(f"specdec report: {args.results}: no such file", file=sys.stderr)
+        return 2
+    try:
+        res = load(args.results)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"specdec report: {args.results}: cannot read as a specdec results log ({e})", file=sys.stderr)
+        return 2
+    summary = summarize(res, n_boot=args.bootstrap, seed=args.seed)
+    print(format_report(summary))
+    if args.csv:
+        summary.per_run.to_csv(args.csv, index=False)
+        print(f"\nwrote {args.csv}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(to_json(summary), f, indent=1)
+        print(f"wrote {args.json}")
+    if args.plots:
+        for p in write_plots(summary, args.plots):
+            print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,582 @@
+// ResultsLog: writes the HDF5 results log of docs/hdf5-schema.md with the HDF5 C API, request by request,
+// so that a run killed at any moment (SIGKILL included) leaves a readable file holding every request that
+// finished before the kill. Reading, merge and diff: results_read.cpp.
+//
+// Why SWMR, and what HDF5 1.10 guarantees (checked against 1.10.8):
+// - Without SWMR, H5Fflush makes the file consistent at the moment it returns, but not between flushes:
+//   the metadata cache writes dirty entries in its own order (on eviction and during a flush), and freed
+//   space is reused at once. Each append rewrites the last, partial, compressed chunk of every table; a
+//   chunk that grows moves and its old place is freed and may be handed to the next chunk, while the index
+//   on disk still points there. A kill before the next flush then leaves an index that points at other
+//   bytes: rows of requests that finished long ago become unreadable. Flush ordering alone is not enough.
+// - In SWMR-write mode the library writes metadata in flush-dependency order (never a pointer on disk to
+//   something not yet written) and never frees the old place of a rewritten chunk (a reader may still
+//   follow the old index), so the file on disk is a consistent snapshot at every moment. The price is
+//   growth: every flush leaves the previous copy of each table's last chunk behind, hence the small
+//   chunks below (about 8 KiB of rows each; with gzip that is a few KiB per request).
+// - SWMR cannot create objects: groups and tables are created before SWMR starts (declare_runs before
+//   the first append); a run created later costs a close and a reopen outside SWMR.
+// - A killed writer leaves the superblock flagged "open for (SWMR) write": a plain read-only open then
+//   fails ("may use h5clear"). Readers open in SWMR-read mode, which those flags allow (h5py >= 3 retries
+//   so on its own), or with the "clear_status_flags" access property h5clear uses; --resume clears them
+//   the same way (see h5::file_access).
+// On top of SWMR, each append flushes twice: the request's draft_tokens, steps, outputs and output_tokens
+// rows first, then its requests row, so the requests row (the commit record) never reaches the disk before
+// the request's other rows. Every table's fill value has request_id = -1: if a table's new extent reached
+// the disk before its data, those rows read as -1 and count as unfinished.
+#include "experiments/results_log.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "experiments/results_hdf5.h"
+
+namespace specdec::results {
+
+using h5::Hid;
+
+namespace testing {
+namespace {
+CrashPoint g_crash = CrashPoint::kNone;
+}
+void crash_in_next_append(CrashPoint where) { g_crash = where; }
+}  // namespace testing
+
+namespace {
+
+// Rows per chunk: ~8-12 KiB of rows, a compromise between compression and SWMR's per-flush copy of the
+// last chunk.
+constexpr hsize_t kChunkRequests = 64, kChunkSteps = 256, kChunkDraft = 256, kChunkOutputs = 512,
+                  kChunkOutputTokens = 2048;
+constexpr int kGzipLevel = 4;
+
+void maybe_crash(testing::CrashPoint here) {
+  if (testing::g_crash == here) std::_Exit(0);  // as a kill: no destructor, no HDF5 close, no flush
+}
+
+bool tree_proposal(const StepRecord& s) {
+  for (const auto& n : s.nodes)
+    if (n.parent != n.node - 1) return true;
+  return false;
+}
+
+// Line number and both lines of the first difference of two config texts (for the mismatch message).
+std::string first_difference(const std::string& a, const std::string& b) {
+  std::istringstream sa(a), sb(b);
+  std::string la, lb;
+  for (int line = 1;; ++line) {
+    const bool ha = static_cast<bool>(std::getline(sa, la)), hb = static_cast<bool>(std::getline(sb, lb));
+    if (!ha && !hb) return "they differ only in line endings";
+    if (!ha || !hb || la != lb)
+      return "first difference at line " + std::to_string(line) + ": file has '" + (ha ? la : "<end>") +
+             "', this run has '" + (hb ? lb : "<end>") + "'";
+  }
+}
+
+void check_run_name(const std::string& path, const std::string& name) {
+  SPECDEC_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
+                "results log '", path, "': run name '", name, "' must be non-empty and contain no '/'");
+}
+
+}  // namespace
+
+class Hdf5ResultsLog final : public ResultsLog {
+ public:
+  Hdf5ResultsLog(std::string path, const FileInfo& info, bool resume) : path_(std::move(path)) {
+    h5::Quiet quiet;
+    if (std::filesystem::exists(path_)) {
+      SPECDEC_CHECK(resume, "results log '", path_,
+                    "' already exists; pass --resume to continue it, or choose another --out");
+      reopen(info);
+      return;
+    }
+    try {
+      create(info);
+    } catch (...) {
+      abandon();
+      throw;
+    }
+  }
+
+  ~Hdf5ResultsLog() override {
+    try {
+      close();
+    } catch (...) {  // a destructor must not throw; close() reports the same failure to whoever calls it
+    }
+  }
+
+  const std::string& path() const override { return path_; }
+
+  std::vector<std::string> runs() const override { return order_; }
+
+  std::set<int64_t> finished(const std::string& run) const override {
+    auto it = runs_.find(run);
+    return it == runs_.end() ? std::set<int64_t>{} : it->second.finished;
+  }
+
+  void ensure_run(const RunInfo& run) override { declare_runs({run}); }
+
+  void declare_runs(const std::vector<RunInfo>& runs) override {
+    h5::Quiet quiet;
+    check_usable();
+    std::vector<const RunInfo*> missing;
+    std::set<std::string> seen;
+    for (const auto& run : runs) {
+      check_run_name(path_, run.name);
+      SPECDEC_CHECK(seen.insert(run.name).second, "results log '", path_, "': run '", run.name,
+                    "' is declared twice");
+      auto it = runs_.find(run.name);
+      if (it == runs_.end()) {
+        missing.push_back(&run);
+        continue;
+      }
+      const auto& have = it->second.info.attrs;
+      for (const auto& [key, value] : run.attrs) {
+        auto h = have.find(key);
+        SPECDEC_CHECK(h != have.end() && h->second == value, "results log '", path_, "': run '", run.name,
+                      "' exists with ", key, "=", h == have.end() ? std::string("<unset>") : "'" + h->second + "'",
+                      ", this run has ", key, "='", value, "'");
+      }
+      for (const auto& [key, value] : have)
+        SPECDEC_CHECK(run.attrs.count(key), "results log '", path_, "': run '", run.name, "' exists with ", key,
+                      "='", value, "', this run does not set ", key);
+    }
+    if (missing.empty()) return;
+    leave_swmr();
+    for (const RunInfo* run : missing) create_run(*run);
+    flush();
+  }
+
+  void append(const std::string& run, const RequestRecord& rec) override {
+    h5::Quiet quiet;
+    check_usable();
+    auto it = runs_.find(run);
+    SPECDEC_CHECK(it != runs_.end(), "results log '", path_, "': append to run '", run,
+                  "' before ensure_run/declare_runs created it");
+    SPECDEC_CHECK(rec.result, "results log '", path_, "': request ", rec.request_id, " of run '", run,
+                  "' has no DecodeResult");
+    SPECDEC_CHECK(rec.request_id >= 0, "results log '", path_, "': request_id must be >= 0, got ", rec.request_id);
+    SPECDEC_CHECK(!it->second.finished.count(rec.request_id), "results log '", path_, "': request ",
+                  rec.request_id, " of run '", run, "' is already recorded");
+    const DecodeResult& res = *rec.result;
+
+    RequestRow row;
+    row.request_id = rec.request_id;
+    row.prompt_id = rec.prompt_id;
+    row.category = rec.category;
+    row.repeat = rec.repeat;
+    row.prompt_tokens = rec.prompt_tokens;
+    row.new_tokens = static_cast<int32_t>(res.tokens.size());
+    row.wall_time_s = rec.wall_time_s;
+    row.prefill_s = rec.prefill_s;
+    row.decode_s = rec.decode_s;
+    row.steps = static_cast<int32_t>(res.steps.size());
+    row.tau = res.tau();
+    row.stopped = rec.stopped;
+    const h5::RequestRec request = h5::to_rec(row, path_);  // checks the string lengths before any write
+
+    std::vector<h5::StepRec> steps;
+    std::vector<h5::DraftRec> drafts;
+    steps.reserve(res.steps.size());
+    for (const auto& s : res.steps) {
+      steps.push_back({rec.request_id, s.step, s.n_proposed, s.n_accepted,
+                       tree_proposal(s) ? static_cast<int32_t>(s.nodes.size()) : 0, s.max_depth, s.t_draft_us,
+                       s.t_verify_us, s.context_len, rec.batch_size});
+      for (const auto& n : s.nodes)
+        drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, n.p_target, n.q_draft, n.u,
+                          static_cast<int8_t>(n.visited), static_cast<int8_t>(n.accepted)});
+    }
+    write_request(run, request, steps, drafts, res.tokens);
+    it->second.finished.insert(rec.request_id);
+  }
+
+  void close() override {
+    if (!file_.valid()) return;
+    h5::Quiet quiet;
+    close_tables();
+    const herr_t r = file_.reset();  // a clean close also clears the superblock's "open for write" flags
+    SPECDEC_H5(r, published_ ? path_ : partial_path(), "cannot close the file");
+    if (!published_) publish_closed();
+  }
+
+  // Closes and deletes a file that was never published (merge's failure path).
+  void abandon() {
+    close_tables();
+    file_.reset();
+    if (!published_) {
+      std::error_code ec;
+      std::filesystem::remove(partial_path(), ec);
+    }
+  }
+
+  // Bulk write for merge: all rows of one run at once, outside SWMR (a merge killed half-way is simply
+  // run again). Rows are grouped by request, requests in the wanted order.
+  void write_bulk(const std::string& run, const std::vector<RequestRow>& requests, const std::vector<StepRow>& steps,
+                  const std::vector<DraftTokenRow>& drafts, const std::map<int64_t, std::vector<TokenId>>& outputs) {
+    h5::Quiet quiet;
+    check_usable();
+    leave_swmr();
+    std::vector<h5::RequestRec> req;
+    std::vector<h5::StepRec> st;
+    std::vector<h5::DraftRec> dr;
+    std::vector<h5::OutputRec> out;
+    std::vector<TokenId> tokens;
+    for (const auto& r : requests) req.push_back(h5::to_rec(r, path_));
+    for (const auto& s : steps) st.push_back(h5::to_rec(s));
+    for (const auto& d : drafts) dr.push_back(h5::to_rec(d));
+    const auto base =
+        static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens)));
+    for (const auto& r : requests) {
+      auto it = outputs.find(r.request_id);
+      const std::vector<TokenId> none;
+      const auto& toks = it == outputs.end() ? none : it->second;
+      out.push_back({r.request_id, base + static_cast<int64_t>(tokens.size()), static_cast<int32_t>(toks.size())});
+      tokens.insert(tokens.end(), toks.begin(), toks.end());
+    }
+    append_to(run, h5::kDraftTokens, types_.draft, dr.data(), dr.size());
+    append_to(run, h5::kSteps, types_.step, st.data(), st.size());
+    append_to(run, h5::kOutputs, types_.output, out.data(), out.size());
+    append_to(run, h5::kOutputTokens, H5T_NATIVE_INT32, tokens.data(), tokens.size());
+    flush();
+    append_to(run, h5::kRequests, types_.request, req.data(), req.size());
+    flush();
+    for (const auto& r : requests) runs_[run].finished.insert(r.request_id);
+  }
+
+ private:
+  struct RunState {
+    RunInfo info;
+    std::set<int64_t> finished;
+  };
+
+  void check_usable() const {
+    SPECDEC_CHECK(file_.valid(), "results log '", path_, "' is closed");
+    SPECDEC_CHECK(!broken_, "results log '", path_,
+                  "': an earlier write failed; the file keeps every finished request, reopen it with --resume");
+  }
+
+  void flush() { SPECDEC_H5(H5Fflush(file_, H5F_SCOPE_LOCAL), path_, "cannot flush"); }
+
+  void append_to(const std::string& run, const char* table, hid_t memtype, const void* rows, size_t n) {
+    if (n == 0) return;
+    h5::append_rows(path_, this->table(run, table), h5::table_path(run, table), memtype, rows, n);
+  }
+
+  // The open handle of a table, kept across appends: its chunk cache then holds each table's last,
+  // partial chunk, which is otherwise read back and decompressed on every append.
+  hid_t table(const std::string& run, const char* name) {
+    Hid& h = tables_[run][name];
+    if (!h.valid()) h = h5::open_table(path_, file_, run, name);
+    return h;
+  }
+  void close_tables() { tables_.clear(); }
+
+  void write_request(const std::string& run, const h5::RequestRec& request, const std::vector<h5::StepRec>& steps,
+                     const std::vector<h5::DraftRec>& drafts, const std::vector<TokenId>& tokens) {
+    enter_swmr();
+    broken_ = true;  // until the requests row is flushed: a failure in between leaves a partial request
+    const h5::OutputRec output{
+        request.request_id,
+        static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens))),
+        static_cast<int32_t>(tokens.size())};
+    append_to(run, h5::kDraftTokens, types_.draft, drafts.data(), drafts.size());
+    append_to(run, h5::kSteps, types_.step, steps.data(), steps.size());
+    append_to(run, h5::kOutputs, types_.output, &output, 1);
+    append_to(run, h5::kOutputTokens, H5T_NATIVE_INT32, tokens.data(), tokens.size());
+    maybe_crash(testing::CrashPoint::kBeforeFirstFlush);
+    flush();  // phase 1: the request's rows in every other table are on disk ...
+    maybe_crash(testing::CrashPoint::kAfterFirstFlush);
+    append_to(run, h5::kRequests, types_.request, &request, 1);
+    flush();  // ... before its requests row, the commit record, is
+    broken_ = false;
+  }
+
+  // ---- file lifecycle --------------------------------------------------------------------------------
+
+  // A new file is built as <path>.partial and renamed to <path> at the first append (or close): a kill
+  // while it is being created, or while declare_runs creates its runs, leaves no file at <path>.
+  std::string partial_path() const { return path_ + ".partial"; }
+
+  void create(const FileInfo& info) {
+    Hid fapl = h5::file_access(false);
+    const std::string partial = partial_path();
+    std::error_code ec;
+    std::filesystem::remove(partial, ec);  // left by a writer killed while creating
+    file_ = Hid(SPECDEC_H5(H5Fcreate(partial.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl), path_,
+                           "cannot create '", partial, "' (does its folder exist and is it writable?)"),
+                H5Fclose);
+    published_ = false;
+    {
+      Hid space(H5Screate(H5S_SCALAR), H5Sclose);
+      Hid attr(SPECDEC_H5(H5Acreate2(file_, "schema_version", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT), path_,
+                          "cannot write /schema_version"),
+               H5Aclose);
+      const int32_t version = kSchemaVersion;
+      SPECDEC_H5(H5Awrite(attr, H5T_NATIVE_INT32, &version), path_, "cannot write /schema_version");
+    }
+    h5::write_string_attr(path_, file_, "/", "specdec_version", info.specdec_version);
+    h5::write_string_attr(path_, file_, "/", "config", info.config_text);
+    h5::write_string_attr(path_, file_, "/", "host", info.host_json);
+    h5::write_string_attr(path_, file_, "/", "seeds", info.seeds);
+    h5::write_string_attr(path_, file_, "/", "start_time", info.start_time);
+    Hid gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);  // runs listed as declared
+    Hid runs(SPECDEC_H5(H5Gcreate2(file_, "runs", H5P_DEFAULT, gcpl, H5P_DEFAULT), path_, "cannot create /runs"),
+             H5Gclose);
+    flush();
+  }
+
+  // --resume: SWMR write from the start, so dropping a partial request is itself crash-consistent.
+  void reopen(const FileInfo& info) {
+    {  // schema and config first, read-only: a refused resume leaves the file untouched
+      Hid file = h5::open_for_read(path_);
+      const FileInfo stored = h5::read_file_info(path_, file);
+      SPECDEC_CHECK(stored.config_text == info.config_text, "results log '", path_,
+                    "' was written with a different config (", first_difference(stored.config_text, info.config_text),
+                    "); resume with the same config, or choose another --out");
+    }
+    Hid fapl = h5::file_access(true);
+    file_ = Hid(SPECDEC_H5(H5Fopen(path_.c_str(), H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl), path_,
+                           "cannot open for --resume (not an HDF5 results log, damaged, or not writable)"),
+                H5Fclose);
+    swmr_ = true;
+    // A killed SWMR writer can leave objects past the end-of-allocation stored in the superblock (SWMR
+    // readers are allowed past it; a writer is not: "addr overflow"). Move it to the end of the file, as
+    // `h5clear --increment=0` would; what lies past the old value is either such objects or garbage.
+    SPECDEC_H5(H5Fincrement_filesize(file_, 0), path_, "cannot repair the end-of-allocation for --resume");
+    for (const auto& name : h5::list_runs(path_, file_)) {
+      order_.push_back(name);
+      RunState& st = runs_[name];
+      st.info = h5::read_run_info(path_, file_, name);
+      st.finished = recover(name);
+    }
+    flush();
+  }
+
+  // Drops the rows of a request that never got its requests row (only ever at the tail of each table)
+  // and returns the finished request ids.
+  std::set<int64_t> recover(const std::string& run) {
+    const h5::Types& t = types_;
+    // requests: a row is finished once its data reached the disk (request_id >= 0; -1 is the fill value).
+    const hid_t req = table(run, h5::kRequests);
+    const std::string req_obj = h5::table_path(run, h5::kRequests);
+    std::vector<int64_t> ids(h5::table_size(path_, req, req_obj));
+    if (!ids.empty()) h5::read_rows(path_, req, req_obj, t.id_only, ids.data());
+    std::set<int64_t> finished;
+    size_t keep = 0;
+    while (keep < ids.size() && ids[keep] >= 0) {
+      SPECDEC_CHECK(finished.insert(ids[keep]).second, "results log '", path_, "': ", req_obj, " holds request ",
+                    ids[keep], " twice (damaged file)");
+      ++keep;
+    }
+    for (size_t i = keep; i < ids.size(); ++i)
+      SPECDEC_CHECK(ids[i] < 0, "results log '", path_, "': ", req_obj, " has an unwritten row ", keep,
+                    " before finished rows (damaged file)");
+    if (keep < ids.size()) h5::set_table_size(path_, req, req_obj, keep);
+
+    // Other tables: keep the longest prefix of rows of finished requests; the rest must be one tail.
+    int64_t out_tokens_end = 0;
+    for (const char* table : {h5::kSteps, h5::kDraftTokens, h5::kOutputs}) {
+      const hid_t ds = this->table(run, table);
+      const std::string obj = h5::table_path(run, table);
+      std::vector<int64_t> rid(h5::table_size(path_, ds, obj));
+      if (!rid.empty()) h5::read_rows(path_, ds, obj, t.id_only, rid.data());
+      size_t n = rid.size();
+      while (n > 0 && !finished.count(rid[n - 1])) --n;
+      for (size_t i = 0; i < n; ++i)
+        SPECDEC_CHECK(finished.count(rid[i]), "results log '", path_, "': ", obj, " row ", i, " belongs to request ",
+                      rid[i], ", which never finished, yet rows of finished requests follow it (damaged file)");
+      if (n < rid.size()) h5::set_table_size(path_, ds, obj, n);
+      if (std::string_view(table) == h5::kOutputs && n > 0) {
+        std::vector<h5::OutputRec> rows(rid.size());
+        h5::read_rows(path_, ds, obj, t.output, rows.data());
+        for (size_t i = 0; i < n; ++i) out_tokens_end = std::max(out_tokens_end, rows[i].offset + rows[i].length);
+      }
+    }
+    const hid_t tok = table(run, h5::kOutputTokens);
+    const std::string tok_obj = h5::table_path(run, h5::kOutputTokens);
+    const hsize_t n_tok = h5::table_size(path_, tok, tok_obj);
+    SPECDEC_CHECK(static_cast<hsize_t>(out_tokens_end) <= n_tok, "results log '", path_, "': ", tok_obj, " has ", n_tok,
+                  " tokens but outputs refer to ", out_tokens_end, " (damaged file)");
+    if (static_cast<hsize_t>(out_tokens_end) < n_tok) h5::set_table_size(path_, tok, tok_obj, out_tokens_end);
+    return finished;
+  }
+
+  void enter_swmr() {
+    if (swmr_) return;
+    close_tables();
+    if (!published_) {  // close the finished skeleton, rename it into place, reopen in SWMR mode
+      SPECDEC_H5(file_.reset(), partial_path(), "cannot close the file");
+      publish_closed();
+      Hid fapl = h5::file_access(false);
+      file_ = Hid(SPECDEC_H5(H5Fopen(path_.c_str(), H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl), path_,
+                             "cannot reopen in SWMR write mode"),
+                  H5Fclose);
+    } else {
+      SPECDEC_H5(H5Fstart_swmr_write(file_), path_, "cannot start SWMR write mode");
+    }
+    swmr_ = true;
+  }
+
+  void publish_closed() {
+    SPECDEC_CHECK(!std::filesystem::exists(path_), "results log '", path_,
+                  "' appeared while this process was creating it (another writer?); its work is in '",
+                  partial_path(), "'");
+    std::error_code ec;
+    std::filesystem::rename(partial_path(), path_, ec);
+    SPECDEC_CHECK(!ec, "results log '", path_, "': cannot rename '", partial_path(), "' to it: ", ec.message());
+    published_ = true;
+  }
+
+  // Objects can only be created outside SWMR: close (clean) and reopen for plain read-write.
+  void leave_swmr() {
+    if (!swmr_) return;
+    close_tables();  // an object left open would keep the file open past H5Fclose
+    SPECDEC_H5(file_.reset(), path_, "cannot close the file to create new runs");
+    Hid fapl = h5::file_access(false);
+    file_ = Hid(SPECDEC_H5(H5Fopen(path_.c_str(), H5F_ACC_RDWR, fapl), path_, "cannot reopen to create new runs"),
+                H5Fclose);
+    swmr_ = false;
+  }
+
+  void create_run(const RunInfo& run) {
+    const std::string obj = h5::run_path(run.name);
+    Hid gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    H5Pset_obj_track_times(gcpl, false);
+    Hid group(SPECDEC_H5(H5Gcreate2(file_, obj.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT), path_, "cannot create ", obj),
+              H5Gclose);
+    for (const auto& [key, value] : run.attrs) h5::write_string_attr(path_, group, obj, key, value);
+    const h5::Types& t = types_;
+    h5::RequestRec fill_request{};
+    fill_request.request_id = -1;
+    h5::StepRec fill_step{};
+    fill_step.request_id = -1;
+    h5::DraftRec fill_draft{};
+    fill_draft.request_id = -1;
+    h5::OutputRec fill_output{};
+    fill_output.request_id = -1;
+    const int32_t fill_token = -1;
+    create_table(group, run.name, h5::kRequests, t.request_file, t.request, &fill_request, kChunkRequests);
+    create_table(group, run.name, h5::kSteps, t.step_file, t.step, &fill_step, kChunkSteps);
+    create_table(group, run.name, h5::kDraftTokens, t.draft_file, t.draft, &fill_draft, kChunkDraft);
+    create_table(group, run.name, h5::kOutputs, t.output_file, t.output, &fill_output, kChunkOutputs);
+    create_table(group, run.name, h5::kOutputTokens, H5T_STD_I32LE, H5T_NATIVE_INT32, &fill_token,
+                 kChunkOutputTokens);
+    order_.push_back(run.name);
+    runs_[run.name].info = run;
+  }
+
+  // A 1-D, empty, unlimited, chunked, shuffle + gzip table whose fill value is `fill` (request_id = -1).
+  void create_table(hid_t group, const std::string& run, const char* name, hid_t file_type, hid_t mem_type,
+                    const void* fill, hsize_t chunk_rows) {
+    const std::string obj = h5::table_path(run, name);
+    const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
+    Hid space(H5Screate_simple(1, &zero, &unlimited), H5Sclose);
+    Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    SPECDEC_H5(H5Pset_chunk(dcpl, 1, &chunk_rows), path_, "cannot set the chunking of ", obj);
+    SPECDEC_H5(H5Pset_shuffle(dcpl), path_, "cannot set the shuffle filter of ", obj);
+    SPECDEC_H5(H5Pset_deflate(dcpl, kGzipLevel), path_, "cannot set gzip on ", obj, " (HDF5 built without zlib?)");
+    SPECDEC_H5(H5Pset_fill_value(dcpl, mem_type, fill), path_, "cannot set the fill value of ", obj);
+    H5Pset_obj_track_times(dcpl, false);
+    Hid ds(SPECDEC_H5(H5Dcreate2(group, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), path_,
+                      "cannot create ", obj),
+           H5Dclose);
+  }
+
+  std::string path_;
+  h5::Types types_;
+  Hid file_;
+  std::map<std::string, std::map<std::string, Hid>> tables_;  // run -> table -> open dataset
+  bool swmr_ = false;
+  bool published_ = true;  // false while a new file is still <path>.partial
+  bool broken_ = false;
+  std::vector<std::string> order_;
+  std::map<std::string, RunState> runs_;
+
+  friend void merge(const std::vector<std::string>& inputs, const std::string& output);
+};
+
+std::unique_ptr<ResultsLog> ResultsLog::open(const std::string& path, const FileInfo& info, bool resume) {
+  return std::make_unique<Hdf5ResultsLog>(path, info, resume);
+}
+
+// merge lives here (it writes through Hdf5ResultsLog::write_bulk); reading is in results_read.cpp.
+void merge(const std::vector<std::string>& inputs, const std::string& output) {
+  SPECDEC_CHECK(!inputs.empty(), "merge needs at least one input file");
+  SPECDEC_CHECK(!std::filesystem::exists(output), "merge output '", output,
+                "' already exists; choose another name or remove it");
+  const FileInfo info = read_info(inputs[0]);
+
+  struct Request {
+    RequestRow row;
+    std::vector<StepRow> steps;
+    std::vector<DraftTokenRow> drafts;
+    std::vector<TokenId> tokens;
+    std::string file;
+  };
+  struct Run {
+    RunInfo info;
+    std::string info_file;
+    std::map<int64_t, Request> requests;  // ordered by request_id
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Run> runs;
+  for (const auto& input : inputs) {
+    const FileInfo other = read_info(input);
+    SPECDEC_CHECK(other.config_text == info.config_text, "merge: '", input, "' was written with a different config than '",
+                  inputs[0], "' (", first_difference(info.config_text, other.config_text), ")");
+    for (auto& data : read_all(input)) {
+      auto [it, fresh] = runs.try_emplace(data.info.name);
+      Run& run = it->second;
+      if (fresh) {
+        order.push_back(data.info.name);
+        run.info = data.info;
+        run.info_file = input;
+      } else {
+        SPECDEC_CHECK(run.info.attrs == data.info.attrs, "merge: run '", data.info.name, "' of '", input,
+                      "' has other attributes than in '", run.info_file, "'");
+      }
+      for (auto& r : data.requests) {
+        auto [rit, added] = run.requests.try_emplace(r.request_id);
+        SPECDEC_CHECK(added, "merge: request ", r.request_id, " of run '", data.info.name, "' is in both '",
+                      rit->second.file, "' and '", input, "'");
+        rit->second.row = r;
+        rit->second.file = input;
+        rit->second.tokens = std::move(data.outputs[r.request_id]);
+      }
+      for (auto& s : data.steps) run.requests[s.request_id].steps.push_back(s);
+      for (auto& d : data.draft_tokens) run.requests[d.request_id].drafts.push_back(d);
+    }
+  }
+
+  // Written without SWMR (a killed merge is simply run again) and published by close() alone: a failed
+  // merge leaves nothing at `output`.
+  Hdf5ResultsLog log(output, info, /*resume=*/false);
+  try {
+    std::vector<RunInfo> infos;
+    for (const auto& name : order) infos.push_back(runs[name].info);
+    log.declare_runs(infos);
+    for (const auto& name : order) {
+      std::vector<RequestRow> requests;
+      std::vector<StepRow> steps;
+      std::vector<DraftTokenRow> drafts;
+      std::map<int64_t, std::vector<TokenId>> outputs;
+      for (auto& [id, r] : runs[name].requests) {
+        requests.push_back(r.row);
+        steps.insert(steps.end(), r.steps.begin(), r.steps.end());
+        drafts.insert(drafts.end(), r.drafts.begin(), r.drafts.end());
+        outputs[id] = std::move(r.tokens);
+      }
+      log.write_bulk(name, requests, steps, drafts, outputs);
+    }
+    log.close();
+  } catch (...) {
+    log.abandon();
+    throw;
+  }
+}
+
+}  // namespace specdec::results

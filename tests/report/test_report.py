@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+"""Tests of the specdec report (experiments/report/specdec_report.py), without pytest: plain asserts,
+one closing line 'N passed, M failed', exit status 1 on any failure.
+
+The expected numbers are computed here independently of the report: straight from the HDF5 file with
+h5py and Python loops (the fake sweep of make_fake_results.py), and by hand for tiny files written row
+by row (chains, a tree whose accepted path ends above its deepest branch, zero drafts, a killed run, a
+missing baseline, a one-request category).
+
+    python3 tests/report/test_report.py [--scratch DIR] [-k NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+REPORT_DIR = os.path.join(ROOT, "experiments", "report")
+sys.path.insert(0, REPORT_DIR)
+sys.path.insert(0, HERE)
+
+try:
+    import h5py
+    import numpy as np
+    import pandas as pd
+    import matplotlib
+    matplotlib.use("Agg")
+except ImportError as e:  # a clear message, not a traceback, when the venv lacks the packages
+    print(f"test_report: missing Python package ({e}); install experiments/report/requirements.txt "
+          f"into the interpreter running this test ({sys.executable})")
+    print("report: 0 passed, 1 failed")
+    sys.exit(1)
+
+import make_fake_results as fake  # noqa: E402
+import specdec_report as rep  # noqa: E402
+
+SCRATCH = None
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+def close(a, b, tol=1e-9):
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, float) and math.isnan(a) or isinstance(b, float) and math.isnan(b):
+        return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return abs(float(a) - float(b)) <= tol * max(1.0, abs(float(b)))
+
+
+def check(a, b, what, tol=1e-9):
+    assert close(a, b, tol), f"{what}: report {a!r}, expected {b!r}"
+
+
+_FAKE = {}
+
+
+def fake_file(variant="full"):
+    if variant not in _FAKE:
+        path = os.path.join(SCRATCH, f"fake_{variant}.h5")
+        fake.make_fake_results(path, seed=0, variant=variant)
+        _FAKE[variant] = path
+    return _FAKE[variant]
+
+
+# ---- expected values, computed from the raw file ----------------------------------------------------
+
+def raw(path):
+    """{run: dict(attrs, requests, steps, drafts, outputs)} with only finished requests kept."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for name, g in f["runs"].items():
+            attrs = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in g.attrs.items()}
+            req = g["requests"][()]
+            done = {int(r["request_id"]) for r in req}
+            steps = [s for s in g["steps"][()] if int(s["request_id"]) in done]
+            drafts = [d for d in g["draft_tokens"][()] if int(d["request_id"]) in done]
+            toks = g["output_tokens"][()]
+            outputs = {int(o["request_id"]): list(toks[int(o["offset"]):int(o["offset"]) + int(o["length"])])
+                       for o in g["outputs"][()] if int(o["request_id"]) in done}
+            out[name] = dict(attrs=attrs, requests=req, steps=steps, drafts=drafts, outputs=outputs)
+    return out
+
+
+def expected_rates(run, category=None):
+    reqs = [r for r in run["requests"] if category is None or r["category"].decode() == category]
+    ids = {int(r["request_id"]) for r in reqs}
+    steps = [s for s in run["steps"] if int(s["request_id"]) in ids]
+    n = len(steps)
+    acc = sum(int(s["n_accepted"]) for s in steps)
+    drafted = sum(int(s["max_depth"]) for s in steps)  # chains: max_depth = n_proposed
+    nodes = sum(int(s["n_proposed"]) for s in steps)
+    new = sum(int(r["new_tokens"]) for r in reqs)
+    dec = sum(float(r["decode_s"]) for r in reqs)
+    return dict(tau=(acc + n) / n, tau_no_bonus=acc / n, acc_rate=acc / drafted if drafted else float("nan"),
+                acc_per_node=acc / nodes if nodes else float("nan"), tokens_per_s=new / dec, steps=n)
+
+
+def expected_positions(run):
+    """{i: (p_uncond, p_cond)} by walking every step's nodes."""
+    by_step = {}
+    for d in run["drafts"]:
+        by_step.setdefault((int(d["request_id"]), int(d["step"])), []).append(d)
+    prop, acc, reach = {}, {}, {}
+    for nodes in by_step.values():
+        accepted = {int(d["node"]) for d in nodes if d["accepted"]}
+        max_depth = max(int(d["depth"]) for d in nodes)
+        path_len = max([int(d["depth"]) for d in nodes if d["accepted"]], default=0)
+        reached = {int(d["depth"]) for d in nodes if int(d["parent"]) == -1 or int(d["parent"]) in accepted}
+        for i in range(1, max_depth + 1):
+            prop[i] = prop.get(i, 0) + 1
+            acc[i] = acc.get(i, 0) + (path_len >= i)
+            reach[i] = reach.get(i, 0) + (i in reached)
+    return {i: (acc[i] / prop[i], acc[i] / reach[i] if reach[i] else float("nan")) for i in prop}
+
+
+def expected_speedup(spec, ar):
+    ar_wall = {int(r["request_id"]): float(r["wall_time_s"]) for r in ar["requests"]}
+    pairs = [(ar_wall[int(r["request_id"])], float(r["wall_time_s"])) for r in spec["requests"]
+             if int(r["request_id"]) in ar_wall]
+    return sum(a for a, _ in pairs) / sum(s for _, s in pairs), len(pairs)
+
+
+# ---- the fake sweep ---------------------------------------------------------------------------------
+
+@test
+def fake_file_follows_the_schema():
+    path = fake_file()
+    with h5py.File(path, "r") as f:
+        assert int(f.attrs["schema_version"]) == 1
+        for key in ("specdec_version", "config", "host", "seeds", "start_time"):
+            assert key in f.attrs, key
+        names = set(f["runs"].keys())
+        assert {"ar_t0", "ar_t07", "ngram_k2_t0", "ngram_k4_t0", "synthetic_tree8_t0",
+                "early_exit_typical_k4_t0", "ngram_k4_t0_mismatch"} <= names, names
+        for name, g in f["runs"].items():
+            for key in ("drafter", "drafter_options", "k", "temperature", "top_k", "top_p", "rule", "lossless",
+                        "baseline", "target"):
+                assert key in g.attrs, (name, key)
+            for t in ("requests", "steps", "draft_tokens", "outputs", "output_tokens"):
+                ds = g[t]
+                assert ds.ndim == 1 and ds.chunks is not None and ds.compression == "gzip", (name, t)
+            assert g["requests"].dtype.names == fake.REQUESTS_DTYPE.names
+            req = g["requests"][()]
+            assert len(req) == 12 and sorted(req["request_id"]) == list(range(12)), name
+            steps = g["steps"][()]
+            for r in req:  # requests agree with their steps and outputs
+                s = steps[steps["request_id"] == r["request_id"]]
+                assert len(s) == r["steps"]
+                assert int(s["n_accepted"].sum() + len(s)) == r["new_tokens"]
+                assert abs((s["n_accepted"].sum() + len(s)) / len(s) - r["tau"]) < 1e-12
+
+
+@test
+def tau_acceptance_and_tokens_per_second_per_run_and_category():
+    path = fake_file()
+    data = raw(path)
+    summary = rep.summarize(rep.load(path), n_boot=200, seed=1)
+    pr = summary.per_run.set_index("run")
+    for name, run in data.items():
+        exp = expected_rates(run)
+        got = pr.loc[name]
+        check(got.tau, exp["tau"], f"{name} tau")
+        check(got.tau_no_bonus, exp["tau_no_bonus"], f"{name} tau without bonus")
+        check(got.tokens_per_s, exp["tokens_per_s"], f"{name} tokens/s")
+        assert int(got.steps) == exp["steps"]
+        if run["attrs"]["drafter"] == "none":
+            check(got.tau, 1.0, f"{name} AR tau")
+            assert math.isnan(got.acc_rate), f"{name}: AR has no acceptance rate"
+        else:
+            check(got.acc_rate, exp["acc_rate"], f"{name} acceptance rate")
+        if name.startswith("synthetic_tree"):
+            assert bool(got.tree), name
+            check(got.acc_per_node, exp["acc_per_node"], f"{name} accepted / nodes")
+            assert got.acc_per_node < got.acc_rate
+        else:
+            assert not bool(got.tree) and math.isnan(got.acc_per_node), name
+        for cat in fake.CATEGORIES:
+            e = expected_rates(run, cat)
+            c = summary.per_category[(summary.per_category.run == name) & (summary.per_category.category == cat)]
+            assert len(c) == 1, (name, cat)
+            check(c.tau.iloc[0], e["tau"], f"{name}/{cat} tau")
+            check(c.tokens_per_s.iloc[0], e["tokens_per_s"], f"{name}/{cat} tokens/s")
+            if run["attrs"]["drafter"] != "none":
+                check(c.acc_rate.iloc[0], e["acc_rate"], f"{name}/{cat} acceptance rate")
+    # the fixture's acceptance probabilities order the categories: summarization > translation for n-grams
+    pc = summary.per_category.set_index(["run", "category"])
+    assert pc.loc[("ngram_k4_t0", "summarization")].tau > pc.loc[("ngram_k4_t0", "translation")].tau
+
+
+@test
+def per_position_acceptance_matches_a_walk_over_the_nodes():
+    path = fake_file()
+    data = raw(path)
+    pos = rep.position_acceptance(rep.load(path))
+    for name, run in data.items():
+        exp = expected_positions(run)
+        got = pos[pos.run == name].set_index("position")
+        assert set(got.index) == set(exp), (name, sorted(got.index), sorted(exp))
+        for i, (pu, pc) in exp.items():
+            check(got.p_uncond[i], pu, f"{name} P({i} accepted)")
+            check(got.p_cond[i], pc, f"{name} P({i} accepted | {i - 1} accepted)")
+        if exp:
+            check(got.p_cond[1], got.p_uncond[1], f"{name} position 1: conditional = unconditional")
+    assert set(pos[pos.run.str.startswith("ngram_k2")].groupby("run").position.max()) == {2}
+    assert set(pos[pos.run == "synthetic_tree8_t0"].position) == {1, 2, 3, 4}
+
+
+@test
+def speedup_point_estimate_and_interval():
+    path = fake_file()
+    data = raw(path)
+    summary = rep.summarize(rep.load(path), n_boot=500, seed=3)
+    pr = summary.per_run.set_index("run")
+    for name, run in data.items():
+        base = "ar_t0" if run["attrs"]["temperature"] == "0" else "ar_t07"
+        assert pr.loc[name].baseline_run == base, (name, pr.loc[name].baseline_run)
+        point, n = expected_speedup(run, data[base])
+        check(pr.loc[name].speedup, point, f"{name} speedup")
+        assert pr.loc[name].n_paired == n == 12
+        assert pr.loc[name].speedup_lo <= point <= pr.loc[name].speedup_hi, name
+        if name != base:
+            assert pr.loc[name].speedup_lo < pr.loc[name].speedup_hi, f"{name}: 12 requests, a real interval"
+    check(pr.loc["ar_t0"].speedup, 1.0, "baseline against itself")
+    # the per-category speedup pairs only that category's requests
+    pc = summary.per_category.set_index(["run", "category"])
+    for cat in fake.CATEGORIES:
+        ids = {int(r["request_id"]) for r in data["ngram_k2_t0"]["requests"] if r["category"].decode() == cat}
+        ar = sum(float(r["wall_time_s"]) for r in data["ar_t0"]["requests"] if int(r["request_id"]) in ids)
+        sp = sum(float(r["wall_time_s"]) for r in data["ngram_k2_t0"]["requests"] if int(r["request_id"]) in ids)
+        check(pc.loc[("ngram_k2_t0", cat)].speedup, ar / sp, f"ngram_k2_t0/{cat} speedup")
+    # the same seed gives the same interval; the interval is a percentile interval of ratios of sums
+    again = rep.summarize(rep.load(path), n_boot=500, seed=3).per_run.set_index("run")
+    check(again.loc["ngram_k4_t0"].speedup_lo, pr.loc["ngram_k4_t0"].speedup_lo, "bootstrap is seeded")
+
+
+@test
+def bootstrap_by_hand():
+    point, lo, hi = rep.bootstrap_ratio([2.0, 4.0], [1.0, 1.0], n_boot=4000, seed=0)
+    check(point, 3.0, "ratio of sums")
+    # resamples of two pairs give 2, 3 or 4 (probabilities 1/4, 1/2, 1/4)
+    check(lo, 2.0, "2.5th percentile")
+    check(hi, 4.0, "97.5th percentile")
+    assert rep.bootstrap_ratio([5.0], [2.0], 100) == (2.5, 2.5, 2.5)  # one request: collapses
+    assert all(math.isnan(x) for x in rep.bootstrap_ratio([], [], 100))
+    p, lo, hi = rep.bootstrap_ratio(np.ones(50), np.full(50, 0.5), n_boot=300, seed=0)
+    check(p, 2.0, "constant ratio")
+    check(lo, 2.0, "constant ratio lo")
+    check(hi, 2.0, "constant ratio hi")
+
+
+@test
+def losslessness_verdicts():
+    path = fake_file()
+    data = raw(path)
+    ll = rep.lossless_check(rep.load(path)).set_index("run")
+    ar = data["ar_t0"]["outputs"]
+    for name, run in data.items():
+        greedy_spec = run["attrs"]["temperature"] == "0" and run["attrs"]["drafter"] != "none"
+        if not greedy_spec:
+            assert name not in ll.index, f"{name} is not a greedy speculative run"
+            continue
+        n_bad = sum(run["outputs"][rid] != ar[rid] for rid in run["outputs"])
+        assert ll.loc[name].n_mismatch == n_bad, (name, ll.loc[name].n_mismatch, n_bad)
+        if run["attrs"]["lossless"] == "1":
+            want = "yes" if n_bad == 0 else f"no ({n_bad} mismatching requests)"
+            assert ll.loc[name].verdict == want, (name, ll.loc[name].verdict, want)
+        else:
+            assert ll.loc[name].verdict.startswith("not checked"), name
+    assert ll.loc["ngram_k4_t0_mismatch"].verdict == "no (2 mismatching requests)"
+    assert sorted(ll.loc["ngram_k4_t0_mismatch"].mismatching_request_ids) == [3, 10]
+    for name in ("ngram_k2_t0", "ngram_k4_t0", "synthetic_tree8_t0"):
+        assert ll.loc[name].verdict == "yes", name
+    text = rep.format_report(rep.summarize(rep.load(path), n_boot=50))
+    assert "ngram_k4_t0_mismatch: lossless: no (2 mismatching requests)" in text
+    assert "ngram_k4_t0: lossless: yes" in text
+
+
+@test
+def table_marks_lossy_rules_and_prints_the_definitions():
+    text = rep.format_report(rep.summarize(rep.load(fake_file()), n_boot=50))
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("early_exit_typical_k4_t0 "))
+    assert "typical*" in row, row
+    row = next(line for line in lines if line.startswith("ngram_k4_t0 "))
+    assert "greedy " in row and "greedy*" not in row, row
+    for heading in ("Per run", "Per run x category", "Per-position acceptance", "Metric definitions"):
+        assert any(line.startswith(heading) for line in lines), heading
+    assert text.index("Per run x category") < text.index("Metric definitions")
+    assert "tau (mean accepted length)" in text and "bootstrap" in text
+
+
+# ---- hand-computed tiny files -----------------------------------------------------------------------
+
+def _req(rid, cat, wall, steps, accepted, new=None):
+    return dict(request_id=rid, prompt_id=f"t:{rid}", category=cat, repeat=0, prompt_tokens=5,
+                new_tokens=new if new is not None else accepted + steps, wall_time_s=wall, prefill_s=0.1 * wall,
+                decode_s=0.9 * wall, steps=steps, tau=(accepted + steps) / steps, stopped=0)
+
+
+def _step(rid, step, proposed, accepted, max_depth=None):
+    return dict(request_id=rid, step=step, n_proposed=proposed, n_accepted=accepted, tree_nodes=proposed,
+                max_depth=proposed if max_depth is None else max_depth, t_draft_us=10.0, t_verify_us=100.0,
+                context_len=5 + step, batch_size=1)
+
+
+def _node(rid, step, node, parent, depth, accepted, visited=1):
+    return dict(request_id=rid, step=step, node=node, parent=parent, depth=depth, token=10 + node,
+                p_target=1.0 if accepted else 0.0, q_draft=1.0, u=-1.0, visited=visited, accepted=accepted)
+
+
+def _chain(rid, step, proposed, accepted):
+    return [_node(rid, step, i, i - 1, i + 1, int(i < accepted), int(i <= accepted)) for i in range(proposed)]
+
+
+def _attrs(drafter, k, temperature="0", rule="greedy", lossless="1", target="tiny"):
+    return {"drafter": drafter, "drafter_options": "", "k": str(k), "temperature": temperature, "top_k": "0",
+            "top_p": "1", "rule": rule, "lossless": lossless, "baseline": "1" if drafter == "none" else "0",
+            "target": target}
+
+
+def tiny_file(name="tiny.h5"):
+    """AR + a chain (k = 3) + a tree + a zero-draft run at T = 0; a run at T = 0.5 without a baseline; the
+    chain's file also holds rows of an unfinished request 99 (killed run)."""
+    ar = {"name": "ar", "attrs": _attrs("none", 0),
+          "requests": [_req(0, "a", 2.0, 5, 0), _req(1, "b", 4.0, 6, 0)],
+          "steps": [_step(0, s, 0, 0) for s in range(5)] + [_step(1, s, 0, 0) for s in range(6)],
+          "outputs": [(0, [1, 2, 3, 4, 5]), (1, [6, 7, 8, 9, 10, 11])]}
+    # chain k = 3. request 0: steps (3 proposed, 2 accepted), (3, 0), (0, 0); request 1: (3, 3), (2, 1)
+    chain_steps = [_step(0, 0, 3, 2), _step(0, 1, 3, 0), _step(0, 2, 0, 0), _step(1, 0, 3, 3), _step(1, 1, 2, 1)]
+    chain_nodes = _chain(0, 0, 3, 2) + _chain(0, 1, 3, 0) + _chain(1, 0, 3, 3) + _chain(1, 1, 2, 1)
+    killed_steps = [_step(99, 0, 3, 3)]
+    killed_nodes = _chain(99, 0, 3, 3)
+    chain = {"name": "chain", "attrs": _attrs("ngram", 3),
+             # request 1 finished first: rows in completion order, pairing is by request_id
+             "requests": [_req(1, "b", 1.0, 2, 4, new=6), _req(0, "a", 1.0, 3, 2, new=5)],
+             "steps": chain_steps + killed_steps, "draft_tokens": chain_nodes + killed_nodes,
+             "outputs": [(1, [6, 7, 8, 9, 10, 99]), (0, [1, 2, 3, 4, 5]), (99, [1, 1, 1, 1])]}
+    # tree, one request, two steps.
+    # step 0: n0(d1) n1(d1) | n2(d2, under n0) n3(d2, under n1) | n4(d3, under n2). Accepted n1 -> n3
+    #         (a leaf): the path stops at depth 2 while the proposal is 3 deep.
+    # step 1: n0(d1) | n1(d2) n2(d2) under n0. Accepted n0 only.
+    tree_nodes = [_node(0, 0, 0, -1, 1, 0), _node(0, 0, 1, -1, 1, 1), _node(0, 0, 2, 0, 2, 0, 0),
+                  _node(0, 0, 3, 1, 2, 1), _node(0, 0, 4, 2, 3, 0, 0),
+                  _node(0, 1, 0, -1, 1, 1), _node(0, 1, 1, 0, 2, 0), _node(0, 1, 2, 0, 2, 0)]
+    tree = {"name": "tree", "attrs": _attrs("synthetic", 5),
+            "requests": [_req(0, "a", 0.5, 2, 3)],
+            "steps": [_step(0, 0, 5, 2, max_depth=3), _step(0, 1, 3, 1, max_depth=2)],
+            "draft_tokens": tree_nodes, "outputs": [(0, [1, 2, 3, 4, 5])]}
+    nodraft = {"name": "nodraft", "attrs": _attrs("ngram", 2),
+               "requests": [_req(0, "a", 2.5, 5, 0)], "steps": [_step(0, s, 0, 0) for s in range(5)],
+               "outputs": [(0, [1, 2, 3, 4, 5])]}
+    warm = {"name": "warm", "attrs": _attrs("ngram", 3, temperature="0.5", rule="speculative"),
+            "requests": [_req(0, "a", 1.0, 2, 1)], "steps": [_step(0, 0, 3, 1), _step(0, 1, 0, 0)],
+            "draft_tokens": _chain(0, 0, 3, 1), "outputs": [(0, [4, 4, 4])]}
+    path = os.path.join(SCRATCH, name)
+    fake.write_results(path, [ar, chain, tree, nodraft, warm])
+    return path
+
+
+@test
+def tiny_chain_by_hand():
+    res = rep.load(tiny_file())
+    assert res.unfinished == {"chain": [99]}, res.unfinished
+    summary = rep.summarize(res, n_boot=4000, seed=0)
+    pr = summary.per_run.set_index("run")
+    c = pr.loc["chain"]
+    # 5 steps, 6 accepted of 11 drafted (the killed request's step is not counted)
+    assert (int(c.steps), int(c.accepted), int(c.drafted)) == (5, 6, 11), (c.steps, c.accepted, c.drafted)
+    check(c.tau, 11 / 5, "tau")
+    check(c.tau_no_bonus, 6 / 5, "tau without bonus")
+    check(c.acc_rate, 6 / 11, "acceptance rate")
+    check(c.tokens_per_s, 11 / 1.8, "tokens/s")
+    check(c.speedup, 6.0 / 2.0, "speedup")
+    check(c.speedup_lo, 2.0, "speedup lo")
+    check(c.speedup_hi, 4.0, "speedup hi")
+    pos = summary.positions[summary.positions.run == "chain"].set_index("position")
+    # pos 1: 4 steps proposed >= 1, 3 accepted. pos 2: 4 proposed >= 2, 2 accepted, 3 reached 1.
+    # pos 3: 3 proposed >= 3, 1 accepted, 2 reached 2.
+    for i, (n_prop, n_acc, n_reach) in {1: (4, 3, 4), 2: (4, 2, 3), 3: (3, 1, 2)}.items():
+        assert (pos.n_proposed[i], pos.n_accepted[i], pos.n_reached[i]) == (n_prop, n_acc, n_reach), (
+            i, pos.loc[i].to_dict())
+        check(pos.p_uncond[i], n_acc / n_prop, f"P({i})")
+        check(pos.p_cond[i], n_acc / n_reach, f"P({i} | {i - 1})")
+    # one request per category: the interval collapses onto the point
+    pc = summary.per_category.set_index(["run", "category"])
+    for cat, value in (("a", 2.0), ("b", 4.0)):
+        r = pc.loc[("chain", cat)]
+        check(r.speedup, value, f"{cat} speedup")
+        assert r.speedup_lo == r.speedup_hi == r.speedup, (cat, r.speedup_lo, r.speedup_hi)
+    ll = summary.lossless.set_index("run")
+    assert ll.loc["chain"].verdict == "no (1 mismatching requests)", ll.loc["chain"].verdict
+    assert ll.loc["tree"].verdict == "yes" and ll.loc["nodraft"].verdict == "yes"
+    assert "warm" not in ll.index
+    text = rep.format_report(summary)
+    assert "unfinished" in text and "chain" in text
+
+
+@test
+def tiny_tree_by_hand():
+    summary = rep.summarize(rep.load(tiny_file()), n_boot=100)
+    t = summary.per_run.set_index("run").loc["tree"]
+    assert bool(t.tree)
+    check(t.tau, 5 / 2, "tree tau")
+    check(t.acc_rate, 3 / 5, "tree acceptance per drafted depth")
+    check(t.acc_per_node, 3 / 8, "tree acceptance per node")
+    pos = summary.positions[summary.positions.run == "tree"].set_index("position")
+    assert list(pos.index) == [1, 2, 3]
+    check(pos.p_uncond[1], 1.0, "tree P(1)")
+    check(pos.p_cond[1], 1.0, "tree P(1|0)")
+    check(pos.p_uncond[2], 0.5, "tree P(2)")
+    check(pos.p_cond[2], 0.5, "tree P(2|1)")
+    check(pos.p_uncond[3], 0.0, "tree P(3)")
+    # the only depth-3 node hangs under a rejected branch: no step's accepted path had a depth-3 child
+    assert pos.n_reached[3] == 0 and math.isnan(pos.p_cond[3]), pos.loc[3].to_dict()
+
+
+@test
+def zero_drafts_and_missing_baseline():
+    summary = rep.summarize(rep.load(tiny_file()), n_boot=100)
+    pr = summary.per_run.set_index("run")
+    n = pr.loc["nodraft"]
+    check(n.tau, 1.0, "no drafts: tau")
+    assert math.isnan(n.acc_rate) and int(n.drafted) == 0
+    check(n.speedup, 2.0 / 2.5, "no drafts: speedup")
+    assert "nodraft" not in set(summary.positions.run)
+    w = pr.loc["warm"]
+    assert pd.isna(w.baseline_run) and math.isnan(w.speedup), (w.baseline_run, w.speedup)
+    text = rep.format_report(summary)
+    row = next(line for line in text.splitlines() if line.startswith("warm "))
+    assert "n/a" in row, row
+    assert "no AR baseline run (baseline = 1) with temperature 0.5" in text
+    js = rep.to_json(summary)
+    assert next(r for r in js["runs"] if r["run"] == "warm")["speedup"] is None
+
+
+@test
+def baseline_named_by_the_runner_or_matched_by_seed():
+    def ar(name, seed, wall):
+        return {"name": name, "attrs": dict(_attrs("none", 0), seed=str(seed)),
+                "requests": [_req(0, "a", wall, 4, 0)], "steps": [_step(0, s, 0, 0) for s in range(4)],
+                "outputs": [(0, [1, 2, 3, 4])]}
+
+    def spec(name, **extra):
+        return {"name": name, "attrs": dict(_attrs("ngram", 2), **extra), "requests": [_req(0, "a", 1.0, 2, 2)],
+                "steps": [_step(0, 0, 2, 2), _step(0, 1, 0, 0)], "draft_tokens": _chain(0, 0, 2, 2),
+                "outputs": [(0, [1, 2, 3, 4])]}
+    path = os.path.join(SCRATCH, "two_baselines.h5")
+    fake.write_results(path, [ar("ar_s0", 0, 2.0), ar("ar_s1", 1, 3.0), spec("named", seed="0", baseline_run="ar_s1"),
+                              spec("by_seed", seed="1"), spec("any")])
+    pr = rep.summarize(rep.load(path), n_boot=10).per_run.set_index("run")
+    assert pr.loc["named"].baseline_run == "ar_s1" and close(pr.loc["named"].speedup, 3.0)
+    assert pr.loc["by_seed"].baseline_run == "ar_s1" and close(pr.loc["by_seed"].speedup, 3.0)
+    assert pr.loc["any"].baseline_run == "ar_s0" and close(pr.loc["any"].speedup, 2.0)  # tie: by name
+
+
+@test
+def only_ar_and_no_baseline_files():
+    for variant in ("only_ar", "no_baseline", "killed"):
+        res = rep.load(fake_file(variant))
+        summary = rep.summarize(res, n_boot=100)
+        text = rep.format_report(summary)
+        assert "Metric definitions" in text, variant
+        if variant == "only_ar":
+            assert set(summary.per_run.run) == {"ar_t0", "ar_t07"}
+            assert summary.positions.empty and summary.lossless.empty
+            assert "only AR baseline" in text
+        if variant == "no_baseline":
+            assert summary.per_run.speedup.isna().all()
+            assert set(summary.lossless.verdict[summary.lossless.checked]) == {"n/a (no AR baseline)"}
+        if variant == "killed":
+            pr = summary.per_run.set_index("run")
+            assert pr.loc["ngram_k4_t0"].n_requests == 8 and pr.loc["ngram_k4_t0"].n_paired == 8
+            assert len(res.unfinished["ngram_k4_t0"]) == 1
+            data = raw(fake_file(variant))
+            check(pr.loc["ngram_k4_t0"].tau, expected_rates(data["ngram_k4_t0"])["tau"], "killed run tau")
+        if variant != "killed":  # plots without speculative runs / without speedups still render
+            with tempfile.TemporaryDirectory(dir=SCRATCH) as d:
+                for p in rep.write_plots(summary, d, dpi=60):
+                    assert os.path.getsize(p) > 1000, p
+
+
+@test
+def empty_file_and_bad_input():
+    path = os.path.join(SCRATCH, "empty.h5")
+    with h5py.File(path, "w") as f:
+        f.attrs["schema_version"] = np.int32(1)
+    summary = rep.summarize(rep.load(path), n_boot=10)
+    assert summary.per_run.empty
+    assert "no runs" in rep.format_report(summary)
+    r = subprocess.run([sys.executable, os.path.join(REPORT_DIR, "specdec_report.py"),
+                        os.path.join(SCRATCH, "does_not_exist.h5")], capture_output=True, text=True)
+    assert r.returncode == 2 and "no such file" in r.stderr, (r.returncode, r.stderr)
+    bad = os.path.join(SCRATCH, "not_hdf5.h5")
+    with open(bad, "w") as f:
+        f.write("not an HDF5 file\n")
+    r = subprocess.run([sys.executable, os.path.join(REPORT_DIR, "specdec_report.py"), bad],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    with h5py.File(path, "w") as f:
+        f.attrs["schema_version"] = np.int32(7)
+    try:
+        rep.load(path)
+    except ValueError as e:
+        assert "schema_version 7" in str(e)
+    else:
+        raise AssertionError("schema_version 7 was accepted")
+
+
+@test
+def cli_writes_table_csv_json_and_plots():
+    import csv
+    import json
+    plots = os.path.join(SCRATCH, "plots")
+    csv_path = os.path.join(SCRATCH, "report.csv")
+    json_path = os.path.join(SCRATCH, "report.json")
+    r = subprocess.run([sys.executable, os.path.join(REPORT_DIR, "specdec_report.py"), fake_file(),
+                        "--plots", plots, "--csv", csv_path, "--json", json_path, "--bootstrap", "300",
+                        "--seed", "0"], capture_output=True, text=True, env=dict(os.environ, MPLBACKEND="Agg"))
+    assert r.returncode == 0, r.stderr
+    assert "Per run" in r.stdout and "Metric definitions" in r.stdout
+    assert "lossless: no (2 mismatching requests)" in r.stdout
+    for name in ("acceptance_by_position.png", "tau_by_category.png", "speedup_vs_k.png"):
+        p = os.path.join(plots, name)
+        assert os.path.isfile(p), p
+        with open(p, "rb") as f:
+            head = f.read(8)
+        assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(p) > 10_000, (p, os.path.getsize(p))
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 11 and {"run", "tau", "acc_rate", "speedup", "speedup_lo", "speedup_hi",
+                                "lossless_check"} <= set(rows[0])
+    by = {r["run"]: r for r in rows}
+    assert by["ngram_k4_t0_mismatch"]["lossless_check"] == "no (2 mismatching requests)"
+    point, _ = expected_speedup(raw(fake_file())["synthetic_tree8_t07"], raw(fake_file())["ar_t07"])
+    check(float(by["synthetic_tree8_t07"]["speedup"]), point, "CSV speedup")
+    with open(json_path) as f:
+        js = json.load(f)
+    assert {"runs", "categories", "positions", "lossless", "notes", "definitions"} <= set(js)
+    assert len(js["categories"]) == 33
+
+
+def main():
+    global SCRATCH
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scratch", help="folder for generated files (default: a temporary folder)")
+    ap.add_argument("-k", help="run only tests whose name contains this")
+    args = ap.parse_args()
+    tmp = None
+    if args.scratch:
+        os.makedirs(args.scratch, exist_ok=True)
+        SCRATCH = args.scratch
+    else:
+        tmp = tempfile.TemporaryDirectory()
+        SCRATCH = tmp.name
+    passed = failed = 0
+    for fn in TESTS:
+        if args.k and args.k not in fn.__name__:
+            continue
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - report every failure, keep going
+            failed += 1
+            print(f"FAIL {fn.__name__}")
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
+    print(f"report: {passed} passed, {failed} failed")
+    if tmp:
+        tmp.cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+// specdec run end to end on experiments/configs/stories_smoke.ini through the specdec binary: the log holds
+// every run and request, greedy outputs equal the AR run's, a run killed mid-way keeps every finished
+// request and --resume completes it to what an uninterrupted run holds, shards merged equal one run, and
+// every mistake is a one-line error.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "experiments/results_log.h"
+#include "tests/support/run.h"
+
+using namespace specdec;
+using namespace specdec::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<std::string> kRuns = {"ar_t0",          "ngram_k2_t0",      "ngram_k4_t0", "early_exit_k2_t0",
+                                        "early_exit_k4_t0", "oracle_k2_t0", "oracle_k4_t0"};
+constexpr int kRequests = 16;  // gsm8k 2 + MT-Bench 2 x 7 categories (extraction has one prompt that fits)
+
+std::string smoke_config() { return std::string(SPECDEC_SOURCE_DIR) + "/experiments/configs/stories_smoke.ini"; }
+
+// One OpenMP thread: the 260K model gains nothing from more, and spinning threads on a busy machine make
+// every step slow.
+std::string run_cmd(const std::string& extra) {
+  return "OMP_NUM_THREADS=1 " + specdec_bin() + " run '" + smoke_config() + "' " + extra;
+}
+
+std::string fresh(const std::string& name) {
+  const fs::path p = scratch_dir("runner_e2e") / name;
+  fs::remove(p);
+  return p.string();
+}
+
+// The uninterrupted run every other test compares with (made once per process).
+const std::vector<results::RunData>& reference() {
+  static const std::vector<results::RunData> data = [] {
+    const std::string out = fresh("full.h5");
+    const auto r = run(run_cmd("--quiet --out '" + out + "'"));
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return results::read_all(out);
+  }();
+  return data;
+}
+std::string reference_path() {
+  reference();
+  return (scratch_dir("runner_e2e") / "full.h5").string();
+}
+
+// `data` restricted to the requests `keep` lists per run.
+std::vector<results::RunData> only(const std::vector<results::RunData>& data,
+                                   const std::map<std::string, std::set<int64_t>>& keep) {
+  std::vector<results::RunData> out;
+  for (const auto& run : data) {
+    results::RunData r;
+    r.info = run.info;
+    const auto it = keep.find(run.info.name);
+    const std::set<int64_t> ids = it == keep.end() ? std::set<int64_t>{} : it->second;
+    for (const auto& q : run.requests)
+      if (ids.count(q.request_id)) r.requests.push_back(q);
+    for (const auto& s : run.steps)
+      if (ids.count(s.request_id)) r.steps.push_back(s);
+    for (const auto& d : run.draft_tokens)
+      if (ids.count(d.request_id)) r.draft_tokens.push_back(d);
+    for (const auto& [id, toks] : run.outputs)
+      if (ids.count(id)) r.outputs[id] = toks;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::map<std::string, std::set<int64_t>> finished_of(const std::vector<results::RunData>& data) {
+  std::map<std::string, std::set<int64_t>> m;
+  for (const auto& run : data)
+    for (const auto& q : run.requests) m[run.info.name].insert(q.request_id);
+  return m;
+}
+
+const results::RunData& find_run(const std::vector<results::RunData>& data, const std::string& name) {
+  for (const auto& r : data)
+    if (r.info.name == name) return r;
+  FAIL("no run " << name);
+  throw;
+}
+
+// One finished request of a logged run, back as the DecodeResult the runner appended.
+DecodeResult decode_result_of(const results::RunData& run, int64_t id) {
+  DecodeResult res;
+  res.tokens = run.outputs.at(id);
+  for (const auto& s : run.steps) {
+    if (s.request_id != id) continue;
+    StepRecord rec;
+    rec.step = s.step;
+    rec.n_proposed = s.n_proposed;
+    rec.n_accepted = s.n_accepted;
+    rec.max_depth = s.max_depth;
+    rec.context_len = s.context_len;
+    rec.t_draft_us = s.t_draft_us;
+    rec.t_verify_us = s.t_verify_us;
+    for (const auto& d : run.draft_tokens)
+      if (d.request_id == id && d.step == s.step)
+        rec.nodes.push_back({d.node, d.parent, d.depth, d.token, d.p_target, d.q_draft, d.u, d.visited, d.accepted});
+    res.steps.push_back(std::move(rec));
+  }
+  return res;
+}
+
+}  // namespace
+
+TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR run's", "[runner][e2e]") {
+  const std::string out = fresh("smoke.h5");
+  const auto r = run(run_cmd("--out '" + out + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  // Plain progress lines (stdout is not a terminal), the summary and the path.
+  CHECK_THAT(r.out, Catch::Contains("specdec run stories_smoke: 16 prompts x 1 repeat(s) x 7 runs = 112"));
+  CHECK_THAT(r.out, Catch::Contains("progress: 7/112") && Catch::Contains("done gsm8k:0 (gsm8k)"));
+  CHECK_THAT(r.out, Catch::Contains("results: " + out));
+  for (const auto& name : kRuns) CHECK_THAT(r.out, Catch::Contains("\n" + name + " "));
+  CHECK_THAT(r.out, Catch::Contains("16/16"));
+  CHECK_THAT(r.err, Catch::Contains("note: skipping prompt mt_bench:132: 651 tokens > [prompts] max_prompt_tokens"));
+
+  const auto data = results::read_all(out);
+  REQUIRE(data.size() == kRuns.size());
+  for (size_t i = 0; i < kRuns.size(); ++i) CHECK(data[i].info.name == kRuns[i]);  // the grid's order
+  const results::RunData& ar = data[0];
+  CHECK(ar.info.attrs.at("baseline") == "1");
+  CHECK(ar.info.attrs.at("drafter") == "none");
+  const auto& oracle4 = find_run(data, "oracle_k4_t0");
+  CHECK(oracle4.info.attrs.at("drafter") == "oracle");
+  CHECK(oracle4.info.attrs.at("k") == "4");
+  CHECK(oracle4.info.attrs.at("rule") == "greedy");
+  CHECK(oracle4.info.attrs.at("lossless") == "1");
+  CHECK(oracle4.info.attrs.at("baseline") == "0");
+  CHECK(oracle4.info.attrs.at("baseline_run") == "ar_t0");
+  CHECK(find_run(data, "early_exit_k2_t0").info.attrs.at("drafter_options") == "layers=2");
+
+  std::vector<std::string> prompt_ids;
+  for (const auto& q : ar.requests) prompt_ids.push_back(q.prompt_id);
+  REQUIRE(prompt_ids.size() == kRequests);
+  CHECK(prompt_ids[0] == "gsm8k:0");
+  CHECK(prompt_ids[1] == "gsm8k:1");
+  CHECK(prompt_ids[2] == "mt_bench:81");
+  CHECK(std::find(prompt_ids.begin(), prompt_ids.end(), "mt_bench:132") == prompt_ids.end());  // skipped: too long
+
+  for (const auto& run : data) {
+    INFO(run.info.name);
+    REQUIRE(run.requests.size() == kRequests);
+    for (int64_t id = 0; id < kRequests; ++id) {
+      INFO("request " << id);
+      const auto& q = run.requests[id];
+      CHECK(q.request_id == id);                         // prompt-major order, ids identical across runs
+      CHECK(q.prompt_id == ar.requests[id].prompt_id);   // so runs pair up
+      CHECK(q.new_tokens == 32);
+      REQUIRE(run.outputs.count(id));
+      CHECK(run.outputs.at(id) == ar.outputs.at(id));   // greedy: lossless
+      int steps = 0, accepted = 0;
+      for (const auto& s : run.steps)
+        if (s.request_id == id) {
+          ++steps;
+          accepted += s.n_accepted;
+          if (run.info.name.rfind("oracle", 0) == 0) CHECK(s.n_accepted == s.n_proposed);  // the upper bound
+        }
+      CHECK(q.steps == steps);
+      CHECK(accepted + steps >= q.new_tokens);
+      if (&run == &ar) CHECK(steps == q.new_tokens);
+    }
+  }
+  CHECK(find_run(data, "oracle_k4_t0").requests[0].tau > 3.0);
+
+  const auto info = results::read_info(out);
+  CHECK_THAT(info.config_text, Catch::Contains("[drafter.oracle]\ntype = oracle\n") &&
+                                   Catch::Contains("max_prompt_tokens = 256") && Catch::Contains("k = 2, 4"));
+  CHECK(info.seeds == "0");
+  CHECK(!info.specdec_version.empty());
+  CHECK(info.start_time.size() == 20);
+  CHECK(info.start_time.back() == 'Z');
+  const auto host = nlohmann::json::parse(info.host_json);
+  CHECK(!host.at("cpu").get<std::string>().empty());
+  CHECK(host.at("cores").get<int>() >= 1);
+  CHECK(host.at("gpu") == "none");
+
+  // An uninterrupted run is reproducible: the same requests, tokens and step events (timings aside).
+  CHECK(results::diff_runs(data, reference(), /*ignore_timings=*/true).empty());
+}
+
+TEST_CASE("a run killed mid-way keeps every finished request; --resume completes it", "[runner][e2e][resume]") {
+  const auto& ref = reference();
+  const std::string out = fresh("killed.h5");
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDERR_FILENO);
+    close(fds[0]);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    const std::string bin = specdec_bin(), cfg = smoke_config();
+    execl(bin.c_str(), bin.c_str(), "run", cfg.c_str(), "--out", out.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  // Kill right after the first "done" line: by then the first request's runs are logged and flushed.
+  FILE* child_out = fdopen(fds[0], "r");
+  std::string seen;
+  char line[4096];
+  bool killed = false;
+  while (std::fgets(line, sizeof line, child_out)) {
+    seen += line;
+    if (std::string(line).find(" done ") != std::string::npos) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::fclose(child_out);
+  INFO(seen);
+  REQUIRE(killed);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE(WTERMSIG(status) == SIGKILL);
+
+  // Every finished request reads back, and equals the uninterrupted run's.
+  const auto partial = results::read_all(out);
+  const auto done = finished_of(partial);
+  size_t n_done = 0;
+  for (const auto& [run, ids] : done) n_done += ids.size();
+  INFO(n_done << " (run, request) pairs finished before the kill");
+  CHECK(n_done >= kRuns.size());               // the first request, every run
+  CHECK(n_done < kRuns.size() * kRequests);     // killed before the end
+  CHECK(done.at("ar_t0").count(0));
+  CHECK(results::diff_runs(partial, only(ref, done), /*ignore_timings=*/true).empty());
+
+  const auto r = run(run_cmd("--resume --out '" + out + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("already finished (resumed)"));
+  CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
+
+  // Resuming a finished run does nothing.
+  const auto again = run(run_cmd("--resume --quiet --out '" + out + "'"));
+  REQUIRE(again.exit_code == 0);
+  CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
+}
+
+TEST_CASE("--resume takes the oracle's reference from the logged AR run", "[runner][e2e][resume]") {
+  // A log in which only the AR run of request 3 finished (as if killed right after it): resuming must
+  // run the oracle of request 3 against the logged AR tokens without logging the AR run twice.
+  const auto& ref = reference();
+  const std::string out = fresh("ar_only.h5");
+  {
+    const auto info = results::read_info(reference_path());
+    auto log = results::ResultsLog::open(out, info, /*resume=*/false);
+    std::vector<results::RunInfo> runs;
+    for (const auto& run : ref) runs.push_back(run.info);
+    log->declare_runs(runs);
+    const results::RunData& ar = ref[0];
+    const DecodeResult res = decode_result_of(ar, 3);
+    const auto& q = ar.requests[3];
+    results::RequestRecord rec;
+    rec.request_id = 3;
+    rec.prompt_id = q.prompt_id;
+    rec.category = q.category;
+    rec.prompt_tokens = q.prompt_tokens;
+    rec.wall_time_s = q.wall_time_s;
+    rec.prefill_s = q.prefill_s;
+    rec.decode_s = q.decode_s;
+    rec.stopped = q.stopped;
+    rec.result = &res;
+    log->append("ar_t0", rec);
+    log->close();
+  }
+  const auto r = run(run_cmd("--resume --quiet --out '" + out + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
+}
+
+TEST_CASE("shards 0/2 and 1/2 merged hold exactly what one run holds", "[runner][e2e][shard]") {
+  const auto& ref = reference();
+  const std::string s0 = fresh("shard0.h5"), s1 = fresh("shard1.h5"), merged = fresh("merged.h5");
+  const auto r0 = run(run_cmd("--quiet --shard 0/2 --out '" + s0 + "'"));
+  const auto r1 = run(run_cmd("--quiet --shard=1/2 --out '" + s1 + "'"));
+  INFO(r0.err << r1.err);
+  REQUIRE(r0.exit_code == 0);
+  REQUIRE(r1.exit_code == 0);
+  const auto d0 = results::read_all(s0), d1 = results::read_all(s1);
+  for (const auto& run : d0) {
+    CHECK(run.requests.size() == kRequests / 2);
+    for (const auto& q : run.requests) CHECK(q.request_id % 2 == 0);  // prompt index % 2 == 0 (one repeat)
+  }
+  for (const auto& run : d1)
+    for (const auto& q : run.requests) CHECK(q.request_id % 2 == 1);
+
+  const auto m = run(specdec_bin() + " merge '" + s0 + "' '" + s1 + "' -o '" + merged + "'");
+  INFO(m.err);
+  REQUIRE(m.exit_code == 0);
+  CHECK_THAT(m.out, Catch::Contains("merged 2 file(s) into " + merged));
+  CHECK(results::diff_runs(results::read_all(merged), ref, /*ignore_timings=*/true).empty());
+}
+
+TEST_CASE("specdec run and merge: help, and one-line errors for every mistake", "[runner][e2e][badinput]") {
+  const auto top = run(specdec_bin() + " --help");
+  CHECK_THAT(top.out, Catch::Contains("  run ") && Catch::Contains("  merge "));
+  const auto help = run(specdec_bin() + " run --help");
+  REQUIRE(help.exit_code == 0);
+  for (const char* s : {"--resume", "--shard", "--out", "--quiet", "--section.key=value", "[target]", "[run]",
+                        "[prompts]", "[drafter.NAME]", "max_prompt_tokens", "temperatures", "per_category"})
+    CHECK_THAT(help.out, Catch::Contains(s));
+  const auto mhelp = run(specdec_bin() + " merge --help");
+  REQUIRE(mhelp.exit_code == 0);
+  CHECK_THAT(mhelp.out, Catch::Contains("-o [ --out ]"));
+
+  const std::string existing = reference_path();
+  const std::string copy = fresh("copy.h5");
+  fs::copy_file(existing, copy);
+  const std::string unused = fresh("unused.h5");
+  struct Case {
+    std::string name, cmd, expect;
+  };
+  const std::vector<Case> cases = {
+      {"unknown key", run_cmd("--out " + unused + " --run.temprature=0"), "did you mean 'run.temperatures'?"},
+      {"bad value", run_cmd("--out " + unused + " --run.k=two"), "[run] k = 'two'"},
+      {"unknown drafter", run_cmd("--out " + unused + " --drafter.ngram.type=ngarm"),
+       "known drafters: draft_model, early_exit, ngram, oracle, synthetic"},
+      {"drafter option typo", run_cmd("--out " + unused + " --drafter.ngram.max_m=2"),
+       "[drafter.ngram] unknown key 'max_m'; this drafter knows: corpus, max_n, min_n; did you mean 'max_n'?"},
+      {"drafter option value", run_cmd("--out " + unused + " --drafter.early_exit.layers=9"), "[drafter.early_exit]"},
+      {"output exists", run_cmd("--out " + existing), "pass --resume"},
+      {"resume with another config", run_cmd("--resume --out " + copy + " --run.max_new_tokens=16"), copy},
+      {"bad shard", run_cmd("--out " + unused + " --shard 2/2"), "--shard as i/n"},
+      {"prompt over the context", run_cmd("--out " + unused + " --prompts.max_prompt_tokens=0"),
+       "prompt mt_bench:132 has 651 tokens, more than the model's context of 512"},
+      {"missing model", run_cmd("--out " + unused + " --target.model=nothere.bin"), "nothere.bin: model not found"},
+      {"missing config", specdec_bin() + " run /nonexistent/c.ini", "/nonexistent/c.ini: cannot open"},
+      {"no config", specdec_bin() + " run", "a config file"},
+      {"merge into an existing file", specdec_bin() + " merge " + copy + " -o " + existing, existing},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name << ": " << c.cmd);
+    const auto r = run(c.cmd);
+    CHECK(r.exit_code != 0);
+    CHECK(r.exit_code < 128);
+    CHECK_THAT(r.err, Catch::Contains(c.expect));
+    CHECK(count_lines(r.err) == 1);
+  }
+  CHECK(!fs::exists(unused));  // nothing was created by a failed start
+}

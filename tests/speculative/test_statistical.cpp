@@ -1,0 +1,188 @@
+// Speculative sampling is lossless at temperature 1, statistically: on stories260K the joint distribution
+// of the first two generated tokens under speculative decoding (a draft-model chain whose q differs from
+// p, and an early-exit tree) matches plain AR sampling by a chi-square test of homogeneity. The negative
+// control (AR at T = 1 vs T = 1.3) shows the test has the power to see a real difference. The exact-
+// enumeration tests prove the rules; this one checks the whole decode loop (caches, RNG streams, trees).
+#include <catch2/catch.hpp>
+
+#include <boost/math/distributions/chi_squared.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include "core/loading.h"
+#include "core/model/llama_cpu.h"
+#include "core/speculative/decoder.h"
+#include "drafters/register_builtin.h"
+#include "tests/support/assets.h"
+#include "verifiers/rules.h"
+
+using namespace specdec;
+
+namespace {
+
+constexpr int kSamples = 20000;      // per arm
+constexpr double kLevel = 0.999;     // the test's quantile: a false alarm once in 1000 runs per comparison
+constexpr double kMinExpected = 5;   // the usual rule for the chi-square approximation
+
+struct Stories {
+  std::shared_ptr<const LoadedModel> loaded = load_model(test::stories_model());
+  LlamaCpu model{loaded};
+  std::unique_ptr<Tokenizer> tok = load_tokenizer(*loaded, test::stories_tokenizer());
+  std::vector<TokenId> prompt = tok->encode("Once upon a time", /*add_bos=*/true);
+};
+Stories& stories() {
+  static Stories s;
+  return s;
+}
+
+using Pair = std::pair<TokenId, TokenId>;
+
+struct Sample {
+  std::map<Pair, int> counts;  // (token 1, token 2) -> draws
+  int n = 0;
+  long drafted = 0, accepted = 0;  // draft tokens over all steps
+};
+
+// One arm: kSamples decodes of the first two tokens. Sample i is request i (the RNG counter is
+// (seed, request, step, draw)); each arm has its own seed, so the arms are independent samples.
+// make_drafter(i) gives the drafter of request i, or nullptr for AR.
+Sample draw(float temperature, uint64_t seed, int k, int max_new_tokens,
+            const std::function<std::unique_ptr<Drafter>(uint64_t request)>& make_drafter) {
+  auto& s = stories();
+  auto rule = verifiers::make_speculative_rule();
+  Sample out;
+  for (int i = 0; i < kSamples; ++i) {
+    DecodeOptions opts;
+    opts.sampling.temperature = temperature;
+    opts.seed = seed;
+    opts.request = static_cast<uint64_t>(i);
+    opts.k = k;
+    // max_new_tokens sets the draft budget (the decoder never drafts past the output: budget = remaining - 1),
+    // so it is large enough for the whole proposal; decoding stops as soon as the two tokens are out.
+    opts.max_new_tokens = max_new_tokens;
+    int emitted = 0;
+    opts.is_stop = [&emitted](TokenId) { return ++emitted >= 2; };
+    auto drafter = make_drafter ? make_drafter(opts.request) : nullptr;
+    const DecodeResult r = speculative_decode(s.model, drafter.get(), *rule, s.prompt, opts);
+    REQUIRE(r.tokens.size() == 2);
+    ++out.counts[{r.tokens[0], r.tokens[1]}];
+    ++out.n;
+    out.drafted += r.drafted_tokens();
+    out.accepted += r.accepted_draft_tokens();
+  }
+  return out;
+}
+
+struct ChiSquare {
+  double statistic = 0, threshold = 0;
+  int dof = 0, cells = 0, merged = 0;  // merged: observed (token 1, token 2) pairs pooled into "other"
+};
+
+// Chi-square two-sample test of homogeneity on a 2 x C table. Cell rule: a pair is its own cell when its
+// expected count is >= 5 in both samples (E_ic = N_i * (a_c + b_c) / (N_a + N_b)); all other pairs are
+// merged into one "other" cell, which is kept when it meets the same rule and otherwise folded into the
+// smallest kept cell. dof = C - 1; the threshold is the kLevel quantile of chi-square(dof).
+ChiSquare homogeneity(const Sample& a, const Sample& b) {
+  const double Na = a.n, Nb = b.n, N = Na + Nb;
+  std::map<Pair, std::pair<double, double>> pooled;
+  for (const auto& [pair, c] : a.counts) pooled[pair].first += c;
+  for (const auto& [pair, c] : b.counts) pooled[pair].second += c;
+  auto enough = [&](const std::pair<double, double>& c) {
+    const double total = c.first + c.second;
+    return std::min(Na, Nb) * total / N >= kMinExpected;
+  };
+  std::vector<std::pair<double, double>> cells;
+  std::pair<double, double> other{0, 0};
+  ChiSquare res;
+  for (const auto& [pair, c] : pooled) {
+    if (enough(c)) {
+      cells.push_back(c);
+    } else {
+      other.first += c.first;
+      other.second += c.second;
+      ++res.merged;
+    }
+  }
+  if (other.first + other.second > 0) {
+    if (enough(other) || cells.empty()) {
+      cells.push_back(other);
+    } else {
+      auto smallest = std::min_element(cells.begin(), cells.end(), [](const auto& x, const auto& y) {
+        return x.first + x.second < y.first + y.second;
+      });
+      smallest->first += other.first;
+      smallest->second += other.second;
+    }
+  }
+  for (const auto& [ca, cb] : cells) {
+    const double total = ca + cb, ea = Na * total / N, eb = Nb * total / N;
+    res.statistic += (ca - ea) * (ca - ea) / ea + (cb - eb) * (cb - eb) / eb;
+  }
+  res.cells = static_cast<int>(cells.size());
+  res.dof = res.cells - 1;
+  if (res.dof >= 1) res.threshold = boost::math::quantile(boost::math::chi_squared(res.dof), kLevel);
+  return res;
+}
+
+ChiSquare compare(const char* what, const Sample& a, const Sample& b) {
+  const ChiSquare c = homogeneity(a, b);
+  std::printf("%-44s chi2 = %8.2f  dof = %3d  threshold(%.3f) = %7.2f  (%d cells, %d rare pairs merged; "
+              "N = %d, %d)\n",
+              what, c.statistic, c.dof, kLevel, c.threshold, c.cells, c.merged, a.n, b.n);
+  std::fflush(stdout);
+  REQUIRE(c.dof >= 1);
+  return c;
+}
+
+void print_acceptance(const char* what, const Sample& s) {
+  std::printf("%-44s %ld of %ld draft tokens accepted (%.1f%%)\n", what, s.accepted, s.drafted,
+              s.drafted ? 100.0 * s.accepted / s.drafted : 0.0);
+}
+
+}  // namespace
+
+TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)", "[speculative][statistical]") {
+  auto& s = stories();
+  const std::string model_path = test::stories_model();
+  auto& registry = drafters::default_registry();
+
+  const Sample ar = draw(1.0f, /*seed=*/1, 1, 2, nullptr);
+
+  // Negative control first: the same test must see the change of temperature.
+  const Sample hot = draw(1.3f, /*seed=*/4, 1, 2, nullptr);
+  const ChiSquare control = compare("AR T=1.0 vs AR T=1.3 (negative control)", ar, hot);
+  CHECK(control.statistic > control.threshold);
+
+  // A draft model whose q differs from p: stories260K run over its first 2 of 5 layers, a chain of k = 2
+  // sampled from q (max_new_tokens = 3 so the first step drafts both tokens).
+  const int k_chain = 2, n_chain = k_chain + 1;
+  const Sample chain = draw(1.0f, /*seed=*/2, k_chain, n_chain, [&](uint64_t request) {
+    DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f}, .seed = 2,
+                   .request = request, .max_context = static_cast<int>(s.prompt.size()) + n_chain + k_chain + 1};
+    return registry.get("draft_model")
+        .factory(env, DrafterOptions({{"model", model_path}, {"layers", "2"}}, "draft_model"));
+  });
+  print_acceptance("draft_model chain k=2:", chain);
+  CHECK(chain.accepted > 0);
+  CHECK(chain.accepted < chain.drafted);  // rejections happen too: both branches of the rule are exercised
+  const ChiSquare c1 = compare("AR vs draft_model(layers=2) chain k=2", ar, chain);
+  CHECK(c1.statistic <= c1.threshold);
+
+  // A tree: early exit after 2 layers, 2 children per node, 2 levels = 6 nodes (deterministic top-b, so
+  // siblings go through the recursive rejection rule with one-hot q).
+  const int k_tree = 6, n_tree = k_tree + 1;
+  const Sample tree = draw(1.0f, /*seed=*/3, k_tree, n_tree, [&](uint64_t request) {
+    DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f}, .seed = 3,
+                   .request = request, .max_context = static_cast<int>(s.prompt.size()) + n_tree + k_tree + 1};
+    return registry.get("early_exit")
+        .factory(env, DrafterOptions({{"layers", "2"}, {"tree_width", "2"}, {"tree_depth", "2"}}, "early_exit"));
+  });
+  print_acceptance("early_exit tree 2x2:", tree);
+  CHECK(tree.accepted > 0);
+  CHECK(tree.accepted < tree.drafted);
+  const ChiSquare c2 = compare("AR vs early_exit(layers=2) tree 2x2", ar, tree);
+  CHECK(c2.statistic <= c2.threshold);
+}
