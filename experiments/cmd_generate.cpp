@@ -104,16 +104,21 @@ int cmd_generate(const std::vector<std::string>& args) {
     }
     std::fflush(stdout);
   };
+  // Drafters that do not need the AR output are made first, so a bad option fails before any decoding.
+  std::unique_ptr<Drafter> drafter;
+  DecodeResult ar;
+  DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
+                 .reference = &ar.tokens,
+                 .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1};
+  const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
+  if (drafter_info && !drafter_info->needs_reference) drafter = drafter_info->factory(env, dopts);
+
   if (!chat) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
-  const DecodeResult ar = speculative_decode(model, nullptr, *rule, ids, opts, drafter_info ? nullptr : stream);
+  ar = speculative_decode(model, nullptr, *rule, ids, opts, drafter_info ? nullptr : stream);
   DecodeResult res = ar;
   if (drafter_info) {
-    DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
-                   .reference = &ar.tokens,
-                   .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1};
-    DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
-    auto drafter = drafter_info->factory(env, dopts);
+    if (!drafter) drafter = drafter_info->factory(env, dopts);  // oracle / synthetic: after the AR run
     res = speculative_decode(model, drafter.get(), *rule, ids, opts, stream);
   }
   std::fputs("\n", stdout);  // end the text with a newline, as llama2.c's run.c does

@@ -3,6 +3,7 @@
 // part of the registry (nor of the plugin ABI): the listing says how to pass them and how to see the keys.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <set>
@@ -41,6 +42,15 @@ int cmd_list_drafters(const std::vector<std::string>& args) {
   for (const DrafterInfo* info : registry.list()) builtin.insert(info->name);
   // Which plugin brought each name: the names that appear while loading it.
   std::map<std::string, std::string> from_plugin;
+  // The same file twice would register its drafters twice (an error): load each file once, however spelt.
+  std::vector<std::string> unique;
+  std::set<std::filesystem::path> seen;
+  for (const std::string& path : plugins) {
+    std::error_code ec;
+    const auto canonical = std::filesystem::weakly_canonical(path, ec);
+    if (seen.insert(ec ? std::filesystem::path(path) : canonical).second) unique.push_back(path);
+  }
+  plugins = unique;
   for (const std::string& path : plugins) {
     std::set<std::string> before;
     for (const DrafterInfo* info : registry.list()) before.insert(info->name);

@@ -132,8 +132,8 @@ struct KeySpec {
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> kSchema = {
       {{"target.model", "(required)",
-        "model file (.gguf, llama2.c .bin, or a safetensors folder); relative paths also resolve against the "
-        "repository root"},
+        "model file (.gguf, llama2.c .bin, or a safetensors folder); a relative path is looked up in the working "
+        "directory, beside the config, under the repository root, then in the assets folder"},
        [](ExperimentConfig& c, const Value& v) { c.model = trim(v.text); }},
       {{"target.tokenizer", "", "tokenizer file (llama2.c .bin or tokenizer.json); empty = the model's own"},
        [](ExperimentConfig& c, const Value& v) { c.tokenizer = trim(v.text); }},
@@ -327,13 +327,29 @@ std::string config_keys_help() {
       section = section_of(key);
       out += "  [" + section + "]\n";
     }
-    char line[512];
-    std::snprintf(line, sizeof line, "    %-18s %s (default: %s)\n", name_of(key).c_str(), k.help,
-                  *k.default_text ? k.default_text : "empty");
-    out += line;
+    // "    key                help ... (default: x)", wrapped at 100 columns under the help's column.
+    const std::string text = std::string(k.help) + " (default: " + (*k.default_text ? k.default_text : "empty") + ")";
+    std::string line = "    " + name_of(key);
+    line.resize(23, ' ');
+    std::istringstream words(text);
+    size_t col = line.size();
+    bool first = true;
+    for (std::string word; words >> word;) {
+      if (!first && col + 1 + word.size() > 100) {
+        line += "\n" + std::string(23, ' ');
+        col = 23;
+      } else if (!first) {
+        line += ' ';
+        ++col;
+      }
+      line += word;
+      col += word.size();
+      first = false;
+    }
+    out += line + "\n";
   }
   out +=
-      "  [drafter.NAME]      one section per name in run.drafters\n"
+      "  [drafter.NAME]       one section per name in run.drafters\n"
       "    type               a drafter (specdec list-drafters) or plugin:PATH.so:NAME (default: NAME)\n"
       "    (any other key)    the drafter's own options, e.g. layers = 8 for early_exit\n";
   return out;
@@ -401,6 +417,7 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
   if (!valid_name(cfg.name)) cfg.name = "experiment";
 
   std::map<std::string, DrafterConfig> sections;  // [drafter.NAME]
+  std::map<std::string, std::string> overridden;   // drafter NAME -> an override's key naming it
   for (const auto& key : order) {
     const Entry& e = entries.at(key);
     if (key.rfind("drafter.", 0) == 0) {
@@ -408,6 +425,7 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
       const size_t dot = rest.find('.');
       SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(), "a drafter option as [drafter.NAME] key, got '",
                     key, "' (", e.origin, ")");
+      if (e.origin.rfind("from --", 0) == 0) overridden.emplace(rest.substr(0, dot), key);
       DrafterConfig& dc = sections[rest.substr(0, dot)];
       dc.name = rest.substr(0, dot);
       const std::string opt = rest.substr(dot + 1);
@@ -424,6 +442,15 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
 
   SPECDEC_CHECK(!cfg.model.empty(), where, ": [target] model is required (a .gguf, llama2.c .bin or safetensors folder)");
   SPECDEC_CHECK(!cfg.prompt_sets.empty(), where, ": [prompts] sets is required (spec_bench, mt_bench, gsm8k or a .jsonl path)");
+  // A file may hold sections that run.drafters does not use (a menu to pick from); an override of one is
+  // a typo or a forgotten --run.drafters.
+  for (const auto& [name, key] : overridden) {
+    if (std::find(cfg.drafters.begin(), cfg.drafters.end(), name) != cfg.drafters.end()) continue;
+    const std::string suggestion = closest_match(name, cfg.drafters);
+    SPECDEC_FAIL("--", key, ": drafter '", name, "' is not in run.drafters (", join(cfg.drafters), ")",
+                 suggestion.empty() ? "" : "; did you mean 'drafter." + suggestion + "'?",
+                 " (add it with --run.drafters=...)");
+  }
   for (const auto& name : cfg.drafters) {
     DrafterConfig dc = sections.count(name) ? sections[name] : DrafterConfig{name, "", {}};
     dc.name = name;

@@ -24,6 +24,8 @@ const Command kCommands[] = {
      specdec::cli::cmd_generate},
     {"bench", "benchmarks: `bench decode` (AR tokens/s and the cost of verifying T tokens)", specdec::cli::cmd_bench},
     {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
+    {"report", "tables and plots of a results log (specdec report RESULTS.h5 [--plots DIR]; --help)",
+     specdec::cli::cmd_report},
     {"merge", "join the HDF5 logs of a sharded run (specdec run --shard i/n)", specdec::cli::cmd_merge},
     {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
      specdec::cli::cmd_list_drafters},

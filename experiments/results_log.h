@@ -54,7 +54,9 @@ class ResultsLog {
   // Creates `path` (error if it exists, unless resume) or, with resume = true, reopens it: the file's
   // config_text must equal info.config_text (else a one-line error naming the file), rows of requests
   // that never finished are dropped, and finished() lists what is done. resume = true on a missing file
-  // creates it. Not thread-safe (HDF5 is serial here): one thread uses a log at a time.
+  // creates it. A new file is built as <path>.partial and renamed to <path> at the first append (or
+  // close), so a kill before any request leaves no file. Not thread-safe (HDF5 is serial here): one
+  // thread uses a log at a time; one writer per file (--resume assumes the previous writer is dead).
   static std::unique_ptr<ResultsLog> open(const std::string& path, const FileInfo& info, bool resume);
   // Closes the file (clean close: the file needs no recovery); errors in the close are swallowed here,
   // call close() to see them.

@@ -38,10 +38,13 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
   SPECDEC_CHECK(n_prompt < ctx, "a prompt shorter than the model's context of ", ctx, " tokens, got ", n_prompt,
                 " tokens");
   SPECDEC_CHECK(opts.k >= 1 || drafter == nullptr, "k >= 1 draft tokens per step, got k = ", opts.k);
+  SPECDEC_CHECK(opts.max_tree_nodes >= 1, "max_tree_nodes >= 1, got ", opts.max_tree_nodes);
+  SPECDEC_CHECK(drafter == nullptr || opts.k <= opts.max_tree_nodes, "k <= max_tree_nodes (", opts.max_tree_nodes,
+                ", the most draft nodes the verifier takes in one pass), got k = ", opts.k);
   SPECDEC_CHECK(opts.max_new_tokens >= 0, "max_new_tokens >= 0, got ", opts.max_new_tokens);
   opts.sampling.validate();
   const int max_new = std::min(opts.max_new_tokens, ctx - n_prompt);
-  const int k = drafter ? std::min(opts.k, opts.max_tree_nodes) : 0;
+  const int k = drafter ? opts.k : 0;
 
   DecodeResult res;
   res.prompt_tokens = n_prompt;
@@ -77,8 +80,8 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
     if (drafter && budget > 0) {
       prop = drafter->propose(budget);
       prop.validate(V);
-      SPECDEC_CHECK(prop.size() <= budget, "a proposal of at most ", budget, " tokens (k and the remaining budget), got ",
-                    prop.size());
+      SPECDEC_CHECK(prop.size() <= budget, "a proposal of at most ", budget, " draft nodes (k = ", k,
+                    ", max_tree_nodes = ", opts.max_tree_nodes, ", and the remaining output budget), got ", prop.size());
     }
     rec.t_draft_us = us_since(td);
 

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <sstream>
 
@@ -119,7 +120,11 @@ const DrafterInfo& DrafterRegistry::resolve(const std::string& spec) {
   const size_t colon = rest.rfind(':');
   SPECDEC_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < rest.size(),
                 "a plugin drafter as plugin:PATH.so:NAME, got '", spec, "'");
-  const std::string path = rest.substr(0, colon), name = rest.substr(colon + 1);
+  const std::string name = rest.substr(colon + 1);
+  // One load per file, however the path is spelt.
+  std::error_code ec;
+  std::string path = std::filesystem::weakly_canonical(rest.substr(0, colon), ec).string();
+  if (ec || path.empty()) path = rest.substr(0, colon);
   if (!loaded_plugins_.count(path)) {
     load_drafter_plugin(*this, path);
     loaded_plugins_.insert(path);
@@ -144,7 +149,11 @@ void load_drafter_plugin(DrafterRegistry& registry, const std::string& path) {
   const int v = version();
   SPECDEC_CHECK(v == SPECDEC_PLUGIN_ABI_VERSION, path, ": drafter plugin built for plugin ABI version ", v,
                 ", this specdec has version ", SPECDEC_PLUGIN_ABI_VERSION, "; rebuild the plugin against these headers");
-  reg(&registry);  // the handle stays open for the life of the process: factories live in it
+  try {
+    reg(&registry);  // the handle stays open for the life of the process: factories live in it
+  } catch (const Error& e) {
+    SPECDEC_FAIL(path, ": drafter plugin registration failed: ", e.what());
+  }
 }
 
 }  // namespace specdec

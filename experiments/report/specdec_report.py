@@ -134,7 +134,7 @@ def load(path):
 
     tables = {name: [] for name in ("requests", "steps", "draft_tokens", "outputs")}
     run_rows, unfinished = [], {}
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", swmr=True, libver="latest") as f:
         attrs = {k: _text(v) for k, v in f.attrs.items()}
         version = _number(attrs.get("schema_version"), int) if "schema_version" in attrs else None
         if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:

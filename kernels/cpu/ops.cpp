@@ -134,7 +134,7 @@ void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, i
   if (matmul_quant(out, x, W, wt, T, N, K)) return;
   // Generic path: dequantize one weight row at a time and dot it with every token.
   const size_t rb = row_bytes(wt, K);
-#pragma omp parallel
+#pragma omp parallel if (static_cast<int64_t>(N) * K * T > (1 << 16))
   {
     std::vector<float> row(static_cast<size_t>(K));
 #pragma omp for schedule(static)
@@ -189,7 +189,8 @@ void attention(float* out, const float* q, const float* k, const float* v, const
   SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
   const int group = Hq / Hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-#pragma omp parallel
+  // Threads only where the work pays for a parallel region (tiny models decode faster without).
+#pragma omp parallel if (static_cast<int64_t>(T) * Hq * S * D > (1 << 15))
   {
     std::vector<float> att(static_cast<size_t>(S));
 #pragma omp for collapse(2) schedule(static)

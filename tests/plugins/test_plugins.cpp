@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "core/loading.h"
@@ -227,13 +228,12 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
     const std::string e = error_of([&] { registry->resolve(bigram_spec()); });
     CHECK_THAT(e, Catch::Contains("'bigram'") && Catch::Contains("twice"));
     CHECK(one_line(e));
-    // ...or the same library again under another path (a copy or a link): not cached, so a duplicate.
+    // ...or a copy of the library (another file, so dlopen loads it anew) registering the same name.
     auto other = fresh_registry();
     other->resolve(bigram_spec());
-    const auto link = test::scratch_dir("plugins") / "libspecdec_example_drafter_link.so";
-    std::filesystem::remove(link);
-    std::filesystem::create_symlink(plugin_path(), link);
-    const std::string e2 = error_of([&] { other->resolve("plugin:" + link.string() + ":bigram"); });
+    const auto copy = test::scratch_dir("plugins") / "libspecdec_example_drafter_copy.so";
+    std::filesystem::copy_file(plugin_path(), copy, std::filesystem::copy_options::overwrite_existing);
+    const std::string e2 = error_of([&] { other->resolve("plugin:" + copy.string() + ":bigram"); });
     CHECK_THAT(e2, Catch::Contains("'bigram'") && Catch::Contains("twice"));
     CHECK(one_line(e2));
   }

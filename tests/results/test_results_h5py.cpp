@@ -9,8 +9,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
+#include "core/error.h"
 #include "tests/results/results_fixtures.h"
 #include "tests/support/assets.h"
 #include "tests/support/run.h"
@@ -127,6 +129,32 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
     CHECK(r.out.find("attrs ngram_k4_t0 baseline=0 drafter=ngram drafter_options=n=3 k=4") != std::string::npos);
     CHECK(r.out.find("config '[model]\\npath = stories260K.bin") != std::string::npos);
     CHECK(listing_of(r.out) == expected_listing(read_all(path)));
+  }
+
+  SECTION("another schema_version is refused, naming the file") {
+    const std::string path = (dir / "v2.h5").string();
+    fs::remove(path);
+    {
+      auto log = ResultsLog::open(path, file_info(), false);
+      log->declare_runs({spec_run()});
+      append_request(*log, spec_run().name, 0);
+    }
+    const auto r = specdec::test::run("python3 -c 'import sys, h5py, numpy as np; "
+                                      "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(2)' " +
+                                      path);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    for (const auto& f : std::vector<std::function<void()>>{[&] { read_all(path); },
+                                                            [&] { ResultsLog::open(path, file_info(), true); }}) {
+      std::string err;
+      try {
+        f();
+      } catch (const specdec::Error& e) {
+        err = e.what();
+      }
+      CHECK(err.find(path) != std::string::npos);
+      CHECK(err.find("schema_version 2") != std::string::npos);
+    }
   }
 
   SECTION("a file whose writer was killed") {

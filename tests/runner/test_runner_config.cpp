@@ -108,6 +108,12 @@ TEST_CASE("command-line overrides win over the file", "[runner][config]") {
   CHECK(c.drafter_configs[1].name == "new");
   CHECK(c.drafter_configs[1].type == "oracle");
 
+  // An override of a drafter that run.drafters does not list is a typo (a file may hold unused sections).
+  CHECK_THAT(error_of([] { parse(kBase, {{"drafter.ngarm.max_n", "2"}}); }),
+             Catch::Contains("--drafter.ngarm.max_n: drafter 'ngarm' is not in run.drafters (ngram, ee)") &&
+                 Catch::Contains("did you mean 'drafter.ngram'?"));
+  CHECK(parse(std::string(kBase) + "[drafter.unused]\nmax_n = 2\n").drafter_configs.size() == 2);
+
   std::vector<std::string> dangling = {"--run.k"};
   CHECK_THAT(error_of([&] { take_overrides(dangling); }), Catch::Contains("--run.k=VALUE"));
 }

@@ -26,7 +26,7 @@ namespace {
 
 const std::vector<std::string> kRuns = {"ar_t0",          "ngram_k2_t0",      "ngram_k4_t0", "early_exit_k2_t0",
                                         "early_exit_k4_t0", "oracle_k2_t0", "oracle_k4_t0"};
-constexpr int kRequests = 16;  // gsm8k 2 + MT-Bench 2 x 7 categories (extraction has one prompt that fits)
+constexpr int kRequests = 16;  // GSM8K 2 + MT-Bench 2 x 7 categories (no extraction prompt fits in 256 tokens)
 
 std::string smoke_config() { return std::string(SPECDEC_SOURCE_DIR) + "/experiments/configs/stories_smoke.ini"; }
 
@@ -42,11 +42,24 @@ std::string fresh(const std::string& name) {
   return p.string();
 }
 
+// run() from tests/support/run.h, but capturing into this test's own scratch folder: run() shares one
+// stdout/stderr file pair among all test binaries, which ctest -j runs at the same time.
+RunResult sh(const std::string& cmd) {
+  const auto dir = scratch_dir("runner_e2e");
+  const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
+  const int status = std::system((cmd + " >'" + out + "' 2>'" + err + "' </dev/null").c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
 // The uninterrupted run every other test compares with (made once per process).
 const std::vector<results::RunData>& reference() {
   static const std::vector<results::RunData> data = [] {
     const std::string out = fresh("full.h5");
-    const auto r = run(run_cmd("--quiet --out '" + out + "'"));
+    const auto r = sh(run_cmd("--quiet --out '" + out + "'"));
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     return results::read_all(out);
@@ -120,7 +133,7 @@ DecodeResult decode_result_of(const results::RunData& run, int64_t id) {
 
 TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR run's", "[runner][e2e]") {
   const std::string out = fresh("smoke.h5");
-  const auto r = run(run_cmd("--out '" + out + "'"));
+  const auto r = sh(run_cmd("--out '" + out + "'"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   // Plain progress lines (stdout is not a terminal), the summary and the path.
@@ -245,14 +258,14 @@ TEST_CASE("a run killed mid-way keeps every finished request; --resume completes
   CHECK(done.at("ar_t0").count(0));
   CHECK(results::diff_runs(partial, only(ref, done), /*ignore_timings=*/true).empty());
 
-  const auto r = run(run_cmd("--resume --out '" + out + "'"));
+  const auto r = sh(run_cmd("--resume --out '" + out + "'"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("already finished (resumed)"));
   CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
 
   // Resuming a finished run does nothing.
-  const auto again = run(run_cmd("--resume --quiet --out '" + out + "'"));
+  const auto again = sh(run_cmd("--resume --quiet --out '" + out + "'"));
   REQUIRE(again.exit_code == 0);
   CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
 }
@@ -284,7 +297,7 @@ TEST_CASE("--resume takes the oracle's reference from the logged AR run", "[runn
     log->append("ar_t0", rec);
     log->close();
   }
-  const auto r = run(run_cmd("--resume --quiet --out '" + out + "'"));
+  const auto r = sh(run_cmd("--resume --quiet --out '" + out + "'"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
@@ -293,8 +306,8 @@ TEST_CASE("--resume takes the oracle's reference from the logged AR run", "[runn
 TEST_CASE("shards 0/2 and 1/2 merged hold exactly what one run holds", "[runner][e2e][shard]") {
   const auto& ref = reference();
   const std::string s0 = fresh("shard0.h5"), s1 = fresh("shard1.h5"), merged = fresh("merged.h5");
-  const auto r0 = run(run_cmd("--quiet --shard 0/2 --out '" + s0 + "'"));
-  const auto r1 = run(run_cmd("--quiet --shard=1/2 --out '" + s1 + "'"));
+  const auto r0 = sh(run_cmd("--quiet --shard 0/2 --out '" + s0 + "'"));
+  const auto r1 = sh(run_cmd("--quiet --shard=1/2 --out '" + s1 + "'"));
   INFO(r0.err << r1.err);
   REQUIRE(r0.exit_code == 0);
   REQUIRE(r1.exit_code == 0);
@@ -306,7 +319,7 @@ TEST_CASE("shards 0/2 and 1/2 merged hold exactly what one run holds", "[runner]
   for (const auto& run : d1)
     for (const auto& q : run.requests) CHECK(q.request_id % 2 == 1);
 
-  const auto m = run(specdec_bin() + " merge '" + s0 + "' '" + s1 + "' -o '" + merged + "'");
+  const auto m = sh(specdec_bin() + " merge '" + s0 + "' '" + s1 + "' -o '" + merged + "'");
   INFO(m.err);
   REQUIRE(m.exit_code == 0);
   CHECK_THAT(m.out, Catch::Contains("merged 2 file(s) into " + merged));
@@ -314,14 +327,14 @@ TEST_CASE("shards 0/2 and 1/2 merged hold exactly what one run holds", "[runner]
 }
 
 TEST_CASE("specdec run and merge: help, and one-line errors for every mistake", "[runner][e2e][badinput]") {
-  const auto top = run(specdec_bin() + " --help");
+  const auto top = sh(specdec_bin() + " --help");
   CHECK_THAT(top.out, Catch::Contains("  run ") && Catch::Contains("  merge "));
-  const auto help = run(specdec_bin() + " run --help");
+  const auto help = sh(specdec_bin() + " run --help");
   REQUIRE(help.exit_code == 0);
   for (const char* s : {"--resume", "--shard", "--out", "--quiet", "--section.key=value", "[target]", "[run]",
                         "[prompts]", "[drafter.NAME]", "max_prompt_tokens", "temperatures", "per_category"})
     CHECK_THAT(help.out, Catch::Contains(s));
-  const auto mhelp = run(specdec_bin() + " merge --help");
+  const auto mhelp = sh(specdec_bin() + " merge --help");
   REQUIRE(mhelp.exit_code == 0);
   CHECK_THAT(mhelp.out, Catch::Contains("-o [ --out ]"));
 
@@ -352,7 +365,7 @@ TEST_CASE("specdec run and merge: help, and one-line errors for every mistake", 
   };
   for (const auto& c : cases) {
     INFO(c.name << ": " << c.cmd);
-    const auto r = run(c.cmd);
+    const auto r = sh(c.cmd);
     CHECK(r.exit_code != 0);
     CHECK(r.exit_code < 128);
     CHECK_THAT(r.err, Catch::Contains(c.expect));

@@ -138,10 +138,18 @@ TEST_CASE("a proposal wider than max_tree_nodes is rejected", "[speculative][bad
   opts.max_new_tokens = 200;  // room enough that only max_tree_nodes limits the budget
   opts.k = 100;
   opts.max_tree_nodes = 64;
+  // k above the verifier's limit is refused up front...
   const std::string e = decode_error(&d, opts);
   INFO(e);
-  CHECK_THAT(e, Catch::Contains("at most 64") && Catch::Contains("got 100"));
+  CHECK_THAT(e, Catch::Contains("max_tree_nodes (64") && Catch::Contains("got k = 100"));
   CHECK(one_line(e));
+  // ...and a drafter that proposes more nodes than it was asked for is refused at the proposal.
+  opts.k = 64;
+  const std::string e2 = decode_error(&d, opts);
+  INFO(e2);
+  CHECK_THAT(e2, Catch::Contains("at most 64 draft nodes") && Catch::Contains("got 100"));
+  CHECK(one_line(e2));
+  opts.k = 100;
   // Within the limit the same tree is fine (trimmed to the budget near the end of the output).
   opts.max_tree_nodes = 128;
   opts.is_stop = [](TokenId) { return true; };  // one verification pass is enough (and 200 would be slow)

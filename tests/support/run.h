@@ -2,6 +2,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -23,13 +24,18 @@ inline std::string slurp(const std::string& path) {
 }
 
 inline RunResult run(const std::string& cmd) {
+  // Unique files per call: ctest -j runs several CLI tests at once.
+  static int counter = 0;
   const auto dir = scratch_dir("run");
-  const std::string out = (dir / "stdout").string(), err = (dir / "stderr").string();
+  const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  const std::string out = (dir / ("stdout_" + tag)).string(), err = (dir / ("stderr_" + tag)).string();
   const int status = std::system((cmd + " >" + out + " 2>" + err + " </dev/null").c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = slurp(out);
   r.err = slurp(err);
+  std::remove(out.c_str());
+  std::remove(err.c_str());
   return r;
 }
 
