@@ -39,17 +39,15 @@ std::string write_file(const std::string& name, const std::string& text) {
 
 }  // namespace
 
-TEST_CASE("Spec-Bench: 480 prompts in 13 categories (8 MT-Bench categories of 10, 5 of 80)", "[runner][prompts]") {
+TEST_CASE("Spec-Bench: 480 prompts in its six tasks of 80 (the 8 MT-Bench categories grouped)", "[runner][prompts]") {
   const auto ps = load_prompt_set("spec_bench");
   REQUIRE(ps.size() == 480);
   const auto n = count_categories(ps);
-  CHECK(n.size() == 13);
-  for (const char* c : {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"})
-    CHECK(n.at(c) == 10);
-  for (const char* c : {"translation", "summarization", "qa", "math_reasoning", "rag"}) CHECK(n.at(c) == 80);
+  CHECK(n.size() == 6);
+  for (const char* c : {"mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"}) CHECK(n.at(c) == 80);
   CHECK(ps[0].id == "spec_bench:81");
   CHECK(ps[0].set == "spec_bench");
-  CHECK(ps[0].category == "writing");
+  CHECK(ps[0].category == "mt_bench");
   CHECK(ps[0].text.rfind("Compose an engaging travel blog post about a recent trip to Hawaii", 0) == 0);
   std::set<std::string> ids;
   for (const auto& p : ps) ids.insert(p.id);
@@ -89,19 +87,19 @@ TEST_CASE("per-category limits take the first prompts in file order; ids are sta
   const auto again = load_prompts({"gsm8k", "mt_bench"}, 2, {});
   for (size_t i = 0; i < two.size(); ++i) CHECK(again[i].id == two[i].id);
 
-  // A limit is per (set, category): Spec-Bench's writing and MT-Bench's writing each keep theirs.
-  const auto both = load_prompts({"spec_bench", "mt_bench"}, 1, {"writing"});
+  // A limit is per (set, category): MT-Bench's writing and Spec-Bench's mt_bench task each keep theirs.
+  const auto both = load_prompts({"spec_bench", "mt_bench"}, 1, {"writing", "mt_bench"});
   REQUIRE(both.size() == 2);
   CHECK(both[0].id == "spec_bench:81");
   CHECK(both[1].id == "mt_bench:81");
 
-  const auto coding = load_prompts({"spec_bench"}, 0, {"coding", "rag"});
+  const auto coding = load_prompts({"mt_bench", "spec_bench"}, 0, {"coding", "rag"});
   CHECK(count_categories(coding) == std::map<std::string, int>{{"coding", 10}, {"rag", 80}});
 
   const auto few = load_prompts({"spec_bench"}, 8, {});
-  CHECK(few.size() == 13 * 8);
+  CHECK(few.size() == 6 * 8);
 
-  CHECK_THAT(error_of([] { load_prompts({"spec_bench"}, 0, {"codng"}); }),
+  CHECK_THAT(error_of([] { load_prompts({"mt_bench"}, 0, {"codng"}); }),
              Catch::Contains("unknown category 'codng'") && Catch::Contains("coding"));
   CHECK_THAT(error_of([] { load_prompts({"gsm8k", "gsm8k"}, 0, {}); }), Catch::Contains("two sets named 'gsm8k'"));
 }
