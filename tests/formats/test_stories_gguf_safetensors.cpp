@@ -11,7 +11,10 @@
 #include <fstream>
 #include <iostream>
 
+#include "core/generate.h"
+#include "core/loading.h"
 #include "core/model/gguf.h"
+#include "core/model/llama_cpu.h"
 #include "core/model/safetensors.h"
 #include "tests/formats/safetensors_writer.h"
 #include "tests/support/assets.h"
@@ -149,4 +152,51 @@ TEST_CASE("stories formats: safetensors copies equal the llama2.c checkpoint", "
   auto bf = load_safetensors((dir / "stories260K-hf-bf16").string());
   CHECK(bf->weights.layers[0].wq.dtype == cpu::DType::BF16);
   check_model(*bf, 1.0 / 128);
+}
+
+// End to end through load_model + load_tokenizer: every copy gives the llama2.c file's logits and its
+// greedy text (the tokenizer coming from GGUF metadata or tokenizer.json, not from tok512.bin).
+TEST_CASE("stories formats: identical logits and greedy text through the public loaders", "[fixture]") {
+  const fs::path dir = fixture_dir();
+  auto ref_loaded = load_model(test::stories_model());
+  LlamaCpu ref(ref_loaded);
+  auto ref_tok = load_tokenizer(*ref_loaded, test::stories_tokenizer());
+  const auto prompt = ref_tok->encode("Once upon a time, a little bird", true);
+  const int V = ref_loaded->config.vocab_size;
+  auto forward_all = [&](Model& m) {
+    auto cache = m.new_cache(64);
+    ForwardResult r;
+    m.forward(*cache, {.tokens = prompt}, r);
+    return r.logits;
+  };
+  const auto ref_logits = forward_all(ref);
+  GenerateOptions g;
+  g.max_new_tokens = 120;
+  const auto ref_text = ref_tok->decode(generate(ref, prompt, g).tokens);
+
+  struct Copy {
+    std::string path;
+    bool exact;  // f32 copies: bit-identical logits; f16/bf16 copies: close
+  };
+  for (const Copy& c : {Copy{(dir / "stories260K.gguf").string(), true},
+                        Copy{(dir / "stories260K-hf").string(), true},
+                        Copy{(dir / "stories260K-hf-sharded").string(), true},
+                        Copy{(dir / "stories260K-f16.gguf").string(), false},
+                        Copy{(dir / "stories260K-hf-bf16").string(), false}}) {
+    INFO(c.path);
+    auto loaded = load_model(c.path);
+    LlamaCpu m(loaded);
+    auto tok = load_tokenizer(*loaded, "");
+    REQUIRE(tok->encode("Once upon a time, a little bird", true) == prompt);
+    const auto logits = forward_all(m);
+    REQUIRE(logits.size() == prompt.size() * V);
+    double max_diff = 0;
+    for (size_t i = 0; i < logits.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(logits[i] - ref_logits[i])));
+    if (c.exact) {
+      REQUIRE(max_diff == 0.0);
+      REQUIRE(tok->decode(generate(m, prompt, g).tokens) == ref_text);
+    } else {
+      REQUIRE(max_diff < 0.1);  // 16-bit weights: 8 (fp16) or 7 (bf16) mantissa bits
+    }
+  }
 }
