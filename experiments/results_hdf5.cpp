@@ -178,6 +178,10 @@ DraftTokenRow from_rec(const DraftRec& x) {
 Hid file_access(bool clear_flags) {
   Hid fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+  // A SWMR reader retries a metadata read whose checksum fails (the writer may be mid-write), sleeping
+  // longer each time; with the default 100 attempts a damaged file (a writer killed at a bad moment)
+  // hangs the reader for hours. A few attempts cover a live writer; a damaged file then fails fast.
+  H5Pset_metadata_read_attempts(fapl, 12);
   if (clear_flags) {
     // Registered in 1.10's default file access class; insert it where a build does not register it
     // (H5F_open only looks it up when present).

@@ -295,7 +295,7 @@ TEST_CASE("a writer killed before its first append leaves no file; a clean close
   CHECK(runs[0].requests.empty());
 }
 
-TEST_CASE("SIGKILL at random moments keeps every finished request", "[results][kill]") {
+TEST_CASE("SIGKILL at random moments keeps every finished request", "[results][kill][stress]") {
   const std::string path = fresh("killed.h5");
   const std::vector<RunInfo> runs = {spec_run(), ar_run()};
   std::mt19937 rng(20240611);
