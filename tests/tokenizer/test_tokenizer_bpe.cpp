@@ -14,6 +14,7 @@
 #include "core/tokenizer/pretokenize.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/unicode.h"
+#include "tests/support/errors.h"
 
 using Catch::Matchers::Contains;
 using specdec::BpeVocab;
@@ -22,23 +23,9 @@ using specdec::TokenId;
 using specdec::TokenType;
 using Pieces = std::vector<std::string>;
 
-namespace {
+using specdec::test::error_of;
 
-// The message of the specdec::Error that f throws ("" and a failed check when it throws nothing or
-// something else), for checking with Contains.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const specdec::Error& e) {
-    return e.what();
-  } catch (...) {
-    FAIL_CHECK("threw something other than specdec::Error");
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
+namespace {
 
 // GPT-2's byte map applied to raw bytes: the form byte-level vocabularies store pieces in.
 std::string mapped(std::string_view raw) {

@@ -17,28 +17,15 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/tokenizer/unicode.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 
 using Catch::Matchers::Contains;
 using nlohmann::json;
 using specdec::TokenId;
 
-namespace {
+using specdec::test::error_of;
 
-// The message of the specdec::Error that f throws ("" and a failed check when it throws nothing or
-// something else), for checking with Contains.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const specdec::Error& e) {
-    return e.what();
-  } catch (...) {
-    FAIL_CHECK("threw something other than specdec::Error");
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
+namespace {
 
 const std::string kSp = "\xE2\x96\x81";  // U+2581
 

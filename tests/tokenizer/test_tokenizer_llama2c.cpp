@@ -17,27 +17,14 @@
 #include "core/error.h"
 #include "core/tokenizer/tokenizer.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 
 using Catch::Matchers::Contains;
 using specdec::TokenId;
 
-namespace {
+using specdec::test::error_of;
 
-// The message of the specdec::Error that f throws ("" and a failed check when it throws nothing or
-// something else), for checking with Contains.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const specdec::Error& e) {
-    return e.what();
-  } catch (...) {
-    FAIL_CHECK("threw something other than specdec::Error");
-    return "";
-  }
-  FAIL_CHECK("did not throw");
-  return "";
-}
+namespace {
 
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
