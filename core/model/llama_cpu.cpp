@@ -35,10 +35,6 @@ class CpuKVCache final : public KVCache {
   std::vector<float> k_, v_;
 };
 
-void add_inplace(float* x, const float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i) x[i] += y[i];
-}
-
 }  // namespace
 
 LlamaCpu::LlamaCpu(std::shared_ptr<const LoadedModel> model) : model_(std::move(model)) {
@@ -143,14 +139,14 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
                      S, Hq, Hkv, Dh, KVD);
     }
     cpu::matmul(xb_.data(), att_.data(), lw.wo.data, lw.wo.dtype, R, H, QD);
-    add_inplace(x_.data(), xb_.data(), static_cast<size_t>(R) * H);
+    cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
 
     cpu::rmsnorm(xb_.data(), x_.data(), lw.ffn_norm.f32(), R, H, c.rms_eps);
     cpu::matmul(gate_.data(), xb_.data(), lw.w1.data, lw.w1.dtype, R, F, H);
     cpu::matmul(up_.data(), xb_.data(), lw.w3.data, lw.w3.dtype, R, F, H);
     cpu::swiglu(gate_.data(), gate_.data(), up_.data(), R, F);
     cpu::matmul(xb_.data(), gate_.data(), lw.w2.data, lw.w2.dtype, R, H, F);
-    add_inplace(x_.data(), xb_.data(), static_cast<size_t>(R) * H);
+    cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
   }
   cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
 

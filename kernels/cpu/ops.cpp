@@ -162,6 +162,10 @@ void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float 
   }
 }
 
+void add(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
 void swiglu(float* out, const float* gate, const float* up, int T, int F) {
   const int64_t n = static_cast<int64_t>(T) * F;
   for (int64_t i = 0; i < n; ++i) {

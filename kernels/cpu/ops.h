@@ -29,6 +29,9 @@ void dequantize_row(float* out, const void* src, DType t, int64_t n);
 // rotate by pos * theta^(-2i/head_dim). x is (T, n_heads*head_dim); pos (T).
 void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta);
 
+// x[i] += y[i] for i < n (the residual add).
+void add(float* x, const float* y, int64_t n);
+
 // out (T,F) = silu(gate) * up, gate and up (T,F). out may alias gate.
 void swiglu(float* out, const float* gate, const float* up, int T, int F);
 

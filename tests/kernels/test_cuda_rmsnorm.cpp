@@ -1,4 +1,4 @@
-// Every CUDA kernel against its CPU twin over awkward shapes (gpu label: skipped without a device).
+// The CUDA RMSNorm against its CPU twin over awkward shapes (gpu label: skipped without a device).
 #include <catch2/catch.hpp>
 
 #include <cuda_runtime.h>
@@ -9,21 +9,11 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/rmsnorm.cuh"
+#include "tests/support/cuda_buffer.h"
 
 namespace {
 
-struct DeviceBuffer {
-  explicit DeviceBuffer(size_t n) : n(n), p(static_cast<float*>(specdec::cuda::device_alloc(n * sizeof(float)))) {}
-  ~DeviceBuffer() { specdec::cuda::device_free(p); }
-  void upload(const std::vector<float>& h) { specdec::cuda::copy_to_device(p, h.data(), n * sizeof(float)); }
-  std::vector<float> download() const {
-    std::vector<float> h(n);
-    specdec::cuda::copy_to_host(h.data(), p, n * sizeof(float));
-    return h;
-  }
-  size_t n;
-  float* p;
-};
+using specdec::test::DeviceBuffer;
 
 std::vector<float> randn(size_t n, uint32_t seed) {
   std::mt19937 g(seed);
@@ -41,10 +31,8 @@ TEST_CASE("cuda rmsnorm equals the CPU twin over awkward shapes", "[gpu][kernels
       const auto x = randn(static_cast<size_t>(T) * H, H + T), w = randn(H, H);
       std::vector<float> ref(x.size());
       specdec::cpu::rmsnorm_ref(ref.data(), x.data(), w.data(), T, H, 1e-5f);
-      DeviceBuffer dx(x.size()), dw(w.size()), dout(x.size());
-      dx.upload(x);
-      dw.upload(w);
-      specdec::cuda::rmsnorm(dout.p, dx.p, dw.p, T, H, 1e-5f, nullptr);
+      DeviceBuffer<float> dx(x), dw(w), dout(x.size());
+      specdec::cuda::rmsnorm(dout.get(), dx.get(), dw.get(), T, H, 1e-5f, nullptr);
       specdec::cuda::device_synchronize();
       const auto got = dout.download();
       for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(ref[i]).margin(1e-5).epsilon(1e-5));
