@@ -27,6 +27,8 @@ const Command kCommands[] = {
     {"report", "tables and plots of a results log (specdec report RESULTS.h5 [--plots DIR]; --help)",
      specdec::cli::cmd_report},
     {"merge", "join the HDF5 logs of a sharded run (specdec run --shard i/n)", specdec::cli::cmd_merge},
+    {"repair", "complete or rebuild a killed run's results log from its journal (specdec repair RESULTS.h5)",
+     specdec::cli::cmd_repair},
     {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
      specdec::cli::cmd_list_drafters},
 };

@@ -5,7 +5,8 @@ if(NOT TARGET specdec_results)
   add_library(specdec_results STATIC
     ${CMAKE_CURRENT_LIST_DIR}/results_log.cpp
     ${CMAKE_CURRENT_LIST_DIR}/results_read.cpp
-    ${CMAKE_CURRENT_LIST_DIR}/results_hdf5.cpp)
+    ${CMAKE_CURRENT_LIST_DIR}/results_hdf5.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/results_journal.cpp)
   target_include_directories(specdec_results PUBLIC ${PROJECT_SOURCE_DIR})
   if(TARGET hdf5::hdf5)
     target_link_libraries(specdec_results PUBLIC specdec_core PRIVATE hdf5::hdf5)   # the C library alone

@@ -87,6 +87,13 @@ class ResultsLog {
 // together and in their original order), so merging shards equals a single file written in id order.
 void merge(const std::vector<std::string>& inputs, const std::string& output);
 
+// Rebuilds or completes `path` from its write-ahead journal (<path>.journal, kept while a run writes the
+// file) without running anything: what --resume does first, for a file whose writer was killed. A file
+// that is damaged or disagrees with the journal is kept as <path>.damaged and a new one written. The file
+// is then closed cleanly (its journal removed). Returns the number of requests the file holds. Throws,
+// naming the file, when there is no journal.
+int64_t repair(const std::string& path);
+
 // ---- reading (report, tests, the runner's resume/merge checks) ----------------------------------------
 // Rows as stored; see docs/hdf5-schema.md for the meaning of each field.
 struct RequestRow {
@@ -137,7 +144,7 @@ std::string diff_runs(const std::vector<RunData>& a, const std::vector<RunData>&
 namespace testing {
 // Test hook: the next append() in this process ends the process with _exit(0) at the given point, leaving
 // the file exactly as a kill there would (no close, no flush). For deterministic recovery tests only.
-enum class CrashPoint { kNone, kBeforeFirstFlush, kAfterFirstFlush };
+enum class CrashPoint { kNone, kAfterJournal, kBeforeFirstFlush, kAfterFirstFlush };
 void crash_in_next_append(CrashPoint where);
 }  // namespace testing
 

@@ -684,7 +684,10 @@ def main(argv=None):
     try:
         res = load(args.results)
     except (OSError, ValueError, KeyError) as e:
-        print(f"specdec report: {args.results}: cannot read as a specdec results log ({e})", file=sys.stderr)
+        hint = ""
+        if os.path.isfile(args.results + ".journal"):
+            hint = f"; its writer was killed: `specdec repair {args.results}` rebuilds it from its journal"
+        print(f"specdec report: {args.results}: cannot read as a specdec results log ({e}){hint}", file=sys.stderr)
         return 2
     summary = summarize(res, n_boot=args.bootstrap, seed=args.seed)
     print(format_report(summary))

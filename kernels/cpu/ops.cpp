@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include <omp.h>
+
 #include "core/error.h"
 #include "kernels/cpu/quant.h"
 
@@ -188,45 +190,169 @@ void softmax(float* x, int T, int n) {
   }
 }
 
-void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
-               int S, int Hq, int Hkv, int D, int64_t ld_kv) {
+void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
+                   int S, int Hq, int Hkv, int D, int64_t ld_kv) {
   SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
   const int group = Hq / Hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  // Threads only where the work pays for a parallel region (tiny models decode faster without).
+  std::vector<float> att(static_cast<size_t>(S));
+  for (int t = 0; t < T; ++t) {
+    for (int h = 0; h < Hq; ++h) {
+      const float* qh = q + (static_cast<int64_t>(t) * Hq + h) * D;
+      const int64_t kv_off = static_cast<int64_t>(h / group) * D;
+      const uint8_t* m = mask + static_cast<int64_t>(t) * S;
+      float mx = -INFINITY;
+      for (int s = 0; s < S; ++s) {
+        if (!m[s]) continue;
+        const float* kr = k + s * ld_kv + kv_off;
+        float dot = 0.f;
+        for (int d = 0; d < D; ++d) dot += qh[d] * kr[d];
+        att[s] = dot * scale;
+        mx = std::max(mx, att[s]);
+      }
+      float sum = 0.f;
+      for (int s = 0; s < S; ++s) {
+        if (!m[s]) continue;
+        att[s] = std::exp(att[s] - mx);
+        sum += att[s];
+      }
+      float* o = out + (static_cast<int64_t>(t) * Hq + h) * D;
+      std::fill(o, o + D, 0.f);
+      const float inv = 1.f / sum;
+      for (int s = 0; s < S; ++s) {
+        if (!m[s]) continue;
+        const float a = att[s] * inv;
+        const float* vr = v + s * ld_kv + kv_off;
+        for (int d = 0; d < D; ++d) o[d] += a * vr[d];
+      }
+    }
+  }
+}
+
+namespace {
+
+// The fast attention does exactly the arithmetic of attention_ref, element by element, in another loop
+// order: every score is the sequential sum over d of q[d]*k[d] (as the reference's inner loop), the
+// softmax runs over s in increasing order, and each output element accumulates its slots in increasing
+// order. Only independent elements share a vector (lanes = key slots for the scores, = head dims for the
+// output), never a reduction, so the result is bit-identical to the reference, to itself for any T,
+// and across instruction sets (no FMA contraction: ops.cpp is compiled with -ffp-contract=off).
+constexpr int kKeyTile = 16;  // key slots per score vector
+constexpr int kRowTile = 4;   // query rows (token, head) sharing each transposed key tile
+
+struct AttnShape {
+  int S, Hq, D, group;
+  int64_t ld_kv;
+  float scale;
+};
+
+// Rows r of one kv head g: query row pointers qr[r], mask rows mr[r], score rows sc[r] (S floats each).
+// Scores of unmasked slots, in slot order; masked slots are left untouched (never read).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
+void scores_tile(float* const* sc, const float* const* qr, const uint8_t* const* mr, int nrows, const float* kbase,
+                 int s_end, const AttnShape& a) {
+  float kt[256 * kKeyTile];  // D <= 256: (D, kKeyTile) transposed key tile
+  for (int s0 = 0; s0 < s_end; s0 += kKeyTile) {
+    const int ns = std::min(kKeyTile, s_end - s0);
+    for (int j = 0; j < ns; ++j) {
+      const float* kr = kbase + static_cast<int64_t>(s0 + j) * a.ld_kv;
+      for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = kr[d];
+    }
+    for (int j = ns; j < kKeyTile; ++j)
+      for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = 0.f;
+    for (int r0 = 0; r0 < nrows; r0 += kRowTile) {
+      const int nr = std::min(kRowTile, nrows - r0);
+      float acc[kRowTile][kKeyTile] = {};
+      for (int d = 0; d < a.D; ++d) {
+        const float* kd = kt + d * kKeyTile;
+        for (int r = 0; r < kRowTile; ++r) {
+          const float qd = r < nr ? qr[r0 + r][d] : 0.f;
+          for (int j = 0; j < kKeyTile; ++j) acc[r][j] += qd * kd[j];
+        }
+      }
+      for (int r = 0; r < nr; ++r)
+        for (int j = 0; j < ns; ++j)
+          if (mr[r0 + r][s0 + j]) sc[r0 + r][s0 + j] = acc[r][j] * a.scale;
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
+void weighted_sum(float* o, const float* w, const uint8_t* m, const float* vbase, int s_end, const AttnShape& a) {
+  std::fill(o, o + a.D, 0.f);
+  for (int s = 0; s < s_end; ++s) {
+    if (!m[s]) continue;
+    const float ws = w[s];
+    const float* vr = vbase + static_cast<int64_t>(s) * a.ld_kv;
+    for (int d = 0; d < a.D; ++d) o[d] += ws * vr[d];
+  }
+}
+
+}  // namespace
+
+void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
+               int S, int Hq, int Hkv, int D, int64_t ld_kv) {
+  SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
+  SPECDEC_CHECK(D >= 1 && D <= 256, "head_dim in 1..256, got ", D);
+  const AttnShape a{S, Hq, D, Hq / Hkv, ld_kv, 1.0f / std::sqrt(static_cast<float>(D))};
+  // Work items: (kv head, block of tokens); each handles its tokens x the kv head's query heads, sharing
+  // each transposed key tile among them. Small blocks when T is small, so that every thread has work.
+  const int threads = omp_get_max_threads();
+  int tok_block = std::max(1, 16 / a.group);
+  while (tok_block > 1 && Hkv * ((T + tok_block - 1) / tok_block) < 4 * threads) tok_block /= 2;
+  const int n_blocks = (T + tok_block - 1) / tok_block;
+  const int n_items = Hkv * n_blocks;
 #pragma omp parallel if (static_cast<int64_t>(T) * Hq * S * D > (1 << 15))
   {
-    std::vector<float> att(static_cast<size_t>(S));
-#pragma omp for collapse(2) schedule(static)
-    for (int t = 0; t < T; ++t) {
-      for (int h = 0; h < Hq; ++h) {
-        const float* qh = q + (static_cast<int64_t>(t) * Hq + h) * D;
-        const int64_t kv_off = static_cast<int64_t>(h / group) * D;
+    std::vector<float> scores;
+    std::vector<float*> sc;
+    std::vector<const float*> qr;
+    std::vector<const uint8_t*> mr;
+#pragma omp for schedule(dynamic, 1)
+    for (int item = 0; item < n_items; ++item) {
+      const int g = item / n_blocks, t0 = (item % n_blocks) * tok_block, t1 = std::min(T, t0 + tok_block);
+      const int nrows = (t1 - t0) * a.group;
+      scores.resize(static_cast<size_t>(nrows) * S);
+      sc.resize(nrows);
+      qr.resize(nrows);
+      mr.resize(nrows);
+      int s_end = 0;  // one past the last slot any row attends to
+      for (int t = t0; t < t1; ++t) {
         const uint8_t* m = mask + static_cast<int64_t>(t) * S;
+        int last = S;
+        while (last > 0 && !m[last - 1]) --last;
+        s_end = std::max(s_end, last);
+        for (int j = 0; j < a.group; ++j) {
+          const int r = (t - t0) * a.group + j, h = g * a.group + j;
+          sc[r] = scores.data() + static_cast<size_t>(r) * S;
+          qr[r] = q + (static_cast<int64_t>(t) * Hq + h) * D;
+          mr[r] = m;
+        }
+      }
+      const float* kbase = k + static_cast<int64_t>(g) * D;
+      const float* vbase = v + static_cast<int64_t>(g) * D;
+      scores_tile(sc.data(), qr.data(), mr.data(), nrows, kbase, s_end, a);
+      for (int r = 0; r < nrows; ++r) {
+        float* w = sc[r];
+        const uint8_t* m = mr[r];
         float mx = -INFINITY;
-        for (int s = 0; s < S; ++s) {
-          if (!m[s]) continue;
-          const float* kr = k + s * ld_kv + kv_off;
-          float dot = 0.f;
-          for (int d = 0; d < D; ++d) dot += qh[d] * kr[d];
-          att[s] = dot * scale;
-          mx = std::max(mx, att[s]);
-        }
+        for (int s = 0; s < s_end; ++s)
+          if (m[s]) mx = std::max(mx, w[s]);
         float sum = 0.f;
-        for (int s = 0; s < S; ++s) {
+        for (int s = 0; s < s_end; ++s) {
           if (!m[s]) continue;
-          att[s] = std::exp(att[s] - mx);
-          sum += att[s];
+          w[s] = std::exp(w[s] - mx);
+          sum += w[s];
         }
-        float* o = out + (static_cast<int64_t>(t) * Hq + h) * D;
-        std::fill(o, o + D, 0.f);
         const float inv = 1.f / sum;
-        for (int s = 0; s < S; ++s) {
-          if (!m[s]) continue;
-          const float a = att[s] * inv;
-          const float* vr = v + s * ld_kv + kv_off;
-          for (int d = 0; d < D; ++d) o[d] += a * vr[d];
-        }
+        for (int s = 0; s < s_end; ++s)
+          if (m[s]) w[s] *= inv;
+        const int t = t0 + r / a.group, h = g * a.group + r % a.group;
+        weighted_sum(out + (static_cast<int64_t>(t) * Hq + h) * D, w, m, vbase, s_end, a);
       }
     }
   }

@@ -45,4 +45,10 @@ void softmax(float* x, int T, int n);
 void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
                int S, int Hq, int Hkv, int D, int64_t ld_kv);
 
+// The same attention as plain loops, one (token, head) at a time: the reference that attention equals
+// bit for bit (its fast loop order only regroups independent elements), and the CPU twin of the CUDA
+// kernel's semantics.
+void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
+                   int S, int Hq, int Hkv, int D, int64_t ld_kv);
+
 }  // namespace specdec::cpu
