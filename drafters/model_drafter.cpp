@@ -2,12 +2,24 @@
 #include "drafters/model_drafter.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "core/error.h"
 #include "core/sampling/philox.h"
 
 namespace specdec::drafters {
+namespace {
+
+// softmax(logits)[best], best the argmax: 1 / sum(exp(l - l_best)), in double.
+double top_probability(std::span<const float> logits, TokenId best) {
+  const double mx = logits[best];
+  double sum = 0.0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l) - mx);
+  return 1.0 / sum;
+}
+
+}  // namespace
 
 ModelDrafter::ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const DrafterEnv& env,
                            ModelDrafterParams params)
@@ -59,14 +71,18 @@ DraftProposal ModelDrafter::propose_chain(int k) {
   const bool sample = !env_.sampling.greedy();
   for (int i = 0; i < k; ++i) {
     TokenId t;
+    double confidence;
     if (sample) {
       probs_.resize(V);
       logits_to_probs(logits, env_.sampling, probs_);
       t = sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step_, static_cast<uint32_t>(i)));
-      p.q.insert(p.q.end(), probs_.begin(), probs_.end());
+      confidence = probs_[t];
     } else {
       t = argmax(logits);
+      confidence = params_.min_confidence > 0 ? top_probability(logits, t) : 1.0;
     }
+    if (confidence < params_.min_confidence) break;  // an unsure draft: stop the chain here
+    if (sample) p.q.insert(p.q.end(), probs_.begin(), probs_.end());
     p.tokens.push_back(t);
     if (i + 1 < k) {
       ForwardResult fr;

@@ -1,7 +1,9 @@
 // A drafter that runs a language model (a separate draft model, or the first layers of the target for
 // early exit) with its own KV cache: a chain of k tokens, or a tree of the top-b tokens at each of the
 // first d depths. Greedy sampling proposes argmax tokens (q one-hot); at temperature > 0 a chain samples
-// each token from q = the draft's filtered distribution and reports that q to the verifier.
+// each token from q = the draft's filtered distribution and reports that q to the verifier. With
+// min_confidence, a chain stops early (possibly at 0 tokens) where the draft is unsure: a decision made
+// on the draft's own state alone, so every acceptance rule stays exactly as lossless.
 #pragma once
 
 #include <memory>
@@ -15,6 +17,10 @@ struct ModelDrafterParams {
   int tree_width = 1;  // b: children per node at depths 1..tree_depth; 1 = chain
   int tree_depth = 1;  // d
   int n_layers = -1;   // layers of the model to run (-1 = all; fewer = early exit)
+  // Chains only: stop the chain before a token the draft is unsure of, i.e. whose draft probability is
+  // below this (greedy: softmax(logits) at the argmax; sampling: q of the sampled token). 0 = off.
+  // Dynamic draft length, as HF's assistant_confidence_threshold: an unsure draft is not worth verifying.
+  double min_confidence = 0.0;
 };
 
 class ModelDrafter final : public Drafter {

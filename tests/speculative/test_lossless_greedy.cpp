@@ -2,6 +2,7 @@
 // drafters), speculative decoding emits exactly the AR greedy tokens on stories260K prompts.
 #include <catch2/catch.hpp>
 
+#include "core/error.h"
 #include "core/generate.h"
 #include "core/loading.h"
 #include "core/model/llama_cpu.h"
@@ -62,6 +63,7 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}", "[speculativ
       {"draft_model", {{"model", model_path}, {"layers", "2"}, {"tree_width", "2"}, {"tree_depth", "3"}}},
       {"early_exit", {{"layers", "2"}}},
       {"early_exit", {{"layers", "3"}, {"tree_width", "3"}, {"tree_depth", "2"}}},
+      {"early_exit", {{"layers", "2"}, {"min_confidence", "0.3"}}},
       {"synthetic", {{"acceptance", "0.9,0.7,0.5"}}},
       {"oracle", {}},
   };
@@ -85,5 +87,40 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}", "[speculativ
         if (c.name == "draft_model" && c.opts.size() == 1) REQUIRE(spec.accepted_draft_tokens() == spec.drafted_tokens());
       }
     }
+  }
+}
+
+TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, and stays lossless",
+          "[speculative][lossless]") {
+  auto& f = fx();
+  auto rule = verifiers::make_greedy_rule();
+  auto& registry = drafters::default_registry();
+  const auto prompt = f.tok->encode(kPrompts[0], true);
+  DecodeOptions d;
+  d.max_new_tokens = 64;
+  d.k = 6;
+  const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
+  auto run = [&](const char* conf) {
+    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+    auto drafter = registry.get("early_exit").factory(
+        env, DrafterOptions({{"layers", "4"}, {"min_confidence", conf}}, "early_exit"));
+    return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
+  };
+  const auto all = run("0"), sure = run("0.5");
+  REQUIRE(sure.tokens == ar.tokens);
+  REQUIRE(all.tokens == ar.tokens);
+  INFO("drafted " << all.drafted_tokens() << " -> " << sure.drafted_tokens() << ", accepted "
+                  << all.accepted_draft_tokens() << " -> " << sure.accepted_draft_tokens());
+  CHECK(sure.drafted_tokens() < all.drafted_tokens());
+  // The tokens it drops are the unsure ones: a larger share of what it still drafts is accepted.
+  CHECK(static_cast<double>(sure.accepted_draft_tokens()) / std::max(1, sure.drafted_tokens()) >
+        static_cast<double>(all.accepted_draft_tokens()) / std::max(1, all.drafted_tokens()));
+  // A bad value names the option.
+  DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+  try {
+    registry.get("early_exit").factory(env, DrafterOptions({{"min_confidence", "1.5"}}, "drafter.ee"));
+    FAIL("min_confidence = 1.5 accepted");
+  } catch (const specdec::Error& e) {
+    CHECK(std::string(e.what()).find("min_confidence") != std::string::npos);
   }
 }
