@@ -2,6 +2,9 @@
 // drafters), speculative decoding emits exactly the AR greedy tokens on stories260K prompts.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <map>
+
 #include "core/error.h"
 #include "core/generate.h"
 #include "core/loading.h"
@@ -123,4 +126,35 @@ TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, 
   } catch (const specdec::Error& e) {
     CHECK(std::string(e.what()).find("min_confidence") != std::string::npos);
   }
+}
+
+TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared across drafters", "[speculative][lossless]") {
+  auto& f = fx();
+  auto rule = verifiers::make_greedy_rule();
+  auto& registry = drafters::default_registry();
+  const auto prompt = f.tok->encode(kPrompts[0], true);
+  DecodeOptions d;
+  d.max_new_tokens = 64;
+  d.k = 4;
+  const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
+  // A corpus holding the AR continuation itself: lookups there propose the right tokens.
+  const auto corpus = test::scratch_dir("ngram_corpus") / "corpus.txt";
+  {
+    std::ofstream out(corpus);
+    out << f.tok->decode(ar.tokens);
+  }
+  auto run = [&](const std::map<std::string, std::string>& opts) {
+    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+    auto drafter = registry.get("ngram").factory(env, DrafterOptions(opts, "ngram"));
+    return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
+  };
+  const auto plain = run({{"min_n", "2"}});
+  const auto with_corpus = run({{"min_n", "2"}, {"corpus", corpus.string()}});
+  const auto again = run({{"min_n", "2"}, {"corpus", corpus.string()}});  // the shared index
+  REQUIRE(plain.tokens == ar.tokens);
+  REQUIRE(with_corpus.tokens == ar.tokens);
+  REQUIRE(again.tokens == ar.tokens);
+  INFO("tau " << plain.tau() << " -> " << with_corpus.tau());
+  CHECK(with_corpus.tau() > plain.tau() + 0.5);
+  CHECK(again.tau() == with_corpus.tau());
 }
