@@ -10,7 +10,7 @@ namespace specdec::drafters {
 
 DrafterInfo early_exit_info() {
   return {"early_exit", "the target's first L layers + final norm + LM head draft for it (layers = L, default 1/4; "
-          "min_confidence = stop a chain where the draft's top probability is below it, default 0 = off)",
+          "min_confidence = stop a chain where the draft's largest probability is below it, default 0 = off)",
           [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
             const int L = env.target->config().n_layers;
             ModelDrafterParams p;

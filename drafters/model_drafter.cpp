@@ -70,19 +70,22 @@ DraftProposal ModelDrafter::propose_chain(int k) {
   forward_pending(logits);
   const bool sample = !env_.sampling.greedy();
   for (int i = 0; i < k; ++i) {
+    // The decision to stop looks at the draft distribution only, never at the token drawn from it: the
+    // token of a position that is drafted is then drawn from exactly the q reported to the verifier. (A
+    // rule on the drawn token's own probability would draft from q restricted to likely tokens while
+    // reporting q, which the chi-square test of test_statistical catches: chi2 = 807.)
     TokenId t;
-    double confidence;
     if (sample) {
       probs_.resize(V);
       logits_to_probs(logits, env_.sampling, probs_);
+      if (params_.min_confidence > 0 && *std::max_element(probs_.begin(), probs_.end()) < params_.min_confidence)
+        break;  // an unsure draft: stop the chain here
       t = sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step_, static_cast<uint32_t>(i)));
-      confidence = probs_[t];
+      p.q.insert(p.q.end(), probs_.begin(), probs_.end());
     } else {
       t = argmax(logits);
-      confidence = params_.min_confidence > 0 ? top_probability(logits, t) : 1.0;
+      if (params_.min_confidence > 0 && top_probability(logits, t) < params_.min_confidence) break;
     }
-    if (confidence < params_.min_confidence) break;  // an unsure draft: stop the chain here
-    if (sample) p.q.insert(p.q.end(), probs_.begin(), probs_.end());
     p.tokens.push_back(t);
     if (i + 1 < k) {
       ForwardResult fr;

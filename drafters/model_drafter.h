@@ -17,8 +17,9 @@ struct ModelDrafterParams {
   int tree_width = 1;  // b: children per node at depths 1..tree_depth; 1 = chain
   int tree_depth = 1;  // d
   int n_layers = -1;   // layers of the model to run (-1 = all; fewer = early exit)
-  // Chains only: stop the chain before a token the draft is unsure of, i.e. whose draft probability is
-  // below this (greedy: softmax(logits) at the argmax; sampling: q of the sampled token). 0 = off.
+  // Chains only: stop the chain at a position where the draft is unsure, i.e. where the largest
+  // probability of its distribution (greedy: softmax(logits); sampling: q after the sampling filters) is
+  // below this; decided before drawing, so drafted tokens still follow q exactly. 0 = off.
   // Dynamic draft length, as HF's assistant_confidence_threshold: an unsure draft is not worth verifying.
   double min_confidence = 0.0;
 };

@@ -186,9 +186,9 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
       {"draft_model(layers=4) chain k=1", "draft_model", {{"model", model_path}, {"layers", "4"}}, 1},
       {"early_exit(layers=4) tree 2x2 (6 nodes)", "early_exit",
        {{"layers", "4"}, {"tree_width", "2"}, {"tree_depth", "2"}}, 6},
-      // Dynamic draft length: the chain stops where q of the sampled token is below 0.3 (0 to 3 tokens).
-      {"early_exit(layers=4) chain k=3, min_confidence=0.3", "early_exit",
-       {{"layers", "4"}, {"min_confidence", "0.3"}}, 3},
+      // Dynamic draft length: the chain stops where q's largest probability is below 0.5 (0 to 3 tokens).
+      {"early_exit(layers=4) chain k=3, min_confidence=0.5", "early_exit",
+       {{"layers", "4"}, {"min_confidence", "0.5"}}, 3},
   };
   uint64_t seed = 10;
   for (const Arm& arm : arms) {
