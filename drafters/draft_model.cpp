@@ -1,5 +1,5 @@
 // draft_model: loads any model specdec loads (llama2.c, GGUF, safetensors) as the drafter, refusing one
-// whose vocabulary differs from the target's.
+// whose vocabulary differs from the target's; it runs on the target's device (DrafterEnv::make_model).
 #include "drafters/draft_model.h"
 
 #include "core/error.h"
@@ -23,7 +23,10 @@ DrafterInfo draft_model_info() {
             const int V = env.target->config().vocab_size;
             SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ", loaded->config.vocab_size,
                           " tokens does not match the target's ", V, " (a drafter must share the target's tokenizer)");
-            auto model = std::make_shared<LlamaCpu>(loaded);
+            // On the target's device when the caller says how (DrafterEnv::make_model), else on the CPU.
+            std::shared_ptr<Model> model =
+                env.make_model ? env.make_model(loaded) : std::make_shared<LlamaCpu>(loaded);
+            SPECDEC_CHECK(model != nullptr, path, ": the model factory made no draft model");
             Model& ref = *model;
             return std::make_unique<ModelDrafter>(ref, model, env, p);
           }};

@@ -10,9 +10,9 @@
 
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
+#include "experiments/backend.h"
 #include "experiments/cli.h"
 #include "verifiers/rules.h"
 
@@ -35,7 +35,7 @@ std::map<std::string, std::string> parse_key_values(const std::vector<std::strin
 }
 
 int cmd_generate(const std::vector<std::string>& args) {
-  std::string model_path, tokenizer_path, prompt, drafter_name, rule_name;
+  std::string model_path, tokenizer_path, prompt, drafter_name, rule_name, device;
   std::vector<std::string> drafter_opts;
   DecodeOptions opts;
   int threads = 0;
@@ -64,7 +64,9 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)")
       ("rule", po::value(&rule_name)->default_value(""),
        "acceptance rule: greedy | speculative | typical (default: greedy at temperature 0, else speculative)")
-      ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores");
+      ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")
+      ("device", po::value(&device)->default_value("cpu"),
+       "where the target and model-based drafters run: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(desc).run(), vm);
   if (vm.count("help")) {
@@ -75,12 +77,14 @@ int cmd_generate(const std::vector<std::string>& args) {
   opts.sampling.validate();
   SPECDEC_CHECK(drafter_name.empty() || opts.k >= 1, "--k >= 1 draft tokens per step, got ", opts.k);
   set_threads(threads);
+  experiments::check_device(device);
   if (rule_name.empty()) rule_name = opts.sampling.greedy() ? "greedy" : "speculative";
   auto rule = verifiers::make_acceptance_rule(rule_name);
   const DrafterInfo* drafter_info = drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
 
   auto loaded = load_model(model_path);
-  LlamaCpu model(loaded);
+  const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
+  Model& model = *target;
   auto tok = load_tokenizer(*loaded, tokenizer_path);
 
   std::string text = prompt;
@@ -109,7 +113,8 @@ int cmd_generate(const std::vector<std::string>& args) {
   DecodeResult ar;
   DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
                  .reference = &ar.tokens,
-                 .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1};
+                 .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1,
+                 .make_model = experiments::model_factory(device)};
   const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
   if (drafter_info && !drafter_info->needs_reference) drafter = drafter_info->factory(env, dopts);
 

@@ -144,6 +144,15 @@ const std::vector<KeySpec>& schema() {
        }},
       {{"target.threads", "0", "CPU threads; 0 = OMP_NUM_THREADS or all cores"},
        [](ExperimentConfig& c, const Value& v) { c.threads = parse_int(v, 0, 4096); }},
+      {{"target.device", "cpu",
+        "where the target (and model-based drafters) run: cpu | cuda | cuda:N (a build with CUDA and a GPU)"},
+       [](ExperimentConfig& c, const Value& v) {
+         c.device = trim(v.text);
+         const std::string& d = c.device;
+         const bool cuda_n = d.rfind("cuda:", 0) == 0 && d.size() > 5 &&
+                             std::all_of(d.begin() + 5, d.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+         if (d != "cpu" && d != "cuda" && !cuda_n) v.fail("cpu, cuda or cuda:N");
+       }},
       {{"run.name", "(the config file's name)", "experiment name (letters, digits, _ - .)"},
        [](ExperimentConfig& c, const Value& v) {
          c.name = trim(v.text);
@@ -483,7 +492,8 @@ std::string ExperimentConfig::to_ini() const {
      << "model = " << model << "\n"
      << "tokenizer = " << tokenizer << "\n"
      << "chat = " << (chat ? (*chat ? "true" : "false") : "auto") << "\n"
-     << "threads = " << threads << "\n\n"
+     << "threads = " << threads << "\n"
+     << "device = " << device << "\n\n"
      << "[run]\n"
      << "name = " << name << "\n"
      << "drafters = " << join(drafters) << "\n"

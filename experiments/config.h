@@ -32,6 +32,7 @@ struct ExperimentConfig {
   std::string tokenizer;      // empty: the model carries its own (GGUF) or has one beside it
   std::optional<bool> chat;   // unset = auto: apply the chat template when the tokenizer has one
   int threads = 0;            // 0 = OMP_NUM_THREADS or all cores
+  std::string device = "cpu";  // cpu | cuda | cuda:N (experiments/backend.h)
   // [run]
   std::string name;
   std::string out;            // empty = results/<name>.h5

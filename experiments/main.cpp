@@ -22,7 +22,8 @@ struct Command {
 const Command kCommands[] = {
     {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
      specdec::cli::cmd_generate},
-    {"bench", "benchmarks: `bench decode` (AR tokens/s and the cost of verifying T tokens)", specdec::cli::cmd_bench},
+    {"bench", "benchmarks: `bench decode` (AR tokens/s, cost of a T-token forward), `bench verify` (B x (k+1) vs B x 1)",
+     specdec::cli::cmd_bench},
     {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
     {"report", "tables and plots of a results log (specdec report RESULTS.h5 [--plots DIR]; --help)",
      specdec::cli::cmd_report},

@@ -19,9 +19,9 @@
 
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
+#include "experiments/backend.h"
 #include "experiments/progress.h"
 #include "experiments/prompts.h"
 #include "experiments/results_log.h"
@@ -46,15 +46,17 @@ std::string cpu_model() {
   return "unknown";
 }
 
-std::string host_json() {
+std::string host_json(const std::string& device) {
   nlohmann::json h;
   h["cpu"] = cpu_model();
   h["cores"] = std::thread::hardware_concurrency();
   h["threads"] = omp_get_max_threads();
-  h["gpu"] = "none";  // the runner decodes on the CPU backend
-  h["driver"] = "none";
-  h["cuda"] = "none";
-  h["cublas"] = "none";
+  const DeviceDescription d = describe_device(device);  // "none" unless the target runs on a GPU
+  h["device"] = device;
+  h["gpu"] = d.gpu;
+  h["driver"] = d.driver;
+  h["cuda"] = d.cuda;
+  h["cublas"] = d.cublas;
   return h.dump();
 }
 
@@ -250,11 +252,14 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
     sp.validate();
   }
   if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+  check_device(cfg.device, "[target] device");
 
-  // The target and its tokenizer.
+  // The target and its tokenizer; model-based drafters run on the target's device.
   const std::string model_path = find_model_file(cfg.model, config_dir, "model");
   auto loaded = load_model(model_path);
-  LlamaCpu target(loaded);
+  const std::unique_ptr<Model> target_model = make_model(loaded, cfg.device, "[target] device");
+  Model& target = *target_model;
+  const ModelFactory drafter_models = model_factory(cfg.device);
   const std::string tok_path = cfg.tokenizer.empty() ? "" : find_model_file(cfg.tokenizer, config_dir, "tokenizer");
   auto tok = load_tokenizer(*loaded, tok_path);
   const bool chat = cfg.chat.value_or(tok->chat_template() != ChatTemplateKind::kPlain);
@@ -265,7 +270,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
     const std::vector<TokenId> no_reference;
     for (size_t d = 0; d < cfg.drafter_configs.size(); ++d) {
       DrafterEnv env{.target = &target, .tokenizer = tok.get(), .sampling = {}, .seed = 0, .request = 0,
-                     .reference = &no_reference, .max_context = std::min(ctx, 64)};
+                     .reference = &no_reference, .max_context = std::min(ctx, 64), .make_model = drafter_models};
       make_drafter(cfg.drafter_configs[d], *infos[d], env);
     }
   }
@@ -317,7 +322,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
   }
 
   if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());
-  const results::FileInfo file_info{opts.version, cfg.to_ini(), host_json(), join_seeds(cfg.seeds), iso_utc_now()};
+  const results::FileInfo file_info{opts.version, cfg.to_ini(), host_json(cfg.device), join_seeds(cfg.seeds), iso_utc_now()};
   auto log = results::ResultsLog::open(out_path, file_info, opts.resume);
   std::vector<results::RunInfo> run_infos;
   for (const RunSpec& r : grid) run_infos.push_back(run_info(cfg, r, grid, chat, rules.at(r.rule)->lossless()));
@@ -347,8 +352,8 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
                                      : "",
                 cfg.repeats, grid.size(), static_cast<long long>(total),
                 already ? (", " + std::to_string(already) + " already done").c_str() : "");
-    std::printf("target %s (%s), chat template %s; log %s\n", model_path.c_str(), target.config().describe().c_str(),
-                chat ? "on" : "off", out_path.c_str());
+    std::printf("target %s (%s) on %s, chat template %s; log %s\n", model_path.c_str(),
+                target.config().describe().c_str(), cfg.device.c_str(), chat ? "on" : "off", out_path.c_str());
     std::fflush(stdout);
   }
   Progress progress(mode, total, already);
@@ -416,7 +421,8 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
           const DrafterEnv env{.target = &target, .tokenizer = tok.get(),
                                .sampling = {run.temperature, cfg.top_k, cfg.top_p}, .seed = run.seed,
                                .request = static_cast<uint64_t>(request_id), .reference = &ar.tokens,
-                               .max_context = static_cast<int>(pp.ids.size()) + cfg.max_new_tokens + run.k + 1};
+                               .max_context = static_cast<int>(pp.ids.size()) + cfg.max_new_tokens + run.k + 1,
+                               .make_model = drafter_models};
           auto drafter = make_drafter(cfg.drafter_configs[run.drafter], *infos[run.drafter], env);
           const DecodeResult res = decode(run, drafter.get());
           log_result(r, res);

@@ -11,7 +11,7 @@ void KVCache::truncate(int n) {
   n_ = n;
 }
 
-void KVCache::compact(int base, std::span<const int32_t> rows) {
+void KVCache::check_compact(int base, std::span<const int32_t> rows) const {
   SPECDEC_CHECK(base >= 0 && base <= n_, "KV cache compact base in 0..", n_, ", got ", base);
   int prev = -1;
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -19,8 +19,13 @@ void KVCache::compact(int base, std::span<const int32_t> rows) {
     SPECDEC_CHECK(r > prev && base + r < n_, "KV cache compact rows strictly increasing and < ", n_ - base,
                   ", got ", r, " at ", i);
     prev = r;
-    if (r != static_cast<int>(i)) move_slot(base + r, base + static_cast<int>(i));
   }
+}
+
+void KVCache::compact(int base, std::span<const int32_t> rows) {
+  check_compact(base, rows);
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i] != static_cast<int>(i)) move_slot(base + rows[i], base + static_cast<int>(i));
   n_ = base + static_cast<int>(rows.size());
 }
 

@@ -27,10 +27,15 @@ class KVCache {
   void truncate(int n);
   // After a tree forward: slots base.. hold candidates; keep base + rows[i] at base + i (rows strictly
   // increasing, all < size() - base) and drop the rest. size() becomes base + rows.size().
-  void compact(int base, std::span<const int32_t> rows);
+  // Virtual so a backend can move every slot at once (the CUDA cache runs one kernel); the default
+  // validates (check_compact) and calls move_slot per moved slot.
+  virtual void compact(int base, std::span<const int32_t> rows);
 
  protected:
   KVCache(int capacity, int n_layers) : capacity_(capacity), n_layers_(n_layers) {}
+  // The argument checks of compact(), for overrides: throws unless 0 <= base <= size() and rows are
+  // strictly increasing and < size() - base.
+  void check_compact(int base, std::span<const int32_t> rows) const;
   virtual void move_slot(int from, int to) = 0;  // copy slot `from` into slot `to`, every layer
   int n_ = 0;
   int capacity_;

@@ -19,6 +19,11 @@
 namespace specdec {
 
 class Tokenizer;
+struct LoadedModel;
+
+// Makes a model on a backend (CPU, CUDA, ...) from loaded weights: how a drafter that loads its own model
+// (draft_model) runs it on the target's device.
+using ModelFactory = std::function<std::shared_ptr<Model>(std::shared_ptr<const LoadedModel>)>;
 
 // What a drafter proposes for one step. Node i is tokens[i]; parents[i] is the index of its parent
 // node (< i), or -1 for a child of the last accepted token (the root). Empty parents = a chain
@@ -84,6 +89,9 @@ struct DrafterEnv {
   uint64_t request = 0;
   const std::vector<TokenId>* reference = nullptr;  // AR output for this prompt, when known
   int max_context = 0;  // tokens the sequence can reach (prompt + output + one draft); 0 = model maximum
+  // Makes a model on the target's device (the CLI and the runner pass one for --device); empty = the CPU
+  // backend (LlamaCpu). Added in plugin ABI version 2.
+  ModelFactory make_model;
 };
 
 // The RNG key of drafters: draws of a drafter use uniform(drafter_seed(seed), request, step, draw), a
@@ -124,7 +132,8 @@ class DrafterRegistry {
 //   int  specdec_plugin_abi_version(void);                        // must return SPECDEC_PLUGIN_ABI_VERSION
 //   void specdec_plugin_register(specdec::DrafterRegistry* r);     // calls r->add(...) for each drafter
 // Bump the version whenever DraftProposal, Drafter, DrafterOptions, DrafterEnv or DrafterInfo change.
-#define SPECDEC_PLUGIN_ABI_VERSION 1
+// Version 2: DrafterEnv::make_model (the target's device for drafters that load a model).
+#define SPECDEC_PLUGIN_ABI_VERSION 2
 
 // Loads a plugin file into the registry; throws naming the file on dlopen failure, a missing symbol, or
 // an ABI version mismatch.

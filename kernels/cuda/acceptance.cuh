@@ -26,10 +26,12 @@ void accept_greedy(int32_t* path, int32_t* path_len, int32_t* next, const Accept
                    const int32_t* target_argmax, int B, int max_depth, cudaStream_t stream);
 
 // Speculative (rejection sampling, recursive over siblings, as verifiers' speculative rule): p (all nodes,
-// V) the target distributions after sampling filters (row i = distribution after node i), q (all nodes, V)
-// row i = the draft distribution node i's token was drawn from (the root's row unused; a null q = a
-// deterministic drafter, one-hot at each token), as VerifyInput::q holds them; residuals in scratch. Draws with uniform(seed, request[b],
-// step[b], draw) in the same draw order as the CPU rule. scratch: device, (B, V) floats.
+// V) the target distributions after sampling filters (row i = distribution after node i); q (all nodes,
+// V) with row i = the draft distribution node i's token was drawn from and the root's row unused (so
+// VerifyInput::q's row i-1 is row i here), or null for a deterministic drafter (one-hot at each token).
+// Draws with uniform(seed, request[b], step[b], draw) in the same draw order as the CPU rule; residuals
+// max(p - q, 0) are recomputed from p, q and stored sums (bit-identical to the CPU's double residual).
+// scratch: reserved, unused (may be null).
 void accept_speculative(int32_t* path, int32_t* path_len, int32_t* next, const AcceptBatch& batch, const float* p,
                         const float* q, int V, uint64_t seed, const uint64_t* request, const uint32_t* step, int B,
                         int max_depth, float* scratch, cudaStream_t stream);
