@@ -53,8 +53,8 @@ constexpr Layout kLayouts[] = {{4, 0}, {3, 0}, {12, 1}};
 // from the CPU's loops, and the rounding of a score (relative ~1e-7 of sum |q_d k_d| / sqrt(D)) moves the
 // output by up to that much times |v - out|. With unit-variance scores (q_scale 1) that stays well inside
 // the bound below over this file's shapes (measured with the fp32 emulation of the kernel's order in
-// test_online_softmax_host.cpp over this file's single-sequence sweep: <= @W1@ of the bound below).
-// Sharper softmaxes scale the score errors, hence the factor q_scale (q_scale 3: <= @W3@ of the bound).
+// test_online_softmax_host.cpp over this file's single-sequence sweep: <= 0.27 of the bound below).
+// Sharper softmaxes scale the score errors, hence the factor q_scale (q_scale 3: <= 0.39 of the bound).
 bool close(float got, float ref, float q_scale) {
   return std::abs(got - ref) <= q_scale * (2e-6f + 2e-5f * std::abs(ref));  // false for NaN
 }
