@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/positional_options.hpp>
+
 namespace specdec::cli {
 
 // argv without the program and subcommand names. Returns the process exit code.
@@ -18,5 +21,11 @@ int cmd_list_drafters(const std::vector<std::string>& args);  // experiments/cmd
 
 // Sets the number of OpenMP threads when n > 0.
 void set_threads(int n);
+
+// Parses a subcommand's args against desc (and pos, if given, for positional arguments). With --help:
+// prints desc and returns false (the subcommand then returns 0); otherwise stores the values in the
+// variables desc binds, checks the required options (throws) and returns true.
+bool parse_options(const std::vector<std::string>& args, const boost::program_options::options_description& desc,
+                   const boost::program_options::positional_options_description* pos = nullptr);
 
 }  // namespace specdec::cli

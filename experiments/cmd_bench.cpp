@@ -103,13 +103,7 @@ int bench_decode(const std::vector<std::string>& args) {
       "max-t", po::value(&max_t)->default_value(9), "largest block size T of the cost table")(
       "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append a JSON line with the results to this file");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc)) return 0;
   SPECDEC_CHECK(repeats >= 1 && new_tokens >= 2 && prompt_tokens >= 1 && max_t >= 1,
                 "--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --max-t >= 1");
   set_threads(threads);
@@ -185,13 +179,7 @@ int bench_verify(const std::vector<std::string>& args) {
       "min-ms", po::value(&min_ms)->default_value(300), "time each configuration for at least this long (median)")(
       "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append one JSON line per (B, k) to this file");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc)) return 0;
   const std::vector<int> batches = parse_ints(batches_text, "--batch");
   SPECDEC_CHECK(max_k >= 1 && context >= 1 && min_ms >= 0, "--max-k >= 1, --context >= 1 and --min-ms >= 0, got ",
                 max_k, ", ", context, ", ", min_ms);

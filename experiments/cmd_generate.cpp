@@ -24,6 +24,21 @@ void set_threads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 
+bool parse_options(const std::vector<std::string>& args, const po::options_description& desc,
+                   const po::positional_options_description* pos) {
+  po::command_line_parser parser(args);
+  parser.options(desc);
+  if (pos) parser.positional(*pos);
+  po::variables_map vm;
+  po::store(parser.run(), vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
 std::map<std::string, std::string> parse_key_values(const std::vector<std::string>& items, const std::string& what) {
   std::map<std::string, std::string> kv;
   for (const auto& item : items) {
@@ -67,13 +82,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")
       ("device", po::value(&device)->default_value("cpu"),
        "where the target and model-based drafters run: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc)) return 0;
   opts.sampling.validate();
   SPECDEC_CHECK(drafter_name.empty() || opts.k >= 1, "--k >= 1 draft tokens per step, got ", opts.k);
   set_threads(threads);

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <map>
 #include <set>
 #include <string>
@@ -29,13 +28,7 @@ int cmd_list_drafters(const std::vector<std::string>& args) {
       ("help,h", "show this help")
       ("plugin", po::value(&plugins)->composing(),
        "load this drafter plugin first and list its drafters too (repeatable)");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc)) return 0;
 
   DrafterRegistry& registry = drafters::default_registry();
   std::set<std::string> builtin;

@@ -1,7 +1,6 @@
 // specdec merge: join the HDF5 logs of a sharded sweep (specdec run --shard i/n) into one file.
 // specdec repair: rebuild a results log whose writer was killed from its write-ahead journal.
 #include <cstdio>
-#include <iostream>
 
 #include <boost/program_options.hpp>
 
@@ -27,13 +26,7 @@ int cmd_merge(const std::vector<std::string>& args) {
       ("out,o", po::value(&output), "the merged log (must not exist)");
   po::positional_options_description pos;
   pos.add("inputs", -1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc, &pos)) return 0;
   SPECDEC_CHECK(!inputs.empty(), "at least one input log: specdec merge A.h5 B.h5 ... -o ALL.h5");
   SPECDEC_CHECK(!output.empty(), "an output file: -o ALL.h5");
   results::merge(inputs, output);
@@ -54,13 +47,7 @@ int cmd_repair(const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")("results", po::value(&path), "the results log");
   po::positional_options_description pos;
   pos.add("results", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_options(args, desc, &pos)) return 0;
   SPECDEC_CHECK(!path.empty(), "a results log: specdec repair RESULTS.h5");
   const int64_t n = results::repair(path);
   std::printf("%s: complete, %lld request(s) over all runs\n", path.c_str(), static_cast<long long>(n));

@@ -17,7 +17,7 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path) {
   SPECDEC_CHECK(fs::exists(path, ec), path, ": model file not found");
   const fs::path p(path);
   if (fs::is_directory(p, ec) || p.extension() == ".safetensors" ||
-      path.size() > 11 && path.compare(path.size() - 11, 11, ".index.json") == 0)
+      (path.size() > 11 && path.compare(path.size() - 11, 11, ".index.json") == 0))
     return load_safetensors(path);
   char magic[4] = {0, 0, 0, 0};
   {

@@ -140,6 +140,22 @@ SPECDEC_BLK_HD uint16_t f32_to_bf16(float f) {
 
 // ---- element decode: 4 consecutive elements of a row ---------------------------------------------
 
+// The source dtypes decode4 reads (what embedding tables and dequantize sources may be on the GPU).
+SPECDEC_BLK_HD constexpr bool decodable(cpu::DType t) {
+  switch (t) {
+    case cpu::DType::F32:
+    case cpu::DType::F16:
+    case cpu::DType::BF16:
+    case cpu::DType::Q8_0:
+    case cpu::DType::Q4_0:
+    case cpu::DType::Q4_1: return true;
+    default: return false;
+  }
+}
+
+// The list in decodable's words, for error messages.
+constexpr const char* kDecodableNames = "f32, f16, bf16, q8_0, q4_0 or q4_1";
+
 // v[0..3] = elements j..j+3 of the row starting at `row` (j % 4 == 0; n elements in the row, a multiple
 // of 32 for block types). Block types never straddle a block (32 % 4 == 0) and read 2-byte aligned
 // halves only. Float types: with kVec, one 16-byte (F32) / 8-byte (F16, BF16) load, which needs

@@ -89,17 +89,8 @@ void dequantize(void* out, cpu::DType out_t, const void* src, cpu::DType src_t, 
   const cpu::DTypeInfo so = cpu::dtype_info(out_t), ss = cpu::dtype_info(src_t);
   SPECDEC_CHECK(out_t == DType::F32 || out_t == DType::F16 || out_t == DType::BF16,
                 "dequantize: output dtype f32, f16 or bf16, got ", so.name);
-  switch (src_t) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1: break;
-    default:
-      SPECDEC_FAIL("dequantize: source dtype ", ss.name,
-                   " is not supported on the GPU (f32, f16, bf16, q8_0, q4_0 or q4_1)");
-  }
+  SPECDEC_CHECK(blocks::decodable(src_t), "dequantize: source dtype ", ss.name, " is not supported on the GPU (",
+                blocks::kDecodableNames, ")");
   SPECDEC_CHECK(rows >= 0 && cols >= 0, "dequantize: non-negative rows and cols, got ", rows, " x ", cols);
   SPECDEC_CHECK(cols % ss.block == 0, "dequantize: cols a multiple of ", ss.block, " for ", ss.name, ", got ",
                 cols);

@@ -60,17 +60,8 @@ void launch(float* out, const int32_t* tokens, const void* table, int T, int H, 
 void embedding(float* out, const int32_t* tokens, const void* table, cpu::DType wt, int T, int H,
                cudaStream_t stream) {
   const cpu::DTypeInfo info = cpu::dtype_info(wt);
-  switch (wt) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1: break;
-    default:
-      SPECDEC_FAIL("embedding: table dtype ", info.name,
-                   " is not supported on the GPU (f32, f16, bf16, q8_0, q4_0 or q4_1)");
-  }
+  SPECDEC_CHECK(blocks::decodable(wt), "embedding: table dtype ", info.name, " is not supported on the GPU (",
+                blocks::kDecodableNames, ")");
   SPECDEC_CHECK(T >= 0 && H >= 0, "embedding: non-negative T and H, got T=", T, " H=", H);
   SPECDEC_CHECK(H % info.block == 0, "embedding: H a multiple of ", info.block, " for ", info.name, ", got ", H);
   SPECDEC_CHECK(aligned(table, wt == DType::F32 ? 4 : 2) && aligned(out, 4),

@@ -7,9 +7,10 @@
 //   fp32 activations and accumulation; Q8_0/Q4_0/Q4_1: activations quantized per 32-block as the CPU
 //   does, integer block dots). It is batch-invariant, and so are the other per-row kernels (embedding,
 //   RMSNorm, RoPE, SwiGLU, residual), so a verification block of T tokens equals T single steps bit for
-//   bit, and greedy speculative decoding equals greedy AR decoding on the GPU token for token, as far as
-//   attention is invariant too: cuda::attention's split-K plan depends on the launch (see max_S below), so
-//   that holds for blocks of up to 16 / (Hq/Hkv) tokens, and across batch sizes only within one split.
+//   bit, and greedy speculative decoding equals greedy AR decoding on the GPU token for token. Attention is
+//   batch-invariant too (splits at fixed slot positions, kernels/cuda/attention.cu), for any block and batch;
+//   the one exception is a tree node against its branch run as a chain when the tree block crosses a
+//   256-slot split boundary (the branch's sums group differently: a last-bit difference).
 // - More rows (prefill) use cuBLAS: F32 weights run an fp32 GEMM with CUBLAS_COMPUTE_32F_PEDANTIC (no
 //   TF32); F16/BF16 weights are used in place and the activations rounded to the same type; quantized
 //   weights are dequantized per projection into an f16 scratch (the exact value rounded to nearest even)
@@ -68,17 +69,19 @@ size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 bool is_kquant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
 
-// Owning device memory. Destructors never throw (a cudaFree error at process exit is ignored).
-class DeviceMem {
+// Owning CUDA memory from an allocator A: A::alloc(&p, bytes) (throws on failure) and A::free(p) (never
+// throws: a free error at process exit is ignored). Movable, not copyable.
+template <class A>
+class CudaMem {
  public:
-  DeviceMem() = default;
-  explicit DeviceMem(size_t bytes) {
-    if (bytes) SPECDEC_CUDA_CHECK(cudaMalloc(&p_, bytes));
+  CudaMem() = default;
+  explicit CudaMem(size_t bytes) {
+    if (bytes) A::alloc(&p_, bytes);
     bytes_ = bytes;
   }
-  ~DeviceMem() { reset(); }
-  DeviceMem(DeviceMem&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-  DeviceMem& operator=(DeviceMem&& o) noexcept {
+  ~CudaMem() { reset(); }
+  CudaMem(CudaMem&& o) noexcept : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  CudaMem& operator=(CudaMem&& o) noexcept {
     if (this != &o) {
       reset();
       p_ = std::exchange(o.p_, nullptr);
@@ -87,7 +90,7 @@ class DeviceMem {
     return *this;
   }
   void reset() noexcept {
-    if (p_) (void)cudaFree(p_);
+    if (p_) A::free(p_);
     p_ = nullptr;
     bytes_ = 0;
   }
@@ -95,7 +98,7 @@ class DeviceMem {
   bool reserve(size_t bytes) {
     if (bytes <= bytes_) return false;
     reset();
-    *this = DeviceMem(bytes);
+    *this = CudaMem(bytes);
     return true;
   }
   template <typename T = void>
@@ -109,35 +112,20 @@ class DeviceMem {
   size_t bytes_ = 0;
 };
 
+struct DeviceAlloc {
+  static void alloc(void** p, size_t bytes) { SPECDEC_CUDA_CHECK(cudaMalloc(p, bytes)); }
+  static void free(void* p) noexcept { (void)cudaFree(p); }
+};
+
+struct PinnedAlloc {
+  static void alloc(void** p, size_t bytes) { SPECDEC_CUDA_CHECK(cudaMallocHost(p, bytes)); }
+  static void free(void* p) noexcept { (void)cudaFreeHost(p); }
+};
+
+// Owning device memory.
+using DeviceMem = CudaMem<DeviceAlloc>;
 // Owning page-locked host memory (async copies to and from it overlap nothing else but need no staging).
-class PinnedMem {
- public:
-  PinnedMem() = default;
-  ~PinnedMem() { reset(); }
-  PinnedMem(const PinnedMem&) = delete;
-  PinnedMem& operator=(const PinnedMem&) = delete;
-  void reset() noexcept {
-    if (p_) (void)cudaFreeHost(p_);
-    p_ = nullptr;
-    bytes_ = 0;
-  }
-  bool reserve(size_t bytes) {
-    if (bytes <= bytes_) return false;
-    reset();
-    SPECDEC_CUDA_CHECK(cudaMallocHost(&p_, bytes));
-    bytes_ = bytes;
-    return true;
-  }
-  template <typename T = void>
-  T* get() const {
-    return static_cast<T*>(p_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
-};
+using PinnedMem = CudaMem<PinnedAlloc>;
 
 // The device, the one stream every operation of a model and its caches runs on, and the cuBLAS handle.
 struct Context {
@@ -650,14 +638,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
     any_hidden |= r.want_hidden;
   }
   const int R = row0[B];
-  // The attention bound max_S is the model's context, the same for every launch: cuda::attention plans its
-  // split-K over the key slots from (B, max_T, max_S, heads), so a bound that moved with the cache's size
-  // or capacity would give a decode step and a verification block (or the AR and the speculative run,
-  // whose caches differ by k slots) different splits and different roundings. A constant bound also lets
-  // the decode graph replay at every step. The split plan still depends on B and on the kernel's query
-  // tile (16 rows while max_T * Hq/Hkv <= 16, else 64), so a block's rows equal single steps bit for bit
-  // only within that regime (k + 1 <= 5 tokens for SmolLM2's 9/3 heads) or while one split holds every
-  // slot; a split chunk fixed in slots in attention.cu would make it hold for every block and batch.
+  // The attention bound max_S is the model's context, the same for every launch, so the decode graph can
+  // replay at every step. (Attention's bits do not depend on it: its splits sit at fixed slot positions.)
   max_S = c.max_seq_len;
 
   Plan p;

@@ -13,58 +13,16 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/blocks.cuh"
+#include "tests/support/quant_blocks.h"
 
 using specdec::cpu::DType;
 namespace bk = specdec::cuda::blocks;
 namespace cpu = specdec::cpu;
+using namespace specdec::test;
 
 namespace {
 
 constexpr double kU = 0x1p-24;  // unit roundoff of fp32
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Simple bf16 reference: of the two bf16 values around f (truncation and the next one up in magnitude),
-// the nearer in exact (double) arithmetic; on a tie the one with an even last bit.
-uint16_t bf16_ref(float f) {
-  const uint32_t u = bits(f);
-  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  const uint16_t lo = static_cast<uint16_t>(u >> 16), hi = static_cast<uint16_t>(lo + 1);
-  if ((u & 0xffffu) == 0) return lo;
-  const double dl = std::fabs(static_cast<double>(f) - from_bits(static_cast<uint32_t>(lo) << 16));
-  const double dh = std::fabs(static_cast<double>(from_bits(static_cast<uint32_t>(hi) << 16)) - f);
-  if (std::isinf(from_bits(static_cast<uint32_t>(hi) << 16))) {
-    // the next step up is inf: IEEE rounds to inf from the midpoint on (as if bf16 had one more binade)
-    return (u & 0xffffu) >= 0x8000u ? hi : lo;
-  }
-  if (dl < dh) return lo;
-  if (dh < dl) return hi;
-  return (lo & 1u) ? hi : lo;
-}
-
-// GGML weight blocks: rows (N, K) of random normal data through the CPU's own quantizer.
-std::vector<uint8_t> quantized(DType t, const std::vector<float>& w, int64_t n) {
-  std::vector<uint8_t> q(cpu::row_bytes(t, n));
-  cpu::quantize_row(q.data(), w.data(), t, n);
-  return q;
-}
 
 // Random bytes with a random finite fp16 scale (and min): every nibble / int8 pattern occurs.
 std::vector<uint8_t> random_blocks(DType t, int64_t nb, uint32_t seed) {
@@ -115,27 +73,6 @@ struct HostScratch {
   }
 };
 
-// The exact integer dot of weight block wb (raw GGML bytes) with 32 activation quants: the obvious loops.
-int sumi_ref(DType t, const uint8_t* wb, const int8_t* qa) {
-  int s = 0;
-  for (int j = 0; j < 32; ++j) {
-    int w;
-    if (t == DType::Q8_0) w = static_cast<int8_t>(wb[2 + j]);
-    else {
-      const uint8_t byte = wb[(t == DType::Q4_0 ? 2 : 4) + j % 16];
-      w = (j < 16 ? byte & 0xF : byte >> 4) - (t == DType::Q4_0 ? 8 : 0);
-    }
-    s += w * qa[j];
-  }
-  return s;
-}
-
-uint16_t u16_at(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
 template <class Fmt>
 void check_block_terms(DType t) {
   const int T = 7, N = 41, K = 32;
@@ -143,7 +80,7 @@ void check_block_terms(DType t) {
   auto x = randn(static_cast<size_t>(T) * K, 11, 2.f);
   for (int j = 0; j < K; ++j) x[3 * K + j] = 0.f;  // an all-zero activation block
   const auto wf = randn(static_cast<size_t>(N) * K, 12);
-  const auto W = quantized(t, wf, static_cast<int64_t>(N) * K);
+  const auto W = encode_row(t, wf);
   const HostScratch hs(x, T, K);
   std::vector<int8_t> q(static_cast<size_t>(T) * K);
   std::vector<float> d(T), s(T);
@@ -225,9 +162,9 @@ TEST_CASE("blocks: f32_to_bf16 rounds to nearest even; bf16_to_f32 is exact", "[
 TEST_CASE("blocks: decode4 equals cpu::dequantize_row for every GPU source dtype", "[kernels][blocks]") {
   for (int64_t n : {32, 64, 576, 1536}) {
     const auto w = randn(n, static_cast<uint32_t>(n), 0.7f);
-    require_decode_matches_cpu<DType::Q8_0>(quantized(DType::Q8_0, w, n), n);
-    require_decode_matches_cpu<DType::Q4_0>(quantized(DType::Q4_0, w, n), n);
-    require_decode_matches_cpu<DType::Q4_1>(quantized(DType::Q4_1, w, n), n);
+    require_decode_matches_cpu<DType::Q8_0>(encode_row(DType::Q8_0, w), n);
+    require_decode_matches_cpu<DType::Q4_0>(encode_row(DType::Q4_0, w), n);
+    require_decode_matches_cpu<DType::Q4_1>(encode_row(DType::Q4_1, w), n);
     require_decode_matches_cpu<DType::Q8_0>(random_blocks(DType::Q8_0, n / 32, 1), n);
     require_decode_matches_cpu<DType::Q4_0>(random_blocks(DType::Q4_0, n / 32, 2), n);
     require_decode_matches_cpu<DType::Q4_1>(random_blocks(DType::Q4_1, n / 32, 3), n);
@@ -319,7 +256,7 @@ TEST_CASE("blocks: the CPU side of the GPU matmul test's error bounds holds", "[
     std::vector<float> d(static_cast<size_t>(T) * nb), s(d.size());
     cpu::quantize_activations(q.data(), d.data(), s.data(), x.data(), T, K);
     for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
-      const auto W = quantized(t, wf, static_cast<int64_t>(N) * K);
+      const auto W = encode_row(t, wf);
       const int bytes = cpu::dtype_info(t).block_bytes;
       std::vector<float> out(static_cast<size_t>(T) * N);
       cpu::matmul(out.data(), x.data(), W.data(), t, T, N, K);

@@ -7,20 +7,12 @@
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "tests/support/random.h"
 
 #include <omp.h>
 
 using namespace specdec::cpu;
-
-namespace {
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-}  // namespace
+using specdec::test::randn;
 
 TEST_CASE("rmsnorm matches the double-precision reference over awkward sizes", "[kernels]") {
   for (int H : {1, 3, 7, 37, 1002, 4099}) {

@@ -3,9 +3,7 @@
 // are deterministic, so the GPU must give the CPU's bits. gpu label: skipped without a device.
 #include <catch2/catch.hpp>
 
-#include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -14,64 +12,14 @@
 #include "kernels/cuda/device.h"
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/errors.h"
+#include "tests/support/quant_blocks.h"
 
 namespace {
 
 using specdec::cpu::DType;
-using specdec::test::DeviceBuffer;
+using namespace specdec::test;
 namespace cpu = specdec::cpu;
 namespace cuda = specdec::cuda;
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// bf16 round to nearest even, the obvious way: the nearer of the two bf16 neighbours in exact (double)
-// arithmetic, the even one on a tie (inputs here are finite and far from overflow).
-uint16_t bf16_ref(float f) {
-  const uint32_t u = bits(f);
-  const auto lo = static_cast<uint16_t>(u >> 16), hi = static_cast<uint16_t>(lo + 1);
-  const double dl = std::fabs(static_cast<double>(f) - from_bits(static_cast<uint32_t>(lo) << 16));
-  const double dh = std::fabs(static_cast<double>(from_bits(static_cast<uint32_t>(hi) << 16)) - f);
-  if ((u & 0xffffu) == 0 || dl < dh) return lo;
-  if (dh < dl) return hi;
-  return (lo & 1u) ? hi : lo;
-}
-
-// src (rows, cols) of dtype t from random data; f16 / bf16 sources hold arbitrary finite values.
-std::vector<uint8_t> make_src(DType t, int64_t rows, int64_t cols, uint32_t seed) {
-  const int64_t n = rows * cols;
-  const auto w = randn(static_cast<size_t>(n), seed, 2.f);
-  std::vector<uint8_t> out(cpu::row_bytes(t, n));
-  switch (t) {
-    case DType::F32: std::memcpy(out.data(), w.data(), out.size()); break;
-    case DType::F16:
-    case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = t == DType::F16 ? cpu::fp32_to_fp16(w[i]) : static_cast<uint16_t>(bits(w[i]) >> 16);
-        std::memcpy(&out[2 * i], &h, 2);
-      }
-      break;
-    default: cpu::quantize_row(out.data(), w.data(), t, n);
-  }
-  return out;
-}
 
 // The expected output bits of element i: the CPU's float, rounded to out_t.
 uint32_t expected(float v, DType out_t) {
@@ -93,7 +41,8 @@ uint32_t got_at(const std::vector<uint8_t>& out, DType out_t, int64_t i) {
 // Runs the GPU dequantize into a buffer at byte offset `shift` (0: aligned, vector stores; one element:
 // element stores) and compares with the CPU, bit for bit.
 void check(DType src_t, DType out_t, int64_t rows, int64_t cols, size_t shift) {
-  const auto src = make_src(src_t, rows, cols, static_cast<uint32_t>(rows * 1000 + cols));
+  // src (rows, cols) of dtype src_t from random data; f16 / bf16 sources hold arbitrary finite values.
+  const auto src = random_row(src_t, rows * cols, static_cast<uint32_t>(rows * 1000 + cols), 2.f);
   std::vector<float> ref(static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r)
     cpu::dequantize_row(&ref[r * cols], src.data() + cpu::row_bytes(src_t, r * cols), src_t, cols);

@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstring>
 #include <iterator>
 #include <random>
 #include <vector>
@@ -17,48 +16,16 @@
 #include "kernels/cuda/swiglu.cuh"
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/errors.h"
+#include "tests/support/quant_blocks.h"
 
 namespace {
 
 using specdec::cpu::DType;
-using specdec::test::DeviceBuffer;
+using namespace specdec::test;
 namespace cpu = specdec::cpu;
 namespace cuda = specdec::cuda;
 
 const int kTs[] = {1, 2, 7, 9, 33, 300};
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-// Table (V, H) of dtype t from random data (quantized by the CPU's quantizer; bf16 by truncation).
-std::vector<uint8_t> make_table(DType t, int V, int H, uint32_t seed) {
-  const int64_t n = static_cast<int64_t>(V) * H;
-  const auto w = randn(static_cast<size_t>(n), seed);
-  std::vector<uint8_t> out(cpu::row_bytes(t, n));
-  switch (t) {
-    case DType::F32: std::memcpy(out.data(), w.data(), out.size()); break;
-    case DType::F16:
-    case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h = t == DType::F16 ? cpu::fp32_to_fp16(w[i]) : static_cast<uint16_t>(bits(w[i]) >> 16);
-        std::memcpy(&out[2 * i], &h, 2);
-      }
-      break;
-    default: cpu::quantize_row(out.data(), w.data(), t, n);
-  }
-  return out;
-}
 
 std::vector<int32_t> random_tokens(int T, int V, uint32_t seed) {
   std::mt19937 g(seed);
@@ -79,7 +46,8 @@ TEST_CASE("cuda embedding equals cpu::dequantize_row of each token's row, every 
     const bool quant = cpu::dtype_info(t).block > 1;
     const std::vector<int> Hs = quant ? std::vector<int>{32, 64, 576, 1536} : std::vector<int>{1, 3, 37, 576, 1002};
     for (int H : Hs) {
-      const auto table = make_table(t, V, H, static_cast<uint32_t>(H));
+      // table (V, H) of dtype t from random data
+      const auto table = random_row(t, static_cast<int64_t>(V) * H, static_cast<uint32_t>(H));
       const DeviceBuffer<uint8_t> dtable(table);
       for (int T : kTs) {
         const auto tok = random_tokens(T, V, static_cast<uint32_t>(T + H));

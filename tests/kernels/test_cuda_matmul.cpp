@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -30,11 +29,12 @@
 #include "kernels/cuda/matmul_quant.cuh"
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/errors.h"
+#include "tests/support/quant_blocks.h"
 
 namespace {
 
 using specdec::cpu::DType;
-using specdec::test::DeviceBuffer;
+using namespace specdec::test;
 namespace cpu = specdec::cpu;
 namespace cuda = specdec::cuda;
 
@@ -42,63 +42,12 @@ constexpr double kU = 0x1p-24;
 const int kTs[] = {1, 2, 7, 9, 33, 300};
 const int kNs[] = {1, 3, 37, 133};
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-uint16_t u16_at(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
 bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
 
-// W (N, K) of dtype t from random normal data: quantized with the CPU's own quantizer, f16 rounded by
-// cpu::fp32_to_fp16, bf16 by truncation (any bf16 is a valid weight).
+// W (N, K) of dtype t from random normal data (sd 0.5): quantized with the CPU's own quantizer, f16
+// rounded by cpu::fp32_to_fp16, bf16 by truncation (any bf16 is a valid weight).
 std::vector<uint8_t> make_weights(DType t, int N, int K, uint32_t seed) {
-  const auto w = randn(static_cast<size_t>(N) * K, seed, 0.5f);
-  const int64_t n = static_cast<int64_t>(N) * K;
-  std::vector<uint8_t> out(cpu::row_bytes(t, n));
-  switch (t) {
-    case DType::F32: std::memcpy(out.data(), w.data(), out.size()); break;
-    case DType::F16:
-    case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t u;
-        std::memcpy(&u, &w[i], 4);
-        const uint16_t h = t == DType::F16 ? cpu::fp32_to_fp16(w[i]) : static_cast<uint16_t>(u >> 16);
-        std::memcpy(&out[2 * i], &h, 2);
-      }
-      break;
-    default: cpu::quantize_row(out.data(), w.data(), t, n);
-  }
-  return out;
-}
-
-// The exact integer dot of a GGML weight block with 32 activation quants (the obvious loop).
-int sumi_ref(DType t, const uint8_t* wb, const int8_t* qa) {
-  int s = 0;
-  for (int j = 0; j < 32; ++j) {
-    int w;
-    if (t == DType::Q8_0) w = static_cast<int8_t>(wb[2 + j]);
-    else {
-      const uint8_t byte = wb[(t == DType::Q4_0 ? 2 : 4) + j % 16];
-      w = (j < 16 ? byte & 0xF : byte >> 4) - (t == DType::Q4_0 ? 8 : 0);
-    }
-    s += w * qa[j];
-  }
-  return s;
+  return random_row(t, static_cast<int64_t>(N) * K, seed, 0.5f);
 }
 
 // Exact result (double) and magnitude sum of every output, for the bounds above.

@@ -3,25 +3,18 @@
 
 #include <cuda_runtime.h>
 
-#include <random>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/rmsnorm.cuh"
 #include "tests/support/cuda_buffer.h"
+#include "tests/support/random.h"
 
 namespace {
 
 using specdec::test::DeviceBuffer;
-
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using specdec::test::randn;
 
 }  // namespace
 

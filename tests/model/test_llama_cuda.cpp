@@ -375,9 +375,9 @@ TEST_CASE("a 9-token block equals 9 single steps bit for bit on the GPU", "[cuda
 }
 
 TEST_CASE("after a long context, a k = 4 block still equals its single steps bit for bit", "[cuda][model][invariance]") {
-  // 300 cached slots: attention splits the key range (split-K). The split plan is the same for a 5-token
-  // block and a single step as long as both use the kernel's 16-row query tile (5 x 2 heads per kv head
-  // here), which is what makes greedy speculative decoding with k = 4 equal AR decoding on the GPU.
+  // 300 cached slots: the context spans two of attention's 256-slot splits (split-K with a combine);
+  // each row of the 5-token block must still equal its single step bit for bit, which is what makes greedy
+  // speculative decoding equal AR decoding on the GPU.
   auto& gpu = gpu_stories();
   std::vector<TokenId> prefix = kPrompt;
   for (int i = 0; i < 292; ++i) prefix.push_back(static_cast<TokenId>(3 + (i * 53) % 500));

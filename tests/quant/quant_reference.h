@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/dtype.h"
+#include "tests/support/random.h"  // randn
 
 namespace specdec::test {
 
@@ -105,14 +106,6 @@ inline std::vector<float> ref_dequant(const std::vector<uint8_t>& row, DType t, 
         info.block == 32 ? small_block_value(blk, t, e) : kquant_value(blk, t, e);
   }
   return out;
-}
-
-inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
 }
 
 // n random blocks: random bytes everywhere, then every fp16 field set to a finite value of moderate size

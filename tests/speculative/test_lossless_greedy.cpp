@@ -36,6 +36,28 @@ struct DrafterCase {
   std::map<std::string, std::string> opts;
 };
 
+// Greedy decoding of kPrompts[0], 64 new tokens, k draft tokens per step: the AR reference (ar), and
+// speculative runs with a built-in drafter.
+struct FirstPromptGreedy {
+  Fixture& f = fx();
+  std::unique_ptr<AcceptanceRule> rule = verifiers::make_greedy_rule();
+  std::vector<TokenId> prompt = f.tok->encode(kPrompts[0], true);
+  DecodeOptions d;
+  DecodeResult ar;
+
+  explicit FirstPromptGreedy(int k) {
+    d.max_new_tokens = 64;
+    d.k = k;
+    ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
+  }
+  // The drafter `name` built with opts.
+  DecodeResult run(const std::string& name, const std::map<std::string, std::string>& opts) const {
+    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+    auto drafter = drafters::default_registry().get(name).factory(env, DrafterOptions(opts, name));
+    return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("AR through the decode loop equals generate()", "[speculative]") {
@@ -95,23 +117,11 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}", "[speculativ
 
 TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, and stays lossless",
           "[speculative][lossless]") {
-  auto& f = fx();
-  auto rule = verifiers::make_greedy_rule();
-  auto& registry = drafters::default_registry();
-  const auto prompt = f.tok->encode(kPrompts[0], true);
-  DecodeOptions d;
-  d.max_new_tokens = 64;
-  d.k = 6;
-  const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
-  auto run = [&](const char* conf) {
-    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
-    auto drafter = registry.get("early_exit").factory(
-        env, DrafterOptions({{"layers", "4"}, {"min_confidence", conf}}, "early_exit"));
-    return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
-  };
+  const FirstPromptGreedy g(6);
+  auto run = [&](const char* conf) { return g.run("early_exit", {{"layers", "4"}, {"min_confidence", conf}}); };
   const auto all = run("0"), sure = run("0.5");
-  REQUIRE(sure.tokens == ar.tokens);
-  REQUIRE(all.tokens == ar.tokens);
+  REQUIRE(sure.tokens == g.ar.tokens);
+  REQUIRE(all.tokens == g.ar.tokens);
   INFO("drafted " << all.drafted_tokens() << " -> " << sure.drafted_tokens() << ", accepted "
                   << all.accepted_draft_tokens() << " -> " << sure.accepted_draft_tokens());
   CHECK(sure.drafted_tokens() < all.drafted_tokens());
@@ -119,9 +129,10 @@ TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, 
   CHECK(static_cast<double>(sure.accepted_draft_tokens()) / std::max(1, sure.drafted_tokens()) >
         static_cast<double>(all.accepted_draft_tokens()) / std::max(1, all.drafted_tokens()));
   // A bad value names the option.
-  DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+  DrafterEnv env{.target = &g.f.model, .tokenizer = g.f.tok.get()};
   try {
-    registry.get("early_exit").factory(env, DrafterOptions({{"min_confidence", "1.5"}}, "drafter.ee"));
+    drafters::default_registry().get("early_exit").factory(
+        env, DrafterOptions({{"min_confidence", "1.5"}}, "drafter.ee"));
     FAIL("min_confidence = 1.5 accepted");
   } catch (const specdec::Error& e) {
     CHECK(std::string(e.what()).find("min_confidence") != std::string::npos);
@@ -129,31 +140,19 @@ TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, 
 }
 
 TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared across drafters", "[speculative][lossless]") {
-  auto& f = fx();
-  auto rule = verifiers::make_greedy_rule();
-  auto& registry = drafters::default_registry();
-  const auto prompt = f.tok->encode(kPrompts[0], true);
-  DecodeOptions d;
-  d.max_new_tokens = 64;
-  d.k = 4;
-  const auto ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
+  const FirstPromptGreedy g(4);
   // A corpus holding the AR continuation itself: lookups there propose the right tokens.
   const auto corpus = test::scratch_dir("ngram_corpus") / "corpus.txt";
   {
     std::ofstream out(corpus);
-    out << f.tok->decode(ar.tokens);
+    out << g.f.tok->decode(g.ar.tokens);
   }
-  auto run = [&](const std::map<std::string, std::string>& opts) {
-    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
-    auto drafter = registry.get("ngram").factory(env, DrafterOptions(opts, "ngram"));
-    return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
-  };
-  const auto plain = run({{"min_n", "2"}});
-  const auto with_corpus = run({{"min_n", "2"}, {"corpus", corpus.string()}});
-  const auto again = run({{"min_n", "2"}, {"corpus", corpus.string()}});  // the shared index
-  REQUIRE(plain.tokens == ar.tokens);
-  REQUIRE(with_corpus.tokens == ar.tokens);
-  REQUIRE(again.tokens == ar.tokens);
+  const auto plain = g.run("ngram", {{"min_n", "2"}});
+  const auto with_corpus = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}});
+  const auto again = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}});  // the shared index
+  REQUIRE(plain.tokens == g.ar.tokens);
+  REQUIRE(with_corpus.tokens == g.ar.tokens);
+  REQUIRE(again.tokens == g.ar.tokens);
   INFO("tau " << plain.tau() << " -> " << with_corpus.tau());
   CHECK(with_corpus.tau() > plain.tau() + 0.5);
   CHECK(again.tau() == with_corpus.tau());
