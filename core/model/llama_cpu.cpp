@@ -22,6 +22,21 @@ class CpuKVCache final : public KVCache {
   float* k(int layer, int slot) { return k_.data() + (static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_; }
   float* v(int layer, int slot) { return v_.data() + (static_cast<size_t>(layer) * capacity_ + slot) * kv_dim_; }
 
+  void copy_prefix(const KVCache& src, int n) override {
+    const auto* s = dynamic_cast<const CpuKVCache*>(&src);
+    SPECDEC_CHECK(s != nullptr && s->kv_dim_ == kv_dim_ && s->n_layers_ == n_layers_,
+                  "a KV cache prefix from a CPU cache of the same model and layer count");
+    SPECDEC_CHECK(n >= 0 && n <= s->size() && n <= capacity_, "a KV cache prefix of 0..",
+                  std::min(s->size(), capacity_), " slots, got ", n);
+    for (int l = 0; l < n_layers_; ++l) {
+      std::memcpy(k(l, 0), s->k_.data() + static_cast<size_t>(l) * s->capacity_ * kv_dim_,
+                  sizeof(float) * static_cast<size_t>(n) * kv_dim_);
+      std::memcpy(v(l, 0), s->v_.data() + static_cast<size_t>(l) * s->capacity_ * kv_dim_,
+                  sizeof(float) * static_cast<size_t>(n) * kv_dim_);
+    }
+    n_ = n;
+  }
+
  protected:
   void move_slot(int from, int to) override {
     for (int l = 0; l < n_layers_; ++l) {

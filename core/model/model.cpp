@@ -22,6 +22,10 @@ void KVCache::check_compact(int base, std::span<const int32_t> rows) const {
   }
 }
 
+void KVCache::copy_prefix(const KVCache& src, int n) {
+  SPECDEC_FAIL("this KV cache type cannot copy a prefix from another cache (", src.size(), " slots, ", n, " asked)");
+}
+
 void KVCache::compact(int base, std::span<const int32_t> rows) {
   check_compact(base, rows);
   for (size_t i = 0; i < rows.size(); ++i)

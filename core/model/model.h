@@ -30,6 +30,11 @@ class KVCache {
   // Virtual so a backend can move every slot at once (the CUDA cache runs one kernel); the default
   // validates (check_compact) and calls move_slot per moved slot.
   virtual void compact(int base, std::span<const int32_t> rows);
+  // Makes this cache hold the first n slots of src, a cache of the same model with the same layer count
+  // (0 <= n <= src.size(), n <= capacity()): a prefill computed once and reused, e.g. by every run of a
+  // sweep on the same prompt. The forward is batch-invariant, so this equals recomputing those slots bit
+  // for bit. Throws for caches of another backend or shape (the base class copies nothing: it throws).
+  virtual void copy_prefix(const KVCache& src, int n);
 
  protected:
   KVCache(int capacity, int n_layers) : capacity_(capacity), n_layers_(n_layers) {}

@@ -55,9 +55,16 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
   // Prefill all prompt tokens but the last: the last one opens the first verification block.
   const auto t0 = Clock::now();
   ForwardResult fr;
-  if (n_prompt > 1) target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0}, fr);
+  if (opts.prefilled) {
+    SPECDEC_CHECK(opts.prefilled->size() == n_prompt - 1, "a prefilled cache of the prompt's first ",
+                  n_prompt - 1, " tokens, got one of ", opts.prefilled->size());
+    cache->copy_prefix(*opts.prefilled, n_prompt - 1);
+  } else if (n_prompt > 1) {
+    target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0}, fr);
+  }
   if (drafter) drafter->begin(prompt);
-  res.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  res.prefill_seconds =
+      std::chrono::duration<double>(Clock::now() - t0).count() + (opts.prefilled ? opts.prefilled_seconds : 0.0);
 
   const auto t1 = Clock::now();
   TokenId last = prompt.back();

@@ -24,6 +24,12 @@ struct DecodeOptions {
   uint64_t seed = 0;
   uint64_t request = 0;
   std::function<bool(TokenId)> is_stop = nullptr;
+  // A target cache that already holds this prompt's prefill, prompt[0..n-1) (computed once per prompt and
+  // shared by the runs of a sweep), and the seconds that prefill took: its slots are copied instead of
+  // recomputed (bit-identical: the forward is batch-invariant), and prefill_seconds reports
+  // prefilled_seconds plus the copy and the drafter's begin(). Null: prefill here.
+  const KVCache* prefilled = nullptr;
+  double prefilled_seconds = 0;
 };
 
 // One draft node as logged (the HDF5 draft_tokens table).

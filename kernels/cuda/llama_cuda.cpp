@@ -173,6 +173,22 @@ class CudaKVCache final : public KVCache {
   float* k_layer(int l) const { return k_.get<float>() + static_cast<size_t>(l) * capacity_ * kv_dim_; }
   float* v_layer(int l) const { return v_.get<float>() + static_cast<size_t>(l) * capacity_ * kv_dim_; }
 
+  // Device-to-device copies of the first n slots of every layer, on the model's stream.
+  void copy_prefix(const KVCache& src, int n) override {
+    const auto* s = dynamic_cast<const CudaKVCache*>(&src);
+    SPECDEC_CHECK(s != nullptr && s->owner_ == owner_ && s->kv_dim_ == kv_dim_ && s->n_layers_ == n_layers_,
+                  "a KV cache prefix from a CUDA cache of the same model and layer count");
+    SPECDEC_CHECK(n >= 0 && n <= s->size() && n <= capacity_, "a KV cache prefix of 0..",
+                  std::min(s->size(), capacity_), " slots, got ", n);
+    SPECDEC_CUDA_CHECK(cudaSetDevice(ctx_->device));
+    const size_t bytes = sizeof(float) * static_cast<size_t>(n) * kv_dim_;
+    for (int l = 0; l < n_layers_; ++l) {
+      SPECDEC_CUDA_CHECK(cudaMemcpyAsync(k_layer(l), s->k_layer(l), bytes, cudaMemcpyDeviceToDevice, ctx_->stream));
+      SPECDEC_CUDA_CHECK(cudaMemcpyAsync(v_layer(l), s->v_layer(l), bytes, cudaMemcpyDeviceToDevice, ctx_->stream));
+    }
+    n_ = n;
+  }
+
   // One kv_compact per tensor for every slot that moves (asynchronous on the model's stream).
   void compact(int base, std::span<const int32_t> rows) override {
     check_compact(base, rows);

@@ -157,3 +157,48 @@ TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared a
   CHECK(with_corpus.tau() > plain.tau() + 0.5);
   CHECK(again.tau() == with_corpus.tau());
 }
+
+TEST_CASE("a shared prefill (copied cache prefix) decodes exactly as prefilling anew", "[speculative][prefill]") {
+  auto& f = fx();
+  auto rule = verifiers::make_greedy_rule();
+  auto& registry = drafters::default_registry();
+  const auto prompt = f.tok->encode(kPrompts[1], true);
+  const int n = static_cast<int>(prompt.size()) - 1;
+  auto prefix = f.model.new_cache(n);
+  ForwardResult fr;
+  f.model.forward(*prefix, {.tokens = std::span<const TokenId>(prompt).first(n), .n_logits = 0}, fr);
+  for (const char* name : {"ngram", "early_exit"}) {
+    for (int k : {1, 4}) {
+      DecodeOptions d;
+      d.max_new_tokens = 48;
+      d.k = k;
+      DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+      auto a = registry.get(name).factory(env, DrafterOptions({}, name));
+      auto b = registry.get(name).factory(env, DrafterOptions({}, name));
+      const auto fresh = speculative_decode(f.model, a.get(), *rule, prompt, d);
+      d.prefilled = prefix.get();
+      d.prefilled_seconds = 12.5;
+      const auto shared = speculative_decode(f.model, b.get(), *rule, prompt, d);
+      INFO(name << " k=" << k);
+      REQUIRE(shared.tokens == fresh.tokens);
+      REQUIRE(shared.steps.size() == fresh.steps.size());
+      for (size_t i = 0; i < fresh.steps.size(); ++i) {
+        CHECK(shared.steps[i].n_accepted == fresh.steps[i].n_accepted);
+        CHECK(shared.steps[i].context_len == fresh.steps[i].context_len);
+      }
+      CHECK(shared.prefill_seconds >= 12.5);
+    }
+  }
+  CHECK(prefix->size() == n);  // the shared prefix is only read
+  // A prefix of another length is refused with a message saying what was expected.
+  DecodeOptions d;
+  auto other = f.model.new_cache(n + 1);
+  f.model.forward(*other, {.tokens = std::span<const TokenId>(prompt), .n_logits = 0}, fr);
+  d.prefilled = other.get();
+  try {
+    speculative_decode(f.model, nullptr, *rule, prompt, d);
+    FAIL("a prefix of the wrong length was accepted");
+  } catch (const specdec::Error& e) {
+    CHECK(std::string(e.what()).find("prefilled cache of the prompt's first") != std::string::npos);
+  }
+}
