@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "experiments/cli.h"
+#include "specdec_version.h"
 #include "experiments/config.h"
 #include "experiments/runner.h"
 

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "experiments/cli.h"
+#include "specdec_version.h"
 
 namespace {
 

@@ -108,3 +108,16 @@ TEST_CASE("bench verify prints the B x (k+1) cost table and JSON lines", "[cli][
   const auto unknown = run(specdec_bin() + " bench frobnicate");
   check_one_line_error(unknown, "decode|verify");
 }
+
+TEST_CASE("--version names the commit the binary was built from", "[cli][version]") {
+  const RunResult git = run("git -C '" SPECDEC_SOURCE_DIR "' rev-parse --short HEAD");
+  if (git.exit_code != 0) {
+    WARN("not a git checkout: nothing to compare --version with");
+    return;
+  }
+  std::string sha = git.out;
+  while (!sha.empty() && (sha.back() == '\n' || sha.back() == '\r')) sha.pop_back();
+  const RunResult r = run(specdec_bin() + " --version");
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::StartsWith("specdec " + sha));  // "-dirty" may follow in a working copy
+}
