@@ -536,25 +536,10 @@ std::vector<const DrafterInfo*> resolve_drafter_types(const ExperimentConfig& cf
 std::unique_ptr<Drafter> make_drafter(const DrafterConfig& dc, const DrafterInfo& info, const DrafterEnv& env) {
   try {
     return info.factory(env, DrafterOptions(dc.options, dc.section()));
-  } catch (const Error& e) {
-    // DrafterOptions::check_all_used says "[SECTION] unknown key 'K'; this drafter knows: a, b, c [file:line]":
-    // add the closest known key.
-    std::string msg = e.what();
-    const std::string head = "[" + dc.section() + "] unknown key '";
-    const size_t k0 = msg.find(head), knows = msg.find("knows: ");
-    if (k0 == std::string::npos || knows == std::string::npos) throw;
-    const size_t k1 = msg.find('\'', k0 + head.size());
-    if (k1 == std::string::npos) throw;
-    const std::string key = msg.substr(k0 + head.size(), k1 - k0 - head.size());
-    std::string list = msg.substr(knows + 7);
-    if (const size_t loc = list.rfind(" ["); loc != std::string::npos) list.erase(loc);
-    if (const size_t loc = msg.rfind(" ["); loc != std::string::npos && loc > knows) msg.erase(loc);
-    std::vector<std::string> known;
-    std::stringstream ss(list);
-    for (std::string item; std::getline(ss, item, ',');) known.push_back(trim(item));
-    const std::string suggestion = closest_match(key, known);
-    if (suggestion.empty()) SPECDEC_FAIL(msg);
-    SPECDEC_FAIL(msg, "; did you mean '", suggestion, "'?");
+  } catch (const UnknownOptionError& e) {  // add the closest known key to the message
+    const std::string suggestion = closest_match(e.key(), e.known());
+    if (suggestion.empty()) throw;
+    throw UnknownOptionError(std::string(e.what()) + "; did you mean '" + suggestion + "'?", e.key(), e.known());
   }
 }
 

@@ -86,9 +86,11 @@ std::vector<double> DrafterOptions::get_doubles(const std::string& key, std::vec
 void DrafterOptions::check_all_used() const {
   for (const auto& [key, value] : kv_) {
     if (used_.count(key)) continue;
-    std::string known;
-    for (const auto& u : used_) known += (known.empty() ? "" : ", ") + u;
-    SPECDEC_FAIL("[", section_, "] unknown key '", key, "'; this drafter knows: ", known.empty() ? "(no options)" : known);
+    std::string list;
+    for (const auto& u : used_) list += (list.empty() ? "" : ", ") + u;
+    throw UnknownOptionError(detail::concat("[", section_, "] unknown key '", key, "'; this drafter knows: ",
+                                            list.empty() ? "(no options)" : list),
+                             key, std::vector<std::string>(used_.begin(), used_.end()));
   }
 }
 

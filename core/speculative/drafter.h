@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/model/model.h"
 #include "core/sampling/sampling.h"
 #include "core/types.h"
@@ -56,6 +57,20 @@ class Drafter {
 // Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).
 // Every get() marks its key as used; check_all_used() turns a misspelt key into a one-line error that
 // names it and lists the keys the drafter knows.
+// What DrafterOptions::check_all_used throws for a key no option read: the key and the keys the drafter
+// knows, so a caller (the config loader) can suggest the closest without parsing the message.
+class UnknownOptionError : public Error {
+ public:
+  UnknownOptionError(const std::string& what, std::string key, std::vector<std::string> known)
+      : Error(what), key_(std::move(key)), known_(std::move(known)) {}
+  const std::string& key() const { return key_; }
+  const std::vector<std::string>& known() const { return known_; }
+
+ private:
+  std::string key_;
+  std::vector<std::string> known_;
+};
+
 class DrafterOptions {
  public:
   DrafterOptions() = default;
