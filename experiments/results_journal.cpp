@@ -13,6 +13,9 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <type_traits>
+#include <utility>
 
 #include "core/error.h"
 
@@ -40,17 +43,46 @@ uint32_t crc32(const uint8_t* p, size_t n, uint32_t crc = 0) {
 }
 
 // ---- encoding ---------------------------------------------------------------------------------------
+// Each record type lists its fields once, in fields(io, record); Out writes them and In reads them back,
+// so the two directions cannot drift apart. Plain values are raw bytes, bools one byte, strings and
+// vectors a u32 count then their elements, maps a u32 count then key/value pairs.
+
+template <typename Io>
+void fields(Io& io, StepRow& s);
+template <typename Io>
+void fields(Io& io, DraftTokenRow& d);
+
+// A vector element: a number as raw bytes, a row field by field (never a struct's padding).
+template <typename Io, typename T>
+void element(Io& io, T& x) {
+  if constexpr (std::is_arithmetic_v<T>)
+    io(x);
+  else
+    fields(io, x);
+}
 
 class Out {
  public:
   template <typename T>
-  void pod(T v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    s_.append(reinterpret_cast<const char*>(&v), sizeof v);
+  void operator()(const T& v) {
+    if constexpr (std::is_same_v<T, bool>) {
+      (*this)(static_cast<uint8_t>(v));
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      (*this)(static_cast<uint32_t>(v.size()));
+      s_ += v;
+    } else {
+      static_assert(std::is_arithmetic_v<T>);
+      s_.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
   }
-  void str(const std::string& v) {
-    pod(static_cast<uint32_t>(v.size()));
-    s_ += v;
+  template <typename T>
+  void operator()(const std::vector<T>& v) {
+    (*this)(static_cast<uint32_t>(v.size()));
+    for (const T& x : v) element(*this, const_cast<T&>(x));  // Out only reads
+  }
+  void operator()(const std::map<std::string, std::string>& m) {
+    (*this)(static_cast<uint32_t>(m.size()));
+    for (const auto& [k, v] : m) (*this)(k), (*this)(v);
   }
   std::string take() { return std::move(s_); }
 
@@ -62,19 +94,40 @@ class In {
  public:
   In(const char* p, size_t n) : p_(p), end_(p + n) {}
   template <typename T>
-  T pod() {
-    T v;
-    need(sizeof v);
-    std::memcpy(&v, p_, sizeof v);
-    p_ += sizeof v;
-    return v;
+  void operator()(T& v) {
+    if constexpr (std::is_same_v<T, bool>) {
+      uint8_t b;
+      (*this)(b);
+      v = b != 0;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      uint32_t n;
+      (*this)(n);
+      need(n);
+      v.assign(p_, n);
+      p_ += n;
+    } else {
+      static_assert(std::is_arithmetic_v<T>);
+      need(sizeof v);
+      std::memcpy(&v, p_, sizeof v);
+      p_ += sizeof v;
+    }
   }
-  std::string str() {
-    const auto n = pod<uint32_t>();
-    need(n);
-    std::string v(p_, n);
-    p_ += n;
-    return v;
+  template <typename T>
+  void operator()(std::vector<T>& v) {
+    uint32_t n;
+    (*this)(n);
+    need(n);  // every element takes at least a byte: a corrupt count cannot allocate wildly
+    v.resize(n);
+    for (T& x : v) element(*this, x);
+  }
+  void operator()(std::map<std::string, std::string>& m) {
+    uint32_t n;
+    (*this)(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      std::string k, v;
+      (*this)(k), (*this)(v);
+      m[std::move(k)] = std::move(v);
+    }
   }
   bool done() const { return p_ == end_; }
 
@@ -86,138 +139,42 @@ class In {
   const char* end_;
 };
 
-std::string encode(const FileInfo& i) {
-  Out o;
-  o.str(i.specdec_version);
-  o.str(i.config_text);
-  o.str(i.host_json);
-  o.str(i.seeds);
-  o.str(i.start_time);
-  return o.take();
+template <typename Io>
+void fields(Io& io, FileInfo& i) {
+  io(i.specdec_version), io(i.config_text), io(i.host_json), io(i.seeds), io(i.start_time);
 }
-FileInfo decode_info(In& in) {
-  FileInfo i;
-  i.specdec_version = in.str();
-  i.config_text = in.str();
-  i.host_json = in.str();
-  i.seeds = in.str();
-  i.start_time = in.str();
-  return i;
+template <typename Io>
+void fields(Io& io, RunInfo& r) {
+  io(r.name), io(r.attrs);
 }
-
-std::string encode(const RunInfo& r) {
-  Out o;
-  o.str(r.name);
-  o.pod(static_cast<uint32_t>(r.attrs.size()));
-  for (const auto& [k, v] : r.attrs) {
-    o.str(k);
-    o.str(v);
-  }
-  return o.take();
+template <typename Io>
+void fields(Io& io, StepRow& s) {
+  io(s.request_id), io(s.step), io(s.n_proposed), io(s.n_accepted), io(s.tree_nodes), io(s.max_depth);
+  io(s.t_draft_us), io(s.t_verify_us), io(s.context_len), io(s.batch_size);
 }
-RunInfo decode_run(In& in) {
-  RunInfo r;
-  r.name = in.str();
-  const auto n = in.pod<uint32_t>();
-  for (uint32_t i = 0; i < n; ++i) {
-    std::string k = in.str();
-    r.attrs[k] = in.str();
-  }
-  return r;
+template <typename Io>
+void fields(Io& io, DraftTokenRow& d) {
+  io(d.request_id), io(d.step), io(d.node), io(d.parent), io(d.depth), io(d.token), io(d.p_target);
+  io(d.q_draft), io(d.u), io(d.visited), io(d.accepted);
 }
-
-std::string encode(const Request& r) {
-  Out o;
-  o.str(r.run);
-  const RequestRow& q = r.row;
-  o.pod(q.request_id);
-  o.str(q.prompt_id);
-  o.str(q.category);
-  o.pod(q.repeat);
-  o.pod(q.prompt_tokens);
-  o.pod(q.new_tokens);
-  o.pod(q.wall_time_s);
-  o.pod(q.prefill_s);
-  o.pod(q.decode_s);
-  o.pod(q.steps);
-  o.pod(q.tau);
-  o.pod(static_cast<uint8_t>(q.stopped));
-  o.pod(static_cast<uint32_t>(r.steps.size()));
-  for (const StepRow& s : r.steps) {
-    o.pod(s.request_id);
-    o.pod(s.step);
-    o.pod(s.n_proposed);
-    o.pod(s.n_accepted);
-    o.pod(s.tree_nodes);
-    o.pod(s.max_depth);
-    o.pod(s.t_draft_us);
-    o.pod(s.t_verify_us);
-    o.pod(s.context_len);
-    o.pod(s.batch_size);
-  }
-  o.pod(static_cast<uint32_t>(r.drafts.size()));
-  for (const DraftTokenRow& d : r.drafts) {
-    o.pod(d.request_id);
-    o.pod(d.step);
-    o.pod(d.node);
-    o.pod(d.parent);
-    o.pod(d.depth);
-    o.pod(d.token);
-    o.pod(d.p_target);
-    o.pod(d.q_draft);
-    o.pod(d.u);
-    o.pod(static_cast<uint8_t>(d.visited));
-    o.pod(static_cast<uint8_t>(d.accepted));
-  }
-  o.pod(static_cast<uint32_t>(r.tokens.size()));
-  for (TokenId t : r.tokens) o.pod(t);
-  return o.take();
-}
-Request decode_request(In& in) {
-  Request r;
-  r.run = in.str();
+template <typename Io>
+void fields(Io& io, Request& r) {
   RequestRow& q = r.row;
-  q.request_id = in.pod<int64_t>();
-  q.prompt_id = in.str();
-  q.category = in.str();
-  q.repeat = in.pod<int32_t>();
-  q.prompt_tokens = in.pod<int32_t>();
-  q.new_tokens = in.pod<int32_t>();
-  q.wall_time_s = in.pod<double>();
-  q.prefill_s = in.pod<double>();
-  q.decode_s = in.pod<double>();
-  q.steps = in.pod<int32_t>();
-  q.tau = in.pod<double>();
-  q.stopped = in.pod<uint8_t>() != 0;
-  r.steps.resize(in.pod<uint32_t>());
-  for (StepRow& s : r.steps) {
-    s.request_id = in.pod<int64_t>();
-    s.step = in.pod<int32_t>();
-    s.n_proposed = in.pod<int32_t>();
-    s.n_accepted = in.pod<int32_t>();
-    s.tree_nodes = in.pod<int32_t>();
-    s.max_depth = in.pod<int32_t>();
-    s.t_draft_us = in.pod<double>();
-    s.t_verify_us = in.pod<double>();
-    s.context_len = in.pod<int32_t>();
-    s.batch_size = in.pod<int32_t>();
-  }
-  r.drafts.resize(in.pod<uint32_t>());
-  for (DraftTokenRow& d : r.drafts) {
-    d.request_id = in.pod<int64_t>();
-    d.step = in.pod<int32_t>();
-    d.node = in.pod<int32_t>();
-    d.parent = in.pod<int32_t>();
-    d.depth = in.pod<int32_t>();
-    d.token = in.pod<TokenId>();
-    d.p_target = in.pod<float>();
-    d.q_draft = in.pod<float>();
-    d.u = in.pod<float>();
-    d.visited = in.pod<uint8_t>() != 0;
-    d.accepted = in.pod<uint8_t>() != 0;
-  }
-  r.tokens.resize(in.pod<uint32_t>());
-  for (TokenId& t : r.tokens) t = in.pod<TokenId>();
+  io(r.run), io(q.request_id), io(q.prompt_id), io(q.category), io(q.repeat), io(q.prompt_tokens);
+  io(q.new_tokens), io(q.wall_time_s), io(q.prefill_s), io(q.decode_s), io(q.steps), io(q.tau), io(q.stopped);
+  io(r.steps), io(r.drafts), io(r.tokens);
+}
+
+template <typename Record>
+std::string encode(const Record& r) {
+  Out o;
+  fields(o, const_cast<Record&>(r));  // Out only reads
+  return o.take();
+}
+template <typename Record>
+Record decode(In& in) {
+  Record r{};
+  fields(in, r);
   return r;
 }
 
@@ -260,12 +217,12 @@ Contents read(const std::string& journal_path) {
     In in(data.data() + pos + 9, len);
     try {
       if (type == kInfo) {
-        c.info = decode_info(in);
+        c.info = decode<FileInfo>(in);
         c.has_info = true;
       } else if (type == kRun) {
-        c.runs.push_back(decode_run(in));
+        c.runs.push_back(decode<RunInfo>(in));
       } else if (type == kRequest) {
-        c.requests.push_back(decode_request(in));
+        c.requests.push_back(decode<Request>(in));
       } else {
         break;
       }
@@ -290,13 +247,32 @@ std::vector<RunData> to_runs(const Contents& c) {
     RunData* run = nullptr;
     for (auto& d : runs)
       if (d.info.name == r.run) run = &d;
-    if (!run) continue;  // a request of an undeclared run cannot be written; to_runs callers check
-    run->requests.push_back(r.row);
-    run->steps.insert(run->steps.end(), r.steps.begin(), r.steps.end());
-    run->draft_tokens.insert(run->draft_tokens.end(), r.drafts.begin(), r.drafts.end());
-    run->outputs[r.row.request_id] = r.tokens;
+    if (run) add_request(*run, r);  // a request of an undeclared run cannot be written: left out
   }
   return runs;
+}
+
+std::vector<Request> split_requests(const RunData& run) {
+  std::vector<Request> out;
+  std::map<int64_t, size_t> index;
+  for (const auto& q : run.requests) {
+    index[q.request_id] = out.size();
+    Request r{run.info.name, q, {}, {}, {}};
+    if (auto o = run.outputs.find(q.request_id); o != run.outputs.end()) r.tokens = o->second;
+    out.push_back(std::move(r));
+  }
+  for (const auto& s : run.steps)
+    if (auto i = index.find(s.request_id); i != index.end()) out[i->second].steps.push_back(s);
+  for (const auto& d : run.draft_tokens)
+    if (auto i = index.find(d.request_id); i != index.end()) out[i->second].drafts.push_back(d);
+  return out;
+}
+
+void add_request(RunData& run, const Request& r) {
+  run.requests.push_back(r.row);
+  run.steps.insert(run.steps.end(), r.steps.begin(), r.steps.end());
+  run.draft_tokens.insert(run.draft_tokens.end(), r.drafts.begin(), r.drafts.end());
+  run.outputs[r.row.request_id] = r.tokens;
 }
 
 Writer Writer::create(const std::string& journal_path, const FileInfo& info) {

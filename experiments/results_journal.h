@@ -44,6 +44,11 @@ Contents read(const std::string& journal_path);
 // The runs of a journal as RunData (what read_all gives for the HDF5 file it describes).
 std::vector<RunData> to_runs(const Contents& c);
 
+// A run's rows grouped by request, in the order of its requests table (rows of a request in file order);
+// and back: add_request appends one request's rows to a run's tables.
+std::vector<Request> split_requests(const RunData& run);
+void add_request(RunData& run, const Request& r);
+
 class Writer {
  public:
   // Creates the journal (an existing file is replaced) with its header and the FileInfo record.

@@ -546,16 +546,7 @@ class Hdf5ResultsLog final : public ResultsLog {
       journal::Writer w = journal::Writer::create(tmp, stored);
       for (const RunData& run : read_all(path_)) {
         w.add_run(run.info);
-        std::map<int64_t, journal::Request> by_id;
-        for (const auto& q : run.requests) by_id[q.request_id] = {run.info.name, q, {}, {}, {}};
-        for (const auto& s : run.steps) by_id[s.request_id].steps.push_back(s);
-        for (const auto& d : run.draft_tokens) by_id[d.request_id].drafts.push_back(d);
-        for (const auto& q : run.requests) {
-          journal::Request& r = by_id[q.request_id];
-          auto o = run.outputs.find(q.request_id);
-          if (o != run.outputs.end()) r.tokens = o->second;
-          w.add_request(r);
-        }
+        for (const journal::Request& r : journal::split_requests(run)) w.add_request(r);
       }
       std::error_code ec;
       std::filesystem::rename(tmp, jpath, ec);
@@ -750,17 +741,10 @@ void merge(const std::vector<std::string>& inputs, const std::string& output) {
                 "' already exists; choose another name or remove it");
   const FileInfo info = read_info(inputs[0]);
 
-  struct Request {
-    RequestRow row;
-    std::vector<StepRow> steps;
-    std::vector<DraftTokenRow> drafts;
-    std::vector<TokenId> tokens;
-    std::string file;
-  };
   struct Run {
     RunInfo info;
     std::string info_file;
-    std::map<int64_t, Request> requests;  // ordered by request_id
+    std::map<int64_t, std::pair<journal::Request, std::string>> requests;  // by request_id: rows, file
   };
   std::vector<std::string> order;
   std::map<std::string, Run> runs;
@@ -779,16 +763,12 @@ void merge(const std::vector<std::string>& inputs, const std::string& output) {
         SPECDEC_CHECK(run.info.attrs == data.info.attrs, "merge: run '", data.info.name, "' of '", input,
                       "' has other attributes than in '", run.info_file, "'");
       }
-      for (auto& r : data.requests) {
-        auto [rit, added] = run.requests.try_emplace(r.request_id);
-        SPECDEC_CHECK(added, "merge: request ", r.request_id, " of run '", data.info.name, "' is in both '",
-                      rit->second.file, "' and '", input, "'");
-        rit->second.row = r;
-        rit->second.file = input;
-        rit->second.tokens = std::move(data.outputs[r.request_id]);
+      for (auto& r : journal::split_requests(data)) {
+        const int64_t id = r.row.request_id;
+        auto [rit, added] = run.requests.try_emplace(id, std::move(r), input);
+        SPECDEC_CHECK(added, "merge: request ", id, " of run '", data.info.name, "' is in both '", rit->second.second,
+                      "' and '", input, "'");
       }
-      for (auto& s : data.steps) run.requests[s.request_id].steps.push_back(s);
-      for (auto& d : data.draft_tokens) run.requests[d.request_id].drafts.push_back(d);
     }
   }
 
@@ -800,17 +780,9 @@ void merge(const std::vector<std::string>& inputs, const std::string& output) {
     for (const auto& name : order) infos.push_back(runs[name].info);
     log.declare_runs(infos);
     for (const auto& name : order) {
-      std::vector<RequestRow> requests;
-      std::vector<StepRow> steps;
-      std::vector<DraftTokenRow> drafts;
-      std::map<int64_t, std::vector<TokenId>> outputs;
-      for (auto& [id, r] : runs[name].requests) {
-        requests.push_back(r.row);
-        steps.insert(steps.end(), r.steps.begin(), r.steps.end());
-        drafts.insert(drafts.end(), r.drafts.begin(), r.drafts.end());
-        outputs[id] = std::move(r.tokens);
-      }
-      log.write_bulk(name, requests, steps, drafts, outputs);
+      RunData d;
+      for (const auto& [id, r] : runs[name].requests) journal::add_request(d, r.first);
+      log.write_bulk(name, d.requests, d.steps, d.draft_tokens, d.outputs);
     }
     log.close();
   } catch (...) {
