@@ -53,8 +53,7 @@
 // each row in registers, in slot order (the alpha multiplies are skipped where every alpha of the tile is
 // 1: they would not change a bit).
 #include <cstdint>
-#include <map>
-#include <mutex>
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/cuda/attention.cuh"
@@ -382,43 +381,33 @@ __global__ void combine_kernel(const Params p) {
   }
 }
 
-// The split-K workspace comes from a stream-ordered pool owned by this file (one per device, created on
-// first use, kept for the process): the contract has no workspace argument, and a pool that keeps its
-// memory makes the per-call allocation a cheap bookkeeping step (also inside CUDA graph capture).
-// nullptr where the device has no memory pools: split-K is then off.
-cudaMemPool_t workspace_pool(int device) {
-  static std::mutex mu;
-  static std::map<int, cudaMemPool_t> pools;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = pools.find(device);
-  if (it != pools.end()) return it->second;
-  int supported = 0;
-  SPECDEC_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
-  cudaMemPool_t pool = nullptr;
-  if (supported) {
-    cudaMemPoolProps props{};
-    props.allocType = cudaMemAllocationTypePinned;
-    props.location.type = cudaMemLocationTypeDevice;
-    props.location.id = device;
-    SPECDEC_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
-    uint64_t keep = UINT64_MAX;  // never trim at synchronisation: the next call reuses the memory
-    SPECDEC_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+// Query-tile rows kM of the launch that attention() picks for these shapes (see launch_for_rows below).
+int query_tile_rows(int max_T, int G, int D) { return (D == 64 || D == 128) && max_T * G > 16 ? 64 : 16; }
+constexpr int kMaxTileRows = 64;
+
+// The split-K rule: split where the grid (B x Hkv x query tiles) leaves most of the GPU idle and the
+// partials ([splits][B][max_T][Hq] x (D floats + (m, l))) fit the caller's workspace.
+AttentionSplitPlan split_plan(int B, int max_T, int max_S, int Hq, int Hkv, int D, int sms, int kM,
+                              size_t workspace_bytes) {
+  AttentionSplitPlan plan;
+  const int G = Hq / Hkv;
+  const int q_tiles = (max_T * G + kM - 1) / kM;
+  const int n_splits = attention_splits(max_S);
+  const int64_t base_ctas = static_cast<int64_t>(B) * Hkv * q_tiles;
+  const size_t n_part = static_cast<size_t>(n_splits) * B * max_T * Hq;
+  const size_t acc_bytes = (n_part * D * sizeof(float) + 255) / 256 * 256;
+  const size_t ws_bytes = acc_bytes + n_part * sizeof(float2);
+  if (n_splits > 1 && base_ctas < static_cast<int64_t>(kCtasPerSm) * sms && ws_bytes <= kMaxWorkspace &&
+      ws_bytes <= workspace_bytes) {
+    plan.split_k = true;
+    plan.splits = n_splits;
+    plan.bytes = ws_bytes;
   }
-  pools.emplace(device, pool);
-  return pool;
+  return plan;
 }
 
-// Frees the workspace in stream order, also when a launch check throws.
-struct StreamFree {
-  void* p;
-  cudaStream_t stream;
-  ~StreamFree() {
-    if (p) (void)cudaFreeAsync(p, stream);
-  }
-};
-
 template <int kD, int kWarps, int kRows, int kStages>
-void launch(Params p, int max_S, cudaStream_t stream) {
+void launch(Params p, int max_S, cudaStream_t stream, AttentionWorkspace ws) {
   constexpr int kM = kWarps * kRows;
   const int q_tiles = (p.max_T * p.G + kM - 1) / kM;
   SPECDEC_CHECK(q_tiles <= 65535 && p.B * p.Hkv <= 65535, "attention grid within 65535 query tiles and ",
@@ -427,24 +416,19 @@ void launch(Params p, int max_S, cudaStream_t stream) {
   int device = 0, sms = 0;
   SPECDEC_CUDA_CHECK(cudaGetDevice(&device));
   SPECDEC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const cudaMemPool_t pool = workspace_pool(device);
   // Split-K (a CTA per split, partials folded by combine_kernel) where the grid would leave most of the GPU
-  // idle and the partials fit the workspace bound; else each CTA folds its splits itself. Either way a
-  // row's arithmetic is the same (see the top of this file): this only decides which kernel folds.
-  const int n_splits = attention_splits(max_S);
-  const int64_t base_ctas = static_cast<int64_t>(p.B) * p.Hkv * q_tiles;
-  const size_t n_part = static_cast<size_t>(n_splits) * p.B * p.max_T * p.Hq;
-  const size_t acc_bytes = (n_part * p.D * sizeof(float) + 255) / 256 * 256;
-  const size_t ws_bytes = acc_bytes + n_part * sizeof(float2);
-  const bool split_k = n_splits > 1 && pool != nullptr && base_ctas < static_cast<int64_t>(kCtasPerSm) * sms &&
-                       ws_bytes <= kMaxWorkspace;
-  p.grid_splits = split_k ? n_splits : 1;
-
-  StreamFree workspace{nullptr, stream};
+  // idle and the partials fit the caller's workspace; else each CTA folds its splits itself. Either way a
+  // row's arithmetic is the same (see the top of this file): this only decides which kernel folds. No
+  // allocation here: the workspace is the caller's (attention.cuh), so a captured graph holds none.
+  const AttentionSplitPlan plan =
+      split_plan(p.B, p.max_T, max_S, p.Hq, p.Hkv, p.D, sms, kM, ws.data ? ws.bytes : 0);
+  const bool split_k = plan.split_k;
+  p.grid_splits = plan.splits;
   if (split_k) {
-    SPECDEC_CUDA_CHECK(cudaMallocFromPoolAsync(&workspace.p, ws_bytes, pool, stream));
-    p.part_acc = static_cast<float*>(workspace.p);
-    p.part_ml = reinterpret_cast<float2*>(static_cast<char*>(workspace.p) + acc_bytes);
+    const size_t n_part = static_cast<size_t>(plan.splits) * p.B * p.max_T * p.Hq;
+    const size_t acc_bytes = (n_part * p.D * sizeof(float) + 255) / 256 * 256;
+    p.part_acc = static_cast<float*>(ws.data);
+    p.part_ml = reinterpret_cast<float2*>(static_cast<char*>(ws.data) + acc_bytes);
   }
 
   const size_t smem = smem_floats(kM, p.D, kStages) * sizeof(float);
@@ -465,17 +449,38 @@ void launch(Params p, int max_S, cudaStream_t stream) {
 // arithmetic is the same in both (its own chains, in slot order). Ring depth: 4 tiles for D = 64, 3 for
 // D = 128 (<= ~150 KB of shared memory with 64-row tiles), 2 on the generic path (D up to 256).
 template <int kD, int kStages>
-void launch_for_rows(const Params& p, int max_S, cudaStream_t stream) {
+void launch_for_rows(const Params& p, int max_S, cudaStream_t stream, AttentionWorkspace ws) {
   if (p.max_T * p.G <= 16)
-    launch<kD, 4, 4, kStages>(p, max_S, stream);
+    launch<kD, 4, 4, kStages>(p, max_S, stream, ws);
   else
-    launch<kD, 8, 8, kStages>(p, max_S, stream);
+    launch<kD, 8, 8, kStages>(p, max_S, stream, ws);
 }
 
 }  // namespace
 
+size_t attention_workspace_bytes(int max_S_bound, int Hq, int D, int sms) {
+  // A split-K call has B x Hkv x q_tiles < kCtasPerSm x sms CTAs, and B x max_T x Hq <= B x Hkv x q_tiles x kM
+  // (q_tiles = ceil(max_T x G / kM), kM <= 64): so fewer than kCtasPerSm x sms x 64 partial rows per split.
+  if (max_S_bound <= 0 || Hq <= 0 || D <= 0 || sms <= 0) return 0;
+  const size_t rows = static_cast<size_t>(kCtasPerSm) * sms * kMaxTileRows;
+  const size_t n_part = static_cast<size_t>(attention_splits(max_S_bound)) * rows;
+  const size_t bytes = (n_part * D * sizeof(float) + 255) / 256 * 256 + n_part * sizeof(float2);
+  return attention_splits(max_S_bound) > 1 ? std::min(bytes, kMaxWorkspace) : 0;
+}
+
+size_t attention_workspace_bytes_for_device(int max_S_bound, int Hq, int D, int device) {
+  int sms = 0;
+  SPECDEC_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return attention_workspace_bytes(max_S_bound, Hq, D, sms);
+}
+
+AttentionSplitPlan attention_split_plan(int B, int max_T, int max_S, int Hq, int Hkv, int D, int sms,
+                                        size_t workspace_bytes) {
+  return split_plan(B, max_T, max_S, Hq, Hkv, D, sms, query_tile_rows(max_T, Hq / Hkv, D), workspace_bytes);
+}
+
 void attention(float* out, const float* q, const AttentionBatch& batch, int B, int max_T, int max_S, int Hq, int Hkv,
-               int D, int64_t ld_kv, cudaStream_t stream) {
+               int D, int64_t ld_kv, cudaStream_t stream, AttentionWorkspace workspace) {
   SPECDEC_CHECK(B >= 0 && max_T >= 0 && max_S >= max_T, "attention bounds B >= 0, 0 <= max_T <= max_S, got B=", B,
                 " max_T=", max_T, " max_S=", max_S);
   if (B == 0 || max_T == 0) return;
@@ -501,11 +506,11 @@ void attention(float* out, const float* q, const AttentionBatch& batch, int B, i
   p.ld_kv = ld_kv;
   p.scale = 1.0f / sqrtf(static_cast<float>(D));
   if (D == 64)
-    launch_for_rows<64, 4>(p, max_S, stream);
+    launch_for_rows<64, 4>(p, max_S, stream, workspace);
   else if (D == 128)
-    launch_for_rows<128, 3>(p, max_S, stream);
+    launch_for_rows<128, 3>(p, max_S, stream, workspace);
   else
-    launch<0, 4, 4, 2>(p, max_S, stream);
+    launch<0, 4, 4, 2>(p, max_S, stream, workspace);
 }
 
 }  // namespace specdec::cuda

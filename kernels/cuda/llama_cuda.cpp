@@ -306,6 +306,11 @@ struct LlamaCuda::Impl {
   DeviceMem x, xb, q, k, v, att, gate, up, mm, head_rows, logits;
   DeviceMem w16, act16;    // GEMM path only (never inside the decode graph)
   DeviceMem in_d;          // the packed per-forward inputs (InputLayout)
+  // The attention's split-K workspace (attention.cuh: caller-owned): sized once here, at model creation, for
+  // the model's context (the max_S of every launch) and this GPU; never reallocated, so every captured decode
+  // graph holds the same pointer and no allocation; freed with the model, after its stream's work (every
+  // forward ends with a stream synchronisation, and ~Impl synchronises once more before any buffer goes).
+  DeviceMem attn_ws;
   PinnedMem in_h, logits_h, hidden_h;
   uint64_t epoch = 0;      // bumped whenever a buffer the decode graph uses moves
 
@@ -315,7 +320,7 @@ struct LlamaCuda::Impl {
     cudaGraphExec_t exec = nullptr;
     int max_S = -1;
     uint64_t epoch = 0;
-    bool warmed = false;  // one plain run first: lazy module loading, pools, attributes happen outside capture
+    bool warmed = false;  // one plain run first: lazy module loading and attributes happen outside capture
   };
   std::map<int, Graph> graphs;
   bool graphs_on = true;
@@ -323,6 +328,7 @@ struct LlamaCuda::Impl {
 
   Impl(std::shared_ptr<const LoadedModel> m, const CudaModelOptions& o);
   ~Impl() {
+    if (ctx && ctx->stream) (void)cudaStreamSynchronize(ctx->stream);  // nothing in flight uses attn_ws & co.
     for (auto& [L, g] : graphs)
       if (g.exec) (void)cudaGraphExecDestroy(g.exec);
   }
@@ -344,6 +350,9 @@ LlamaCuda::Impl::Impl(std::shared_ptr<const LoadedModel> m, const CudaModelOptio
   SPECDEC_CHECK(opts.device >= 0 && opts.device < n, "a CUDA device in 0..", n - 1, ", got ", opts.device);
   ctx = std::make_shared<Context>(opts.device);
   upload();
+  const ModelConfig& c = model->config;
+  attn_ws = DeviceMem(attention_workspace_bytes_for_device(c.max_seq_len, c.n_heads, c.head_dim, opts.device));
+  stats.attention_workspace_bytes = attn_ws.bytes();
   if (!opts.graphs) {
     graphs_on = false;
     stats.graph_disabled = "off by option (CudaModelOptions::graphs = false)";
@@ -526,7 +535,8 @@ void LlamaCuda::Impl::enqueue(const Plan& p) {
     ab.k = kptr + static_cast<size_t>(l) * B;
     ab.v = vptr + static_cast<size_t>(l) * B;
     ab.mask = maskptr;
-    attention(A, Q, ab, B, p.max_T, p.max_S, Hq, Hkv, Dh, KVD, s);
+    attention(A, Q, ab, B, p.max_T, p.max_S, Hq, Hkv, Dh, KVD, s,
+              AttentionWorkspace{attn_ws.get(), attn_ws.bytes()});
     proj(XB, A, lw.wo, R, H, QD);
     add(X, XB, static_cast<int64_t>(R) * H, s);
 
@@ -590,6 +600,19 @@ bool LlamaCuda::Impl::launch_graph(const Plan& p) {
     if (end != cudaSuccess || g == nullptr) {
       if (g) (void)cudaGraphDestroy(g);
       return give_up(std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end));
+    }
+    // Memory nodes (stream-ordered allocations captured into the graph): none expected, the workspace is ours.
+    size_t n_nodes = 0;
+    if (cudaGraphGetNodes(g, nullptr, &n_nodes) == cudaSuccess && n_nodes > 0) {
+      std::vector<cudaGraphNode_t> nodes(n_nodes);
+      if (cudaGraphGetNodes(g, nodes.data(), &n_nodes) == cudaSuccess) {
+        for (size_t i = 0; i < n_nodes; ++i) {
+          cudaGraphNodeType t{};
+          if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess &&
+              (t == cudaGraphNodeTypeMemAlloc || t == cudaGraphNodeTypeMemFree))
+            ++stats.graph_memory_nodes;
+        }
+      }
     }
     const cudaError_t inst = cudaGraphInstantiate(&graph.exec, g, 0);
     (void)cudaGraphDestroy(g);

@@ -30,6 +30,8 @@ struct CudaModelStats {
   int64_t forwards = 0;
   int64_t graph_launches = 0;    // decode steps replayed from the captured graph
   int64_t graph_captures = 0;
+  int64_t graph_memory_nodes = 0;  // allocation / free nodes in the captured graphs (0: nothing allocates)
+  size_t attention_workspace_bytes = 0;  // the split-K workspace the model owns (sized at creation)
   int64_t gemm_calls = 0;        // projections that ran cuBLAS (more than small_rows rows)
   std::string graph_disabled;    // why graphs are off ("" = on): the option, the environment, or a failed capture
 };

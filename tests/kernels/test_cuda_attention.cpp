@@ -23,12 +23,20 @@
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/online_softmax.cuh"
 #include "tests/support/cuda_buffer.h"
+#include "tests/support/numeric_checks.h"
 
 namespace {
 
 using specdec::test::DeviceBuffer;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// The caller-owned split-K workspace (attention.cuh), at its cap, so every launch that would split does.
+specdec::cuda::AttentionWorkspace workspace() {
+  static const size_t bytes = specdec::cuda::attention_workspace_bytes_for_device(1 << 22, 64, 256, 0);
+  static DeviceBuffer<uint8_t> buf(bytes);
+  return {buf.get(), bytes};
+}
 
 struct Seq {
   int T;       // query tokens of the block
@@ -142,7 +150,7 @@ std::vector<float> run_and_check(const std::vector<Seq>& seqs, Heads hd, Layout 
   batch.v = dvp.get();
   batch.mask = dmp.get();
   specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + slack_T, max_S + slack_S, Hq, Hkv, D, ld_kv,
-                           nullptr);
+                           nullptr, workspace());
   specdec::cuda::device_synchronize();
   const std::vector<float> got = dout.download();
 
@@ -188,7 +196,8 @@ struct Bounds {
 };
 constexpr Bounds kBounds[] = {{0, 0, 0}, {7, 3000, 0}, {0, 0, 8192}, {0, 0, 1 << 22}};
 
-// One launch over `seqs`; returns each sequence's output rows (T_b x Hq*D), `out` NaN before the launch.
+// One launch over `seqs`; returns each sequence's output rows (T_b x Hq*D). `out` starts as a fresh sentinel
+// NaN (a payload no other launch uses) and must be written everywhere.
 std::vector<std::vector<float>> launch(const std::vector<SeqInputs>& seqs, Heads hd, int64_t ld_kv, Bounds bd) {
   const int B = static_cast<int>(seqs.size());
   const int64_t row_floats = static_cast<int64_t>(hd.Hq) * hd.D;
@@ -221,7 +230,8 @@ std::vector<std::vector<float>> launch(const std::vector<SeqInputs>& seqs, Heads
   DeviceBuffer<int32_t> drow0(row0), dn_past(n_past);
   DeviceBuffer<const float*> dkp(kp), dvp(vp);
   DeviceBuffer<const uint8_t*> dmp(mp);
-  DeviceBuffer<float> dq(q), dout(std::vector<float>(std::max<size_t>(q.size(), 1), kNaN));
+  const float sentinel = specdec::test::fresh_sentinel();
+  DeviceBuffer<float> dq(q), dout(std::vector<float>(std::max<size_t>(q.size(), 1), sentinel));
   specdec::cuda::AttentionBatch batch;
   batch.row0 = drow0.get();
   batch.n_past = dn_past.get();
@@ -230,9 +240,15 @@ std::vector<std::vector<float>> launch(const std::vector<SeqInputs>& seqs, Heads
   batch.mask = dmp.get();
   const int bound_S = bd.max_S_override > 0 ? bd.max_S_override : max_S + bd.slack_S;
   specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + bd.slack_T, bound_S, hd.Hq, hd.Hkv, hd.D, ld_kv,
-                           nullptr);
+                           nullptr, workspace());
   specdec::cuda::device_synchronize();
   const std::vector<float> got = dout.download();
+  // Every output row written: the sentinel (a NaN no other launch's buffer starts with) is gone everywhere,
+  // so a launch that wrote nothing can never be "bit-identical" to another.
+  const size_t rows_floats = static_cast<size_t>(row0[B]) * row_floats;
+  INFO(specdec::test::unwritten({got.data(), rows_floats}, sentinel) << " of " << rows_floats
+                                                                      << " output floats left unwritten");
+  REQUIRE(specdec::test::unwritten({got.data(), rows_floats}, sentinel) == 0);
   std::vector<std::vector<float>> out(B);
   for (int b = 0; b < B; ++b)
     out[b].assign(got.begin() + row0[b] * row_floats, got.begin() + row0[b + 1] * row_floats);
@@ -245,8 +261,9 @@ std::vector<float> row_of(const std::vector<float>& rows, int t, Heads hd) {
   return std::vector<float>(rows.begin() + t * n, rows.begin() + (t + 1) * n);
 }
 
+// Same bits and all finite (numeric_checks.h): two NaNs are never "the same result".
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return specdec::test::bit_equal_finite(a, b);
 }
 
 // Random inputs of one sequence: capacity slots of K/V (>= n_past + T; finite everywhere), q rows.

@@ -29,6 +29,7 @@
 #include "kernels/cuda/matmul_quant.cuh"
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/errors.h"
+#include "tests/support/numeric_checks.h"
 #include "tests/support/quant_blocks.h"
 
 namespace {
@@ -106,11 +107,16 @@ std::pair<double, double> bound_factors(DType t, int K) {
 // out (T, N) from the GPU for x (T, K); scratch sized for T.
 std::vector<float> gpu_matmul(const DeviceBuffer<float>& dx, const DeviceBuffer<uint8_t>& dW, DType t, int T, int N,
                               int K) {
-  DeviceBuffer<float> dout(static_cast<size_t>(T) * N);
+  // Output starts as a sentinel NaN no other buffer holds, and must be written everywhere: a launch that
+  // wrote nothing cannot equal the CPU or another launch (specdec::test::fresh_sentinel, numeric_checks.h).
+  const float sentinel = specdec::test::fresh_sentinel();
+  DeviceBuffer<float> dout(std::vector<float>(static_cast<size_t>(T) * N, sentinel));
   DeviceBuffer<uint8_t> scratch(cuda::matmul_small_scratch_bytes(T, K));
   cuda::matmul_small(dout.get(), dx.get(), dW.get(), t, T, N, K, scratch.get(), nullptr);
   cuda::device_synchronize();
-  return dout.download();
+  auto out = dout.download();
+  REQUIRE(specdec::test::unwritten(out, sentinel) == 0);
+  return out;
 }
 
 void check_against_cpu(DType t, const std::vector<int>& Ks) {
@@ -149,13 +155,15 @@ void check_batch_invariance(DType t, const std::vector<int>& Ks) {
         const auto x = randn(static_cast<size_t>(T) * K, static_cast<uint32_t>(T * 3 + K));
         const DeviceBuffer<float> dx(x);
         const auto whole = gpu_matmul(dx, dW, t, T, N, K);
-        DeviceBuffer<float> dout(static_cast<size_t>(T) * N);
+        const float sentinel = specdec::test::fresh_sentinel();
+        DeviceBuffer<float> dout(std::vector<float>(static_cast<size_t>(T) * N, sentinel));
         DeviceBuffer<uint8_t> scratch(cuda::matmul_small_scratch_bytes(1, K));
         for (int r = 0; r < T; ++r)
           cuda::matmul_small(dout.get() + static_cast<size_t>(r) * N, dx.get() + static_cast<size_t>(r) * K,
                              dW.get(), t, 1, N, K, scratch.get(), nullptr);
         cuda::device_synchronize();
         const auto rows = dout.download();
+        REQUIRE(specdec::test::unwritten(rows, sentinel) == 0);
         for (size_t i = 0; i < whole.size(); ++i) {
           INFO(cpu::dtype_info(t).name << " T=" << T << " N=" << N << " K=" << K << " i=" << i);
           REQUIRE(bits(whole[i]) == bits(rows[i]));
@@ -164,10 +172,12 @@ void check_batch_invariance(DType t, const std::vector<int>& Ks) {
           std::vector<float> shifted(x.size() + 1);
           std::copy(x.begin(), x.end(), shifted.begin() + 1);
           const DeviceBuffer<float> ds(shifted);
-          DeviceBuffer<float> dout2(static_cast<size_t>(T) * N);
+          const float sentinel2 = specdec::test::fresh_sentinel();
+          DeviceBuffer<float> dout2(std::vector<float>(static_cast<size_t>(T) * N, sentinel2));
           cuda::matmul_small(dout2.get(), ds.get() + 1, dW.get(), t, T, N, K, nullptr, nullptr);
           cuda::device_synchronize();
           const auto unaligned = dout2.download();
+          REQUIRE(specdec::test::unwritten(unaligned, sentinel2) == 0);
           for (size_t i = 0; i < whole.size(); ++i) REQUIRE(bits(whole[i]) == bits(unaligned[i]));
         }
       }

@@ -1,4 +1,5 @@
-// Catch2 main for GPU test executables: exits 77 (CTest: skipped) when no CUDA device is usable.
+// Catch2 main for GPU test executables: exits 77 (CTest: skipped) only where no CUDA device exists, 1 on any
+// other device-count error (tests/support/gpu.h states the rule).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
