@@ -144,13 +144,21 @@ int cmd_generate(const std::vector<std::string>& args) {
                res.decode_seconds, n / std::max(res.decode_seconds, 1e-9),
                res.stopped ? " (stopped at end of generation)" : "");
   if (drafter_info) {
-    const int drafted = res.drafted_tokens();
+    // The definitions of docs/metrics.md (SpecStats; speedup per emitted token, prefill excluded, and
+    // end to end as a second figure), the same as `specdec run`'s summary and `specdec report`.
+    const SpecStats st = res.stats();
+    auto per_token = [](double s, size_t n) { return n ? s / static_cast<double>(n) : 0.0; };
+    const double run_tok = per_token(res.decode_seconds, res.tokens.size());
+    const double run_e2e = per_token(res.prefill_seconds + res.decode_seconds, res.tokens.size());
+    const double speedup = run_tok > 0 ? per_token(ar.decode_seconds, ar.tokens.size()) / run_tok : 0.0;
+    const double speedup_e2e =
+        run_e2e > 0 ? per_token(ar.prefill_seconds + ar.decode_seconds, ar.tokens.size()) / run_e2e : 0.0;
     std::fprintf(stderr,
-                 "drafter %s, k = %d, rule %s%s: tau %.3f tokens per target pass (%zu passes), draft acceptance "
-                 "%.1f%% (%d/%d), speedup over AR %.2fx (AR %.1f tok/s)%s\n",
-                 drafter_name.c_str(), opts.k, rule->name().c_str(), rule->lossless() ? "" : " (lossy)", res.tau(),
-                 res.steps.size(), drafted ? 100.0 * res.accepted_draft_tokens() / drafted : 0.0,
-                 res.accepted_draft_tokens(), drafted, ar.decode_seconds / std::max(res.decode_seconds, 1e-9),
+                 "drafter %s, k = %d, rule %s%s: tau %.3f tokens per target pass (%lld passes), acc_rate "
+                 "%.1f%% (%lld/%lld drafted), speedup over AR %.2fx per token (end to end %.2fx; AR %.1f tok/s)%s\n",
+                 drafter_name.c_str(), opts.k, rule->name().c_str(), rule->lossless() ? "" : " (lossy)", st.tau(),
+                 static_cast<long long>(st.steps()), st.drafted() ? 100.0 * st.acc_rate() : 0.0,
+                 static_cast<long long>(st.accepted()), static_cast<long long>(st.drafted()), speedup, speedup_e2e,
                  ar.tokens.size() / std::max(ar.decode_seconds, 1e-9),
                  opts.sampling.greedy() && rule->lossless() ? (res.tokens == ar.tokens ? "; output identical to AR" :
                                                                                          "; OUTPUT DIFFERS FROM AR")

@@ -6,7 +6,9 @@ if(NOT TARGET specdec_results)
     ${CMAKE_CURRENT_LIST_DIR}/results_log.cpp
     ${CMAKE_CURRENT_LIST_DIR}/results_read.cpp
     ${CMAKE_CURRENT_LIST_DIR}/results_hdf5.cpp
-    ${CMAKE_CURRENT_LIST_DIR}/results_journal.cpp)
+    ${CMAKE_CURRENT_LIST_DIR}/results_journal.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/results_schema.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/results_metrics.cpp)
   target_include_directories(specdec_results PUBLIC ${PROJECT_SOURCE_DIR})
   if(TARGET hdf5::hdf5)
     target_link_libraries(specdec_results PUBLIC specdec_core PRIVATE hdf5::hdf5)   # the C library alone

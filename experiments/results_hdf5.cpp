@@ -20,15 +20,6 @@ Hid make(hid_t id, Hid::Closer close, const std::string& path, const char* what)
   return Hid(id, close);
 }
 
-// A fixed-length, null-terminated UTF-8 string of `bytes` bytes.
-Hid fixed_string(size_t bytes) {
-  Hid t(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(t, bytes);
-  H5Tset_strpad(t, H5T_STR_NULLTERM);
-  H5Tset_cset(t, H5T_CSET_UTF8);
-  return t;
-}
-
 Hid vl_string() {
   Hid t(H5Tcopy(H5T_C_S1), H5Tclose);
   H5Tset_size(t, H5T_VARIABLE);
@@ -36,9 +27,14 @@ Hid vl_string() {
   return t;
 }
 
-Hid packed(hid_t mem) {
-  Hid t(H5Tcopy(mem), H5Tclose);
-  H5Tpack(t);
+}  // namespace
+
+// A fixed-length, null-terminated UTF-8 string of `bytes` bytes.
+Hid fixed_string(size_t bytes) {
+  Hid t(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(t, bytes);
+  H5Tset_strpad(t, H5T_STR_NULLTERM);
+  H5Tset_cset(t, H5T_CSET_UTF8);
   return t;
 }
 
@@ -51,7 +47,6 @@ void copy_fixed(char* dst, size_t bytes, const std::string& s, const std::string
 
 std::string from_fixed(const char* src, size_t bytes) { return std::string(src, strnlen(src, bytes)); }
 
-}  // namespace
 
 std::string message(const std::string& path, const std::string& what) {
   std::string detail;
@@ -62,115 +57,10 @@ std::string message(const std::string& path, const std::string& what) {
   return msg;
 }
 
-// ---- types -------------------------------------------------------------------------------------------
-
-#define SPECDEC_FIELD(type, Rec, field, h5type) H5Tinsert(type, #field, HOFFSET(Rec, field), h5type)
-
-Types::Types() {
-  Hid prompt = fixed_string(kPromptIdBytes), category = fixed_string(kCategoryBytes);
-
-  request = Hid(H5Tcreate(H5T_COMPOUND, sizeof(RequestRec)), H5Tclose);
-  SPECDEC_FIELD(request, RequestRec, request_id, H5T_NATIVE_INT64);
-  SPECDEC_FIELD(request, RequestRec, prompt_id, prompt);
-  SPECDEC_FIELD(request, RequestRec, category, category);
-  SPECDEC_FIELD(request, RequestRec, repeat, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(request, RequestRec, prompt_tokens, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(request, RequestRec, new_tokens, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(request, RequestRec, wall_time_s, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(request, RequestRec, prefill_s, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(request, RequestRec, decode_s, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(request, RequestRec, steps, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(request, RequestRec, tau, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(request, RequestRec, stopped, H5T_NATIVE_INT8);
-
-  step = Hid(H5Tcreate(H5T_COMPOUND, sizeof(StepRec)), H5Tclose);
-  SPECDEC_FIELD(step, StepRec, request_id, H5T_NATIVE_INT64);
-  SPECDEC_FIELD(step, StepRec, step, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, n_proposed, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, n_accepted, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, tree_nodes, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, max_depth, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, t_draft_us, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(step, StepRec, t_verify_us, H5T_NATIVE_DOUBLE);
-  SPECDEC_FIELD(step, StepRec, context_len, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(step, StepRec, batch_size, H5T_NATIVE_INT32);
-
-  draft = Hid(H5Tcreate(H5T_COMPOUND, sizeof(DraftRec)), H5Tclose);
-  SPECDEC_FIELD(draft, DraftRec, request_id, H5T_NATIVE_INT64);
-  SPECDEC_FIELD(draft, DraftRec, step, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(draft, DraftRec, node, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(draft, DraftRec, parent, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(draft, DraftRec, depth, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(draft, DraftRec, token, H5T_NATIVE_INT32);
-  SPECDEC_FIELD(draft, DraftRec, p_target, H5T_NATIVE_FLOAT);
-  SPECDEC_FIELD(draft, DraftRec, q_draft, H5T_NATIVE_FLOAT);
-  SPECDEC_FIELD(draft, DraftRec, u, H5T_NATIVE_FLOAT);
-  SPECDEC_FIELD(draft, DraftRec, visited, H5T_NATIVE_INT8);
-  SPECDEC_FIELD(draft, DraftRec, accepted, H5T_NATIVE_INT8);
-
-  output = Hid(H5Tcreate(H5T_COMPOUND, sizeof(OutputRec)), H5Tclose);
-  SPECDEC_FIELD(output, OutputRec, request_id, H5T_NATIVE_INT64);
-  SPECDEC_FIELD(output, OutputRec, offset, H5T_NATIVE_INT64);
-  SPECDEC_FIELD(output, OutputRec, length, H5T_NATIVE_INT32);
-
-  id_only = Hid(H5Tcreate(H5T_COMPOUND, sizeof(int64_t)), H5Tclose);
-  H5Tinsert(id_only, "request_id", 0, H5T_NATIVE_INT64);
-
-  request_file = packed(request);
-  step_file = packed(step);
-  draft_file = packed(draft);
-  output_file = packed(output);
-}
-
-#undef SPECDEC_FIELD
-
-RequestRec to_rec(const RequestRow& r, const std::string& path) {
-  RequestRec x{};
-  x.request_id = r.request_id;
-  copy_fixed(x.prompt_id, sizeof x.prompt_id, r.prompt_id, path, "prompt_id");
-  copy_fixed(x.category, sizeof x.category, r.category, path, "category");
-  x.repeat = r.repeat;
-  x.prompt_tokens = r.prompt_tokens;
-  x.new_tokens = r.new_tokens;
-  x.wall_time_s = r.wall_time_s;
-  x.prefill_s = r.prefill_s;
-  x.decode_s = r.decode_s;
-  x.steps = r.steps;
-  x.tau = r.tau;
-  x.stopped = r.stopped ? 1 : 0;
-  return x;
-}
-StepRec to_rec(const StepRow& r) {
-  return {r.request_id, r.step,       r.n_proposed,  r.n_accepted, r.tree_nodes,
-          r.max_depth,  r.t_draft_us, r.t_verify_us, r.context_len, r.batch_size};
-}
-DraftRec to_rec(const DraftTokenRow& r) {
-  return {r.request_id, r.step, r.node, r.parent, r.depth, r.token, r.p_target, r.q_draft, r.u,
-          static_cast<int8_t>(r.visited ? 1 : 0), static_cast<int8_t>(r.accepted ? 1 : 0)};
-}
-RequestRow from_rec(const RequestRec& x) {
-  RequestRow r;
-  r.request_id = x.request_id;
-  r.prompt_id = from_fixed(x.prompt_id, sizeof x.prompt_id);
-  r.category = from_fixed(x.category, sizeof x.category);
-  r.repeat = x.repeat;
-  r.prompt_tokens = x.prompt_tokens;
-  r.new_tokens = x.new_tokens;
-  r.wall_time_s = x.wall_time_s;
-  r.prefill_s = x.prefill_s;
-  r.decode_s = x.decode_s;
-  r.steps = x.steps;
-  r.tau = x.tau;
-  r.stopped = x.stopped != 0;
-  return r;
-}
-StepRow from_rec(const StepRec& x) {
-  return {x.request_id, x.step,       x.n_proposed,  x.n_accepted, x.tree_nodes,
-          x.max_depth,  x.t_draft_us, x.t_verify_us, x.context_len, x.batch_size};
-}
-DraftTokenRow from_rec(const DraftRec& x) {
-  return {x.request_id, x.step, x.node, x.parent, x.depth, x.token, x.p_target, x.q_draft, x.u,
-          x.visited != 0, x.accepted != 0};
+Hid id_only_type() {
+  Hid t(H5Tcreate(H5T_COMPOUND, sizeof(int64_t)), H5Tclose);
+  H5Tinsert(t, "request_id", 0, H5T_NATIVE_INT64);
+  return t;
 }
 
 // ---- files -------------------------------------------------------------------------------------------
@@ -261,14 +151,16 @@ std::vector<std::string> attr_names(const std::string& path, hid_t loc, const st
   return names;
 }
 
-FileInfo read_file_info(const std::string& path, hid_t file) {
+FileInfo read_file_info(const std::string& path, hid_t file, int* version_out) {
   SPECDEC_CHECK(has_attr(file, "schema_version"), "results log '", path,
                 "' has no schema_version attribute: not a specdec results log");
   Hid attr = make(H5Aopen(file, "schema_version", H5P_DEFAULT), H5Aclose, path, "cannot open /schema_version");
   int32_t version = 0;
   SPECDEC_H5(H5Aread(attr, H5T_NATIVE_INT32, &version), path, "cannot read /schema_version as an int32");
-  SPECDEC_CHECK(version == kSchemaVersion, "results log '", path, "' has schema_version ", version,
-                "; this build reads and writes schema_version ", kSchemaVersion);
+  SPECDEC_CHECK(version >= kOldestSchemaVersion && version <= kSchemaVersion, "results log '", path,
+                "' has schema_version ", version, "; this build reads schema_version ", kOldestSchemaVersion, " to ",
+                kSchemaVersion, " and writes ", kSchemaVersion);
+  if (version_out) *version_out = version;
   FileInfo info;
   info.specdec_version = read_string_attr(path, file, "/", "specdec_version");
   info.config_text = read_string_attr(path, file, "/", "config");

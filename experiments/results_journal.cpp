@@ -1,5 +1,5 @@
 // The results log's write-ahead journal (results_journal.h). Layout, little-endian:
-//   header  "SPDJRNL1"
+//   header  "SPDJRNL2" (the format of schema version 2; "SPDJRNL1" journals are refused with a message)
 //   record  u32 magic 0x4345524a ("JREC") | u8 type | u32 payload bytes | payload | u32 CRC-32 of type+payload
 // types: 1 FileInfo, 2 RunInfo, 3 Request. Strings are u32 length + bytes; rows are written field by field.
 #include "experiments/results_journal.h"
@@ -18,11 +18,13 @@
 #include <utility>
 
 #include "core/error.h"
+#include "experiments/results_schema.h"
 
 namespace specdec::results::journal {
 namespace {
 
-constexpr char kHeader[8] = {'S', 'P', 'D', 'J', 'R', 'N', 'L', '1'};
+// The last byte is the journal format: 2 since schema version 2 (the rows' columns follow results_schema.h).
+constexpr char kHeader[8] = {'S', 'P', 'D', 'J', 'R', 'N', 'L', '2'};
 constexpr uint32_t kRecordMagic = 0x4345524au;
 enum : uint8_t { kInfo = 1, kRun = 2, kRequest = 3 };
 constexpr uint32_t kMaxPayload = 1u << 30;  // a sanity bound: a longer length is a torn or corrupt record
@@ -147,21 +149,23 @@ template <typename Io>
 void fields(Io& io, RunInfo& r) {
   io(r.name), io(r.attrs);
 }
+// The table rows: every column results_schema.h lists, in its order.
+template <typename Io, typename Row>
+void table_fields(Io& io, Row& r) {
+  schema::for_each_field<Row>([&](const auto& f) { io(r.*f.member); });
+}
 template <typename Io>
 void fields(Io& io, StepRow& s) {
-  io(s.request_id), io(s.step), io(s.n_proposed), io(s.n_accepted), io(s.tree_nodes), io(s.max_depth);
-  io(s.t_draft_us), io(s.t_verify_us), io(s.context_len), io(s.batch_size);
+  table_fields(io, s);
 }
 template <typename Io>
 void fields(Io& io, DraftTokenRow& d) {
-  io(d.request_id), io(d.step), io(d.node), io(d.parent), io(d.depth), io(d.token), io(d.p_target);
-  io(d.q_draft), io(d.u), io(d.visited), io(d.accepted);
+  table_fields(io, d);
 }
 template <typename Io>
 void fields(Io& io, Request& r) {
-  RequestRow& q = r.row;
-  io(r.run), io(q.request_id), io(q.prompt_id), io(q.category), io(q.repeat), io(q.prompt_tokens);
-  io(q.new_tokens), io(q.wall_time_s), io(q.prefill_s), io(q.decode_s), io(q.steps), io(q.tau), io(q.stopped);
+  io(r.run);
+  table_fields(io, r.row);
   io(r.steps), io(r.drafts), io(r.tokens);
 }
 
@@ -198,6 +202,11 @@ Contents read(const std::string& journal_path) {
   const std::string data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   Contents c;
   c.file_bytes = data.size();
+  SPECDEC_CHECK(!(data.size() >= sizeof kHeader && std::memcmp(data.data(), kHeader, sizeof kHeader - 1) == 0 &&
+                  data[sizeof kHeader - 1] != kHeader[sizeof kHeader - 1]),
+                "results journal '", journal_path, "': written by another specdec version (journal format '",
+                data.substr(0, sizeof kHeader), "', this build reads '", std::string(kHeader, sizeof kHeader),
+                "'); repair or resume it with the build that wrote it, or move it away");
   SPECDEC_CHECK(data.size() >= sizeof kHeader && std::memcmp(data.data(), kHeader, sizeof kHeader) == 0,
                 "results journal '", journal_path, "': not a specdec results journal (wrong magic)");
   size_t pos = sizeof kHeader;

@@ -39,13 +39,18 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <random>
+#include <thread>
 #include <optional>
 #include <sstream>
 
 #include "experiments/results_hdf5.h"
 #include "experiments/results_journal.h"
+#include "experiments/results_schema.h"
 
 namespace specdec::results {
 
@@ -265,7 +270,17 @@ class Hdf5ResultsLog final : public ResultsLog {
     row.steps = static_cast<int32_t>(res.steps.size());
     row.tau = res.tau();
     row.stopped = rec.stopped;
-    h5::to_rec(row, path_);  // checks the string lengths before anything is written
+    row.invocation = rec.timing.invocation;
+    row.host = rec.timing.host;
+    row.host_cores = rec.timing.host_cores;
+    row.load_avg = rec.timing.load_avg;
+    row.threads = rec.timing.threads;
+    row.device = rec.timing.device;
+    {  // checks the string lengths before anything is written
+      const h5::Layout l = h5::layout<RequestRow>();
+      std::vector<char> buf(l.size);
+      h5::encode(l, row, buf.data(), path_);
+    }
 
     journal::Request jr;
     jr.run = run;
@@ -273,12 +288,20 @@ class Hdf5ResultsLog final : public ResultsLog {
     jr.tokens = res.tokens;
     jr.steps.reserve(res.steps.size());
     for (const auto& s : res.steps) {
-      jr.steps.push_back({rec.request_id, s.step, s.n_proposed, s.n_accepted,
-                          tree_proposal(s) ? static_cast<int32_t>(s.nodes.size()) : 0, s.max_depth, s.t_draft_us,
-                          s.t_verify_us, s.context_len, rec.batch_size});
+      jr.steps.push_back({.request_id = rec.request_id,
+                          .step = s.step,
+                          .n_proposed = s.n_proposed,
+                          .n_accepted = s.n_accepted,
+                          .n_emitted = s.n_emitted,
+                          .tree_nodes = tree_proposal(s) ? static_cast<int32_t>(s.nodes.size()) : 0,
+                          .max_depth = s.max_depth,
+                          .t_draft_us = s.t_draft_us,
+                          .t_verify_us = s.t_verify_us,
+                          .context_len = s.context_len,
+                          .batch_size = rec.batch_size});
       for (const auto& n : s.nodes)
-        jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, n.p_target, n.q_draft, n.u,
-                             n.visited, n.accepted});
+        jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, static_cast<float>(n.p_target),
+                             static_cast<float>(n.q_draft), static_cast<float>(n.u), n.visited, n.accepted});
     }
     if (journal_) journal_->add_request(jr);  // durable before the HDF5 file sees it
     maybe_crash(testing::CrashPoint::kAfterJournal);
@@ -318,14 +341,8 @@ class Hdf5ResultsLog final : public ResultsLog {
     h5::Quiet quiet;
     check_usable();
     leave_swmr();
-    std::vector<h5::RequestRec> req;
-    std::vector<h5::StepRec> st;
-    std::vector<h5::DraftRec> dr;
-    std::vector<h5::OutputRec> out;
+    std::vector<OutputRow> out;
     std::vector<TokenId> tokens;
-    for (const auto& r : requests) req.push_back(h5::to_rec(r, path_));
-    for (const auto& s : steps) st.push_back(h5::to_rec(s));
-    for (const auto& d : drafts) dr.push_back(h5::to_rec(d));
     const auto base =
         static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens)));
     for (const auto& r : requests) {
@@ -335,12 +352,12 @@ class Hdf5ResultsLog final : public ResultsLog {
       out.push_back({r.request_id, base + static_cast<int64_t>(tokens.size()), static_cast<int32_t>(toks.size())});
       tokens.insert(tokens.end(), toks.begin(), toks.end());
     }
-    append_to(run, h5::kDraftTokens, types_.draft, dr.data(), dr.size());
-    append_to(run, h5::kSteps, types_.step, st.data(), st.size());
-    append_to(run, h5::kOutputs, types_.output, out.data(), out.size());
-    append_to(run, h5::kOutputTokens, H5T_NATIVE_INT32, tokens.data(), tokens.size());
+    append_to(run, drafts);
+    append_to(run, steps);
+    append_to(run, out);
+    append_tokens(run, tokens);
     flush();
-    append_to(run, h5::kRequests, types_.request, req.data(), req.size());
+    append_to(run, requests);
     flush();
     for (const auto& r : requests) runs_[run].finished.insert(r.request_id);
   }
@@ -359,9 +376,14 @@ class Hdf5ResultsLog final : public ResultsLog {
 
   void flush() { SPECDEC_H5(H5Fflush(file_, H5F_SCOPE_LOCAL), path_, "cannot flush"); }
 
-  void append_to(const std::string& run, const char* table, hid_t memtype, const void* rows, size_t n) {
-    if (n == 0) return;
-    h5::append_rows(path_, this->table(run, table), h5::table_path(run, table), memtype, rows, n);
+  template <class Row>
+  void append_to(const std::string& run, const std::vector<Row>& rows) {
+    const char* name = schema::Table<Row>::name;
+    h5::append_table(path_, table(run, name), h5::table_path(run, name), rows);
+  }
+  void append_tokens(const std::string& run, const std::vector<TokenId>& tokens) {
+    h5::append_rows(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens), H5T_NATIVE_INT32,
+                    tokens.data(), tokens.size());
   }
 
   // The open handle of a table, kept across appends: its chunk cache then holds each table's last,
@@ -375,34 +397,24 @@ class Hdf5ResultsLog final : public ResultsLog {
 
   // One request's rows into the HDF5 tables (append, and replaying a journal).
   void write_rows(const journal::Request& r) {
-    std::vector<h5::StepRec> steps;
-    std::vector<h5::DraftRec> drafts;
-    steps.reserve(r.steps.size());
-    drafts.reserve(r.drafts.size());
-    for (const auto& s : r.steps) steps.push_back(h5::to_rec(s));
-    for (const auto& d : r.drafts) drafts.push_back(h5::to_rec(d));
-    write_request(r.run, h5::to_rec(r.row, path_), steps, drafts, r.tokens);
-    runs_[r.run].finished.insert(r.row.request_id);
-  }
-
-  void write_request(const std::string& run, const h5::RequestRec& request, const std::vector<h5::StepRec>& steps,
-                     const std::vector<h5::DraftRec>& drafts, const std::vector<TokenId>& tokens) {
+    const std::string& run = r.run;
     enter_swmr();
     broken_ = true;  // until the requests row is flushed: a failure in between leaves a partial request
-    const h5::OutputRec output{
-        request.request_id,
-        static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens))),
-        static_cast<int32_t>(tokens.size())};
-    append_to(run, h5::kDraftTokens, types_.draft, drafts.data(), drafts.size());
-    append_to(run, h5::kSteps, types_.step, steps.data(), steps.size());
-    append_to(run, h5::kOutputs, types_.output, &output, 1);
-    append_to(run, h5::kOutputTokens, H5T_NATIVE_INT32, tokens.data(), tokens.size());
+    const std::vector<OutputRow> output{
+        {r.row.request_id,
+         static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens))),
+         static_cast<int32_t>(r.tokens.size())}};
+    append_to(run, r.drafts);
+    append_to(run, r.steps);
+    append_to(run, output);
+    append_tokens(run, r.tokens);
     maybe_crash(testing::CrashPoint::kBeforeFirstFlush);
     flush();  // phase 1: the request's rows in every other table are on disk ...
     maybe_crash(testing::CrashPoint::kAfterFirstFlush);
-    append_to(run, h5::kRequests, types_.request, &request, 1);
+    append_to(run, std::vector<RequestRow>{r.row});
     flush();  // ... before its requests row, the commit record, is
     broken_ = false;
+    runs_[run].finished.insert(r.row.request_id);
   }
 
   // ---- file lifecycle --------------------------------------------------------------------------------
@@ -455,6 +467,7 @@ class Hdf5ResultsLog final : public ResultsLog {
     h5::write_string_attr(path_, file_, "/", "host", info.host_json);
     h5::write_string_attr(path_, file_, "/", "seeds", info.seeds);
     h5::write_string_attr(path_, file_, "/", "start_time", info.start_time);
+    h5::write_string_attr(path_, file_, "/", "columns", schema_json());  // the column list, for readers
     Hid gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
     H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);  // runs listed as declared
     Hid runs(SPECDEC_H5(H5Gcreate2(file_, "runs", H5P_DEFAULT, gcpl, H5P_DEFAULT), path_, "cannot create /runs"),
@@ -537,7 +550,11 @@ class Hdf5ResultsLog final : public ResultsLog {
   void reopen(const FileInfo& info, bool seed_journal) {
     {  // schema and config first, read-only: a refused resume leaves the file untouched
       Hid file = h5::open_for_read(path_);
-      const FileInfo stored = h5::read_file_info(path_, file);
+      int version = 0;
+      const FileInfo stored = h5::read_file_info(path_, file, &version);
+      SPECDEC_CHECK(version == kSchemaVersion, "results log '", path_, "' has schema_version ", version,
+                    "; this build appends to schema_version ", kSchemaVersion, " only (`specdec merge ", path_,
+                    " -o NEW.h5` rewrites it as version ", kSchemaVersion, ")");
       check_same_config(path_, stored.config_text, info.config_text);
     }
     if (seed_journal) {
@@ -574,12 +591,12 @@ class Hdf5ResultsLog final : public ResultsLog {
   // Drops the rows of a request that never got its requests row (only ever at the tail of each table)
   // and returns the finished request ids.
   std::set<int64_t> recover(const std::string& run) {
-    const h5::Types& t = types_;
+    const Hid id_only = h5::id_only_type();
     // requests: a row is finished once its data reached the disk (request_id >= 0; -1 is the fill value).
     const hid_t req = table(run, h5::kRequests);
     const std::string req_obj = h5::table_path(run, h5::kRequests);
     std::vector<int64_t> ids(h5::table_size(path_, req, req_obj));
-    if (!ids.empty()) h5::read_rows(path_, req, req_obj, t.id_only, ids.data());
+    if (!ids.empty()) h5::read_rows(path_, req, req_obj, id_only, ids.data());
     std::set<int64_t> finished;
     size_t keep = 0;
     while (keep < ids.size() && ids[keep] >= 0) {
@@ -598,7 +615,7 @@ class Hdf5ResultsLog final : public ResultsLog {
       const hid_t ds = this->table(run, table);
       const std::string obj = h5::table_path(run, table);
       std::vector<int64_t> rid(h5::table_size(path_, ds, obj));
-      if (!rid.empty()) h5::read_rows(path_, ds, obj, t.id_only, rid.data());
+      if (!rid.empty()) h5::read_rows(path_, ds, obj, id_only, rid.data());
       size_t n = rid.size();
       while (n > 0 && !finished.count(rid[n - 1])) --n;
       for (size_t i = 0; i < n; ++i)
@@ -606,8 +623,7 @@ class Hdf5ResultsLog final : public ResultsLog {
                       rid[i], ", which never finished, yet rows of finished requests follow it (damaged file)");
       if (n < rid.size()) h5::set_table_size(path_, ds, obj, n);
       if (std::string_view(table) == h5::kOutputs && n > 0) {
-        std::vector<h5::OutputRec> rows(rid.size());
-        h5::read_rows(path_, ds, obj, t.output, rows.data());
+        const std::vector<OutputRow> rows = h5::read_table<OutputRow>(path_, ds, obj);
         for (size_t i = 0; i < n; ++i) out_tokens_end = std::max(out_tokens_end, rows[i].offset + rows[i].length);
       }
     }
@@ -664,24 +680,26 @@ class Hdf5ResultsLog final : public ResultsLog {
     Hid group(SPECDEC_H5(H5Gcreate2(file_, obj.c_str(), H5P_DEFAULT, gcpl, H5P_DEFAULT), path_, "cannot create ", obj),
               H5Gclose);
     for (const auto& [key, value] : run.attrs) h5::write_string_attr(path_, group, obj, key, value);
-    const h5::Types& t = types_;
-    h5::RequestRec fill_request{};
-    fill_request.request_id = -1;
-    h5::StepRec fill_step{};
-    fill_step.request_id = -1;
-    h5::DraftRec fill_draft{};
-    fill_draft.request_id = -1;
-    h5::OutputRec fill_output{};
-    fill_output.request_id = -1;
+    create_table<RequestRow>(group, run.name, kChunkRequests);
+    create_table<StepRow>(group, run.name, kChunkSteps);
+    create_table<DraftTokenRow>(group, run.name, kChunkDraft);
+    create_table<OutputRow>(group, run.name, kChunkOutputs);
     const int32_t fill_token = -1;
-    create_table(group, run.name, h5::kRequests, t.request_file, t.request, &fill_request, kChunkRequests);
-    create_table(group, run.name, h5::kSteps, t.step_file, t.step, &fill_step, kChunkSteps);
-    create_table(group, run.name, h5::kDraftTokens, t.draft_file, t.draft, &fill_draft, kChunkDraft);
-    create_table(group, run.name, h5::kOutputs, t.output_file, t.output, &fill_output, kChunkOutputs);
     create_table(group, run.name, h5::kOutputTokens, H5T_STD_I32LE, H5T_NATIVE_INT32, &fill_token,
                  kChunkOutputTokens);
     order_.push_back(run.name);
     runs_[run.name].info = run;
+  }
+
+  // The table of Row: its packed compound, fill value a row with request_id = -1.
+  template <class Row>
+  void create_table(hid_t group, const std::string& run, hsize_t chunk_rows) {
+    const h5::Layout l = h5::layout<Row>();
+    Row fill{};
+    fill.request_id = -1;
+    std::vector<char> buf(l.size);
+    h5::encode(l, fill, buf.data(), path_);
+    create_table(group, run, schema::Table<Row>::name, l.type, l.type, buf.data(), chunk_rows);
   }
 
   // A 1-D, empty, unlimited, chunked, shuffle + gzip table whose fill value is `fill` (request_id = -1).
@@ -702,7 +720,6 @@ class Hdf5ResultsLog final : public ResultsLog {
   }
 
   std::string path_;
-  h5::Types types_;
   Hid file_;
   std::map<std::string, std::map<std::string, Hid>> tables_;  // run -> table -> open dataset
   bool swmr_ = false;
@@ -789,6 +806,31 @@ void merge(const std::vector<std::string>& inputs, const std::string& output) {
     log.abandon();
     throw;
   }
+}
+
+TimingContext current_timing_context(const std::string& device, int threads) {
+  static const std::string invocation = [] {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char when[24];
+    std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &tm);
+    std::random_device rd;
+    char id[kInvocationBytes];
+    std::snprintf(id, sizeof id, "%s-%d-%08x", when, static_cast<int>(::getpid()), static_cast<unsigned>(rd()));
+    return std::string(id);
+  }();
+  TimingContext c;
+  c.invocation = invocation;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
+  c.host = std::string(host).substr(0, kHostBytes - 1);
+  c.host_cores = static_cast<int32_t>(std::thread::hardware_concurrency());
+  double load[1] = {-1};
+  c.load_avg = ::getloadavg(load, 1) == 1 ? load[0] : -1;
+  c.threads = threads;
+  c.device = device.substr(0, kDeviceBytes - 1);
+  return c;
 }
 
 }  // namespace specdec::results

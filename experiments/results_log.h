@@ -1,4 +1,4 @@
-// The HDF5 results log (schema version 1, docs/hdf5-schema.md): the runner writes it, `specdec report`,
+// The HDF5 results log (schema version 2, docs/hdf5-schema.md; version 1 logs are read too): the runner writes it, `specdec report`,
 // the notebooks and `specdec merge` read it. Every finished request is appended and flushed, so a run
 // killed at any moment keeps every finished request; reopening for --resume drops the rows of an
 // unfinished request and reports which requests are done.
@@ -15,10 +15,28 @@
 
 namespace specdec::results {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;     // what this build writes
+inline constexpr int kOldestSchemaVersion = 1;  // the oldest it reads (merge upgrades a file to kSchemaVersion)
 // Fixed-length string fields of the requests table (bytes, null-terminated, so one less is usable).
 inline constexpr int kPromptIdBytes = 64;
 inline constexpr int kCategoryBytes = 32;
+inline constexpr int kInvocationBytes = 40;
+inline constexpr int kHostBytes = 64;
+inline constexpr int kDeviceBytes = 64;
+
+// When and under what conditions a request was timed (the requests table's invocation columns). One per
+// process: every request a `specdec run` invocation logs carries the same invocation id, so rows that two
+// processes (a run and its --resume) timed can be told apart, and speedup pairs only rows of one.
+struct TimingContext {
+  std::string invocation;  // unique per process, e.g. "20260102T030405Z-host-1234-5f3a"
+  std::string host;        // host name
+  int32_t host_cores = 0;  // logical CPUs
+  double load_avg = -1;    // 1-minute load average when the request started (-1: unknown)
+  int32_t threads = 0;     // CPU threads the decode used
+  std::string device;      // "cpu" or the GPU's name
+};
+// This process's context (invocation id made once per process), with the load average read now.
+TimingContext current_timing_context(const std::string& device, int threads);
 
 // Root attributes, written once when the file is created.
 struct FileInfo {
@@ -47,6 +65,7 @@ struct RequestRecord {
   bool stopped = false;         // ended on an end-of-generation token
   const DecodeResult* result = nullptr;  // tokens + steps (+ per-node draft records)
   int32_t batch_size = 1;       // sequences decoded together with this one (the steps table's batch_size)
+  TimingContext timing;         // when / where it was timed
 };
 
 class ResultsLog {
@@ -95,7 +114,8 @@ void merge(const std::vector<std::string>& inputs, const std::string& output);
 int64_t repair(const std::string& path);
 
 // ---- reading (report, tests, the runner's resume/merge checks) ----------------------------------------
-// Rows as stored; see docs/hdf5-schema.md for the meaning of each field.
+// Rows as stored. Each row type's columns are listed once, in experiments/results_schema.h (names,
+// versions, meanings); docs/hdf5-schema.md documents them.
 struct RequestRow {
   int64_t request_id = 0;
   std::string prompt_id, category;
@@ -104,11 +124,20 @@ struct RequestRow {
   int32_t steps = 0;
   double tau = 0;
   bool stopped = false;
+  // schema 2: the timing context ("" / 0 / -1 in a version 1 log)
+  std::string invocation, host;
+  int32_t host_cores = 0;
+  double load_avg = -1;
+  int32_t threads = 0;
+  std::string device;
   bool operator==(const RequestRow&) const = default;
 };
 struct StepRow {
   int64_t request_id = 0;
-  int32_t step = 0, n_proposed = 0, n_accepted = 0, tree_nodes = 0, max_depth = 0;
+  int32_t step = 0, n_proposed = 0, n_accepted = 0;
+  int32_t n_emitted = 0;  // schema 2; a version 1 log reads as n_accepted + 1, the last step of a request as
+                          // what its new_tokens leave (a stop or the length limit only ever cuts the last step)
+  int32_t tree_nodes = 0, max_depth = 0;
   double t_draft_us = 0, t_verify_us = 0;
   int32_t context_len = 0, batch_size = 0;
   bool operator==(const StepRow&) const = default;
@@ -133,12 +162,16 @@ struct RunData {
 };
 
 // Reading never modifies the file, and works on a file whose writer was killed (or is still writing).
+// Schema versions kOldestSchemaVersion..kSchemaVersion are read; columns a version lacks read as the
+// defaults above.
 FileInfo read_info(const std::string& path);
+int read_schema_version(const std::string& path);
 std::vector<RunData> read_all(const std::string& path);  // runs in creation order
 
 // The first difference between two files' contents ("" when equal): runs matched by name (order
 // ignored), requests matched by request_id (order ignored), each request's steps, draft tokens and output
-// compared in order. ignore_timings skips wall_time_s, prefill_s, decode_s, t_draft_us and t_verify_us.
+// compared in order. ignore_timings skips the columns results_schema.h marks as timings (wall_time_s,
+// prefill_s, decode_s, t_draft_us, t_verify_us and the timing context: invocation, host, load, ...).
 std::string diff_runs(const std::vector<RunData>& a, const std::vector<RunData>& b, bool ignore_timings);
 
 namespace testing {

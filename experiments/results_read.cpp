@@ -1,11 +1,13 @@
 // Reading the HDF5 results log (read_info, read_all) and comparing two files' contents (diff_runs), for
 // `specdec report`, merge and the tests. Reads never modify a file, and work on one whose writer was
 // killed: only finished requests (a requests row with request_id >= 0) and their rows are returned.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
 #include "experiments/results_hdf5.h"
 #include "experiments/results_log.h"
+#include "experiments/results_schema.h"
 
 namespace specdec::results {
 
@@ -17,27 +19,60 @@ FileInfo read_info(const std::string& path) {
   return h5::read_file_info(path, file);
 }
 
+int read_schema_version(const std::string& path) {
+  h5::Quiet quiet;
+  Hid file = h5::open_for_read(path);
+  int version = 0;
+  h5::read_file_info(path, file, &version);
+  return version;
+}
+
+namespace {
+// Version 1 logs have no n_emitted: every step emitted n_accepted + 1 tokens except that a stop token or
+// the length limit could cut the request's last step, which emitted what new_tokens leaves.
+void fill_emitted_v1(RunData& run) {
+  std::map<int64_t, int64_t> left;
+  for (const auto& q : run.requests) left[q.request_id] = q.new_tokens;
+  std::map<int64_t, size_t> last;
+  for (size_t i = 0; i < run.steps.size(); ++i) last[run.steps[i].request_id] = i;
+  for (size_t i = 0; i < run.steps.size(); ++i) {
+    StepRow& s = run.steps[i];
+    if (last[s.request_id] != i) {
+      s.n_emitted = s.n_accepted + 1;
+      left[s.request_id] -= s.n_emitted;
+    }
+  }
+  for (const auto& [id, i] : last) run.steps[i].n_emitted = static_cast<int32_t>(std::max<int64_t>(left[id], 0));
+}
+}  // namespace
+
 std::vector<RunData> read_all(const std::string& path) {
   h5::Quiet quiet;
   Hid file = h5::open_for_read(path);
-  h5::read_file_info(path, file);  // checks schema_version
-  h5::Types t;
+  int version = 0;
+  h5::read_file_info(path, file, &version);
   std::vector<RunData> out;
   for (const auto& name : h5::list_runs(path, file)) {
     RunData run;
     run.info = h5::read_run_info(path, file, name);
     std::set<int64_t> finished;
-    for (const auto& r : h5::read_table<h5::RequestRec>(path, file, name, h5::kRequests, t.request)) {
+    for (auto& r : h5::read_run_table<RequestRow>(path, file, name)) {
       if (r.request_id < 0) continue;  // fill value: the row's data never reached the disk
       finished.insert(r.request_id);
-      run.requests.push_back(h5::from_rec(r));
+      run.requests.push_back(std::move(r));
     }
-    for (const auto& r : h5::read_table<h5::StepRec>(path, file, name, h5::kSteps, t.step))
-      if (finished.count(r.request_id)) run.steps.push_back(h5::from_rec(r));
-    for (const auto& r : h5::read_table<h5::DraftRec>(path, file, name, h5::kDraftTokens, t.draft))
-      if (finished.count(r.request_id)) run.draft_tokens.push_back(h5::from_rec(r));
-    const auto tokens = h5::read_table<int32_t>(path, file, name, h5::kOutputTokens, H5T_NATIVE_INT32);
-    for (const auto& o : h5::read_table<h5::OutputRec>(path, file, name, h5::kOutputs, t.output)) {
+    for (auto& r : h5::read_run_table<StepRow>(path, file, name))
+      if (finished.count(r.request_id)) run.steps.push_back(r);
+    for (auto& r : h5::read_run_table<DraftTokenRow>(path, file, name))
+      if (finished.count(r.request_id)) run.draft_tokens.push_back(r);
+    std::vector<int32_t> tokens;
+    {
+      Hid ds = h5::open_table(path, file, name, h5::kOutputTokens);
+      const std::string obj = h5::table_path(name, h5::kOutputTokens);
+      tokens.resize(h5::table_size(path, ds, obj));
+      if (!tokens.empty()) h5::read_rows(path, ds, obj, H5T_NATIVE_INT32, tokens.data());
+    }
+    for (const auto& o : h5::read_run_table<OutputRow>(path, file, name)) {
       if (!finished.count(o.request_id)) continue;
       SPECDEC_CHECK(o.offset >= 0 && o.length >= 0 && static_cast<size_t>(o.offset + o.length) <= tokens.size(),
                     "results log '", path, "': ", h5::table_path(name, h5::kOutputs), " of request ", o.request_id,
@@ -45,6 +80,7 @@ std::vector<RunData> read_all(const std::string& path) {
                     " (damaged file)");
       run.outputs[o.request_id].assign(tokens.begin() + o.offset, tokens.begin() + o.offset + o.length);
     }
+    if (version < 2) fill_emitted_v1(run);
     out.push_back(std::move(run));
   }
   return out;
@@ -85,41 +121,10 @@ class Differ {
   std::string first_;
 };
 
-void compare(Differ& d, const std::string& w, const RequestRow& a, const RequestRow& b) {
-  d.field(w, "prompt_id", a.prompt_id, b.prompt_id);
-  d.field(w, "category", a.category, b.category);
-  d.field(w, "repeat", a.repeat, b.repeat);
-  d.field(w, "prompt_tokens", a.prompt_tokens, b.prompt_tokens);
-  d.field(w, "new_tokens", a.new_tokens, b.new_tokens);
-  d.field(w, "wall_time_s", a.wall_time_s, b.wall_time_s, true);
-  d.field(w, "prefill_s", a.prefill_s, b.prefill_s, true);
-  d.field(w, "decode_s", a.decode_s, b.decode_s, true);
-  d.field(w, "steps", a.steps, b.steps);
-  d.field(w, "tau", a.tau, b.tau);
-  d.field(w, "stopped", a.stopped, b.stopped);
-}
-void compare(Differ& d, const std::string& w, const StepRow& a, const StepRow& b) {
-  d.field(w, "step", a.step, b.step);
-  d.field(w, "n_proposed", a.n_proposed, b.n_proposed);
-  d.field(w, "n_accepted", a.n_accepted, b.n_accepted);
-  d.field(w, "tree_nodes", a.tree_nodes, b.tree_nodes);
-  d.field(w, "max_depth", a.max_depth, b.max_depth);
-  d.field(w, "t_draft_us", a.t_draft_us, b.t_draft_us, true);
-  d.field(w, "t_verify_us", a.t_verify_us, b.t_verify_us, true);
-  d.field(w, "context_len", a.context_len, b.context_len);
-  d.field(w, "batch_size", a.batch_size, b.batch_size);
-}
-void compare(Differ& d, const std::string& w, const DraftTokenRow& a, const DraftTokenRow& b) {
-  d.field(w, "step", a.step, b.step);
-  d.field(w, "node", a.node, b.node);
-  d.field(w, "parent", a.parent, b.parent);
-  d.field(w, "depth", a.depth, b.depth);
-  d.field(w, "token", a.token, b.token);
-  d.field(w, "p_target", a.p_target, b.p_target);
-  d.field(w, "q_draft", a.q_draft, b.q_draft);
-  d.field(w, "u", a.u, b.u);
-  d.field(w, "visited", a.visited, b.visited);
-  d.field(w, "accepted", a.accepted, b.accepted);
+// Every column of the row type (results_schema.h), timings marked as such.
+template <class Row>
+void compare(Differ& d, const std::string& w, const Row& a, const Row& b) {
+  schema::for_each_field<Row>([&](const auto& f) { d.field(w, f.name, a.*f.member, b.*f.member, f.timing); });
 }
 
 template <typename Row>

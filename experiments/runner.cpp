@@ -26,6 +26,7 @@
 #include "experiments/progress.h"
 #include "experiments/prompts.h"
 #include "experiments/results_log.h"
+#include "experiments/results_metrics.h"
 #include "verifiers/rules.h"
 
 namespace specdec::experiments {
@@ -143,54 +144,55 @@ void print_summary(const std::vector<RunSpec>& grid, const std::string& path) {
   for (const auto& d : data) by_name[d.info.name] = &d;
   int w = 3;
   for (const RunSpec& r : grid) w = std::max(w, static_cast<int>(r.name.size()));
-  std::printf("\n%-*s %8s %8s %7s %8s %10s %8s %10s\n", w, "run", "requests", "tokens", "tau", "accept", "tok/s",
-              "speedup", "same as AR");
+  std::printf("\n%-*s %8s %8s %7s %8s %10s %8s %8s %8s %10s\n", w, "run", "requests", "tokens", "tau", "acc_rate",
+              "tok/s", "speedup", "e2e", "median", "same as AR");
+  std::vector<std::string> notes;
   for (const RunSpec& r : grid) {
     auto it = by_name.find(r.name);
     if (it == by_name.end()) continue;
     const results::RunData& d = *it->second;
-    int64_t tokens = 0, accepted = 0, drafted = 0;
+    // Every figure from SpecStats / results::speedup (docs/metrics.md), as `specdec report` computes them.
+    const SpecStats st = results::run_stats(d);
     double decode_s = 0;
-    for (const auto& q : d.requests) {
-      tokens += q.new_tokens;
-      decode_s += q.decode_s;
-    }
-    for (const auto& s : d.steps) {
-      accepted += s.n_accepted;
-      drafted += s.n_proposed;
-    }
-    const double steps = static_cast<double>(d.steps.size());
-    const double tau = steps > 0 ? (accepted + steps) / steps : 0.0;
-    char accept[16] = "-", speedup[16] = "-", same[24] = "-";
-    if (r.drafter >= 0 && drafted > 0) std::snprintf(accept, sizeof accept, "%.1f%%", 100.0 * accepted / drafted);
-    // Speedup and equality over the requests both this run and its AR baseline finished.
+    for (const auto& q : d.requests) decode_s += q.decode_s;
+    char accept[16] = "-", speedup[16] = "-", e2e[16] = "-", median[16] = "-", same[24] = "-";
+    if (r.drafter >= 0 && st.drafted() > 0) std::snprintf(accept, sizeof accept, "%.1f%%", 100.0 * st.acc_rate());
     auto base = by_name.find(grid[r.baseline].name);
-    if (base != by_name.end()) {
-      // Wall time (prefill + decode), as DESIGN.md defines the speedup and as `specdec report` computes it.
-      std::map<int64_t, double> ar_wall;
-      for (const auto& q : base->second->requests) ar_wall[q.request_id] = q.wall_time_s;
-      double ar_s = 0, run_s = 0;
+    if (base != by_name.end() && r.drafter >= 0) {
+      const results::Speedup sp = results::speedup(d, *base->second);
+      if (!sp.pairs.empty()) {
+        std::snprintf(speedup, sizeof speedup, "%.2fx", sp.point);
+        std::snprintf(e2e, sizeof e2e, "%.2fx", sp.e2e);
+        std::snprintf(median, sizeof median, "%.2fx", sp.median);
+      }
+      if (sp.n_cross_invocation > 0)
+        notes.push_back(r.name + ": " + std::to_string(sp.n_cross_invocation) +
+                        " request(s) left out of the speedup: their AR baseline was timed by another invocation");
+      if (!sp.outliers.empty())
+        notes.push_back(r.name + ": " + std::to_string(sp.outliers.size()) + " request(s) with an outlying speedup ratio");
+      if (sp.n_loaded > 0)
+        notes.push_back(r.name + ": " + std::to_string(sp.n_loaded) +
+                        " request(s) timed while the load average exceeded the host's cores");
       int paired = 0, identical = 0;
       for (const auto& q : d.requests) {
-        auto a = ar_wall.find(q.request_id);
-        if (a == ar_wall.end()) continue;
-        ar_s += a->second;
-        run_s += q.wall_time_s;
-        ++paired;
         auto ao = base->second->outputs.find(q.request_id);
         auto ro = d.outputs.find(q.request_id);
-        identical += ao != base->second->outputs.end() && ro != d.outputs.end() && ao->second == ro->second;
+        if (ao == base->second->outputs.end() || ro == d.outputs.end()) continue;
+        ++paired;
+        identical += ao->second == ro->second;
       }
-      if (paired > 0 && run_s > 0) std::snprintf(speedup, sizeof speedup, "%.2fx", ar_s / run_s);
-      if (paired > 0 && r.drafter >= 0 && r.temperature == 0.f)
-        std::snprintf(same, sizeof same, "%d/%d", identical, paired);
+      if (paired > 0 && r.temperature == 0.f) std::snprintf(same, sizeof same, "%d/%d", identical, paired);
     }
-    std::printf("%-*s %8zu %8lld %7.3f %8s %10.1f %8s %10s\n", w, r.name.c_str(), d.requests.size(),
-                static_cast<long long>(tokens), tau, accept, decode_s > 0 ? tokens / decode_s : 0.0, speedup, same);
+    std::printf("%-*s %8zu %8lld %7.3f %8s %10.1f %8s %8s %8s %10s\n", w, r.name.c_str(), d.requests.size(),
+                static_cast<long long>(st.emitted()), st.steps() > 0 ? st.tau() : 0.0, accept,
+                decode_s > 0 ? st.emitted() / decode_s : 0.0, speedup, e2e, median, same);
   }
+  for (const auto& n : notes) std::printf("note: %s\n", n.c_str());
   std::printf(
-      "\ntau: tokens per target pass; accept: accepted / drafted tokens; tok/s: new tokens / decode time (prefill\n"
-      "excluded); speedup: AR wall time / the run's, same requests; same as AR: greedy outputs equal to AR's\n"
+      "\ntau: emitted tokens per target pass; acc_rate: accepted / drafted tokens (every tree node); tok/s: emitted\n"
+      "tokens / decode time; speedup: sum of AR decode s/token over the sum of the run's, paired by request and\n"
+      "timed by the same invocation; e2e: the same with prefill; median: of per-request ratios; same as AR:\n"
+      "greedy outputs equal to AR's (docs/metrics.md)\n"
       "results: %s\n",
       path.c_str());
 }
@@ -358,6 +360,10 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
     std::fflush(stdout);
   }
   Progress progress(mode, total, already);
+  // When and where each request was timed: this invocation's id, the host, its load, threads and device.
+  const DeviceDescription device_desc = describe_device(cfg.device);
+  const std::string device_name = device_desc.gpu.empty() || device_desc.gpu == "none" ? cfg.device : device_desc.gpu;
+  auto timing_context = [&] { return results::current_timing_context(device_name, omp_get_max_threads()); };
 
   for (int p : shard_prompts) {
     const PreparedPrompt& pp = prepared[p];
@@ -406,6 +412,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
         rec.wall_time_s = res.prefill_seconds + res.decode_seconds;
         rec.stopped = res.stopped;
         rec.result = &res;
+        rec.timing = timing_context();
         log->append(grid[r].name, rec);
         finished[r].insert(request_id);
         ran = true;

@@ -14,19 +14,14 @@ using Clock = std::chrono::steady_clock;
 double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
 }  // namespace
 
-int DecodeResult::accepted_draft_tokens() const {
-  int n = 0;
-  for (const auto& s : steps) n += s.n_accepted;
-  return n;
+SpecStats DecodeResult::stats() const {
+  SpecStats st;
+  st.add(steps);
+  return st;
 }
-int DecodeResult::drafted_tokens() const {
-  int n = 0;
-  for (const auto& s : steps) n += s.n_proposed;
-  return n;
-}
-double DecodeResult::tau() const {
-  return steps.empty() ? 0.0 : static_cast<double>(accepted_draft_tokens() + steps.size()) / steps.size();
-}
+int DecodeResult::accepted_draft_tokens() const { return static_cast<int>(stats().accepted()); }
+int DecodeResult::drafted_tokens() const { return static_cast<int>(stats().drafted()); }
+double DecodeResult::tau() const { return steps.empty() ? 0.0 : stats().tau(); }
 
 DecodeResult speculative_decode(Model& target, Drafter* drafter, const AcceptanceRule& rule,
                                 std::span<const TokenId> prompt, const DecodeOptions& opts,
@@ -135,7 +130,6 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
                            .p_target = v.p_target, .q_draft = v.q_draft, .u = v.u, .visited = v.visited,
                            .accepted = v.accepted});
     }
-    res.steps.push_back(std::move(rec));
 
     // Stop tokens end the output where AR would have stopped.
     size_t take = emitted.size();
@@ -146,6 +140,8 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
         break;
       }
     take = std::min<size_t>(take, max_new - res.tokens.size());
+    rec.n_emitted = static_cast<int32_t>(take);
+    res.steps.push_back(std::move(rec));
     res.tokens.insert(res.tokens.end(), emitted.begin(), emitted.begin() + take);
     if (on_tokens) on_tokens(std::span<const TokenId>(emitted.data(), take));
     if (res.stopped) break;

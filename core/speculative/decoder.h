@@ -13,6 +13,7 @@
 #include "core/sampling/sampling.h"
 #include "core/speculative/acceptance.h"
 #include "core/speculative/drafter.h"
+#include "core/speculative/stats.h"
 
 namespace specdec {
 
@@ -47,6 +48,9 @@ struct StepRecord {
   int32_t step = 0;
   int32_t n_proposed = 0;   // draft tokens (tree nodes)
   int32_t n_accepted = 0;   // draft tokens accepted (the path length)
+  // Tokens this step appended to the output: n_accepted + 1, less what a stop token or the max_new_tokens
+  // limit cut off (the last step of a request can emit fewer). Every "tokens emitted" metric counts these.
+  int32_t n_emitted = 0;
   int32_t max_depth = 0;    // depth of the proposal (chain length for chains)
   int32_t context_len = 0;  // tokens in the target's cache before the pass
   double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
@@ -60,9 +64,11 @@ struct DecodeResult {
   double prefill_seconds = 0, decode_seconds = 0;
   bool stopped = false;
 
+  // Summary figures, all from SpecStats (core/speculative/stats.h; definitions in docs/metrics.md).
+  SpecStats stats() const;
   int accepted_draft_tokens() const;
   int drafted_tokens() const;
-  double tau() const;  // tokens emitted per target pass
+  double tau() const;  // tokens emitted (appended to `tokens`) per target pass
 };
 
 // Decodes one request. drafter == nullptr: AR. Streams each step's new tokens to on_tokens.

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""specdec report: tables and plots from a specdec HDF5 results log (schema version 1,
-docs/hdf5-schema.md). Importable (the notebooks use the same functions) and a CLI:
+"""specdec report: tables and plots from a specdec HDF5 results log (schema versions 1 and 2,
+docs/hdf5-schema.md; metric definitions in docs/metrics.md). Importable (the notebooks use the same
+functions) and a CLI:
 
     python3 experiments/report/specdec_report.py RESULTS.h5 [--plots DIR] [--csv FILE] [--json FILE]
                                                  [--bootstrap 2000] [--seed 0]
 
 load() reads a file into pandas DataFrames; summarize() computes every metric of the report (tau, draft
-acceptance, per-position acceptance, tokens/s, speedup over the AR baseline with a paired bootstrap
-interval, greedy losslessness); format_report() prints it; write_plots() draws the figures.
+acceptance, per-position acceptance, tokens/s, the speedup over the AR baseline per emitted token with a
+bootstrap interval over prompts, its end-to-end twin, median and outliers, the peers' headline figures,
+greedy losslessness); format_report() prints it; write_plots() draws the figures. The definitions are
+the ones core/speculative/stats.h (SpecStats) and experiments/results_metrics.h implement in C++; a test
+runs both on one log and compares every figure.
 """
 from __future__ import annotations
 
@@ -21,37 +25,66 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+# The column list of every table, derived from experiments/results_schema.h (never restated here): a log
+# of schema version 2 carries it as its root attribute `columns`; schema.json beside this file is the same
+# list, for logs that predate the attribute (version 1: the columns with since <= 1).
+SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
+with open(SCHEMA_FILE) as _f:
+    SCHEMA = json.load(_f)
+SUPPORTED_SCHEMA_VERSIONS = tuple(range(SCHEMA["oldest_readable"], SCHEMA["schema_version"] + 1))
 
-# Columns of each table (docs/hdf5-schema.md); a missing dataset reads as an empty table of these.
-TABLE_COLUMNS = {
-    "requests": ["request_id", "prompt_id", "category", "repeat", "prompt_tokens", "new_tokens",
-                 "wall_time_s", "prefill_s", "decode_s", "steps", "tau", "stopped"],
-    "steps": ["request_id", "step", "n_proposed", "n_accepted", "tree_nodes", "max_depth", "t_draft_us",
-              "t_verify_us", "context_len", "batch_size"],
-    "draft_tokens": ["request_id", "step", "node", "parent", "depth", "token", "p_target", "q_draft", "u",
-                     "visited", "accepted"],
-    "outputs": ["request_id", "offset", "length"],
-}
+
+def table_columns(schema=SCHEMA, version=None):
+    """{table: [column names]} of a schema (the columns a given schema version has)."""
+    version = schema["schema_version"] if version is None else version
+    return {t: [c["name"] for c in cols if c["since"] <= version] for t, cols in schema["tables"].items()}
+
+
+def _string_columns(schema=SCHEMA):
+    return {c["name"] for cols in schema["tables"].values() for c in cols if c["type"] == "string"}
+
+
+TABLE_COLUMNS = table_columns()
+
+# Outlier rule for per-request speedup ratios (experiments/results_metrics.h: kOutlierMinPairs, kOutlierZ).
+OUTLIER_MIN_PAIRS = 5
+OUTLIER_Z = 3.5
 
 METRIC_DEFINITIONS = """\
-Metric definitions (docs/hdf5-schema.md)
-- A step is one target verification pass; it emits n_accepted draft tokens plus exactly one token from
-  the target (correction or bonus).
-- tau (mean accepted length) = (accepted draft tokens + steps) / steps = tokens emitted per target pass;
-  AR has tau = 1. tau-bonus = accepted draft tokens / steps (without the target's token).
-- acc = draft acceptance rate = accepted draft tokens / drafted tokens. For a tree the drafted tokens of
-  a step are its proposal's depth (the positions a path can accept); acc/node = accepted / tree nodes.
-- Per-position acceptance, i = 1..K, from draft_tokens (depth, accepted): unconditional P(i accepted) over
-  the steps that proposed at least i tokens (a tree: depth >= i); conditional P(i accepted | i-1
-  accepted) over the steps whose accepted path reached i-1 and had a draft token at depth i below it.
-- tok/s = new tokens / decode time (prefill excluded).
-- speedup = sum of AR wall times / sum of speculative wall times over the requests present in both runs
-  (paired by request_id), against the AR baseline run (baseline = 1) of the same temperature and target;
-  [lo, hi] = 95% percentile bootstrap interval, resampling paired requests with replacement.
+Metric definitions (docs/metrics.md; the same in C++: SpecStats, results::speedup)
+- A step is one target verification pass. n_emitted = the tokens it appended to the output: n_accepted
+  draft tokens + 1 from the target, less what a stop token or the length limit cut (last step only).
+- tau = emitted tokens / steps (tokens per target pass; AR: 1). tau-bonus = tau - 1.
+- acc_rate = accepted draft tokens / drafted tokens, every proposed token (every tree node) counted.
+- depth_rate = accepted draft tokens / the proposals' depths (a chain's depth is its length, so
+  depth_rate = acc_rate for chains; for a tree: the share of its depth the accepted path covered).
+- Per-position acceptance, i = 1..K: P(i) = steps whose accepted path reached depth i / steps whose
+  proposal reached depth i; P(i | i-1) = the same numerator / steps whose accepted path reached i-1 and
+  had a draft token at depth i below it.
+- tok/s = emitted tokens / decode time (prefill excluded).
+- speedup (per emitted token, prefill excluded): for each request decoded by the run and by its AR
+  baseline and timed by the same invocation, t_AR = AR decode_s / AR new_tokens and t_run = decode_s /
+  new_tokens; speedup = sum(t_AR) / sum(t_run) over those pairs. [lo, hi] = 95% percentile bootstrap,
+  resampling prompts with replacement (a prompt's repeats together). e2e = the same with wall_time_s
+  (prefill included). median = median of the per-request ratios t_AR / t_run. repeats = [min, max] of
+  the figure computed over each repeat index alone.
+- A pair whose AR row was timed by another invocation (e.g. before a --resume) is left out (counted).
+- Outliers: per-request ratios r with 0.6745 |ln r - median ln r| / MAD > 3.5 (MAD = median |ln r -
+  median ln r|; with MAD = 0, any r off the median), with at least 5 pairs.
+- Loaded: requests timed while the host's 1-minute load average exceeded its cores (a warning).
 - lossless (greedy runs with a lossless rule only): yes when every request's output_tokens equal the AR
   baseline's for the same request_id, else no (n mismatching requests).
 - A rule marked * is lossy (lossless = 0)."""
+
+PEER_DEFINITIONS = """\
+Peers' headline figures, from the same steps, as each peer defines it (sources in docs/metrics.md)
+- Spec-Bench / EAGLE #MAT (mean accepted tokens) = (accepted + steps) / steps: the mean accept length
+  per target pass incl. the bonus token, not cut at a stop token.
+- vLLM acceptance rate = accepted / drafted; mean acceptance length = 1 + accepted / drafts, drafts =
+  steps that proposed at least one token; per-position rate i = steps accepting position i / drafts.
+- llama.cpp accept = n_accept / n_drafted (accepted / drafted, every drafted token).
+- SGLang accept length = completion tokens / verify passes = emitted / steps (here the first token also
+  comes from a verify pass; SGLang's first token comes from the prefill)."""
 
 
 # ---- loading ----------------------------------------------------------------------------------------
@@ -67,11 +100,10 @@ def _text(value):
     return str(value)
 
 
-def _read_table(group, name):
-    cols = TABLE_COLUMNS[name]
+def _read_table(group, name, columns, strings):
+    cols = columns[name]
     if group is None or name not in group:
-        return pd.DataFrame({c: pd.Series(dtype="object" if c in ("prompt_id", "category") else "float64")
-                             for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype="object" if c in strings else "float64") for c in cols})
     arr = group[name][()]
     data = {}
     for col in arr.dtype.names or ():
@@ -82,10 +114,25 @@ def _read_table(group, name):
             values = np.array([_text(v) for v in values], dtype=object)
         data[col] = values
     df = pd.DataFrame(data)
-    for c in cols:
+    for c in cols:  # a column the file's version lacks: "" or NaN (n_emitted: rebuilt in load())
         if c not in df:
-            df[c] = np.nan
+            df[c] = "" if c in strings else np.nan
     return df
+
+
+def _fill_emitted_v1(steps, requests):
+    """A version 1 log has no n_emitted: every step emitted n_accepted + 1 tokens except the request's last,
+    which a stop token or the length limit could cut: it emitted what new_tokens leaves."""
+    if not len(steps) or not steps.n_emitted.isna().any():
+        return steps
+    steps = steps.copy()
+    full = steps.n_accepted + 1
+    key = ["run", "request_id"]
+    last = ~steps.duplicated(key, keep="last")
+    before = full.where(~last, 0).groupby([steps.run, steps.request_id]).transform("sum")
+    new = steps[key].merge(requests[key + ["new_tokens"]], on=key, how="left").new_tokens.to_numpy()
+    steps["n_emitted"] = np.where(last.to_numpy(), np.maximum(new - before.to_numpy(), 0), full.to_numpy())
+    return steps
 
 
 def _flag(value, default=False):
@@ -140,13 +187,19 @@ def load(path):
         if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
             raise ValueError(f"{path}: schema_version {version}, this report reads "
                              f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+        # The file's own column list when it has one, else schema.json's; columns an older file lacks read as
+        # "" / NaN (steps.n_emitted of a version 1 log is rebuilt below).
+        schema = json.loads(attrs["columns"]) if "columns" in attrs else SCHEMA
+        columns = table_columns(schema)
+        strings = _string_columns(schema)
         runs_group = f.get("runs")
         for name in (sorted(runs_group.keys()) if runs_group is not None else []):
             g = runs_group[name]
             row = {k: _text(v) for k, v in g.attrs.items()}
             row["run"] = name
             run_rows.append(row)
-            per = {t: _read_table(g, t) for t in tables}
+            per = {t: _read_table(g, t, columns, strings) for t in tables}
+            per["requests"] = per["requests"][per["requests"].request_id >= 0]  # -1: never written
             finished = set(per["requests"].request_id.astype("int64"))
             for t in ("steps", "draft_tokens", "outputs"):
                 df = per[t]
@@ -168,13 +221,15 @@ def load(path):
     for t, dfs in tables.items():
         dfs = [d for d in dfs if len(d)]
         frames[t] = (pd.concat(dfs, ignore_index=True) if dfs else
-                     pd.DataFrame(columns=["run"] + TABLE_COLUMNS[t] + (["tokens"] if t == "outputs" else [])))
+                     pd.DataFrame(columns=["run"] + columns[t] + (["tokens"] if t == "outputs" else [])))
     for t in ("steps", "draft_tokens", "requests"):
-        for c in TABLE_COLUMNS[t]:
-            if c not in ("prompt_id", "category") and frames[t][c].dtype == object:
+        for c in columns[t]:
+            if c not in strings and frames[t][c].dtype == object:
                 frames[t][c] = pd.to_numeric(frames[t][c])
     if len(frames["requests"]):
-        frames["requests"]["category"] = frames["requests"]["category"].astype(str)
+        for c in strings & set(frames["requests"].columns):
+            frames["requests"][c] = frames["requests"][c].astype(str)
+    frames["steps"] = _fill_emitted_v1(frames["steps"], frames["requests"])
 
     runs = pd.DataFrame(run_rows)
     if runs.empty:
@@ -213,32 +268,35 @@ def _with_category(res, df):
 
 
 def step_counts(res, by_category=False):
-    """Per run (and category): requests, steps, accepted / drafted tokens, nodes, new tokens, times."""
+    """Per run (and category): the counts of SpecStats (core/speculative/stats.h) from the steps table:
+    steps, emitted, drafted (every proposed token / node), accepted, depth (sum of the proposals' depths),
+    draft_steps (steps that proposed), plus requests, new tokens and times from the requests table. A run
+    without steps rows gets steps and emitted from its requests rows, the rest NaN."""
     keys = ["run", "category"] if by_category else ["run"]
     req = res.requests
+    cols = ["n_requests", "steps", "emitted", "drafted", "accepted", "depth", "draft_steps", "new_tokens",
+            "decode_s", "wall_s"]
     if not len(req):
-        return pd.DataFrame(columns=keys + ["n_requests", "steps", "accepted", "drafted", "nodes",
-                                            "new_tokens", "decode_s", "wall_s"]).set_index(keys)
-    # req_*: the fallback for runs without steps rows, accepted = sum((tau - 1) * steps) over requests.
-    agg = req.assign(_acc=(req.tau - 1.0) * req.steps).groupby(keys).agg(
-        n_requests=("request_id", "size"), new_tokens=("new_tokens", "sum"), decode_s=("decode_s", "sum"),
-        wall_s=("wall_time_s", "sum"), req_steps=("steps", "sum"), req_accepted=("_acc", "sum"))
+        return pd.DataFrame(columns=keys + cols).set_index(keys)
+    agg = req.groupby(keys).agg(n_requests=("request_id", "size"), new_tokens=("new_tokens", "sum"),
+                                decode_s=("decode_s", "sum"), wall_s=("wall_time_s", "sum"),
+                                req_steps=("steps", "sum"))
     st = res.steps
     if len(st):
         st = _with_category(res, st) if by_category else st
-        drafted = np.where(st.max_depth > 0, st.max_depth, st.n_proposed)
-        s = st.assign(_drafted=drafted).groupby(keys).agg(
-            steps=("step", "size"), accepted=("n_accepted", "sum"), drafted=("_drafted", "sum"),
-            nodes=("n_proposed", "sum"))
+        s = st.assign(_drafts=(st.n_proposed > 0).astype(int)).groupby(keys).agg(
+            steps=("step", "size"), emitted=("n_emitted", "sum"), drafted=("n_proposed", "sum"),
+            accepted=("n_accepted", "sum"), depth=("max_depth", "sum"), draft_steps=("_drafts", "sum"))
         agg = agg.join(s, how="left")
     else:
-        agg = agg.assign(steps=np.nan, accepted=np.nan, drafted=np.nan, nodes=np.nan)
+        agg = agg.assign(steps=np.nan, emitted=np.nan, drafted=np.nan, accepted=np.nan, depth=np.nan,
+                         draft_steps=np.nan)
     missing = agg.steps.isna() | (agg.steps == 0)
     agg.loc[missing, "steps"] = agg.loc[missing, "req_steps"]
-    agg.loc[missing, "accepted"] = agg.loc[missing, "req_accepted"].round()
-    agg.loc[missing, "drafted"] = np.nan
-    agg.loc[missing, "nodes"] = np.nan
-    return agg.drop(columns=["req_steps", "req_accepted"])
+    agg.loc[missing, "emitted"] = agg.loc[missing, "new_tokens"]
+    for c in ("drafted", "accepted", "depth", "draft_steps"):
+        agg.loc[missing, c] = np.nan
+    return agg.drop(columns=["req_steps"])[cols]
 
 
 def _div(a, b):
@@ -249,16 +307,20 @@ def _div(a, b):
 
 
 def rate_metrics(res, by_category=False):
-    """tau, tau without the bonus token, acceptance rates and tokens/s per run (and category)."""
+    """specdec's figures and the peers' per run (and category), one definition per name (METRIC_DEFINITIONS,
+    PEER_DEFINITIONS; SpecStats computes the same in C++)."""
     c = step_counts(res, by_category)
     out = c.copy()
-    out["tau"] = _div(c.accepted + c.steps, c.steps)
-    out["tau_no_bonus"] = _div(c.accepted, c.steps)
+    out["tau"] = _div(c.emitted, c.steps)
+    out["tau_no_bonus"] = out["tau"] - 1.0
     out["acc_rate"] = _div(c.accepted, c.drafted)
-    out["acc_per_node"] = _div(c.accepted, c.nodes)
-    runs = out.index.get_level_values("run")
-    out.loc[~res.runs.is_tree.reindex(runs).fillna(False).to_numpy(bool), "acc_per_node"] = np.nan
-    out["tokens_per_s"] = _div(c.new_tokens, c.decode_s)
+    out["depth_rate"] = _div(c.accepted, c.depth)
+    out["tokens_per_s"] = _div(c.emitted, c.decode_s)
+    out["specbench_mat"] = _div(c.accepted + c.steps, c.steps)
+    out["vllm_acceptance_rate"] = _div(c.accepted, c.drafted)
+    out["vllm_mean_acceptance_length"] = 1.0 + _div(c.accepted, c.draft_steps)
+    out["llamacpp_accept"] = _div(c.accepted, c.drafted)
+    out["sglang_accept_length"] = _div(c.emitted, c.steps)
     return out
 
 
@@ -268,7 +330,8 @@ def position_acceptance(res, by_category=False, max_position=None):
     p_uncond = n_accepted / n_proposed, n_reached (steps whose accepted path reached i-1 and had a
     draft token at depth i below it) and p_cond = n_accepted / n_reached."""
     keys = ["run", "category"] if by_category else ["run"]
-    cols = keys + ["position", "n_proposed", "n_accepted", "p_uncond", "n_reached", "p_cond"]
+    cols = keys + ["position", "n_proposed", "n_accepted", "p_uncond", "n_reached", "p_cond", "vllm_rate"]
+    drafts = step_counts(res, by_category).draft_steps
     d = res.draft_tokens
     if not len(d):
         return pd.DataFrame(columns=cols)
@@ -302,9 +365,11 @@ def position_acceptance(res, by_category=False, max_position=None):
             n_prop = int((md >= i).sum())
             n_acc = int((al >= i).sum())
             n_reach = int(reach_counts.get(i, 0))
+            n_drafts = float(drafts.get(key if len(key) > 1 else key[0], np.nan))
             rows.append(dict(zip(keys, key), position=i, n_proposed=n_prop, n_accepted=n_acc,
                              p_uncond=n_acc / n_prop if n_prop else np.nan, n_reached=n_reach,
-                             p_cond=n_acc / n_reach if n_reach else np.nan))
+                             p_cond=n_acc / n_reach if n_reach else np.nan,
+                             vllm_rate=n_acc / n_drafts if n_drafts > 0 else np.nan))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -346,8 +411,9 @@ def _same_temperature(a, b):
 
 
 def bootstrap_ratio(num, den, n_boot=2000, seed=0, level=0.95, block=200_000):
-    """sum(num) / sum(den) and its percentile bootstrap interval, resampling the pairs (num[i], den[i])
-    with replacement. Returns (point, lo, hi); lo = hi = point for one pair; NaNs for none."""
+    """sum(num) / sum(den) and its percentile bootstrap interval, resampling the units (num[i], den[i])
+    with replacement (speedup: one unit per prompt, its repeats' per-token times summed). Returns (point,
+    lo, hi); lo = hi = point for one unit; NaNs for none."""
     num = np.asarray(num, dtype=float)
     den = np.asarray(den, dtype=float)
     n = len(num)
@@ -371,21 +437,75 @@ def bootstrap_ratio(num, den, n_boot=2000, seed=0, level=0.95, block=200_000):
     return point, float(lo), float(hi)
 
 
-def speedup(res, run, baseline=None, category=None, n_boot=2000, seed=0):
-    """Speedup of `run` over its AR baseline on paired requests: dict(point, lo, hi, n_paired, baseline)."""
-    baseline = baseline or find_baseline(res, run)
-    out = dict(point=np.nan, lo=np.nan, hi=np.nan, n_paired=0, baseline=baseline)
-    if baseline is None:
-        return out
+def speedup_pairs(res, run, baseline, category=None):
+    """The requests `run` and its AR `baseline` both decoded, timed by the same invocation, with their
+    per-token times: columns request_id, prompt_id, repeat, t_ar, t_run (decode_s / new_tokens), e2e_ar,
+    e2e_run (wall_time_s / new_tokens), ratio = t_ar / t_run, loaded (either side timed while the load
+    average exceeded the host's cores). Returns (pairs, counts) with counts n_unpaired, n_cross_invocation
+    (left out: the baseline's row was timed by another invocation) and n_no_tokens."""
     req = res.requests
     mine = req[req.run == run]
     if category is not None:
         mine = mine[mine.category == category]
-    base = req[req.run == baseline][["request_id", "wall_time_s"]]
-    pairs = mine[["request_id", "wall_time_s"]].merge(base, on="request_id", suffixes=("_spec", "_ar"))
-    pairs = pairs.drop_duplicates("request_id")
-    point, lo, hi = bootstrap_ratio(pairs.wall_time_s_ar, pairs.wall_time_s_spec, n_boot, seed)
-    out.update(point=point, lo=lo, hi=hi, n_paired=len(pairs))
+    cols = ["request_id", "prompt_id", "repeat", "new_tokens", "decode_s", "wall_time_s", "invocation",
+            "load_avg", "host_cores"]
+    base = req[req.run == baseline][cols].drop_duplicates("request_id")
+    m = mine[cols].drop_duplicates("request_id").merge(base, on="request_id", how="left",
+                                                       suffixes=("_run", "_ar"), indicator=True)
+    counts = dict(n_unpaired=int((m._merge == "left_only").sum()), n_cross_invocation=0, n_no_tokens=0)
+    m = m[m._merge == "both"]
+    same = m.invocation_run.astype(str) == m.invocation_ar.astype(str)
+    counts["n_cross_invocation"] = int((~same).sum())
+    m = m[same]
+    ok = (m.new_tokens_run > 0) & (m.new_tokens_ar > 0) & (m.decode_s_run > 0)
+    counts["n_no_tokens"] = int((~ok).sum())
+    m = m[ok]
+    with np.errstate(invalid="ignore"):
+        loaded = ((m.load_avg_ar > m.host_cores_ar) & (m.host_cores_ar > 0)) | \
+                 ((m.load_avg_run > m.host_cores_run) & (m.host_cores_run > 0))
+    pairs = pd.DataFrame(dict(
+        request_id=m.request_id.to_numpy(), prompt_id=m.prompt_id_run.to_numpy(), repeat=m.repeat_run.to_numpy(),
+        t_ar=(m.decode_s_ar / m.new_tokens_ar).to_numpy(float), t_run=(m.decode_s_run / m.new_tokens_run).to_numpy(float),
+        e2e_ar=(m.wall_time_s_ar / m.new_tokens_ar).to_numpy(float),
+        e2e_run=(m.wall_time_s_run / m.new_tokens_run).to_numpy(float), loaded=loaded.to_numpy(bool)))
+    pairs["ratio"] = pairs.t_ar / pairs.t_run
+    return pairs, counts
+
+
+def outliers(ratios):
+    """Indices of outlying ratios: 0.6745 |ln r - median ln r| / MAD > OUTLIER_Z (MAD = median |ln r -
+    median ln r|; MAD = 0: any r off the median), with at least OUTLIER_MIN_PAIRS ratios."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    if len(logs) < OUTLIER_MIN_PAIRS:
+        return []
+    dev = np.abs(logs - np.median(logs))
+    mad = np.median(dev)
+    flag = 0.6745 * dev / mad > OUTLIER_Z if mad > 0 else dev > 1e-12
+    return [int(i) for i in np.flatnonzero(flag)]
+
+
+def speedup(res, run, baseline=None, category=None, n_boot=2000, seed=0):
+    """Speedup of `run` over its AR baseline (METRIC_DEFINITIONS): dict(point, lo, hi, e2e, median,
+    rep_min, rep_max, n_repeats, n_paired, n_cross_invocation, n_unpaired, outliers (request ids),
+    n_loaded, baseline). The interval resamples prompts (all pairs of a prompt together)."""
+    baseline = baseline or find_baseline(res, run)
+    out = dict(point=np.nan, lo=np.nan, hi=np.nan, e2e=np.nan, median=np.nan, rep_min=np.nan, rep_max=np.nan,
+               n_repeats=0, n_paired=0, n_cross_invocation=0, n_unpaired=0, outliers=[], n_loaded=0,
+               baseline=baseline)
+    if baseline is None:
+        return out
+    pairs, counts = speedup_pairs(res, run, baseline, category)
+    out.update(counts)
+    if not len(pairs):
+        return out
+    by_prompt = pairs.groupby("prompt_id", sort=True).agg(t_ar=("t_ar", "sum"), t_run=("t_run", "sum"))
+    point, lo, hi = bootstrap_ratio(by_prompt.t_ar, by_prompt.t_run, n_boot, seed)
+    reps = pairs.groupby("repeat").apply(lambda g: g.t_ar.sum() / g.t_run.sum()) if len(pairs) else []
+    out.update(point=point, lo=lo, hi=hi, e2e=pairs.e2e_ar.sum() / pairs.e2e_run.sum(),
+               median=float(np.exp(np.median(np.log(pairs.ratio)))), n_paired=len(pairs),
+               rep_min=float(np.min(reps)), rep_max=float(np.max(reps)), n_repeats=int(len(reps)),
+               outliers=[int(pairs.request_id.iloc[i]) for i in outliers(pairs.ratio)],
+               n_loaded=int(pairs.loaded.sum()))
     return out
 
 
@@ -472,9 +592,20 @@ def summarize(res, n_boot=2000, seed=0):
         sp = speedup(res, run, n_boot=n_boot, seed=seed)
         if sp["baseline"] is None:
             no_baseline.setdefault((r.temperature or "?", r.target or "?"), []).append(run)
-        elif r.n_requests and sp["n_paired"] < r.n_requests:
-            notes.append(f"{run}: {r.n_requests - sp['n_paired']} of {r.n_requests} requests have no pair in "
-                         f"{sp['baseline']} and are left out of the speedup.")
+        elif sp["baseline"] != run:
+            if sp["n_unpaired"]:
+                notes.append(f"{run}: {sp['n_unpaired']} of {r.n_requests} requests have no pair in "
+                             f"{sp['baseline']} and are left out of the speedup.")
+            if sp["n_cross_invocation"]:
+                notes.append(f"{run}: {sp['n_cross_invocation']} of {r.n_requests} requests left out of the "
+                             f"speedup: their {sp['baseline']} row was timed by another invocation (a --resume); "
+                             f"speedup pairs only timings taken by one process.")
+            if sp["outliers"]:
+                notes.append(f"{run}: outlying speedup ratio on request(s) {sp['outliers']} (rule in the "
+                             f"definitions); the median {_f(sp['median'])} resists them.")
+            if sp["n_loaded"]:
+                notes.append(f"WARNING {run}: {sp['n_loaded']} paired request(s) timed while the load average "
+                             f"exceeded the host's cores: their timings are suspect.")
         if sp["baseline"] not in (None, run):
             n_base = int(runs.loc[sp["baseline"]].n_requests)
             if r.n_requests < n_base:
@@ -491,14 +622,21 @@ def summarize(res, n_boot=2000, seed=0):
             temperature=r.temperature, rule=r.rule, lossless_rule=bool(r.is_lossless),
             tree=bool(r.is_tree), baseline=bool(r.is_baseline), baseline_run=sp["baseline"],
             n_requests=int(r.n_requests), steps=get("steps"), new_tokens=get("new_tokens"),
-            drafted=get("drafted"), accepted=get("accepted"), tau=get("tau"),
-            tau_no_bonus=get("tau_no_bonus"), acc_rate=get("acc_rate"), acc_per_node=get("acc_per_node"),
-            tokens_per_s=get("tokens_per_s"), decode_s=get("decode_s"), wall_s=get("wall_s"),
-            speedup=sp["point"], speedup_lo=sp["lo"], speedup_hi=sp["hi"], n_paired=sp["n_paired"],
+            emitted=get("emitted"), drafted=get("drafted"), accepted=get("accepted"), depth=get("depth"),
+            draft_steps=get("draft_steps"), tau=get("tau"), tau_no_bonus=get("tau_no_bonus"),
+            acc_rate=get("acc_rate"), depth_rate=get("depth_rate"), tokens_per_s=get("tokens_per_s"),
+            decode_s=get("decode_s"), wall_s=get("wall_s"),
+            speedup=sp["point"], speedup_lo=sp["lo"], speedup_hi=sp["hi"], speedup_e2e=sp["e2e"],
+            speedup_median=sp["median"], speedup_rep_min=sp["rep_min"], speedup_rep_max=sp["rep_max"],
+            n_repeats=sp["n_repeats"], n_paired=sp["n_paired"], n_cross_invocation=sp["n_cross_invocation"],
+            outliers=sp["outliers"], n_loaded=sp["n_loaded"],
+            specbench_mat=get("specbench_mat"), vllm_acceptance_rate=get("vllm_acceptance_rate"),
+            vllm_mean_acceptance_length=get("vllm_mean_acceptance_length"),
+            llamacpp_accept=get("llamacpp_accept"), sglang_accept_length=get("sglang_accept_length"),
             lossless_check=("baseline" if r.is_baseline else verdicts.get(run, "-")),
             n_mismatch=mismatches.get(run, np.nan)))
     per_run = pd.DataFrame(rows)
-    for c in ("steps", "new_tokens", "drafted", "accepted", "n_mismatch"):
+    for c in ("steps", "new_tokens", "emitted", "drafted", "accepted", "depth", "draft_steps", "n_mismatch"):
         if len(per_run):
             per_run[c] = pd.array(per_run[c].round(), dtype="Int64")
     for (t, target), names in no_baseline.items():
@@ -514,12 +652,13 @@ def summarize(res, n_boot=2000, seed=0):
             cat_rows.append(dict(run=run, category=cat, drafter=runs.loc[run].drafter, k=runs.loc[run].k,
                                  temperature=runs.loc[run].temperature, n_requests=int(m.n_requests),
                                  steps=m.steps, tau=m.tau, tau_no_bonus=m.tau_no_bonus, acc_rate=m.acc_rate,
-                                 acc_per_node=m.acc_per_node, tokens_per_s=m.tokens_per_s,
+                                 depth_rate=m.depth_rate, tokens_per_s=m.tokens_per_s,
                                  speedup=sp["point"], speedup_lo=sp["lo"], speedup_hi=sp["hi"],
-                                 n_paired=sp["n_paired"]))
+                                 speedup_e2e=sp["e2e"], speedup_median=sp["median"], n_paired=sp["n_paired"]))
     per_category = pd.DataFrame(cat_rows, columns=[
         "run", "category", "drafter", "k", "temperature", "n_requests", "steps", "tau", "tau_no_bonus",
-        "acc_rate", "acc_per_node", "tokens_per_s", "speedup", "speedup_lo", "speedup_hi", "n_paired"])
+        "acc_rate", "depth_rate", "tokens_per_s", "speedup", "speedup_lo", "speedup_hi", "speedup_e2e",
+        "speedup_median", "n_paired"])
     if len(runs) and runs.is_baseline.all():
         notes.append("the file holds only AR baseline run(s): no speculative metrics.")
     return Summary(res, per_run, per_category, position_acceptance(res),
@@ -570,15 +709,41 @@ def format_report(summary):
     if pr.empty:
         out.append("  (no runs in this file)")
     else:
-        header = ["run", "drafter", "k", "T", "rule", "req", "steps", "tau", "tau-bonus", "acc", "acc/node",
-                  "tok/s", "speedup [95% CI]", "lossless"]
+        header = ["run", "drafter", "k", "T", "rule", "req", "steps", "tau", "tau-bonus", "acc_rate",
+                  "depth_rate", "tok/s", "speedup [95% CI]", "e2e", "median", "lossless"]
         rows = [[r.run, r.drafter or "-", r.k or "-", r.temperature or "-", _rule_cell(r.rule, r.lossless_rule),
                  str(r.n_requests), _f(r.steps, "{:.0f}"), _f(r.tau), _f(r.tau_no_bonus), _f(r.acc_rate, "{:.3f}"),
-                 _f(r.acc_per_node, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
+                 _f(r.depth_rate, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
                  "1.00 (baseline)" if r.baseline and r.baseline_run == r.run else
-                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi), r.lossless_check]
+                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi),
+                 "-" if r.baseline_run == r.run else _f(r.speedup_e2e),
+                 "-" if r.baseline_run == r.run else _f(r.speedup_median), r.lossless_check]
                 for r in pr.itertuples()]
-        out.append(fixed_width(header, rows, ["l", "l", "r", "r", "l"] + ["r"] * 8 + ["l"]))
+        out.append(fixed_width(header, rows, ["l", "l", "r", "r", "l"] + ["r"] * 10 + ["l"]))
+        spec = [r for r in pr.itertuples() if r.baseline_run not in (None, r.run) and not pd.isna(r.baseline_run)]
+        if spec:
+            out.append("")
+            out.append("Speedup robustness (pairs: requests paired with the baseline by request and invocation)")
+            header = ["run", "pairs", "other invocation", "repeats [min, max]", "outliers", "loaded"]
+            rows = [[r.run, str(r.n_paired), str(r.n_cross_invocation),
+                     f"{_f(r.speedup_rep_min)}, {_f(r.speedup_rep_max)} ({r.n_repeats})" if r.n_repeats > 1 else "-",
+                     ",".join(map(str, r.outliers)) or "-", str(r.n_loaded)] for r in spec]
+            out.append(fixed_width(header, rows))
+        peers = [r for r in pr.itertuples() if not r.baseline]
+        if peers:
+            pos_all = summary.positions
+            out.append("")
+            out.append("Peers' headline figures from the same steps (definitions below)")
+            header = ["run", "Spec-Bench #MAT", "vLLM acc rate", "vLLM mean acc len", "vLLM per-position",
+                      "llama.cpp accept", "SGLang accept len"]
+            rows = []
+            for r in peers:
+                g = pos_all[pos_all.run == r.run].sort_values("position") if len(pos_all) else pos_all
+                per_pos = ",".join(_f(v) for v in g.vllm_rate.head(4)) if len(g) else "-"
+                rows.append([r.run, _f(r.specbench_mat), _f(r.vllm_acceptance_rate, "{:.3f}"),
+                             _f(r.vllm_mean_acceptance_length), per_pos + (",..." if len(g) > 4 else ""),
+                             _f(100 * r.llamacpp_accept, "{:.1f}%"), _f(r.sglang_accept_length)])
+            out.append(fixed_width(header, rows))
     pc = summary.per_category
     out.append("")
     out.append("Per run x category")
@@ -586,13 +751,15 @@ def format_report(summary):
         out.append("  (no finished requests)")
     else:
         base_of = dict(zip(pr.run, pr.baseline_run))
-        header = ["run", "category", "req", "steps", "tau", "tau-bonus", "acc", "acc/node", "tok/s",
-                  "speedup [95% CI]"]
+        header = ["run", "category", "req", "steps", "tau", "tau-bonus", "acc_rate", "depth_rate", "tok/s",
+                  "speedup [95% CI]", "e2e", "median"]
         rows = [[r.run, r.category, str(r.n_requests), _f(r.steps, "{:.0f}"), _f(r.tau), _f(r.tau_no_bonus),
-                 _f(r.acc_rate, "{:.3f}"), _f(r.acc_per_node, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
+                 _f(r.acc_rate, "{:.3f}"), _f(r.depth_rate, "{:.3f}"), _f(r.tokens_per_s, "{:.1f}"),
                  "1.00 (baseline)" if base_of.get(r.run) == r.run else
-                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi)] for r in pc.itertuples()]
-        out.append(fixed_width(header, rows, ["l", "l"] + ["r"] * 8))
+                 _speedup_cell(r.speedup, r.speedup_lo, r.speedup_hi),
+                 "-" if base_of.get(r.run) == r.run else _f(r.speedup_e2e),
+                 "-" if base_of.get(r.run) == r.run else _f(r.speedup_median)] for r in pc.itertuples()]
+        out.append(fixed_width(header, rows, ["l", "l"] + ["r"] * 10))
     pos = summary.positions
     if len(pos):
         K = int(pos.position.max())
@@ -625,6 +792,8 @@ def format_report(summary):
         out.extend(f"  - {n}" for n in summary.notes)
     out.append("")
     out.append(METRIC_DEFINITIONS)
+    out.append("")
+    out.append(PEER_DEFINITIONS)
     return "\n".join(out)
 
 
@@ -647,12 +816,12 @@ def _jsonable(obj):
 def to_json(summary):
     res = summary.results
     return _jsonable({
-        "file": res.path, "attrs": {k: v for k, v in res.attrs.items() if k != "config"},
+        "file": res.path, "attrs": {k: v for k, v in res.attrs.items() if k not in ("config", "columns")},
         "runs": summary.per_run.to_dict("records"), "categories": summary.per_category.to_dict("records"),
         "positions": summary.positions.to_dict("records"),
         "positions_by_category": summary.positions_by_category.to_dict("records"),
         "lossless": summary.lossless.to_dict("records"), "notes": summary.notes,
-        "unfinished": res.unfinished, "definitions": METRIC_DEFINITIONS})
+        "unfinished": res.unfinished, "definitions": METRIC_DEFINITIONS, "peer_definitions": PEER_DEFINITIONS})
 
 
 # ---- plots (specdec_plots.py) -----------------------------------------------------------------------

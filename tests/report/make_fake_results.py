@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes a small, realistic specdec HDF5 results log (schema version 1, docs/hdf5-schema.md) for the
-report's tests and the notebook, until the real runner writes one. The decode loop is simulated:
+"""Writes a small, realistic specdec HDF5 results log (schema version 1 by default: the report must keep
+reading the logs specdec 1 wrote; write_results(..., schema_version=2) writes version 2) for the report's
+tests and the notebook. The decode loop is simulated:
 steps, draft_tokens, outputs and the requests' tau / new_tokens / times are mutually consistent.
 
     python3 tests/report/make_fake_results.py OUT.h5 [--seed 0] [--variant full|only_ar|no_baseline|killed]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import h5py
@@ -33,6 +35,15 @@ DRAFT_TOKENS_DTYPE = np.dtype([
     ("token", "<i4"), ("p_target", "<f4"), ("q_draft", "<f4"), ("u", "<f4"), ("visited", "i1"),
     ("accepted", "i1")])
 OUTPUTS_DTYPE = np.dtype([("request_id", "<i8"), ("offset", "<i8"), ("length", "<i4")])
+# Version 2 (transcribed from docs/hdf5-schema.md): steps.n_emitted, the requests' timing context.
+REQUESTS_DTYPE_V2 = np.dtype(REQUESTS_DTYPE.descr + [
+    ("invocation", "S40"), ("host", "S64"), ("host_cores", "<i4"), ("load_avg", "<f8"), ("threads", "<i4"),
+    ("device", "S64")])
+STEPS_DTYPE_V2 = np.dtype(STEPS_DTYPE.descr[:4] + [("n_emitted", "<i4")] + STEPS_DTYPE.descr[4:])
+V2_DEFAULTS = {"invocation": "inv0", "host": "fakehost", "host_cores": 2, "load_avg": 0.5, "threads": 2,
+               "device": "cpu"}
+SCHEMA_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "experiments", "report",
+                           "schema.json")
 
 CATEGORIES = ["summarization", "translation", "math_reasoning"]
 PROMPTS_PER_CATEGORY = 4
@@ -55,7 +66,10 @@ def _table(rows, dtype):
     arr = np.zeros(len(rows), dtype=dtype)
     for i, row in enumerate(rows):
         for name in dtype.names:
-            v = row[name]
+            if name not in row:  # version 2 columns a test row leaves out
+                v = row["n_accepted"] + 1 if name == "n_emitted" else V2_DEFAULTS[name]
+            else:
+                v = row[name]
             arr[i][name] = v.encode() if isinstance(v, str) else v
     return arr
 
@@ -66,18 +80,24 @@ def _dataset(group, name, data):
                          compression="gzip", compression_opts=4)
 
 
-def write_results(path, runs, root_attrs=None):
+def write_results(path, runs, root_attrs=None, schema_version=SCHEMA_VERSION):
     """runs: list of dicts {name, attrs: {str: str}, requests: [row dict], steps: [...], draft_tokens:
-    [...], outputs: [(request_id, [tokens])]}. Rows are written in the order given."""
+    [...], outputs: [(request_id, [tokens])]}. Rows are written in the order given. Version 2 files get
+    the `columns` attribute the C++ writer stores (experiments/report/schema.json)."""
+    v2 = schema_version >= 2
+    req_dtype, steps_dtype = (REQUESTS_DTYPE_V2, STEPS_DTYPE_V2) if v2 else (REQUESTS_DTYPE, STEPS_DTYPE)
     with h5py.File(path, "w") as f:
         attrs = {
-            "schema_version": np.int32(SCHEMA_VERSION),
+            "schema_version": np.int32(schema_version),
             "specdec_version": "fake0000",
             "config": "; written by tests/report/make_fake_results.py\n",
             "host": json.dumps({"cpu": "fake", "cores": 2, "gpu": "", "driver": "", "cuda": "", "cublas": ""}),
             "seeds": "0",
             "start_time": "2025-01-01T00:00:00Z",
         }
+        if v2:
+            with open(SCHEMA_JSON) as sj:
+                attrs["columns"] = sj.read()
         attrs.update(root_attrs or {})
         for key, value in attrs.items():
             f.attrs[key] = value
@@ -86,8 +106,8 @@ def write_results(path, runs, root_attrs=None):
             g = runs_group.create_group(run["name"])
             for key, value in run["attrs"].items():
                 g.attrs[key] = str(value)
-            _dataset(g, "requests", _table(run.get("requests", []), REQUESTS_DTYPE))
-            _dataset(g, "steps", _table(run.get("steps", []), STEPS_DTYPE))
+            _dataset(g, "requests", _table(run.get("requests", []), req_dtype))
+            _dataset(g, "steps", _table(run.get("steps", []), steps_dtype))
             _dataset(g, "draft_tokens", _table(run.get("draft_tokens", []), DRAFT_TOKENS_DTYPE))
             out_rows, tokens, offset = [], [], 0
             for rid, toks in run.get("outputs", []):

@@ -12,6 +12,7 @@ missing baseline, a one-request category).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -98,12 +99,12 @@ def expected_rates(run, category=None):
     steps = [s for s in run["steps"] if int(s["request_id"]) in ids]
     n = len(steps)
     acc = sum(int(s["n_accepted"]) for s in steps)
-    drafted = sum(int(s["max_depth"]) for s in steps)  # chains: max_depth = n_proposed
-    nodes = sum(int(s["n_proposed"]) for s in steps)
-    new = sum(int(r["new_tokens"]) for r in reqs)
+    depth = sum(int(s["max_depth"]) for s in steps)
+    drafted = sum(int(s["n_proposed"]) for s in steps)  # every node of a tree
+    new = sum(int(r["new_tokens"]) for r in reqs)  # = the tokens the steps emitted
     dec = sum(float(r["decode_s"]) for r in reqs)
-    return dict(tau=(acc + n) / n, tau_no_bonus=acc / n, acc_rate=acc / drafted if drafted else float("nan"),
-                acc_per_node=acc / nodes if nodes else float("nan"), tokens_per_s=new / dec, steps=n)
+    return dict(tau=new / n, tau_no_bonus=new / n - 1, acc_rate=acc / drafted if drafted else float("nan"),
+                depth_rate=acc / depth if depth else float("nan"), tokens_per_s=new / dec, steps=n)
 
 
 def expected_positions(run):
@@ -124,10 +125,15 @@ def expected_positions(run):
     return {i: (acc[i] / prop[i], acc[i] / reach[i] if reach[i] else float("nan")) for i in prop}
 
 
-def expected_speedup(spec, ar):
-    ar_wall = {int(r["request_id"]): float(r["wall_time_s"]) for r in ar["requests"]}
-    pairs = [(ar_wall[int(r["request_id"])], float(r["wall_time_s"])) for r in spec["requests"]
-             if int(r["request_id"]) in ar_wall]
+def per_token(r):
+    return float(r["decode_s"]) / int(r["new_tokens"])
+
+
+def expected_speedup(spec, ar, ids=None):
+    """sum over paired requests of AR decode s / token over the sum of the run's (docs/metrics.md)."""
+    ar_t = {int(r["request_id"]): per_token(r) for r in ar["requests"]}
+    pairs = [(ar_t[int(r["request_id"])], per_token(r)) for r in spec["requests"]
+             if int(r["request_id"]) in ar_t and (ids is None or int(r["request_id"]) in ids)]
     return sum(a for a, _ in pairs) / sum(s for _, s in pairs), len(pairs)
 
 
@@ -179,12 +185,15 @@ def tau_acceptance_and_tokens_per_second_per_run_and_category():
             assert math.isnan(got.acc_rate), f"{name}: AR has no acceptance rate"
         else:
             check(got.acc_rate, exp["acc_rate"], f"{name} acceptance rate")
+        if run["attrs"]["drafter"] != "none":
+            check(got.depth_rate, exp["depth_rate"], f"{name} accepted / depth")
         if name.startswith("synthetic_tree"):
             assert bool(got.tree), name
-            check(got.acc_per_node, exp["acc_per_node"], f"{name} accepted / nodes")
-            assert got.acc_per_node < got.acc_rate
+            assert got.acc_rate < got.depth_rate  # every node counted vs the proposals' depths
         else:
-            assert not bool(got.tree) and math.isnan(got.acc_per_node), name
+            assert not bool(got.tree), name
+            if run["attrs"]["drafter"] != "none":
+                check(got.depth_rate, got.acc_rate, f"{name}: a chain's depth is its length")
         for cat in fake.CATEGORIES:
             e = expected_rates(run, cat)
             c = summary.per_category[(summary.per_category.run == name) & (summary.per_category.category == cat)]
@@ -236,9 +245,8 @@ def speedup_point_estimate_and_interval():
     pc = summary.per_category.set_index(["run", "category"])
     for cat in fake.CATEGORIES:
         ids = {int(r["request_id"]) for r in data["ngram_k2_t0"]["requests"] if r["category"].decode() == cat}
-        ar = sum(float(r["wall_time_s"]) for r in data["ar_t0"]["requests"] if int(r["request_id"]) in ids)
-        sp = sum(float(r["wall_time_s"]) for r in data["ngram_k2_t0"]["requests"] if int(r["request_id"]) in ids)
-        check(pc.loc[("ngram_k2_t0", cat)].speedup, ar / sp, f"ngram_k2_t0/{cat} speedup")
+        point, _ = expected_speedup(data["ngram_k2_t0"], data["ar_t0"], ids)
+        check(pc.loc[("ngram_k2_t0", cat)].speedup, point, f"ngram_k2_t0/{cat} speedup")
     # the same seed gives the same interval; the interval is a percentile interval of ratios of sums
     again = rep.summarize(rep.load(path), n_boot=500, seed=3).per_run.set_index("run")
     check(again.loc["ngram_k4_t0"].speedup_lo, pr.loc["ngram_k4_t0"].speedup_lo, "bootstrap is seeded")
@@ -297,7 +305,8 @@ def table_marks_lossy_rules_and_prints_the_definitions():
     for heading in ("Per run", "Per run x category", "Per-position acceptance", "Metric definitions"):
         assert any(line.startswith(heading) for line in lines), heading
     assert text.index("Per run x category") < text.index("Metric definitions")
-    assert "tau (mean accepted length)" in text and "bootstrap" in text
+    assert "tau = emitted tokens / steps" in text and "bootstrap" in text
+    assert "Spec-Bench / EAGLE #MAT" in text and "vLLM" in text and "llama.cpp" in text and "SGLang" in text
 
 
 # ---- hand-computed tiny files -----------------------------------------------------------------------
@@ -381,9 +390,12 @@ def tiny_chain_by_hand():
     check(c.tau_no_bonus, 6 / 5, "tau without bonus")
     check(c.acc_rate, 6 / 11, "acceptance rate")
     check(c.tokens_per_s, 11 / 1.8, "tokens/s")
-    check(c.speedup, 6.0 / 2.0, "speedup")
+    # per token: request 0 AR 1.8 s / 5, chain 0.9 s / 5 (2x); request 1 AR 3.6 s / 6, chain 0.9 s / 6 (4x)
+    check(c.speedup, (1.8 / 5 + 3.6 / 6) / (0.9 / 5 + 0.9 / 6), "speedup")
     check(c.speedup_lo, 2.0, "speedup lo")
     check(c.speedup_hi, 4.0, "speedup hi")
+    check(c.speedup_median, math.sqrt(8.0), "median of the ratios 2 and 4 (geometric midpoint)")
+    check(c.speedup_e2e, (2.0 / 5 + 4.0 / 6) / (1.0 / 5 + 1.0 / 6), "end to end (wall time per token)")
     pos = summary.positions[summary.positions.run == "chain"].set_index("position")
     # pos 1: 4 steps proposed >= 1, 3 accepted. pos 2: 4 proposed >= 2, 2 accepted, 3 reached 1.
     # pos 3: 3 proposed >= 3, 1 accepted, 2 reached 2.
@@ -412,8 +424,8 @@ def tiny_tree_by_hand():
     t = summary.per_run.set_index("run").loc["tree"]
     assert bool(t.tree)
     check(t.tau, 5 / 2, "tree tau")
-    check(t.acc_rate, 3 / 5, "tree acceptance per drafted depth")
-    check(t.acc_per_node, 3 / 8, "tree acceptance per node")
+    check(t.acc_rate, 3 / 8, "tree: accepted / every drafted node")
+    check(t.depth_rate, 3 / 5, "tree: accepted / the proposals' depths")
     pos = summary.positions[summary.positions.run == "tree"].set_index("position")
     assert list(pos.index) == [1, 2, 3]
     check(pos.p_uncond[1], 1.0, "tree P(1)")
@@ -548,6 +560,146 @@ def cli_writes_table_csv_json_and_plots():
         js = json.load(f)
     assert {"runs", "categories", "positions", "lossless", "notes", "definitions"} <= set(js)
     assert len(js["categories"]) == 33
+
+
+# ---- issue #10 / #17: definitions that changed (each fails on the old report) ------------------------
+
+def _v2_req(rid, prompt, repeat, new, decode_s, invocation="inv0", prefill_s=0.5, load=0.5, cores=4, steps=1):
+    return dict(request_id=rid, prompt_id=prompt, category="a", repeat=repeat, prompt_tokens=5, new_tokens=new,
+                wall_time_s=prefill_s + decode_s, prefill_s=prefill_s, decode_s=decode_s, steps=steps,
+                tau=new / steps, stopped=0, invocation=invocation, host="h", host_cores=cores, load_avg=load,
+                threads=2, device="cpu")
+
+
+@test
+def tau_counts_emitted_tokens_when_a_request_stops_mid_block():
+    # 2 steps of a chain of 4: all 4 accepted (+ bonus: 5 emitted); then 3 accepted but the stop token was
+    # the first of them: 1 emitted. tau = 6 / 2, not (7 + 2) / 2 as the old report said.
+    steps = [dict(_step(0, 0, 4, 4), n_emitted=5), dict(_step(0, 1, 4, 3), n_emitted=1)]
+    ar = {"name": "ar", "attrs": _attrs("none", 0), "requests": [_v2_req(0, "p:0", 0, 6, 1.2, steps=6)],
+          "steps": [dict(_step(0, s, 0, 0), n_emitted=1) for s in range(6)], "outputs": [(0, [1] * 6)]}
+    spec = {"name": "spec", "attrs": _attrs("ngram", 4), "requests": [_v2_req(0, "p:0", 0, 6, 0.3, steps=2)],
+            "steps": steps, "draft_tokens": _chain(0, 0, 4, 4) + _chain(0, 1, 4, 3), "outputs": [(0, [1] * 6)]}
+    path = os.path.join(SCRATCH, "stop_mid_block.h5")
+    fake.write_results(path, [ar, spec], schema_version=2)
+    pr = rep.summarize(rep.load(path), n_boot=0).per_run.set_index("run")
+    s = pr.loc["spec"]
+    check(s.tau, 3.0, "tau = emitted / steps")
+    check(s.tau_no_bonus, 2.0, "tau - 1")
+    check(s.tokens_per_s, 6 / 0.3, "emitted / decode s")
+    # peers, from the same steps: Spec-Bench #MAT is not cut at the stop; vLLM 1 + accepted / drafts
+    check(s.specbench_mat, (7 + 2) / 2, "Spec-Bench #MAT")
+    check(s.vllm_mean_acceptance_length, 1 + 7 / 2, "vLLM mean acceptance length")
+    check(s.vllm_acceptance_rate, 7 / 8, "vLLM acceptance rate")
+    check(s.llamacpp_accept, 7 / 8, "llama.cpp accept")
+    check(s.sglang_accept_length, 3.0, "SGLang accept length")
+    # the same request in a version 1 log (no n_emitted): rebuilt from new_tokens, the same tau
+    v1 = os.path.join(SCRATCH, "stop_mid_block_v1.h5")
+    fake.write_results(v1, [{**ar, "steps": [_step(0, s, 0, 0) for s in range(6)]},
+                            {**spec, "steps": [_step(0, 0, 4, 4), _step(0, 1, 4, 3)]}])
+    res = rep.load(v1)
+    assert list(res.steps[res.steps.run == "spec"].n_emitted) == [5, 1], res.steps
+    check(rep.summarize(res, n_boot=0).per_run.set_index("run").loc["spec"].tau, 3.0, "v1 tau")
+
+
+@test
+def speedup_is_per_emitted_token_and_excludes_prefill():
+    # T > 0: the run emitted half the AR's tokens in a quarter of its decode time: 2x per token. The old
+    # ratio of summed wall times (5 s of shared prefill included, lengths ignored) gave 6 / 5.25 = 1.14.
+    ar = {"name": "ar", "attrs": _attrs("none", 0, temperature="1", rule="speculative"),
+          "requests": [_v2_req(0, "p:0", 0, 10, 1.0, prefill_s=5.0)], "outputs": [(0, [1] * 10)]}
+    spec = {"name": "spec", "attrs": _attrs("ngram", 4, temperature="1", rule="speculative"),
+            "requests": [_v2_req(0, "p:0", 0, 5, 0.25, prefill_s=5.0)], "outputs": [(0, [1] * 5)]}
+    path = os.path.join(SCRATCH, "per_token.h5")
+    fake.write_results(path, [ar, spec], schema_version=2)
+    s = rep.summarize(rep.load(path), n_boot=0).per_run.set_index("run").loc["spec"]
+    check(s.speedup, (1.0 / 10) / (0.25 / 5), "decode s per emitted token")
+    check(s.speedup_e2e, (6.0 / 10) / (5.25 / 5), "end to end: wall s per emitted token")
+
+
+@test
+def bootstrap_resamples_prompts_with_their_repeats_and_reports_the_spread():
+    # One prompt, four repeats: one cluster, so the interval collapses onto the point (the old bootstrap
+    # treated the repeats as independent and gave a real interval); the spread over repeats is shown.
+    ratios = [1.5, 2.0, 2.5, 3.0]
+    ar = {"name": "ar", "attrs": _attrs("none", 0),
+          "requests": [_v2_req(i, "p:0", i, 10, 1.0) for i in range(4)], "outputs": [(i, [1]) for i in range(4)]}
+    spec = {"name": "spec", "attrs": _attrs("ngram", 4),
+            "requests": [_v2_req(i, "p:0", i, 10, 1.0 / r) for i, r in enumerate(ratios)],
+            "outputs": [(i, [1]) for i in range(4)]}
+    path = os.path.join(SCRATCH, "repeats.h5")
+    fake.write_results(path, [ar, spec], schema_version=2)
+    s = rep.summarize(rep.load(path), n_boot=500, seed=0).per_run.set_index("run").loc["spec"]
+    check(s.speedup, 4.0 / sum(1 / r for r in ratios), "point")
+    assert s.speedup_lo == s.speedup_hi == s.speedup, (s.speedup_lo, s.speedup_hi)
+    check(s.speedup_rep_min, 1.5, "slowest repeat")
+    check(s.speedup_rep_max, 3.0, "fastest repeat")
+    assert s.n_repeats == 4
+
+
+def _two_invocations(name, mixed):
+    """10 requests; with mixed, the run's requests 6..9 were timed by a second invocation (a --resume on a
+    machine three times slower), their AR rows by the first."""
+    ar_rows, run_rows = [], []
+    for i in range(10):
+        ar_rows.append(_v2_req(i, f"p:{i}", 0, 20 + i, 0.02 * (20 + i)))
+        slow = mixed and i >= 6
+        run_rows.append(_v2_req(i, f"p:{i}", 0, 20 + i, 0.01 * (20 + i) * (1 + 0.1 * (i % 3)) * (3 if slow else 1),
+                                invocation="inv1" if slow else "inv0"))
+    if not mixed:
+        ar_rows, run_rows = ar_rows[:6], run_rows[:6]
+    path = os.path.join(SCRATCH, name)
+    fake.write_results(path, [{"name": "ar", "attrs": _attrs("none", 0), "requests": ar_rows},
+                              {"name": "spec", "attrs": _attrs("ngram", 4), "requests": run_rows}],
+                       schema_version=2)
+    return rep.summarize(rep.load(path), n_boot=300, seed=0)
+
+
+@test
+def a_log_from_two_invocations_pairs_only_timings_of_one():
+    clean = _two_invocations("clean.h5", False).per_run.set_index("run").loc["spec"]
+    summary = _two_invocations("mixed.h5", True)
+    mixed = summary.per_run.set_index("run").loc["spec"]
+    assert mixed.n_cross_invocation == 4 and mixed.n_paired == 6, (mixed.n_cross_invocation, mixed.n_paired)
+    for c in ("speedup", "speedup_lo", "speedup_hi", "speedup_median", "speedup_e2e"):
+        check(mixed[c], clean[c], f"mixed log {c} = clean log {c}")
+    text = rep.format_report(summary)
+    assert "4 of 10 requests left out of the speedup" in text, text
+
+
+@test
+def outliers_and_load_are_flagged():
+    ar = [_v2_req(i, f"p:{i}", 0, 10, 1.0) for i in range(8)]
+    run = [_v2_req(i, f"p:{i}", 0, 10, 0.5 * (1 + 0.01 * i)) for i in range(8)]
+    run[4]["decode_s"] = 6.0  # a planted outlier
+    run[2]["load_avg"] = 9.0  # more than the host's 4 cores
+    path = os.path.join(SCRATCH, "outlier.h5")
+    fake.write_results(path, [{"name": "ar", "attrs": _attrs("none", 0), "requests": ar},
+                              {"name": "spec", "attrs": _attrs("ngram", 4), "requests": run}], schema_version=2)
+    summary = rep.summarize(rep.load(path), n_boot=0)
+    s = summary.per_run.set_index("run").loc["spec"]
+    assert s.outliers == [4], s.outliers
+    assert s.n_loaded == 1
+    assert s.speedup_median > 1.9 > s.speedup, (s.speedup_median, s.speedup)
+    text = rep.format_report(summary)
+    assert "outlying speedup ratio on request(s) [4]" in text
+    assert "WARNING spec: 1 paired request(s) timed while the load average exceeded" in text
+
+
+@test
+def columns_come_from_the_log():
+    # A version 2 log's `columns` attribute is what the loader reads: a column added to the schema (here a
+    # made-up one) reaches the DataFrames without a change to the report.
+    schema = json.load(open(rep.SCHEMA_FILE))
+    schema["tables"]["steps"].append({"name": "made_up", "type": "int32", "bytes": 4, "since": 2,
+                                      "timing": False, "doc": "test"})
+    ar = {"name": "ar", "attrs": _attrs("none", 0), "requests": [_v2_req(0, "p:0", 0, 2, 1.0, steps=2)],
+          "steps": [dict(_step(0, s, 0, 0), n_emitted=1) for s in range(2)], "outputs": [(0, [1, 2])]}
+    path = os.path.join(SCRATCH, "columns.h5")
+    fake.write_results(path, [ar], schema_version=2, root_attrs={"columns": json.dumps(schema)})
+    res = rep.load(path)
+    assert "made_up" in res.steps.columns and res.steps.made_up.isna().all()
+    assert rep.TABLE_COLUMNS == rep.table_columns(json.load(open(rep.SCHEMA_FILE)))
 
 
 def main():

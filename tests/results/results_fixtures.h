@@ -56,16 +56,19 @@ inline DecodeResult make_result(int64_t id, int salt = 0) {
       depth[i] = d.depth;
       st.max_depth = std::max(st.max_depth, d.depth);
       d.token = static_cast<TokenId>((id * 31 + s * 7 + i + salt) % 512);
-      d.p_target = 0.125f * static_cast<float>((i + s) % 8);
-      d.q_draft = 1.0f - 0.0625f * static_cast<float>(i);
-      d.u = (i % 2) ? -1.f : 0.5f + 0.01f * static_cast<float>(s);
+      d.p_target = 0.125 * ((i + s) % 8);
+      d.q_draft = 1.0 - 0.0625 * i;
+      d.u = (i % 2) ? -1.0 : 0.5 + 0.01 * s;
       d.visited = i <= 1;
       d.accepted = i == 0 && s % 2 == 0;
       st.nodes.push_back(d);
     }
     st.n_accepted = (n > 0 && s % 2 == 0) ? 1 : 0;
+    // A request with id % 5 == 4 stops on the first token of its last step: that step emits 1 token
+    // although it accepted more (n_emitted < n_accepted + 1).
+    st.n_emitted = (id % 5 == 4 && s == n_steps - 1) ? 1 : st.n_accepted + 1;
     ctx += st.n_accepted + 1;
-    for (int i = 0; i <= st.n_accepted; ++i) r.tokens.push_back(static_cast<TokenId>((id * 13 + s * 5 + i) % 512));
+    for (int i = 0; i < st.n_emitted; ++i) r.tokens.push_back(static_cast<TokenId>((id * 13 + s * 5 + i) % 512));
     r.steps.push_back(std::move(st));
   }
   r.stopped = id % 5 == 4;
@@ -87,6 +90,12 @@ inline RequestRecord make_record(int64_t id, const DecodeResult& res) {
   rec.stopped = res.stopped;
   rec.result = &res;
   rec.batch_size = 1;
+  rec.timing = {.invocation = "20240102T030405Z-42-0000abcd",
+                .host = "testhost",
+                .host_cores = 2,
+                .load_avg = 0.25 * static_cast<double>(id % 3),
+                .threads = 2,
+                .device = "cpu"};
   return rec;
 }
 
@@ -114,7 +123,13 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                           .decode_s = rec.decode_s,
                           .steps = static_cast<int32_t>(res.steps.size()),
                           .tau = res.tau(),
-                          .stopped = rec.stopped});
+                          .stopped = rec.stopped,
+                          .invocation = rec.timing.invocation,
+                          .host = rec.timing.host,
+                          .host_cores = rec.timing.host_cores,
+                          .load_avg = rec.timing.load_avg,
+                          .threads = rec.timing.threads,
+                          .device = rec.timing.device});
     for (const auto& s : res.steps) {
       bool tree = false;
       for (const auto& n : s.nodes) tree = tree || n.parent != n.node - 1;
@@ -122,6 +137,7 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                          .step = s.step,
                          .n_proposed = s.n_proposed,
                          .n_accepted = s.n_accepted,
+                         .n_emitted = s.n_emitted,
                          .tree_nodes = tree ? static_cast<int32_t>(s.nodes.size()) : 0,
                          .max_depth = s.max_depth,
                          .t_draft_us = s.t_draft_us,
@@ -135,9 +151,9 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                                   .parent = n.parent,
                                   .depth = n.depth,
                                   .token = n.token,
-                                  .p_target = n.p_target,
-                                  .q_draft = n.q_draft,
-                                  .u = n.u,
+                                  .p_target = static_cast<float>(n.p_target),
+                                  .q_draft = static_cast<float>(n.q_draft),
+                                  .u = static_cast<float>(n.u),
                                   .visited = n.visited,
                                   .accepted = n.accepted});
     }

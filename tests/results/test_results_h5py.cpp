@@ -23,24 +23,20 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kScript = R"PY(
-import sys, h5py, numpy as np
+import json, sys, h5py, numpy as np
 # A file whose writer was killed (or still writes) keeps the "open for write" flags: SWMR read opens it.
 f = h5py.File(sys.argv[1], "r", swmr=(sys.argv[2] == "swmr"), libver="latest")
 a = f.attrs
-assert int(a["schema_version"]) == 1, a["schema_version"]
-for k in ("specdec_version", "config", "host", "seeds", "start_time"):
+assert int(a["schema_version"]) == 2, a["schema_version"]
+for k in ("specdec_version", "config", "host", "seeds", "start_time", "columns"):
     assert isinstance(a[k], str), (k, type(a[k]))
 print("config", repr(a["config"]))
 print("runs", " ".join(f["runs"].keys()))
-fields = {
-    "requests": ["request_id", "prompt_id", "category", "repeat", "prompt_tokens", "new_tokens", "wall_time_s",
-                 "prefill_s", "decode_s", "steps", "tau", "stopped"],
-    "steps": ["request_id", "step", "n_proposed", "n_accepted", "tree_nodes", "max_depth", "t_draft_us",
-              "t_verify_us", "context_len", "batch_size"],
-    "draft_tokens": ["request_id", "step", "node", "parent", "depth", "token", "p_target", "q_draft", "u",
-                     "visited", "accepted"],
-    "outputs": ["request_id", "offset", "length"],
-}
+# The column list every log carries (derived from experiments/results_schema.h) names each table's fields.
+columns = json.loads(a["columns"])
+assert columns["schema_version"] == 2, columns["schema_version"]
+fields = {t: [c["name"] for c in cols] for t, cols in columns["tables"].items()}
+assert "n_emitted" in fields["steps"] and "invocation" in fields["requests"], fields
 for name, g in f["runs"].items():
     print("attrs", name, " ".join(f"{k}={g.attrs[k]}" for k in sorted(g.attrs)))
     for t in ("requests", "steps", "draft_tokens", "outputs", "output_tokens"):
@@ -62,6 +58,38 @@ for name, g in f["runs"].items():
         if int(row["request_id"]) in set(int(x) for x in r["request_id"]):
             s = toks[row["offset"]:row["offset"] + row["length"]]
             print("tokens", name, int(row["request_id"]), ",".join(str(int(x)) for x in s))
+)PY";
+
+// A version 1 log as specdec 1 wrote it (its frozen layout, transcribed): one request of three steps that
+// stopped on the first token of its last step.
+const char* kWriteV1 = R"PY(
+import sys, h5py, numpy as np
+req = np.dtype([("request_id", "<i8"), ("prompt_id", "S64"), ("category", "S32"), ("repeat", "<i4"),
+                ("prompt_tokens", "<i4"), ("new_tokens", "<i4"), ("wall_time_s", "<f8"), ("prefill_s", "<f8"),
+                ("decode_s", "<f8"), ("steps", "<i4"), ("tau", "<f8"), ("stopped", "i1")])
+st = np.dtype([("request_id", "<i8"), ("step", "<i4"), ("n_proposed", "<i4"), ("n_accepted", "<i4"),
+               ("tree_nodes", "<i4"), ("max_depth", "<i4"), ("t_draft_us", "<f8"), ("t_verify_us", "<f8"),
+               ("context_len", "<i4"), ("batch_size", "<i4")])
+dr = np.dtype([("request_id", "<i8"), ("step", "<i4"), ("node", "<i4"), ("parent", "<i4"), ("depth", "<i4"),
+               ("token", "<i4"), ("p_target", "<f4"), ("q_draft", "<f4"), ("u", "<f4"), ("visited", "i1"),
+               ("accepted", "i1")])
+out = np.dtype([("request_id", "<i8"), ("offset", "<i8"), ("length", "<i4")])
+with h5py.File(sys.argv[1], "w") as f:
+    f.attrs["schema_version"] = np.int32(1)
+    for k, v in (("specdec_version", "old1234"), ("config", "[model]\npath = stories260K.bin\n\n[sweep]\nk = 1,4\n"),
+                 ("host", "{}"), ("seeds", "0,1"), ("start_time", "2024-01-02T03:04:05Z")):
+        f.attrs[k] = v
+    g = f.create_group("runs").create_group("ngram_k4_t0")
+    for k, v in (("drafter", "ngram"), ("k", "4"), ("baseline", "0")):
+        g.attrs[k] = v
+    def table(name, dtype, rows):
+        g.create_dataset(name, data=np.array(rows, dtype=dtype), maxshape=(None,), chunks=(64,))
+    table("requests", req, [(0, b"spec_bench:1", b"qa", 0, 7, 5, 0.5, 0.1, 0.4, 3, 8 / 3, 1)])
+    table("steps", st, [(0, 0, 4, 2, 0, 4, 1.0, 2.0, 6, 1), (0, 1, 4, 0, 0, 4, 1.0, 2.0, 9, 1),
+                        (0, 2, 4, 3, 0, 4, 1.0, 2.0, 10, 1)])
+    table("draft_tokens", dr, [(0, 0, i, i - 1, i + 1, 10 + i, 0.5, 1.0, -1.0, 1, int(i < 2)) for i in range(4)])
+    table("outputs", out, [(0, 0, 5)])
+    g.create_dataset("output_tokens", data=np.array([5, 6, 7, 8, 2], dtype="<i4"), maxshape=(None,), chunks=(64,))
 )PY";
 
 bool have_h5py() { return std::system("python3 -c 'import h5py' >/dev/null 2>&1") == 0; }
@@ -132,7 +160,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
   }
 
   SECTION("another schema_version is refused, naming the file") {
-    const std::string path = (dir / "v2.h5").string();
+    const std::string path = (dir / "v3.h5").string();
     fs::remove(path);
     {
       auto log = ResultsLog::open(path, file_info(), false);
@@ -140,7 +168,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
       append_request(*log, spec_run().name, 0);
     }
     const auto r = specdec::test::run("python3 -c 'import sys, h5py, numpy as np; "
-                                      "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(2)' " +
+                                      "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(3)' " +
                                       path);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -153,8 +181,44 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
         err = e.what();
       }
       CHECK(err.find(path) != std::string::npos);
-      CHECK(err.find("schema_version 2") != std::string::npos);
+      CHECK(err.find("schema_version 3") != std::string::npos);
     }
+  }
+
+  SECTION("a version 1 log reads (n_emitted rebuilt, no timing context); merge rewrites it as version 2") {
+    const std::string path = (dir / "v1.h5").string(), merged = (dir / "v1_merged.h5").string();
+    fs::remove(path);
+    fs::remove(merged);
+    const std::string v1 = (dir / "write_v1.py").string();
+    std::ofstream(v1) << kWriteV1;
+    const auto r = specdec::test::run("python3 " + v1 + " " + path);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(read_schema_version(path) == 1);
+    const auto runs = read_all(path);
+    REQUIRE(runs.size() == 1);
+    const RunData& run = runs[0];
+    REQUIRE(run.requests.size() == 1);
+    CHECK(run.requests[0].invocation.empty());
+    CHECK(run.requests[0].load_avg == -1);
+    REQUIRE(run.steps.size() == 3);
+    // steps accepted 2, 0, 3 draft tokens; the request stopped after 5 tokens: the last step emitted 1.
+    CHECK(run.steps[0].n_emitted == 3);
+    CHECK(run.steps[1].n_emitted == 1);
+    CHECK(run.steps[2].n_emitted == 1);
+    const std::string err = [&] {
+      try {
+        ResultsLog::open(path, file_info(), true);
+      } catch (const specdec::Error& e) {
+        return std::string(e.what());
+      }
+      return std::string();
+    }();
+    CHECK(err.find("schema_version 1") != std::string::npos);
+    CHECK(err.find("specdec merge") != std::string::npos);
+    specdec::results::merge({path}, merged);
+    CHECK(read_schema_version(merged) == 2);
+    CHECK(diff_runs(read_all(merged), runs, false) == "");
   }
 
   SECTION("a file whose writer was killed") {

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "experiments/results_log.h"
+#include "experiments/results_metrics.h"
 #include "tests/support/run.h"
 
 using namespace specdec;
@@ -117,13 +118,16 @@ DecodeResult decode_result_of(const results::RunData& run, int64_t id) {
     rec.step = s.step;
     rec.n_proposed = s.n_proposed;
     rec.n_accepted = s.n_accepted;
+    rec.n_emitted = s.n_emitted;
     rec.max_depth = s.max_depth;
     rec.context_len = s.context_len;
     rec.t_draft_us = s.t_draft_us;
     rec.t_verify_us = s.t_verify_us;
     for (const auto& d : run.draft_tokens)
       if (d.request_id == id && d.step == s.step)
-        rec.nodes.push_back({d.node, d.parent, d.depth, d.token, d.p_target, d.q_draft, d.u, d.visited, d.accepted});
+        rec.nodes.push_back({.node = d.node, .parent = d.parent, .depth = d.depth, .token = d.token,
+                             .p_target = d.p_target, .q_draft = d.q_draft, .u = d.u, .visited = d.visited,
+                             .accepted = d.accepted});
     res.steps.push_back(std::move(rec));
   }
   return res;
@@ -178,15 +182,27 @@ TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR r
       CHECK(q.new_tokens == 32);
       REQUIRE(run.outputs.count(id));
       CHECK(run.outputs.at(id) == ar.outputs.at(id));   // greedy: lossless
-      int steps = 0, accepted = 0;
+      int steps = 0, accepted = 0, emitted = 0;
       for (const auto& s : run.steps)
         if (s.request_id == id) {
           ++steps;
           accepted += s.n_accepted;
+          emitted += s.n_emitted;
+          CHECK(s.n_emitted >= 1);
+          CHECK(s.n_emitted <= s.n_accepted + 1);
           if (run.info.name.rfind("oracle", 0) == 0) CHECK(s.n_accepted == s.n_proposed);  // the upper bound
         }
       CHECK(q.steps == steps);
       CHECK(accepted + steps >= q.new_tokens);
+      CHECK(emitted == q.new_tokens);                                  // n_emitted adds up to the output
+      CHECK(q.tau == Catch::Detail::Approx(static_cast<double>(emitted) / steps));  // tau counts emitted tokens
+      // When and where it was timed: one invocation id for every row of this process.
+      CHECK(q.invocation == ar.requests[0].invocation);
+      CHECK(!q.invocation.empty());
+      CHECK(!q.host.empty());
+      CHECK(q.host_cores >= 1);
+      CHECK(q.threads >= 1);
+      CHECK(q.device == "cpu");
       if (&run == &ar) CHECK(steps == q.new_tokens);
     }
   }
@@ -262,7 +278,22 @@ TEST_CASE("a run killed mid-way keeps every finished request; --resume completes
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Catch::Contains("already finished (resumed)"));
-  CHECK(results::diff_runs(results::read_all(out), ref, /*ignore_timings=*/true).empty());
+  const auto resumed = results::read_all(out);
+  CHECK(results::diff_runs(resumed, ref, /*ignore_timings=*/true).empty());
+  // The two processes' rows carry different invocation ids; a pair split between them is left out of
+  // the speedup, and the summary says how many.
+  std::set<std::string> invocations;
+  for (const auto& run : resumed)
+    for (const auto& q : run.requests) invocations.insert(q.invocation);
+  CHECK(invocations.size() == 2);
+  for (const auto& run : resumed) {
+    if (run.info.attrs.at("baseline") == "1") continue;
+    const results::Speedup sp = results::speedup(run, find_run(resumed, "ar_t0"));
+    CHECK(sp.pairs.size() + sp.n_cross_invocation == kRequests);
+    if (sp.n_cross_invocation > 0)
+      CHECK_THAT(r.out, Catch::Contains(run.info.name + ": " + std::to_string(sp.n_cross_invocation) +
+                                        " request(s) left out of the speedup"));
+  }
 
   // Resuming a finished run does nothing.
   const auto again = sh(run_cmd("--resume --quiet --out '" + out + "'"));
