@@ -1,7 +1,7 @@
 // Benchmark of the quantized matmul (kernels/cpu/quant.h) on the SmolLM2-135M shapes: microseconds per
 // call for each CPU kernel level at 1 and 2 OpenMP threads, effective GB/s of weight bytes, and the cost
 // of T tokens relative to T = 1. Prints a table and writes a CSV (--out).
-//   quant_bench [--out quant_bench.csv] [--min-ms 150] [--hot] [--levels scalar,avx2,avx512]
+//   quant_bench [--out quant_bench.csv] [--min-ms 150] [--hot] [--levels scalar,avx2,avxvnni,avx512]
 // Times are the fastest call of each configuration (see time_us). Default "cold": each call reads
 // another copy of the matrix from a pool larger than the L3 cache, as a decode step streams the whole
 // model; --hot reuses one copy (cache-resident compute throughput).
@@ -35,7 +35,6 @@ const Shape kShapes[] = {
     {"ffn_gate/up 1536x576", 1536, 576, DType::Q4_1}, {"ffn_down 576x1536", 576, 1536, DType::Q4_1},
     {"lm_head 49152x576", 49152, 576, DType::Q8_0},
 };
-const int kTs[] = {1, 2, 4, 8, 9, 16};
 constexpr size_t kColdPoolBytes = size_t{96} << 20;  // 3x the L3 of the reference machine
 
 struct Options {
@@ -43,7 +42,18 @@ struct Options {
   double min_ms = 150;
   bool hot = false;
   std::vector<CpuLevel> levels;
+  std::string shapes;         // only shapes whose name contains this
+  std::vector<int> threads = {1, 2};
+  std::vector<int> ts = {1, 2, 4, 8, 9, 16};
 };
+
+std::vector<int> int_list(std::string v) {
+  std::vector<int> r;
+  v += ",";
+  for (size_t p = v.find(','); p != std::string::npos; v.erase(0, p + 1), p = v.find(','))
+    if (p > 0) r.push_back(std::atoi(v.substr(0, p).c_str()));
+  return r;
+}
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -62,6 +72,12 @@ Options parse(int argc, char** argv) {
       o.min_ms = std::atof(next().c_str());
     else if (a == "--hot")
       o.hot = true;
+    else if (a == "--shapes")
+      o.shapes = next();
+    else if (a == "--threads")
+      o.threads = int_list(next());
+    else if (a == "--ts")
+      o.ts = int_list(next());
     else if (a == "--levels") {
       std::string v = next() + ",";
       for (size_t p = v.find(','); p != std::string::npos; v.erase(0, p + 1), p = v.find(',')) {
@@ -70,19 +86,21 @@ Options parse(int argc, char** argv) {
           o.levels.push_back(CpuLevel::Scalar);
         else if (n == "avx2")
           o.levels.push_back(CpuLevel::Avx2);
+        else if (n == "avxvnni")
+          o.levels.push_back(CpuLevel::AvxVnni);
         else if (n == "avx512")
           o.levels.push_back(CpuLevel::Avx512);
         else if (!n.empty()) {
-          std::fprintf(stderr, "quant_bench: unknown level '%s' (scalar, avx2, avx512)\n", n.c_str());
+          std::fprintf(stderr, "quant_bench: unknown level '%s' (scalar, avx2, avxvnni, avx512)\n", n.c_str());
           std::exit(2);
         }
       }
     } else {
-      std::fprintf(stderr, "usage: quant_bench [--out file.csv] [--min-ms ms] [--hot] [--levels a,b]\n");
+      std::fprintf(stderr, "usage: quant_bench [--out file.csv] [--min-ms ms] [--hot] [--levels a,b] [--shapes substr] [--threads 1,2] [--ts 1,2,...]\n");
       std::exit(2);
     }
   }
-  if (o.levels.empty()) o.levels = {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512};
+  if (o.levels.empty()) o.levels = {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512};
   return o;
 }
 
@@ -133,6 +151,7 @@ int main(int argc, char** argv) {
   std::mt19937 g(1);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (const Shape& s : kShapes) {
+    if (!opt.shapes.empty() && std::string(s.name).find(opt.shapes) == std::string::npos) continue;
     const size_t wb = row_bytes(s.t, s.K) * static_cast<size_t>(s.N);
     const size_t copies = opt.hot ? 1 : std::max<size_t>(2, (kColdPoolBytes + wb - 1) / wb);
     std::vector<uint8_t> pool(wb * copies);
@@ -151,17 +170,19 @@ int main(int argc, char** argv) {
                 wb / 1e6);
     std::printf("%4s", "T");
     for (CpuLevel l : levels)
-      for (int th : {1, 2})
+      for (int th : opt.threads)
         std::printf(" %9s", (std::string(cpu_level_name(l)) + "/" + std::to_string(th) + "t").c_str());
     std::printf(" %8s %6s %6s\n", "GB/s", "xT1/1t", "xT1/2t");
 
-    std::vector<double> t1(levels.size() * 2, 0);
-    for (int T : kTs) {
+    const size_t nth = opt.threads.size();
+    std::vector<double> t1(levels.size() * nth, 0);
+    for (int T : opt.ts) {
       std::printf("%4d", T);
       double best = 1e30;
-      std::vector<double> us(levels.size() * 2);
+      std::vector<double> us(levels.size() * nth);
       for (size_t li = 0; li < levels.size(); ++li) {
-        for (int th = 1; th <= 2; ++th) {
+        for (size_t ti = 0; ti < nth; ++ti) {
+          const int th = opt.threads[ti];
           omp_set_num_threads(th);
           size_t c = 0;
           const double min_ms = levels[li] == CpuLevel::Scalar ? opt.min_ms / 3 : opt.min_ms;
@@ -171,7 +192,7 @@ int main(int argc, char** argv) {
                                 T, s.N, s.K);
               },
               min_ms);
-          const size_t col = li * 2 + (th - 1);
+          const size_t col = li * nth + ti;
           us[col] = u;
           if (T == 1) t1[col] = u;
           best = std::min(best, u);
@@ -183,9 +204,9 @@ int main(int argc, char** argv) {
                        med, wb / (u * 1e3), u / t1[col]);
         }
       }
-      const size_t last = (levels.size() - 1) * 2;
+      const size_t last = (levels.size() - 1) * nth;
       std::printf(" %8.1f %6.2f %6.2f\n", wb / (best * 1e3), us[last] / t1[last],
-                  us[last + 1] / t1[last + 1]);
+                  us[last + nth - 1] / t1[last + nth - 1]);
     }
   }
   std::fclose(csv);

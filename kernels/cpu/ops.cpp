@@ -1,6 +1,7 @@
 // CPU kernels of the Llama forward (fp32 compute). Plain loops written so the compiler vectorises them,
 // OpenMP across independent rows and heads; every result is independent of the batch shape.
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -306,14 +307,13 @@ void attention(float* out, const float* q, const float* k, const float* v, const
   while (tok_block > 1 && Hkv * ((T + tok_block - 1) / tok_block) < 4 * threads) tok_block /= 2;
   const int n_blocks = (T + tok_block - 1) / tok_block;
   const int n_items = Hkv * n_blocks;
-#pragma omp parallel if (static_cast<int64_t>(T) * Hq * S * D > (1 << 15))
-  {
-    std::vector<float> scores;
-    std::vector<float*> sc;
-    std::vector<const float*> qr;
-    std::vector<const uint8_t*> mr;
-#pragma omp for schedule(dynamic, 1)
-    for (int item = 0; item < n_items; ++item) {
+  // items as parallel_for tasks (claimed dynamically; no barrier waits for a thread that is not running)
+  const auto run_item = [&](int item) {
+    thread_local std::vector<float> scores;
+    thread_local std::vector<float*> sc;
+    thread_local std::vector<const float*> qr;
+    thread_local std::vector<const uint8_t*> mr;
+    {
       const int g = item / n_blocks, t0 = (item % n_blocks) * tok_block, t1 = std::min(T, t0 + tok_block);
       const int nrows = (t1 - t0) * a.group;
       scores.resize(static_cast<size_t>(nrows) * S);
@@ -355,7 +355,8 @@ void attention(float* out, const float* q, const float* k, const float* v, const
         weighted_sum(out + (static_cast<int64_t>(t) * Hq + h) * D, w, m, vbase, s_end, a);
       }
     }
-  }
+  };
+  parallel_for(n_items, run_item, static_cast<int64_t>(T) * Hq * S * D > (1 << 15) ? threads : 1);
 }
 
 }  // namespace specdec::cpu

@@ -1,19 +1,23 @@
 // Quantized formats: GGML dequantization (the reference for every quantized path), GGML's reference
 // quantizers, and the dispatcher of the quantized matmul (activation quantization, then the scalar /
-// AVX2 / AVX-512 row kernels of quant_scalar.cpp, quant_avx2.cpp, quant_avx512.cpp over OpenMP threads).
+// AVX2 / AVX-VNNI / AVX-512 row kernels of quant_scalar.cpp, quant_avx2.cpp, quant_avxvnni.cpp,
+// quant_avx512.cpp over OpenMP threads).
 // Compiled with -ffp-contract=off so dequantization rounds exactly as GGML's C source reads.
 #include "kernels/cpu/quant.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <iterator>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quant_kernels.h"
 
 namespace specdec::cpu {
@@ -219,6 +223,7 @@ bool machine_has(CpuLevel l) {
   switch (l) {
     case CpuLevel::Scalar: return true;
     case CpuLevel::Avx2: return avx2;
+    case CpuLevel::AvxVnni: return SPECDEC_QK_AVXVNNI && avx2 && __builtin_cpu_supports("avxvnni");
     case CpuLevel::Avx512:
       return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -229,20 +234,34 @@ bool machine_has(CpuLevel l) {
 #endif
 }
 
-CpuLevel best_level() {
-  static const CpuLevel best = machine_has(CpuLevel::Avx512) ? CpuLevel::Avx512
-                               : machine_has(CpuLevel::Avx2) ? CpuLevel::Avx2
-                                                             : CpuLevel::Scalar;
-  return best;
+constexpr CpuLevel kLevels[] = {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512};
+
+// machine_has per level, queried once.
+bool has_level(CpuLevel l) {
+  static const auto has = [] {
+    std::array<bool, std::size(kLevels)> h{};
+    for (CpuLevel k : kLevels) h[static_cast<size_t>(k)] = machine_has(k);
+    return h;
+  }();
+  return has[static_cast<size_t>(l)];
 }
+
+// The best supported level at or below l (levels are not a chain: see cpu_level_supported).
+CpuLevel clamp_level(CpuLevel l) {
+  for (int k = static_cast<int>(l); k > 0; --k)
+    if (has_level(static_cast<CpuLevel>(k))) return static_cast<CpuLevel>(k);
+  return CpuLevel::Scalar;
+}
+
+CpuLevel best_level() { return clamp_level(CpuLevel::Avx512); }
 
 CpuLevel initial_level() {
   const char* env = std::getenv("SPECDEC_CPU_KERNELS");
   if (env == nullptr || *env == '\0') return best_level();
   const std::string v(env);
-  for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512})
-    if (v == cpu_level_name(l)) return std::min(l, best_level());
-  SPECDEC_FAIL("SPECDEC_CPU_KERNELS must be scalar, avx2 or avx512, got '", v, "'");
+  for (CpuLevel l : kLevels)
+    if (v == cpu_level_name(l)) return clamp_level(l);
+  SPECDEC_FAIL("SPECDEC_CPU_KERNELS must be scalar, avx2, avxvnni or avx512, got '", v, "'");
 }
 
 std::atomic<CpuLevel>& level_slot() {
@@ -256,22 +275,35 @@ std::string_view cpu_level_name(CpuLevel l) {
   switch (l) {
     case CpuLevel::Scalar: return "scalar";
     case CpuLevel::Avx2: return "avx2";
+    case CpuLevel::AvxVnni: return "avxvnni";
     case CpuLevel::Avx512: return "avx512";
   }
   return "?";
 }
 
-bool cpu_level_supported(CpuLevel l) { return l <= best_level(); }
+bool cpu_level_supported(CpuLevel l) { return static_cast<size_t>(l) < std::size(kLevels) && has_level(l); }
 
 CpuLevel cpu_level() { return level_slot().load(std::memory_order_relaxed); }
 
 void set_cpu_level(CpuLevel l) {
-  SPECDEC_CHECK(cpu_level_supported(l), "a CPU kernel level this machine supports (up to ",
+  SPECDEC_CHECK(cpu_level_supported(l), "a CPU kernel level this machine supports (best ",
                 cpu_level_name(best_level()), "), got ", cpu_level_name(l));
   level_slot().store(l, std::memory_order_relaxed);
 }
 
 // ---- quantized matmul --------------------------------------------------------------------------
+
+#if SPECDEC_QK_X86 && !SPECDEC_QK_AVXVNNI
+// A compiler without -mavxvnni: the level is never supported (machine_has), these are never entered.
+namespace qk {
+void quantize_act_avxvnni(const ActQ&, const float*, WKind, int64_t, int64_t) {
+  SPECDEC_FAIL("the avxvnni kernels were not compiled");
+}
+void matmul_rows_avxvnni(float*, const ActQ&, const void*, WKind, int, int, int, int, int) {
+  SPECDEC_FAIL("the avxvnni kernels were not compiled");
+}
+}  // namespace qk
+#endif
 
 namespace {
 
@@ -284,6 +316,9 @@ LevelFns level_fns(CpuLevel l) {
 #if SPECDEC_QK_X86
   if (l == CpuLevel::Avx512) return {qk::quantize_act_avx512, qk::matmul_rows_avx512};
   if (l == CpuLevel::Avx2) return {qk::quantize_act_avx2, qk::matmul_rows_avx2};
+#endif
+#if SPECDEC_QK_AVXVNNI
+  if (l == CpuLevel::AvxVnni) return {qk::quantize_act_avxvnni, qk::matmul_rows_avxvnni};
 #endif
   (void)l;
   return {qk::quantize_act_scalar, qk::matmul_rows_scalar};
@@ -320,6 +355,8 @@ bool weight_kind(DType t, qk::WKind& w) {
 constexpr int kRowChunk = 16;
 // Below this many block dots (N * K/32 * T) a second thread costs more than it saves.
 constexpr int64_t kMinParallelBlockDots = 4096;
+// Tasks per thread: claimed dynamically, so a thread slowed by other load leaves its share to the others.
+constexpr int kTasksPerThread = 8;
 
 }  // namespace
 
@@ -339,21 +376,23 @@ bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, 
 
   const int n_chunks = (N + kRowChunk - 1) / kRowChunk;
   const int64_t n_blocks = static_cast<int64_t>(T) * nb;
-  const bool parallel = n_chunks > 1 && omp_get_max_threads() > 1 &&
-                        static_cast<int64_t>(N) * n_blocks >= kMinParallelBlockDots;
-#pragma omp parallel if (parallel)
-  {
-    // activations first (each thread a slice of the T*nb blocks), then the weight rows
-    const int nth = omp_get_num_threads(), th = omp_get_thread_num();
-    fns.quantize(a, x, w, n_blocks * th / nth, n_blocks * (th + 1) / nth);
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (int c = 0; c < n_chunks; ++c) {
+  // activations first, on the caller (T*nb blocks: microseconds), then the weight rows as tasks of
+  // whole 16-row chunks over parallel_for's threads (no barrier waits for a thread that is not running)
+  fns.quantize(a, x, w, 0, n_blocks);
+  const int threads = omp_get_max_threads();
+  const bool parallel =
+      n_chunks > 1 && threads > 1 && static_cast<int64_t>(N) * n_blocks >= kMinParallelBlockDots;
+  const int n_tasks = parallel ? std::min(n_chunks, kTasksPerThread * threads) : 1;
+  const auto task = [&](int i) {
+    const int c0 = static_cast<int>(static_cast<int64_t>(n_chunks) * i / n_tasks);
+    const int c1 = static_cast<int>(static_cast<int64_t>(n_chunks) * (i + 1) / n_tasks);
+    for (int c = c0; c < c1; ++c) {
       const int n0 = c * kRowChunk, n1 = std::min(N, n0 + kRowChunk);
       for (int t0 = 0; t0 < T; t0 += qk::kTileT)
         fns.rows(out, a, W, w, N, n0, n1, t0, std::min(T, t0 + qk::kTileT));
     }
-  }
+  };
+  parallel_for(n_tasks, task, parallel ? threads : 1);
   return true;
 }
 

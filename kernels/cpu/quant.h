@@ -1,6 +1,6 @@
 // Quantized weight formats (GGML block layouts, used in place from GGUF): dequantization, reference
-// quantizers, and the quantized matrix product with its scalar reference twin and AVX2 / AVX-512 fast
-// versions picked once at run time.
+// quantizers, and the quantized matrix product with its scalar reference twin and AVX2 / AVX-VNNI /
+// AVX-512 VNNI fast versions (bit-identical to it) picked once at run time.
 #pragma once
 
 #include <cstdint>
@@ -21,20 +21,21 @@ void quantize_row(void* dst, const float* src, DType t, int64_t n);
 
 // ---- quantized matmul --------------------------------------------------------------------------
 
-// Instruction-set level of the matmul kernels. Every level quantizes the activations identically and
-// computes the same exact integer block dots; only the float rounding of the sum of scaled block dots
-// (fused multiply-adds, order) differs, by a few ulps of that sum.
-enum class CpuLevel : uint8_t { Scalar, Avx2, Avx512 };
+// Instruction-set level of the matmul kernels. Every level quantizes the activations identically,
+// computes the same exact integer block dots and rounds their scaled sum with the same operations in
+// the same order (a product, then fused multiply-adds, block by block): all levels give the same bits.
+// Ordered by preference: avx512 (AVX-512 VNNI, zmm) > avxvnni (AVX-VNNI, ymm) > avx2 > scalar.
+enum class CpuLevel : uint8_t { Scalar, Avx2, AvxVnni, Avx512 };
 
 std::string_view cpu_level_name(CpuLevel l);
 
-// Whether this machine (CPU and OS) runs level l: avx2 needs AVX2+FMA+F16C, avx512 also needs
-// AVX-512 F/BW/VL/VNNI.
+// Whether this machine (CPU and OS) runs level l: avx2 needs AVX2+FMA+F16C, avxvnni also AVX-VNNI, avx512
+// AVX2 and AVX-512 F/BW/VL/VNNI. Not a chain: a CPU may have avx512 and not avxvnni (Zen 4, Ice Lake).
 bool cpu_level_supported(CpuLevel l);
 
-// The level matmul_quant uses: the best supported one, lowered by SPECDEC_CPU_KERNELS=scalar|avx2|avx512
-// (read once; a level above the machine's is clamped to it, an unknown value throws) or by
-// set_cpu_level.
+// The level matmul_quant uses: the best supported one, lowered by
+// SPECDEC_CPU_KERNELS=scalar|avx2|avxvnni|avx512 (read once; a level the machine lacks falls to the
+// best supported level below it; an unknown value throws) or by set_cpu_level.
 CpuLevel cpu_level();
 
 // Forces the level matmul_quant uses from now on (tests, benchmarks). Throws if unsupported here.
@@ -44,10 +45,10 @@ void set_cpu_level(CpuLevel l);
 // once per call to 8-bit blocks of 32 as llama.cpp's CPU backend does (Q8_0 style for Q8_0 and Q4_0
 // weights, Q8_1 style with the block sum for Q4_1), then dotted in integers, so results match
 // llama.cpp's numerics up to float summation order. Weight rows are split over OpenMP threads; each
-// weight block is loaded once for up to 16 tokens. K must be a multiple of 32. Returns false (and
+// weight block is loaded and decoded once for up to 16 tokens (the rows of the call). K must be a multiple of 32. Returns false (and
 // computes nothing) when t has no fast path (the caller then dequantizes row by row).
-// Batch-invariant at a given level: out[t][n] is bit-identical whatever T, N, the other tokens and rows
-// of the call and the thread count are (each token is quantized alone; each output is one lane whose
+// Batch-invariant: out[t][n] is bit-identical whatever T, N, the other tokens and rows of the call, the
+// thread count and the level are (each token is quantized alone; each output is one lane whose
 // operations do not depend on its neighbours).
 bool matmul_quant(float* out, const float* x, const void* W, DType t, int T, int N, int K);
 

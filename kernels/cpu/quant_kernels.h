@@ -1,5 +1,6 @@
 // Internal interface of the quantized matmul: GGML block structs, the quantized-activation buffer, and
-// the per-ISA kernels (quant_scalar.cpp is the reference twin of quant_avx2.cpp and quant_avx512.cpp).
+// the per-ISA kernels (quant_scalar.cpp is the bit-identical reference twin of quant_avx2.cpp,
+// quant_avxvnni.cpp and quant_avx512.cpp).
 // Only plain structs, constants and declarations live here: the SIMD translation units are compiled
 // with wider ISA flags, so an inline function shared with them could be merged by the linker into a
 // copy that faults on a machine without AVX-512.
@@ -57,7 +58,8 @@ struct ActQ {
   float* d;       // (T, nb) fp16-rounded block scale
   float* s;       // (T, nb) fp16(d * sum(q)): Q8_1's s, used with Q4_1 weights
   int32_t* bias;  // (T, nb) -c * sum(q), c chosen by the level for the weight kind: folded into its
-                  // integer dots (Q4_0: c = 8 for nibbles n = q+8; Q8_0 with VNNI: c = 128 for q^0x80)
+                  // integer dots (Q4_0: c = 8 for nibbles n = q+8; Q8_0 with
+                  // VNNI, avx512 or avxvnni: c = 128 for q^0x80)
   int T;
   int nb;
 };
@@ -79,6 +81,11 @@ void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N
 void quantize_act_avx2(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
 void matmul_rows_avx2(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
                       int t1);
+
+// AVX2 + FMA + F16C + AVX-VNNI (quant_avxvnni.cpp: quant_avx2.cpp's kernel with vpdpbusd on ymm).
+void quantize_act_avxvnni(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
+void matmul_rows_avxvnni(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
+                         int t1);
 
 // AVX-512 F/BW/VL + VNNI (quant_avx512.cpp).
 void quantize_act_avx512(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);

@@ -1,6 +1,7 @@
-// Scalar reference twin of the quantized matmul (quant_avx2.cpp, quant_avx512.cpp): activations
-// quantized to 8-bit blocks exactly as llama.cpp's CPU backend does, then one exact integer dot per
-// block and a float sum of the scaled block dots. Written for obviousness; natural block order.
+// Scalar reference twin of the quantized matmul (quant_avx2.cpp, quant_avxvnni.cpp, quant_avx512.cpp):
+// activations quantized to 8-bit blocks exactly as llama.cpp's CPU backend does, then one exact integer
+// dot per block and a float sum of the scaled block dots, rounded exactly as the SIMD levels round
+// (bit-identical to them). Written for obviousness; natural block order.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -37,8 +38,8 @@ void quantize_act_scalar(const ActQ& a, const float* x, WKind /*w: scalar needs 
 }
 
 // out (T_all, N): rows [n0, n1) for tokens [t0, t1). Per block: sumi = sum_j qw_j * qa_j (exact int),
-// term = (dw * da) * sumi, plus mw * s for Q4_1 (its weights are qw*dw + mw). Terms are summed in float
-// in block order.
+// acc = fma(dw * da, sumi, acc), then acc = fma(mw, s, acc) for Q4_1 (its weights are qw*dw + mw), in
+// block order: exactly the operations of every SIMD level, so all levels give the same bits.
 void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
                         int t1) {
   const int nb = a.nb;
@@ -51,7 +52,7 @@ void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N
       for (int b = 0; b < nb; ++b) {
         const int8_t* ab = qa + b * kQK;
         int sumi = 0;
-        float dw = 0.f, extra = 0.f;
+        float dw = 0.f, mw = 0.f;
         switch (w) {
           case WKind::Q8_0: {
             const auto& blk = static_cast<const BlockQ8_0*>(W)[static_cast<int64_t>(n) * nb + b];
@@ -75,11 +76,13 @@ void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N
               sumi += (blk.qs[j] >> 4) * ab[j + 16];
             }
             dw = fp16_to_fp32(blk.d);
-            extra = fp16_to_fp32(blk.m) * sa[b];
+            mw = fp16_to_fp32(blk.m);
             break;
           }
         }
-        acc += (dw * da[b]) * static_cast<float>(sumi) + extra;
+        // the SIMD levels' exact operations: one product, then fused multiply-adds in this order
+        acc = std::fma(dw * da[b], static_cast<float>(sumi), acc);
+        if (w == WKind::Q4_1) acc = std::fma(mw, sa[b], acc);
       }
       out[static_cast<int64_t>(t) * N + n] = acc;
     }

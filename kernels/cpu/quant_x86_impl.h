@@ -1,4 +1,4 @@
-// Pieces of the x86 quantized matmul shared by quant_avx2.cpp and quant_avx512.cpp: the SIMD activation
+// Pieces of the x86 quantized matmul shared by quant_avx2.cpp, quant_avxvnni.cpp and quant_avx512.cpp: the SIMD activation
 // quantizer (bit-identical to quant_scalar.cpp's), block formats, row addressing and prefetch. Each TU
 // includes it once under its own ISA flags; everything here has internal linkage, so the two compiled
 // copies never merge. Layouts and numerics are documented in quant_kernels.h.
@@ -15,6 +15,12 @@
 #define SPECDEC_QK_AVX512 1
 #else
 #define SPECDEC_QK_AVX512 0
+#endif
+// AVX-VNNI (VEX-encoded vpdpbusd on ymm: Alder Lake and later, Zen 5): the avxvnni level's TU
+#if defined(__AVXVNNI__) && !SPECDEC_QK_AVX512
+#define SPECDEC_QK_VNNI256 1
+#else
+#define SPECDEC_QK_VNNI256 0
 #endif
 
 namespace specdec::cpu::qk {
@@ -36,10 +42,11 @@ struct Fmt<WKind::Q4_1> {
 };
 
 // Integer correction per activation block so every weight byte can enter the dot as unsigned:
-// Q4_0 nibbles n = q+8 need -8*sum(a); with VNNI, Q8_0 enters as q+128 (xor 0x80) and needs -128*sum(a).
+// Q4_0 nibbles n = q+8 need -8*sum(a); with VNNI (avx512, avxvnni), Q8_0 enters as q+128 (xor 0x80) and
+// needs -128*sum(a).
 inline int bias_mul(WKind w) {
   if (w == WKind::Q4_0) return 8;
-  if (w == WKind::Q8_0 && SPECDEC_QK_AVX512) return 128;
+  if (w == WKind::Q8_0 && (SPECDEC_QK_AVX512 || SPECDEC_QK_VNNI256)) return 128;
   return 0;
 }
 

@@ -1,12 +1,15 @@
 // CPU kernels against obvious double-precision references (the fast paths must match the simple ones).
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel.h"
 #include "tests/support/random.h"
 
 #include <omp.h>
@@ -163,4 +166,27 @@ TEST_CASE("softmax rows sum to one and swiglu is silu(g)*u", "[kernels]") {
   std::vector<float> g{-2.f, 0.f, 3.f}, u{1.f, 2.f, -1.f}, o(3);
   swiglu(o.data(), g.data(), u.data(), 1, 3);
   for (int i = 0; i < 3; ++i) REQUIRE(o[i] == Approx(g[i] / (1 + std::exp(-g[i])) * u[i]));
+}
+
+TEST_CASE("parallel_for runs every task exactly once, nested and concurrent calls included", "[kernels]") {
+  for (int threads : {1, 2, 3, 8}) {
+    for (int n : {0, 1, 2, 7, 64, 1000}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      for (int rep = 0; rep < 20; ++rep) parallel_for(n, [&](int i) { hits[static_cast<size_t>(i)]++; }, threads);
+      for (int i = 0; i < n; ++i) REQUIRE(hits[static_cast<size_t>(i)].load() == 20);
+    }
+  }
+  // a task that calls parallel_for runs the inner call serially on its own thread
+  std::vector<std::atomic<int>> inner(64);
+  parallel_for(8, [&](int i) { parallel_for(8, [&](int j) { inner[static_cast<size_t>(i * 8 + j)]++; }, 2); }, 2);
+  for (auto& h : inner) REQUIRE(h.load() == 1);
+  // two threads calling at once: one of them runs serially, both complete
+  std::vector<std::atomic<int>> a(500), b(500);
+  std::thread other([&] {
+    for (int rep = 0; rep < 50; ++rep) parallel_for(500, [&](int i) { a[static_cast<size_t>(i)]++; }, 2);
+  });
+  for (int rep = 0; rep < 50; ++rep) parallel_for(500, [&](int i) { b[static_cast<size_t>(i)]++; }, 2);
+  other.join();
+  for (int i = 0; i < 500; ++i) REQUIRE((a[static_cast<size_t>(i)].load() == 50 && b[static_cast<size_t>(i)].load() == 50));
+  REQUIRE(parallel_workers() >= 1);
 }

@@ -1,4 +1,5 @@
-// Quantized matmul: every SIMD level against the scalar twin, and the quantized product against the
+// Quantized matmul: every SIMD level bit for bit against the scalar twin, batch invariance (a row's bits
+// do not depend on the other rows, tokens, threads or level), and the quantized product against the
 // float reference (dequantized W times float x in double), over awkward shapes, with stated bounds.
 // SIMD levels the machine lacks are skipped with a WARN.
 #include <catch2/catch.hpp>
@@ -46,14 +47,12 @@ std::vector<float> make_x(int T, int K, uint32_t seed) {
   return x;
 }
 
-// Per output (t, n) of a quantized matmul:
-//  simd_tol: bound on |level - scalar|. Every level sums the same terms tau_b = fl(dw*da) * sumi_b
-//    (+ mw*s_b) with exact integer sumi (the SIMD levels fuse the products into FMAs and may order the
-//    sum differently). Any such evaluation of at most 2*nb products and sums is within
-//    gamma(2nb+2) * B of the exact sum, B = sum_b |fl(dw*da) * sumi_b| + |mw * s_b|; we use the looser
-//    B' = sum_b |fl(dw*da)| * sum_k c_k |qa_k| + |mw * s_b| (c_k = |q| for Q8_0, nibble + 8 for Q4_0,
-//    nibble for Q4_1: bounds on partial integer sums too) and n = 8*nb + 32 to leave room for kernels
-//    that split a block over lanes. So |level - scalar| <= 2 gamma(8nb+32) B'.
+// Per output (t, n) of a quantized matmul (every level: they are bit-identical, checked below):
+//  The kernel sums the terms tau_b = fl(dw*da) * sumi_b (+ mw*s_b) with exact integer sumi; any
+//    evaluation of at most 2*nb products and sums is within gamma(2nb+2) * B of the exact sum,
+//    B = sum_b |fl(dw*da) * sumi_b| + |mw * s_b|; we use the looser B' = sum_b |fl(dw*da)| *
+//    sum_k c_k |qa_k| + |mw * s_b| (c_k = |q| for Q8_0, nibble + 8 for Q4_0, nibble for Q4_1) and
+//    n = 8*nb + 32, so the kernel's own rounding is <= 2 gamma(8nb+32) B'.
 //  ref, ref_tol: the float reference sum_k w_k x_k (w dequantized, double accumulation) and the bound
 //    on |quantized - ref|: activation rounding |x - qa*da| <= e_b = 0.563 amax_b/127 (half a step, plus
 //    fp16(d) costing 127 * 2^-11 steps, plus the float x*id), the Q8_1 sum s = fp16(d*S) vs da*S
@@ -62,7 +61,7 @@ std::vector<float> make_x(int T, int K, uint32_t seed) {
 //    ref_tol = sum_b [A_b e_b + |mw| 2^-9 (amax_b/127) |S_b| + 2u A_b amax_b] + 2 gamma(8nb+32) B,
 //    A_b = sum_k |q_k dw| + |mw|.
 struct Expect {
-  std::vector<double> simd_tol, ref, ref_tol;
+  std::vector<double> ref, ref_tol;
 };
 
 Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<float>& x, int T, int N,
@@ -103,9 +102,8 @@ Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<fl
   }
 
   Expect e;
-  e.simd_tol.resize(static_cast<size_t>(T) * N);
-  e.ref.resize(e.simd_tol.size());
-  e.ref_tol.resize(e.simd_tol.size());
+  e.ref.resize(static_cast<size_t>(T) * N);
+  e.ref_tol.resize(e.ref.size());
   const double g = gamma_n(8.0 * nb + 32);
   for (int tk = 0; tk < T; ++tk) {
     const float* xt = x.data() + static_cast<size_t>(tk) * K;
@@ -128,7 +126,6 @@ Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<fl
                    2 * kU * A[nbi] * amax[ab];
       }
       const size_t o = static_cast<size_t>(tk) * N + n;
-      e.simd_tol[o] = 2 * g * B;
       e.ref[o] = ref;
       e.ref_tol[o] = act_err + 2 * g * B;
     }
@@ -145,7 +142,7 @@ std::vector<float> run(CpuLevel l, DType t, const std::vector<uint8_t>& W, const
 
 std::vector<CpuLevel> simd_levels_here() {
   std::vector<CpuLevel> v;
-  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::Avx512}) {
+  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512}) {
     if (cpu_level_supported(l)) {
       v.push_back(l);
     } else {
@@ -155,9 +152,13 @@ std::vector<CpuLevel> simd_levels_here() {
   return v;
 }
 
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 }  // namespace
 
-TEST_CASE("matmul_quant: every SIMD level matches the scalar twin, and all match the float reference",
+TEST_CASE("matmul_quant: every SIMD level equals the scalar twin bit for bit, all match the float reference",
           "[quant][matmul]") {
   const auto levels = simd_levels_here();
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
@@ -174,13 +175,8 @@ TEST_CASE("matmul_quant: every SIMD level matches the scalar twin, and all match
             REQUIRE(std::fabs(ref[i] - e.ref[i]) <= e.ref_tol[i]);
           }
           for (CpuLevel l : levels) {
-            const auto got = run(l, t, W, x, T, N, K);
             INFO("level " << cpu_level_name(l));
-            for (size_t i = 0; i < got.size(); ++i) {
-              INFO("output " << i << " got " << got[i] << " scalar " << ref[i] << " tol "
-                             << e.simd_tol[i]);
-              REQUIRE(std::fabs(static_cast<double>(got[i]) - ref[i]) <= e.simd_tol[i]);
-            }
+            REQUIRE(same_bits(run(l, t, W, x, T, N, K), ref));
           }
         }
       }
@@ -197,11 +193,7 @@ TEST_CASE("matmul_quant sweeps more than one 16-token tile and many row chunks",
     const Expect e = expectations(t, W, x, T, N, K);
     const auto ref = run(CpuLevel::Scalar, t, W, x, T, N, K);
     for (size_t i = 0; i < ref.size(); ++i) REQUIRE(std::fabs(ref[i] - e.ref[i]) <= e.ref_tol[i]);
-    for (CpuLevel l : levels) {
-      const auto got = run(l, t, W, x, T, N, K);
-      for (size_t i = 0; i < got.size(); ++i)
-        REQUIRE(std::fabs(static_cast<double>(got[i]) - ref[i]) <= e.simd_tol[i]);
-    }
+    for (CpuLevel l : levels) REQUIRE(same_bits(run(l, t, W, x, T, N, K), ref));
   }
 }
 
@@ -244,6 +236,37 @@ TEST_CASE("matmul_quant is batch-invariant: a row's result never depends on T, N
   }
 }
 
+TEST_CASE("matmul_quant, T = 1..17 rows and row counts off the 8/16 tiles: bit-identical levels, and "
+          "row t of a block equals row t computed alone",
+          "[quant][matmul]") {
+  std::vector<CpuLevel> levels = simd_levels_here();
+  const int max_threads = std::max(2, omp_get_max_threads());
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    for (int K : {32, 96, 576}) {
+      for (int N : {1, 5, 8, 9, 15, 16, 17, 23, 33, 47}) {
+        const auto W = make_weights(t, N, K, static_cast<uint32_t>(N * 13 + K));
+        const auto x = make_x(17, K, static_cast<uint32_t>(K + 3));
+        // each token alone, scalar: the reference bits of every row
+        std::vector<float> alone(static_cast<size_t>(17) * N);
+        for (int tk = 0; tk < 17; ++tk)
+          REQUIRE(matmul_quant_at(CpuLevel::Scalar, alone.data() + static_cast<size_t>(tk) * N,
+                                  x.data() + static_cast<size_t>(tk) * K, W.data(), t, 1, N, K));
+        for (int T = 1; T <= 17; ++T) {
+          const std::vector<float> want(alone.begin(), alone.begin() + static_cast<ptrdiff_t>(T) * N);
+          INFO(dtype_info(t).name << " T=" << T << " N=" << N << " K=" << K);
+          REQUIRE(same_bits(run(CpuLevel::Scalar, t, W, x, T, N, K), want));
+          for (CpuLevel l : levels) {
+            INFO("level " << cpu_level_name(l));
+            omp_set_num_threads(T % 2 == 0 ? 1 : max_threads);
+            REQUIRE(same_bits(run(l, t, W, x, T, N, K), want));
+            omp_set_num_threads(max_threads);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("SIMD activation quantizers equal the scalar one bit for bit", "[quant]") {
   namespace qk = specdec::cpu::qk;
   struct Buf {
@@ -266,7 +289,7 @@ TEST_CASE("SIMD activation quantizers equal the scalar one bit for bit", "[quant
   for (int j = 1; j < 32; ++j) x[j] = static_cast<float>(j - 16) + 0.5f;
   Buf ref(T, nb);
   qk::quantize_act_scalar(ref.a, x.data(), qk::WKind::Q4_0, 0, T * nb);
-  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::Avx512}) {
+  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512}) {
     if (!cpu_level_supported(l)) {
       WARN("skipping the " << cpu_level_name(l) << " activation quantizer: not supported here");
       continue;
@@ -277,11 +300,14 @@ TEST_CASE("SIMD activation quantizers equal the scalar one bit for bit", "[quant
       for (auto [b0, b1] : {std::pair<int, int>{0, 50}, {50, T * nb}}) {
         if (l == CpuLevel::Avx512)
           qk::quantize_act_avx512(got.a, x.data(), w, b0, b1);
+        else if (l == CpuLevel::AvxVnni)
+          qk::quantize_act_avxvnni(got.a, x.data(), w, b0, b1);
         else
           qk::quantize_act_avx2(got.a, x.data(), w, b0, b1);
       }
       // bias folds -c * sum(q) into the integer dots: Q4_0 nibbles (c = 8), Q8_0 as q^0x80 with VNNI
-      const int c = w == qk::WKind::Q4_0 ? 8 : (w == qk::WKind::Q8_0 && l == CpuLevel::Avx512) ? 128 : 0;
+      const bool vnni = l == CpuLevel::Avx512 || l == CpuLevel::AvxVnni;
+      const int c = w == qk::WKind::Q4_0 ? 8 : (w == qk::WKind::Q8_0 && vnni) ? 128 : 0;
       INFO(cpu_level_name(l) << " kind " << static_cast<int>(w));
       REQUIRE(got.q == ref.q);
       REQUIRE(got.d == ref.d);
@@ -339,7 +365,7 @@ TEST_CASE("cpu level: query, force, restore", "[quant]") {
   REQUIRE(cpu_level_supported(start));
   set_cpu_level(CpuLevel::Scalar);
   REQUIRE(cpu_level() == CpuLevel::Scalar);
-  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::Avx512}) {
+  for (CpuLevel l : {CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512}) {
     if (cpu_level_supported(l)) {
       set_cpu_level(l);
       REQUIRE(cpu_level() == l);
@@ -349,4 +375,5 @@ TEST_CASE("cpu level: query, force, restore", "[quant]") {
   }
   set_cpu_level(start);
   REQUIRE(cpu_level_name(CpuLevel::Avx512) == "avx512");
+  REQUIRE(cpu_level_name(CpuLevel::AvxVnni) == "avxvnni");
 }
