@@ -125,15 +125,17 @@ int cmd_generate(const std::vector<std::string>& args) {
                  .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1,
                  .make_model = experiments::model_factory(device)};
   const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
-  if (drafter_info && !drafter_info->needs_reference) drafter = drafter_info->factory(env, dopts);
+  if (drafter_info && !drafter_info->needs_reference) drafter = make_drafter(*drafter_info, env, dopts);
 
   if (!chat) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
   ar = speculative_decode(model, nullptr, *rule, ids, opts, drafter_info ? nullptr : stream);
   DecodeResult res = ar;
   if (drafter_info) {
-    if (!drafter) drafter = drafter_info->factory(env, dopts);  // oracle / synthetic: after the AR run
-    res = speculative_decode(model, drafter.get(), *rule, ids, opts, stream);
+    if (!drafter) drafter = make_drafter(*drafter_info, env, dopts);  // oracle / synthetic: after the AR run
+    DecodeOptions spec = opts;
+    spec.seed = verify_seed(drafter_info, opts.seed);  // a stream disjoint from the reference's
+    res = speculative_decode(model, drafter.get(), *rule, ids, spec, stream);
   }
   std::fputs("\n", stdout);  // end the text with a newline, as llama2.c's run.c does
   std::fflush(stdout);

@@ -18,6 +18,7 @@
 #include <boost/program_options/parsers.hpp>
 
 #include "core/error.h"
+#include "verifiers/rules.h"
 
 namespace po = boost::program_options;
 
@@ -460,6 +461,14 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
                  suggestion.empty() ? "" : "; did you mean 'drafter." + suggestion + "'?",
                  " (add it with --run.drafters=...)");
   }
+  // Each temperature's rule must be able to decode at it (greedy refuses T > 0): the rule says so itself.
+  for (float t : cfg.temperatures) {
+    try {
+      verifiers::make_acceptance_rule(cfg.rule_for(t))->check({t, cfg.top_k, cfg.top_p});
+    } catch (const Error& e) {
+      SPECDEC_FAIL(where, ": [run] rule = ", cfg.rule, " with temperature ", t, ": ", e.what());
+    }
+  }
   for (const auto& name : cfg.drafters) {
     DrafterConfig dc = sections.count(name) ? sections[name] : DrafterConfig{name, "", {}};
     dc.name = name;
@@ -535,7 +544,7 @@ std::vector<const DrafterInfo*> resolve_drafter_types(const ExperimentConfig& cf
 
 std::unique_ptr<Drafter> make_drafter(const DrafterConfig& dc, const DrafterInfo& info, const DrafterEnv& env) {
   try {
-    return info.factory(env, DrafterOptions(dc.options, dc.section()));
+    return specdec::make_drafter(info, env, DrafterOptions(dc.options, dc.section()));
   } catch (const UnknownOptionError& e) {  // add the closest known key to the message
     const std::string suggestion = closest_match(e.key(), e.known());
     if (suggestion.empty()) throw;

@@ -95,7 +95,8 @@ std::string find_model_file(const std::string& path, const fs::path& config_dir,
 }
 
 results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const std::vector<RunSpec>& grid, bool chat,
-                          bool lossless) {
+                          bool lossless,
+                          uint64_t verify_stream) {
   results::RunInfo info{r.name, {}};
   auto& a = info.attrs;
   const DrafterConfig* dc = r.drafter >= 0 ? &cfg.drafter_configs[r.drafter] : nullptr;
@@ -114,6 +115,8 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
   a["baseline_run"] = grid[r.baseline].name;
   a["target"] = cfg.model;
   a["seed"] = std::to_string(r.seed);
+  // The verifier's stream: seed, or reference_run_seed(seed) for oracle / synthetic (core/speculative/drafter.h).
+  a["verify_seed"] = std::to_string(verify_stream);
   a["max_new_tokens"] = std::to_string(cfg.max_new_tokens);
   a["max_tree_nodes"] = std::to_string(cfg.max_tree_nodes);
   a["chat"] = chat ? "1" : "0";
@@ -328,7 +331,9 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
   const results::FileInfo file_info{opts.version, cfg.to_ini(), host_json(cfg.device), join_seeds(cfg.seeds), iso_utc_now()};
   auto log = results::ResultsLog::open(out_path, file_info, opts.resume);
   std::vector<results::RunInfo> run_infos;
-  for (const RunSpec& r : grid) run_infos.push_back(run_info(cfg, r, grid, chat, rules.at(r.rule)->lossless()));
+  for (const RunSpec& r : grid)
+    run_infos.push_back(run_info(cfg, r, grid, chat, rules.at(r.rule)->lossless(),
+                                 verify_seed(r.drafter >= 0 ? infos[r.drafter] : nullptr, r.seed)));
   log->declare_runs(run_infos);
 
   // Requests of this shard: prompt-major, request_id = prompt_index * repeats + repeat.
@@ -388,12 +393,13 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
       const int64_t request_id = static_cast<int64_t>(p) * cfg.repeats + rep;
       bool ran = false;
       auto decode = [&](const RunSpec& r, Drafter* drafter) {
+        const DrafterInfo* info = r.drafter >= 0 ? infos[r.drafter] : nullptr;
         DecodeOptions d;
         d.max_new_tokens = cfg.max_new_tokens;
         d.k = std::max(r.k, 1);
         d.max_tree_nodes = cfg.max_tree_nodes;
         d.sampling = {r.temperature, cfg.top_k, cfg.top_p};
-        d.seed = r.seed;
+        d.seed = verify_seed(info, r.seed);
         d.request = static_cast<uint64_t>(request_id);
         d.is_stop = [&](TokenId t) { return tok->is_end_of_generation(t); };
         d.prefilled = prefilled();

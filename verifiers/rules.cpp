@@ -27,15 +27,25 @@ class BlockTree {
     if (it != p_.end()) return it->second;
     const size_t V = in_.vocab_size;
     logits_to_probs(in_.logits.subspan(n * V, V), in_.sampling, scratch_, sampling_scratch_);
-    return p_.emplace(n, std::vector<double>(scratch_.begin(), scratch_.end())).first->second;
+    return p_.emplace(n, normalized(scratch_)).first->second;
   }
   const std::vector<double>* draft(int c) const {
     if (in_.q.empty()) return nullptr;
     auto it = q_.find(c);
     if (it != q_.end()) return &it->second;
     const size_t V = in_.vocab_size;
-    auto row = in_.q.subspan((c - 1) * V, V);
-    return &q_.emplace(c, std::vector<double>(row.begin(), row.end())).first->second;
+    return &q_.emplace(c, normalized(in_.q.subspan((c - 1) * V, V))).first->second;
+  }
+  // A row in double, divided by its double sum (index order): p and q then both sum to 1 up to double
+  // rounding, which is what makes a zero residual after a rejection impossible (tree_walk.h). It is also
+  // the distribution sample_from_probs draws from (u * total), so a drafter that drew its token from
+  // its q row with it is verified against exactly that law. kernels/cuda/accept_walk.cuh does the same.
+  static std::vector<double> normalized(std::span<const float> row) {
+    double sum = 0;
+    for (float x : row) sum += x;
+    std::vector<double> out(row.size());
+    for (size_t v = 0; v < row.size(); ++v) out[v] = static_cast<double>(row[v]) / sum;
+    return out;
   }
 
  private:
@@ -46,13 +56,13 @@ class BlockTree {
   mutable SamplingScratch sampling_scratch_;
 };
 
-// Philox-backed random source; remembers the draw of each Bernoulli test for the step log.
+// Philox-backed random source (53-bit uniforms); remembers the draw of each Bernoulli test for the log.
 class PhiloxSource {
  public:
   explicit PhiloxSource(const VerifyInput& in) : in_(in) {}
   bool bernoulli(double a) {
-    last_u = next();
-    return last_u < a;
+    draws.push_back(next());
+    return draws.back() < a;
   }
   int categorical(const std::vector<double>& w) {
     double sum = 0;
@@ -68,10 +78,10 @@ class PhiloxSource {
     }
     return last_nonzero;  // round-off at the end of the CDF
   }
-  float last_u = -1.f;
+  std::vector<double> draws;  // the uniform of each Bernoulli test, in order
 
  private:
-  float next() { return uniform(in_.seed, in_.request, in_.step, draw_++); }
+  double next() { return uniform(in_.seed, in_.request, in_.step, draw_++); }
   const VerifyInput& in_;
   uint32_t draw_ = 0;
 };
@@ -89,24 +99,28 @@ void check_input(const VerifyInput& in) {
                   i - 1, ", got ", in.parents[i]);
 }
 
-// Fills the per-node verdicts from a walk.
+// Fills the per-node verdicts from a walk: each test's values as the walk used them, and accepted = on
+// the returned path. draws: the uniform of each test (speculative), empty when the rule draws none.
 template <class Walk>
 VerifyOutcome to_outcome(const VerifyInput& in, const BlockTree& tree, const Walk& w,
-                         const std::vector<float>& draws) {
+                         const std::vector<double>& draws) {
   VerifyOutcome out;
   out.path = {w.path.begin(), w.path.end()};
   out.next = w.next;
   out.verdicts.resize(in.tokens.size() - 1);
   for (size_t j = 0; j < w.tested.size(); ++j) {
-    const auto [node, ok] = w.tested[j];
-    NodeVerdict& v = out.verdicts[node - 1];
+    const auto& t = w.tested[j];
+    NodeVerdict& v = out.verdicts[t.node - 1];
     v.visited = true;
-    v.accepted = ok;
-    v.p_target = static_cast<float>(tree.target(in.parents[node])[in.tokens[node]]);
-    const auto* q = tree.draft(node);
-    v.q_draft = q ? static_cast<float>((*q)[in.tokens[node]]) : 1.f;
-    v.u = j < draws.size() ? draws[j] : -1.f;
+    v.passed = t.passed;
+    v.p_target = tree.target(in.parents[t.node])[in.tokens[t.node]];
+    v.p_test = t.p_test;
+    v.threshold = t.threshold;
+    const auto* q = tree.draft(t.node);
+    v.q_draft = q ? (*q)[in.tokens[t.node]] : 1.0;
+    v.u = j < draws.size() ? draws[j] : -1.0;
   }
+  for (int32_t node : out.path) out.verdicts[node - 1].accepted = true;
   return out;
 }
 
@@ -114,6 +128,10 @@ class GreedyRule final : public AcceptanceRule {
  public:
   std::string name() const override { return "greedy"; }
   bool lossless() const override { return true; }
+  void check(const SamplingParams& sampling) const override {
+    SPECDEC_CHECK(sampling.greedy(), "rule = greedy decodes at temperature 0 only (it keeps the target's argmax), "
+                  "got temperature ", sampling.temperature, "; use rule = speculative for sampling");
+  }
   VerifyOutcome verify(const VerifyInput& in) const override {
     check_input(in);
     const size_t T = in.tokens.size(), V = in.vocab_size;
@@ -128,9 +146,9 @@ class GreedyRule final : public AcceptanceRule {
       for (int c : children[node]) {
         NodeVerdict& v = out.verdicts[c - 1];
         v.visited = true;
-        v.p_target = in.tokens[c] == best ? 1.f : 0.f;
-        v.q_draft = in.q.empty() ? 1.f : in.q[(c - 1) * V + in.tokens[c]];
-        v.accepted = in.tokens[c] == best;
+        v.p_target = v.p_test = in.tokens[c] == best ? 1.0 : 0.0;
+        v.q_draft = in.q.empty() ? 1.0 : in.q[(c - 1) * V + in.tokens[c]];
+        v.passed = v.accepted = in.tokens[c] == best;
         if (v.accepted) {
           next_node = c;
           break;
@@ -153,16 +171,7 @@ class SpeculativeRule final : public AcceptanceRule {
   VerifyOutcome verify(const VerifyInput& in) const override {
     check_input(in);
     BlockTree tree(in);
-    // Remember each Bernoulli draw for the log.
-    struct Recording : PhiloxSource {
-      using PhiloxSource::PhiloxSource;
-      bool bernoulli(double a) {
-        const bool r = PhiloxSource::bernoulli(a);
-        draws.push_back(last_u);
-        return r;
-      }
-      std::vector<float> draws;
-    } src(in);
+    PhiloxSource src(in);
     const auto walk = verify::speculative_walk<double>(tree, src);
     return to_outcome(in, tree, walk, src.draws);
   }

@@ -13,14 +13,27 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
+
 namespace specdec::verify {
+
+// One test of the walk: the node, its verdict, and the values the verdict was computed from, so a log
+// of them reproduces it. speculative: passed = u < min(1, p_test / q) with p_test = the residual r(token)
+// at the test (p at the parent for the first sibling); typical: passed = p_test > threshold with p_test =
+// p(token) at the parent.
+template <class Real>
+struct WalkTest {
+  int node = 0;
+  bool passed = false;
+  Real p_test = Real(0);
+  double threshold = -1;  // typical only
+};
 
 template <class Real>
 struct WalkResult {
   std::vector<int> path;  // accepted nodes, root excluded
   int next = -1;          // emitted token
-  // per child tested: node, accepted
-  std::vector<std::pair<int, bool>> tested;
+  std::vector<WalkTest<Real>> tested;  // every test, in the order made
 };
 
 // Speculative sampling (Leviathan et al.; Chen et al.), recursive over the candidates of each node
@@ -28,6 +41,9 @@ struct WalkResult {
 // child c_j in order accept with probability min(1, r(c_j) / q_j(c_j)); on rejection r = norm(max(0,
 // r - q_j)). If none is accepted, emit a token drawn from r and stop. At a leaf reached by acceptance,
 // emit a bonus token drawn from p(leaf). A deterministic proposal has q_j = one-hot(c_j).
+// A rejection after which max(0, r - q_j) is zero everywhere is impossible for distributions r and q_j
+// (it needs r <= q_j pointwise and r != q_j, so sum(q_j) > sum(r) = 1): it throws specdec::Error rather
+// than continue from a made-up distribution.
 template <class Real, class Tree, class Source>
 WalkResult<Real> speculative_walk(const Tree& tree, Source& src) {
   WalkResult<Real> res;
@@ -43,7 +59,7 @@ WalkResult<Real> speculative_walk(const Tree& tree, Source& src) {
       Real a = Real(0);
       if (qx > Real(0)) a = rx >= qx ? Real(1) : Real(rx / qx);
       const bool ok = src.bernoulli(a);
-      res.tested.push_back({c, ok});
+      res.tested.push_back({c, ok, rx});
       if (ok) {
         res.path.push_back(c);
         node = c;
@@ -57,10 +73,11 @@ WalkResult<Real> speculative_walk(const Tree& tree, Source& src) {
         r[v] = r[v] > qv ? Real(r[v] - qv) : Real(0);
         sum += r[v];
       }
-      if (sum > Real(0))
-        for (auto& x : r) x = x / sum;
-      else
-        r = tree.target(node);  // cannot happen for a valid q (the residual of p - q sums to > 0 when p != q)
+      if (!(sum > Real(0)))
+        SPECDEC_FAIL("speculative rule: draft node ", c, " (token ", tok,
+                     ") was rejected although its q covers the residual everywhere (q sums to more than the "
+                     "target's distribution): the draft distribution is not a probability distribution");
+      for (auto& x : r) x = x / sum;
     }
     if (!moved) {
       res.next = src.categorical(r);
@@ -77,7 +94,7 @@ WalkResult<Real> speculative_walk(const Tree& tree, Source& src) {
 // p(n)(x) > min(epsilon, delta * exp(-H(p(n)))). Every root-to-node path whose nodes are all acceptable
 // is a candidate; the longest wins, ties broken by the larger product of p along the path. The emitted
 // token is drawn from p at the end of the path (argmax when the sampling is greedy: categorical over a
-// one-hot p).
+// one-hot p). `tested` holds every acceptability test; `path` the nodes kept.
 template <class Real, class Tree, class Source, class Entropy>
 WalkResult<Real> typical_walk(const Tree& tree, Source& src, double epsilon, double delta, Entropy entropy) {
   WalkResult<Real> res;
@@ -94,7 +111,7 @@ WalkResult<Real> typical_walk(const Tree& tree, Source& src, double epsilon, dou
     for (int c : tree.children(node)) {
       const Real px = p[tree.token(c)];
       const bool acc = static_cast<double>(px) > thr;
-      res.tested.push_back({c, acc});
+      res.tested.push_back({c, acc, px, thr});
       if (!acc) continue;
       ok[c] = 1;
       parent[c] = node;

@@ -51,18 +51,23 @@ SPECDEC_HD constexpr PhiloxCounter philox4x32_10(PhiloxCounter counter, PhiloxKe
   return counter;
 }
 
-// A uniform float in [0, 1) with 24 random bits, a pure function of its arguments. Layout:
+// A uniform double in [0, 1) with 53 random bits (every double of the form m * 2^-53, m < 2^53, equally
+// likely), a pure function of its arguments. Layout:
 //   key     = { seed & 0xffffffff, seed >> 32 }
 //   counter = { draw, step, request & 0xffffffff, request >> 32 }
-//   result  = (philox4x32_10(counter, key).v[0] >> 8) * 2^-24
+//   w       = philox4x32_10(counter, key);  bits = ((w.v[0] << 32) | w.v[1]) >> 11
+//   result  = bits * 2^-53
 // request: the sequence being decoded; step: its decoding step (position); draw: which random number
-// within the step (draft token, acceptance test, residual sample, ...). Words v[1..3] are unused so that
-// every tuple maps to its own counter; the largest value is 1 - 2^-24, so the result is never 1.
-SPECDEC_HD constexpr float uniform(uint64_t seed, uint64_t request, uint32_t step, uint32_t draw) {
+// within the step (draft token, acceptance test, residual sample, ...). Every tuple maps to its own
+// counter; the largest value is 1 - 2^-53, so the result is never 1. 53 bits make the quantisation of
+// an inverse-CDF draw over V tokens bias each token's probability by at most 2^-53 (total variation
+// <= V * 2^-53 per draw; see docs/verification.md, "Randomness"), where 24 bits allowed V * 2^-25.
+SPECDEC_HD constexpr double uniform(uint64_t seed, uint64_t request, uint32_t step, uint32_t draw) {
   const PhiloxKey key{{static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)}};
   const PhiloxCounter ctr{{draw, step, static_cast<uint32_t>(request), static_cast<uint32_t>(request >> 32)}};
-  const uint32_t bits = philox4x32_10(ctr, key).v[0] >> 8;
-  return static_cast<float>(bits) * (1.0f / 16777216.0f);  // exact: 24 bits fit a float's mantissa
+  const PhiloxCounter w = philox4x32_10(ctr, key);
+  const uint64_t bits = ((static_cast<uint64_t>(w.v[0]) << 32) | w.v[1]) >> 11;
+  return static_cast<double>(bits) * (1.0 / 9007199254740992.0);  // exact: 53 bits fit a double's mantissa
 }
 
 }  // namespace specdec

@@ -221,9 +221,9 @@ void logits_to_probs(std::span<const float> logits, const SamplingParams& params
   logits_to_probs(logits, params, probs, scratch);
 }
 
-TokenId sample_from_probs(std::span<const float> probs, float u) {
+TokenId sample_from_probs(std::span<const float> probs, double u) {
   SPECDEC_CHECK(!probs.empty(), "sample_from_probs: expected at least one probability, got V = 0");
-  SPECDEC_CHECK(u >= 0.f && u < 1.f, "sample_from_probs: expected u in [0, 1), got ", u);
+  SPECDEC_CHECK(u >= 0.0 && u < 1.0, "sample_from_probs: expected u in [0, 1), got ", u);
   double total = 0;
   for (size_t i = 0; i < probs.size(); ++i) {
     SPECDEC_CHECK(probs[i] >= 0.f, "sample_from_probs: expected probabilities >= 0, got ", probs[i],
@@ -235,7 +235,7 @@ TokenId sample_from_probs(std::span<const float> probs, float u) {
 
   // Zero entries are skipped rather than added: the running sum then equals `total` bit for bit at the
   // end, and a token is returned only where the sum has just grown, i.e. never one of probability 0.
-  const double target = static_cast<double>(u) * total;
+  const double target = u * total;
   double cum = 0;
   size_t last_nonzero = 0;
   for (size_t i = 0; i < probs.size(); ++i) {

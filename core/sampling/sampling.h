@@ -56,7 +56,7 @@ void logits_to_probs(std::span<const float> logits, const SamplingParams& params
 // non-negative weights works). Never returns a token of probability 0: at the end of the CDF, where
 // round-off could leave u * S unreached, it falls back to the last token of nonzero probability.
 // probs: (V). Throws if V == 0, u is outside [0, 1), a probability is negative or NaN, or S is not > 0.
-TokenId sample_from_probs(std::span<const float> probs, float u);
+TokenId sample_from_probs(std::span<const float> probs, double u);
 
 // Seeded sampling for one decoding configuration. sample() draws with uniform(seed, request, step, draw),
 // so the result depends only on (logits, params, seed, request, step, draw), never on call order.

@@ -27,13 +27,22 @@ struct VerifyInput {
   uint32_t step = 0;                  // decoding step: the RNG counter is (seed, request, step, draw)
 };
 
-// Per draft node (index i-1 for node i): what was tested and the verdict. Nodes never reached are
-// marked visited = false.
+// Per draft node (index i-1 for node i): what was tested and the verdict, with every value the verdict
+// was computed from, so that a log reproduces each verdict from its own columns:
+//   greedy:      passed = (p_test == 1)                     p_test = 1 if the token is the target's argmax, else 0
+//   speculative: passed = (u < min(1, p_test / q_draft))    p_test = the residual r(token) the test used (p at
+//                                                           the parent for the first sibling tested)
+//   typical:     passed = (p_test > threshold)              p_test = p(token) at the parent
+// accepted = on the accepted path (for greedy and speculative the same as passed; for typical a node can
+// pass and lose to a longer or likelier path). Nodes never reached are marked visited = false.
 struct NodeVerdict {
-  float p_target = 0.f;  // target probability of the node's token at its parent (after sampling filters)
-  float q_draft = 1.f;   // probability the drafter gave it (1 for a deterministic drafter)
-  float u = -1.f;        // the uniform draw of the test; -1 when no draw was needed
+  double p_target = 0;   // target probability of the node's token at its parent (after sampling filters)
+  double p_test = 0;     // the target-side value the rule tested (see above)
+  double q_draft = 1;    // probability the drafter gave it (1 for a deterministic drafter)
+  double u = -1;         // the uniform draw of the test; -1 when no draw was needed
+  double threshold = -1; // typical: min(epsilon, delta * exp(-H(p))); -1 for the other rules
   bool visited = false;
+  bool passed = false;
   bool accepted = false;
 };
 
@@ -50,6 +59,9 @@ class AcceptanceRule {
   // True when the emitted tokens follow the target's distribution exactly (greedy, speculative).
   virtual bool lossless() const = 0;
   virtual VerifyOutcome verify(const VerifyInput& in) const = 0;
+  // Throws specdec::Error (one line) when the rule cannot decode with these sampling parameters, e.g.
+  // greedy at a temperature above 0. The decode loop calls it before the first step.
+  virtual void check(const SamplingParams& sampling) const { (void)sampling; }
 };
 
 }  // namespace specdec

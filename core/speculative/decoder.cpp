@@ -38,6 +38,7 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
                 ", the most draft nodes the verifier takes in one pass), got k = ", opts.k);
   SPECDEC_CHECK(opts.max_new_tokens >= 0, "max_new_tokens >= 0, got ", opts.max_new_tokens);
   opts.sampling.validate();
+  rule.check(opts.sampling);
   const int max_new = std::min(opts.max_new_tokens, ctx - n_prompt);
   const int k = drafter ? opts.k : 0;
 
@@ -127,7 +128,8 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
       rec.max_depth = std::max(rec.max_depth, depth[i]);
       const NodeVerdict& v = out.verdicts[i - 1];
       rec.nodes.push_back({.node = i - 1, .parent = parents[i] - 1, .depth = depth[i], .token = block[i],
-                           .p_target = v.p_target, .q_draft = v.q_draft, .u = v.u, .visited = v.visited,
+                           .p_target = v.p_target, .p_test = v.p_test, .q_draft = v.q_draft, .u = v.u,
+                           .threshold = v.threshold, .visited = v.visited, .passed = v.passed,
                            .accepted = v.accepted});
     }
 

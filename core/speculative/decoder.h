@@ -33,14 +33,16 @@ struct DecodeOptions {
   double prefilled_seconds = 0;
 };
 
-// One draft node as logged (the HDF5 draft_tokens table).
+// One draft node as logged (the HDF5 draft_tokens table): the node, and the rule's test of it with every
+// value the verdict was computed from (NodeVerdict in core/speculative/acceptance.h says, per rule, how
+// passed follows from p_test, q_draft, u and threshold).
 struct DraftTokenRecord {
   int32_t node = 0;     // 0-based index in the proposal
   int32_t parent = -1;  // parent node, -1 = root
   int32_t depth = 1;    // 1 = first draft position
   TokenId token = 0;
-  float p_target = 0.f, q_draft = 1.f, u = -1.f;
-  bool visited = false, accepted = false;
+  double p_target = 0, p_test = 0, q_draft = 1, u = -1, threshold = -1;
+  bool visited = false, passed = false, accepted = false;
 };
 
 // One target verification pass (the HDF5 steps table).

@@ -8,10 +8,37 @@
 #include <filesystem>
 #include <cmath>
 #include <sstream>
+#include <utility>
 
 #include "core/error.h"
 
 namespace specdec {
+
+namespace {
+// Checks one q row: every entry finite and >= 0, the sum (double, in index order) within kQRowTolerance
+// of 1. One pass; eight partial sums keep the loop vectorisable (the order is fixed, so the sum is
+// deterministic). Returns the offending index, or -1 for a row that only fails the sum, or -2 when fine.
+int check_q_row(const float* row, int V, double& sum) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  bool bad = false;
+  int v = 0;
+  for (; v + 8 <= V; v += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float x = row[v + j];
+      bad |= !(x >= 0.f && x <= 1.f);  // false for NaN too
+      part[j] += x;
+    }
+  for (; v < V; ++v) {
+    bad |= !(row[v] >= 0.f && row[v] <= 1.f);
+    part[0] += row[v];
+  }
+  sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  if (bad)
+    for (int i = 0; i < V; ++i)
+      if (!(row[i] >= 0.f && row[i] <= 1.f)) return i;
+  return std::abs(sum - 1.0) <= kQRowTolerance ? -2 : -1;
+}
+}  // namespace
 
 void DraftProposal::validate(int V) const {
   const size_t n = tokens.size();
@@ -24,9 +51,15 @@ void DraftProposal::validate(int V) const {
     if (!parents.empty())
       SPECDEC_CHECK(parents[i] >= -1 && parents[i] < static_cast<int32_t>(i), "draft node ", i, " with a parent in -1..",
                     i - 1, ", got ", parents[i]);
-    if (!q.empty())
-      SPECDEC_CHECK(q[i * V + tokens[i]] > 0.f, "a draft token with q > 0 (it was drawn from q), node ", i, " token ",
-                    tokens[i], " has q = ", q[i * V + tokens[i]]);
+    if (q.empty()) continue;
+    const float* row = q.data() + i * static_cast<size_t>(V);
+    double sum = 0;
+    const int bad = check_q_row(row, V, sum);
+    SPECDEC_CHECK(bad < 0, "draft node ", i, ": q entries finite and in [0, 1], got q[", bad, "] = ",
+                  bad >= 0 ? row[bad] : 0.f);
+    SPECDEC_CHECK(bad == -2, "draft node ", i, ": a q row that sums to 1 (within ", kQRowTolerance, "), got ", sum);
+    SPECDEC_CHECK(row[tokens[i]] > 0.f, "a draft token with q > 0 (it was drawn from q), node ", i, " token ",
+                  tokens[i], " has q = ", row[tokens[i]]);
   }
 }
 
@@ -94,6 +127,17 @@ void DrafterOptions::check_all_used() const {
   }
 }
 
+uint64_t verify_seed(const DrafterInfo* info, uint64_t seed) {
+  return info && info->needs_reference ? reference_run_seed(seed) : seed;
+}
+
+std::unique_ptr<Drafter> make_drafter(const DrafterInfo& info, const DrafterEnv& env, const DrafterOptions& opts) {
+  std::unique_ptr<Drafter> d = info.factory(env, opts);
+  SPECDEC_CHECK(d != nullptr, "drafter '", info.name, "': its factory returned no drafter (expected a Drafter, or an "
+                "exception saying what is wrong)");
+  return d;
+}
+
 // ---- registry ---------------------------------------------------------------------------------------
 
 void DrafterRegistry::add(DrafterInfo info) {
@@ -127,35 +171,83 @@ const DrafterInfo& DrafterRegistry::resolve(const std::string& spec) {
   std::error_code ec;
   std::string path = std::filesystem::weakly_canonical(rest.substr(0, colon), ec).string();
   if (ec || path.empty()) path = rest.substr(0, colon);
-  if (!loaded_plugins_.count(path)) {
-    load_drafter_plugin(*this, path);
-    loaded_plugins_.insert(path);
+  auto it = loaded_plugins_.find(path);
+  if (it == loaded_plugins_.end()) it = loaded_plugins_.emplace(path, load_drafter_plugin(*this, path)).first;
+  const std::vector<std::string>& names = it->second;
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    SPECDEC_FAIL(path, ": drafter plugin has no drafter '", name, "'; it registers: ", list);
   }
   return get(name);
 }
 
-void load_drafter_plugin(DrafterRegistry& registry, const std::string& path) {
-  // RTLD_LOCAL keeps plugins from seeing each other; the plugin resolves specdec symbols against the host.
-  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!handle) {
-    const char* err = dlerror();
-    SPECDEC_FAIL(path, ": cannot load drafter plugin (", err ? err : "unknown dlopen error", ")");
+namespace {
+struct DlHandle {  // closes a handle unless released
+  void* h = nullptr;
+  ~DlHandle() {
+    if (h) dlclose(h);
   }
+  void* release() { return std::exchange(h, nullptr); }
+};
+std::string dl_error() {
+  const char* e = dlerror();
+  return e ? e : "unknown dlopen error";
+}
+}  // namespace
+
+std::vector<DrafterInfo> DrafterRegistry::take_all() {
+  std::vector<DrafterInfo> out;
+  for (auto& [_, info] : by_name_) out.push_back(std::move(info));
+  by_name_.clear();
+  return out;
+}
+
+std::vector<std::string> load_drafter_plugin(DrafterRegistry& registry, const std::string& path) {
+  // 1. Load lazily: no function of the plugin is bound yet, so a plugin built against other headers
+  //    (whose other symbols may not even resolve) is refused by its version before anything else of it
+  //    is used. (Its static initialisers do run at dlopen: the ELF loader allows nothing earlier.)
+  //    RTLD_LOCAL keeps plugins from seeing each other; the plugin resolves specdec symbols against the host.
+  DlHandle lib{dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL)};
+  if (!lib.h) SPECDEC_FAIL(path, ": cannot load drafter plugin (", dl_error(), ")");
   using VersionFn = int (*)();
   using RegisterFn = void (*)(DrafterRegistry*);
-  auto version = reinterpret_cast<VersionFn>(dlsym(handle, "specdec_plugin_abi_version"));
-  auto reg = reinterpret_cast<RegisterFn>(dlsym(handle, "specdec_plugin_register"));
+  auto version = reinterpret_cast<VersionFn>(dlsym(lib.h, "specdec_plugin_abi_version"));
+  auto reg = reinterpret_cast<RegisterFn>(dlsym(lib.h, "specdec_plugin_register"));
   SPECDEC_CHECK(version && reg, path,
                 ": not a specdec drafter plugin (expected the C symbols specdec_plugin_abi_version and "
                 "specdec_plugin_register)");
   const int v = version();
   SPECDEC_CHECK(v == SPECDEC_PLUGIN_ABI_VERSION, path, ": drafter plugin built for plugin ABI version ", v,
                 ", this specdec has version ", SPECDEC_PLUGIN_ABI_VERSION, "; rebuild the plugin against these headers");
+  // 2. The version matches: now bind every symbol, so an unresolved one is an error here, naming the file,
+  //    rather than a crash in the middle of a run.
+  DlHandle now{dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL)};
+  if (!now.h) SPECDEC_FAIL(path, ": drafter plugin has unresolved symbols (", dl_error(), ")");
+  // 3. Register into a scratch registry, then move the entries over only when all of them fit: a plugin
+  //    that fails half-way (or repeats a name) leaves the registry as it was.
+  DrafterRegistry staged;
   try {
-    reg(&registry);  // the handle stays open for the life of the process: factories live in it
-  } catch (const Error& e) {
+    reg(&staged);
+  } catch (const std::exception& e) {
     SPECDEC_FAIL(path, ": drafter plugin registration failed: ", e.what());
+  } catch (...) {
+    SPECDEC_FAIL(path, ": drafter plugin registration failed with a non-standard exception");
   }
+  std::vector<DrafterInfo> infos = staged.take_all();
+  SPECDEC_CHECK(!infos.empty(), path, ": drafter plugin registered no drafter");
+  for (const DrafterInfo& info : infos)
+    SPECDEC_CHECK(!registry.contains(info.name), path, ": drafter plugin registers '", info.name,
+                  "', which is registered twice (names must be unique; already known before this plugin)");
+  std::vector<std::string> names;
+  for (DrafterInfo& info : infos) {
+    names.push_back(info.name);
+    registry.add(std::move(info));
+  }
+  // The library stays loaded for the life of the process: the factories live in it.
+  lib.release();
+  now.release();
+  return names;
 }
 
 }  // namespace specdec

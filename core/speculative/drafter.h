@@ -30,6 +30,9 @@ using ModelFactory = std::function<std::shared_ptr<Model>(std::shared_ptr<const 
 // node (< i), or -1 for a child of the last accepted token (the root). Empty parents = a chain
 // (parents[i] = i - 1). q holds, per node, the distribution (V floats) the node's token was drawn from;
 // empty q = deterministic proposals (q is one-hot at the token).
+// Every q row must be a distribution: finite entries in [0, 1] whose double sum is within kQRowTolerance
+// of 1 (the verifier then uses the row divided by its sum, the law sample_from_probs draws from).
+inline constexpr double kQRowTolerance = 1e-3;
 struct DraftProposal {
   std::vector<TokenId> tokens;
   std::vector<int32_t> parents;
@@ -38,7 +41,8 @@ struct DraftProposal {
   int size() const { return static_cast<int>(tokens.size()); }
   bool is_chain() const { return parents.empty(); }
   int32_t parent(int i) const { return parents.empty() ? i - 1 : parents[i]; }
-  // Throws unless parents / q sizes are consistent, parents[i] < i, tokens in [0, V).
+  // Throws unless parents / q sizes are consistent, parents[i] < i, tokens in [0, V), every q row a
+  // distribution (see above) giving its token q > 0; the message names the node.
   void validate(int vocab_size) const;
 };
 
@@ -113,6 +117,16 @@ struct DrafterEnv {
 // stream disjoint from the verifier's uniform(seed, request, step, draw).
 inline uint64_t drafter_seed(uint64_t seed) { return seed ^ 0x9E3779B97F4A7C15ull; }
 
+// The verifier's seed for a run whose drafter copies a recorded output (DrafterInfo::needs_reference:
+// oracle, synthetic). The reference is the AR run of the same prompt, sampled with uniform(seed, request,
+// step, draw); were the speculative run verified with the same stream, the uniform that tests a proposed
+// token would be the one that produced it, and acceptance would depend on the proposal (biased at T > 0).
+// Such a run verifies with uniform(reference_run_seed(seed), ...), a stream disjoint from the reference's.
+// Every other run verifies with `seed`. The runner logs the stream of each run (run attribute verify_seed).
+inline uint64_t reference_run_seed(uint64_t seed) { return seed ^ 0xD1B54A32D192ED03ull; }
+struct DrafterInfo;
+uint64_t verify_seed(const DrafterInfo* info, uint64_t seed);  // info == nullptr: AR, seed
+
 using DrafterFactory = std::function<std::unique_ptr<Drafter>(const DrafterEnv&, const DrafterOptions&)>;
 
 struct DrafterInfo {
@@ -136,10 +150,12 @@ class DrafterRegistry {
   // "plugin:PATH.so:NAME" loads PATH.so once (checking its ABI version) and returns NAME's entry;
   // any other spec is a registered name.
   const DrafterInfo& resolve(const std::string& spec);
+  // Empties the registry, returning its entries (the plugin loader's staging step).
+  std::vector<DrafterInfo> take_all();
 
  private:
   std::map<std::string, DrafterInfo> by_name_;
-  std::set<std::string> loaded_plugins_;
+  std::map<std::string, std::vector<std::string>> loaded_plugins_;  // canonical path -> its drafters
 };
 
 // ---- plugin ABI ----------------------------------------------------------------------------------
@@ -150,8 +166,13 @@ class DrafterRegistry {
 // Version 2: DrafterEnv::make_model (the target's device for drafters that load a model).
 #define SPECDEC_PLUGIN_ABI_VERSION 2
 
+// Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
+// otherwise decode as AR under the drafter's name).
+std::unique_ptr<Drafter> make_drafter(const DrafterInfo& info, const DrafterEnv& env, const DrafterOptions& opts);
+
 // Loads a plugin file into the registry; throws naming the file on dlopen failure, a missing symbol, or
 // an ABI version mismatch.
-void load_drafter_plugin(DrafterRegistry& registry, const std::string& path);
+// Returns the names the plugin registered.
+std::vector<std::string> load_drafter_plugin(DrafterRegistry& registry, const std::string& path);
 
 }  // namespace specdec

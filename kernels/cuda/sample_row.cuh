@@ -382,7 +382,7 @@ SPECDEC_ROW_DEV void top_k_row(Block& blk, const float* x, int n, int k, float* 
 // entries); the draw then re-adds only the L weights after the checkpoint below u * S, starting from
 // its exact value: the same chain of additions as the CPU's scan, without a second pass over w.
 template <class Block, class W>
-SPECDEC_ROW_DEV int32_t cdf_draw(Block& blk, int n, W w, float u, int32_t none, double* checkpoint, int max_segments) {
+SPECDEC_ROW_DEV int32_t cdf_draw(Block& blk, int n, W w, double u, int32_t none, double* checkpoint, int max_segments) {
   int L = blk.cdf_segment();
   if (static_cast<int64_t>(L) * max_segments < n) L = (n + max_segments - 1) / max_segments;
   const int segments = (n + L - 1) / L;
@@ -402,7 +402,7 @@ SPECDEC_ROW_DEV int32_t cdf_draw(Block& blk, int n, W w, float u, int32_t none, 
     }
     return false;
   });
-  const double target = mul_rn(static_cast<double>(u), t.sum);
+  const double target = mul_rn(u, t.sum);
   // The first segment whose end sum exceeds the target holds the draw.
   const int seg = blk.reduce(
       segments, segments,
@@ -433,7 +433,7 @@ SPECDEC_ROW_DEV int32_t cdf_draw(Block& blk, int n, W w, float u, int32_t none, 
 
 // sample_from_probs(probs (n), u). probs: a valid distribution (>= 0, positive finite total).
 template <class Block>
-SPECDEC_ROW_DEV int32_t draw_from_probs(Block& blk, const float* probs, int n, float u) {
+SPECDEC_ROW_DEV int32_t draw_from_probs(Block& blk, const float* probs, int n, double u) {
   return cdf_draw(
       blk, n, [probs](int i) { return static_cast<double>(probs[i]); }, u, 0, blk.f64_scratch(), blk.scratch_len());
 }
@@ -475,7 +475,7 @@ SPECDEC_ROW_DEV Prefix prefix_over(Block& blk, const float* w, const uint64_t* s
 // float rounding boundary (about 2^-29 per token); the token only if, besides, u * S falls in the
 // shifted sliver of the CDF.
 template <class Block>
-SPECDEC_ROW_DEV int32_t sample_row(Block& blk, const float* logits, int n, const RowParams& prm, float u,
+SPECDEC_ROW_DEV int32_t sample_row(Block& blk, const float* logits, int n, const RowParams& prm, double u,
                                    float* probs) {
   if (prm.temperature == 0.f) {
     const int32_t best = argmax_row(blk, logits, n);

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kRowThreads)
   __shared__ BlockShared sh;
   DeviceBlock blk(sh);
   const int64_t t = blockIdx.x;
-  const float u = prm.temperature == 0.f ? 0.f : uniform(seed, request[t], step[t], draw[t]);
+  const double u = prm.temperature == 0.f ? 0.0 : uniform(seed, request[t], step[t], draw[t]);
   const int32_t token = row::sample_row(blk, logits + t * n, n, prm, u, probs + t * n);
   if (threadIdx.x == 0) out[t] = token;
 }

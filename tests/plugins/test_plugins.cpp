@@ -106,9 +106,9 @@ TEST_CASE("the example plugin is built and resolve() loads it once", "[plugins]"
   // Another registry loads the same file again: dlopen hands back the loaded library, which registers anew.
   auto other = fresh_registry();
   CHECK(other->resolve(bigram_spec()).name == "bigram");
-  // A name the plugin does not register: the error lists what is known, the plugin's names included.
+  // A name the plugin does not register: the error names the file and lists the plugin's drafters.
   const std::string unknown = error_of([&] { registry->resolve("plugin:" + plugin_path() + ":trigram"); });
-  CHECK_THAT(unknown, Catch::Contains("'trigram'") && Catch::Contains("bigram") && Catch::Contains("ngram"));
+  CHECK_THAT(unknown, Catch::Contains(plugin_path()) && Catch::Contains("'trigram'") && Catch::Contains("bigram"));
   CHECK(one_line(unknown));
 }
 
@@ -280,4 +280,49 @@ TEST_CASE("specdec generate --drafter plugin:... and list-drafters --plugin", "[
   CHECK(missing.exit_code == 1);
   CHECK_THAT(missing.err, Catch::Contains("/nonexistent/libnothing.so"));
   CHECK(test::count_lines(missing.err) == 1);
+}
+
+namespace {
+std::string misbehaving(const char* mode) {
+  return std::string(SPECDEC_TEST_PLUGIN_DIR) + "/libspecdec_test_plugin_" + mode + ".so";
+}
+}  // namespace
+
+TEST_CASE("the ABI version is checked before any other symbol of the plugin is bound", "[plugins][badinput]") {
+  // The plugin reports an older ABI and calls a function no library defines. Loading it with every symbol
+  // bound (as before) failed with "undefined symbol" and never reached the version check; loaded lazily,
+  // its version is refused first, by name.
+  auto registry = fresh_registry();
+  const size_t n = registry->list().size();
+  const std::string path = misbehaving("old_abi_unresolved");
+  REQUIRE(std::filesystem::exists(path));
+  const std::string e = error_of([&] { registry->resolve("plugin:" + path + ":anything"); });
+  CHECK_THAT(e, Catch::Contains(path) && Catch::Contains("ABI version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION - 1)));
+  CHECK_THAT(e, !Catch::Contains("undefined symbol"));
+  CHECK(one_line(e));
+  CHECK(registry->list().size() == n);
+}
+
+TEST_CASE("a registration that fails half-way leaves the registry unchanged and names the file", "[plugins][badinput]") {
+  auto registry = fresh_registry();
+  const size_t n = registry->list().size();
+  const std::string path = misbehaving("half_register");
+  const std::string e = error_of([&] { registry->resolve("plugin:" + path + ":half_registered"); });
+  CHECK_THAT(e, Catch::Contains(path) && Catch::Contains("registration failed") &&
+                    Catch::Contains("the second drafter's setup failed"));
+  CHECK(one_line(e));
+  CHECK(registry->list().size() == n);
+  CHECK_FALSE(registry->contains("half_registered"));
+}
+
+TEST_CASE("a plugin drafter whose factory returns nothing is an error naming it", "[plugins][badinput]") {
+  auto registry = fresh_registry();
+  const std::string path = misbehaving("null_factory");
+  const DrafterInfo& info = registry->resolve("plugin:" + path + ":null_drafter");
+  const std::string e = error_of([&] { make_drafter(info, DrafterEnv{}, DrafterOptions()); });
+  CHECK_THAT(e, Catch::Contains("null_drafter") && Catch::Contains("returned no drafter"));
+  // A name the plugin does not register: the error names the file and what it does register.
+  auto other = fresh_registry();
+  const std::string missing = error_of([&] { other->resolve("plugin:" + path + ":nope"); });
+  CHECK_THAT(missing, Catch::Contains(path) && Catch::Contains("no drafter 'nope'") && Catch::Contains("null_drafter"));
 }

@@ -10,7 +10,7 @@ namespace specdec::test {
 namespace {
 
 // out is (n): out[i] = uniform(seed, request, step, first_draw + i).
-__global__ void uniform_kernel(float* out, int n, uint64_t seed, uint64_t request, uint32_t step,
+__global__ void uniform_kernel(double* out, int n, uint64_t seed, uint64_t request, uint32_t step,
                                uint32_t first_draw) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = uniform(seed, request, step, first_draw + static_cast<uint32_t>(i));
@@ -32,14 +32,14 @@ void check(cudaError_t e, const char* what) {
 
 }  // namespace
 
-void uniform_on_device(float* out, int n, uint64_t seed, uint64_t request, uint32_t step,
+void uniform_on_device(double* out, int n, uint64_t seed, uint64_t request, uint32_t step,
                        uint32_t first_draw) {
-  float* d = nullptr;
-  check(cudaMalloc(&d, sizeof(float) * static_cast<size_t>(n)), "cudaMalloc");
+  double* d = nullptr;
+  check(cudaMalloc(&d, sizeof(double) * static_cast<size_t>(n)), "cudaMalloc");
   uniform_kernel<<<(n + 255) / 256, 256>>>(d, n, seed, request, step, first_draw);
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess)
-    e = cudaMemcpy(out, d, sizeof(float) * static_cast<size_t>(n), cudaMemcpyDeviceToHost);
+    e = cudaMemcpy(out, d, sizeof(double) * static_cast<size_t>(n), cudaMemcpyDeviceToHost);
   cudaFree(d);
   check(e, "uniform_kernel");
 }

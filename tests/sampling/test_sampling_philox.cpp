@@ -54,17 +54,18 @@ TEST_CASE("uniform follows the documented counter/key layout", "[sampling][philo
   const uint32_t step = 17, draw = 3;
   const PhiloxCounter out = philox4x32_10(PhiloxCounter{{draw, step, 0x76543210u, 0xfedcba98u}},
                                           PhiloxKey{{0x89abcdefu, 0x01234567u}});
-  REQUIRE(uniform(seed, request, step, draw) == static_cast<float>(out.v[0] >> 8) / 16777216.0f);
+  const uint64_t bits = ((static_cast<uint64_t>(out.v[0]) << 32) | out.v[1]) >> 11;
+  REQUIRE(uniform(seed, request, step, draw) == static_cast<double>(bits) / 9007199254740992.0);
 }
 
 TEST_CASE("uniform is in [0, 1), deterministic and sensitive to every field", "[sampling][philox]") {
   for (uint32_t d = 0; d < 10000; ++d) {
-    const float u = uniform(42, 7, 3, d);
-    REQUIRE(u >= 0.f);
-    REQUIRE(u < 1.f);
+    const double u = uniform(42, 7, 3, d);
+    REQUIRE(u >= 0.0);
+    REQUIRE(u < 1.0);
     REQUIRE(u == uniform(42, 7, 3, d));
   }
-  const float base = uniform(1, 2, 3, 4);
+  const double base = uniform(1, 2, 3, 4);
   CHECK(base != uniform(1, 2, 3, 5));                 // draw
   CHECK(base != uniform(1, 2, 4, 4));                 // step
   CHECK(base != uniform(1, 3, 3, 4));                 // request, low word
@@ -72,11 +73,26 @@ TEST_CASE("uniform is in [0, 1), deterministic and sensitive to every field", "[
   CHECK(base != uniform(2, 2, 3, 4));                 // seed, low word
   CHECK(base != uniform(1 + (1ull << 32), 2, 3, 4));  // seed, high word
 
-  // Consecutive draws of one step are distinct (24-bit values: a collision among 1000 has p ~ 3%, so
-  // count distinct values instead of requiring all of them to differ).
-  std::set<float> seen;
-  for (uint32_t d = 0; d < 1000; ++d) seen.insert(uniform(9, 0, 0, d));
-  CHECK(seen.size() >= 995);
+  // Consecutive draws of one step are distinct (53-bit values: a collision among 10,000 has p ~ 6e-9).
+  std::set<double> seen;
+  for (uint32_t d = 0; d < 10000; ++d) seen.insert(uniform(9, 0, 0, d));
+  CHECK(seen.size() == 10000);
+}
+
+TEST_CASE("uniform carries 53 random bits", "[sampling][philox]") {
+  // A 24-bit uniform is a multiple of 2^-24: its low 29 mantissa bits (of 53) are always zero. Here, over
+  // 10,000 draws, every one of the 53 bit positions of u * 2^53 must be set in some draw and clear in another.
+  uint64_t any_set = 0, any_clear = 0;
+  for (uint32_t d = 0; d < 10000; ++d) {
+    const double u = uniform(77, 1, 2, d);
+    const auto m = static_cast<uint64_t>(u * 9007199254740992.0);  // exact: u = m * 2^-53
+    REQUIRE(static_cast<double>(m) / 9007199254740992.0 == u);
+    any_set |= m;
+    any_clear |= ~m;
+  }
+  const uint64_t all53 = (uint64_t{1} << 53) - 1;
+  CHECK((any_set & all53) == all53);
+  CHECK((any_clear & all53) == all53);
 }
 
 TEST_CASE("uniform passes a chi-square uniformity test", "[sampling][philox]") {
@@ -85,7 +101,7 @@ TEST_CASE("uniform passes a chi-square uniformity test", "[sampling][philox]") {
   std::vector<int> count(kBins, 0);
   for (int i = 0; i < kDraws; ++i) {
     // Walk draw and step both, as a decode loop does.
-    const float u = uniform(2024, 5, static_cast<uint32_t>(i / 1000), static_cast<uint32_t>(i % 1000));
+    const double u = uniform(2024, 5, static_cast<uint32_t>(i / 1000), static_cast<uint32_t>(i % 1000));
     ++count[static_cast<int>(u * kBins)];
   }
   const double expected = static_cast<double>(kDraws) / kBins;

@@ -29,7 +29,7 @@ TEST_CASE("uniform() on the GPU equals uniform() on the CPU bit for bit", "[samp
   constexpr int kN = 100003;  // awkward: not a multiple of the block size
   const uint64_t seed = 0x9e3779b97f4a7c15ull, request = (1ull << 32) + 17;
   const uint32_t step = 41, first_draw = 0xfffff000u;  // the draw counter wraps within the run
-  std::vector<float> gpu(kN);
+  std::vector<double> gpu(kN);
   test::uniform_on_device(gpu.data(), kN, seed, request, step, first_draw);
   for (int i = 0; i < kN; ++i) {
     INFO("draw " << i);

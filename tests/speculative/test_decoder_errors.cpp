@@ -234,3 +234,83 @@ TEST_CASE("a prompt longer than the context is an error", "[speculative][badinpu
   CHECK(one_line(error_of([&] { speculative_decode(s.model, nullptr, *rule, full, opts); })));
   CHECK(speculative_decode(s.model, nullptr, *rule, fits, opts).tokens.size() == 1);
 }
+
+// ---- q rows (validity issue, point 3) ----------------------------------------------------------------
+
+namespace {
+// A chain proposal of one node (token `token`) whose q row is `row` padded with zeros to V.
+DraftProposal one_node_with_q(TokenId token, std::vector<float> row) {
+  const int V = stories().model.config().vocab_size;
+  DraftProposal p;
+  p.tokens = {token};
+  p.q.assign(static_cast<size_t>(V), 0.f);
+  std::copy(row.begin(), row.end(), p.q.begin());
+  return p;
+}
+std::string q_error(std::vector<float> row) {
+  FixedDrafter d(one_node_with_q(1, std::move(row)));
+  DecodeOptions opts;
+  opts.max_new_tokens = 4;
+  opts.k = 1;
+  return decode_error(&d, opts);
+}
+}  // namespace
+
+TEST_CASE("every q row must be a distribution; the error names the node", "[speculative][badinput]") {
+  // The reviewer's case: q reported as (0.45, 0.05) for tokens drawn from (0.9, 0.1). Only the proposed
+  // token's entry was checked before (0.05 > 0 passed), and the verifier used the wrong law.
+  const std::string half = q_error({0.45f, 0.05f});
+  CHECK_THAT(half, Catch::Contains("draft node 0") && Catch::Contains("sums to 1") && Catch::Contains("0.5"));
+  CHECK(one_line(half));
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const auto& [label, row] : std::vector<std::pair<const char*, std::vector<float>>>{
+           {"negative", {1.2f, 0.5f, -0.7f}}, {"NaN", {0.5f, 0.5f, nan}}, {"inf", {0.5f, 0.5f, inf}},
+           {"above 1", {0.f, 2.f, -1.f}}}) {
+    INFO(label);
+    const std::string e = q_error(row);
+    CHECK_THAT(e, Catch::Contains("draft node 0") && Catch::Contains("finite and in [0, 1]"));
+    CHECK(one_line(e));
+  }
+  // Within the tolerance: accepted (the verifier divides by the sum).
+  CHECK(q_error({0.5f, 0.5f + 0.5f * static_cast<float>(kQRowTolerance)}).empty());
+  CHECK(q_error({0.2f, 0.8f}).empty());
+  // A second node's bad row names node 1.
+  {
+    const int V = stories().model.config().vocab_size;
+    DraftProposal p = one_node_with_q(1, {0.2f, 0.8f});
+    p.tokens.push_back(1);
+    p.q.resize(2 * static_cast<size_t>(V), 0.f);
+    p.q[static_cast<size_t>(V) + 1] = 0.3f;
+    FixedDrafter d(p);
+    DecodeOptions opts;
+    opts.max_new_tokens = 4;
+    opts.k = 2;
+    CHECK_THAT(decode_error(&d, opts), Catch::Contains("draft node 1"));
+  }
+}
+
+TEST_CASE("a drafter factory that returns no drafter is an error, not an AR run", "[speculative][badinput]") {
+  const DrafterInfo info{"null_drafter", "returns nothing",
+                         [](const DrafterEnv&, const DrafterOptions&) { return std::unique_ptr<Drafter>(); }};
+  DrafterEnv env{.target = &stories().model};
+  const std::string e = error_of([&] { make_drafter(info, env, DrafterOptions()); });
+  CHECK_THAT(e, Catch::Contains("null_drafter") && Catch::Contains("returned no drafter"));
+  CHECK(one_line(e));
+}
+
+TEST_CASE("rule greedy refuses a temperature above 0", "[speculative][badinput]") {
+  auto& s = stories();
+  auto greedy = verifiers::make_greedy_rule();
+  DecodeOptions opts;
+  opts.max_new_tokens = 4;
+  opts.sampling.temperature = 0.7f;
+  const std::string e = error_of([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); });
+  CHECK_THAT(e, Catch::Contains("greedy") && Catch::Contains("temperature 0") && Catch::Contains("0.7"));
+  CHECK(one_line(e));
+  opts.sampling.temperature = 0.f;
+  CHECK(error_of([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); }).empty());
+  // The other rules decode at any temperature.
+  opts.sampling.temperature = 0.7f;
+  CHECK(error_of([&] { speculative_decode(s.model, nullptr, *verifiers::make_speculative_rule(), s.prompt, opts); })
+            .empty());
+}

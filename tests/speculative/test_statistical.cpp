@@ -54,8 +54,11 @@ struct Sample {
 // One arm: kSamples decodes of the first two tokens. Sample i is request i (the RNG counter is
 // (seed, request, step, draw)); each arm has its own seed, so the arms are independent samples.
 // make_drafter(i) gives the drafter of request i, or nullptr for AR.
+// info: the drafter's registry entry, which decides the verifier's stream as the runner does
+// (verify_seed: oracle and synthetic verify on a stream disjoint from their reference's).
 Sample draw(float temperature, uint64_t seed, int k, int max_new_tokens,
-            const std::function<std::unique_ptr<Drafter>(uint64_t request)>& make_drafter) {
+            const std::function<std::unique_ptr<Drafter>(uint64_t request)>& make_drafter,
+            const DrafterInfo* info = nullptr) {
   auto& s = stories();
   auto rule = verifiers::make_speculative_rule();
   Sample out;
@@ -63,7 +66,7 @@ Sample draw(float temperature, uint64_t seed, int k, int max_new_tokens,
   for (int i = 0; i < kSamples; ++i) {
     DecodeOptions opts;
     opts.sampling.temperature = temperature;
-    opts.seed = seed;
+    opts.seed = verify_seed(info, seed);
     opts.request = static_cast<uint64_t>(i);
     opts.k = k;
     // max_new_tokens sets the draft budget (the decoder never drafts past the output: budget = remaining - 1),
@@ -199,11 +202,61 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
       DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
                      .seed = arm_seed, .request = request,
                      .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
-      return registry.get(arm.drafter).factory(env, DrafterOptions(arm.options, arm.drafter));
+      return make_drafter(registry.get(arm.drafter), env, DrafterOptions(arm.options, arm.drafter));
     });
     print_arm(arm.label, spec);
     CHECK(spec.accepted > 0);
     CHECK(spec.accepted < spec.drafted);  // rejections too: both branches of the rule are exercised
+    const ChiSquare c = compare((std::string("AR vs ") + arm.label).c_str(), ar, spec);
+    CHECK(c.statistic <= c.threshold);
+  }
+}
+
+// oracle and synthetic copy the AR output of the same request. In the runner that output is the AR
+// baseline's, sampled with uniform(seed, request, step, draw). Verified with the same stream, the uniform
+// that tests the proposed token would be the one that drew it (with p = (1/2, 1/2) the first token would
+// always be accepted when it is token 0): these arms use the production choice of stream (verify_seed).
+TEST_CASE("oracle and synthetic at T = 1 match AR in distribution (chi-square)", "[speculative][statistical]") {
+  omp_set_num_threads(1);
+  auto& s = stories();
+  auto& registry = drafters::default_registry();
+  auto rule = verifiers::make_speculative_rule();
+  const Sample ar = draw(1.0f, /*seed=*/101, 1, 2, nullptr);
+  print_arm("AR T=1.0", ar);
+
+  struct Arm {
+    const char* label;
+    const char* drafter;
+    std::map<std::string, std::string> options;
+  };
+  const std::vector<Arm> arms = {{"oracle k=2", "oracle", {}},
+                                 {"synthetic(acceptance=0.6) k=2", "synthetic", {{"acceptance", "0.6"}}}};
+  uint64_t seed = 200;
+  for (const Arm& arm : arms) {
+    const int k = 2, max_new = k + 1;
+    const uint64_t arm_seed = seed++;
+    const DrafterInfo& info = registry.get(arm.drafter);
+    REQUIRE(info.needs_reference);
+    std::vector<TokenId> reference;
+    const Sample spec = draw(
+        1.0f, arm_seed, k, max_new,
+        [&](uint64_t request) {
+          // The reference: this request's AR output with the run's own seed, as the runner's baseline.
+          DecodeOptions ref;
+          ref.sampling.temperature = 1.0f;
+          ref.seed = arm_seed;
+          ref.request = request;
+          ref.max_new_tokens = max_new;
+          reference = speculative_decode(s.model, nullptr, *rule, s.prompt, ref).tokens;
+          DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
+                         .seed = arm_seed, .request = request, .reference = &reference,
+                         .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
+          return make_drafter(info, env, DrafterOptions(arm.options, arm.drafter));
+        },
+        &info);
+    print_arm(arm.label, spec);
+    CHECK(spec.accepted > 0);
+    CHECK(spec.accepted < spec.drafted);
     const ChiSquare c = compare((std::string("AR vs ") + arm.label).c_str(), ar, spec);
     CHECK(c.statistic <= c.threshold);
   }

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "verifiers/rules.h"
+#include "verifiers/tree_walk.h"
 
 using namespace specdec;
 
@@ -82,4 +83,61 @@ TEST_CASE("malformed blocks and unknown rules are one-line errors", "[verifiers]
   REQUIRE_THROWS_WITH(verifiers::make_greedy_rule()->verify(in), Catch::Contains("parent of node 1"));
   REQUIRE_THROWS_WITH(verifiers::make_acceptance_rule("lenient"),
                       Catch::Contains("'lenient'") && Catch::Contains("greedy, speculative, typical"));
+}
+
+namespace {
+// A toy tree for tree_walk.h: root -> one child (token 0) with target p at the root and draft q.
+struct OneChild {
+  std::vector<double> p, q;
+  int size() const { return 2; }
+  const std::vector<int>& children(int n) const {
+    static const std::vector<int> one = {1}, none;
+    return n == 0 ? one : none;
+  }
+  int token(int) const { return 0; }
+  const std::vector<double>& target(int) const { return p; }
+  const std::vector<double>* draft(int) const { return &q; }
+};
+struct Rejecting {  // rejects every test; categorical returns the first positive weight
+  bool bernoulli(double) { return false; }
+  int categorical(const std::vector<double>& w) {
+    for (size_t i = 0; i < w.size(); ++i)
+      if (w[i] > 0) return static_cast<int>(i);
+    return -1;
+  }
+};
+}  // namespace
+
+TEST_CASE("a rejection that leaves no residual is an error, not a silent fall-back to p", "[verifiers]") {
+  // q = (0.6, 0.6) is no distribution: it covers p = (0.5, 0.5) everywhere, so after rejecting token 0
+  // max(0, p - q) is zero. The walk used to continue from p; it must throw.
+  OneChild t{{0.5, 0.5}, {0.6, 0.6}};
+  Rejecting src;
+  std::string e;
+  try {
+    verify::speculative_walk<double>(t, src);
+  } catch (const Error& err) {
+    e = err.what();
+  }
+  CHECK_THAT(e, Catch::Contains("draft node 1") && Catch::Contains("not a probability distribution"));
+  // A valid q leaves a residual: no error.
+  OneChild ok{{0.5, 0.5}, {0.6, 0.4}};
+  CHECK(verify::speculative_walk<double>(ok, src).next == 1);
+}
+
+TEST_CASE("p and q rows are used normalised: a q row = p * (1 + 9e-4) is always accepted", "[verifiers]") {
+  // q within the tolerance of 1 but above p everywhere. Unnormalised, a = p / q = 1 / 1.0009 < 1 would reject
+  // about once in 1100 tests, and the residual max(0, p - q) would be zero (the error above). Normalised,
+  // q equals p and every test accepts.
+  const std::vector<TokenId> tokens = {0, 2};
+  const std::vector<int32_t> parents = {-1, 0};
+  std::vector<float> logits(2 * V, 0.f);  // uniform target: p = 0.2 each
+  std::vector<float> q(V, 0.2f * 1.0009f);
+  int rejected = 0;
+  for (uint64_t seed = 0; seed < 5000; ++seed) {
+    VerifyInput in{.tokens = tokens, .parents = parents, .logits = logits, .q = q, .vocab_size = V,
+                   .sampling = {.temperature = 1.f}, .seed = seed};
+    rejected += verifiers::make_speculative_rule()->verify(in).path.empty() ? 1 : 0;
+  }
+  CHECK(rejected == 0);
 }
