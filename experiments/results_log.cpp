@@ -38,6 +38,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -276,6 +277,7 @@ class Hdf5ResultsLog final : public ResultsLog {
     row.load_avg = rec.timing.load_avg;
     row.threads = rec.timing.threads;
     row.device = rec.timing.device;
+    row.logged_at = rec.timing.logged_at;
     {  // checks the string lengths before anything is written
       const h5::Layout l = h5::layout<RequestRow>();
       std::vector<char> buf(l.size);
@@ -830,6 +832,7 @@ TimingContext current_timing_context(const std::string& device, int threads) {
   c.load_avg = ::getloadavg(load, 1) == 1 ? load[0] : -1;
   c.threads = threads;
   c.device = device.substr(0, kDeviceBytes - 1);
+  c.logged_at = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   return c;
 }
 

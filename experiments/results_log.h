@@ -31,11 +31,12 @@ struct TimingContext {
   std::string invocation;  // unique per process, e.g. "20260102T030405Z-host-1234-5f3a"
   std::string host;        // host name
   int32_t host_cores = 0;  // logical CPUs
-  double load_avg = -1;    // 1-minute load average when the request started (-1: unknown)
+  double load_avg = -1;    // 1-minute load average when the request finished (-1: unknown)
   int32_t threads = 0;     // CPU threads the decode used
   std::string device;      // "cpu" or the GPU's name
+  double logged_at = 0;    // when the request was timed: UTC seconds since the epoch at its end
 };
-// This process's context (invocation id made once per process), with the load average read now.
+// This process's context (invocation id made once per process), with the load average and time read now.
 TimingContext current_timing_context(const std::string& device, int threads);
 
 // Root attributes, written once when the file is created.
@@ -130,6 +131,7 @@ struct RequestRow {
   double load_avg = -1;
   int32_t threads = 0;
   std::string device;
+  double logged_at = 0;
   bool operator==(const RequestRow&) const = default;
 };
 struct StepRow {

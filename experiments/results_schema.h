@@ -75,10 +75,12 @@ struct Table<RequestRow> {
       field("host", &RequestRow::host, 2, true, "host name of the machine that timed it", kHostBytes),
       field("host_cores", &RequestRow::host_cores, 2, true, "logical CPUs of that machine"),
       field("load_avg", &RequestRow::load_avg, 2, true,
-            "the machine's 1-minute load average when the request started (-1: unknown)"),
+            "the machine's 1-minute load average when the request finished (-1: unknown)"),
       field("threads", &RequestRow::threads, 2, true, "CPU threads the decode used (OpenMP)"),
       field("device", &RequestRow::device, 2, true, "where the target ran: cpu, or the GPU's name",
-            kDeviceBytes));
+            kDeviceBytes),
+      field("logged_at", &RequestRow::logged_at, 2, true,
+            "when it was timed: UTC seconds since the epoch when the request finished (0: unknown)"));
 };
 
 template <>

@@ -166,10 +166,10 @@ def plot_speedup_vs_k(summary):
         ax.grid(alpha=0.3)
         if not runs.empty:
             ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].set_ylabel("speedup over AR (wall time)")
+    axes[0].set_ylabel("speedup over AR (decode s per emitted token)")
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside right center", fontsize="small",
-                   title="drafter (95% bootstrap CI)", title_fontsize="small")
+                   title="drafter (95% CI, bootstrap over prompts)", title_fontsize="small")
     fig.suptitle("Speedup against k (dotted: AR = 1)")
     return fig
 

@@ -38,10 +38,10 @@ OUTPUTS_DTYPE = np.dtype([("request_id", "<i8"), ("offset", "<i8"), ("length", "
 # Version 2 (transcribed from docs/hdf5-schema.md): steps.n_emitted, the requests' timing context.
 REQUESTS_DTYPE_V2 = np.dtype(REQUESTS_DTYPE.descr + [
     ("invocation", "S40"), ("host", "S64"), ("host_cores", "<i4"), ("load_avg", "<f8"), ("threads", "<i4"),
-    ("device", "S64")])
+    ("device", "S64"), ("logged_at", "<f8")])
 STEPS_DTYPE_V2 = np.dtype(STEPS_DTYPE.descr[:4] + [("n_emitted", "<i4")] + STEPS_DTYPE.descr[4:])
 V2_DEFAULTS = {"invocation": "inv0", "host": "fakehost", "host_cores": 2, "load_avg": 0.5, "threads": 2,
-               "device": "cpu"}
+               "device": "cpu", "logged_at": 1.7e9}
 SCHEMA_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "experiments", "report",
                            "schema.json")
 

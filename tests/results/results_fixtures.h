@@ -95,7 +95,8 @@ inline RequestRecord make_record(int64_t id, const DecodeResult& res) {
                 .host_cores = 2,
                 .load_avg = 0.25 * static_cast<double>(id % 3),
                 .threads = 2,
-                .device = "cpu"};
+                .device = "cpu",
+                .logged_at = 1.7e9 + static_cast<double>(id)};
   return rec;
 }
 
@@ -129,7 +130,8 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                           .host_cores = rec.timing.host_cores,
                           .load_avg = rec.timing.load_avg,
                           .threads = rec.timing.threads,
-                          .device = rec.timing.device});
+                          .device = rec.timing.device,
+                          .logged_at = rec.timing.logged_at});
     for (const auto& s : res.steps) {
       bool tree = false;
       for (const auto& n : s.nodes) tree = tree || n.parent != n.node - 1;

@@ -203,6 +203,7 @@ TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR r
       CHECK(q.host_cores >= 1);
       CHECK(q.threads >= 1);
       CHECK(q.device == "cpu");
+      CHECK(q.logged_at > 1.7e9);  // after 2023-11
       if (&run == &ar) CHECK(steps == q.new_tokens);
     }
   }
