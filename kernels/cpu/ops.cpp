@@ -126,27 +126,45 @@ float dot_f32(const float* a, const float* b, int n) {
 void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K) {
   // Batch invariance: out[t][n] is computed the same way whatever T is, so a verification block of
   // T tokens gives bit-identical logits to T single-token steps (greedy speculative == AR, exactly).
+  // Rows in parallel_for tasks (a few per thread, claimed dynamically).
+  const int threads = static_cast<int64_t>(N) * K * T > (1 << 16) ? omp_get_max_threads() : 1;
+  const int n_tasks = std::max(1, std::min(N, 8 * threads));
+  const auto rows_of = [&](int i, int& n0, int& n1) {
+    n0 = static_cast<int>(static_cast<int64_t>(N) * i / n_tasks);
+    n1 = static_cast<int>(static_cast<int64_t>(N) * (i + 1) / n_tasks);
+  };
   if (wt == DType::F32) {
     const float* w = static_cast<const float*>(W);
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(N) * K * T > (1 << 16))
-    for (int n = 0; n < N; ++n)
-      for (int t = 0; t < T; ++t)
-        out[static_cast<int64_t>(t) * N + n] = dot_f32(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
+    parallel_for(
+        n_tasks,
+        [&](int i) {
+          int n0, n1;
+          rows_of(i, n0, n1);
+          for (int n = n0; n < n1; ++n)
+            for (int t = 0; t < T; ++t)
+              out[static_cast<int64_t>(t) * N + n] =
+                  dot_f32(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
+        },
+        threads);
     return;
   }
   if (matmul_quant(out, x, W, wt, T, N, K)) return;
   // Generic path: dequantize one weight row at a time and dot it with every token.
   const size_t rb = row_bytes(wt, K);
-#pragma omp parallel if (static_cast<int64_t>(N) * K * T > (1 << 16))
-  {
-    std::vector<float> row(static_cast<size_t>(K));
-#pragma omp for schedule(static)
-    for (int n = 0; n < N; ++n) {
-      dequantize_row(row.data(), static_cast<const uint8_t*>(W) + rb * n, wt, K);
-      for (int t = 0; t < T; ++t)
-        out[static_cast<int64_t>(t) * N + n] = dot_f32(x + static_cast<int64_t>(t) * K, row.data(), K);
-    }
-  }
+  parallel_for(
+      n_tasks,
+      [&](int i) {
+        thread_local std::vector<float> row;
+        row.resize(static_cast<size_t>(K));
+        int n0, n1;
+        rows_of(i, n0, n1);
+        for (int n = n0; n < n1; ++n) {
+          dequantize_row(row.data(), static_cast<const uint8_t*>(W) + rb * n, wt, K);
+          for (int t = 0; t < T; ++t)
+            out[static_cast<int64_t>(t) * N + n] = dot_f32(x + static_cast<int64_t>(t) * K, row.data(), K);
+        }
+      },
+      threads);
 }
 
 void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta) {

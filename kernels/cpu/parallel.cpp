@@ -1,5 +1,5 @@
 // parallel_for (parallel.h): one process-wide pool of workers that spin briefly between calls, then
-// sleep on a futex (std::atomic::wait).
+// sleep on a condition variable (not std::atomic::wait: libstdc++ 12's loses wake-ups here).
 //
 // Claiming. `next` packs (generation << 32 | next task index). A call bumps the generation and resets
 // `next` before it writes the job's fields, so a late worker that read an older generation fails its
@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -41,7 +42,7 @@ class Pool {
   ~Pool() {
     stop_.store(true);
     gen_.fetch_add(1);
-    gen_.notify_all();
+    wake_all();
     for (auto& t : workers_) t.join();
   }
 
@@ -60,7 +61,7 @@ class Pool {
     ctx_.store(ctx);
     wanted_.store(threads - 1);
     gen_.store(g);
-    if (sleepers_.load() > 0) gen_.notify_all();
+    if (sleepers_.load() > 0) wake_all();
     const auto t0 = Clock::now();
     const int mine = claim_and_run(g);
     // wait for the tasks workers claimed; yield now and then so a worker that lost its core to
@@ -113,6 +114,15 @@ class Pool {
     }
   }
 
+  // Wakes sleeping workers. A worker registers in sleepers_ before it checks gen_ under sleep_mu_, and
+  // callers bump gen_ before they read sleepers_ (all sequentially consistent), so either the caller
+  // sees the sleeper or the sleeper sees the new generation; taking the mutex before notifying closes
+  // the window between the sleeper's check and its wait.
+  void wake_all() {
+    { std::lock_guard<std::mutex> lock(sleep_mu_); }
+    sleep_cv_.notify_all();
+  }
+
   void grow(int want) {
     std::lock_guard<std::mutex> lock(grow_mu_);
     while (static_cast<int>(workers_.size()) < want) {
@@ -130,7 +140,10 @@ class Pool {
       for (int spin = 0; (g = gen_.load(std::memory_order_acquire)) == seen; ++spin) {
         if ((spin & 255) == 255 && Clock::now() > spin_until) {
           sleepers_.fetch_add(1);
-          gen_.wait(seen);
+          {
+            std::unique_lock<std::mutex> lock(sleep_mu_);
+            sleep_cv_.wait(lock, [&] { return gen_.load() != seen; });
+          }
           sleepers_.fetch_sub(1);
         } else {
           cpu_relax();
@@ -152,7 +165,8 @@ class Pool {
   std::atomic<void*> ctx_{nullptr};
   std::atomic<bool> stop_{false};
   std::atomic<Clock::rep> solo_until_{0};
-  std::mutex call_mu_, grow_mu_;
+  std::mutex call_mu_, grow_mu_, sleep_mu_;
+  std::condition_variable sleep_cv_;
   std::vector<std::thread> workers_;
 };
 
