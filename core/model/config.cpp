@@ -20,7 +20,7 @@ std::string ModelConfig::describe() const {
   return detail::concat(arch, " dim=", dim, " hidden=", hidden_dim, " layers=", n_layers, " heads=", n_heads,
                         " kv_heads=", n_kv_heads, " head_dim=", head_dim, " vocab=", vocab_size,
                         " ctx=", max_seq_len, " rope_theta=", rope_theta, " eps=", rms_eps,
-                        tied_embeddings ? " tied" : " untied");
+                        tied_embeddings ? " tied" : " untied", qkv_bias ? " qkv_bias" : "");
 }
 
 }  // namespace specdec

@@ -1,4 +1,4 @@
-// ModelConfig: the hyperparameters of a Llama-family decoder, whatever file format they came from.
+// ModelConfig: the hyperparameters of a Llama-family decoder (arch names a row of core/model/arch.h), whatever file format they came from.
 #pragma once
 
 #include <string>
@@ -18,6 +18,7 @@ struct ModelConfig {
   float rope_theta = 10000.0f;
   float rms_eps = 1e-5f;
   bool tied_embeddings = false;  // LM head shares the token embedding matrix
+  bool qkv_bias = false;         // q/k/v projections add a bias (qwen2; core/model/arch.h)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
@@ -25,6 +26,7 @@ struct ModelConfig {
   // Throws specdec::Error naming `source` when a value is missing or inconsistent.
   void validate(const std::string& source) const;
   std::string describe() const;  // one line, for logs
+  bool operator==(const ModelConfig&) const = default;
 };
 
 }  // namespace specdec

@@ -1,4 +1,4 @@
-// GGUF reader (v2/v3) over a memory map, and the `llama` GGUF loader: views tensors in place.
+// GGUF reader (v2/v3) over a memory map, and the GGUF loader for every architecture of core/model/arch.h: views tensors in place.
 // Every byte comes through Cursor, which checks the mapping's bounds; every count or length the file
 // states is checked against the bytes left before it sizes an allocation.
 #include "core/model/gguf.h"
@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/model/arch.h"
 
 namespace specdec {
 
@@ -496,23 +497,13 @@ WeightTensor gguf_view(const GgufFile& f, const std::string& name, int64_t rows,
   return w;
 }
 
-// Norm weights are read as f32 by every kernel: convert f16/bf16 vectors into an owned buffer.
-WeightTensor gguf_norm(const GgufFile& f, const std::string& name, int64_t n, std::vector<std::any>& storage) {
+// Norm and bias vectors are read as f32 by every kernel: f16/bf16 vectors are converted into an owned buffer.
+WeightTensor gguf_vector(const GgufFile& f, const std::string& name, int64_t n, std::vector<std::any>& storage) {
   WeightTensor w = gguf_view(f, name, 1, n, storage);
-  if (w.dtype == cpu::DType::F32) return w;
-  SPECDEC_CHECK(w.dtype == cpu::DType::F16 || w.dtype == cpu::DType::BF16, f.path(), ": tensor '", name,
-                "' is ", cpu::dtype_info(w.dtype).name, ", expected a norm vector in f32, f16 or bf16");
-  auto buf = std::make_shared<std::vector<float>>(static_cast<size_t>(n));
-  const auto* src = static_cast<const uint8_t*>(w.data);
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    (*buf)[static_cast<size_t>(i)] = w.dtype == cpu::DType::F16 ? cpu::fp16_to_fp32(h) : cpu::bf16_to_fp32(h);
-  }
-  w.dtype = cpu::DType::F32;
-  w.data = buf->data();
-  storage.emplace_back(std::move(buf));
-  return w;
+  SPECDEC_CHECK(w.dtype == cpu::DType::F32 || w.dtype == cpu::DType::F16 || w.dtype == cpu::DType::BF16, f.path(),
+                ": tensor '", name, "' is ", cpu::dtype_info(w.dtype).name,
+                ", expected a norm vector or bias in f32, f16 or bf16");
+  return vector_to_f32(w, storage);
 }
 
 }  // namespace
@@ -522,48 +513,53 @@ std::shared_ptr<const LoadedModel> load_gguf(const std::string& path) { return l
 std::shared_ptr<const LoadedModel> load_gguf(const GgufFile& f) {
   const std::string& p = f.path();
   const std::string& arch = f.get_string("general.architecture");
-  SPECDEC_CHECK(arch == "llama", p, ": general.architecture is '", arch, "', expected llama");
+  const Architecture* a = find_architecture(arch);
+  SPECDEC_CHECK(a != nullptr, p, ": general.architecture is '", arch, "', expected ",
+                architecture_list(&Architecture::name));
+  const auto key = [&](const char* k) { return arch + "." + k; };  // "llama.block_count", "qwen2.block_count"
 
   auto m = std::make_shared<LoadedModel>();
   m->path = p;
   m->format = "gguf";
   ModelConfig& c = m->config;
-  c.arch = "llama";
-  c.dim = hparam(f, "llama.embedding_length");
-  c.hidden_dim = hparam(f, "llama.feed_forward_length");
-  c.n_layers = hparam(f, "llama.block_count");
-  c.n_heads = hparam(f, "llama.attention.head_count");
-  c.n_kv_heads = hparam(f, "llama.attention.head_count_kv", c.n_heads);
-  c.max_seq_len = hparam(f, "llama.context_length");
-  c.rope_theta = static_cast<float>(f.get_float("llama.rope.freq_base", 10000.0));
-  c.rms_eps = static_cast<float>(f.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5));
+  c.arch = a->name;
+  c.qkv_bias = a->qkv_bias;
+  c.dim = hparam(f, key("embedding_length"));
+  c.hidden_dim = hparam(f, key("feed_forward_length"));
+  c.n_layers = hparam(f, key("block_count"));
+  c.n_heads = hparam(f, key("attention.head_count"));
+  c.n_kv_heads = hparam(f, key("attention.head_count_kv"), c.n_heads);
+  c.max_seq_len = hparam(f, key("context_length"));
+  c.rope_theta = static_cast<float>(f.get_float(key("rope.freq_base"), 10000.0));
+  c.rms_eps = static_cast<float>(f.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
   // head_dim: key_length when given, else the rotary width (equal to head_dim for llama), else H / heads.
-  c.head_dim = f.has("llama.attention.key_length") ? hparam(f, "llama.attention.key_length")
-               : f.has("llama.rope.dimension_count") ? hparam(f, "llama.rope.dimension_count")
+  c.head_dim = f.has(key("attention.key_length")) ? hparam(f, key("attention.key_length"))
+               : f.has(key("rope.dimension_count")) ? hparam(f, key("rope.dimension_count"))
                                                       : c.dim / c.n_heads;
-  if (f.has("llama.rope.dimension_count")) {
-    const int n_rot = hparam(f, "llama.rope.dimension_count");
-    SPECDEC_CHECK(n_rot == c.head_dim, p, ": metadata key 'llama.rope.dimension_count' is ", n_rot,
+  if (f.has(key("rope.dimension_count"))) {
+    const int n_rot = hparam(f, key("rope.dimension_count"));
+    SPECDEC_CHECK(n_rot == c.head_dim, p, ": metadata key '", key("rope.dimension_count"), "' is ", n_rot,
                   ", expected the head dimension ", c.head_dim, " (partial rotary embeddings are not supported)");
   }
-  if (f.has("llama.attention.value_length")) {
-    const int dv = hparam(f, "llama.attention.value_length");
-    SPECDEC_CHECK(dv == c.head_dim, p, ": metadata key 'llama.attention.value_length' is ", dv, ", expected ",
+  if (f.has(key("attention.value_length"))) {
+    const int dv = hparam(f, key("attention.value_length"));
+    SPECDEC_CHECK(dv == c.head_dim, p, ": metadata key '", key("attention.value_length"), "' is ", dv,
+                ", expected ",
                   c.head_dim, " (the key length)");
   }
   // RoPE scaling changes the rotary frequencies at every position; the forward has none, so refuse
   // rather than run a subtly different model.
-  const std::string scaling = f.get_string("llama.rope.scaling.type", "none");
-  SPECDEC_CHECK(scaling == "none", p, ": metadata key 'llama.rope.scaling.type' is '", scaling,
+  const std::string scaling = f.get_string(key("rope.scaling.type"), "none");
+  SPECDEC_CHECK(scaling == "none", p, ": metadata key '", key("rope.scaling.type"), "' is '", scaling,
                 "', expected none (RoPE scaling is not supported)");
   SPECDEC_CHECK(f.find_tensor("rope_freqs.weight") == nullptr, p,
                 ": tensor 'rope_freqs.weight' (llama3 RoPE frequency scaling) is present, expected none "
                 "(RoPE scaling is not supported)");
 
-  const GgufTensorInfo* embd = f.find_tensor("token_embd.weight");
+  const GgufTensorInfo* embd = f.find_tensor(kTokEmbd.gguf);
   SPECDEC_CHECK(embd != nullptr, p, ": tensor 'token_embd.weight' is missing");
-  if (f.has("llama.vocab_size")) {
-    c.vocab_size = hparam(f, "llama.vocab_size");
+  if (f.has(key("vocab_size"))) {
+    c.vocab_size = hparam(f, key("vocab_size"));
   } else if (f.has("tokenizer.ggml.tokens")) {
     const size_t n = f.get_array("tokenizer.ggml.tokens").items.size();
     SPECDEC_CHECK(n > 0 && n <= static_cast<size_t>(std::numeric_limits<int32_t>::max()), p,
@@ -574,29 +570,20 @@ std::shared_ptr<const LoadedModel> load_gguf(const GgufFile& f) {
                   ": tensor 'token_embd.weight' has ", embd->rows(), " rows, expected a vocabulary size");
     c.vocab_size = static_cast<int>(embd->rows());
   }
-  c.tied_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.tied_embeddings = f.find_tensor(kOutput.gguf) == nullptr;
   c.validate(p);
 
   LlamaWeights& w = m->weights;
   w.storage.emplace_back(f.mapping());
-  const int64_t H = c.dim, F = c.hidden_dim, V = c.vocab_size, Q = c.q_dim(), KV = c.kv_dim();
-  w.tok_embeddings = gguf_view(f, "token_embd.weight", V, H, w.storage);
-  w.layers.resize(static_cast<size_t>(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".";
-    LayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    lw.attn_norm = gguf_norm(f, b + "attn_norm.weight", H, w.storage);
-    lw.wq = gguf_view(f, b + "attn_q.weight", Q, H, w.storage);
-    lw.wk = gguf_view(f, b + "attn_k.weight", KV, H, w.storage);
-    lw.wv = gguf_view(f, b + "attn_v.weight", KV, H, w.storage);
-    lw.wo = gguf_view(f, b + "attn_output.weight", H, Q, w.storage);
-    lw.ffn_norm = gguf_norm(f, b + "ffn_norm.weight", H, w.storage);
-    lw.w1 = gguf_view(f, b + "ffn_gate.weight", F, H, w.storage);
-    lw.w2 = gguf_view(f, b + "ffn_down.weight", H, F, w.storage);
-    lw.w3 = gguf_view(f, b + "ffn_up.weight", F, H, w.storage);
-  }
-  w.final_norm = gguf_norm(f, "output_norm.weight", H, w.storage);
-  w.output = c.tied_embeddings ? w.tok_embeddings : gguf_view(f, "output.weight", V, H, w.storage);
+  const int64_t H = c.dim, V = c.vocab_size;
+  w.tok_embeddings = gguf_view(f, kTokEmbd.gguf, V, H, w.storage);
+  load_layers(c, w, "blk.", &LayerRoleInfo::gguf, a->gguf_rope_rotate_half,
+              [&](const LayerRoleInfo& r, const std::string& name) {
+                return r.kind == RoleKind::Matrix ? gguf_view(f, name, extent(r.rows, c), extent(r.cols, c), w.storage)
+                                                  : gguf_vector(f, name, extent(r.cols, c), w.storage);
+              });
+  w.final_norm = gguf_vector(f, kFinalNorm.gguf, H, w.storage);
+  w.output = c.tied_embeddings ? w.tok_embeddings : gguf_view(f, kOutput.gguf, V, H, w.storage);
   return m;
 }
 

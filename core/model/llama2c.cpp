@@ -2,8 +2,10 @@
 // legacy version-0 layout (7 int32 header, fp32, negative vocab = separate classifier). Weights are
 // viewed in place inside the memory map.
 #include <cstring>
+#include <initializer_list>
 
 #include "core/error.h"
+#include "core/model/arch.h"
 #include "core/model/loader.h"
 #include "core/model/mapped_file.h"
 
@@ -42,9 +44,10 @@ int32_t read_i32(const uint8_t* p) {
 
 // Expected file size for a header, so a wrong or truncated file is named before any tensor is read.
 size_t expected_bytes(const ModelConfig& c, size_t header, bool v0) {
-  const int64_t H = c.dim, F = c.hidden_dim, L = c.n_layers, V = c.vocab_size;
-  int64_t n = 2 * L * H + H + V * H + L * H * c.q_dim() + 2 * L * H * c.kv_dim() + L * c.q_dim() * H +
-              3 * L * H * F;
+  const int64_t H = c.dim, L = c.n_layers, V = c.vocab_size;
+  int64_t n = H + V * H;  // final norm, token embedding
+  for (const LayerRoleInfo& r : layer_roles())
+    if (role_present(r, c)) n += L * extent(r.rows, c) * extent(r.cols, c);
   if (v0) n += static_cast<int64_t>(c.max_seq_len) * c.head_dim;  // freq_cis real + imag
   if (!c.tied_embeddings) n += V * H;
   return header + static_cast<size_t>(n) * sizeof(float);
@@ -116,36 +119,26 @@ std::shared_ptr<const LoadedModel> load_llama2c(const std::string& path) {
                 c.describe(), ", the file has ", size);
 
   LlamaWeights& w = m->weights;
-  const int64_t H = c.dim, F = c.hidden_dim, L = c.n_layers, V = c.vocab_size;
+  const int64_t H = c.dim, L = c.n_layers, V = c.vocab_size;
   w.layers.resize(L);
   Cursor cur(*file, header);
-  auto per_layer = [&](WeightTensor LayerWeights::*field, const char* name, int64_t rows, int64_t cols) {
-    for (int64_t l = 0; l < L; ++l)
-      w.layers[l].*field = cur.take("layers." + std::to_string(l) + "." + name, rows, cols);
+  using R = LayerRole;
+  auto per_layer = [&](std::initializer_list<LayerRole> roles) {  // each role for every layer, in order
+    for (LayerRole role : roles) {
+      const LayerRoleInfo& r = layer_role(role);
+      for (int64_t l = 0; l < L; ++l)
+        w.layers[l].*r.field =
+            cur.take("layers." + std::to_string(l) + "." + r.llama2c, extent(r.rows, c), extent(r.cols, c));
+    }
   };
   if (!v0) {
-    per_layer(&LayerWeights::attn_norm, "attention_norm", 1, H);
-    per_layer(&LayerWeights::ffn_norm, "ffn_norm", 1, H);
+    per_layer({R::AttnNorm, R::FfnNorm});
     w.final_norm = cur.take("norm", 1, H);
     w.tok_embeddings = cur.take("tok_embeddings", V, H);
-    per_layer(&LayerWeights::wq, "wq", c.q_dim(), H);
-    per_layer(&LayerWeights::wk, "wk", c.kv_dim(), H);
-    per_layer(&LayerWeights::wv, "wv", c.kv_dim(), H);
-    per_layer(&LayerWeights::wo, "wo", H, c.q_dim());
-    per_layer(&LayerWeights::w1, "w1", F, H);
-    per_layer(&LayerWeights::w2, "w2", H, F);
-    per_layer(&LayerWeights::w3, "w3", F, H);
+    per_layer({R::Wq, R::Wk, R::Wv, R::Wo, R::W1, R::W2, R::W3});
   } else {
     w.tok_embeddings = cur.take("tok_embeddings", V, H);
-    per_layer(&LayerWeights::attn_norm, "rms_att", 1, H);
-    per_layer(&LayerWeights::wq, "wq", c.q_dim(), H);
-    per_layer(&LayerWeights::wk, "wk", c.kv_dim(), H);
-    per_layer(&LayerWeights::wv, "wv", c.kv_dim(), H);
-    per_layer(&LayerWeights::wo, "wo", H, c.q_dim());
-    per_layer(&LayerWeights::ffn_norm, "rms_ffn", 1, H);
-    per_layer(&LayerWeights::w1, "w1", F, H);
-    per_layer(&LayerWeights::w2, "w2", H, F);
-    per_layer(&LayerWeights::w3, "w3", F, H);
+    per_layer({R::AttnNorm, R::Wq, R::Wk, R::Wv, R::Wo, R::FfnNorm, R::W1, R::W2, R::W3});
     w.final_norm = cur.take("rms_final", 1, H);
     cur.skip(static_cast<size_t>(c.max_seq_len) * c.head_dim * sizeof(float));  // precomputed RoPE tables
   }

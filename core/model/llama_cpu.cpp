@@ -135,6 +135,12 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
     cpu::matmul(q_.data(), xb_.data(), lw.wq.data, lw.wq.dtype, R, QD, H);
     cpu::matmul(k_.data(), xb_.data(), lw.wk.data, lw.wk.dtype, R, KVD, H);
     cpu::matmul(v_.data(), xb_.data(), lw.wv.data, lw.wv.dtype, R, KVD, H);
+    if (!lw.bq.empty())  // q/k/v biases (qwen2), before RoPE; Llama has none
+      for (int r = 0; r < R; ++r) {
+        cpu::add(q_.data() + static_cast<size_t>(r) * QD, lw.bq.f32(), QD);
+        cpu::add(k_.data() + static_cast<size_t>(r) * KVD, lw.bk.f32(), KVD);
+        cpu::add(v_.data() + static_cast<size_t>(r) * KVD, lw.bv.f32(), KVD);
+      }
     for (int b = 0; b < B; ++b) {
       auto* cache = static_cast<CpuKVCache*>(caches[b]);
       const int T = row0[b + 1] - row0[b], n_past = cache->size(), S = n_past + T;

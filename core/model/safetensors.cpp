@@ -1,4 +1,5 @@
-// safetensors reader and the HF LlamaForCausalLM loader (config.json + one file or index-listed shards).
+// safetensors reader and the HF loader (every architecture of core/model/arch.h: LlamaForCausalLM,
+// Qwen2ForCausalLM) over config.json + one file or index-listed shards.
 // Tensors are viewed in the memory map; only q/k projections (RoPE row order) and non-f32 norms are
 // copied into owned buffers.
 #include "core/model/safetensors.h"
@@ -13,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/model/arch.h"
 #include "kernels/cpu/dtype.h"
 
 namespace specdec {
@@ -139,7 +141,7 @@ void permute_rope_rows_hf_to_interleaved(void* dst, const void* src, int n_heads
   }
 }
 
-// ---- HF Llama loader -------------------------------------------------------------------------------
+// ---- HF loader -------------------------------------------------------------------------------------
 
 namespace {
 
@@ -292,31 +294,9 @@ WeightTensor st_view(TensorSource& src, const std::string& name, int64_t rows, i
   return w;
 }
 
-WeightTensor st_norm(TensorSource& src, const std::string& name, int64_t n, std::vector<std::any>& storage) {
-  WeightTensor w = st_view(src, name, 0, n, storage);
-  if (w.dtype == cpu::DType::F32) return w;
-  auto buf = std::make_shared<std::vector<float>>(static_cast<size_t>(n));
-  const auto* s = static_cast<const uint8_t*>(w.data);
-  for (int64_t i = 0; i < n; ++i) {
-    uint16_t h;
-    std::memcpy(&h, s + 2 * i, 2);
-    (*buf)[static_cast<size_t>(i)] = w.dtype == cpu::DType::F16 ? cpu::fp16_to_fp32(h) : cpu::bf16_to_fp32(h);
-  }
-  w.dtype = cpu::DType::F32;
-  w.data = buf->data();
-  storage.emplace_back(std::move(buf));
-  return w;
-}
-
-// q_proj / k_proj: rotate-half row order (HF) -> interleaved pairs (cpu::rope), into an owned buffer.
-WeightTensor st_rope_rows(TensorSource& src, const std::string& name, int n_heads, int head_dim, int64_t cols,
-                          std::vector<std::any>& storage) {
-  WeightTensor w = st_view(src, name, static_cast<int64_t>(n_heads) * head_dim, cols, storage);
-  auto buf = std::make_shared<std::vector<float>>((w.nbytes() + 3) / 4);
-  permute_rope_rows_hf_to_interleaved(buf->data(), w.data, n_heads, head_dim, cpu::row_bytes(w.dtype, cols));
-  w.data = buf->data();
-  storage.emplace_back(std::move(buf));
-  return w;
+// Norm and bias vectors as f32 (f16/bf16 converted into an owned buffer).
+WeightTensor st_vector(TensorSource& src, const std::string& name, int64_t n, std::vector<std::any>& storage) {
+  return vector_to_f32(st_view(src, name, 0, n, storage), storage);
 }
 
 }  // namespace
@@ -342,21 +322,25 @@ std::shared_ptr<const LoadedModel> load_safetensors(const std::string& path) {
   const fs::path cfg_path = dir / "config.json";
   const HfConfig cfg(read_json_file(cfg_path, "a Hugging Face config.json beside the weights"), cfg_path.string());
   const std::string& cp = cfg.path();
+  const Architecture* arch = nullptr;
   {
     const json* archs = cfg.find("architectures");
     const json* mt = cfg.find("model_type");
-    bool llama = false;
     if (archs && archs->is_array())
-      for (const json& a : *archs) llama |= a.is_string() && a.get<std::string>() == "LlamaForCausalLM";
-    if (!archs && mt && mt->is_string()) llama = mt->get<std::string>() == "llama";
-    SPECDEC_CHECK(llama, cp, ": architectures is ", archs ? archs->dump() : "absent", " and model_type is ",
-                  mt ? mt->dump() : "absent", ", expected LlamaForCausalLM");
+      for (const json& a : *archs)
+        if (!arch && a.is_string()) arch = find_hf_architecture(a.get<std::string>());
+    if (!archs && mt && mt->is_string()) arch = find_hf_model_type(mt->get<std::string>());
+    SPECDEC_CHECK(arch != nullptr, cp, ": architectures is ", archs ? archs->dump() : "absent", " and model_type is ",
+                  mt ? mt->dump() : "absent", ", expected ", architecture_list(&Architecture::hf_class));
   }
   if (const json* act = cfg.find("hidden_act"))
     SPECDEC_CHECK(act->is_string() && act->get<std::string>() == "silu", cp, ": key 'hidden_act' is ", act->dump(),
                   ", expected \"silu\"");
-  SPECDEC_CHECK(!cfg.boolean("attention_bias", false) && !cfg.boolean("mlp_bias", false), cp,
+  // Biases beyond the architecture's own q/k/v biases (Llama's attention_bias also biases o_proj).
+  SPECDEC_CHECK((arch->qkv_bias || !cfg.boolean("attention_bias", false)) && !cfg.boolean("mlp_bias", false), cp,
                 ": keys 'attention_bias' / 'mlp_bias' are true, expected false (biases are not supported)");
+  SPECDEC_CHECK(!cfg.boolean("use_sliding_window", false), cp,
+                ": key 'use_sliding_window' is true, expected false (sliding-window attention is not supported)");
   // RoPE scaling changes the rotary frequencies; the forward has none, so refuse instead of diverging.
   if (const json* rs = cfg.find("rope_scaling"))
     SPECDEC_FAIL(cp, ": key 'rope_scaling' is ", rs->dump(), ", expected null (RoPE scaling is not supported)");
@@ -365,7 +349,8 @@ std::shared_ptr<const LoadedModel> load_safetensors(const std::string& path) {
   m->path = path;
   m->format = "safetensors";
   ModelConfig& c = m->config;
-  c.arch = "llama";
+  c.arch = arch->name;
+  c.qkv_bias = arch->qkv_bias;
   c.dim = cfg.positive_int("hidden_size");
   c.hidden_dim = cfg.positive_int("intermediate_size");
   c.n_layers = cfg.positive_int("num_hidden_layers");
@@ -378,28 +363,20 @@ std::shared_ptr<const LoadedModel> load_safetensors(const std::string& path) {
   c.rms_eps = static_cast<float>(cfg.number("rms_norm_eps", 1e-6));  // LlamaConfig's default
 
   TensorSource src(dir, single, index);
-  c.tied_embeddings = cfg.boolean("tie_word_embeddings", false) || !src.has("lm_head.weight");
+  c.tied_embeddings = cfg.boolean("tie_word_embeddings", false) || !src.has(kOutput.hf);
   c.validate(cp);
 
   LlamaWeights& w = m->weights;
-  const int64_t H = c.dim, F = c.hidden_dim, V = c.vocab_size, Q = c.q_dim();
-  w.tok_embeddings = st_view(src, "model.embed_tokens.weight", V, H, w.storage);
-  w.layers.resize(static_cast<size_t>(c.n_layers));
-  for (int l = 0; l < c.n_layers; ++l) {
-    const std::string b = "model.layers." + std::to_string(l) + ".";
-    LayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    lw.attn_norm = st_norm(src, b + "input_layernorm.weight", H, w.storage);
-    lw.wq = st_rope_rows(src, b + "self_attn.q_proj.weight", c.n_heads, c.head_dim, H, w.storage);
-    lw.wk = st_rope_rows(src, b + "self_attn.k_proj.weight", c.n_kv_heads, c.head_dim, H, w.storage);
-    lw.wv = st_view(src, b + "self_attn.v_proj.weight", c.kv_dim(), H, w.storage);
-    lw.wo = st_view(src, b + "self_attn.o_proj.weight", H, Q, w.storage);
-    lw.ffn_norm = st_norm(src, b + "post_attention_layernorm.weight", H, w.storage);
-    lw.w1 = st_view(src, b + "mlp.gate_proj.weight", F, H, w.storage);
-    lw.w2 = st_view(src, b + "mlp.down_proj.weight", H, F, w.storage);
-    lw.w3 = st_view(src, b + "mlp.up_proj.weight", F, H, w.storage);
-  }
-  w.final_norm = st_norm(src, "model.norm.weight", H, w.storage);
-  w.output = c.tied_embeddings ? w.tok_embeddings : st_view(src, "lm_head.weight", V, H, w.storage);
+  const int64_t H = c.dim, V = c.vocab_size;
+  w.tok_embeddings = st_view(src, kTokEmbd.hf, V, H, w.storage);
+  // HF stores q/k (weights and biases) in rotate-half order; cpu::rope wants interleaved pairs.
+  load_layers(c, w, "model.layers.", &LayerRoleInfo::hf, /*rotate_half=*/true,
+              [&](const LayerRoleInfo& r, const std::string& name) {
+                return r.kind == RoleKind::Matrix ? st_view(src, name, extent(r.rows, c), extent(r.cols, c), w.storage)
+                                                  : st_vector(src, name, extent(r.cols, c), w.storage);
+              });
+  w.final_norm = st_vector(src, kFinalNorm.hf, H, w.storage);
+  w.output = c.tied_embeddings ? w.tok_embeddings : st_view(src, kOutput.hf, V, H, w.storage);
   // Every file a view points into (shards open on first use, so collect them last).
   for (const auto& f : src.files()) w.storage.emplace_back(f->mapping());
   return m;

@@ -23,6 +23,7 @@ struct WeightTensor {
   size_t nbytes() const { return static_cast<size_t>(rows) * cpu::row_bytes(dtype, cols); }
 };
 
+// One field per LayerRole; core/model/arch.h names each in every format.
 struct LayerWeights {
   WeightTensor attn_norm;  // (H) f32
   WeightTensor wq;         // (Hq*D, H)
@@ -33,6 +34,9 @@ struct LayerWeights {
   WeightTensor w1;         // gate (F, H)
   WeightTensor w2;         // down (H, F)
   WeightTensor w3;         // up (F, H)
+  WeightTensor bq;         // (1, Hq*D) f32; empty unless the architecture has q/k/v biases
+  WeightTensor bk;         // (1, Hkv*D) f32
+  WeightTensor bv;         // (1, Hkv*D) f32
 };
 
 struct LlamaWeights {

@@ -33,6 +33,7 @@
 #include <library_types.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -40,6 +41,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/model/arch.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/common.cuh"
@@ -245,8 +247,11 @@ struct DeviceWeight {
   int64_t rows = 0, cols = 0;
 };
 
+// One DeviceWeight per LayerRole (core/model/arch.h); upload() fills those the architecture has.
 struct DeviceLayer {
-  DeviceWeight attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3;
+  std::array<DeviceWeight, kLayerRoleCount> w;
+  const DeviceWeight& operator[](LayerRole r) const { return w[static_cast<size_t>(r)]; }
+  DeviceWeight& operator[](LayerRole r) { return w[static_cast<size_t>(r)]; }
 };
 
 // The device-side arguments of one forward, packed into one buffer: one upload per forward. The offsets
@@ -305,6 +310,7 @@ struct LlamaCuda::Impl {
   int rows_cap = 0, sel_cap = 0;
   DeviceMem x, xb, q, k, v, att, gate, up, mm, head_rows, logits;
   DeviceMem w16, act16;    // GEMM path only (never inside the decode graph)
+  DeviceMem ones;          // rows_cap 1.0f: the q/k/v bias broadcast (add_bias), only when the model has biases
   DeviceMem in_d;          // the packed per-forward inputs (InputLayout)
   // The attention's split-K workspace (attention.cuh: caller-owned): sized once here, at model creation, for
   // the model's context (the max_S of every launch) and this GPU; never reallocated, so every captured decode
@@ -336,6 +342,7 @@ struct LlamaCuda::Impl {
   void upload();
   void ensure_scratch(int R, int n_sel, bool hidden);
   void proj(float* out, const float* x, const DeviceWeight& w, int R, int N, int K);
+  void add_bias(float* out, const DeviceWeight& b, int R, int N);
   void enqueue(const Plan& p);
   bool launch_graph(const Plan& p);
   void forward(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs, std::span<ForwardResult> out);
@@ -374,11 +381,11 @@ void LlamaCuda::Impl::upload() {
   };
   std::vector<Item> items;
   size_t total = 0;
-  enum Kind { kNorm, kMatrix, kTable };
+  enum Kind { kVector, kMatrix, kTable };
   auto add = [&](const WeightTensor& t, DeviceWeight& d, Kind kind) {
     SPECDEC_CHECK(!t.empty(), model->path, ": weight ", t.name, " is missing");
-    if (kind == kNorm)
-      SPECDEC_CHECK(t.dtype == DType::F32, model->path, ": norm weight ", t.name, " as f32, got ",
+    if (kind == kVector)
+      SPECDEC_CHECK(t.dtype == DType::F32, model->path, ": norm or bias weight ", t.name, " as f32, got ",
                     cpu::dtype_info(t.dtype).name);
     d.dtype = is_kquant(t.dtype) ? DType::F16 : t.dtype;
     d.rows = t.rows;
@@ -394,19 +401,11 @@ void LlamaCuda::Impl::upload() {
   add(w.tok_embeddings, tok_emb, kTable);
   layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& s = w.layers[l];
-    DeviceLayer& d = layers[l];
-    add(s.attn_norm, d.attn_norm, kNorm);
-    add(s.wq, d.wq, kMatrix);
-    add(s.wk, d.wk, kMatrix);
-    add(s.wv, d.wv, kMatrix);
-    add(s.wo, d.wo, kMatrix);
-    add(s.ffn_norm, d.ffn_norm, kNorm);
-    add(s.w1, d.w1, kMatrix);
-    add(s.w2, d.w2, kMatrix);
-    add(s.w3, d.w3, kMatrix);
+    for (const LayerRoleInfo& r : layer_roles())
+      if (role_present(r, c))
+        add(w.layers[l].*r.field, layers[l][r.role], r.kind == RoleKind::Matrix ? kMatrix : kVector);
   }
-  add(w.final_norm, final_norm, kNorm);
+  add(w.final_norm, final_norm, kVector);
   const bool tied = w.output.data == w.tok_embeddings.data && w.output.dtype == w.tok_embeddings.dtype;
   if (!tied) add(w.output, output, kMatrix);
   max_weight_elems = std::max(max_weight_elems, w.output.rows * w.output.cols);
@@ -454,6 +453,11 @@ void LlamaCuda::Impl::ensure_scratch(int R, int n_sel, bool hidden) {
     gate = DeviceMem(f * cap * c.hidden_dim);
     up = DeviceMem(f * cap * c.hidden_dim);
     mm = DeviceMem(matmul_small_scratch_bytes(std::min(cap, opts.small_rows), kmax));
+    if (c.qkv_bias) {
+      ones = DeviceMem(f * cap);
+      const std::vector<float> h(static_cast<size_t>(cap), 1.f);
+      SPECDEC_CUDA_CHECK(cudaMemcpy(ones.get(), h.data(), f * cap, cudaMemcpyHostToDevice));
+    }
     rows_cap = cap;
     ++epoch;
   }
@@ -499,6 +503,14 @@ void LlamaCuda::Impl::proj(float* out, const float* xin, const DeviceWeight& w, 
                                     K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// out (R,N) += b (N) on every row: the rank-1 update out^T (N,R column-major) += b ones^T. Each element gets
+// one fp32 add of b[n] * 1 (exact), as the CPU forward's add.
+void LlamaCuda::Impl::add_bias(float* out, const DeviceWeight& b, int R, int N) {
+  const float one = 1.f;
+  SPECDEC_CUBLAS_CHECK(cublasSger(ctx->cublas, N, R, &one, static_cast<const float*>(b.data), 1, ones.get<float>(), 1,
+                                  out, N));
+}
+
 // Every launch of one forward, on the model's stream; reads its per-forward values from in_d.
 void LlamaCuda::Impl::enqueue(const Plan& p) {
   const ModelConfig& c = model->config;
@@ -521,10 +533,16 @@ void LlamaCuda::Impl::enqueue(const Plan& p) {
   embedding(X, tokens, tok_emb.data, tok_emb.dtype, R, H, s);
   for (int l = 0; l < p.L; ++l) {
     const DeviceLayer& lw = layers[l];
-    rmsnorm(XB, X, static_cast<const float*>(lw.attn_norm.data), R, H, c.rms_eps, s);
-    proj(Q, XB, lw.wq, R, QD, H);
-    proj(Kt, XB, lw.wk, R, KVD, H);
-    proj(Vt, XB, lw.wv, R, KVD, H);
+    using LR = LayerRole;
+    rmsnorm(XB, X, static_cast<const float*>(lw[LR::AttnNorm].data), R, H, c.rms_eps, s);
+    proj(Q, XB, lw[LR::Wq], R, QD, H);
+    proj(Kt, XB, lw[LR::Wk], R, KVD, H);
+    proj(Vt, XB, lw[LR::Wv], R, KVD, H);
+    if (c.qkv_bias) {  // q/k/v biases (qwen2), before RoPE
+      add_bias(Q, lw[LR::Bq], R, QD);
+      add_bias(Kt, lw[LR::Bk], R, KVD);
+      add_bias(Vt, lw[LR::Bv], R, KVD);
+    }
     rope(Q, pos, R, Hq, Dh, c.rope_theta, s);
     rope(Kt, pos, R, Hkv, Dh, c.rope_theta, s);
     kv_store(kptr + static_cast<size_t>(l) * B, vptr + static_cast<size_t>(l) * B, Kt, Vt, row_seq, row_slot, R, KVD,
@@ -537,14 +555,14 @@ void LlamaCuda::Impl::enqueue(const Plan& p) {
     ab.mask = maskptr;
     attention(A, Q, ab, B, p.max_T, p.max_S, Hq, Hkv, Dh, KVD, s,
               AttentionWorkspace{attn_ws.get(), attn_ws.bytes()});
-    proj(XB, A, lw.wo, R, H, QD);
+    proj(XB, A, lw[LR::Wo], R, H, QD);
     add(X, XB, static_cast<int64_t>(R) * H, s);
 
-    rmsnorm(XB, X, static_cast<const float*>(lw.ffn_norm.data), R, H, c.rms_eps, s);
-    proj(G, XB, lw.w1, R, F, H);
-    proj(U, XB, lw.w3, R, F, H);
+    rmsnorm(XB, X, static_cast<const float*>(lw[LR::FfnNorm].data), R, H, c.rms_eps, s);
+    proj(G, XB, lw[LR::W1], R, F, H);
+    proj(U, XB, lw[LR::W3], R, F, H);
     swiglu(G, G, U, R, F, s);
-    proj(XB, G, lw.w2, R, H, F);
+    proj(XB, G, lw[LR::W2], R, H, F);
     add(X, XB, static_cast<int64_t>(R) * H, s);
   }
   rmsnorm(X, X, static_cast<const float*>(final_norm.data), R, H, c.rms_eps, s);

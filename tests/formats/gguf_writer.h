@@ -151,6 +151,32 @@ class GgufWriter {
   std::vector<Tensor> tensors_;
 };
 
+// The metadata of a tiny Llama-like model: general.*, the hyperparameters under "<arch>.", V tokens "t0".."tN".
+struct GgufModelMeta {
+  std::string arch, name, tokenizer;
+  int H = 0, F = 0, L = 0, n_heads = 0, n_kv_heads = 0, ctx = 0, V = 0;
+  int rope_dims = 0;  // <arch>.rope.dimension_count; 0 = absent
+  float theta = 10000.f, eps = 1e-5f;
+};
+inline void add_model_metadata(GgufWriter& w, const GgufModelMeta& m) {
+  const auto key = [&](const char* k) { return m.arch + "." + k; };
+  w.add_string("general.architecture", m.arch);
+  w.add_string("general.name", m.name);
+  w.add_u32(key("embedding_length"), static_cast<uint32_t>(m.H));
+  w.add_u32(key("feed_forward_length"), static_cast<uint32_t>(m.F));
+  w.add_u32(key("block_count"), static_cast<uint32_t>(m.L));
+  w.add_u32(key("attention.head_count"), static_cast<uint32_t>(m.n_heads));
+  w.add_u32(key("attention.head_count_kv"), static_cast<uint32_t>(m.n_kv_heads));
+  w.add_u32(key("context_length"), static_cast<uint32_t>(m.ctx));
+  if (m.rope_dims) w.add_u32(key("rope.dimension_count"), static_cast<uint32_t>(m.rope_dims));
+  w.add_f32(key("rope.freq_base"), m.theta);
+  w.add_f32(key("attention.layer_norm_rms_epsilon"), m.eps);
+  std::vector<std::string> tokens;
+  for (int i = 0; i < m.V; ++i) tokens.push_back(std::string("t").append(std::to_string(i)));
+  w.add_strings("tokenizer.ggml.tokens", tokens);
+  w.add_string("tokenizer.ggml.model", m.tokenizer);
+}
+
 // A tiny random llama: L layers, H = 64, 4 query heads and 2 kv heads of D = 16, F = 96, V = 32,
 // f32 tensors (values from a fixed seed). tied: no output.weight.
 struct TinyLlama {
@@ -167,21 +193,9 @@ struct TinyLlama {
   }
 
   void fill(GgufWriter& w) const {
-    w.add_string("general.architecture", "llama");
-    w.add_string("general.name", "tiny");
-    w.add_u32("llama.embedding_length", static_cast<uint32_t>(H));
-    w.add_u32("llama.feed_forward_length", static_cast<uint32_t>(F));
-    w.add_u32("llama.block_count", static_cast<uint32_t>(L));
-    w.add_u32("llama.attention.head_count", static_cast<uint32_t>(n_heads));
-    w.add_u32("llama.attention.head_count_kv", static_cast<uint32_t>(n_kv_heads));
-    w.add_u32("llama.context_length", static_cast<uint32_t>(ctx));
-    w.add_u32("llama.rope.dimension_count", static_cast<uint32_t>(D));
-    w.add_f32("llama.rope.freq_base", 500000.f);
-    w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-6f);
-    std::vector<std::string> tokens;
-    for (int i = 0; i < V; ++i) tokens.push_back(std::string("t").append(std::to_string(i)));
-    w.add_strings("tokenizer.ggml.tokens", tokens);
-    w.add_string("tokenizer.ggml.model", "llama");
+    add_model_metadata(w, {.arch = "llama", .name = "tiny", .tokenizer = "llama", .H = H, .F = F, .L = L,
+                           .n_heads = n_heads, .n_kv_heads = n_kv_heads, .ctx = ctx, .V = V, .rope_dims = D,
+                           .theta = 500000.f, .eps = 1e-6f});
 
     uint32_t salt = 0;
     auto mat = [&](const std::string& name, int rows, int cols) {

@@ -241,18 +241,10 @@ TEST_CASE("gguf: load_gguf views a tiny llama in place", "[gguf]") {
       const ModelConfig& c = lm->config;
       CHECK(lm->format == "gguf");
       CHECK(lm->path == path);
-      CHECK(c.arch == "llama");
-      CHECK(c.dim == 64);
-      CHECK(c.hidden_dim == 96);
-      CHECK(c.n_layers == 2);
-      CHECK(c.n_heads == 4);
-      CHECK(c.n_kv_heads == 2);
-      CHECK(c.head_dim == 16);
-      CHECK(c.vocab_size == 32);
-      CHECK(c.max_seq_len == 128);
-      CHECK(c.rope_theta == 500000.f);
-      CHECK(c.rms_eps == 1e-6f);
-      CHECK(c.tied_embeddings == tied);
+      CAPTURE(c.describe());
+      CHECK(c == ModelConfig{.arch = "llama", .dim = 64, .hidden_dim = 96, .n_layers = 2, .n_heads = 4,
+                             .n_kv_heads = 2, .head_dim = 16, .vocab_size = 32, .max_seq_len = 128,
+                             .rope_theta = 500000.f, .rms_eps = 1e-6f, .tied_embeddings = tied});
 
       const LlamaWeights& wt = lm->weights;
       REQUIRE(wt.layers.size() == 2);

@@ -81,17 +81,10 @@ void check_model(const LoadedModel& m, double tol_matrix) {
   const std::vector<float> ref = read_floats_after_header();
   REQUIRE(ref.size() == Lo.end());
   const ModelConfig& c = m.config;
-  CHECK(c.dim == 64);
-  CHECK(c.hidden_dim == 172);
-  CHECK(c.n_layers == 5);
-  CHECK(c.n_heads == 8);
-  CHECK(c.n_kv_heads == 4);
-  CHECK(c.head_dim == 8);
-  CHECK(c.vocab_size == 512);
-  CHECK(c.max_seq_len == 512);
-  CHECK(c.rope_theta == 10000.f);
-  CHECK(c.rms_eps == 1e-5f);
-  CHECK(c.tied_embeddings);
+  CAPTURE(c.describe());
+  CHECK(c == ModelConfig{.arch = "llama", .dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4,
+                         .head_dim = 8, .vocab_size = 512, .max_seq_len = 512, .rope_theta = 10000.f,
+                         .rms_eps = 1e-5f, .tied_embeddings = true});
   const LlamaWeights& w = m.weights;
   check_tensor(w.tok_embeddings, ref, Lo.embd(), tol_matrix);
   // Norms are f32 in every copy except the bf16 one, where they went through bf16.
