@@ -18,6 +18,7 @@ int cmd_run(const std::vector<std::string>& args);    // experiments/cmd_run.cpp
 int cmd_merge(const std::vector<std::string>& args);  // experiments/cmd_merge.cpp
 int cmd_repair(const std::vector<std::string>& args);  // experiments/cmd_merge.cpp
 int cmd_list_drafters(const std::vector<std::string>& args);  // experiments/cmd_list_drafters.cpp
+int cmd_list_rules(const std::vector<std::string>& args);     // experiments/cmd_list_drafters.cpp
 
 // Sets the number of OpenMP threads when n > 0.
 void set_threads(int n);

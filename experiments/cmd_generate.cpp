@@ -51,7 +51,7 @@ std::map<std::string, std::string> parse_key_values(const std::vector<std::strin
 
 int cmd_generate(const std::vector<std::string>& args) {
   std::string model_path, tokenizer_path, prompt, drafter_name, rule_name, device;
-  std::vector<std::string> drafter_opts;
+  std::vector<std::string> drafter_opts, rule_opts;
   DecodeOptions opts;
   int threads = 0;
   bool chat = false;
@@ -78,7 +78,9 @@ int cmd_generate(const std::vector<std::string>& args) {
        "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")
       ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)")
       ("rule", po::value(&rule_name)->default_value(""),
-       "acceptance rule: greedy | speculative | typical (default: greedy at temperature 0, else speculative)")
+       "acceptance rule (specdec list-rules; default: greedy at temperature 0, else speculative)")
+      ("rule-opt", po::value(&rule_opts)->composing(), "an acceptance rule option key=value (repeatable), e.g. "
+       "--rule typical --rule-opt epsilon=0.05")
       ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")
       ("device", po::value(&device)->default_value("cpu"),
        "where the target and model-based drafters run: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
@@ -88,7 +90,9 @@ int cmd_generate(const std::vector<std::string>& args) {
   set_threads(threads);
   experiments::check_device(device);
   if (rule_name.empty()) rule_name = opts.sampling.greedy() ? "greedy" : "speculative";
-  auto rule = verifiers::make_acceptance_rule(rule_name);
+  auto rule = verifiers::make_acceptance_rule(rule_name, DrafterOptions(parse_key_values(rule_opts, "--rule-opt"),
+                                                                        "rule." + rule_name));
+  rule->check(opts.sampling);
   const DrafterInfo* drafter_info = drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
 
   auto loaded = load_model(model_path);

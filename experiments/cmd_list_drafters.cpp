@@ -1,4 +1,4 @@
-// specdec list-drafters: every registered drafter with its one-line help, after loading any --plugin
+// specdec list-drafters / list-rules: every registered drafter (or acceptance rule) with its one-line help, after loading any --plugin
 // libraries (their drafters are listed with the plugin:PATH:NAME spec that selects them). Options are not
 // part of the registry (nor of the plugin ABI): the listing says how to pass them and how to see the keys.
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "core/speculative/drafter.h"
 #include "drafters/register_builtin.h"
 #include "experiments/cli.h"
+#include "verifiers/rules.h"
 
 namespace po = boost::program_options;
 
@@ -80,6 +81,28 @@ int cmd_list_drafters(const std::vector<std::string>& args) {
       "plugins: --drafter plugin:/abs/path/libX.so:NAME loads a drafter library without rebuilding specdec\n"
       "(plugin ABI version %d; see examples/plugin_drafter).\n",
       SPECDEC_PLUGIN_ABI_VERSION);
+  return 0;
+}
+
+int cmd_list_rules(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "specdec list-rules: list the acceptance rules with their help and options\n\n"
+      "usage: specdec list-rules\n\noptions");
+  desc.add_options()("help,h", "show this help");
+  if (!parse_options(args, desc)) return 0;
+  const auto rules = verifiers::rule_registry().list();
+  size_t width = 0;
+  for (const verifiers::RuleInfo* r : rules) width = std::max(width, r->name.size());
+  std::printf("acceptance rules (specdec generate --rule NAME; in a config, [run] rule = NAME):\n");
+  for (const verifiers::RuleInfo* r : rules) {
+    std::printf("  %-*s  %s%s\n", static_cast<int>(width), r->name.c_str(), r->help.c_str(),
+                r->lossless ? "" : " [lossy]");
+    for (const auto& [key, help] : r->options)
+      std::printf("  %-*s    %s: %s\n", static_cast<int>(width), "", key.c_str(), help.c_str());
+  }
+  std::printf(
+      "\noptions: --rule-opt key=value (repeatable) with specdec generate, or keys of a [rule.NAME] section\n"
+      "in a config (--rule.NAME.key=value on the command line).\n");
   return 0;
 }
 

@@ -183,11 +183,13 @@ const std::vector<KeySpec>& schema() {
                                               return static_cast<float>(parse_double(one, 0, 1e6, "a number"));
                                             });
        }},
-      {{"run.rule", "auto", "acceptance rule: greedy | speculative | typical | auto (greedy at T = 0, else speculative)"},
+      {{"run.rule", "auto",
+        "acceptance rule: a name from `specdec list-rules` or auto (greedy at T = 0, else speculative); its "
+        "options in a [rule.NAME] section"},
        [](ExperimentConfig& c, const Value& v) {
          c.rule = trim(v.text);
-         if (c.rule != "greedy" && c.rule != "speculative" && c.rule != "typical" && c.rule != "auto")
-           v.fail("greedy, speculative, typical or auto");
+         if (c.rule != "auto" && !verifiers::rule_registry().contains(c.rule))
+           v.fail(join(verifiers::rule_registry().names(), ", ") + " or auto");
        }},
       {{"run.top_k", "0", "keep the k most likely tokens; 0 = off"},
        [](ExperimentConfig& c, const Value& v) { c.top_k = parse_int(v, 0, std::numeric_limits<int>::max()); }},
@@ -445,6 +447,21 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
         dc.options[opt] = trim(e.value);
       continue;
     }
+    if (key.rfind("rule.", 0) == 0) {  // [rule.NAME] key: an option of acceptance rule NAME
+      const std::string rest = key.substr(5);
+      const size_t dot = rest.find('.');
+      SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(),
+                    "a rule option as [rule.NAME] key, got '", key, "' (", e.origin, ")");
+      const std::string rule = rest.substr(0, dot);
+      if (!verifiers::rule_registry().contains(rule)) {
+        const std::string suggestion = closest_match(rule, verifiers::rule_registry().names());
+        SPECDEC_FAIL("[rule.", rule, "] (", e.origin, "): unknown acceptance rule; known rules: ",
+                     join(verifiers::rule_registry().names()),
+                     suggestion.empty() ? "" : "; did you mean 'rule." + suggestion + "'?");
+      }
+      cfg.rule_options[rule][rest.substr(dot + 1)] = trim(e.value);
+      continue;
+    }
     auto it = std::find_if(schema().begin(), schema().end(), [&](const KeySpec& k) { return key == k.info.key; });
     if (it == schema().end()) unknown_key(key, e.origin);
     it->set(cfg, Value{section_of(key), name_of(key), e.value, e.origin});
@@ -461,10 +478,20 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
                  suggestion.empty() ? "" : "; did you mean 'drafter." + suggestion + "'?",
                  " (add it with --run.drafters=...)");
   }
+  // Every [rule.NAME] section's options must be the rule's (an unknown key names the closest known one).
+  for (const auto& [rule, opts] : cfg.rule_options) {
+    try {
+      verifiers::make_acceptance_rule(rule, cfg.rule_options_for(rule));
+    } catch (const UnknownOptionError& e) {
+      const std::string suggestion = closest_match(e.key(), e.known());
+      SPECDEC_FAIL(where, ": ", e.what(), suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?");
+    }
+  }
   // Each temperature's rule must be able to decode at it (greedy refuses T > 0): the rule says so itself.
   for (float t : cfg.temperatures) {
     try {
-      verifiers::make_acceptance_rule(cfg.rule_for(t))->check({t, cfg.top_k, cfg.top_p});
+      verifiers::make_acceptance_rule(cfg.rule_for(t), cfg.rule_options_for(cfg.rule_for(t)))
+          ->check({t, cfg.top_k, cfg.top_p});
     } catch (const Error& e) {
       SPECDEC_FAIL(where, ": [run] rule = ", cfg.rule, " with temperature ", t, ": ", e.what());
     }
@@ -481,6 +508,11 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
 std::string ExperimentConfig::rule_for(float temperature) const {
   if (rule != "auto") return rule;
   return temperature == 0.f ? "greedy" : "speculative";
+}
+
+DrafterOptions ExperimentConfig::rule_options_for(const std::string& name) const {
+  auto it = rule_options.find(name);
+  return DrafterOptions(it == rule_options.end() ? std::map<std::string, std::string>{} : it->second, "rule." + name);
 }
 
 std::string ExperimentConfig::out_path() const { return out.empty() ? "results/" + name + ".h5" : out; }
@@ -523,6 +555,10 @@ std::string ExperimentConfig::to_ini() const {
   for (const auto& dc : drafter_configs) {
     os << "\n[" << dc.section() << "]\n" << "type = " << dc.type << "\n";
     for (const auto& [k, v] : dc.options) os << k << " = " << v << "\n";
+  }
+  for (const auto& [rule, opts] : rule_options) {
+    os << "\n[rule." << rule << "]\n";
+    for (const auto& [k, v] : opts) os << k << " = " << v << "\n";
   }
   return os.str();
 }

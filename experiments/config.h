@@ -53,11 +53,15 @@ struct ExperimentConfig {
   int max_prompt_tokens = 0;             // 0 = no limit (the model's context still applies)
   // One entry per name in `drafters`, same order.
   std::vector<DrafterConfig> drafter_configs;
+  // [rule.NAME] key = value: options of the acceptance rule NAME (verifiers/rules.h), e.g. typical's epsilon.
+  std::map<std::string, std::map<std::string, std::string>> rule_options;
 
   std::string source;  // the config file it came from ("" for a string)
 
   // The acceptance rule of the runs at this temperature ("auto" resolved).
   std::string rule_for(float temperature) const;
+  // The options of rule `name` ([rule.NAME]; empty when the config has none), for make_acceptance_rule.
+  DrafterOptions rule_options_for(const std::string& name) const;
   // `out`, or results/<name>.h5.
   std::string out_path() const;
   // The whole resolved config as INI text (every key, defaults included), parseable again. `out` is left

@@ -33,6 +33,7 @@ const Command kCommands[] = {
      specdec::cli::cmd_repair},
     {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
      specdec::cli::cmd_list_drafters},
+    {"list-rules", "list the acceptance rules with their help and options", specdec::cli::cmd_list_rules},
 };
 
 void print_usage() {

@@ -302,8 +302,8 @@ class Hdf5ResultsLog final : public ResultsLog {
                           .context_len = s.context_len,
                           .batch_size = rec.batch_size});
       for (const auto& n : s.nodes)
-        jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, static_cast<float>(n.p_target),
-                             static_cast<float>(n.q_draft), static_cast<float>(n.u), n.visited, n.accepted});
+        jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, n.p_target, n.q_draft, n.u,
+                             n.visited, n.accepted, n.p_test, n.threshold, n.passed});
     }
     if (journal_) journal_->add_request(jr);  // durable before the HDF5 file sees it
     maybe_crash(testing::CrashPoint::kAfterJournal);

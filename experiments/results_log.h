@@ -148,8 +148,10 @@ struct DraftTokenRow {
   int64_t request_id = 0;
   int32_t step = 0, node = 0, parent = -1, depth = 1;
   TokenId token = 0;
-  float p_target = 0.f, q_draft = 0.f, u = -1.f;
+  double p_target = 0, q_draft = 0, u = -1;
   bool visited = false, accepted = false;
+  double p_test = 0, threshold = -1;  // schema 2 (docs/verification.md: how each verdict follows)
+  bool passed = false;
   bool operator==(const DraftTokenRow&) const = default;
 };
 

@@ -112,11 +112,18 @@ struct Table<DraftTokenRow> {
       field("parent", &DraftTokenRow::parent, 1, false, "parent node; -1 = child of the last accepted token"),
       field("depth", &DraftTokenRow::depth, 1, false, "1 = first draft position"),
       field("token", &DraftTokenRow::token, 1, false, "token id"),
-      field("p_target", &DraftTokenRow::p_target, 1, false, "target probability of the token"),
-      field("q_draft", &DraftTokenRow::q_draft, 1, false, "draft probability of the token"),
-      field("u", &DraftTokenRow::u, 1, false, "the uniform draw of the rule (-1: no draw)"),
+      field("p_target", &DraftTokenRow::p_target, 1, false,
+            "target probability of the token at its parent (after sampling filters; float32 in schema 1)"),
+      field("q_draft", &DraftTokenRow::q_draft, 1, false, "draft probability of the token (float32 in schema 1)"),
+      field("u", &DraftTokenRow::u, 1, false, "the uniform draw of the rule's test (-1: no draw; 53 bits since schema 2)"),
       field("visited", &DraftTokenRow::visited, 1, false, "the rule examined this node"),
-      field("accepted", &DraftTokenRow::accepted, 1, false, "on the accepted path"));
+      field("accepted", &DraftTokenRow::accepted, 1, false, "on the accepted path"),
+      field("p_test", &DraftTokenRow::p_test, 2, false,
+            "the target-side value the rule tested: greedy 1/0 (argmax or not), speculative the residual r(token), "
+            "typical p_target"),
+      field("threshold", &DraftTokenRow::threshold, 2, false, "typical: min(epsilon, delta * exp(-H(p))); -1 otherwise"),
+      field("passed", &DraftTokenRow::passed, 2, false,
+            "the test's verdict: greedy p_test == 1, speculative u < min(1, p_test / q_draft), typical p_test > threshold"));
 };
 
 template <>

@@ -110,6 +110,11 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
   std::snprintf(buf, sizeof buf, "%g", cfg.top_p);
   a["top_p"] = buf;
   a["rule"] = r.rule;
+  {
+    std::string ro;
+    for (const auto& [k, v] : cfg.rule_options_for(r.rule).values()) ro += (ro.empty() ? "" : ", ") + k + "=" + v;
+    a["rule_options"] = ro;
+  }
   a["lossless"] = lossless ? "1" : "0";
   a["baseline"] = dc ? "0" : "1";
   a["baseline_run"] = grid[r.baseline].name;
@@ -316,7 +321,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
   const std::vector<RunSpec> grid = expand_grid(cfg);
   std::map<std::string, std::unique_ptr<AcceptanceRule>> rules;
   for (const RunSpec& r : grid)
-    if (!rules.count(r.rule)) rules[r.rule] = verifiers::make_acceptance_rule(r.rule);
+    if (!rules.count(r.rule)) rules[r.rule] = verifiers::make_acceptance_rule(r.rule, cfg.rule_options_for(r.rule));
 
   // Resume: AR outputs the oracle / synthetic runs may need, read back before the log reopens the file.
   std::map<std::string, std::map<int64_t, std::vector<TokenId>>> logged_ar;

@@ -124,6 +124,24 @@ VerifyOutcome to_outcome(const VerifyInput& in, const BlockTree& tree, const Wal
   return out;
 }
 
+// The greedy walk's view of a block: argmax per row of logits, nothing else computed.
+class ArgmaxTree {
+ public:
+  explicit ArgmaxTree(const VerifyInput& in) : in_(in), children_(in.tokens.size()) {
+    for (size_t i = 1; i < in.tokens.size(); ++i) children_[in.parents[i]].push_back(static_cast<int>(i));
+  }
+  const std::vector<int>& children(int n) const { return children_[n]; }
+  int token(int n) const { return in_.tokens[n]; }
+  int argmax(int n) const {
+    const size_t V = in_.vocab_size;
+    return specdec::argmax(in_.logits.subspan(n * V, V));
+  }
+
+ private:
+  const VerifyInput& in_;
+  std::vector<std::vector<int>> children_;
+};
+
 class GreedyRule final : public AcceptanceRule {
  public:
   std::string name() const override { return "greedy"; }
@@ -134,33 +152,20 @@ class GreedyRule final : public AcceptanceRule {
   }
   VerifyOutcome verify(const VerifyInput& in) const override {
     check_input(in);
-    const size_t T = in.tokens.size(), V = in.vocab_size;
+    const size_t V = in.vocab_size;
+    const auto w = greedy_walk<double>(ArgmaxTree(in));
     VerifyOutcome out;
-    out.verdicts.resize(T - 1);
-    std::vector<std::vector<int>> children(T);
-    for (size_t i = 1; i < T; ++i) children[in.parents[i]].push_back(static_cast<int>(i));
-    int node = 0;
-    for (;;) {
-      const TokenId best = argmax(in.logits.subspan(node * V, V));
-      int next_node = -1;
-      for (int c : children[node]) {
-        NodeVerdict& v = out.verdicts[c - 1];
-        v.visited = true;
-        v.p_target = v.p_test = in.tokens[c] == best ? 1.0 : 0.0;
-        v.q_draft = in.q.empty() ? 1.0 : in.q[(c - 1) * V + in.tokens[c]];
-        v.passed = v.accepted = in.tokens[c] == best;
-        if (v.accepted) {
-          next_node = c;
-          break;
-        }
-      }
-      if (next_node < 0) {
-        out.next = best;
-        return out;
-      }
-      out.path.push_back(next_node);
-      node = next_node;
+    out.path = {w.path.begin(), w.path.end()};
+    out.next = w.next;
+    out.verdicts.resize(in.tokens.size() - 1);
+    for (const auto& t : w.tested) {
+      NodeVerdict& v = out.verdicts[t.node - 1];
+      v.visited = true;
+      v.passed = v.accepted = t.passed;
+      v.p_target = v.p_test = t.p_test;
+      v.q_draft = in.q.empty() ? 1.0 : in.q[(t.node - 1) * V + in.tokens[t.node]];
     }
+    return out;
   }
 };
 
@@ -172,7 +177,7 @@ class SpeculativeRule final : public AcceptanceRule {
     check_input(in);
     BlockTree tree(in);
     PhiloxSource src(in);
-    const auto walk = verify::speculative_walk<double>(tree, src);
+    const auto walk = speculative_walk<double>(tree, src);
     return to_outcome(in, tree, walk, src.draws);
   }
 };
@@ -192,7 +197,7 @@ class TypicalRule final : public AcceptanceRule {
         if (x > 0) h -= x * std::log(x);
       return h;
     };
-    const auto walk = verify::typical_walk<double>(tree, src, p_.epsilon, p_.delta, entropy);
+    const auto walk = typical_walk<double>(tree, src, p_.epsilon, p_.delta, entropy);
     return to_outcome(in, tree, walk, {});
   }
 
@@ -208,13 +213,62 @@ std::unique_ptr<AcceptanceRule> make_typical_rule(TypicalParams params) {
   return std::make_unique<TypicalRule>(params);
 }
 
-std::vector<std::string> acceptance_rule_names() { return {"greedy", "speculative", "typical"}; }
+void RuleRegistry::add(RuleInfo info) {
+  SPECDEC_CHECK(!info.name.empty() && info.factory, "an acceptance rule with a name and a factory");
+  SPECDEC_CHECK(!by_name_.count(info.name), "acceptance rule '", info.name, "' is registered twice");
+  order_.push_back(info.name);
+  by_name_.emplace(info.name, std::move(info));
+}
 
-std::unique_ptr<AcceptanceRule> make_acceptance_rule(const std::string& name, TypicalParams typical) {
-  if (name == "greedy") return make_greedy_rule();
-  if (name == "speculative") return make_speculative_rule();
-  if (name == "typical") return make_typical_rule(typical);
-  SPECDEC_FAIL("acceptance rule '", name, "' is unknown; expected one of: greedy, speculative, typical");
+const RuleInfo& RuleRegistry::get(const std::string& name) const {
+  auto it = by_name_.find(name);
+  if (it != by_name_.end()) return it->second;
+  std::string known;
+  for (const auto& n : order_) known += (known.empty() ? "" : ", ") + n;
+  SPECDEC_FAIL("acceptance rule '", name, "' is unknown; expected one of: ", known);
+}
+
+std::vector<const RuleInfo*> RuleRegistry::list() const {
+  std::vector<const RuleInfo*> out;
+  for (const auto& n : order_) out.push_back(&by_name_.at(n));
+  return out;
+}
+
+std::vector<std::string> RuleRegistry::names() const { return order_; }
+
+const RuleRegistry& rule_registry() {
+  static const RuleRegistry registry = [] {
+    RuleRegistry r;
+    r.add({"greedy", "exact match with the target's argmax; temperature 0 only; lossless", true, {},
+           [](const DrafterOptions& o) {
+             o.check_all_used();
+             return make_greedy_rule();
+           }});
+    r.add({"speculative",
+           "rejection sampling with the drafter's q, recursive over tree siblings; lossless at any temperature",
+           true, {}, [](const DrafterOptions& o) {
+             o.check_all_used();
+             return make_speculative_rule();
+           }});
+    r.add({"typical", "Medusa's typical acceptance: p(x) > min(epsilon, delta * exp(-H(p)))", false,
+           {{"epsilon", "hard threshold (Medusa's posterior_threshold), default 0.09"},
+            {"delta", "entropy-scaled threshold factor (Medusa's posterior_alpha), default 0.3"}},
+           [](const DrafterOptions& o) {
+             TypicalParams p;
+             p.epsilon = o.get_double("epsilon", p.epsilon);
+             p.delta = o.get_double("delta", p.delta);
+             o.check_all_used();
+             SPECDEC_CHECK(p.epsilon > 0 && p.epsilon <= 1, "[", o.section(), "] epsilon in (0, 1], got ", p.epsilon);
+             SPECDEC_CHECK(p.delta > 0, "[", o.section(), "] delta > 0, got ", p.delta);
+             return make_typical_rule(p);
+           }});
+    return r;
+  }();
+  return registry;
+}
+
+std::unique_ptr<AcceptanceRule> make_acceptance_rule(const std::string& name, const DrafterOptions& options) {
+  return rule_registry().get(name).factory(options);
 }
 
 }  // namespace specdec::verifiers

@@ -2,7 +2,8 @@
 // runs in production (double + Philox draws) is the very code the exact-enumeration tests run with
 // boost::multiprecision::cpp_rational and a branching "random" source (tests/verifiers).
 //
-// A Tree gives, for node n: children(n) in proposal order, token(n), target(n) = the target's
+// A Tree gives, for node n: children(n) in proposal order, token(n), argmax(n) = the target's most likely
+// token after node n (greedy only), target(n) = the target's
 // distribution p after node n (V entries), draft(c) = the distribution q that child c was drawn from
 // (V entries) or nullptr for a deterministic (one-hot) proposal.
 // A Source gives: bool bernoulli(Real a) (true with probability a, a in [0,1]) and
@@ -15,7 +16,7 @@
 
 #include "core/error.h"
 
-namespace specdec::verify {
+namespace specdec::verifiers {
 
 // One test of the walk: the node, its verdict, and the values the verdict was computed from, so a log
 // of them reproduces it. speculative: passed = u < min(1, p_test / q) with p_test = the residual r(token)
@@ -35,6 +36,33 @@ struct WalkResult {
   int next = -1;          // emitted token
   std::vector<WalkTest<Real>> tested;  // every test, in the order made
 };
+
+// Greedy (temperature 0): at node n the target's token is tree.argmax(n); the first child (in proposal
+// order) whose token equals it is accepted and the walk continues there; otherwise the argmax is emitted.
+// Each test logs p_test = 1 for the argmax token, 0 otherwise (passed = p_test == 1).
+template <class Real, class Tree>
+WalkResult<Real> greedy_walk(const Tree& tree) {
+  WalkResult<Real> res;
+  int node = 0;
+  for (;;) {
+    const int best = tree.argmax(node);
+    int next = -1;
+    for (int c : tree.children(node)) {
+      const bool ok = tree.token(c) == best;
+      res.tested.push_back({c, ok, Real(ok ? 1 : 0)});
+      if (ok) {
+        next = c;
+        break;
+      }
+    }
+    if (next < 0) {
+      res.next = best;
+      return res;
+    }
+    res.path.push_back(next);
+    node = next;
+  }
+}
 
 // Speculative sampling (Leviathan et al.; Chen et al.), recursive over the candidates of each node
 // (multi-candidate rule, SpecInfer / Medusa-tree style): at node n with residual r = p(n), for each
@@ -126,4 +154,4 @@ WalkResult<Real> typical_walk(const Tree& tree, Source& src, double epsilon, dou
   return res;
 }
 
-}  // namespace specdec::verify
+}  // namespace specdec::verifiers

@@ -121,7 +121,7 @@ void DrafterOptions::check_all_used() const {
     if (used_.count(key)) continue;
     std::string list;
     for (const auto& u : used_) list += (list.empty() ? "" : ", ") + u;
-    throw UnknownOptionError(detail::concat("[", section_, "] unknown key '", key, "'; this drafter knows: ",
+    throw UnknownOptionError(detail::concat("[", section_, "] unknown key '", key, "'; this section knows: ",
                                             list.empty() ? "(no options)" : list),
                              key, std::vector<std::string>(used_.begin(), used_.end()));
   }

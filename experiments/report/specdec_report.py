@@ -550,6 +550,39 @@ def lossless_check(res):
                                        "mismatching_request_ids", "verdict"])
 
 
+def verdict_check(res):
+    """Recomputes every logged verdict of draft_tokens from its own row (docs/verification.md):
+    greedy passed = p_test == 1; speculative passed = u < min(1, p_test / q_draft); typical passed =
+    p_test > threshold; and accepted implies passed. One row per speculative run: rule, n_tested,
+    n_disagree (0 for any log specdec wrote), or n_tested = NaN for a schema 1 log (no p_test / passed)."""
+    rows = []
+    d = res.draft_tokens
+    has = len(d) and {"p_test", "passed", "threshold"} <= set(d.columns)
+    for run, r in res.runs.iterrows():
+        if r.is_baseline:
+            continue
+        if not has:
+            rows.append(dict(run=run, rule=r.rule, n_tested=np.nan, n_disagree=np.nan))
+            continue
+        g = d[(d.run == run) & d.visited.astype(bool)]
+        passed = g.passed.astype(bool).to_numpy()
+        accepted = g.accepted.astype(bool).to_numpy()
+        if r.rule == "greedy":
+            want = g.p_test.to_numpy() == 1.0
+        elif r.rule == "speculative":
+            p, q, u = g.p_test.to_numpy(), g.q_draft.to_numpy(), g.u.to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a = np.where(p >= q, 1.0, np.where(q > 0, p / q, 0.0))
+            want = u < a
+        elif r.rule == "typical":
+            want = g.p_test.to_numpy() > g.threshold.to_numpy()
+        else:  # a rule this report does not know: only the path check
+            want = passed
+        bad = (want != passed) | (accepted & ~passed)
+        rows.append(dict(run=run, rule=r.rule, n_tested=int(len(g)), n_disagree=int(bad.sum())))
+    return pd.DataFrame(rows, columns=["run", "rule", "n_tested", "n_disagree"])
+
+
 @dataclass
 class Summary:
     """Everything the report prints: per_run and per_category tables, per-position acceptance
@@ -561,6 +594,7 @@ class Summary:
     positions_by_category: pd.DataFrame
     lossless: pd.DataFrame
     notes: list
+    verdicts: pd.DataFrame = None
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -661,8 +695,14 @@ def summarize(res, n_boot=2000, seed=0):
         "speedup_median", "n_paired"])
     if len(runs) and runs.is_baseline.all():
         notes.append("the file holds only AR baseline run(s): no speculative metrics.")
+    verdicts = verdict_check(res)
+    for v in verdicts.itertuples():
+        if v.n_disagree and v.n_disagree > 0:
+            notes.insert(0, f"WARNING {v.run}: {v.n_disagree} of {v.n_tested} logged verdicts do not follow from "
+                            f"their own p_test, q_draft, u and threshold (rule {v.rule}): the log is not "
+                            f"self-consistent.")
     return Summary(res, per_run, per_category, position_acceptance(res),
-                   position_acceptance(res, by_category=True), lossless, notes)
+                   position_acceptance(res, by_category=True), lossless, notes, verdicts)
 
 
 # ---- text output ------------------------------------------------------------------------------------
@@ -786,6 +826,15 @@ def format_report(summary):
         ids = f"; request ids {r.mismatching_request_ids}" if r.n_mismatch else ""
         out.append(f"  {r.run}: lossless: {r.verdict} ({r.n_compared} compared with "
                    f"{r.baseline or '-'}{extra}{ids})")
+    vc = summary.verdicts
+    if vc is not None and len(vc):
+        checked = vc.dropna(subset=["n_tested"])
+        out.append("")
+        if len(checked):
+            out.append(f"Verdicts recomputed from the log's own columns: {int(checked.n_tested.sum())} tests, "
+                       f"{int(checked.n_disagree.sum())} disagree")
+        else:
+            out.append("Verdicts: not recomputable (schema 1 log: no p_test / passed columns)")
     if summary.notes:
         out.append("")
         out.append("Notes")

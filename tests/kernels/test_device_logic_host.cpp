@@ -655,7 +655,7 @@ TEST_CASE("speculative_walk is the speculative rule: path, next token and every 
             // The final draw's weights (the residual, or p at a leaf) are tree_walk's, bit for bit.
             RefTree tree(b, V);
             RefSource src{in.seed, in.request, in.step};
-            const auto ref = verify::speculative_walk<double>(tree, src);
+            const auto ref = verifiers::speculative_walk<double>(tree, src);
             REQUIRE(ref.next == want.next);
             REQUIRE(seen.weights.size() == src.final_weights.size());
             for (size_t v = 0; v < seen.weights.size(); ++v) REQUIRE(seen.weights[v] == src.final_weights[v]);

@@ -40,7 +40,12 @@ REQUESTS_DTYPE_V2 = np.dtype(REQUESTS_DTYPE.descr + [
     ("invocation", "S40"), ("host", "S64"), ("host_cores", "<i4"), ("load_avg", "<f8"), ("threads", "<i4"),
     ("device", "S64"), ("logged_at", "<f8")])
 STEPS_DTYPE_V2 = np.dtype(STEPS_DTYPE.descr[:4] + [("n_emitted", "<i4")] + STEPS_DTYPE.descr[4:])
-V2_DEFAULTS = {"invocation": "inv0", "host": "fakehost", "host_cores": 2, "load_avg": 0.5, "threads": 2,
+# draft_tokens in version 2: float64 p_target / q_draft / u, and the verdict's values (docs/hdf5-schema.md).
+DRAFT_TOKENS_DTYPE_V2 = np.dtype([
+    ("request_id", "<i8"), ("step", "<i4"), ("node", "<i4"), ("parent", "<i4"), ("depth", "<i4"),
+    ("token", "<i4"), ("p_target", "<f8"), ("q_draft", "<f8"), ("u", "<f8"), ("visited", "i1"),
+    ("accepted", "i1"), ("p_test", "<f8"), ("threshold", "<f8"), ("passed", "i1")])
+V2_DEFAULTS = {"threshold": -1.0, "invocation": "inv0", "host": "fakehost", "host_cores": 2, "load_avg": 0.5, "threads": 2,
                "device": "cpu", "logged_at": 1.7e9}
 SCHEMA_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "experiments", "report",
                            "schema.json")
@@ -67,7 +72,8 @@ def _table(rows, dtype):
     for i, row in enumerate(rows):
         for name in dtype.names:
             if name not in row:  # version 2 columns a test row leaves out
-                v = row["n_accepted"] + 1 if name == "n_emitted" else V2_DEFAULTS[name]
+                derived = {"n_emitted": "n_accepted", "p_test": "p_target", "passed": "accepted"}
+                v = row[derived[name]] + (1 if name == "n_emitted" else 0) if name in derived else V2_DEFAULTS[name]
             else:
                 v = row[name]
             arr[i][name] = v.encode() if isinstance(v, str) else v
@@ -108,7 +114,8 @@ def write_results(path, runs, root_attrs=None, schema_version=SCHEMA_VERSION):
                 g.attrs[key] = str(value)
             _dataset(g, "requests", _table(run.get("requests", []), req_dtype))
             _dataset(g, "steps", _table(run.get("steps", []), steps_dtype))
-            _dataset(g, "draft_tokens", _table(run.get("draft_tokens", []), DRAFT_TOKENS_DTYPE))
+            _dataset(g, "draft_tokens", _table(run.get("draft_tokens", []), DRAFT_TOKENS_DTYPE_V2 if v2
+                                               else DRAFT_TOKENS_DTYPE))
             out_rows, tokens, offset = [], [], 0
             for rid, toks in run.get("outputs", []):
                 out_rows.append({"request_id": rid, "offset": offset, "length": len(toks)})

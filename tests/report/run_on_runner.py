@@ -67,6 +67,8 @@ def main():
             assert int(row.steps) == int(req.steps.sum()), run
         ll = summary.lossless[summary.lossless.checked]
         assert len(ll) and (ll.verdict == "yes").all(), ll[["run", "verdict"]].to_string()
+        vc = summary.verdicts  # every verdict the runner logged follows from its own row
+        assert len(vc) and (vc.n_tested > 0).any() and (vc.n_disagree == 0).all(), vc.to_string()
         for p in rep.write_plots(summary, os.path.join(scratch, "plots"), dpi=60):
             assert os.path.getsize(p) > 1000, p
     except Exception:  # noqa: BLE001

@@ -702,6 +702,46 @@ def columns_come_from_the_log():
     assert rep.TABLE_COLUMNS == rep.table_columns(json.load(open(rep.SCHEMA_FILE)))
 
 
+@test
+def verdicts_are_recomputed_from_the_log():
+    # Each draft node's verdict must follow from its own row (docs/verification.md). A clean speculative
+    # log agrees everywhere; a planted row whose `passed` contradicts u < min(1, p_test / q_draft) is
+    # counted and warned about. (Before, the log held no p_test / passed, and typical nodes off the path
+    # were logged accepted: no check was possible.)
+    def node(step, n, p, q, u, passed, accepted=None):
+        return dict(request_id=0, step=step, node=n, parent=n - 1, depth=n + 1, token=5, p_target=p, q_draft=q,
+                    u=u, visited=1, accepted=passed if accepted is None else accepted, p_test=p, threshold=-1.0,
+                    passed=passed)
+    rows = [node(0, 0, 0.5, 0.5, 0.3, 1), node(0, 1, 0.2, 0.8, 0.1, 1), node(0, 2, 0.1, 0.5, 0.9, 0)]
+    ar = {"name": "ar", "attrs": _attrs("none", 0, temperature="1", rule="speculative"),
+          "requests": [_v2_req(0, "p:0", 0, 3, 1.0, steps=3)], "outputs": [(0, [1, 2, 3])]}
+
+    def run(drafts, name):
+        spec = {"name": "spec", "attrs": _attrs("early_exit", 3, temperature="1", rule="speculative"),
+                "requests": [_v2_req(0, "p:0", 0, 3, 0.5)], "steps": [dict(_step(0, 0, 3, 2), n_emitted=3)],
+                "draft_tokens": drafts, "outputs": [(0, [1, 2, 3])]}
+        path = os.path.join(SCRATCH, name)
+        fake.write_results(path, [ar, spec], schema_version=2)
+        return rep.summarize(rep.load(path), n_boot=0)
+    clean = run(rows, "verdicts_clean.h5")
+    v = clean.verdicts.set_index("run").loc["spec"]
+    assert v.n_tested == 3 and v.n_disagree == 0, v
+    assert "3 tests, 0 disagree" in rep.format_report(clean)
+    bad = [dict(r) for r in rows]
+    bad[2].update(passed=1, accepted=1)  # u = 0.9 >= min(1, 0.1 / 0.5) = 0.2: the test rejected it
+    planted = run(bad, "verdicts_planted.h5")
+    assert planted.verdicts.set_index("run").loc["spec"].n_disagree == 1
+    assert "WARNING spec: 1 of 3 logged verdicts do not follow" in rep.format_report(planted)
+    # typical: passed = p_test > threshold; a passing node off the kept path stays accepted = 0.
+    typ = [dict(node(0, 0, 0.5, 1.0, -1.0, 1), threshold=0.09), dict(node(0, 1, 0.05, 1.0, -1.0, 0), threshold=0.09)]
+    t = {"name": "typ", "attrs": _attrs("ngram", 2, temperature="1", rule="typical", lossless="0"),
+         "requests": [_v2_req(0, "p:0", 0, 2, 0.5)], "steps": [dict(_step(0, 0, 2, 1), n_emitted=2)],
+         "draft_tokens": typ, "outputs": [(0, [1, 2])]}
+    path = os.path.join(SCRATCH, "verdicts_typical.h5")
+    fake.write_results(path, [ar, t], schema_version=2)
+    assert rep.verdict_check(rep.load(path)).set_index("run").loc["typ"].n_disagree == 0
+
+
 def main():
     global SCRATCH
     ap = argparse.ArgumentParser()

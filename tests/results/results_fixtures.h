@@ -61,6 +61,9 @@ inline DecodeResult make_result(int64_t id, int salt = 0) {
       d.u = (i % 2) ? -1.0 : 0.5 + 0.01 * s;
       d.visited = i <= 1;
       d.accepted = i == 0 && s % 2 == 0;
+      d.p_test = d.p_target / 3;  // every column distinct, so a swapped or dropped one is seen
+      d.threshold = i % 2 ? 0.09 : -1.0;
+      d.passed = i <= 1 && s % 3 != 1;
       st.nodes.push_back(d);
     }
     st.n_accepted = (n > 0 && s % 2 == 0) ? 1 : 0;
@@ -153,11 +156,14 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                                   .parent = n.parent,
                                   .depth = n.depth,
                                   .token = n.token,
-                                  .p_target = static_cast<float>(n.p_target),
-                                  .q_draft = static_cast<float>(n.q_draft),
-                                  .u = static_cast<float>(n.u),
+                                  .p_target = n.p_target,
+                                  .q_draft = n.q_draft,
+                                  .u = n.u,
                                   .visited = n.visited,
-                                  .accepted = n.accepted});
+                                  .accepted = n.accepted,
+                                  .p_test = n.p_test,
+                                  .threshold = n.threshold,
+                                  .passed = n.passed});
     }
     d.outputs[id] = res.tokens;
   }

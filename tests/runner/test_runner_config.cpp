@@ -9,6 +9,7 @@
 #include "drafters/register_builtin.h"
 #include "experiments/config.h"
 #include "tests/support/run.h"
+#include "verifiers/rules.h"
 
 using namespace specdec;
 using namespace specdec::experiments;
@@ -234,4 +235,34 @@ TEST_CASE("edit distance and closest match", "[runner][config]") {
   CHECK(edit_distance("max_m", "max_n") == 1);
   CHECK(closest_match("ngarm", {"ngram", "oracle", "synthetic"}) == "ngram");
   CHECK(closest_match("zzzzzz", {"ngram", "oracle"}).empty());
+}
+
+TEST_CASE("rule = greedy with a temperature above 0 is refused before anything runs", "[runner][config]") {
+  // It used to decode greedily while the run was labelled T = 0.7 and lossless.
+  const std::string e = parse_error(kBase, {{"run.rule", "greedy"}, {"run.temperatures", "0,0.7"}});
+  CHECK_THAT(e, Catch::Contains("test.ini") && Catch::Contains("rule = greedy") && Catch::Contains("0.7") &&
+                    Catch::Contains("temperature 0 only"));
+  CHECK(e.find('\n') == std::string::npos);
+  CHECK(parse_error(kBase, {{"run.rule", "greedy"}, {"run.temperatures", "0"}}).empty());
+  CHECK(parse_error(kBase, {{"run.rule", "auto"}, {"run.temperatures", "0,0.7"}}).empty());
+  CHECK(parse_error(kBase, {{"run.rule", "speculative"}, {"run.temperatures", "0.7"}}).empty());
+}
+
+TEST_CASE("acceptance rules come from the registry; their options from [rule.NAME]", "[runner][config]") {
+  const ExperimentConfig c = parse(kBase, {{"run.rule", "typical"}, {"rule.typical.epsilon", "0.05"}});
+  CHECK(c.rule_options.at("typical").at("epsilon") == "0.05");
+  CHECK(c.rule_options_for("typical").get_double("epsilon", 0) == 0.05);
+  // The resolved INI keeps the section, and parses back to the same options.
+  std::istringstream again(c.to_ini());
+  CHECK(parse_experiment_config(again, "again.ini", {}).rule_options == c.rule_options);
+  // A misspelt option names the section and the closest key; an unknown rule lists the known ones.
+  const std::string e = parse_error(kBase, {{"rule.typical.epsilonn", "0.05"}});
+  CHECK_THAT(e, Catch::Contains("[rule.typical] unknown key 'epsilonn'") && Catch::Contains("did you mean 'epsilon'"));
+  const std::string r = parse_error(kBase, {{"rule.tipical.epsilon", "0.05"}});
+  CHECK_THAT(r, Catch::Contains("unknown acceptance rule") && Catch::Contains("did you mean 'rule.typical'"));
+  CHECK_THAT(parse_error(kBase, {{"rule.typical.epsilon", "2"}}), Catch::Contains("epsilon in (0, 1]"));
+  // Every registered rule is accepted by run.rule, and the rule made from the config reads its options.
+  for (const std::string& name : verifiers::rule_registry().names())
+    CHECK(parse_error(kBase, {{"run.rule", name}, {"run.temperatures", "0"}}).empty());
+  CHECK_THAT(parse_error(kBase, {{"run.rule", "lenient"}}), Catch::Contains("greedy, speculative, typical or auto"));
 }

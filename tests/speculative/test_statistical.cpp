@@ -223,6 +223,32 @@ TEST_CASE("oracle and synthetic at T = 1 match AR in distribution (chi-square)",
   auto rule = verifiers::make_speculative_rule();
   const Sample ar = draw(1.0f, /*seed=*/101, 1, 2, nullptr);
   print_arm("AR T=1.0", ar);
+  auto reference_of = [&](uint64_t seed, uint64_t request, int max_new) {
+    DecodeOptions ref;
+    ref.sampling.temperature = 1.0f;
+    ref.seed = seed;
+    ref.request = request;
+    ref.max_new_tokens = max_new;
+    return speculative_decode(s.model, nullptr, *rule, s.prompt, ref).tokens;
+  };
+
+  // Negative control, the bug itself: the oracle verified on its reference's own stream (info = nullptr
+  // keeps opts.seed = seed). The test must see the bias.
+  {
+    const int k = 2, max_new = k + 1;
+    const uint64_t bug_seed = 150;
+    std::vector<TokenId> reference;
+    const Sample biased = draw(1.0f, bug_seed, k, max_new, [&](uint64_t request) {
+      reference = reference_of(bug_seed, request, max_new);
+      DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
+                     .seed = bug_seed, .request = request, .reference = &reference,
+                     .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
+      return make_drafter(registry.get("oracle"), env, DrafterOptions({}, "oracle"));
+    });
+    print_arm("oracle k=2 on the reference's stream (the bug)", biased);
+    const ChiSquare c = compare("AR vs oracle on the reference's stream (negative control)", ar, biased);
+    CHECK(c.statistic > c.threshold);
+  }
 
   struct Arm {
     const char* label;
@@ -242,12 +268,7 @@ TEST_CASE("oracle and synthetic at T = 1 match AR in distribution (chi-square)",
         1.0f, arm_seed, k, max_new,
         [&](uint64_t request) {
           // The reference: this request's AR output with the run's own seed, as the runner's baseline.
-          DecodeOptions ref;
-          ref.sampling.temperature = 1.0f;
-          ref.seed = arm_seed;
-          ref.request = request;
-          ref.max_new_tokens = max_new;
-          reference = speculative_decode(s.model, nullptr, *rule, s.prompt, ref).tokens;
+          reference = reference_of(arm_seed, request, max_new);
           DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
                          .seed = arm_seed, .request = request, .reference = &reference,
                          .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <boost/multiprecision/cpp_int.hpp>
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -93,6 +94,10 @@ struct ToyTree {
   const std::vector<int>& children(int n) const { return kids[n]; }
   int token(int n) const { return tokens[n]; }
   Dist target(int n) const { return kP[tokens[n]]; }
+  int argmax(int n) const {  // ties: the lowest id
+    const Dist& p = kP[tokens[n]];
+    return static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+  }
   const Dist* draft(int c) const { return drawn_from[c]; }
   int add(int parent, int tok, const Dist* q) {
     tokens.push_back(tok);
@@ -159,7 +164,7 @@ ToyTree draw_tree(Shape shape, int root, ScriptedSource& src, std::vector<Dist>&
   return t;
 }
 
-using Walk = std::function<specdec::verify::WalkResult<Rational>(const ToyTree&, ScriptedSource&)>;
+using Walk = std::function<specdec::verifiers::WalkResult<Rational>(const ToyTree&, ScriptedSource&)>;
 
 // Law of the tokens one speculative step emits from `root` (accepted draft tokens, then the target's).
 std::map<Seq, Rational> step_law(Shape shape, const Walk& walk, int root) {
@@ -235,7 +240,7 @@ Rational total_mass(const std::map<Seq, Rational>& law) {
 }
 
 const Walk kSpeculative = [](const ToyTree& t, ScriptedSource& s) {
-  return specdec::verify::speculative_walk<Rational>(t, s);
+  return specdec::verifiers::speculative_walk<Rational>(t, s);
 };
 
 }  // namespace
@@ -267,7 +272,7 @@ TEST_CASE("the recursive rule is exactly lossless for two-branch trees", "[verif
 TEST_CASE("a wrong residual rule is caught (the test can fail)", "[verifiers][exact]") {
   // Resampling from p instead of norm(max(0, p - q)) after a rejection is a classic bug: not lossless.
   const Walk buggy = [](const ToyTree& t, ScriptedSource& s) {
-    specdec::verify::WalkResult<Rational> r;
+    specdec::verifiers::WalkResult<Rational> r;
     const int c = t.children(0)[0];
     const Dist p = t.target(0);
     const Rational q = (*t.draft(c))[t.token(c)];
@@ -296,7 +301,7 @@ TEST_CASE("typical acceptance is lossy: its exact total variation is > 0", "[ver
       }
       return h;
     };
-    return specdec::verify::typical_walk<Rational>(t, s, 0.09, 0.3, entropy);
+    return specdec::verifiers::typical_walk<Rational>(t, s, 0.09, 0.3, entropy);
   };
   for (Shape shape : {Shape::kChain2, Shape::kTreeIid}) {
     const auto spec = speculative_law(shape, typical, 0, 2);
@@ -306,5 +311,27 @@ TEST_CASE("typical acceptance is lossy: its exact total variation is > 0", "[ver
                                                                  << ": exact total variation " << tv << " = "
                                                                  << tv.convert_to<double>());
     REQUIRE(tv > 0);
+  }
+}
+
+TEST_CASE("greedy is exactly AR greedy for every shape (the production greedy walk)", "[verifiers][exact]") {
+  // The law of the first N tokens of speculative steps under greedy_walk must be the point mass on the
+  // argmax chain, whatever the drafter proposed (drafts are drawn from q and enumerated).
+  const Walk greedy = [](const ToyTree& t, ScriptedSource&) { return specdec::verifiers::greedy_walk<Rational>(t); };
+  for (Shape shape : {Shape::kChain1, Shape::kChain2, Shape::kChain3, Shape::kTreeIid,
+                      Shape::kTreeWithoutReplacement, Shape::kTreeDeterministic}) {
+    for (int start = 0; start < V; ++start) {
+      const int N = 3;
+      Seq chain;
+      for (int i = 0, last = start; i < N; ++i) {
+        const Dist& p = kP[last];
+        last = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+        chain.push_back(last);
+      }
+      const auto law = speculative_law(shape, greedy, start, N);
+      INFO("shape " << static_cast<int>(shape) << " start " << start);
+      REQUIRE(total_mass(law) == 1);
+      REQUIRE(total_variation(law, std::map<Seq, Rational>{{chain, Rational(1)}}) == 0);
+    }
   }
 }

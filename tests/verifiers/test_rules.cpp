@@ -115,14 +115,14 @@ TEST_CASE("a rejection that leaves no residual is an error, not a silent fall-ba
   Rejecting src;
   std::string e;
   try {
-    verify::speculative_walk<double>(t, src);
+    verifiers::speculative_walk<double>(t, src);
   } catch (const Error& err) {
     e = err.what();
   }
   CHECK_THAT(e, Catch::Contains("draft node 1") && Catch::Contains("not a probability distribution"));
   // A valid q leaves a residual: no error.
   OneChild ok{{0.5, 0.5}, {0.6, 0.4}};
-  CHECK(verify::speculative_walk<double>(ok, src).next == 1);
+  CHECK(verifiers::speculative_walk<double>(ok, src).next == 1);
 }
 
 TEST_CASE("p and q rows are used normalised: a q row = p * (1 + 9e-4) is always accepted", "[verifiers]") {
