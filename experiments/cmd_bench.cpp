@@ -1,15 +1,26 @@
 // specdec bench: benchmarks that print a table and, with --out, append JSON lines.
-//   bench decode: AR decode tokens/s (prompt P tokens, N new tokens, median over repeats) and the cost of
-//                 one forward over T tokens relative to T = 1, for T = 1..9 (verifying k = T-1 drafts).
+//   bench decode: AR decode tokens/s (prompt P tokens, N new tokens, median over repeats), where a step's
+//                 time goes (draft / verify / outside both), and the cost of one forward over T tokens
+//                 relative to T = 1, for T = 1..16 (verifying k = T-1 drafts).
 //   bench verify: the cost of one batched forward over B sequences x (k+1) tokens relative to B x 1
-//                 token, k = 1..K, for each batch size B (what batched verification costs).
+//                 token and to 1 x 1 token, k = 1..K, for each batch size B (what batched verification
+//                 costs).
 // Both run on --device cpu | cuda; forwards return with their logits on the host, so wall time is honest.
+// Both print llama.cpp's cost of the same blocks beside specdec's (--llamacpp: llama-cpp-python running
+// scripts/reference/llamacpp_blocks.py on the same GGUF file, one llama_decode per block, after
+// specdec's timings so the two never share the cores).
+#include <omp.h>
+
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <utility>
 
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
@@ -55,7 +66,17 @@ std::string backend_name(const std::string& device) {
   return experiments::describe_device(device).gpu;
 }
 
-// Median microseconds of f() over at least 5 calls and min_ms milliseconds (after one warm-up call).
+// --stat: how repeated timings are summarised. "median" (default); "min" on a machine with other load,
+// which only ever slows a call down, so the fastest call estimates the unloaded cost.
+bool g_stat_min = false;
+
+double summary(std::vector<double> v) {
+  if (g_stat_min) return *std::min_element(v.begin(), v.end());
+  return median(std::move(v));
+}
+
+// Microseconds of f() (median or min, --stat) over at least 5 calls and min_ms milliseconds (after one
+// warm-up call).
 template <typename F>
 double time_us(F&& f, int min_ms) {
   f();
@@ -66,8 +87,81 @@ double time_us(F&& f, int min_ms) {
     f();
     samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  return median(samples);
+  return summary(std::move(samples));
 }
+
+// llama.cpp's microseconds per B x T block (us[B][T]), or why there are none (`why`).
+struct LlamaCppBlocks {
+  std::map<int, std::map<int, double>> us;
+  std::string engine, why;
+  bool has(int B, int T) const { return us.count(B) != 0 && us.at(B).count(T) != 0; }
+};
+
+// Runs scripts/reference/llamacpp_blocks.py with `python` ("auto": the source tree's .venv, else
+// python3; "off": skip) on a GGUF model, after specdec's own timings. Never throws: a missing
+// llama-cpp-python only leaves `why` set.
+LlamaCppBlocks run_llamacpp_blocks(const std::string& python, const std::string& model_path, int context,
+                                   const std::vector<int>& ts, const std::vector<int>& bs, int threads,
+                                   int min_ms) {
+  LlamaCppBlocks r;
+  if (python == "off") {
+    r.why = "skipped (--llamacpp off)";
+    return r;
+  }
+  if (model_path.size() < 5 || model_path.substr(model_path.size() - 5) != ".gguf") {
+    r.why = "not a GGUF model";
+    return r;
+  }
+  const std::string src = SPECDEC_SOURCE_DIR;
+  std::string py = python;
+  if (py == "auto") py = std::filesystem::exists(src + "/.venv/bin/python") ? src + "/.venv/bin/python" : "python3";
+  const auto join = [](const std::vector<int>& v) {
+    std::string o;
+    for (int x : v) {
+      if (!o.empty()) o += ',';
+      o += std::to_string(x);
+    }
+    return o;
+  };
+  const auto quote = [](const std::string& a) {
+    std::string o = "'";
+    for (char ch : a) o += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+    return o + "'";
+  };
+  const std::string cmd = quote(py) + " " + quote(src + "/scripts/reference/llamacpp_blocks.py") + " --model " +
+                          quote(model_path) + " --threads " + std::to_string(threads) + " --context " +
+                          std::to_string(context) + " --ts " + join(ts) + " --batch " + join(bs) + " --min-ms " +
+                          std::to_string(min_ms) + (g_stat_min ? " --stat min" : "") + " 2>&1";
+  std::fflush(stdout);
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    r.why = "cannot run " + py;
+    return r;
+  }
+  std::string text, last_json;
+  std::array<char, 4096> buf{};
+  while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) {
+    text += buf.data();
+  }
+  pclose(p);
+  std::stringstream lines(text);
+  std::string tail;
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line[0] == '{') last_json = line;
+    if (!line.empty()) tail = line;
+  }
+  try {
+    const auto j = nlohmann::json::parse(last_json);
+    r.engine = j.at("engine").get<std::string>();
+    for (const auto& [b, per_t] : j.at("us").items())
+      for (const auto& [t, us] : per_t.items()) r.us[std::stoi(b)][std::stoi(t)] = us.get<double>();
+  } catch (const std::exception&) {
+    r.why = "unavailable (" + py + ": " + (tail.empty() ? std::string("no output") : tail) + ")";
+  }
+  return r;
+}
+
+int current_threads() { return omp_get_max_threads(); }
 
 std::vector<int> parse_ints(const std::string& s, const std::string& what) {
   std::vector<int> out;
@@ -89,8 +183,8 @@ std::vector<int> parse_ints(const std::string& s, const std::string& what) {
 }
 
 int bench_decode(const std::vector<std::string>& args) {
-  std::string model_path, tokenizer_path, out_path, device;
-  int prompt_tokens = 64, new_tokens = 128, repeats = 3, threads = 0, max_t = 9;
+  std::string model_path, tokenizer_path, out_path, device, llamacpp, stat;
+  int prompt_tokens = 64, new_tokens = 128, repeats = 3, threads = 0, max_t = 16;
   po::options_description desc(
       "specdec bench decode: AR decode tokens/s and the cost of a T-token forward relative to T = 1\n\n"
       "usage: specdec bench decode --model PATH [options]\n\noptions");
@@ -100,12 +194,19 @@ int bench_decode(const std::vector<std::string>& args) {
       "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "prompt length")(
       "new-tokens", po::value(&new_tokens)->default_value(128), "tokens to generate")(
       "repeats", po::value(&repeats)->default_value(3), "repeats (the median is reported)")(
-      "max-t", po::value(&max_t)->default_value(9), "largest block size T of the cost table")(
+      "max-t", po::value(&max_t)->default_value(16), "largest block size T of the cost table")(
+      "llamacpp", po::value(&llamacpp)->default_value("auto"),
+      "python with llama-cpp-python for llama.cpp's cost of the same blocks: auto (the source tree's "
+      ".venv, else python3) | off | a python executable")(
+      "stat", po::value(&stat)->default_value("median"),
+      "median | min of the repeated block timings (min: on a machine with other load)")(
       "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append a JSON line with the results to this file");
   if (!parse_options(args, desc)) return 0;
   SPECDEC_CHECK(repeats >= 1 && new_tokens >= 2 && prompt_tokens >= 1 && max_t >= 1,
                 "--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --max-t >= 1");
+  SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
+  g_stat_min = stat == "min";
   set_threads(threads);
   experiments::check_device(device);
 
@@ -116,7 +217,7 @@ int bench_decode(const std::vector<std::string>& args) {
   const auto prompt = make_prompt(*tok, prompt_tokens);
   auto rule = verifiers::make_greedy_rule();
 
-  std::vector<double> prefill_tps, decode_tps;
+  std::vector<double> prefill_tps, decode_tps, step_us, draft_us, verify_us;
   for (int r = 0; r < repeats + 1; ++r) {  // the first run warms caches and page-ins (and captures a graph)
     DecodeOptions opts;
     opts.max_new_tokens = new_tokens;
@@ -124,6 +225,13 @@ int bench_decode(const std::vector<std::string>& args) {
     if (r == 0) continue;
     prefill_tps.push_back((prompt_tokens - 1) / std::max(res.prefill_seconds, 1e-9));
     decode_tps.push_back(res.tokens.size() / std::max(res.decode_seconds, 1e-9));
+    // where a step's time goes: the decoder's own per-step draft and verify times, the rest outside both
+    double d = 0, v = 0;
+    for (const StepRecord& st : res.steps) d += st.t_draft_us, v += st.t_verify_us;
+    const double n = static_cast<double>(std::max<size_t>(res.steps.size(), 1));
+    step_us.push_back(res.decode_seconds * 1e6 / n);
+    draft_us.push_back(d / n);
+    verify_us.push_back(v / n);
   }
 
   // T-token forwards on top of the prompt's cache; each T timed over many reps (median).
@@ -141,14 +249,53 @@ int bench_decode(const std::vector<std::string>& args) {
         400);
   }
 
+  // The forward of one token at the decode's mean context (prompt + half the new tokens): what an AR
+  // step's verify spends in the target, the rest of verify being acceptance, argmax and the cache.
+  double mid_us = 0;
+  {
+    const int mid = prompt_tokens + new_tokens / 2;
+    auto mc = model.new_cache(mid + 1);
+    std::vector<TokenId> ctx_ids;
+    while (static_cast<int>(ctx_ids.size()) < mid) ctx_ids.insert(ctx_ids.end(), prompt.begin(), prompt.end());
+    ctx_ids.resize(mid);
+    model.forward(*mc, {.tokens = ctx_ids, .n_logits = 1}, fr);
+    const std::vector<TokenId> one(prompt.end() - 1, prompt.end());
+    mid_us = time_us(
+        [&] {
+          model.forward(*mc, {.tokens = one}, fr);
+          mc->truncate(mid);
+        },
+        400);
+  }
+
+  std::vector<int> ts;
+  for (int T = 1; T <= max_t; ++T) ts.push_back(T);
+  const LlamaCppBlocks ref =
+      run_llamacpp_blocks(llamacpp, model_path, prompt_tokens, ts, {1}, current_threads(), 400);
+
   const std::string kernels = backend_name(device);
-  std::printf("specdec bench decode: %s (%s) on %s, %s, prompt %d tokens, %d new tokens, median of %d\n",
-              model_path.c_str(), loaded->config.describe().c_str(), device.c_str(), kernels.c_str(), prompt_tokens,
-              new_tokens, repeats);
+  std::printf("specdec bench decode: %s (%s) on %s, %s, %d threads, prompt %d tokens, %d new tokens, median of %d; "
+              "blocks: %s\n",
+              model_path.c_str(), loaded->config.describe().c_str(), device.c_str(), kernels.c_str(),
+              current_threads(), prompt_tokens, new_tokens, repeats, stat.c_str());
   std::printf("  prefill  %8.1f tok/s\n  decode   %8.1f tok/s\n\n", median(prefill_tps), median(decode_tps));
-  std::printf("  %3s  %12s  %10s  %14s\n", "T", "forward us", "cost / T=1", "us per token");
-  for (int T = 1; T <= max_t; ++T)
-    std::printf("  %3d  %12.1f  %10.2f  %14.1f\n", T, t_us[T], t_us[T] / t_us[1], t_us[T] / T);
+  const double st = median(step_us), dr = median(draft_us), ve = median(verify_us);
+  std::printf("  AR step %.1f us: draft %.1f, verify %.1f (of which the target forward of 1 token at the mean "
+              "context %d: %.1f; acceptance, argmax and cache: the other %.1f), outside both (sampling loop, stop "
+              "checks, records) %.1f\n\n",
+              st, dr, ve, prompt_tokens + new_tokens / 2, mid_us, std::max(0.0, ve - mid_us),
+              std::max(0.0, st - dr - ve));
+  std::printf("  %3s  %12s  %10s  %14s  %14s  %10s\n", "T", "forward us", "cost / T=1", "us per token",
+              "llama.cpp us", "cost / T=1");
+  for (int T = 1; T <= max_t; ++T) {
+    std::printf("  %3d  %12.1f  %10.2f  %14.1f", T, t_us[T], t_us[T] / t_us[1], t_us[T] / T);
+    if (ref.has(1, T) && ref.has(1, 1))
+      std::printf("  %14.1f  %10.2f\n", ref.us.at(1).at(T), ref.us.at(1).at(T) / ref.us.at(1).at(1));
+    else
+      std::printf("  %14s  %10s\n", "-", "-");
+  }
+  std::printf("  llama.cpp: %s\n", ref.why.empty() ? (ref.engine + ", one llama_decode of T tokens, all logits").c_str()
+                                                    : ref.why.c_str());
   if (!out_path.empty()) {
     nlohmann::json j = {{"bench", "decode"},
                         {"model", model_path},
@@ -158,15 +305,26 @@ int bench_decode(const std::vector<std::string>& args) {
                         {"new_tokens", new_tokens},
                         {"prefill_tok_s", median(prefill_tps)},
                         {"decode_tok_s", median(decode_tps)},
+                        {"threads", current_threads()},
+                        {"step_us", st},
+                        {"step_draft_us", dr},
+                        {"step_verify_us", ve},
+                        {"forward_mid_context_us", mid_us},
                         {"forward_us", std::vector<double>(t_us.begin() + 1, t_us.end())}};
+    if (ref.why.empty()) {
+      std::vector<double> l;
+      for (int T = 1; T <= max_t; ++T) l.push_back(ref.has(1, T) ? ref.us.at(1).at(T) : 0.0);
+      j["llamacpp_engine"] = ref.engine;
+      j["llamacpp_forward_us"] = l;
+    }
     std::ofstream(out_path, std::ios::app) << j.dump() << "\n";
   }
   return 0;
 }
 
 int bench_verify(const std::vector<std::string>& args) {
-  std::string model_path, out_path, device, batches_text;
-  int max_k = 8, context = 128, min_ms = 300, threads = 0;
+  std::string model_path, out_path, device, batches_text, llamacpp, stat;
+  int max_k = 15, context = 128, min_ms = 300, threads = 0;
   po::options_description desc(
       "specdec bench verify: the cost of one batched forward over B sequences x (k+1) tokens relative to\n"
       "B x 1 token (verifying k draft tokens per sequence), k = 1..max-k, for each batch size B\n\n"
@@ -177,12 +335,18 @@ int bench_verify(const std::vector<std::string>& args) {
       "max-k", po::value(&max_k)->default_value(8), "largest number of draft tokens k")(
       "context", po::value(&context)->default_value(128), "tokens already cached per sequence before the block")(
       "min-ms", po::value(&min_ms)->default_value(300), "time each configuration for at least this long (median)")(
+      "llamacpp", po::value(&llamacpp)->default_value("auto"),
+      "python with llama-cpp-python for llama.cpp's cost of the same blocks: auto | off | a python executable")(
+      "stat", po::value(&stat)->default_value("median"),
+      "median | min of the repeated block timings (min: on a machine with other load)")(
       "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append one JSON line per (B, k) to this file");
   if (!parse_options(args, desc)) return 0;
   const std::vector<int> batches = parse_ints(batches_text, "--batch");
   SPECDEC_CHECK(max_k >= 1 && context >= 1 && min_ms >= 0, "--max-k >= 1, --context >= 1 and --min-ms >= 0, got ",
                 max_k, ", ", context, ", ", min_ms);
+  SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
+  g_stat_min = stat == "min";
   set_threads(threads);
   experiments::check_device(device);
 
@@ -222,16 +386,43 @@ int bench_verify(const std::vector<std::string>& args) {
     }
   }
 
-  std::printf("specdec bench verify: %s (%s) on %s, %s, %d cached tokens per sequence, median over >= %d ms\n",
-              model_path.c_str(), c.describe().c_str(), device.c_str(), backend_name(device).c_str(), context, min_ms);
-  std::printf("  cost = forward over B x (k+1) tokens / forward over B x 1 token\n\n  %3s", "k");
-  for (int B : batches) std::printf("  %10s B=%-3d %7s", "us", B, "cost");
-  std::printf("\n");
-  for (int k = 0; k <= max_k; ++k) {
-    std::printf("  %3d", k);
-    for (size_t bi = 0; bi < batches.size(); ++bi) std::printf("  %16.1f %7.2f", us[bi][k], us[bi][k] / us[bi][0]);
-    std::printf("\n");
+  std::vector<int> ts;
+  for (int k = 0; k <= max_k; ++k) ts.push_back(k + 1);
+  const LlamaCppBlocks ref = run_llamacpp_blocks(llamacpp, model_path, context, ts, batches, current_threads(), min_ms);
+  // one sequence, one token: the base of the "x 1x1" columns (B = 1 if measured, else llama.cpp's missing)
+  const auto b1 = std::find(batches.begin(), batches.end(), 1);
+  const double one = b1 != batches.end() ? us[b1 - batches.begin()][0] : 0.0;
+  const double ref_one = ref.has(1, 1) ? ref.us.at(1).at(1) : 0.0;
+
+  std::printf("specdec bench verify: %s (%s) on %s, %s, %d threads, %d cached tokens per sequence, %s over >= %d ms\n",
+              model_path.c_str(), c.describe().c_str(), device.c_str(), backend_name(device).c_str(), current_threads(),
+              context, stat.c_str(), min_ms);
+  std::printf("  T = k+1 tokens per sequence; cost xBx1 = forward over B x T tokens / over B x 1; x1x1 = / over 1 x 1 "
+              "(needs B = 1 in --batch)\n");
+  for (size_t bi = 0; bi < batches.size(); ++bi) {
+    const int B = batches[bi];
+    std::printf("\n  B=%d\n  %3s  %12s %7s %7s  %14s %7s %7s\n", B, "T", "specdec us", "xBx1", "x1x1", "llama.cpp us",
+                "xBx1", "x1x1");
+    for (int k = 0; k <= max_k; ++k) {
+      std::printf("  %3d  %12.1f %7.2f", k + 1, us[bi][k], us[bi][k] / us[bi][0]);
+      if (one > 0)
+        std::printf(" %7.2f", us[bi][k] / one);
+      else
+        std::printf(" %7s", "-");
+      if (ref.has(B, k + 1) && ref.has(B, 1)) {
+        const double l = ref.us.at(B).at(k + 1);
+        std::printf("  %14.1f %7.2f", l, l / ref.us.at(B).at(1));
+        if (ref_one > 0)
+          std::printf(" %7.2f\n", l / ref_one);
+        else
+          std::printf(" %7s\n", "-");
+      } else {
+        std::printf("  %14s %7s %7s\n", "-", "-", "-");
+      }
+    }
   }
+  std::printf("  llama.cpp: %s\n", ref.why.empty() ? (ref.engine + ", one llama_decode of B x T tokens, all logits").c_str()
+                                                    : ref.why.c_str());
   if (!out_path.empty()) {
     std::ofstream f(out_path, std::ios::app);
     for (size_t bi = 0; bi < batches.size(); ++bi)
@@ -244,8 +435,10 @@ int bench_verify(const std::vector<std::string>& args) {
                             {"batch", batches[bi]},
                             {"k", k},
                             {"tokens", batches[bi] * (k + 1)},
+                            {"threads", current_threads()},
                             {"forward_us", us[bi][k]},
                             {"cost_vs_1", us[bi][k] / us[bi][0]}};
+        if (ref.has(batches[bi], k + 1)) j["llamacpp_forward_us"] = ref.us.at(batches[bi]).at(k + 1);
         f << j.dump() << "\n";
       }
   }
@@ -266,7 +459,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     std::cout << "specdec bench: benchmarks that print a table (and append JSON lines with --out)\n\n"
                  "  specdec bench decode --model PATH [--device cpu|cuda]   AR tokens/s and the cost of a T-token "
                  "forward\n"
-                 "  specdec bench verify --model PATH [--device cpu|cuda] [--batch 1,4,16] [--max-k 8]\n"
+                 "  specdec bench verify --model PATH [--device cpu|cuda] [--batch 1,4,16] [--max-k 15]\n"
                  "                                                         cost of B x (k+1) tokens vs B x 1\n";
     return 0;
   }
