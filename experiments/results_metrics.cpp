@@ -16,7 +16,9 @@ double median_of(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-bool loaded(const RequestRow& r) { return r.host_cores > 0 && r.load_avg > r.host_cores; }
+// The run's own threads are part of the load average, and the 1-minute average lags: a run using every core
+// reads about host_cores on a quiet machine. Loaded = a quarter more runnable threads than cores on average.
+bool loaded(const RequestRow& r) { return r.host_cores > 0 && r.load_avg > kLoadedFactor * r.host_cores; }
 
 double point_of(const std::vector<const SpeedupPair*>& pairs, bool e2e) {
   double ar = 0, run = 0;

@@ -14,6 +14,10 @@
 
 namespace specdec::results {
 
+// A request row is `loaded` when its load_avg exceeds kLoadedFactor x host_cores (docs/metrics.md).
+inline constexpr double kLoadedFactor = 1.25;
+
+
 // SpecStats over a run's steps (only the requests of `category` when given). Whether a step tried the
 // position below its accepted path comes from its draft_tokens rows (a step without any: a chain).
 SpecStats run_stats(const RunData& run, const std::string* category = nullptr);

@@ -180,7 +180,7 @@ void print_summary(const std::vector<RunSpec>& grid, const std::string& path) {
         notes.push_back(r.name + ": " + std::to_string(sp.outliers.size()) + " request(s) with an outlying speedup ratio");
       if (sp.n_loaded > 0)
         notes.push_back(r.name + ": " + std::to_string(sp.n_loaded) +
-                        " request(s) timed while the load average exceeded the host's cores");
+                        " request(s) timed while the load average exceeded 1.25 x the host's cores");
       int paired = 0, identical = 0;
       for (const auto& q : d.requests) {
         auto ao = base->second->outputs.find(q.request_id);

@@ -31,6 +31,9 @@ import pandas as pd
 SCHEMA_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema.json")
 with open(SCHEMA_FILE) as _f:
     SCHEMA = json.load(_f)
+# A row is loaded when its 1-minute load average exceeds this times its host's cores (the run's own threads
+# count in the average, which also lags): experiments/results_metrics.h, kLoadedFactor.
+LOADED_FACTOR = 1.25
 SUPPORTED_SCHEMA_VERSIONS = tuple(range(SCHEMA["oldest_readable"], SCHEMA["schema_version"] + 1))
 
 
@@ -71,7 +74,7 @@ Metric definitions (docs/metrics.md; the same in C++: SpecStats, results::speedu
 - A pair whose AR row was timed by another invocation (e.g. before a --resume) is left out (counted).
 - Outliers: per-request ratios r with 0.6745 |ln r - median ln r| / MAD > 3.5 (MAD = median |ln r -
   median ln r|; with MAD = 0, any r off the median), with at least 5 pairs.
-- Loaded: requests timed while the host's 1-minute load average exceeded its cores (a warning).
+- Loaded: requests timed while the host's 1-minute load average exceeded 1.25 x its cores (a warning).
 - lossless (greedy runs with a lossless rule only): yes when every request's output_tokens equal the AR
   baseline's for the same request_id, else no (n mismatching requests).
 - A rule marked * is lossy (lossless = 0)."""
@@ -461,8 +464,8 @@ def speedup_pairs(res, run, baseline, category=None):
     counts["n_no_tokens"] = int((~ok).sum())
     m = m[ok]
     with np.errstate(invalid="ignore"):
-        loaded = ((m.load_avg_ar > m.host_cores_ar) & (m.host_cores_ar > 0)) | \
-                 ((m.load_avg_run > m.host_cores_run) & (m.host_cores_run > 0))
+        loaded = ((m.load_avg_ar > LOADED_FACTOR * m.host_cores_ar) & (m.host_cores_ar > 0)) | \
+                 ((m.load_avg_run > LOADED_FACTOR * m.host_cores_run) & (m.host_cores_run > 0))
     pairs = pd.DataFrame(dict(
         request_id=m.request_id.to_numpy(), prompt_id=m.prompt_id_run.to_numpy(), repeat=m.repeat_run.to_numpy(),
         t_ar=(m.decode_s_ar / m.new_tokens_ar).to_numpy(float), t_run=(m.decode_s_run / m.new_tokens_run).to_numpy(float),
@@ -639,7 +642,7 @@ def summarize(res, n_boot=2000, seed=0):
                              f"definitions); the median {_f(sp['median'])} resists them.")
             if sp["n_loaded"]:
                 notes.append(f"WARNING {run}: {sp['n_loaded']} paired request(s) timed while the load average "
-                             f"exceeded the host's cores: their timings are suspect.")
+                             f"exceeded 1.25 x the host's cores: their timings are suspect.")
         if sp["baseline"] not in (None, run):
             n_base = int(runs.loc[sp["baseline"]].n_requests)
             if r.n_requests < n_base:

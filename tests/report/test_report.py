@@ -673,6 +673,7 @@ def outliers_and_load_are_flagged():
     run = [_v2_req(i, f"p:{i}", 0, 10, 0.5 * (1 + 0.01 * i)) for i in range(8)]
     run[4]["decode_s"] = 6.0  # a planted outlier
     run[2]["load_avg"] = 9.0  # more than the host's 4 cores
+    run[5]["load_avg"] = 4.5  # a run using every core reads about 4: not loaded (below 1.25 x 4)
     path = os.path.join(SCRATCH, "outlier.h5")
     fake.write_results(path, [{"name": "ar", "attrs": _attrs("none", 0), "requests": ar},
                               {"name": "spec", "attrs": _attrs("ngram", 4), "requests": run}], schema_version=2)
