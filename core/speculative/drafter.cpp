@@ -15,25 +15,26 @@
 namespace specdec {
 
 namespace {
-// Checks one q row: every entry finite and >= 0, the sum (double, in index order) within kQRowTolerance
-// of 1. One pass; eight partial sums keep the loop vectorisable (the order is fixed, so the sum is
-// deterministic). Returns the offending index, or -1 for a row that only fails the sum, or -2 when fine.
+// Checks one q row: every entry finite and >= 0, the sum (double) within kQRowTolerance of 1. One pass
+// that the compiler vectorises: eight partial double sums in a fixed order (so the sum is deterministic)
+// and a count of negative entries; a NaN or infinite entry makes the sum non-finite, and an entry above 1
+// in a row summing to 1 needs a negative one. Returns the offending index, or -1 for a row that only
+// fails the sum, or -2 when fine.
 int check_q_row(const float* row, int V, double& sum) {
   double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  bool bad = false;
+  int negative = 0;
   int v = 0;
   for (; v + 8 <= V; v += 8)
     for (int j = 0; j < 8; ++j) {
-      const float x = row[v + j];
-      bad |= !(x >= 0.f && x <= 1.f);  // false for NaN too
-      part[j] += x;
+      part[j] += static_cast<double>(row[v + j]);
+      negative += row[v + j] < 0.f;
     }
   for (; v < V; ++v) {
-    bad |= !(row[v] >= 0.f && row[v] <= 1.f);
-    part[0] += row[v];
+    part[0] += static_cast<double>(row[v]);
+    negative += row[v] < 0.f;
   }
   sum = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-  if (bad)
+  if (negative || !std::isfinite(sum))
     for (int i = 0; i < V; ++i)
       if (!(row[i] >= 0.f && row[i] <= 1.f)) return i;
   return std::abs(sum - 1.0) <= kQRowTolerance ? -2 : -1;
