@@ -17,6 +17,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/stories.h"
 #include "tests/support/run.h"
 #include "verifiers/rules.h"
 
@@ -77,15 +78,7 @@ test::RunResult run_cmd(const std::string& cmd) {
   return r;
 }
 
-struct Stories {
-  std::shared_ptr<const LoadedModel> loaded = load_model(test::stories_model());
-  LlamaCpu model{loaded};
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(*loaded, test::stories_tokenizer());
-};
-Stories& stories() {
-  static Stories s;
-  return s;
-}
+using test::stories;
 
 }  // namespace
 

@@ -21,6 +21,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
 using namespace specdec;
@@ -31,16 +32,7 @@ constexpr int kSamples = 20000;      // per arm
 constexpr double kLevel = 0.999;     // the test's quantile: a false alarm once in 1000 runs per comparison
 constexpr double kMinExpected = 5;   // the usual rule for the chi-square approximation
 
-struct Stories {
-  std::shared_ptr<const LoadedModel> loaded = load_model(test::stories_model());
-  LlamaCpu model{loaded};
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(*loaded, test::stories_tokenizer());
-  std::vector<TokenId> prompt = tok->encode("Once upon a time", /*add_bos=*/true);
-};
-Stories& stories() {
-  static Stories s;
-  return s;
-}
+using test::stories;
 
 using Pair = std::pair<TokenId, TokenId>;
 

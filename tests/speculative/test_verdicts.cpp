@@ -19,22 +19,14 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
 using namespace specdec;
 
 namespace {
 
-struct Stories {
-  std::shared_ptr<const LoadedModel> loaded = load_model(test::stories_model());
-  LlamaCpu model{loaded};
-  std::unique_ptr<Tokenizer> tok = load_tokenizer(*loaded, test::stories_tokenizer());
-  std::vector<TokenId> prompt = tok->encode("Once upon a time", true);
-};
-Stories& stories() {
-  static Stories s;
-  return s;
-}
+using test::stories;
 
 struct Tally {
   int tested = 0, passed = 0, accepted = 0, passed_off_path = 0;
