@@ -4,7 +4,6 @@
 #include <fstream>
 #include <iterator>
 #include <map>
-#include <mutex>
 #include <tuple>
 #include <unordered_map>
 
@@ -83,18 +82,6 @@ std::shared_ptr<const CorpusIndex> build_corpus(const std::string& path, const T
   return idx;
 }
 
-// The runner makes a drafter per request: tokenizing and indexing a corpus each time would dominate, so
-// an index is built once per (file, tokenizer object, max_n) and kept for the life of the process (a
-// process holds its tokenizer for as long as it drafts; a file edited meanwhile is not re-read).
-std::shared_ptr<const CorpusIndex> shared_corpus(const std::string& path, const Tokenizer& tok, int max_n) {
-  static std::mutex mu;
-  static std::map<std::tuple<std::string, const Tokenizer*, int>, std::shared_ptr<const CorpusIndex>> cache;
-  const std::lock_guard<std::mutex> lock(mu);
-  auto& slot = cache[{path, &tok, max_n}];
-  if (!slot) slot = build_corpus(path, tok, max_n);
-  return slot;
-}
-
 }  // namespace
 
 DrafterInfo ngram_info() {
@@ -108,7 +95,11 @@ DrafterInfo ngram_info() {
             std::shared_ptr<const CorpusIndex> idx;
             if (!corpus.empty()) {
               SPECDEC_CHECK(env.tokenizer != nullptr, "[", opt.section(), "] corpus needs the target's tokenizer");
-              idx = shared_corpus(corpus, *env.tokenizer, max_n);
+              // Built once per run when the maker shares state (DrafterEnv::shared), else per drafter.
+              auto build = [&] { return build_corpus(corpus, *env.tokenizer, max_n); };
+              idx = env.shared ? env.shared->get_or_make<CorpusIndex>(
+                                     "ngram.corpus\n" + corpus + "\n" + std::to_string(max_n), build)
+                               : build();
             }
             return std::make_unique<NgramDrafter>(min_n, max_n, idx);
           }};

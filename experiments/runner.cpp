@@ -271,6 +271,8 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
   const std::unique_ptr<Model> target_model = make_model(loaded, cfg.device, "[target] device");
   Model& target = *target_model;
   const ModelFactory drafter_models = model_factory(cfg.device);
+  // What the drafters share across the requests of this experiment (ngram's corpus index), for its length.
+  DrafterSharedState drafter_shared;
   const std::string tok_path = cfg.tokenizer.empty() ? "" : find_model_file(cfg.tokenizer, config_dir, "tokenizer");
   auto tok = load_tokenizer(*loaded, tok_path);
   const bool chat = cfg.chat.value_or(tok->chat_template() != ChatTemplateKind::kPlain);
@@ -281,7 +283,8 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
     const std::vector<TokenId> no_reference;
     for (size_t d = 0; d < cfg.drafter_configs.size(); ++d) {
       DrafterEnv env{.target = &target, .tokenizer = tok.get(), .sampling = {}, .seed = 0, .request = 0,
-                     .reference = &no_reference, .max_context = std::min(ctx, 64), .make_model = drafter_models};
+                     .reference = &no_reference, .max_context = std::min(ctx, 64), .make_model = drafter_models,
+                     .shared = &drafter_shared};
       make_drafter(cfg.drafter_configs[d], *infos[d], env);
     }
   }
@@ -460,7 +463,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
                                .sampling = {run.temperature, cfg.top_k, cfg.top_p}, .seed = run.seed,
                                .request = static_cast<uint64_t>(request_id), .reference = &ar.tokens,
                                .max_context = static_cast<int>(pp.ids.size()) + cfg.max_new_tokens + run.k + 1,
-                               .make_model = drafter_models};
+                               .make_model = drafter_models, .shared = &drafter_shared};
           auto drafter = make_drafter(cfg.drafter_configs[run.drafter], *infos[run.drafter], env);
           const DecodeResult res = decode(run, drafter.get());
           log_result(r, res);

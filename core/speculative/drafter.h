@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <span>
 #include <string>
@@ -97,6 +98,30 @@ class DrafterOptions {
   mutable std::set<std::string> used_;
 };
 
+// State the drafters of one run share across requests (ngram's corpus index: tokenizing and indexing a
+// corpus per request would dominate). Owned by whoever makes the drafters (the runner: one for a whole
+// experiment; `generate`: one per call) and outliving every drafter made with it; nothing in specdec is
+// process-global. Thread-safe.
+class DrafterSharedState {
+ public:
+  // The value stored under key, made by make() the first time it is asked for.
+  template <class T, class Make>
+  std::shared_ptr<const T> get_or_make(const std::string& key, Make&& make) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    auto& slot = items_[key];
+    if (!slot) slot = std::shared_ptr<const T>(make());
+    return std::static_pointer_cast<const T>(slot);
+  }
+  size_t size() const {
+    const std::lock_guard<std::mutex> lock(mu_);
+    return items_.size();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<const void>> items_;
+};
+
 // What a drafter may use when it is made: the target (for self-drafting and its vocabulary), the
 // sampling parameters (q must be filtered like p), the seed, and, for the oracle / synthetic bounds,
 // the target's own AR continuation of this request.
@@ -111,6 +136,9 @@ struct DrafterEnv {
   // Makes a model on the target's device (the CLI and the runner pass one for --device); empty = the CPU
   // backend (LlamaCpu). Added in plugin ABI version 2.
   ModelFactory make_model;
+  // State shared with the other drafters of the run (see DrafterSharedState); null: share nothing, each
+  // drafter builds what it needs. Added in plugin ABI version 3.
+  DrafterSharedState* shared = nullptr;
 };
 
 // The RNG key of drafters: draws of a drafter use uniform(drafter_seed(seed), request, step, draw), a

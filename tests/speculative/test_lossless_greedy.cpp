@@ -51,9 +51,10 @@ struct FirstPromptGreedy {
     d.k = k;
     ar = speculative_decode(f.model, nullptr, *rule, prompt, d);
   }
-  // The drafter `name` built with opts.
-  DecodeResult run(const std::string& name, const std::map<std::string, std::string>& opts) const {
-    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get()};
+  // The drafter `name` built with opts (sharing `shared` with the others made so, when given).
+  DecodeResult run(const std::string& name, const std::map<std::string, std::string>& opts,
+                   DrafterSharedState* shared = nullptr) const {
+    DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get(), .shared = shared};
     auto drafter = drafters::default_registry().get(name).factory(env, DrafterOptions(opts, name));
     return speculative_decode(f.model, drafter.get(), *rule, prompt, d);
   }
@@ -151,7 +152,7 @@ TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, 
   }
 }
 
-TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared across drafters", "[speculative][lossless]") {
+TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared through the run's state", "[speculative][lossless]") {
   const FirstPromptGreedy g(4);
   // A corpus holding the AR continuation itself: lookups there propose the right tokens.
   const auto corpus = test::scratch_dir("ngram_corpus") / "corpus.txt";
@@ -159,9 +160,14 @@ TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared a
     std::ofstream out(corpus);
     out << g.f.tok->decode(g.ar.tokens);
   }
-  const auto plain = g.run("ngram", {{"min_n", "2"}});
-  const auto with_corpus = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}});
-  const auto again = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}});  // the shared index
+  DrafterSharedState shared;
+  const auto plain = g.run("ngram", {{"min_n", "2"}}, &shared);
+  CHECK(shared.size() == 0);
+  const auto with_corpus = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}}, &shared);
+  const auto again = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}}, &shared);  // the shared index
+  CHECK(shared.size() == 1);  // one index, owned by the run's shared state, not by the process
+  const auto alone = g.run("ngram", {{"min_n", "2"}, {"corpus", corpus.string()}});  // no shared state
+  CHECK(alone.tau() == with_corpus.tau());
   REQUIRE(plain.tokens == g.ar.tokens);
   REQUIRE(with_corpus.tokens == g.ar.tokens);
   REQUIRE(again.tokens == g.ar.tokens);
