@@ -100,8 +100,8 @@ class DrafterOptions {
 
 // State the drafters of one run share across requests (ngram's corpus index: tokenizing and indexing a
 // corpus per request would dominate). Owned by whoever makes the drafters (the runner: one for a whole
-// experiment; `generate`: one per call) and outliving every drafter made with it; nothing in specdec is
-// process-global. Thread-safe.
+// experiment) and outliving every drafter made with it; nothing in specdec is process-global.
+// Thread-safe.
 class DrafterSharedState {
  public:
   // The value stored under key, made by make() the first time it is asked for.
