@@ -111,8 +111,9 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
   a["top_p"] = buf;
   a["rule"] = r.rule;
   {
+    const DrafterOptions rule_options = cfg.rule_options_for(r.rule);  // named: values() refers into it
     std::string ro;
-    for (const auto& [k, v] : cfg.rule_options_for(r.rule).values()) ro += (ro.empty() ? "" : ", ") + k + "=" + v;
+    for (const auto& [k, v] : rule_options.values()) ro += (ro.empty() ? "" : ", ") + k + "=" + v;
     a["rule_options"] = ro;
   }
   a["lossless"] = lossless ? "1" : "0";
