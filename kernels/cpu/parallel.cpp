@@ -1,5 +1,10 @@
 // parallel_for (parallel.h): one process-wide pool of workers that spin briefly between calls, then
-// sleep on a condition variable (not std::atomic::wait: libstdc++ 12's loses wake-ups here).
+// sleep on a condition variable.
+//
+// Stopping. A worker starts when the OS first schedules it, which may be after the destructor has
+// bumped the generation it reads as `seen`: waiting for the generation alone would then never end
+// (the process hung at exit, once in ~50 runs of test_cpu_ops on 2 busy cores). Every wait therefore
+// also ends on stop_.
 //
 // Claiming. `next` packs (generation << 32 | next task index). A call bumps the generation and resets
 // `next` before it writes the job's fields, so a late worker that read an older generation fails its
@@ -137,12 +142,12 @@ class Pool {
       // spin for a while (the forward's calls come microseconds apart), then sleep
       const auto spin_until = Clock::now() + std::chrono::microseconds(kSpinUs);
       uint32_t g;
-      for (int spin = 0; (g = gen_.load(std::memory_order_acquire)) == seen; ++spin) {
+      for (int spin = 0; (g = gen_.load(std::memory_order_acquire)) == seen && !stop_.load(); ++spin) {
         if ((spin & 255) == 255 && Clock::now() > spin_until) {
           sleepers_.fetch_add(1);
           {
             std::unique_lock<std::mutex> lock(sleep_mu_);
-            sleep_cv_.wait(lock, [&] { return gen_.load() != seen; });
+            sleep_cv_.wait(lock, [&] { return gen_.load() != seen || stop_.load(); });
           }
           sleepers_.fetch_sub(1);
         } else {
