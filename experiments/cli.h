@@ -19,6 +19,8 @@ int cmd_merge(const std::vector<std::string>& args);  // experiments/cmd_merge.c
 int cmd_repair(const std::vector<std::string>& args);  // experiments/cmd_merge.cpp
 int cmd_list_drafters(const std::vector<std::string>& args);  // experiments/cmd_list_drafters.cpp
 int cmd_list_rules(const std::vector<std::string>& args);     // experiments/cmd_list_drafters.cpp
+int cmd_collect(const std::vector<std::string>& args);  // experiments/cmd_collect.cpp
+int cmd_train(const std::vector<std::string>& args);    // experiments/cmd_train.cpp
 
 // Sets the number of OpenMP threads when n > 0.
 void set_threads(int n);

@@ -33,6 +33,9 @@ const Command kCommands[] = {
      specdec::cli::cmd_repair},
     {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
      specdec::cli::cmd_list_drafters},
+    {"collect", "collect feature drafters' training data: the target's features and soft labels (specdec collect CONFIG.ini)",
+     specdec::cli::cmd_collect},
+    {"train", "train a feature drafter on collected data (specdec train medusa CONFIG.ini)", specdec::cli::cmd_train},
     {"list-rules", "list the acceptance rules with their help and options", specdec::cli::cmd_list_rules},
 };
 
