@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -37,5 +39,59 @@ struct FeatureData {
 // Reads a whole features file; throws specdec::Error naming the file and what is wrong (not a features
 // file, a missing dataset, inconsistent shapes, a truncated file).
 FeatureData read_features(const std::string& path);
+
+// ---- writing and metadata ------------------------------------------------------------------------------
+
+// The file attributes of a features file beside its datasets (docs/training-data.md lists them all).
+struct FeatureFileInfo {
+  int hidden_size = 0;
+  int vocab_size = 0;
+  int topk = 0;
+  std::string feature = "final_norm";
+  std::string target_path;    // the model file as given to the collector
+  std::string target_sha256;  // target_sha256(target_path)
+  std::string sources;        // JSON: the prompt files with their sha256, the mode, the selection
+  std::string created_by;     // the specdec commit; empty = not written
+  std::string config;         // the collect config as INI text; empty = not written
+  // Filled by read_feature_info from the datasets' extents (the writer ignores them).
+  int64_t n_rows = 0;
+  int n_sequences = 0;
+};
+
+// The attributes and the row and sequence counts (the datasets' values are not read); throws like
+// read_features for a file that is not a features file.
+FeatureFileInfo read_feature_info(const std::string& path);
+
+// The sha256 that names a target: of the model file, or for a folder (a safetensors checkpoint) of the
+// lines "<sha256 of the file>  <file name>\n" of its regular files in name order (sha256sum's format).
+std::string target_sha256(const std::string& model_path);
+
+// Writes a features file one sequence at a time, atomically: the rows go to PATH.tmp, and commit() closes
+// it, fsyncs it, renames it to PATH and fsyncs the folder, so PATH is either absent or complete (a killed
+// writer leaves at most a PATH.tmp). Destroyed without commit(): PATH.tmp is removed. Move-only.
+class FeatureWriter {
+ public:
+  // Creates PATH.tmp (replacing one left by a killed writer); info.hidden_size, vocab_size, topk > 0.
+  FeatureWriter(std::string path, const FeatureFileInfo& info);
+  FeatureWriter(FeatureWriter&&) noexcept;
+  FeatureWriter& operator=(FeatureWriter&&) noexcept;
+  ~FeatureWriter();
+
+  // One sequence of T = tokens.size() rows (row semantics above): hidden T x hidden_size floats (stored
+  // rounded to float16, nearest even; a value outside float16's range is an error), topk_ids and
+  // topk_probs T x topk. 0 <= prompt_len <= T.
+  void append(std::span<const int32_t> tokens, int prompt_len, std::span<const float> hidden,
+              std::span<const int32_t> topk_ids, std::span<const float> topk_probs);
+  // Writes offsets and prompt_len, then makes PATH appear whole (above). The writer is spent afterwards.
+  void commit();
+
+  const std::string& path() const;
+  int64_t n_rows() const;
+  int n_sequences() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace specdec::train
