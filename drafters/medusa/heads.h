@@ -12,10 +12,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/model/safetensors.h"
 
 namespace specdec::medusa {
 
@@ -41,6 +43,9 @@ struct MedusaHeads {
 // Zero-initialised blocks (x + SiLU(0) = x: every head starts as the target's next-token prediction, as
 // Medusa initialises them), or small random ones for a seed; own LM heads need the target's to copy.
 MedusaHeads init_medusa_heads(const HeadsConfig& cfg, uint64_t seed, float init_scale = 0.0f);
+// The same, with own LM heads: each a copy of target_lm_head (V x H, row-major f32).
+MedusaHeads init_medusa_heads(const HeadsConfig& cfg, uint64_t seed, float init_scale,
+                              const std::vector<float>& target_lm_head);
 
 // Loads either layout (detected from the tensor names). Throws a one-line specdec::Error naming the file
 // for: not a safetensors file, a truncated file, missing or misshapen tensors, a hidden size or vocabulary
@@ -51,5 +56,25 @@ MedusaHeads load_medusa_heads(const std::string& path, const ModelConfig& target
 
 // Writes specdec's layout with metadata_json as the "specdec" metadata; atomic (temporary file + rename).
 void save_medusa_heads(const MedusaHeads& heads, const std::string& path);
+
+// ---- safetensors helpers (also the trainer's checkpoints) ---------------------------------------------
+
+// One f32 tensor to write: shape row-major, outermost first; data holds the product of shape values.
+struct TensorToWrite {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float* data = nullptr;
+};
+
+// Writes a safetensors file of F32 tensors (in the order given) with a "__metadata__" map of strings:
+// 8-byte little-endian header length, the JSON header (padded with spaces to a multiple of 8 bytes), the
+// data. Atomic: written to PATH.tmp, flushed, then renamed over path. Throws naming the file on an I/O error.
+void write_safetensors_f32(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                           const std::map<std::string, std::string>& metadata);
+
+// The values of tensor `name` of a safetensors file (F32, F16 or BF16) as f32; the shape must be
+// `shape`. Throws one line naming the file and the tensor when it is missing, misshapen or of another dtype.
+std::vector<float> read_safetensors_f32(const SafetensorsFile& file, const std::string& name,
+                                        const std::vector<int64_t>& shape);
 
 }  // namespace specdec::medusa
