@@ -1,1 +1,563 @@
-// placeholder (being written)
+// The Medusa heads' trainer (train_medusa.h). One step: a mini-batch of B rows; per head k the rows that
+// have a label for it (X0 = their features, n x H), the residual blocks, logits Z = X_L LM^T (n x V, the
+// GEMM that dominates), the soft cross-entropy against the target's renormalised top-k distribution, and
+// the backward pass dX_L = G LM, then through the blocks (dW, db). Eigen float32 GEMMs (threaded by Eigen),
+// per-row work in OpenMP static loops, every reduction in a fixed order: deterministic per thread count.
+#include "drafters/medusa/train_medusa.h"
+
+#include <Eigen/Dense>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "core/error.h"
+#include "drafters/train/optim.h"
+#include "kernels/cpu/ops.h"
+
+namespace specdec::medusa {
+
+namespace {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstRowMap = Eigen::Map<const RowMatrix>;
+using RowMap = Eigen::Map<RowMatrix>;
+using json = nlohmann::json;
+
+float silu(float y) { return y / (1.f + std::exp(-y)); }
+// d silu(y) / dy = s (1 + y (1 - s)), s = sigmoid(y).
+float silu_grad(float y) {
+  const float s = 1.f / (1.f + std::exp(-y));
+  return s * (1.f + y * (1.f - s));
+}
+
+// splitmix64: independent, reproducible seeds for the split and each epoch's order from one seed.
+uint64_t mix(uint64_t seed, uint64_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Fisher-Yates with splitmix64 draws (std::shuffle's algorithm is unspecified: another standard library
+// would give another order).
+template <typename T>
+void shuffle(std::vector<T>& v, uint64_t seed) {
+  uint64_t state = seed;
+  for (size_t i = v.size(); i > 1; --i) {
+    state = mix(state, 0);
+    const auto j = static_cast<size_t>((static_cast<unsigned __int128>(state) * i) >> 64);
+    std::swap(v[i - 1], v[j]);
+  }
+}
+
+// Where each row's labels may come from: head k has a label at row r when
+// label_begin[r] <= r + k + 1 < seq_end[r].
+struct RowBounds {
+  std::vector<int64_t> seq_end, label_begin;
+  std::vector<int32_t> seq;
+
+  RowBounds(const train::FeatureData& d, bool response_only) {
+    const int64_t N = d.n_rows();
+    seq_end.resize(N);
+    label_begin.resize(N);
+    seq.resize(N);
+    for (int s = 0; s < d.n_sequences(); ++s)
+      for (int64_t r = d.offsets[s]; r < d.offsets[s + 1]; ++r) {
+        seq[r] = s;
+        seq_end[r] = d.offsets[s + 1];
+        label_begin[r] = d.offsets[s] + (response_only ? d.prompt_len[s] : 0);
+      }
+  }
+  bool has_label(int64_t r, int k) const {
+    const int64_t l = r + k + 1;
+    return l < seq_end[r] && l >= label_begin[r];
+  }
+};
+
+void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) {
+  const int64_t N = d.n_rows();
+  const int S = d.n_sequences();
+  SPECDEC_CHECK(d.hidden_size > 0 && d.vocab_size > 0 && d.topk > 0, "features with hidden_size, vocab_size, topk > 0, got ",
+                d.hidden_size, ", ", d.vocab_size, ", ", d.topk);
+  SPECDEC_CHECK(S >= 1 && d.offsets.front() == 0 && d.offsets.back() == N && d.prompt_len.size() == static_cast<size_t>(S),
+                "features with offsets 0 .. ", N, " over ", d.prompt_len.size(), " sequences, got ", d.offsets.size(),
+                " offsets");
+  for (int s = 0; s < S; ++s)
+    SPECDEC_CHECK(d.offsets[s + 1] >= d.offsets[s] && d.prompt_len[s] >= 0 && d.prompt_len[s] <= d.offsets[s + 1] - d.offsets[s],
+                  "features sequence ", s, ": rows ", d.offsets[s], " .. ", d.offsets[s + 1], " with prompt_len ", d.prompt_len[s]);
+  SPECDEC_CHECK(d.hidden.size() == static_cast<size_t>(N) * d.hidden_size &&
+                    d.topk_ids.size() == static_cast<size_t>(N) * d.topk && d.topk_probs.size() == d.topk_ids.size(),
+                "features arrays of ", N, " rows (hidden ", N, " x ", d.hidden_size, ", top-k ", N, " x ", d.topk, "), got ",
+                d.hidden.size(), ", ", d.topk_ids.size(), ", ", d.topk_probs.size(), " values");
+  for (size_t i = 0; i < d.topk_ids.size(); ++i)
+    SPECDEC_CHECK(d.topk_ids[i] >= 0 && d.topk_ids[i] < d.vocab_size, "features top-k ids in [0, ", d.vocab_size,
+                  "), got ", d.topk_ids[i], " at row ", i / d.topk);
+  SPECDEC_CHECK(lm_head.size() == static_cast<size_t>(d.vocab_size) * d.hidden_size, "an LM head of V x H = ",
+                d.vocab_size, " x ", d.hidden_size, " floats for these features, got ", lm_head.size());
+}
+
+struct Grads {
+  std::vector<std::vector<float>> w, b;  // same layout as MedusaHeads::w / b
+};
+
+// What one head did over a set of rows.
+struct HeadOutcome {
+  int64_t n = 0;          // rows with a label
+  double loss_sum = 0.0;  // sum of their soft cross-entropies
+  std::array<int64_t, kTopAccuracies> hits{};  // hits[i]: rows whose target argmax ranks < i + 1
+};
+
+// Head k over `rows` (those with a label for it): losses and ranks; with grads, adds the gradient of
+// (mean loss over these rows) with respect to the head's blocks into grads.
+HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& d, const RowBounds& bounds,
+                     const ConstRowMap& lm, std::span<const int64_t> rows, Grads* grads) {
+  const int H = d.hidden_size, V = d.vocab_size, L = heads.cfg.n_layers, K = d.topk;
+  std::vector<int64_t> kept;
+  for (int64_t r : rows)
+    if (bounds.has_label(r, k)) kept.push_back(r);
+  HeadOutcome out;
+  out.n = static_cast<int64_t>(kept.size());
+  if (kept.empty()) return out;
+  const int n = static_cast<int>(kept.size());
+
+  // Forward: X[l + 1] = X[l] + silu(Y[l]), Y[l] = X[l] W^T + b.
+  std::vector<RowMatrix> X(L + 1), Y(L);
+  X[0].resize(n, H);
+  for (int i = 0; i < n; ++i)
+    X[0].row(i) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + kept[i] * H, H);
+  for (int l = 0; l < L; ++l) {
+    const size_t bi = static_cast<size_t>(k) * L + l;
+    const ConstRowMap W(heads.w[bi].data(), H, H);
+    Y[l].noalias() = X[l] * W.transpose();
+    Y[l].rowwise() += Eigen::Map<const Eigen::RowVectorXf>(heads.b[bi].data(), H);
+    X[l + 1] = X[l] + Y[l].unaryExpr(&silu);
+  }
+  RowMatrix Z(n, V);
+  Z.noalias() = X[L] * lm.transpose();
+
+  // Per row: loss, rank of the target's argmax, and (training) G = (softmax(z) - p) / n in place of z.
+  std::vector<double> loss(n);
+  std::vector<int32_t> rank(n);
+  const float inv_n = 1.f / static_cast<float>(n);
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    float* z = Z.row(i).data();
+    const int64_t label = kept[i] + k + 1;
+    const int32_t* ids = d.topk_ids.data() + label * K;
+    const float* probs = d.topk_probs.data() + label * K;
+    const int32_t a = ids[0];
+    int32_t rk = 0;
+    for (int j = 0; j < V && rk < kTopAccuracies; ++j) rk += (z[j] > z[a] || (z[j] == z[a] && j < a)) ? 1 : 0;
+    rank[i] = rk;
+    float zmax = z[0];
+    for (int j = 1; j < V; ++j) zmax = std::max(zmax, z[j]);
+    double sum = 0.0;
+    for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(z[j] - zmax));
+    const double lse = zmax + std::log(sum);
+    double psum = 0.0;
+    for (int j = 0; j < K; ++j) psum += probs[j];
+    double l = 0.0;
+    for (int j = 0; j < K; ++j) l += probs[j] / psum * (lse - z[ids[j]]);
+    loss[i] = l;
+    if (grads) {
+      for (int j = 0; j < V; ++j) z[j] = static_cast<float>(std::exp(z[j] - lse)) * inv_n;
+      for (int j = 0; j < K; ++j) z[ids[j]] -= static_cast<float>(probs[j] / psum) * inv_n;
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    out.loss_sum += loss[i];
+    for (int t = rank[i]; t < kTopAccuracies; ++t) ++out.hits[t];
+  }
+  if (!grads) return out;
+
+  // Backward: dX_L = G LM; per block D = dX .* silu'(Y), dW += D^T X, db += sum of D's rows, dX += D W.
+  RowMatrix dX(n, H);
+  dX.noalias() = Z * lm;
+  for (int l = L - 1; l >= 0; --l) {
+    const size_t bi = static_cast<size_t>(k) * L + l;
+    const ConstRowMap W(heads.w[bi].data(), H, H);
+    const RowMatrix D = dX.cwiseProduct(Y[l].unaryExpr(&silu_grad));
+    RowMap(grads->w[bi].data(), H, H).noalias() += D.transpose() * X[l];
+    Eigen::Map<Eigen::RowVectorXf>(grads->b[bi].data(), H) += D.colwise().sum();
+    dX.noalias() += D * W;
+  }
+  return out;
+}
+
+HeadMetrics to_metrics(const HeadOutcome& o) {
+  HeadMetrics m;
+  m.rows = o.n;
+  if (o.n == 0) return m;
+  m.loss = o.loss_sum / static_cast<double>(o.n);
+  for (int i = 0; i < kTopAccuracies; ++i) m.topk[i] = static_cast<double>(o.hits[i]) / static_cast<double>(o.n);
+  return m;
+}
+
+json outcome_json(const HeadOutcome& o) { return {{"n", o.n}, {"loss_sum", o.loss_sum}, {"hits", o.hits}}; }
+HeadOutcome outcome_from_json(const json& j) {
+  HeadOutcome o;
+  o.n = j.at("n").get<int64_t>();
+  o.loss_sum = j.at("loss_sum").get<double>();
+  o.hits = j.at("hits").get<std::array<int64_t, kTopAccuracies>>();
+  return o;
+}
+json metrics_json(const HeadMetrics& m) { return {{"rows", m.rows}, {"loss", m.loss}, {"topk", m.topk}}; }
+HeadMetrics metrics_from_json(const json& j) {
+  HeadMetrics m;
+  m.rows = j.at("rows").get<int64_t>();
+  m.loss = j.at("loss").get<double>();
+  m.topk = j.at("topk").get<std::array<double, kTopAccuracies>>();
+  return m;
+}
+json epoch_json(const EpochReport& e) {
+  json train = json::array(), held = json::array();
+  for (const auto& m : e.train) train.push_back(metrics_json(m));
+  for (const auto& m : e.heldout) held.push_back(metrics_json(m));
+  return {{"epoch", e.epoch}, {"step", e.step}, {"train", train}, {"heldout", held}};
+}
+EpochReport epoch_from_json(const json& j) {
+  EpochReport e;
+  e.epoch = j.at("epoch").get<int>();
+  e.step = j.at("step").get<int64_t>();
+  for (const auto& m : j.at("train")) e.train.push_back(metrics_from_json(m));
+  for (const auto& m : j.at("heldout")) e.heldout.push_back(metrics_from_json(m));
+  return e;
+}
+
+std::string block_tensor(int k, int l, const char* what) {
+  return "heads." + std::to_string(k) + ".blocks." + std::to_string(l) + "." + what;
+}
+
+}  // namespace
+
+std::vector<float> lm_head_f32(const LoadedModel& model) {
+  const WeightTensor& out = model.weights.output;
+  const int64_t V = model.config.vocab_size, H = model.config.dim;
+  SPECDEC_CHECK(!out.empty() && out.rows == V && out.cols == H, model.path, ": an LM head of ", V, " x ", H,
+                ", got ", out.rows, " x ", out.cols);
+  std::vector<float> lm(static_cast<size_t>(V * H));
+  const auto* src = static_cast<const uint8_t*>(out.data);
+  const size_t stride = cpu::row_bytes(out.dtype, H);
+  for (int64_t v = 0; v < V; ++v) cpu::dequantize_row(lm.data() + v * H, src + v * stride, out.dtype, H);
+  return lm;
+}
+
+void append_features(train::FeatureData& into, const train::FeatureData& more, const std::string& source) {
+  if (into.offsets.empty()) {
+    into = more;
+    return;
+  }
+  SPECDEC_CHECK(more.hidden_size == into.hidden_size && more.vocab_size == into.vocab_size && more.topk == into.topk,
+                source, ": features of hidden size ", more.hidden_size, ", vocabulary ", more.vocab_size, ", top-k ",
+                more.topk, ", expected ", into.hidden_size, ", ", into.vocab_size, ", ", into.topk,
+                " like the first data file");
+  SPECDEC_CHECK(more.feature == into.feature, source, ": feature '", more.feature, "', expected '", into.feature,
+                "' like the first data file");
+  SPECDEC_CHECK(more.target_sha256 == into.target_sha256, source, ": features of the target with sha256 ",
+                more.target_sha256, ", expected ", into.target_sha256, " like the first data file");
+  const int64_t base = into.n_rows();
+  into.tokens.insert(into.tokens.end(), more.tokens.begin(), more.tokens.end());
+  for (size_t s = 1; s < more.offsets.size(); ++s) into.offsets.push_back(base + more.offsets[s]);
+  into.prompt_len.insert(into.prompt_len.end(), more.prompt_len.begin(), more.prompt_len.end());
+  into.hidden.insert(into.hidden.end(), more.hidden.begin(), more.hidden.end());
+  into.topk_ids.insert(into.topk_ids.end(), more.topk_ids.begin(), more.topk_ids.end());
+  into.topk_probs.insert(into.topk_probs.end(), more.topk_probs.begin(), more.topk_probs.end());
+}
+
+std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::FeatureData& data,
+                                         const std::vector<float>& lm_head, const std::vector<int64_t>& rows,
+                                         bool response_only, int batch) {
+  check_data(data, lm_head);
+  SPECDEC_CHECK(heads.cfg.hidden_size == data.hidden_size, "Medusa heads of hidden size ", heads.cfg.hidden_size,
+                " for features of hidden size ", data.hidden_size);
+  SPECDEC_CHECK(batch >= 1, "an evaluation batch >= 1, got ", batch);
+  const RowBounds bounds(data, response_only);
+  const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
+  std::vector<HeadOutcome> total(heads.cfg.n_heads);
+  for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch)) {
+    const std::span<const int64_t> chunk(rows.data() + start, std::min(rows.size() - start, static_cast<size_t>(batch)));
+    for (int k = 0; k < heads.cfg.n_heads; ++k) {
+      const HeadOutcome o = run_head(heads, k, data, bounds, lm, chunk, nullptr);
+      total[k].n += o.n;
+      total[k].loss_sum += o.loss_sum;
+      for (int i = 0; i < kTopAccuracies; ++i) total[k].hits[i] += o.hits[i];
+    }
+  }
+  std::vector<HeadMetrics> out;
+  for (const HeadOutcome& o : total) out.push_back(to_metrics(o));
+  return out;
+}
+
+double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureData& data,
+                        const std::vector<float>& lm_head, const std::vector<int64_t>& rows, bool response_only,
+                        std::vector<std::vector<float>>* grad_w, std::vector<std::vector<float>>* grad_b) {
+  check_data(data, lm_head);
+  SPECDEC_CHECK(k >= 0 && k < heads.cfg.n_heads, "a Medusa head index in [0, ", heads.cfg.n_heads, "), got ", k);
+  SPECDEC_CHECK((grad_w == nullptr) == (grad_b == nullptr), "both gradients (grad_w and grad_b) or neither");
+  const RowBounds bounds(data, response_only);
+  const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
+  HeadOutcome o;
+  if (grad_w) {
+    SPECDEC_CHECK(grad_w->size() == heads.w.size() && grad_b->size() == heads.b.size(), "gradients laid out like the "
+                  "heads' ", heads.w.size(), " blocks, got ", grad_w->size(), " and ", grad_b->size());
+    Grads g{std::move(*grad_w), std::move(*grad_b)};
+    o = run_head(heads, k, data, bounds, lm, rows, &g);
+    *grad_w = std::move(g.w);
+    *grad_b = std::move(g.b);
+  } else {
+    o = run_head(heads, k, data, bounds, lm, rows, nullptr);
+  }
+  return o.n > 0 ? o.loss_sum / static_cast<double>(o.n) : 0.0;
+}
+
+MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector<float>& lm_head,
+                               const MedusaTrainConfig& cfg, const TrainCallbacks& callbacks, bool resume) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_data(data, lm_head);
+  SPECDEC_CHECK(cfg.n_heads >= 1 && cfg.n_layers >= 1, "heads >= 1 and layers >= 1, got ", cfg.n_heads, " and ",
+                cfg.n_layers);
+  SPECDEC_CHECK(cfg.batch >= 1, "batch >= 1, got ", cfg.batch);
+  SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
+                ", steps = ", cfg.steps);
+  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr, "0 <= min_lr <= lr and lr > 0, got lr = ",
+                cfg.lr, ", min_lr = ", cfg.min_lr);
+  SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
+  SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
+                cfg.heldout_fraction);
+  SPECDEC_CHECK(cfg.checkpoint_every >= 0, "checkpoint_every >= 0 steps, got ", cfg.checkpoint_every);
+  SPECDEC_CHECK((cfg.checkpoint_every == 0 && !resume) || !cfg.checkpoint_path.empty(),
+                "a checkpoint path with checkpoint_every > 0 or --resume");
+  if (cfg.threads > 0) {
+    Eigen::setNbThreads(cfg.threads);
+    omp_set_num_threads(cfg.threads);
+  }
+  const int threads = Eigen::nbThreads();
+
+  // The held-out split: whole sequences, chosen by the seed.
+  const int S = data.n_sequences();
+  std::vector<int> seq_order(S);
+  for (int s = 0; s < S; ++s) seq_order[s] = s;
+  shuffle(seq_order, mix(cfg.seed, 1));
+  int n_held = cfg.heldout_fraction > 0.0 ? std::max(1, static_cast<int>(std::lround(S * cfg.heldout_fraction))) : 0;
+  n_held = std::min(n_held, S - 1);
+  std::vector<uint8_t> held(S, 0);
+  for (int i = 0; i < n_held; ++i) held[seq_order[i]] = 1;
+  const RowBounds bounds(data, cfg.response_only);
+  std::vector<int64_t> train_rows, held_rows;
+  for (int64_t r = 0; r < data.n_rows(); ++r) {
+    bool any = false;
+    for (int k = 0; k < cfg.n_heads && !any; ++k) any = bounds.has_label(r, k);
+    if (any) (held[bounds.seq[r]] ? held_rows : train_rows).push_back(r);
+  }
+  SPECDEC_CHECK(!train_rows.empty(), "training rows with a label for some head, got none (", data.n_rows(),
+                " rows in ", S, " sequences, ", n_held, " held out)");
+  const int64_t B = cfg.batch;
+  const int64_t n_train = static_cast<int64_t>(train_rows.size());
+  const int64_t steps_per_epoch = (n_train + B - 1) / B;
+  const int64_t total_steps = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
+  const int n_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
+
+  HeadsConfig hc;
+  hc.n_heads = cfg.n_heads;
+  hc.n_layers = cfg.n_layers;
+  hc.hidden_size = data.hidden_size;
+  hc.vocab_size = data.vocab_size;
+  MedusaHeads heads = init_medusa_heads(hc, mix(cfg.seed, 2), cfg.init_scale);
+  const int H = data.hidden_size;
+  Grads grads;
+  std::vector<train::ParamSpan> params;
+  for (size_t i = 0; i < heads.w.size(); ++i) {
+    grads.w.emplace_back(heads.w[i].size(), 0.f);
+    grads.b.emplace_back(heads.b[i].size(), 0.f);
+  }
+  for (size_t i = 0; i < heads.w.size(); ++i) {
+    params.push_back({heads.w[i].data(), grads.w[i].data(), heads.w[i].size(), true});
+    params.push_back({heads.b[i].data(), grads.b[i].data(), heads.b[i].size(), false});
+  }
+  train::AdamWConfig ac;
+  ac.weight_decay = cfg.weight_decay;
+  train::AdamW adam(params, ac);
+  const train::LrSchedule schedule{cfg.lr, cfg.min_lr, cfg.warmup, total_steps};
+
+  // What a checkpoint must match to be resumed: everything that decides the weights.
+  const json fingerprint = {{"n_heads", cfg.n_heads}, {"n_layers", cfg.n_layers}, {"batch", cfg.batch},
+                            {"lr", cfg.lr}, {"min_lr", cfg.min_lr}, {"warmup", cfg.warmup},
+                            {"weight_decay", cfg.weight_decay}, {"clip", cfg.clip}, {"init_scale", cfg.init_scale},
+                            {"seed", cfg.seed}, {"heldout_fraction", cfg.heldout_fraction},
+                            {"response_only", cfg.response_only}, {"total_steps", total_steps},
+                            {"threads", threads}, {"rows", data.n_rows()}, {"sequences", S},
+                            {"target_sha256", data.target_sha256}};
+
+  MedusaTrainResult result;
+  int64_t step = 0;
+  std::vector<HeadOutcome> epoch_train(cfg.n_heads);  // running figures of the current epoch
+  if (resume) {
+    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path,
+                  ": no checkpoint to resume from");
+    const std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(cfg.checkpoint_path);
+    const auto meta = file->metadata().find("specdec_checkpoint");
+    SPECDEC_CHECK(meta != file->metadata().end(), cfg.checkpoint_path,
+                  ": not a Medusa training checkpoint (no \"specdec_checkpoint\" metadata)");
+    json ck;
+    try {
+      ck = json::parse(meta->second);
+      for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
+        SPECDEC_CHECK(ck.at("fingerprint").at(it.key()) == it.value(), cfg.checkpoint_path, ": written by a run with ",
+                      it.key(), " = ", ck.at("fingerprint").at(it.key()).dump(), ", this run has ", it.value().dump());
+      step = ck.at("step").get<int64_t>();
+      for (int k = 0; k < cfg.n_heads; ++k) epoch_train[k] = outcome_from_json(ck.at("epoch_train").at(k));
+      for (const auto& e : ck.at("epochs")) result.epochs.push_back(epoch_from_json(e));
+    } catch (const json::exception& e) {
+      SPECDEC_FAIL(cfg.checkpoint_path, ": malformed checkpoint metadata (", e.what(), ")");
+    }
+    // Copied into the vectors the parameter spans point at (sizes checked by the reads).
+    train::AdamWState st;
+    st.step = step;
+    for (int k = 0; k < cfg.n_heads; ++k)
+      for (int l = 0; l < cfg.n_layers; ++l) {
+        const size_t bi = static_cast<size_t>(k) * cfg.n_layers + l;
+        const std::vector<float> w = read_safetensors_f32(*file, block_tensor(k, l, "weight"), {H, H});
+        const std::vector<float> b = read_safetensors_f32(*file, block_tensor(k, l, "bias"), {H});
+        std::copy(w.begin(), w.end(), heads.w[bi].begin());
+        std::copy(b.begin(), b.end(), heads.b[bi].begin());
+      }
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto n = static_cast<int64_t>(params[i].size);
+      st.m.push_back(read_safetensors_f32(*file, "optim.m." + std::to_string(i), {n}));
+      st.v.push_back(read_safetensors_f32(*file, "optim.v." + std::to_string(i), {n}));
+    }
+    adam.load_state(std::move(st));
+  }
+
+  auto write_checkpoint = [&]() {
+    std::vector<TensorToWrite> tensors;
+    for (int k = 0; k < cfg.n_heads; ++k)
+      for (int l = 0; l < cfg.n_layers; ++l) {
+        const size_t bi = static_cast<size_t>(k) * cfg.n_layers + l;
+        tensors.push_back({block_tensor(k, l, "weight"), {H, H}, heads.w[bi].data()});
+        tensors.push_back({block_tensor(k, l, "bias"), {H}, heads.b[bi].data()});
+      }
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto n = static_cast<int64_t>(params[i].size);
+      tensors.push_back({"optim.m." + std::to_string(i), {n}, adam.state().m[i].data()});
+      tensors.push_back({"optim.v." + std::to_string(i), {n}, adam.state().v[i].data()});
+    }
+    json et = json::array(), eps = json::array();
+    for (const auto& o : epoch_train) et.push_back(outcome_json(o));
+    for (const auto& e : result.epochs) eps.push_back(epoch_json(e));
+    // The row order of an epoch is a function of (seed, epoch): the step is the whole random state.
+    const json ck = {{"step", step}, {"fingerprint", fingerprint}, {"epoch_train", et}, {"epochs", eps}};
+    write_safetensors_f32(cfg.checkpoint_path, tensors, {{"specdec_checkpoint", ck.dump()}});
+    if (callbacks.on_checkpoint) callbacks.on_checkpoint(cfg.checkpoint_path, step);
+  };
+
+  const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
+  while (step < total_steps) {
+    const int64_t epoch = step / steps_per_epoch;
+    if (epoch != order_epoch) {
+      order = train_rows;
+      shuffle(order, mix(cfg.seed, 100 + static_cast<uint64_t>(epoch)));
+      order_epoch = epoch;
+    }
+    const int64_t begin = (step % steps_per_epoch) * B;
+    const std::span<const int64_t> batch(order.data() + begin, static_cast<size_t>(std::min(B, n_train - begin)));
+
+    adam.zero_grad();
+    double loss = 0.0;
+    for (int k = 0; k < cfg.n_heads; ++k) {
+      const HeadOutcome o = run_head(heads, k, data, bounds, lm, batch, &grads);
+      if (o.n > 0) loss += o.loss_sum / static_cast<double>(o.n);
+      epoch_train[k].n += o.n;
+      epoch_train[k].loss_sum += o.loss_sum;
+      for (int i = 0; i < kTopAccuracies; ++i) epoch_train[k].hits[i] += o.hits[i];
+    }
+    train::clip_grad_norm(params, cfg.clip);
+    const float lr = schedule.at(step);
+    adam.step(lr);
+    ++step;
+
+    if (step % steps_per_epoch == 0 || step == total_steps) {
+      EpochReport rep;
+      rep.epoch = static_cast<int>(epoch) + 1;
+      rep.step = step;
+      for (auto& o : epoch_train) {
+        HeadMetrics m = to_metrics(o);
+        std::fill(m.topk.begin() + 1, m.topk.end(), 0.0);  // the running figures keep loss and top-1 only
+        rep.train.push_back(m);
+        o = HeadOutcome{};
+      }
+      rep.heldout = evaluate_medusa(heads, data, lm_head, held_rows, cfg.response_only, cfg.batch);
+      result.epochs.push_back(rep);
+      if (callbacks.on_epoch) callbacks.on_epoch(rep);
+    }
+    if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total_steps) write_checkpoint();
+    if (callbacks.on_step) callbacks.on_step(step, total_steps, loss, lr);
+  }
+
+  result.steps = step;
+  result.train_rows = n_train;
+  result.heldout_rows = static_cast<int64_t>(held_rows.size());
+  result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const EpochReport& last = result.epochs.back();
+  json files = json::array();
+  for (const DataFileInfo& f : cfg.data_files) {
+    json e = {{"path", f.path}, {"bytes", f.bytes}};
+    if (!f.sha256.empty()) e["sha256"] = f.sha256;
+    files.push_back(e);
+  }
+  json train_loss = json::array(), train_top1 = json::array(), held_loss = json::array(), topk = json::array();
+  for (int k = 0; k < cfg.n_heads; ++k) {
+    train_loss.push_back(last.train[k].loss);
+    train_top1.push_back(last.train[k].topk[0]);
+    held_loss.push_back(last.heldout[k].loss);
+    topk.push_back(last.heldout[k].topk);
+  }
+  json history = json::array();
+  for (const auto& e : result.epochs) history.push_back(epoch_json(e));
+  const json meta = {{"format", "specdec.medusa.v1"},
+                     {"target_sha256", data.target_sha256},
+                     {"target_model", cfg.model_path},
+                     {"feature", data.feature},
+                     {"hidden_size", data.hidden_size},
+                     {"vocab_size", data.vocab_size},
+                     {"n_heads", cfg.n_heads},
+                     {"n_layers", cfg.n_layers},
+                     {"own_lm_head", false},
+                     {"data_files", files},
+                     {"train_sequences", S - n_held},
+                     {"heldout_sequences", n_held},
+                     {"train_rows", n_train},
+                     {"heldout_rows", result.heldout_rows},
+                     {"response_only", cfg.response_only},
+                     {"steps", step},
+                     {"epochs", n_epochs},
+                     {"batch", cfg.batch},
+                     {"lr", cfg.lr},
+                     {"min_lr", cfg.min_lr},
+                     {"warmup", cfg.warmup},
+                     {"weight_decay", cfg.weight_decay},
+                     {"clip", cfg.clip},
+                     {"init_scale", cfg.init_scale},
+                     {"seed", cfg.seed},
+                     {"threads", threads},
+                     {"heldout_fraction", cfg.heldout_fraction},
+                     {"final_train_loss", train_loss},
+                     {"final_train_top1", train_top1},
+                     {"final_heldout_loss", held_loss},
+                     {"accuracy_topk", topk},
+                     {"history", history},
+                     {"wall_s", result.wall_s}};
+  heads.metadata_json = meta.dump();
+  result.heads = std::move(heads);
+  return result;
+}
+
+}  // namespace specdec::medusa

@@ -1,0 +1,109 @@
+// The Medusa heads' trainer: soft-label distillation of the target's next-token distributions into K heads
+// over the features of `specdec collect` (FeatureData), on the CPU with Eigen (float32, multi-threaded
+// GEMMs), AdamW + warm-up/cosine + clipping (drafters/train/optim.h), held-out loss and top-i accuracies per
+// head each epoch, periodic checkpoints and a bit-identical --resume. docs/training.md defines the loss.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/model/loader.h"
+#include "drafters/medusa/heads.h"
+#include "drafters/train/features.h"
+
+namespace specdec::medusa {
+
+constexpr int kTopAccuracies = 10;  // accuracy_topk holds top-1 .. top-10 per head
+
+// A training data file as the metadata records it (sha256 empty when not computed).
+struct DataFileInfo {
+  std::string path;
+  uint64_t bytes = 0;
+  std::string sha256;
+};
+
+struct MedusaTrainConfig {
+  int n_heads = 4;
+  int n_layers = 1;
+  int epochs = 1;             // passes over the training rows (ignored when steps > 0)
+  int64_t steps = 0;          // > 0: exactly this many optimiser steps
+  int batch = 128;            // rows per step
+  float lr = 1e-3f;           // peak learning rate
+  float min_lr = 0.0f;        // the cosine's floor
+  int64_t warmup = 0;         // linear warm-up steps
+  float weight_decay = 0.0f;  // on the block matrices (not the biases)
+  float clip = 1.0f;          // global gradient norm limit (<= 0: no clipping)
+  float init_scale = 0.0f;    // 0: zero blocks (heads start as the target's next-token prediction)
+  uint64_t seed = 0;          // the held-out split, the row order, the initial weights
+  int threads = 0;            // Eigen / OpenMP threads; 0 = as configured (OMP_NUM_THREADS or all cores)
+  double heldout_fraction = 0.05;  // of the sequences
+  bool response_only = false;      // train and evaluate on rows whose label row is a response row only
+  int64_t checkpoint_every = 0;    // steps; 0 = no periodic checkpoints
+  std::string checkpoint_path;     // where checkpoints go (required when checkpoint_every > 0 or resuming)
+  // Recorded in the metadata only:
+  std::string model_path;
+  std::vector<DataFileInfo> data_files;
+};
+
+// Held-out (or training) figures of one head.
+struct HeadMetrics {
+  int64_t rows = 0;     // rows with a label for this head
+  double loss = 0.0;    // mean soft cross-entropy (nats)
+  std::array<double, kTopAccuracies> topk{};  // topk[i-1] = P(the target's argmax is among the head's i best)
+};
+
+struct EpochReport {
+  int epoch = 0;        // 1-based
+  int64_t step = 0;     // optimiser steps done at its end
+  std::vector<HeadMetrics> train;    // running figures over the epoch's batches (loss and top-1 only)
+  std::vector<HeadMetrics> heldout;  // on the held-out sequences after the epoch
+};
+
+struct TrainCallbacks {
+  // After every optimiser step: steps done, total steps, the batch's loss (sum over heads of their mean), lr.
+  std::function<void(int64_t step, int64_t total_steps, double loss, float lr)> on_step;
+  std::function<void(const EpochReport&)> on_epoch;
+  std::function<void(const std::string& path, int64_t step)> on_checkpoint;
+};
+
+struct MedusaTrainResult {
+  MedusaHeads heads;  // with metadata_json (docs/training.md): save_medusa_heads writes it
+  std::vector<EpochReport> epochs;
+  int64_t steps = 0;
+  int64_t train_rows = 0, heldout_rows = 0;
+  double wall_s = 0.0;  // of this invocation (a resumed run: since the resume)
+};
+
+// The target's LM head (weights.output, V x H of any dtype: quantized rows dequantized) as row-major f32.
+std::vector<float> lm_head_f32(const LoadedModel& model);
+
+// Trains heads on data with the frozen LM head lm_head (V x H f32, data.vocab_size x data.hidden_size).
+// resume: continue from cfg.checkpoint_path (same data and config; a mismatch is an error naming the key),
+// giving the same weights bit for bit as an uninterrupted run with the same thread count.
+// Throws specdec::Error for inconsistent data, a bad config value or a checkpoint of another run.
+MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector<float>& lm_head,
+                               const MedusaTrainConfig& cfg, const TrainCallbacks& callbacks = {},
+                               bool resume = false);
+
+// Held-out style figures of heads over the given rows (each row a position t; a head counts the rows
+// that have a label for it), in chunks of `batch` rows.
+std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::FeatureData& data,
+                                         const std::vector<float>& lm_head, const std::vector<int64_t>& rows,
+                                         bool response_only, int batch);
+
+// The mean soft cross-entropy of head k over those of `rows` that have a label for it (0 when none), and
+// with grad_w / grad_b (laid out like heads.w / heads.b, zero-filled by the caller) its gradient with respect
+// to head k's blocks added in: exactly what a training step computes (gradient checks use it).
+double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureData& data,
+                        const std::vector<float>& lm_head, const std::vector<int64_t>& rows, bool response_only,
+                        std::vector<std::vector<float>>* grad_w = nullptr,
+                        std::vector<std::vector<float>>* grad_b = nullptr);
+
+// Appends more's sequences to into (the first call may pass an empty into); throws naming `source` when the
+// hidden size, vocabulary, top-k, feature or target differ.
+void append_features(train::FeatureData& into, const train::FeatureData& more, const std::string& source);
+
+}  // namespace specdec::medusa
