@@ -456,6 +456,12 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     if (callbacks.on_checkpoint) callbacks.on_checkpoint(cfg.checkpoint_path, step);
   };
 
+  if (!resume) {  // epoch 0: the untrained heads, the baseline every later epoch is compared with
+    EpochReport rep;
+    rep.heldout = evaluate_medusa(heads, data, lm_head, held_rows, cfg.response_only, cfg.batch);
+    result.epochs.push_back(rep);
+    if (callbacks.on_epoch) callbacks.on_epoch(rep);
+  }
   const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
   std::vector<int64_t> order;
   int64_t order_epoch = -1;

@@ -56,7 +56,7 @@ struct HeadMetrics {
 };
 
 struct EpochReport {
-  int epoch = 0;        // 1-based
+  int epoch = 0;        // 1-based; 0 = before training (the initial heads; held-out figures only)
   int64_t step = 0;     // optimiser steps done at its end
   std::vector<HeadMetrics> train;    // running figures over the epoch's batches (loss and top-1 only)
   std::vector<HeadMetrics> heldout;  // on the held-out sequences after the epoch
@@ -71,7 +71,7 @@ struct TrainCallbacks {
 
 struct MedusaTrainResult {
   MedusaHeads heads;  // with metadata_json (docs/training.md): save_medusa_heads writes it
-  std::vector<EpochReport> epochs;
+  std::vector<EpochReport> epochs;  // epoch 0 (before training), then one per epoch
   int64_t steps = 0;
   int64_t train_rows = 0, heldout_rows = 0;
   double wall_s = 0.0;  // of this invocation (a resumed run: since the resume)
