@@ -475,6 +475,7 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     const int64_t begin = (step % steps_per_epoch) * B;
     const std::span<const int64_t> batch(order.data() + begin, static_cast<size_t>(std::min(B, n_train - begin)));
 
+    const auto step_start = std::chrono::steady_clock::now();
     adam.zero_grad();
     double loss = 0.0;
     for (int k = 0; k < cfg.n_heads; ++k) {
@@ -488,6 +489,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     const float lr = schedule.at(step);
     adam.step(lr);
     ++step;
+    result.rows_stepped += static_cast<int64_t>(batch.size());
+    result.step_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
 
     if (step % steps_per_epoch == 0 || step == total_steps) {
       EpochReport rep;
@@ -504,7 +507,7 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
       if (callbacks.on_epoch) callbacks.on_epoch(rep);
     }
     if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total_steps) write_checkpoint();
-    if (callbacks.on_step) callbacks.on_step(step, total_steps, loss, lr);
+    if (callbacks.on_step) callbacks.on_step(step, total_steps, static_cast<int64_t>(batch.size()), loss, lr);
   }
 
   result.steps = step;

@@ -63,8 +63,9 @@ struct EpochReport {
 };
 
 struct TrainCallbacks {
-  // After every optimiser step: steps done, total steps, the batch's loss (sum over heads of their mean), lr.
-  std::function<void(int64_t step, int64_t total_steps, double loss, float lr)> on_step;
+  // After every optimiser step: steps done, total steps, the batch's rows, its loss (the sum over heads of
+  // their mean losses) and the learning rate the step used.
+  std::function<void(int64_t step, int64_t total_steps, int64_t rows, double loss, float lr)> on_step;
   std::function<void(const EpochReport&)> on_epoch;
   std::function<void(const std::string& path, int64_t step)> on_checkpoint;
 };
@@ -75,6 +76,8 @@ struct MedusaTrainResult {
   int64_t steps = 0;
   int64_t train_rows = 0, heldout_rows = 0;
   double wall_s = 0.0;  // of this invocation (a resumed run: since the resume)
+  int64_t rows_stepped = 0;  // rows in this invocation's optimiser steps (each counted once, all heads)
+  double step_s = 0.0;       // seconds in those steps (evaluation and checkpoints excluded)
 };
 
 // The target's LM head (weights.output, V x H of any dtype: quantized rows dequantized) as row-major f32.

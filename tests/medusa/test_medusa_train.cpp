@@ -257,14 +257,14 @@ TEST_CASE("determinism, and --resume from a checkpoint ends with the uninterrupt
   TrainCallbacks kill;
   std::vector<int64_t> checkpoints;
   kill.on_checkpoint = [&](const std::string&, int64_t step) { checkpoints.push_back(step); };
-  kill.on_step = [](int64_t step, int64_t, double, float) {
+  kill.on_step = [](int64_t step, int64_t, int64_t, double, float) {
     if (step == 6) throw Killed{};
   };
   CHECK_THROWS_AS(train_medusa(d, lm, c, kill), Killed);
   CHECK(checkpoints == std::vector<int64_t>{4});
   std::vector<int64_t> steps_after;
   TrainCallbacks watch;
-  watch.on_step = [&](int64_t step, int64_t, double, float) { steps_after.push_back(step); };
+  watch.on_step = [&](int64_t step, int64_t, int64_t, double, float) { steps_after.push_back(step); };
   const MedusaTrainResult resumed = train_medusa(d, lm, c, watch, /*resume=*/true);
   CHECK(steps_after == std::vector<int64_t>{5, 6, 7, 8, 9});
   CHECK(resumed.steps == 9);
