@@ -141,6 +141,7 @@ HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& 
   Z.noalias() = X[L] * lm.transpose();
 
   // Per row: loss, rank of the target's argmax, and (training) G = (softmax(z) - p) / n in place of z.
+  // loss = logsumexp(z) - sum_j p_j z[id_j], p the renormalised top-k.
   std::vector<double> loss(n);
   std::vector<int32_t> rank(n);
   const float inv_n = 1.f / static_cast<float>(n);
@@ -156,16 +157,16 @@ HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& 
     rank[i] = rk;
     float zmax = z[0];
     for (int j = 1; j < V; ++j) zmax = std::max(zmax, z[j]);
-    double sum = 0.0;
-    for (int j = 0; j < V; ++j) sum += std::exp(static_cast<double>(z[j] - zmax));
-    const double lse = zmax + std::log(sum);
-    double psum = 0.0;
+    double psum = 0.0, plogit = 0.0;
     for (int j = 0; j < K; ++j) psum += probs[j];
-    double l = 0.0;
-    for (int j = 0; j < K; ++j) l += probs[j] / psum * (lse - z[ids[j]]);
-    loss[i] = l;
+    for (int j = 0; j < K; ++j) plogit += probs[j] / psum * z[ids[j]];
+    // z becomes exp(z - zmax) (one float exp per logit; the sum in double), then the gradient in place.
+    double sum = 0.0;
+    for (int j = 0; j < V; ++j) sum += (z[j] = std::exp(z[j] - zmax));
+    loss[i] = zmax + std::log(sum) - plogit;
     if (grads) {
-      for (int j = 0; j < V; ++j) z[j] = static_cast<float>(std::exp(z[j] - lse)) * inv_n;
+      const float scale = static_cast<float>(1.0 / sum) * inv_n;
+      for (int j = 0; j < V; ++j) z[j] *= scale;
       for (int j = 0; j < K; ++j) z[ids[j]] -= static_cast<float>(probs[j] / psum) * inv_n;
     }
   }
