@@ -31,7 +31,7 @@ ModelDrafter::ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const
   cache_ = model_.new_cache(cap, params_.n_layers);
 }
 
-void ModelDrafter::begin(std::span<const TokenId> prompt) {
+void ModelDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures&) {
   cache_->truncate(0);
   step_ = 0;
   pending_.assign(prompt.begin(), prompt.end());
@@ -152,7 +152,7 @@ DraftProposal ModelDrafter::propose_tree(int k) {
   return p;
 }
 
-void ModelDrafter::accept(std::span<const TokenId> emitted) {
+void ModelDrafter::accept(std::span<const TokenId> emitted, const TargetFeatures&) {
   // All but the last emitted token are accepted draft nodes; keep the ones already in the cache.
   std::vector<int32_t> keep;
   int node = -1;

@@ -28,9 +28,9 @@ class ModelDrafter final : public Drafter {
  public:
   // model must outlive the drafter; keep_alive holds it when the drafter owns it.
   ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const DrafterEnv& env, ModelDrafterParams params);
-  void begin(std::span<const TokenId> prompt) override;
+  void begin(std::span<const TokenId> prompt, const TargetFeatures&) override;
   DraftProposal propose(int max_tokens) override;
-  void accept(std::span<const TokenId> accepted) override;
+  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override;
 
  private:
   DraftProposal propose_chain(int k);

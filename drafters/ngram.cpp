@@ -31,8 +31,8 @@ class NgramDrafter final : public Drafter {
   NgramDrafter(int min_n, int max_n, std::shared_ptr<const CorpusIndex> corpus)
       : min_n_(min_n), max_n_(max_n), corpus_(std::move(corpus)) {}
 
-  void begin(std::span<const TokenId> prompt) override { ctx_.assign(prompt.begin(), prompt.end()); }
-  void accept(std::span<const TokenId> accepted) override { ctx_.insert(ctx_.end(), accepted.begin(), accepted.end()); }
+  void begin(std::span<const TokenId> prompt, const TargetFeatures&) override { ctx_.assign(prompt.begin(), prompt.end()); }
+  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override { ctx_.insert(ctx_.end(), accepted.begin(), accepted.end()); }
 
   DraftProposal propose(int k) override {
     DraftProposal p;

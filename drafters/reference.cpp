@@ -14,11 +14,11 @@ class ReferenceDrafter final : public Drafter {
       : ref_(*env.reference), profile_(std::move(profile)), seed_(drafter_seed(env.seed)), request_(env.request),
         V_(env.target->config().vocab_size) {}
 
-  void begin(std::span<const TokenId>) override {
+  void begin(std::span<const TokenId>, const TargetFeatures&) override {
     pos_ = 0;
     step_ = 0;
   }
-  void accept(std::span<const TokenId> accepted) override { pos_ += accepted.size(); }
+  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override { pos_ += accepted.size(); }
 
   DraftProposal propose(int k) override {
     DraftProposal p;

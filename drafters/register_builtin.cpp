@@ -3,6 +3,7 @@
 
 #include "drafters/draft_model.h"
 #include "drafters/early_exit.h"
+#include "drafters/medusa/medusa_drafter.h"
 #include "drafters/ngram.h"
 #include "drafters/reference.h"
 
@@ -14,6 +15,7 @@ void register_builtin(DrafterRegistry& r) {
   r.add(early_exit_info());
   r.add(synthetic_info());
   r.add(oracle_info());
+  r.add(medusa::medusa_info());
 }
 
 DrafterRegistry& default_registry() {

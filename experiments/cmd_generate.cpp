@@ -127,7 +127,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
                  .reference = &ar.tokens,
                  .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1,
-                 .make_model = experiments::model_factory(device)};
+                 .make_model = experiments::model_factory(device), .target_path = model_path};
   const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
   if (drafter_info && !drafter_info->needs_reference) drafter = make_drafter(*drafter_info, env, dopts);
 

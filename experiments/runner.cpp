@@ -285,7 +285,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
     for (size_t d = 0; d < cfg.drafter_configs.size(); ++d) {
       DrafterEnv env{.target = &target, .tokenizer = tok.get(), .sampling = {}, .seed = 0, .request = 0,
                      .reference = &no_reference, .max_context = std::min(ctx, 64), .make_model = drafter_models,
-                     .shared = &drafter_shared};
+                     .shared = &drafter_shared, .target_path = model_path};
       make_drafter(cfg.drafter_configs[d], *infos[d], env);
     }
   }
@@ -464,7 +464,7 @@ int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
                                .sampling = {run.temperature, cfg.top_k, cfg.top_p}, .seed = run.seed,
                                .request = static_cast<uint64_t>(request_id), .reference = &ar.tokens,
                                .max_context = static_cast<int>(pp.ids.size()) + cfg.max_new_tokens + run.k + 1,
-                               .make_model = drafter_models, .shared = &drafter_shared};
+                               .make_model = drafter_models, .shared = &drafter_shared, .target_path = model_path};
           auto drafter = make_drafter(cfg.drafter_configs[run.drafter], *infos[run.drafter], env);
           const DecodeResult res = decode(run, drafter.get());
           log_result(r, res);

@@ -88,6 +88,8 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
                   cache->n_layers());
     const int T = static_cast<int>(r.tokens.size());
     SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
+    for (int32_t l : r.layer_outputs)
+      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the cache's layers), got ", l);
     const int n_past = cache->size();
     SPECDEC_CHECK(n_past + T <= cache->capacity(), "context of at most ", cache->capacity(), " tokens, got ",
                   n_past, " cached + ", T, " new");
@@ -120,6 +122,9 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
   size_to(att_, static_cast<size_t>(R) * std::max(QD, H));
   size_to(gate_, static_cast<size_t>(R) * F);
   size_to(up_, static_cast<size_t>(R) * F);
+
+  for (int b = 0; b < B; ++b)
+    out[b].layer_outputs.assign(static_cast<size_t>(row0[b + 1] - row0[b]) * reqs[b].layer_outputs.size() * H, 0.f);
 
   // Token embeddings (rows of tok_embeddings, dequantized when stored quantized).
   const size_t emb_row_bytes = cpu::row_bytes(w.tok_embeddings.dtype, H);
@@ -168,6 +173,7 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
     cpu::swiglu(gate_.data(), gate_.data(), up_.data(), R, F);
     cpu::matmul(xb_.data(), gate_.data(), lw.w2.data, lw.w2.dtype, R, H, F);
     cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
+    capture_layer_outputs(l, reqs, row0, out);
   }
   cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
 
@@ -202,6 +208,32 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
       o.hidden.clear();
     caches[b]->advance(T);
   }
+}
+
+// Copies layer l's output rows into each request that asked for it (token-major: row t, then the
+// requested layers in order).
+void LlamaCpu::capture_layer_outputs(int l, std::span<const ForwardRequest> reqs, std::span<const int> row0,
+                                     std::span<ForwardResult> out) const {
+  const int H = config().dim;
+  for (size_t b = 0; b < reqs.size(); ++b) {
+    const auto& want = reqs[b].layer_outputs;
+    const int n_l = static_cast<int>(want.size());
+    for (int j = 0; j < n_l; ++j) {
+      if (want[j] != l) continue;
+      for (int t = 0; t < row0[b + 1] - row0[b]; ++t)
+        std::memcpy(out[b].layer_outputs.data() + (static_cast<size_t>(t) * n_l + j) * H,
+                    x_.data() + static_cast<size_t>(row0[b] + t) * H, sizeof(float) * H);
+    }
+  }
+}
+
+void LlamaCpu::lm_head(std::span<const float> hidden, int n, std::vector<float>& logits) {
+  const ModelConfig& c = config();
+  SPECDEC_CHECK(n >= 0 && hidden.size() == static_cast<size_t>(n) * c.dim, "lm_head: ", n, " rows of ", c.dim,
+                " floats, got ", hidden.size(), " floats");
+  const WeightTensor& w = model_->weights.output;
+  logits.resize(static_cast<size_t>(n) * c.vocab_size);
+  if (n > 0) cpu::matmul(logits.data(), hidden.data(), w.data, w.dtype, n, c.vocab_size, c.dim);
 }
 
 }  // namespace specdec

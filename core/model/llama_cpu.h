@@ -20,10 +20,14 @@ class LlamaCpu final : public Model {
   // Not thread-safe: one forward at a time per LlamaCpu (it reuses scratch buffers).
   void forward_batch(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                      std::span<ForwardResult> out) override;
+  void lm_head(std::span<const float> hidden, int n, std::vector<float>& logits) override;
 
   const LoadedModel& loaded() const { return *model_; }
 
  private:
+  void capture_layer_outputs(int l, std::span<const ForwardRequest> reqs, std::span<const int> row0,
+                             std::span<ForwardResult> out) const;
+
   std::shared_ptr<const LoadedModel> model_;
   // Scratch, (R, ...) with R the tokens of the whole batch.
   std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_, rows_;

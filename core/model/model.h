@@ -56,11 +56,15 @@ struct ForwardRequest {
   std::span<const uint8_t> mask;       // T x (size() + T), 1 = attend; empty = causal
   int n_logits = -1;                   // logits for the last n_logits tokens only; -1 = all T
   bool want_hidden = false;            // also return the final-norm hidden states (T x H)
+  // Also return these layers' outputs (the residual stream after layer l, 0-based, before the final
+  // norm); each l < the cache's layer count.
+  std::span<const int32_t> layer_outputs;
 };
 
 struct ForwardResult {
-  std::vector<float> logits;  // n_logits x V, row-major
-  std::vector<float> hidden;  // T x H when requested
+  std::vector<float> logits;         // n_logits x V, row-major
+  std::vector<float> hidden;         // T x H when requested
+  std::vector<float> layer_outputs;  // T x layer_outputs.size() x H when requested (token-major)
 };
 
 class Model {
@@ -77,6 +81,10 @@ class Model {
   // sequence's T tokens to its cache. Throws specdec::Error on a context overflow or a bad token id.
   virtual void forward_batch(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                              std::span<ForwardResult> out) = 0;
+
+  // logits (n x V) = the LM head applied to n final-norm hidden states (n x H): what a drafter that
+  // reads the target's features (Medusa heads, EAGLE) uses to read out its own states.
+  virtual void lm_head(std::span<const float> hidden, int n, std::vector<float>& logits) = 0;
 
   void forward(KVCache& cache, const ForwardRequest& req, ForwardResult& out) {
     KVCache* c = &cache;

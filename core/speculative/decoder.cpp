@@ -12,6 +12,19 @@ namespace specdec {
 namespace {
 using Clock = std::chrono::steady_clock;
 double us_since(Clock::time_point t) { return std::chrono::duration<double, std::micro>(Clock::now() - t).count(); }
+
+// Feature rows (FeatureSpec's layout) of the given rows of a forward's block, appended to out.
+void gather_features(const FeatureSpec& spec, const ForwardResult& fr, int H, std::span<const int32_t> block_rows,
+                     std::vector<float>& out) {
+  const size_t n_l = spec.layers.size();
+  for (int32_t r : block_rows) {
+    if (spec.final_norm)
+      out.insert(out.end(), fr.hidden.begin() + static_cast<ptrdiff_t>(r) * H,
+                 fr.hidden.begin() + static_cast<ptrdiff_t>(r + 1) * H);
+    const auto first = fr.layer_outputs.begin() + static_cast<ptrdiff_t>(r * n_l * H);
+    out.insert(out.end(), first, first + static_cast<ptrdiff_t>(n_l * H));
+  }
+}
 }  // namespace
 
 SpecStats DecodeResult::stats() const {
@@ -48,19 +61,40 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
   // Room for the prompt, the output, and one block of draft nodes past it.
   auto cache = target.new_cache(std::min(ctx, n_prompt + max_new + k + 1));
 
+  // The target features the drafter reads (none: nothing extra is computed).
+  const FeatureSpec spec = drafter ? drafter->features() : FeatureSpec{};
+  for (int l : spec.layers)
+    SPECDEC_CHECK(l >= 0 && l < cfg.n_layers, "a drafter reading target layer outputs of layers 0..", cfg.n_layers - 1,
+                  ", got layer ", l);
+  const int H = cfg.dim, width = spec.width(H);
+  std::vector<float> features;  // rows x width, the rows handed to the drafter next
+  std::vector<int32_t> feature_rows;
+
   // Prefill all prompt tokens but the last: the last one opens the first verification block.
   const auto t0 = Clock::now();
   ForwardResult fr;
-  if (opts.prefilled) {
+  if (!spec.empty()) {
+    // The drafter reads the prompt's features: a shared prefill holds only KV, so prefill here.
+    if (n_prompt > 1) {
+      target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0, .want_hidden = spec.final_norm,
+                              .layer_outputs = spec.layers},
+                     fr);
+      feature_rows.resize(n_prompt - 1);
+      for (int i = 0; i < n_prompt - 1; ++i) feature_rows[i] = i;
+      gather_features(spec, fr, H, feature_rows, features);
+    }
+  } else if (opts.prefilled) {
     SPECDEC_CHECK(opts.prefilled->size() == n_prompt - 1, "a prefilled cache of the prompt's first ",
                   n_prompt - 1, " tokens, got one of ", opts.prefilled->size());
     cache->copy_prefix(*opts.prefilled, n_prompt - 1);
   } else if (n_prompt > 1) {
     target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0}, fr);
   }
-  if (drafter) drafter->begin(prompt);
+  if (drafter)
+    drafter->begin(prompt, TargetFeatures{.first_pos = 0, .rows = static_cast<int>(features.size()) / std::max(width, 1),
+                                          .width = width, .data = features});
   res.prefill_seconds =
-      std::chrono::duration<double>(Clock::now() - t0).count() + (opts.prefilled ? opts.prefilled_seconds : 0.0);
+      std::chrono::duration<double>(Clock::now() - t0).count() + (opts.prefilled && spec.empty() ? opts.prefilled_seconds : 0.0);
 
   const auto t1 = Clock::now();
   TokenId last = prompt.back();
@@ -95,7 +129,7 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
     parents.assign(1, -1);
     for (int i = 0; i < n; ++i) parents.push_back(prop.parent(i) + 1);  // block index: root = 0
     const int n_past = cache->size();
-    ForwardRequest req{.tokens = block};
+    ForwardRequest req{.tokens = block, .want_hidden = spec.final_norm, .layer_outputs = spec.layers};
     if (!prop.is_chain()) {
       build_tree_mask(parents, n_past, mask, positions);
       req.positions = positions;
@@ -147,7 +181,16 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
     res.tokens.insert(res.tokens.end(), emitted.begin(), emitted.begin() + take);
     if (on_tokens) on_tokens(std::span<const TokenId>(emitted.data(), take));
     if (res.stopped) break;
-    if (drafter) drafter->accept(emitted);
+    if (drafter) {
+      // The features of the pass's root and accepted nodes: the states that predict each emitted token.
+      features.clear();
+      feature_rows.assign(1, 0);
+      feature_rows.insert(feature_rows.end(), out.path.begin(), out.path.end());
+      if (!spec.empty()) gather_features(spec, fr, H, feature_rows, features);
+      drafter->accept(emitted, TargetFeatures{.first_pos = n_past,
+                                              .rows = spec.empty() ? 0 : static_cast<int>(feature_rows.size()),
+                                              .width = width, .data = features});
+    }
     last = emitted.back();
   }
   res.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();

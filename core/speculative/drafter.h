@@ -47,16 +47,48 @@ struct DraftProposal {
   void validate(int vocab_size) const;
 };
 
+// The target features a drafter reads (Medusa heads, EAGLE, ...), declared by Drafter::features().
+// Per token, a feature row is the final-norm hidden state (when final_norm) followed by the output of each
+// listed layer (the residual stream after layer l, 0-based, before the final norm), H floats each.
+// Nothing is computed when no drafter asks.
+struct FeatureSpec {
+  bool final_norm = false;
+  std::vector<int> layers;
+
+  bool empty() const { return !final_norm && layers.empty(); }
+  int width(int hidden_size) const { return ((final_norm ? 1 : 0) + static_cast<int>(layers.size())) * hidden_size; }
+};
+
+// The target's features at consecutive positions of the sequence, as the verification forward that
+// already ran computed them: row i (width floats, laid out as FeatureSpec says) is the state after the
+// token at position first_pos + i, the state that predicts the token at first_pos + i + 1. Empty (rows
+// = 0) when the drafter asked for none.
+struct TargetFeatures {
+  int first_pos = 0;
+  int rows = 0;
+  int width = 0;
+  std::span<const float> data;  // rows x width
+
+  std::span<const float> row(int i) const { return data.subspan(static_cast<size_t>(i) * width, width); }
+};
+
 class Drafter {
  public:
   virtual ~Drafter() = default;
-  // A new sequence starts with this prompt (its tokens are already in the target's context).
-  virtual void begin(std::span<const TokenId> prompt) = 0;
+  // The target features this drafter reads; none by default.
+  virtual FeatureSpec features() const { return {}; }
+  // A new sequence starts with this prompt (its tokens are already in the target's context). features:
+  // rows for positions 0 .. prompt.size() - 2 (every prompt token but the last, which the first
+  // verification pass reads); empty unless features() asks for some.
+  virtual void begin(std::span<const TokenId> prompt, const TargetFeatures& features) = 0;
   // Up to max_tokens draft tokens (a chain or a tree of at most max_tokens nodes) continuing the
   // sequence; an empty proposal means "nothing to propose" (the step degenerates to one AR step).
   virtual DraftProposal propose(int max_tokens) = 0;
   // The tokens this step added to the sequence: the accepted draft tokens, then the target's token.
-  virtual void accept(std::span<const TokenId> accepted) = 0;
+  // features: one row per accepted token, row i the state that predicts accepted[i]: the pass's first
+  // token (the previous step's last) and then each accepted draft token (rows = accepted.size()); empty
+  // unless features() asks for some.
+  virtual void accept(std::span<const TokenId> accepted, const TargetFeatures& features) = 0;
 };
 
 // Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).
@@ -139,6 +171,9 @@ struct DrafterEnv {
   // State shared with the other drafters of the run (see DrafterSharedState); null: share nothing, each
   // drafter builds what it needs. Added in plugin ABI version 3.
   DrafterSharedState* shared = nullptr;
+  // The target's model file, for drafters whose weights were trained for one target (medusa checks the
+  // sha256 its metadata names); "" = unknown, no such check. Added in plugin ABI version 4.
+  std::string target_path;
 };
 
 // The RNG key of drafters: draws of a drafter use uniform(drafter_seed(seed), request, step, draw), a
@@ -192,7 +227,9 @@ class DrafterRegistry {
 //   void specdec_plugin_register(specdec::DrafterRegistry* r);     // calls r->add(...) for each drafter
 // Bump the version whenever DraftProposal, Drafter, DrafterOptions, DrafterEnv or DrafterInfo change.
 // Version 2: DrafterEnv::make_model (the target's device for drafters that load a model).
-#define SPECDEC_PLUGIN_ABI_VERSION 2
+// Version 3: DrafterEnv::shared (state shared across a run's requests).
+// Version 4: target features (Drafter::features, TargetFeatures in begin and accept).
+#define SPECDEC_PLUGIN_ABI_VERSION 4
 
 // Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
 // otherwise decode as AR under the drafter's name).

@@ -12,13 +12,14 @@
 namespace {
 
 using specdec::DraftProposal;
+using specdec::TargetFeatures;
 using specdec::TokenId;
 
 class BigramDrafter final : public specdec::Drafter {
  public:
   explicit BigramDrafter(int min_count) : min_count_(min_count) {}
 
-  void begin(std::span<const TokenId> prompt) override {
+  void begin(std::span<const TokenId> prompt, const TargetFeatures&) override {
     counts_.clear();
     best_.clear();
     last_ = kNone;
@@ -39,7 +40,7 @@ class BigramDrafter final : public specdec::Drafter {
     return p;
   }
 
-  void accept(std::span<const TokenId> accepted) override { observe(accepted); }
+  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override { observe(accepted); }
 
  private:
   static constexpr TokenId kNone = -1;

@@ -285,6 +285,7 @@ struct Plan {
   int R = 0, B = 0, L = 0, max_T = 0, max_S = 0, n_sel = 0;
   bool head_in_place = true;                 // the logits rows are all R rows in order
   std::vector<std::pair<int, int>> gather;   // otherwise (first row, count) per sequence, concatenated
+  std::vector<int32_t> capture;              // layers whose outputs some request asked for (sorted, distinct)
   InputLayout lay{0, 0, 0, 0};
 };
 
@@ -318,6 +319,8 @@ struct LlamaCuda::Impl {
   // forward ends with a stream synchronisation, and ~Impl synchronises once more before any buffer goes).
   DeviceMem attn_ws;
   PinnedMem in_h, logits_h, hidden_h;
+  DeviceMem layer_out;     // captured layer outputs, (capture.size(), R, H); grown on demand
+  PinnedMem layer_out_h;
   uint64_t epoch = 0;      // bumped whenever a buffer the decode graph uses moves
 
   // Decode graphs by layer count: the target's step and an early-exit drafter's step (same model, fewer
@@ -341,6 +344,7 @@ struct LlamaCuda::Impl {
 
   void upload();
   void ensure_scratch(int R, int n_sel, bool hidden);
+  void lm_head(std::span<const float> hidden, int n, std::vector<float>& logits_out);
   void proj(float* out, const float* x, const DeviceWeight& w, int R, int N, int K);
   void add_bias(float* out, const DeviceWeight& b, int R, int N);
   void enqueue(const Plan& p);
@@ -564,6 +568,10 @@ void LlamaCuda::Impl::enqueue(const Plan& p) {
     swiglu(G, G, U, R, F, s);
     proj(XB, G, lw[LR::W2], R, H, F);
     add(X, XB, static_cast<int64_t>(R) * H, s);
+    const auto cap = std::find(p.capture.begin(), p.capture.end(), l);
+    if (cap != p.capture.end())  // a layer output some request asked for (never in a captured graph)
+      SPECDEC_CUDA_CHECK(cudaMemcpyAsync(layer_out.get<float>() + static_cast<size_t>(cap - p.capture.begin()) * R * H,
+                                         X, sizeof(float) * R * H, cudaMemcpyDeviceToDevice, s));
   }
   rmsnorm(X, X, static_cast<const float*>(final_norm.data), R, H, c.rms_eps, s);
 
@@ -662,6 +670,7 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   int max_T = 0, max_S = 0, n_sel = 0;
   size_t mask_bytes = 0;
   bool any_hidden = false;
+  std::vector<int32_t> capture;
   for (int b = 0; b < B; ++b) {
     const ForwardRequest& r = reqs[b];
     auto* cache = dynamic_cast<CudaKVCache*>(caches[b]);
@@ -683,6 +692,10 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
     for (int t = 0; t < static_cast<int>(r.positions.size()); ++t)
       SPECDEC_CHECK(r.positions[t] >= 0 && r.positions[t] < c.max_seq_len, "positions in 0..", c.max_seq_len - 1,
                     ", got ", r.positions[t]);
+    for (int32_t l : r.layer_outputs) {
+      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the cache's layers), got ", l);
+      capture.push_back(l);
+    }
     cc[b] = cache;
     n_past[b] = np;
     row0[b + 1] = row0[b] + T;
@@ -709,6 +722,14 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   p.head_in_place = n_sel == R;  // every row of every sequence selected, in order
   for (int b = 0; b < B; ++b) p.gather.emplace_back(sel_first[b], sel_n[b]);
   p.lay = InputLayout(R, B, L, mask_bytes);
+  std::sort(capture.begin(), capture.end());
+  capture.erase(std::unique(capture.begin(), capture.end()), capture.end());
+  p.capture = capture;
+  const size_t capture_bytes = sizeof(float) * capture.size() * R * H;
+  if (capture_bytes > 0) {
+    layer_out.reserve(capture_bytes);
+    layer_out_h.reserve(capture_bytes);
+  }
 
   SPECDEC_CUDA_CHECK(cudaSetDevice(ctx->device));
   ensure_scratch(R, n_sel, any_hidden);
@@ -760,7 +781,7 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   cudaStream_t s = ctx->stream;
   SPECDEC_CUDA_CHECK(cudaMemcpyAsync(d, h, p.lay.total, cudaMemcpyHostToDevice, s));
 
-  const bool decode_step = B == 1 && R == 1 && reqs[0].mask.empty() && n_sel == 1;
+  const bool decode_step = B == 1 && R == 1 && reqs[0].mask.empty() && n_sel == 1 && capture.empty();
   if (!(graphs_on && decode_step && launch_graph(p))) enqueue(p);
 
   if (n_sel > 0)
@@ -768,6 +789,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
                                        cudaMemcpyDeviceToHost, s));
   if (any_hidden)
     SPECDEC_CUDA_CHECK(cudaMemcpyAsync(hidden_h.get(), x.get(), sizeof(float) * R * H, cudaMemcpyDeviceToHost, s));
+  if (capture_bytes > 0)
+    SPECDEC_CUDA_CHECK(cudaMemcpyAsync(layer_out_h.get(), layer_out.get(), capture_bytes, cudaMemcpyDeviceToHost, s));
   SPECDEC_CUDA_CHECK(cudaStreamSynchronize(s));
   ++stats.forwards;
 
@@ -782,8 +805,36 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
       o.hidden.assign(hd + static_cast<size_t>(row0[b]) * H, hd + static_cast<size_t>(row0[b] + T) * H);
     else
       o.hidden.clear();
+    // Layer outputs, token-major as LlamaCpu returns them: row t, then the requested layers in order.
+    const auto& want = reqs[b].layer_outputs;
+    o.layer_outputs.resize(static_cast<size_t>(T) * want.size() * H);
+    for (size_t j = 0; j < want.size(); ++j) {
+      const size_t ci = static_cast<size_t>(std::lower_bound(capture.begin(), capture.end(), want[j]) - capture.begin());
+      for (int t = 0; t < T; ++t)
+        std::memcpy(o.layer_outputs.data() + (static_cast<size_t>(t) * want.size() + j) * H,
+                    layer_out_h.get<float>() + (ci * R + row0[b] + t) * H, sizeof(float) * H);
+    }
     caches[b]->advance(T);
   }
+}
+
+// logits (n x V) = the LM head on n final-norm hidden states uploaded from the host: the same projection
+// as the forward's last step.
+void LlamaCuda::Impl::lm_head(std::span<const float> hidden, int n, std::vector<float>& logits_out) {
+  const ModelConfig& c = model->config;
+  const int H = c.dim, V = c.vocab_size;
+  SPECDEC_CHECK(n >= 0 && hidden.size() == static_cast<size_t>(n) * H, "lm_head: ", n, " rows of ", H,
+                " floats, got ", hidden.size(), " floats");
+  logits_out.resize(static_cast<size_t>(n) * V);
+  if (n == 0) return;
+  SPECDEC_CUDA_CHECK(cudaSetDevice(ctx->device));
+  ensure_scratch(0, n, false);
+  cudaStream_t s = ctx->stream;
+  SPECDEC_CUDA_CHECK(cudaMemcpyAsync(head_rows.get(), hidden.data(), sizeof(float) * n * H, cudaMemcpyHostToDevice, s));
+  proj(logits.get<float>(), head_rows.get<float>(), output, n, V, H);
+  SPECDEC_CUDA_CHECK(cudaMemcpyAsync(logits_h.get(), logits.get(), sizeof(float) * n * V, cudaMemcpyDeviceToHost, s));
+  SPECDEC_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::memcpy(logits_out.data(), logits_h.get(), sizeof(float) * n * V);
 }
 
 // ---- LlamaCuda ---------------------------------------------------------------------------------------
@@ -812,6 +863,10 @@ std::unique_ptr<KVCache> LlamaCuda::new_cache(int capacity, int n_layers) const 
 void LlamaCuda::forward_batch(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                               std::span<ForwardResult> out) {
   impl_->forward(caches, reqs, out);
+}
+
+void LlamaCuda::lm_head(std::span<const float> hidden, int n, std::vector<float>& logits) {
+  impl_->lm_head(hidden, n, logits);
 }
 
 std::unique_ptr<Model> make_cuda_model(std::shared_ptr<const LoadedModel> model, int device) {

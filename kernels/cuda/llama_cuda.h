@@ -54,6 +54,7 @@ class LlamaCuda final : public Model {
   // logits / hidden states are on the host. Caches must come from this model's new_cache.
   void forward_batch(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                      std::span<ForwardResult> out) override;
+  void lm_head(std::span<const float> hidden, int n, std::vector<float>& logits) override;
 
   CudaModelStats stats() const;
   const LoadedModel& loaded() const;

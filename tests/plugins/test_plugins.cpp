@@ -113,24 +113,24 @@ TEST_CASE("bigram proposes the most frequent follower, chained", "[plugins]") {
   auto d = info.factory(env, DrafterOptions({}, "bigram"));
   // 5 was followed by 7 twice and by 9 once; 7 by 5 twice; 9 by 5 once.
   const std::vector<TokenId> prompt = {1, 5, 7, 5, 9, 5, 7, 5};
-  d->begin(prompt);
+  d->begin(prompt, {});
   CHECK(d->propose(4).tokens == std::vector<TokenId>{7, 5, 7, 5});
   CHECK(d->propose(4).is_chain());
   CHECK(d->propose(4).q.empty());  // deterministic: one-hot q
   // Emitted 7, 8: 7 -> 8 (once) stays behind 7 -> 5 (twice); 8 has no follower yet: nothing to propose.
   const std::vector<TokenId> step = {7, 8};
-  d->accept(step);
+  d->accept(step, {});
   CHECK(d->propose(4).tokens.empty());
   const std::vector<TokenId> step2 = {1};
-  d->accept(step2);  // 8 -> 1, then 1 -> 5 (from the prompt's 1, 5)
+  d->accept(step2, {});  // 8 -> 1, then 1 -> 5 (from the prompt's 1, 5)
   CHECK(d->propose(3).tokens == std::vector<TokenId>{5, 7, 5});
   // Ties go to the most recent follower: 5 -> 9 and 5 -> 7 have been seen 3 times each now.
   const std::vector<TokenId> step3 = {5, 9, 5, 9, 5};
-  d->accept(step3);
+  d->accept(step3, {});
   CHECK(d->propose(1).tokens == std::vector<TokenId>{9});
 
   auto strict = info.factory(env, DrafterOptions({{"min_count", "3"}}, "bigram"));
-  strict->begin(prompt);
+  strict->begin(prompt, {});
   CHECK(strict->propose(4).tokens.empty());  // no pair was seen 3 times
 }
 

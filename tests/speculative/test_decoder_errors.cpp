@@ -40,7 +40,7 @@ bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::
 class FixedDrafter final : public Drafter {
  public:
   explicit FixedDrafter(DraftProposal p, bool within_budget = false) : p_(std::move(p)), within_(within_budget) {}
-  void begin(std::span<const TokenId>) override {}
+  void begin(std::span<const TokenId>, const TargetFeatures&) override {}
   DraftProposal propose(int max_tokens) override {
     DraftProposal p = p_;
     if (within_ && p.size() > max_tokens) {
@@ -49,7 +49,7 @@ class FixedDrafter final : public Drafter {
     }
     return p;
   }
-  void accept(std::span<const TokenId>) override {}
+  void accept(std::span<const TokenId>, const TargetFeatures&) override {}
 
  private:
   DraftProposal p_;

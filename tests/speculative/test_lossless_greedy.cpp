@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -11,6 +12,7 @@
 #include "core/loading.h"
 #include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
+#include "drafters/medusa/heads.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
 #include "verifiers/rules.h"
@@ -31,6 +33,22 @@ Fixture& fx() {
 
 const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom went to the park. They saw",
                                            "The little dog was sad because", ""};
+
+// Medusa heads for stories260K with random blocks (losslessness needs no trained heads), and a made-up
+// accuracy table in their metadata so that tree_nodes can build a tree; written once per test binary.
+const std::string& medusa_heads_file() {
+  static const std::string path = [] {
+    medusa::HeadsConfig hc{.n_heads = 4, .n_layers = 1, .hidden_size = fx().model.config().dim,
+                           .vocab_size = fx().model.config().vocab_size};
+    medusa::MedusaHeads h = medusa::init_medusa_heads(hc, 7, 0.05f);
+    h.metadata_json = R"({"accuracy_topk": [[0.5, 0.7, 0.8], [0.4, 0.6, 0.7], [0.3, 0.5, 0.6], [0.2, 0.4, 0.5]]})";
+    const std::string p = std::string(SPECDEC_TEST_SCRATCH) + "/lossless_medusa_heads.safetensors";
+    std::filesystem::create_directories(SPECDEC_TEST_SCRATCH);
+    medusa::save_medusa_heads(h, p);
+    return p;
+  }();
+  return path;
+}
 
 struct DrafterCase {
   std::string name;
@@ -92,6 +110,8 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
       {"early_exit", {{"layers", "2"}, {"min_confidence", "0.3"}}},
       {"synthetic", {{"acceptance", "0.9,0.7,0.5"}}},
       {"oracle", {}},
+      {"medusa", {{"heads", medusa_heads_file()}}},
+      {"medusa", {{"heads", medusa_heads_file()}, {"tree_nodes", "6"}}},
   };
   auto& registry = drafters::default_registry();
   // Every registered drafter has a case here: a new one fails this test until it gets one.
