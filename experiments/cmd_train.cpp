@@ -125,7 +125,7 @@ int train_medusa_command(const std::vector<std::string>& args) {
       ("help,h", "show this help")
       ("config", po::value(&config_path), "the training config (INI of the keys below)")
       ("resume", po::bool_switch(&resume), "continue from the checkpoint (same data and config)")
-      ("quiet,q", po::bool_switch(&quiet), "no progress display");
+      ("quiet,q", po::bool_switch(&quiet), "no progress display or per-epoch table (the final table is printed)");
   po::options_description all;
   all.add(cmd).add(keys);
   po::positional_options_description pos;
@@ -225,6 +225,7 @@ int train_medusa_command(const std::vector<std::string>& args) {
   };
   const medusa::MedusaTrainResult r = medusa::train_medusa(data, lm, c, cb, resume);
   if (progress) progress->finish();
+  if (quiet) std::printf("%s\n", epoch_table(r.epochs.back(), true).c_str());
 
   medusa::save_medusa_heads(r.heads, o.out);
   {
