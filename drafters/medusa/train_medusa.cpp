@@ -97,6 +97,15 @@ void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) 
   for (size_t i = 0; i < d.topk_ids.size(); ++i)
     SPECDEC_CHECK(d.topk_ids[i] >= 0 && d.topk_ids[i] < d.vocab_size, "features top-k ids in [0, ", d.vocab_size,
                   "), got ", d.topk_ids[i], " at row ", i / d.topk);
+  for (int64_t r = 0; r < N; ++r) {
+    double sum = 0.0;
+    for (int j = 0; j < d.topk; ++j) {
+      const float p = d.topk_probs[static_cast<size_t>(r) * d.topk + j];
+      SPECDEC_CHECK(p >= 0.f && p <= 1.f, "features top-k probabilities in [0, 1], got ", p, " at row ", r);
+      sum += p;
+    }
+    SPECDEC_CHECK(sum > 0.0, "features top-k probabilities with a positive sum, got 0 at row ", r);
+  }
   SPECDEC_CHECK(lm_head.size() == static_cast<size_t>(d.vocab_size) * d.hidden_size, "an LM head of V x H = ",
                 d.vocab_size, " x ", d.hidden_size, " floats for these features, got ", lm_head.size());
 }

@@ -299,6 +299,11 @@ TEST_CASE("bad training input: one-line errors") {
   c = small_config();
   d.topk_ids[3] = 64;
   CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }), Catch::Contains("top-k ids in [0, 64), got 64"));
+  d.topk_ids[3] = 0;
+  std::fill(d.topk_probs.begin() + 8, d.topk_probs.begin() + 12, 0.f);  // row 2's four probabilities
+  CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }), Catch::Contains("positive sum, got 0 at row 2"));
+  d.topk_probs[0] = std::nanf("");
+  CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }), Catch::Contains("probabilities in [0, 1], got nan at row 0"));
 
   train::FeatureData a = synthetic(1, 4, 16, 64, 4, lm, 13), b = synthetic(1, 4, 16, 64, 4, lm, 14);
   append_features(a, b, "b.h5");
