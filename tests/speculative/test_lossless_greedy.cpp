@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
-#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -12,9 +11,9 @@
 #include "core/loading.h"
 #include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
-#include "drafters/medusa/heads.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/medusa_heads.h"
 #include "verifiers/rules.h"
 
 using namespace specdec;
@@ -34,21 +33,7 @@ Fixture& fx() {
 const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom went to the park. They saw",
                                            "The little dog was sad because", ""};
 
-// Medusa heads for stories260K with random blocks (losslessness needs no trained heads), and a made-up
-// accuracy table in their metadata so that tree_nodes can build a tree; written once per test binary.
-const std::string& medusa_heads_file() {
-  static const std::string path = [] {
-    medusa::HeadsConfig hc{.n_heads = 4, .n_layers = 1, .hidden_size = fx().model.config().dim,
-                           .vocab_size = fx().model.config().vocab_size};
-    medusa::MedusaHeads h = medusa::init_medusa_heads(hc, 7, 0.05f);
-    h.metadata_json = R"({"accuracy_topk": [[0.5, 0.7, 0.8], [0.4, 0.6, 0.7], [0.3, 0.5, 0.6], [0.2, 0.4, 0.5]]})";
-    const std::string p = std::string(SPECDEC_TEST_SCRATCH) + "/lossless_medusa_heads.safetensors";
-    std::filesystem::create_directories(SPECDEC_TEST_SCRATCH);
-    medusa::save_medusa_heads(h, p);
-    return p;
-  }();
-  return path;
-}
+const std::string& medusa_heads_file() { return test::random_medusa_heads(fx().model.config(), "lossless_medusa"); }
 
 struct DrafterCase {
   std::string name;

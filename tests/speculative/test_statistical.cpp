@@ -21,6 +21,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/medusa_heads.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
@@ -184,6 +185,11 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
       // Dynamic draft length: the chain stops where q's largest probability is below 0.5 (0 to 3 tokens).
       {"early_exit(layers=4) chain k=3, min_confidence=0.5", "early_exit",
        {{"layers", "4"}, {"min_confidence", "0.5"}}, 3},
+      // Medusa heads on the target's features: a chain sampled from the heads' softmax (q), and a sparse
+      // tree of deterministic candidates (one-hot q; siblings through the recursive rejection rule).
+      {"medusa chain k=2", "medusa", {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}}, 2},
+      {"medusa tree (6 nodes)", "medusa",
+       {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}, {"tree_nodes", "6"}}, 6},
   };
   uint64_t seed = 10;
   for (const Arm& arm : arms) {
