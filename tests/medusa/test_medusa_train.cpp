@@ -313,3 +313,19 @@ TEST_CASE("bad training input: one-line errors") {
   CHECK_THAT(test::error_of([&] { append_features(a, b, "b.h5"); }),
              Catch::Contains("b.h5: features of the target with sha256 other"));
 }
+
+TEST_CASE("two threads: GEMMs large enough for Eigen to split, the same weights on every run") {
+  const int H = 64, V = 2048;
+  const std::vector<float> lm = test::randn(static_cast<size_t>(V) * H, 15, 0.3f);
+  const train::FeatureData d = synthetic(4, 80, H, V, 4, lm, 16);
+  MedusaTrainConfig c = small_config();
+  c.batch = 128;
+  c.steps = 2;
+  c.threads = 2;
+  const MedusaTrainResult a = train_medusa(d, lm, c);
+  const MedusaTrainResult b = train_medusa(d, lm, c);
+  CHECK(nlohmann::json::parse(a.heads.metadata_json)["threads"] == 2);
+  CHECK(a.heads.w == b.heads.w);
+  CHECK(a.heads.b == b.heads.b);
+  CHECK(a.epochs.back().heldout[0].loss == b.epochs.back().heldout[0].loss);
+}
