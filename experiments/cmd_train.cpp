@@ -48,7 +48,7 @@ po::options_description config_keys(TrainOptions& o) {
       ("epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training rows")
       ("steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")
       ("batch", po::value(&c.batch)->default_value(c.batch), "rows per step")
-      ("lr", po::value(&c.lr)->default_value(c.lr), "peak learning rate")
+      ("lr", po::value(&c.lr)->default_value(c.lr, "0.001"), "peak learning rate")
       ("min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")
       ("warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")
       ("weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "AdamW's decoupled weight decay "
@@ -62,9 +62,9 @@ po::options_description config_keys(TrainOptions& o) {
                                                                    "all cores); results are reproducible per count")
       ("checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
        "steps between checkpoints (0: none)")
-      ("heldout_fraction", po::value(&c.heldout_fraction)->default_value(c.heldout_fraction),
+      ("heldout_fraction", po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
        "fraction of the sequences held out for evaluation")
-      ("response_only", po::value(&c.response_only)->default_value(c.response_only),
+      ("response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
        "train and evaluate only where the label row is a response row");
   return d;
 }
