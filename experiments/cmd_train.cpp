@@ -179,6 +179,13 @@ int train_medusa_command(const std::vector<std::string>& args) {
   c.model_path = o.model;
   c.checkpoint_path = o.checkpoint.empty() ? o.out + ".ckpt" : o.checkpoint;
   set_threads(c.threads);
+  // The output folders now, not after hours of training.
+  for (const std::string& path : {o.out, c.checkpoint_path}) {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    SPECDEC_CHECK(!ec, path, ": cannot create its folder (", ec.message(), ")");
+  }
 
   const std::shared_ptr<const LoadedModel> model = load_model(o.model);
   const std::string model_sha = train::target_sha256(o.model);

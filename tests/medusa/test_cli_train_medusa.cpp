@@ -53,7 +53,8 @@ TEST_CASE("specdec train medusa: trains, writes heads the loader accepts, overri
   const auto dir = test::scratch_dir("cli_train_medusa");
   const std::string sha = train::target_sha256(test::stories_model());
   const std::string data = write_features((dir / "stories.features.h5").string(), sha);
-  const std::string out = (dir / "heads.safetensors").string();
+  std::filesystem::remove_all(dir / "results");
+  const std::string out = (dir / "results" / "heads.safetensors").string();  // the folder is created
   const std::string cfg = write_config((dir / "train.ini").string(), data, out);
   const std::string bin = test::specdec_bin();
 
