@@ -346,6 +346,18 @@ struct FeatureWriter::Impl {
   std::vector<uint16_t> half_rows;  // scratch: one sequence's hidden as float16 bits
   bool committed = false;
 
+  // Not committed (an error, a kill of the writer object, a move-assignment over it): drop PATH.tmp.
+  ~Impl() {
+    if (committed) return;
+    QuietHdf5 quiet;
+    tokens.reset();
+    hidden.reset();
+    topk_ids.reset();
+    topk_probs.reset();
+    file.reset();
+    std::remove(tmp.c_str());
+  }
+
   // A chunked dataset of `cols` columns (0 = one-dimensional) that grows along its rows, chunks of ~256 KiB.
   Hid create_rows(const char* name, hid_t type, hsize_t cols) {
     const size_t elem = H5Tget_size(type);
@@ -420,16 +432,7 @@ FeatureWriter::FeatureWriter(std::string path, const FeatureFileInfo& info) : im
 FeatureWriter::FeatureWriter(FeatureWriter&&) noexcept = default;
 FeatureWriter& FeatureWriter::operator=(FeatureWriter&&) noexcept = default;
 
-FeatureWriter::~FeatureWriter() {
-  if (!impl_ || impl_->committed) return;
-  QuietHdf5 quiet;
-  impl_->tokens.reset();
-  impl_->hidden.reset();
-  impl_->topk_ids.reset();
-  impl_->topk_probs.reset();
-  impl_->file.reset();
-  std::remove(impl_->tmp.c_str());
-}
+FeatureWriter::~FeatureWriter() = default;
 
 void FeatureWriter::append(std::span<const int32_t> tokens, int prompt_len, std::span<const float> hidden,
                            std::span<const int32_t> topk_ids, std::span<const float> topk_probs) {

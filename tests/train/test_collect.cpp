@@ -422,4 +422,12 @@ TEST_CASE("FeatureWriter: round trip, float16 rounding, atomic commit, inconsist
   { FeatureWriter w(dropped, info); }
   CHECK_FALSE(fs::exists(dropped));
   CHECK_FALSE(fs::exists(dropped + ".tmp"));
+  // Nor one replaced by move-assignment.
+  const std::string replaced = (scratch() / "replaced.h5").string();
+  FeatureWriter a(replaced, info);
+  CHECK(fs::exists(replaced + ".tmp"));
+  a = FeatureWriter(dropped, info);
+  CHECK_FALSE(fs::exists(replaced + ".tmp"));
+  a.commit();
+  CHECK(read_feature_info(dropped).n_sequences == 0);
 }
