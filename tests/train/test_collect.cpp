@@ -419,15 +419,18 @@ TEST_CASE("FeatureWriter: round trip, float16 rounding, atomic commit, inconsist
 
   // A writer dropped without commit leaves nothing.
   const std::string dropped = (scratch() / "dropped.h5").string();
+  fs::remove(dropped);
   { FeatureWriter w(dropped, info); }
   CHECK_FALSE(fs::exists(dropped));
   CHECK_FALSE(fs::exists(dropped + ".tmp"));
   // Nor one replaced by move-assignment.
-  const std::string replaced = (scratch() / "replaced.h5").string();
+  const std::string replaced = (scratch() / "replaced.h5").string(), empty = (scratch() / "empty.h5").string();
+  fs::remove(empty);
   FeatureWriter a(replaced, info);
   CHECK(fs::exists(replaced + ".tmp"));
-  a = FeatureWriter(dropped, info);
+  a = FeatureWriter(empty, info);
   CHECK_FALSE(fs::exists(replaced + ".tmp"));
   a.commit();
-  CHECK(read_feature_info(dropped).n_sequences == 0);
+  CHECK_FALSE(fs::exists(replaced));
+  CHECK(read_feature_info(empty).n_sequences == 0);
 }
