@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -243,6 +244,45 @@ TEST_CASE("collect (reference): sequences, rows against a fresh forward, top-k a
     }
   }
   CHECK(some_cut);  // max_tokens = 40 cut at least one sequence
+}
+
+TEST_CASE("collect: the seeded shuffle reorders the same sequences; prompts that fill max_tokens are skipped") {
+  auto sequences = [](const FeatureData& d) {
+    std::vector<std::vector<int32_t>> out;
+    for (int s = 0; s < d.n_sequences(); ++s)
+      out.emplace_back(d.tokens.begin() + d.offsets[s], d.tokens.begin() + d.offsets[s + 1]);
+    return out;
+  };
+  CollectConfig a = base_config("seed0.h5"), b = base_config("seed1.h5"), plain = base_config("no_shuffle.h5");
+  b.seed = 1;
+  plain.shuffle = false;
+  for (auto* c : {&a, &b, &plain}) REQUIRE(collect(*c).complete);
+  auto sa = sequences(read_features(a.out)), sb = sequences(read_features(b.out)), sp = sequences(read_features(plain.out));
+  CHECK(sa != sb);
+  CHECK(sa != sp);
+  std::sort(sa.begin(), sa.end());
+  std::sort(sb.begin(), sb.end());
+  std::sort(sp.begin(), sp.end());
+  CHECK(sa == sb);
+  CHECK(sa == sp);
+
+  // max_tokens = 12: the records whose templated prompt has 12 tokens or more are passed over.
+  CollectConfig tight = base_config("tight.h5");
+  tight.max_tokens = 12;
+  int64_t want_skipped = 0;
+  const Tokenizer& tok = *specdec::test::stories().tok;
+  for (const auto& r : all_records()) want_skipped += tok.encode(r.prompt, tok.add_bos_default()).size() >= 12;
+  REQUIRE(want_skipped > 0);
+  REQUIRE(want_skipped < 7);
+  const CollectSummary sum = collect(tight);
+  CHECK(sum.skipped == want_skipped);
+  CHECK(sum.sequences == 7 - want_skipped);
+  const FeatureData d = read_features(tight.out);
+  for (int s = 0; s < d.n_sequences(); ++s) {
+    CHECK(d.prompt_len[s] < 12);
+    CHECK(d.offsets[s + 1] - d.offsets[s] <= 12);
+  }
+  CHECK_THAT(read_feature_info(tight.out).sources, Catch::Contains("\"skipped\":" + std::to_string(want_skipped)));
 }
 
 TEST_CASE("collect (self): the response is the target's greedy decode, and each row's top-1 is the next token") {
