@@ -65,7 +65,10 @@ po::options_description config_keys(TrainOptions& o) {
       ("heldout_fraction", po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
        "fraction of the sequences held out for evaluation")
       ("response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
-       "train and evaluate only where the label row is a response row");
+       "train and evaluate only where the label row is a response row")
+      ("train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
+       "0 = full vocabulary; N = the loss over the N most frequent label tokens (faster by V/N; evaluation stays "
+       "full)");
   return d;
 }
 
@@ -93,8 +96,12 @@ std::string fixed(double v, int digits) {
 }
 
 // One line per head: "epoch  step  head  train_loss  heldout_loss  top1 top2 top3 top5 top10".
+// With a training vocabulary, every epoch's table starts with a line saying what the train column is over.
 std::string epoch_table(const medusa::EpochReport& e, bool header) {
   std::string s;
+  if (e.train_vocab > 0)
+    s += "train_vocab = " + std::to_string(e.train_vocab) + " (" + fixed(100.0 * e.train_vocab_coverage, 2) +
+         "% of the training label mass): train_loss over these ids, held-out figures over the full vocabulary\n";
   if (header) s += "epoch     step  head  train_loss  heldout_loss   top1   top2   top3   top5  top10\n";
   for (size_t k = 0; k < e.heldout.size(); ++k) {
     char buf[200];

@@ -1,8 +1,10 @@
 // The Medusa heads' trainer (train_medusa.h). One step: a mini-batch of B rows; per head k the rows that
 // have a label for it (X0 = their features, n x H), the residual blocks, logits Z = X_L LM^T (n x V, the
 // GEMM that dominates), the soft cross-entropy against the target's renormalised top-k distribution, and
-// the backward pass dX_L = G LM, then through the blocks (dW, db). Eigen float32 GEMMs (threaded by Eigen),
-// per-row work in OpenMP static loops, every reduction in a fixed order: deterministic per thread count.
+// the backward pass dX_L = G LM, then through the blocks (dW, db). With a training vocabulary S
+// (train_vocab = N) the training steps use LM_S (its N rows, gathered once) in place of LM, so both GEMMs are
+// n x H x N; evaluation always uses the full LM. Eigen float32 GEMMs (threaded by Eigen), per-row work in
+// OpenMP static loops, every reduction in a fixed order: deterministic per thread count.
 #include "drafters/medusa/train_medusa.h"
 
 #include <Eigen/Dense>
@@ -79,7 +81,7 @@ struct RowBounds {
   }
 };
 
-void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) {
+void check_features(const train::FeatureData& d) {
   const int64_t N = d.n_rows();
   const int S = d.n_sequences();
   SPECDEC_CHECK(d.hidden_size > 0 && d.vocab_size > 0 && d.topk > 0, "features with hidden_size, vocab_size, topk > 0, got ",
@@ -106,6 +108,10 @@ void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) 
     }
     SPECDEC_CHECK(sum > 0.0, "features top-k probabilities with a positive sum, got 0 at row ", r);
   }
+}
+
+void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) {
+  check_features(d);
   SPECDEC_CHECK(lm_head.size() == static_cast<size_t>(d.vocab_size) * d.hidden_size, "an LM head of V x H = ",
                 d.vocab_size, " x ", d.hidden_size, " floats for these features, got ", lm_head.size());
 }
@@ -113,6 +119,26 @@ void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) 
 struct Grads {
   std::vector<std::vector<float>> w, b;  // same layout as MedusaHeads::w / b
 };
+
+// A training vocabulary S laid out for run_head: LM_S (S's rows of the LM head, N x H) and each token id's
+// column in it (-1 outside S).
+struct SubsetHead {
+  std::vector<float> lm;
+  std::vector<int32_t> column;
+};
+
+SubsetHead gather_subset(const std::vector<float>& lm_head, int V, int H, const std::vector<int32_t>& ids) {
+  SubsetHead s;
+  s.column.assign(static_cast<size_t>(V), -1);
+  s.lm.resize(ids.size() * static_cast<size_t>(H));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SPECDEC_CHECK(ids[i] >= 0 && ids[i] < V && (i == 0 || ids[i] > ids[i - 1]),
+                  "a training vocabulary of distinct ascending ids in [0, ", V, "), got ", ids[i], " at ", i);
+    s.column[ids[i]] = static_cast<int32_t>(i);
+    std::copy_n(lm_head.data() + static_cast<size_t>(ids[i]) * H, H, s.lm.data() + i * H);
+  }
+  return s;
+}
 
 // What one head did over a set of rows.
 struct HeadOutcome {
@@ -122,13 +148,23 @@ struct HeadOutcome {
 };
 
 // Head k over `rows` (those with a label for it): losses and ranks; with grads, adds the gradient of
-// (mean loss over these rows) with respect to the head's blocks into grads.
+// (mean loss over these rows) with respect to the head's blocks into grads. lm: the full LM head
+// (column == nullptr) or LM_S with column mapping token ids to its rows (-1 outside S); over S a row's top-k
+// is restricted to S and renormalised, a row with no label mass in S is skipped (not counted in n), and the
+// rank is over S's logits (a target argmax outside S ranks nowhere).
 HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& d, const RowBounds& bounds,
-                     const ConstRowMap& lm, std::span<const int64_t> rows, Grads* grads) {
-  const int H = d.hidden_size, V = d.vocab_size, L = heads.cfg.n_layers, K = d.topk;
+                     const ConstRowMap& lm, const int32_t* column, std::span<const int64_t> rows, Grads* grads) {
+  const int H = d.hidden_size, V = static_cast<int>(lm.rows()), L = heads.cfg.n_layers, K = d.topk;
+  auto col = [column](int32_t id) { return column ? column[id] : id; };
   std::vector<int64_t> kept;
-  for (int64_t r : rows)
-    if (bounds.has_label(r, k)) kept.push_back(r);
+  for (int64_t r : rows) {
+    if (!bounds.has_label(r, k)) continue;
+    bool labelled = column == nullptr;
+    const int64_t label = r + k + 1;
+    for (int j = 0; j < K && !labelled; ++j)
+      labelled = col(d.topk_ids[label * K + j]) >= 0 && d.topk_probs[label * K + j] > 0.f;
+    if (labelled) kept.push_back(r);
+  }
   HeadOutcome out;
   out.n = static_cast<int64_t>(kept.size());
   if (kept.empty()) return out;
@@ -160,15 +196,17 @@ HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& 
     const int64_t label = kept[i] + k + 1;
     const int32_t* ids = d.topk_ids.data() + label * K;
     const float* probs = d.topk_probs.data() + label * K;
-    const int32_t a = ids[0];
-    int32_t rk = 0;
+    const int32_t a = col(ids[0]);
+    int32_t rk = a < 0 ? kTopAccuracies : 0;
     for (int j = 0; j < V && rk < kTopAccuracies; ++j) rk += (z[j] > z[a] || (z[j] == z[a] && j < a)) ? 1 : 0;
     rank[i] = rk;
     float zmax = z[0];
     for (int j = 1; j < V; ++j) zmax = std::max(zmax, z[j]);
     double psum = 0.0, plogit = 0.0;
-    for (int j = 0; j < K; ++j) psum += probs[j];
-    for (int j = 0; j < K; ++j) plogit += probs[j] / psum * z[ids[j]];
+    for (int j = 0; j < K; ++j)
+      if (col(ids[j]) >= 0) psum += probs[j];
+    for (int j = 0; j < K; ++j)
+      if (const int32_t c = col(ids[j]); c >= 0) plogit += probs[j] / psum * z[c];
     // z becomes exp(z - zmax) (one float exp per logit; the sum in double), then the gradient in place.
     double sum = 0.0;
     for (int j = 0; j < V; ++j) sum += (z[j] = std::exp(z[j] - zmax));
@@ -176,7 +214,8 @@ HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& 
     if (grads) {
       const float scale = static_cast<float>(1.0 / sum) * inv_n;
       for (int j = 0; j < V; ++j) z[j] *= scale;
-      for (int j = 0; j < K; ++j) z[ids[j]] -= static_cast<float>(probs[j] / psum) * inv_n;
+      for (int j = 0; j < K; ++j)
+        if (const int32_t c = col(ids[j]); c >= 0) z[c] -= static_cast<float>(probs[j] / psum) * inv_n;
     }
   }
   for (int i = 0; i < n; ++i) {
@@ -245,6 +284,50 @@ std::string block_tensor(int k, int l, const char* what) {
 
 }  // namespace
 
+TrainVocabulary select_train_vocabulary(const train::FeatureData& data, const std::vector<int64_t>& rows, int n_heads,
+                                        bool response_only, int n) {
+  check_features(data);
+  const int V = data.vocab_size, K = data.topk;
+  SPECDEC_CHECK(n >= 1 && n <= V, "a training vocabulary of 1 .. ", V, " ids, got ", n);
+  const RowBounds bounds(data, response_only);
+  std::vector<uint8_t> is_label(static_cast<size_t>(data.n_rows()), 0);
+  for (int64_t r : rows) {
+    SPECDEC_CHECK(r >= 0 && r < data.n_rows(), "a row in [0, ", data.n_rows(), "), got ", r);
+    for (int k = 0; k < n_heads; ++k)
+      if (bounds.has_label(r, k)) is_label[r + k + 1] = 1;
+  }
+  std::vector<int64_t> count(static_cast<size_t>(V), 0);
+  for (int64_t l = 0; l < data.n_rows(); ++l)
+    if (is_label[l])
+      for (int j = 0; j < K; ++j) ++count[data.topk_ids[l * K + j]];
+  std::vector<int32_t> ids(static_cast<size_t>(V));
+  for (int v = 0; v < V; ++v) ids[v] = v;
+  // A strict total order (count descending, then id), so the chosen set does not depend on the algorithm.
+  std::nth_element(ids.begin(), ids.begin() + (n - 1), ids.end(),
+                   [&](int32_t a, int32_t b) { return count[a] != count[b] ? count[a] > count[b] : a < b; });
+  ids.resize(static_cast<size_t>(n));
+  std::sort(ids.begin(), ids.end());
+
+  TrainVocabulary out;
+  std::vector<uint8_t> inside(static_cast<size_t>(V), 0);
+  for (int32_t id : ids) inside[id] = 1;
+  double mass = 0.0;
+  int64_t labels = 0;
+  for (int64_t l = 0; l < data.n_rows(); ++l) {
+    if (!is_label[l]) continue;
+    double sum = 0.0, in = 0.0;
+    for (int j = 0; j < K; ++j) {
+      sum += data.topk_probs[l * K + j];
+      if (inside[data.topk_ids[l * K + j]]) in += data.topk_probs[l * K + j];
+    }
+    mass += in / sum;
+    ++labels;
+  }
+  out.coverage = labels > 0 ? mass / static_cast<double>(labels) : 1.0;
+  out.ids = std::move(ids);
+  return out;
+}
+
 std::vector<float> lm_head_f32(const LoadedModel& model) {
   const WeightTensor& out = model.weights.output;
   const int64_t V = model.config.vocab_size, H = model.config.dim;
@@ -292,7 +375,7 @@ std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::
   for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch)) {
     const std::span<const int64_t> chunk(rows.data() + start, std::min(rows.size() - start, static_cast<size_t>(batch)));
     for (int k = 0; k < heads.cfg.n_heads; ++k) {
-      const HeadOutcome o = run_head(heads, k, data, bounds, lm, chunk, nullptr);
+      const HeadOutcome o = run_head(heads, k, data, bounds, lm, nullptr, chunk, nullptr);
       total[k].n += o.n;
       total[k].loss_sum += o.loss_sum;
       for (int i = 0; i < kTopAccuracies; ++i) total[k].hits[i] += o.hits[i];
@@ -305,22 +388,27 @@ std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::
 
 double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureData& data,
                         const std::vector<float>& lm_head, const std::vector<int64_t>& rows, bool response_only,
-                        std::vector<std::vector<float>>* grad_w, std::vector<std::vector<float>>* grad_b) {
+                        std::vector<std::vector<float>>* grad_w, std::vector<std::vector<float>>* grad_b,
+                        const std::vector<int32_t>& train_ids) {
   check_data(data, lm_head);
   SPECDEC_CHECK(k >= 0 && k < heads.cfg.n_heads, "a Medusa head index in [0, ", heads.cfg.n_heads, "), got ", k);
   SPECDEC_CHECK((grad_w == nullptr) == (grad_b == nullptr), "both gradients (grad_w and grad_b) or neither");
   const RowBounds bounds(data, response_only);
-  const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
+  const SubsetHead subset =
+      train_ids.empty() ? SubsetHead{} : gather_subset(lm_head, data.vocab_size, data.hidden_size, train_ids);
+  const ConstRowMap lm(train_ids.empty() ? lm_head.data() : subset.lm.data(),
+                       train_ids.empty() ? data.vocab_size : static_cast<int64_t>(train_ids.size()), data.hidden_size);
+  const int32_t* column = train_ids.empty() ? nullptr : subset.column.data();
   HeadOutcome o;
   if (grad_w) {
     SPECDEC_CHECK(grad_w->size() == heads.w.size() && grad_b->size() == heads.b.size(), "gradients laid out like the "
                   "heads' ", heads.w.size(), " blocks, got ", grad_w->size(), " and ", grad_b->size());
     Grads g{std::move(*grad_w), std::move(*grad_b)};
-    o = run_head(heads, k, data, bounds, lm, rows, &g);
+    o = run_head(heads, k, data, bounds, lm, column, rows, &g);
     *grad_w = std::move(g.w);
     *grad_b = std::move(g.b);
   } else {
-    o = run_head(heads, k, data, bounds, lm, rows, nullptr);
+    o = run_head(heads, k, data, bounds, lm, column, rows, nullptr);
   }
   return o.n > 0 ? o.loss_sum / static_cast<double>(o.n) : 0.0;
 }
@@ -342,6 +430,9 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   SPECDEC_CHECK(cfg.checkpoint_every >= 0, "checkpoint_every >= 0 steps, got ", cfg.checkpoint_every);
   SPECDEC_CHECK((cfg.checkpoint_every == 0 && !resume) || !cfg.checkpoint_path.empty(),
                 "a checkpoint path with checkpoint_every > 0 or --resume");
+  SPECDEC_CHECK(cfg.train_vocab == 0 || (cfg.train_vocab >= data.topk && cfg.train_vocab <= data.vocab_size),
+                "train_vocab = ", cfg.train_vocab, ": must be 0 (the full vocabulary) or in [topk, V] = [", data.topk,
+                ", ", data.vocab_size, "]");
   if (cfg.threads > 0) {
     Eigen::setNbThreads(cfg.threads);
     omp_set_num_threads(cfg.threads);
@@ -372,6 +463,21 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   const int64_t total_steps = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
   const int n_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
 
+  // The training steps' LM head: the full one, or LM_S of the training vocabulary.
+  TrainVocabulary vocab;
+  SubsetHead subset;
+  if (cfg.train_vocab > 0) {
+    vocab = select_train_vocabulary(data, train_rows, cfg.n_heads, cfg.response_only, cfg.train_vocab);
+    subset = gather_subset(lm_head, data.vocab_size, data.hidden_size, vocab.ids);
+  }
+  const ConstRowMap lm(cfg.train_vocab > 0 ? subset.lm.data() : lm_head.data(),
+                       cfg.train_vocab > 0 ? cfg.train_vocab : data.vocab_size, data.hidden_size);
+  const int32_t* column = cfg.train_vocab > 0 ? subset.column.data() : nullptr;
+  auto stamp = [&](EpochReport& rep) {
+    rep.train_vocab = cfg.train_vocab;
+    rep.train_vocab_coverage = vocab.coverage;
+  };
+
   HeadsConfig hc;
   hc.n_heads = cfg.n_heads;
   hc.n_layers = cfg.n_layers;
@@ -399,7 +505,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
                             {"lr", cfg.lr}, {"min_lr", cfg.min_lr}, {"warmup", cfg.warmup},
                             {"weight_decay", cfg.weight_decay}, {"clip", cfg.clip}, {"init_scale", cfg.init_scale},
                             {"seed", cfg.seed}, {"heldout_fraction", cfg.heldout_fraction},
-                            {"response_only", cfg.response_only}, {"total_steps", total_steps},
+                            {"response_only", cfg.response_only}, {"train_vocab", cfg.train_vocab},
+                            {"total_steps", total_steps},
                             {"threads", threads}, {"rows", data.n_rows()}, {"sequences", S},
                             {"target_sha256", data.target_sha256}};
 
@@ -416,12 +523,17 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     json ck;
     try {
       ck = json::parse(meta->second);
+      json written = ck.at("fingerprint");
+      if (!written.contains("train_vocab")) written["train_vocab"] = 0;  // written before the option existed
       for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
-        SPECDEC_CHECK(ck.at("fingerprint").at(it.key()) == it.value(), cfg.checkpoint_path, ": written by a run with ",
-                      it.key(), " = ", ck.at("fingerprint").at(it.key()).dump(), ", this run has ", it.value().dump());
+        SPECDEC_CHECK(written.at(it.key()) == it.value(), cfg.checkpoint_path, ": written by a run with ", it.key(),
+                      " = ", written.at(it.key()).dump(), ", this run has ", it.value().dump());
       step = ck.at("step").get<int64_t>();
       for (int k = 0; k < cfg.n_heads; ++k) epoch_train[k] = outcome_from_json(ck.at("epoch_train").at(k));
-      for (const auto& e : ck.at("epochs")) result.epochs.push_back(epoch_from_json(e));
+      for (const auto& e : ck.at("epochs")) {
+        result.epochs.push_back(epoch_from_json(e));
+        stamp(result.epochs.back());
+      }
     } catch (const json::exception& e) {
       SPECDEC_FAIL(cfg.checkpoint_path, ": malformed checkpoint metadata (", e.what(), ")");
     }
@@ -468,11 +580,11 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
 
   if (!resume) {  // epoch 0: the untrained heads, the baseline every later epoch is compared with
     EpochReport rep;
+    stamp(rep);
     rep.heldout = evaluate_medusa(heads, data, lm_head, held_rows, cfg.response_only, cfg.batch);
     result.epochs.push_back(rep);
     if (callbacks.on_epoch) callbacks.on_epoch(rep);
   }
-  const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
   std::vector<int64_t> order;
   int64_t order_epoch = -1;
   while (step < total_steps) {
@@ -489,7 +601,7 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     adam.zero_grad();
     double loss = 0.0;
     for (int k = 0; k < cfg.n_heads; ++k) {
-      const HeadOutcome o = run_head(heads, k, data, bounds, lm, batch, &grads);
+      const HeadOutcome o = run_head(heads, k, data, bounds, lm, column, batch, &grads);
       if (o.n > 0) loss += o.loss_sum / static_cast<double>(o.n);
       epoch_train[k].n += o.n;
       epoch_train[k].loss_sum += o.loss_sum;
@@ -506,6 +618,7 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
       EpochReport rep;
       rep.epoch = static_cast<int>(epoch) + 1;
       rep.step = step;
+      stamp(rep);
       for (auto& o : epoch_train) {
         HeadMetrics m = to_metrics(o);
         std::fill(m.topk.begin() + 1, m.topk.end(), 0.0);  // the running figures keep loss and top-1 only
@@ -556,6 +669,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
                      {"train_rows", n_train},
                      {"heldout_rows", result.heldout_rows},
                      {"response_only", cfg.response_only},
+                     {"train_vocab", cfg.train_vocab},
+                     {"train_vocab_coverage", vocab.coverage},
                      {"steps", step},
                      {"epochs", n_epochs},
                      {"batch", cfg.batch},

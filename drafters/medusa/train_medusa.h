@@ -2,6 +2,8 @@
 // over the features of `specdec collect` (FeatureData), on the CPU with Eigen (float32, multi-threaded
 // GEMMs), AdamW + warm-up/cosine + clipping (drafters/train/optim.h), held-out loss and top-i accuracies per
 // head each epoch, periodic checkpoints and a bit-identical --resume. docs/training.md defines the loss.
+// Optionally (train_vocab = N) the training loss runs over the N most frequent label ids only, which cuts
+// both LM-head GEMMs by V / N; held-out evaluation always runs over the full vocabulary.
 #pragma once
 
 #include <array>
@@ -43,6 +45,9 @@ struct MedusaTrainConfig {
   bool response_only = false;      // train and evaluate on rows whose label row is a response row only
   int64_t checkpoint_every = 0;    // steps; 0 = no periodic checkpoints
   std::string checkpoint_path;     // where checkpoints go (required when checkpoint_every > 0 or resuming)
+  // 0: the training loss over the full vocabulary. N in [topk, V]: over the training vocabulary S, the N ids
+  // most frequent among the training label rows' top-k ids (select_train_vocabulary); evaluation stays full.
+  int train_vocab = 0;
   // Recorded in the metadata only:
   std::string model_path;
   std::vector<DataFileInfo> data_files;
@@ -60,6 +65,10 @@ struct EpochReport {
   int64_t step = 0;     // optimiser steps done at its end
   std::vector<HeadMetrics> train;    // running figures over the epoch's batches (loss and top-1 only)
   std::vector<HeadMetrics> heldout;  // on the held-out sequences after the epoch
+  // What the training figures are over: train_vocab ids (0: the full vocabulary) holding this fraction of
+  // the training label mass (select_train_vocabulary). The held-out figures are always over the full one.
+  int train_vocab = 0;
+  double train_vocab_coverage = 1.0;
 };
 
 struct TrainCallbacks {
@@ -80,6 +89,17 @@ struct MedusaTrainResult {
   double step_s = 0.0;       // seconds in those steps (evaluation and checkpoints excluded)
 };
 
+// The training vocabulary of train_vocab = n: the n token ids that occur most often among the top-k ids of
+// the label rows of `rows` (each row r + k + 1 that a head k < n_heads trains on at a row r of `rows`,
+// counted once; ties: the lower id), ascending, and its coverage: the mean over those label rows of the
+// renormalised top-k probability mass inside it. rows: positions as train_medusa's training rows are.
+struct TrainVocabulary {
+  std::vector<int32_t> ids;
+  double coverage = 1.0;
+};
+TrainVocabulary select_train_vocabulary(const train::FeatureData& data, const std::vector<int64_t>& rows, int n_heads,
+                                        bool response_only, int n);
+
 // The target's LM head (weights.output, V x H of any dtype: quantized rows dequantized) as row-major f32.
 std::vector<float> lm_head_f32(const LoadedModel& model);
 
@@ -99,11 +119,14 @@ std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::
 
 // The mean soft cross-entropy of head k over those of `rows` that have a label for it (0 when none), and
 // with grad_w / grad_b (laid out like heads.w / heads.b, zero-filled by the caller) its gradient with respect
-// to head k's blocks added in: exactly what a training step computes (gradient checks use it).
+// to head k's blocks added in: exactly what a training step computes (gradient checks use it). train_ids:
+// empty for the full vocabulary, else a training vocabulary S (ascending, distinct): the loss over S with
+// each row's top-k restricted to S and renormalised, rows without label mass in S skipped.
 double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureData& data,
                         const std::vector<float>& lm_head, const std::vector<int64_t>& rows, bool response_only,
                         std::vector<std::vector<float>>* grad_w = nullptr,
-                        std::vector<std::vector<float>>* grad_b = nullptr);
+                        std::vector<std::vector<float>>* grad_b = nullptr,
+                        const std::vector<int32_t>& train_ids = {});
 
 // Appends more's sequences to into (the first call may pass an empty into); throws naming `source` when the
 // hidden size, vocabulary, top-k, feature or target differ.

@@ -1,6 +1,6 @@
 // specdec train medusa through the binary: a features file of stories260K written with FeatureWriter, a
-// config with an override, the heads file and its metadata, --resume, and the one-line errors for an
-// unknown key, an unknown option and features of another target.
+// config with an override, the heads file and its metadata, --resume, train_vocab, and the one-line errors
+// for an unknown key, an unknown option, a bad train_vocab and features of another target.
 #include <catch2/catch.hpp>
 
 #include <nlohmann/json.hpp>
@@ -77,6 +77,21 @@ TEST_CASE("specdec train medusa: trains, writes heads the loader accepts, overri
   const medusa::MedusaHeads resumed = medusa::load_medusa_heads(out, test::stories().model.config(), sha);
   CHECK(resumed.w == heads.w);
   CHECK(resumed.b == heads.b);
+
+  // train_vocab: the training loss over 64 of the 512 ids, said in the epoch table and the metadata.
+  const std::string subset_out = (dir / "results" / "subset.safetensors").string();
+  r = test::run(bin + " train medusa " + cfg + " --quiet --train_vocab 64 --checkpoint_every 0 --out " + subset_out);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("train_vocab = 64 (") && Catch::Contains("held-out figures over the full vocabulary"));
+  const nlohmann::json subset_meta = nlohmann::json::parse(test::slurp(subset_out + ".json"));
+  CHECK(subset_meta["train_vocab"] == 64);
+  CHECK(subset_meta["train_vocab_coverage"].get<double>() > 0.0);
+  CHECK(subset_meta["train_vocab_coverage"].get<double>() <= 1.0);
+  CHECK(subset_meta["accuracy_topk"].size() == 3);
+  r = test::run(bin + " train medusa " + cfg + " --train_vocab 3");
+  CHECK(r.exit_code != 0);
+  CHECK(one_line(r.err));
+  CHECK_THAT(r.err, Catch::Contains("train_vocab = 3: must be 0 (the full vocabulary) or in [topk, V] = [8, 512]"));
 
   const std::string bad_cfg = write_config((dir / "bad.ini").string(), data, out, "lerning_rate = 1\n");
   r = test::run(bin + " train medusa " + bad_cfg);
