@@ -218,7 +218,7 @@ int train_medusa_command(const std::vector<std::string>& args) {
   bool table_header = true;
   medusa::TrainCallbacks cb;
   cb.on_step = [&](int64_t step, int64_t total, int64_t rows, double loss, float lr) {
-    if (!progress) progress.emplace(mode, total, step - 1);
+    if (!progress) progress.emplace(mode, total, step - 1, stdout, "rows");
     char label[64];
     std::snprintf(label, sizeof label, "loss %.4f lr %.2e", loss, lr);
     progress->pair_done(rows, label);

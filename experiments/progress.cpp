@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace specdec::experiments {
 namespace {
@@ -19,9 +20,9 @@ Progress::Mode Progress::detect(bool quiet, FILE* out) {
   return isatty(fileno(out)) ? Mode::kTerminal : Mode::kPlain;
 }
 
-Progress::Progress(Mode mode, int64_t total, int64_t already_done, FILE* out)
+Progress::Progress(Mode mode, int64_t total, int64_t already_done, FILE* out, std::string unit)
     : mode_(mode), out_(out), total_(total), done_(already_done), done_at_start_(already_done),
-      start_(Clock::now()), last_draw_(start_), last_line_(start_) {
+      unit_(std::move(unit)), start_(Clock::now()), last_draw_(start_), last_line_(start_) {
   if (mode_ == Mode::kPlain && already_done > 0)
     std::fprintf(out_, "progress: %lld/%lld already finished (resumed)\n", static_cast<long long>(already_done),
                  static_cast<long long>(total_));
@@ -48,8 +49,8 @@ std::string Progress::status() const {
   // ETA from this session's rate (pairs resumed from the file took no time here).
   const std::string eta = now_done > 0 ? format_duration(el / now_done * (total_ - done_)) : "?";
   char buf[160];
-  std::snprintf(buf, sizeof buf, "%lld/%lld (%.0f%%), %.1f tok/s, elapsed %s, ETA %s", static_cast<long long>(done_),
-                static_cast<long long>(total_), pct, el > 0 ? tokens_ / el : 0.0, format_duration(el).c_str(),
+  std::snprintf(buf, sizeof buf, "%lld/%lld (%.0f%%), %.1f %s/s, elapsed %s, ETA %s", static_cast<long long>(done_),
+                static_cast<long long>(total_), pct, el > 0 ? tokens_ / el : 0.0, unit_.c_str(), format_duration(el).c_str(),
                 eta.c_str());
   return buf;
 }

@@ -17,9 +17,10 @@ class Progress {
   static Mode detect(bool quiet, FILE* out = stdout);
 
   // total: (run, request) pairs of this invocation; already_done: those finished before (--resume).
-  Progress(Mode mode, int64_t total, int64_t already_done, FILE* out = stdout);
+  // unit: what pair_done counts, shown as a rate ("tok": tokens/s; the trainer counts "rows").
+  Progress(Mode mode, int64_t total, int64_t already_done, FILE* out = stdout, std::string unit = "tok");
 
-  // One (run, request) pair finished, having generated `tokens`; label names it (e.g. "ngram_k4_t0 gsm8k:3").
+  // One (run, request) pair finished, having generated `tokens` (units); label names it (e.g. "ngram_k4_t0 gsm8k:3").
   void pair_done(int64_t tokens, const std::string& label);
   // Every run of one request finished (a plain line in kPlain mode).
   void request_done(const std::string& label);
@@ -41,6 +42,7 @@ class Progress {
   FILE* out_;
   int64_t total_, done_, done_at_start_;
   int64_t tokens_ = 0;
+  std::string unit_;
   std::string label_;
   std::chrono::steady_clock::time_point start_, last_draw_, last_line_;
   bool drawn_ = false;
