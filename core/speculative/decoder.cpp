@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -61,11 +62,8 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
   // Room for the prompt, the output, and one block of draft nodes past it.
   auto cache = target.new_cache(std::min(ctx, n_prompt + max_new + k + 1));
 
-  // The target features the drafter reads (none: nothing extra is computed).
+  // The target features the drafter reads (none: nothing extra is computed; the backend checks the layers).
   const FeatureSpec spec = drafter ? drafter->features() : FeatureSpec{};
-  for (int l : spec.layers)
-    SPECDEC_CHECK(l >= 0 && l < cfg.n_layers, "a drafter reading target layer outputs of layers 0..", cfg.n_layers - 1,
-                  ", got layer ", l);
   const int H = cfg.dim, width = spec.width(H);
   std::vector<float> features;  // rows x width, the rows handed to the drafter next
   std::vector<int32_t> feature_rows;
@@ -73,28 +71,27 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
   // Prefill all prompt tokens but the last: the last one opens the first verification block.
   const auto t0 = Clock::now();
   ForwardResult fr;
-  if (!spec.empty()) {
-    // The drafter reads the prompt's features: a shared prefill holds only KV, so prefill here.
-    if (n_prompt > 1) {
-      target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0, .want_hidden = spec.final_norm,
-                              .layer_outputs = spec.layers},
-                     fr);
-      feature_rows.resize(n_prompt - 1);
-      for (int i = 0; i < n_prompt - 1; ++i) feature_rows[i] = i;
-      gather_features(spec, fr, H, feature_rows, features);
-    }
-  } else if (opts.prefilled) {
+  // A shared prefill holds only KV: a drafter that reads the prompt's features gets a prefill of its own.
+  const bool copy_prefill = opts.prefilled != nullptr && spec.empty();
+  if (copy_prefill) {
     SPECDEC_CHECK(opts.prefilled->size() == n_prompt - 1, "a prefilled cache of the prompt's first ",
                   n_prompt - 1, " tokens, got one of ", opts.prefilled->size());
     cache->copy_prefix(*opts.prefilled, n_prompt - 1);
   } else if (n_prompt > 1) {
-    target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0}, fr);
+    target.forward(*cache, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0, .want_hidden = spec.final_norm,
+                            .layer_outputs = spec.layers},
+                   fr);
+    if (!spec.empty()) {
+      feature_rows.resize(n_prompt - 1);
+      std::iota(feature_rows.begin(), feature_rows.end(), 0);
+      gather_features(spec, fr, H, feature_rows, features);
+    }
   }
   if (drafter)
     drafter->begin(prompt, TargetFeatures{.first_pos = 0, .rows = static_cast<int>(features.size()) / std::max(width, 1),
                                           .width = width, .data = features});
   res.prefill_seconds =
-      std::chrono::duration<double>(Clock::now() - t0).count() + (opts.prefilled && spec.empty() ? opts.prefilled_seconds : 0.0);
+      std::chrono::duration<double>(Clock::now() - t0).count() + (copy_prefill ? opts.prefilled_seconds : 0.0);
 
   const auto t1 = Clock::now();
   TokenId last = prompt.back();
@@ -184,9 +181,11 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
     if (drafter) {
       // The features of the pass's root and accepted nodes: the states that predict each emitted token.
       features.clear();
-      feature_rows.assign(1, 0);
-      feature_rows.insert(feature_rows.end(), out.path.begin(), out.path.end());
-      if (!spec.empty()) gather_features(spec, fr, H, feature_rows, features);
+      if (!spec.empty()) {
+        feature_rows.assign(1, 0);
+        feature_rows.insert(feature_rows.end(), out.path.begin(), out.path.end());
+        gather_features(spec, fr, H, feature_rows, features);
+      }
       drafter->accept(emitted, TargetFeatures{.first_pos = n_past,
                                               .rows = spec.empty() ? 0 : static_cast<int>(feature_rows.size()),
                                               .width = width, .data = features});
