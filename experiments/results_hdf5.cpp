@@ -9,12 +9,6 @@ namespace specdec::results::h5 {
 
 namespace {
 
-herr_t innermost_error(unsigned n, const H5E_error2_t* err, void* data) {
-  auto* out = static_cast<std::string*>(data);
-  if (n == 0 && err && err->desc) *out = err->desc;  // walked upward: entry 0 is where it was detected
-  return 0;
-}
-
 Hid make(hid_t id, Hid::Closer close, const std::string& path, const char* what) {
   if (id < 0) ::specdec::detail::throw_error(__FILE__, __LINE__, message(path, what));
   return Hid(id, close);
@@ -49,9 +43,7 @@ std::string from_fixed(const char* src, size_t bytes) { return std::string(src, 
 
 
 std::string message(const std::string& path, const std::string& what) {
-  std::string detail;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_error, &detail);
-  H5Eclear2(H5E_DEFAULT);
+  const std::string detail = hdf5::innermost_error();
   std::string msg = "results log '" + path + "': " + what;
   if (!detail.empty()) msg += " (HDF5: " + detail + ")";
   return msg;

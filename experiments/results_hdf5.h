@@ -13,61 +13,14 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/hdf5_handles.h"
 #include "experiments/results_log.h"
 #include "experiments/results_schema.h"
 
 namespace specdec::results::h5 {
 
-// An hid_t that closes itself. Move-only.
-class Hid {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Hid() = default;
-  Hid(hid_t id, Closer close) : id_(id), close_(close) {}
-  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
-  Hid& operator=(Hid&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, H5I_INVALID_HID);
-      close_ = o.close_;
-    }
-    return *this;
-  }
-  Hid(const Hid&) = delete;
-  Hid& operator=(const Hid&) = delete;
-  ~Hid() { reset(); }
-  hid_t get() const { return id_; }
-  operator hid_t() const { return id_; }  // NOLINT: handles are passed straight to the C API
-  bool valid() const { return id_ >= 0; }
-  // Closes now and reports the close's result (a file close writes: its failure matters).
-  herr_t reset() {
-    herr_t r = 0;
-    if (id_ >= 0 && close_) r = close_(id_);
-    id_ = H5I_INVALID_HID;
-    return r;
-  }
-
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  Closer close_ = nullptr;
-};
-
-// Silences HDF5's own error printing while in scope (our message replaces it); restores the previous
-// handler after, so other HDF5 users in the process keep theirs.
-class Quiet {
- public:
-  Quiet() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~Quiet() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  Quiet(const Quiet&) = delete;
-  Quiet& operator=(const Quiet&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
+using hdf5::Hid;
+using hdf5::Quiet;
 
 // "results log '<path>': <what> (HDF5: <innermost error of the HDF5 stack>)"; clears the stack.
 std::string message(const std::string& path, const std::string& what);

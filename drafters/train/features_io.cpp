@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/hdf5_handles.h"
 #include "core/sha256.h"
 #include "kernels/cpu/dtype.h"
 
@@ -27,65 +28,7 @@ namespace {
 constexpr const char* kFormat = "specdec-features";
 constexpr int kVersion = 1;
 
-// An hid_t that closes itself. Move-only.
-class Hid {
- public:
-  using Closer = herr_t (*)(hid_t);
-  Hid() = default;
-  Hid(hid_t id, Closer close) : id_(id), close_(close) {}
-  Hid(Hid&& o) noexcept : id_(std::exchange(o.id_, H5I_INVALID_HID)), close_(o.close_) {}
-  Hid& operator=(Hid&& o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = std::exchange(o.id_, H5I_INVALID_HID);
-      close_ = o.close_;
-    }
-    return *this;
-  }
-  Hid(const Hid&) = delete;
-  Hid& operator=(const Hid&) = delete;
-  ~Hid() { reset(); }
-  operator hid_t() const { return id_; }  // NOLINT: handles go straight to the C API
-  // Closes now and returns the close's result (closing a file writes: its failure matters).
-  herr_t reset() {
-    const herr_t r = id_ >= 0 && close_ ? close_(id_) : 0;
-    id_ = H5I_INVALID_HID;
-    return r;
-  }
-
- private:
-  hid_t id_ = H5I_INVALID_HID;
-  Closer close_ = nullptr;
-};
-
-// Silences HDF5's own stack printing while in scope (our one-line message replaces it).
-class QuietHdf5 {
- public:
-  QuietHdf5() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-  QuietHdf5(const QuietHdf5&) = delete;
-  QuietHdf5& operator=(const QuietHdf5&) = delete;
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
-herr_t take_innermost(unsigned n, const H5E_error2_t* err, void* out) {
-  if (n == 0 && err->desc) *static_cast<std::string*>(out) = err->desc;
-  return 0;
-}
-
-// The most specific message on HDF5's error stack (where the failure was detected); clears the stack.
-std::string hdf5_reason() {
-  std::string reason;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_innermost, &reason);
-  H5Eclear2(H5E_DEFAULT);
-  return reason;
-}
+using hdf5::Hid;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   SPECDEC_FAIL("features file '", path, "': ", what);
@@ -94,7 +37,7 @@ std::string hdf5_reason() {
 // An HDF5 call's result, or a one-line error naming the file, what we were doing and HDF5's reason.
 template <typename T>
 T h5(T result, const std::string& path, const std::string& doing) {
-  if (result < 0) fail(path, doing + " failed (HDF5: " + hdf5_reason() + ")");
+  if (result < 0) fail(path, doing + " failed (HDF5: " + hdf5::innermost_error() + ")");
   return result;
 }
 
@@ -103,7 +46,7 @@ Hid half_type() {
   Hid t(H5Tcopy(H5T_IEEE_F32LE), H5Tclose);
   const bool ok = t >= 0 && H5Tset_fields(t, 15, 10, 5, 0, 10) >= 0 && H5Tset_precision(t, 16) >= 0 &&
                   H5Tset_size(t, 2) >= 0 && H5Tset_ebias(t, 15) >= 0;
-  SPECDEC_CHECK(ok, "building the HDF5 float16 type (HDF5: ", hdf5_reason(), ")");
+  SPECDEC_CHECK(ok, "building the HDF5 float16 type (HDF5: ", hdf5::innermost_error(), ")");
   return t;
 }
 
@@ -172,11 +115,11 @@ Hid open_for_reading(const std::string& path) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) fail(path, "no such file");
   if (H5Fis_hdf5(path.c_str()) <= 0) {
-    hdf5_reason();  // clear the stack
+    hdf5::innermost_error();  // clear the stack
     fail(path, "not an HDF5 file (expected a features file written by specdec collect)");
   }
   const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (f < 0) fail(path, "truncated or damaged: HDF5 cannot open it (" + hdf5_reason() + ")");
+  if (f < 0) fail(path, "truncated or damaged: HDF5 cannot open it (" + hdf5::innermost_error() + ")");
   return Hid(f, H5Fclose);
 }
 
@@ -247,7 +190,7 @@ void read_all(hid_t ds, hid_t mem_type, std::vector<T>& out, size_t n, const cha
 // ---- reading ---------------------------------------------------------------------------------------------
 
 FeatureFileInfo read_feature_info(const std::string& path) {
-  QuietHdf5 quiet;
+  hdf5::Quiet quiet;
   Hid file = open_for_reading(path);
   FeatureFileInfo info = read_info(file, path);
   std::vector<int64_t> tokens_shape = {-1}, offsets_shape = {-1};
@@ -260,7 +203,7 @@ FeatureFileInfo read_feature_info(const std::string& path) {
 }
 
 FeatureData read_features(const std::string& path) {
-  QuietHdf5 quiet;
+  hdf5::Quiet quiet;
   Hid file = open_for_reading(path);
   const FeatureFileInfo info = read_info(file, path);
   FeatureData d;
@@ -349,7 +292,7 @@ struct FeatureWriter::Impl {
   // Not committed (an error, a kill of the writer object, a move-assignment over it): drop PATH.tmp.
   ~Impl() {
     if (committed) return;
-    QuietHdf5 quiet;
+    hdf5::Quiet quiet;
     tokens.reset();
     hidden.reset();
     topk_ids.reset();
@@ -408,7 +351,7 @@ FeatureWriter::FeatureWriter(std::string path, const FeatureFileInfo& info) : im
   SPECDEC_CHECK(info.hidden_size > 0 && info.vocab_size > 0 && info.topk > 0 && info.topk <= info.vocab_size,
                 "features file '", w.path, "': hidden_size, vocab_size, topk > 0 and topk <= vocab_size, got ",
                 info.hidden_size, ", ", info.vocab_size, ", ", info.topk);
-  QuietHdf5 quiet;
+  hdf5::Quiet quiet;
   w.half = half_type();
   w.file = Hid(h5(H5Fcreate(w.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), w.tmp, "creating the file"), H5Fclose);
   write_attr(w.file, "format", std::string(kFormat), w.tmp);
@@ -451,7 +394,7 @@ void FeatureWriter::append(std::span<const int32_t> tokens, int prompt_len, std:
     SPECDEC_CHECK((w.half_rows[i] & 0x7c00u) != 0x7c00u, "features file '", w.path, "': hidden value ", hidden[i],
                   " (sequence ", w.prompt_len.size(), ", row ", i / H, ") does not fit float16");
   }
-  QuietHdf5 quiet;
+  hdf5::Quiet quiet;
   w.append_rows(w.tokens, "tokens", H5T_NATIVE_INT32, tokens.data(), T, 0);
   w.append_rows(w.hidden, "hidden", w.half, w.half_rows.data(), T, H);
   w.append_rows(w.topk_ids, "topk_ids", H5T_NATIVE_INT32, topk_ids.data(), T, K);
@@ -464,7 +407,7 @@ void FeatureWriter::commit() {
   Impl& w = *impl_;
   SPECDEC_CHECK(!w.committed, "features file '", w.path, "': committed twice");
   {
-    QuietHdf5 quiet;
+    hdf5::Quiet quiet;
     w.write_fixed("offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, w.offsets);
     w.write_fixed("prompt_len", H5T_STD_I32LE, H5T_NATIVE_INT32, w.prompt_len);
     w.tokens.reset();
