@@ -127,10 +127,12 @@ void write_safetensors_f32(const std::string& path, const std::vector<TensorToWr
       SPECDEC_CHECK(d >= 0, path, ": tensor '", t.name, "' has a negative dimension in ", shape_text(t.shape));
       n *= static_cast<uint64_t>(d);
     }
-    SPECDEC_CHECK(n == 0 || t.data != nullptr, path, ": tensor '", t.name, "' has no data");
-    bytes.push_back(n * sizeof(float));
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + n * sizeof(float)}}};
-    offset += n * sizeof(float);
+    const bool i64 = t.data_i64 != nullptr;
+    SPECDEC_CHECK(n == 0 || t.data != nullptr || i64, path, ": tensor '", t.name, "' has no data");
+    const uint64_t size = n * (i64 ? sizeof(int64_t) : sizeof(float));
+    bytes.push_back(size);
+    header[t.name] = {{"dtype", i64 ? "I64" : "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + size}}};
+    offset += size;
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
@@ -141,7 +143,9 @@ void write_safetensors_f32(const std::string& path, const std::vector<TensorToWr
   SPECDEC_CHECK(f != nullptr, tmp, ": cannot create (", std::strerror(errno), ")");
   bool ok = std::fwrite(&header_len, 8, 1, f) == 1 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
   for (size_t i = 0; ok && i < tensors.size(); ++i)
-    ok = bytes[i] == 0 || std::fwrite(tensors[i].data, 1, bytes[i], f) == bytes[i];
+    ok = bytes[i] == 0 || std::fwrite(tensors[i].data_i64 ? static_cast<const void*>(tensors[i].data_i64)
+                                                          : static_cast<const void*>(tensors[i].data),
+                                      1, bytes[i], f) == bytes[i];
   ok = ok && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const int saved_errno = errno;
   ok = std::fclose(f) == 0 && ok;

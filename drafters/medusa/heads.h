@@ -64,11 +64,12 @@ struct TensorToWrite {
   std::string name;
   std::vector<int64_t> shape;
   const float* data = nullptr;
+  const int64_t* data_i64 = nullptr;  // set instead of data: an I64 tensor (ids, e.g. EAGLE-3's d2t)
 };
 
-// Writes a safetensors file of F32 tensors (in the order given) with a "__metadata__" map of strings:
-// 8-byte little-endian header length, the JSON header (padded with spaces to a multiple of 8 bytes), the
-// data. Atomic: written to PATH.tmp, flushed, then renamed over path. Throws naming the file on an I/O error.
+// Writes a safetensors file of F32 (or, with data_i64, I64) tensors (in the order given) with a
+// "__metadata__" map of strings: 8-byte little-endian header length, the JSON header (padded with spaces to a
+// multiple of 8 bytes), the data. Atomic: written to PATH.tmp, flushed, then renamed over path. Throws naming the file on an I/O error.
 void write_safetensors_f32(const std::string& path, const std::vector<TensorToWrite>& tensors,
                            const std::map<std::string, std::string>& metadata);
 
