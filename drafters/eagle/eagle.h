@@ -75,7 +75,7 @@ void save_eagle_weights(const EagleWeights& w, const std::string& path);
 // The layer's own KV cache: slot i holds the keys (RoPE applied) and values of the i-th pair read.
 struct EagleCache {
   int n = 0;                  // slots in use
-  std::vector<float> k, v;    // capacity x kv_dim each (grown as needed)
+  std::vector<float> k, v;    // n x kv_dim each (size tracks n; the vectors' capacity keeps the memory)
   void truncate(int m);       // keep slots 0..m-1 (0 <= m <= n)
   // Keep slots base + rows[i] at base + i (rows strictly increasing, < n - base); n becomes base + rows.size().
   void compact(int base, std::span<const int32_t> rows);
