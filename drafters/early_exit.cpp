@@ -1,6 +1,7 @@
-// early_exit (LayerSkip-style self-speculation): the target itself with a KV cache over its first
-// `layers` layers; the forward then applies the final norm and LM head. No weight is copied: the drafter
-// runs the very same Model object.
+// early_exit (LayerSkip-style self-speculation): the target's first `layers` layers, then the final norm and
+// LM head. No weight is copied: the drafter runs the very same Model object, and by default in the target's
+// own KV cache (share_kv: those layers' keys and values of every accepted token are already there, written
+// by the verification pass), so a step forwards only the last emitted token and the draft itself.
 #include "drafters/early_exit.h"
 
 #include "core/error.h"
@@ -10,7 +11,8 @@ namespace specdec::drafters {
 
 DrafterInfo early_exit_info() {
   return {"early_exit", "the target's first L layers + final norm + LM head draft for it (layers = L, default 1/4; "
-          "min_confidence = stop a chain where the draft's largest probability is below it, default 0 = off)",
+          "min_confidence = stop a chain where the draft's largest probability is below it, default 0 = off; share_kv = "
+          "run in the target's KV cache, default true, false = a cache of its own)",
           [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
             const int L = env.target->config().n_layers;
             ModelDrafterParams p;
@@ -18,6 +20,7 @@ DrafterInfo early_exit_info() {
             p.tree_width = opt.get_int("tree_width", 1);
             p.tree_depth = opt.get_int("tree_depth", 1);
             p.min_confidence = opt.get_double("min_confidence", 0.0);
+            p.share_target_kv = opt.get_bool("share_kv", true);
             opt.check_all_used();
             SPECDEC_CHECK(p.min_confidence >= 0.0 && p.min_confidence < 1.0, "[", opt.section(),
                           "] min_confidence in [0, 1), got ", p.min_confidence);

@@ -26,25 +26,40 @@ ModelDrafter::ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const
     : model_(model), keep_alive_(std::move(keep_alive)), env_(env), params_(params) {
   SPECDEC_CHECK(params_.tree_width >= 1 && params_.tree_depth >= 1, "tree_width >= 1 and tree_depth >= 1, got ",
                 params_.tree_width, " and ", params_.tree_depth);
-  const int ctx = model_.config().max_seq_len;
-  const int cap = env_.max_context > 0 ? std::min(ctx, env_.max_context) : ctx;
-  cache_ = model_.new_cache(cap, params_.n_layers);
+  SPECDEC_CHECK(!params_.share_target_kv || &model_ == env_.target, "only a drafter running the target itself "
+                "(early exit) can share the target's KV cache");
+  if (!params_.share_target_kv) {
+    const int ctx = model_.config().max_seq_len;
+    const int cap = env_.max_context > 0 ? std::min(ctx, env_.max_context) : ctx;
+    own_cache_ = model_.new_cache(cap, params_.n_layers);
+    cache_ = own_cache_.get();
+  }
+}
+
+void ModelDrafter::share_target_cache(KVCache* cache) {
+  if (params_.share_target_kv) cache_ = cache;
 }
 
 void ModelDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures&) {
-  cache_->truncate(0);
+  SPECDEC_CHECK(cache_ != nullptr, "early exit sharing the target's KV cache: the decode loop handed over none "
+                "(Drafter::share_target_cache)");
   step_ = 0;
-  pending_.assign(prompt.begin(), prompt.end());
-  committed_ = 0;
   last_ = {};
   slot_.clear();
+  if (params_.share_target_kv) {  // the target's cache holds the prompt but its last token
+    pending_.assign(prompt.end() - 1, prompt.end());
+    return;
+  }
+  cache_->truncate(0);
+  pending_.assign(prompt.begin(), prompt.end());
+  committed_ = 0;
 }
 
 // Forwards the pending tokens (a chain) and returns the logits after the last of them.
 void ModelDrafter::forward_pending(std::vector<float>& last_logits) {
   SPECDEC_CHECK(!pending_.empty(), "a drafter step after accept() (no pending token to continue from)");
   ForwardResult fr;
-  model_.forward(*cache_, {.tokens = pending_, .n_logits = 1}, fr);
+  model_.forward(*cache_, {.tokens = pending_, .n_logits = 1, .n_layers = params_.n_layers}, fr);
   committed_ = cache_->size();
   pending_.clear();
   last_logits = std::move(fr.logits);
@@ -52,10 +67,13 @@ void ModelDrafter::forward_pending(std::vector<float>& last_logits) {
 
 DraftProposal ModelDrafter::propose(int max_tokens) {
   // Never draft past the draft cache either.
+  const int n_target = cache_->size();  // sharing: the slots to hand back
   const int room = cache_->capacity() - cache_->size() - static_cast<int>(pending_.size());
   const int k = std::min(max_tokens, room);
   last_ = (k <= 0) ? DraftProposal{} : (params_.tree_width > 1 ? propose_tree(k) : propose_chain(k));
-  if (k <= 0 && !pending_.empty()) {
+  if (params_.share_target_kv) {
+    cache_->truncate(n_target);  // the target's cache as it was; the next step re-reads only its last token
+  } else if (k <= 0 && !pending_.empty()) {
     std::vector<float> unused;
     forward_pending(unused);
   }
@@ -89,7 +107,7 @@ DraftProposal ModelDrafter::propose_chain(int k) {
     p.tokens.push_back(t);
     if (i + 1 < k) {
       ForwardResult fr;
-      model_.forward(*cache_, {.tokens = {&t, 1}}, fr);
+      model_.forward(*cache_, {.tokens = {&t, 1}, .n_layers = params_.n_layers}, fr);
       logits = std::move(fr.logits);
     }
   }
@@ -141,7 +159,7 @@ DraftProposal ModelDrafter::propose_tree(int k) {
     }
     SPECDEC_CHECK(cache_->size() == base + first, "draft tree levels forwarded in order");
     ForwardResult fr;
-    model_.forward(*cache_, {.tokens = toks, .positions = pos, .mask = mask}, fr);
+    model_.forward(*cache_, {.tokens = toks, .positions = pos, .mask = mask, .n_layers = params_.n_layers}, fr);
     frontier.assign(level.begin(), level.end());
     frontier_logits.clear();
     for (size_t li = 0; li < level.size(); ++li)
@@ -153,6 +171,10 @@ DraftProposal ModelDrafter::propose_tree(int k) {
 }
 
 void ModelDrafter::accept(std::span<const TokenId> emitted, const TargetFeatures&) {
+  if (params_.share_target_kv) {  // the target's verification wrote the accepted tokens' keys and values
+    pending_.assign(emitted.end() - 1, emitted.end());
+    return;
+  }
   // All but the last emitted token are accepted draft nodes; keep the ones already in the cache.
   std::vector<int32_t> keep;
   int node = -1;

@@ -22,12 +22,18 @@ struct ModelDrafterParams {
   // below this; decided before drawing, so drafted tokens still follow q exactly. 0 = off.
   // Dynamic draft length, as HF's assistant_confidence_threshold: an unsure draft is not worth verifying.
   double min_confidence = 0.0;
+  // Early exit only: run the first n_layers layers in the target's own KV cache (Drafter::share_target_cache)
+  // instead of a cache of the drafter's own. The target already holds those layers' keys and values for every
+  // token but the last, so a step forwards only that token and the draft; the own cache re-reads every
+  // emitted token. Same proposals bit for bit (the forward is batch-invariant).
+  bool share_target_kv = false;
 };
 
 class ModelDrafter final : public Drafter {
  public:
   // model must outlive the drafter; keep_alive holds it when the drafter owns it.
   ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const DrafterEnv& env, ModelDrafterParams params);
+  void share_target_cache(KVCache* cache) override;
   void begin(std::span<const TokenId> prompt, const TargetFeatures&) override;
   DraftProposal propose(int max_tokens) override;
   void accept(std::span<const TokenId> accepted, const TargetFeatures&) override;
@@ -41,7 +47,8 @@ class ModelDrafter final : public Drafter {
   std::shared_ptr<void> keep_alive_;
   DrafterEnv env_;
   ModelDrafterParams params_;
-  std::unique_ptr<KVCache> cache_;
+  std::unique_ptr<KVCache> own_cache_;  // null when sharing the target's
+  KVCache* cache_ = nullptr;           // own_cache_ or the target's
   std::vector<TokenId> pending_;   // emitted tokens not yet in the draft cache
   int committed_ = 0;              // cache slots that hold the sequence (before any draft node)
   DraftProposal last_;             // the last proposal

@@ -75,7 +75,7 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
   if (B == 0) return;
   const int H = c.dim, F = c.hidden_dim, Dh = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   const int QD = c.q_dim(), KVD = c.kv_dim(), V = c.vocab_size;
-  const int L = caches[0]->n_layers();
+  const int L = forward_layers(reqs[0], *caches[0]);  // layers to run (early exit: fewer than the cache's)
 
   // Validate and lay out the batch: sequence b owns rows [row0[b], row0[b] + T_b).
   std::vector<int> row0(B + 1, 0);
@@ -84,12 +84,14 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
     const ForwardRequest& r = reqs[b];
     auto* cache = dynamic_cast<CpuKVCache*>(caches[b]);
     SPECDEC_CHECK(cache != nullptr, "a CPU KV cache for the CPU model (request ", b, ")");
-    SPECDEC_CHECK(cache->n_layers() == L, "every cache in a batch with the same layer count (", L, "), got ",
-                  cache->n_layers());
+    SPECDEC_CHECK(cache->n_layers() == caches[0]->n_layers(), "every cache in a batch with the same layer count (",
+                  caches[0]->n_layers(), "), got ", cache->n_layers());
+    SPECDEC_CHECK(forward_layers(r, *cache) == L, "every request in a batch running the same layers (", L, "), got ",
+                  forward_layers(r, *cache), " (request ", b, ")");
     const int T = static_cast<int>(r.tokens.size());
     SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
     for (int32_t l : r.layer_outputs)
-      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the cache's layers), got ", l);
+      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the layers this forward runs), got ", l);
     const int n_past = cache->size();
     SPECDEC_CHECK(n_past + T <= cache->capacity(), "context of at most ", cache->capacity(), " tokens, got ",
                   n_past, " cached + ", T, " new");

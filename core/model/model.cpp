@@ -33,6 +33,13 @@ void KVCache::compact(int base, std::span<const int32_t> rows) {
   n_ = base + static_cast<int>(rows.size());
 }
 
+int forward_layers(const ForwardRequest& r, const KVCache& c) {
+  if (r.n_layers < 0) return c.n_layers();
+  SPECDEC_CHECK(r.n_layers >= 1 && r.n_layers <= c.n_layers(), "a forward over 1..", c.n_layers(),
+                " layers (the cache's), got n_layers = ", r.n_layers);
+  return r.n_layers;
+}
+
 void build_tree_mask(std::span<const int32_t> parents, int n_past, std::vector<uint8_t>& mask,
                      std::vector<int32_t>& positions) {
   const int T = static_cast<int>(parents.size());

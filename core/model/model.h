@@ -59,6 +59,10 @@ struct ForwardRequest {
   // Also return these layers' outputs (the residual stream after layer l, 0-based, before the final
   // norm); each l < the cache's layer count.
   std::span<const int32_t> layer_outputs;
+  // Run only the first n_layers layers (then the final norm and the LM head); -1 = all of the cache's.
+  // The slots this forward appends then hold keys and values of those layers only: the caller truncates
+  // them before a full forward attends to them (early exit drafting in the target's own cache).
+  int n_layers = -1;
 };
 
 struct ForwardResult {
@@ -91,6 +95,10 @@ class Model {
     forward_batch({&c, 1}, {&req, 1}, {&out, 1});
   }
 };
+
+// The layers a forward runs for request r over cache c (r.n_layers, or -1: the cache's); throws unless in
+// 1..c.n_layers(). What both backends use, so every request of a batch is checked the same way.
+int forward_layers(const ForwardRequest& r, const KVCache& c);
 
 // Fills mask (T x (n_past+T)) for a tree: token t attends to the whole prefix, itself and its
 // ancestors. parents[t] < t is the index of t's parent among the T tokens, or -1 (child of the prefix).

@@ -87,9 +87,11 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
       gather_features(spec, fr, H, feature_rows, features);
     }
   }
-  if (drafter)
+  if (drafter) {
+    drafter->share_target_cache(cache.get());
     drafter->begin(prompt, TargetFeatures{.first_pos = 0, .rows = static_cast<int>(features.size()) / std::max(width, 1),
                                           .width = width, .data = features});
+  }
   res.prefill_seconds =
       std::chrono::duration<double>(Clock::now() - t0).count() + (copy_prefill ? opts.prefilled_seconds : 0.0);
 
@@ -112,7 +114,10 @@ DecodeResult speculative_decode(Model& target, Drafter* drafter, const Acceptanc
     DraftProposal prop;
     const auto td = Clock::now();
     if (drafter && budget > 0) {
+      const int n_cached = cache->size();
       prop = drafter->propose(budget);
+      SPECDEC_CHECK(cache->size() == n_cached, "a drafter that leaves the target's KV cache as it found it (",
+                    n_cached, " slots), got ", cache->size());
       prop.validate(V);
       SPECDEC_CHECK(prop.size() <= budget, "a proposal of at most ", budget, " draft nodes (k = ", k,
                     ", max_tree_nodes = ", opts.max_tree_nodes, ", and the remaining output budget), got ", prop.size());

@@ -89,6 +89,13 @@ class Drafter {
   // token (the previous step's last) and then each accepted draft token (rows = accepted.size()); empty
   // unless features() asks for some.
   virtual void accept(std::span<const TokenId> accepted, const TargetFeatures& features) = 0;
+  // The target's KV cache of this sequence, handed over once before begin(), for drafters that run the
+  // target's own first layers (early exit) on the keys and values the target already computed instead of
+  // recomputing them in a cache of their own. At propose() it holds every token of the sequence but the
+  // last emitted one. During propose() such a drafter may append slots past its size (forwards with
+  // ForwardRequest::n_layers below the target's) and must truncate it back to that size before returning;
+  // it must not change the cache at any other time. Ignored by default. Added in plugin ABI version 5.
+  virtual void share_target_cache(KVCache* cache) { (void)cache; }
 };
 
 // Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).
@@ -229,7 +236,8 @@ class DrafterRegistry {
 // Version 2: DrafterEnv::make_model (the target's device for drafters that load a model).
 // Version 3: DrafterEnv::shared (state shared across a run's requests).
 // Version 4: target features (Drafter::features, TargetFeatures in begin and accept).
-#define SPECDEC_PLUGIN_ABI_VERSION 4
+// Version 5: Drafter::share_target_cache (drafters that run the target's layers in its own KV cache).
+#define SPECDEC_PLUGIN_ABI_VERSION 5
 
 // Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
 // otherwise decode as AR under the drafter's name).

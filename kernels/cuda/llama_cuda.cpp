@@ -662,7 +662,7 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   SPECDEC_CHECK(caches.size() == reqs.size() && out.size() == reqs.size(), "one cache and one result per request");
   if (B == 0) return;
   const int H = c.dim, V = c.vocab_size;
-  const int L = caches[0]->n_layers();
+  const int L = forward_layers(reqs[0], *caches[0]);  // layers to run (early exit: fewer than the cache's)
 
   // Validate and lay out the batch exactly as LlamaCpu does: sequence b owns rows [row0[b], row0[b] + T_b).
   std::vector<CudaKVCache*> cc(B);
@@ -676,8 +676,10 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
     auto* cache = dynamic_cast<CudaKVCache*>(caches[b]);
     SPECDEC_CHECK(cache != nullptr, "a CUDA KV cache for the CUDA model (request ", b, ")");
     SPECDEC_CHECK(cache->owner() == this, "a KV cache made by this CUDA model's new_cache (request ", b, ")");
-    SPECDEC_CHECK(cache->n_layers() == L, "every cache in a batch with the same layer count (", L, "), got ",
-                  cache->n_layers());
+    SPECDEC_CHECK(cache->n_layers() == caches[0]->n_layers(), "every cache in a batch with the same layer count (",
+                  caches[0]->n_layers(), "), got ", cache->n_layers());
+    SPECDEC_CHECK(forward_layers(r, *cache) == L, "every request in a batch running the same layers (", L, "), got ",
+                  forward_layers(r, *cache), " (request ", b, ")");
     const int T = static_cast<int>(r.tokens.size());
     SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
     const int np = cache->size();
@@ -693,7 +695,7 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
       SPECDEC_CHECK(r.positions[t] >= 0 && r.positions[t] < c.max_seq_len, "positions in 0..", c.max_seq_len - 1,
                     ", got ", r.positions[t]);
     for (int32_t l : r.layer_outputs) {
-      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the cache's layers), got ", l);
+      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the layers this forward runs), got ", l);
       capture.push_back(l);
     }
     cc[b] = cache;
