@@ -1,1 +1,811 @@
-// placeholder: filled by the EAGLE work (#12)
+// The EAGLE layer's trainer (train_eagle.h). A step reads a batch of chunks laid out as R rows: the dense parts
+// (fc, q/k/v/o, the MLP, the LM readout) are Eigen float32 GEMMs over all R rows (threaded by Eigen), the
+// attention runs per chunk (causal, GQA, rotate_half RoPE) in an OpenMP static loop whose iterations write only
+// their own chunk's rows; the backward pass mirrors it by hand. Every reduction has a fixed order, so a run is
+// deterministic for its thread count. Held-out figures go through eagle_forward, the drafter's own code path.
+#include "drafters/eagle/train_eagle.h"
+
+#include <Eigen/Dense>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "drafters/medusa/heads.h"
+#include "drafters/train/optim.h"
+#include "kernels/cpu/ops.h"
+
+namespace specdec::eagle {
+
+namespace {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMatrix>;
+using RowMap = Eigen::Map<RowMatrix>;
+using json = nlohmann::json;
+
+constexpr int kTensors = 10;
+
+// The trainable tensors in a fixed order (the optimiser's spans, the checkpoint's "param.i"); decay: the
+// matrices get weight decay, fc.bias and post_norm do not.
+std::array<std::vector<float>*, kTensors> tensors_of(EagleWeights& w) {
+  return {&w.fc_w, &w.fc_b, &w.wq, &w.wk, &w.wv, &w.wo, &w.post_norm, &w.w_gate, &w.w_up, &w.w_down};
+}
+constexpr std::array<bool, kTensors> kDecay = {true, false, true, true, true, true, false, true, true, true};
+
+// The LM rows a loss reads: all V (column empty) or the gathered rows of ids, column mapping a token id to its
+// row (-1 outside).
+struct LmRows {
+  const float* w = nullptr;
+  int rows = 0;
+  std::vector<int32_t> column;
+  std::vector<float> own;
+};
+
+LmRows lm_rows(const std::vector<float>& lm_head, int V, int H, const std::vector<int32_t>& ids) {
+  LmRows l;
+  if (ids.empty()) {
+    l.w = lm_head.data();
+    l.rows = V;
+    return l;
+  }
+  l.column.assign(static_cast<size_t>(V), -1);
+  l.own.resize(ids.size() * static_cast<size_t>(H));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SPECDEC_CHECK(ids[i] >= 0 && ids[i] < V && (i == 0 || ids[i] > ids[i - 1]), "an EAGLE readout vocabulary of ",
+                  "distinct ascending ids in [0, ", V, "), got ", ids[i], " at ", i);
+    l.column[ids[i]] = static_cast<int32_t>(i);
+    std::copy_n(lm_head.data() + static_cast<size_t>(ids[i]) * H, H, l.own.data() + i * H);
+  }
+  l.w = l.own.data();
+  l.rows = static_cast<int>(ids.size());
+  return l;
+}
+
+float silu(float y) { return y / (1.f + std::exp(-y)); }
+
+// cos / sin of rotate_half RoPE for `rows` positions (rows x D/2 each), the angle taken in double like
+// eagle_forward's.
+void rope_tables(std::span<const int32_t> pos, int D, float theta, std::vector<float>& c, std::vector<float>& s) {
+  const int half = D / 2;
+  c.resize(pos.size() * half);
+  s.resize(c.size());
+  for (size_t r = 0; r < pos.size(); ++r)
+    for (int i = 0; i < half; ++i) {
+      const double angle = pos[r] * std::pow(static_cast<double>(theta), -2.0 * i / D);
+      c[r * half + i] = static_cast<float>(std::cos(angle));
+      s[r * half + i] = static_cast<float>(std::sin(angle));
+    }
+}
+
+// Rotates every head of every row of X (rows x heads*D) by its row's angles; inverse: by minus them (the
+// transpose, which is what the backward pass needs).
+void rope_apply(RowMatrix& X, int heads, int D, const std::vector<float>& c, const std::vector<float>& s,
+                bool inverse) {
+  const int half = D / 2;
+  const float sign = inverse ? -1.f : 1.f;
+  for (Eigen::Index r = 0; r < X.rows(); ++r)
+    for (int h = 0; h < heads; ++h) {
+      float* x = &X(r, h * D);
+      for (int i = 0; i < half; ++i) {
+        const float cs = c[r * half + i], sn = sign * s[r * half + i];
+        const float a = x[i], b = x[i + half];
+        x[i] = a * cs - b * sn;
+        x[i + half] = b * cs + a * sn;
+      }
+    }
+}
+
+// splitmix64 steps for the feature noise: row r's values come from seed_stream(noise_seed, r), so they do not
+// depend on the batch or the thread count.
+uint64_t splitmix(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Everything the backward pass reads, for R rows of C chunks.
+struct Activations {
+  std::vector<int64_t> begin;  // C + 1 row offsets
+  std::vector<float> cos, sin;
+  RowMatrix xe, xf, u, q, k, v, a, hs, nh, g, up, m, out;
+  std::vector<float> rinv;      // 1 / rms of hs per row
+  std::vector<RowMatrix> p;     // chunk c, head h at c * n_heads + h: T x T attention probabilities
+};
+
+void forward(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
+             std::span<const EagleChunk> chunks, float noise, uint64_t noise_seed, Activations& f) {
+  const EagleConfig& c = w.cfg;
+  const int H = c.hidden_size, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
+  const int C = static_cast<int>(chunks.size());
+  f.begin.assign(1, 0);
+  for (const EagleChunk& ch : chunks) f.begin.push_back(f.begin.back() + ch.length);
+  const int64_t R = f.begin.back();
+  std::vector<int32_t> pos(static_cast<size_t>(R));
+  f.xe.resize(R, H);
+  f.xf.resize(R, H);
+  for (int ci = 0; ci < C; ++ci)
+    for (int t = 0; t < chunks[ci].length; ++t) {
+      const int64_t row = f.begin[ci] + t, i = chunks[ci].first + t;
+      pos[row] = chunks[ci].position + t;
+      f.xe.row(row) = Eigen::Map<const Eigen::RowVectorXf>(embed.data() + static_cast<size_t>(d.tokens[i + 1]) * H, H);
+      f.xf.row(row) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + static_cast<size_t>(i) * H, H);
+      if (noise > 0.f) {
+        uint64_t state = medusa::seed_stream(noise_seed, static_cast<uint64_t>(i));
+        for (int j = 0; j < H; ++j)
+          f.xf(row, j) += noise * static_cast<float>(2.0 * (static_cast<double>(splitmix(state) >> 11) * 0x1.0p-53) - 1.0);
+      }
+    }
+  rope_tables(pos, D, c.rope_theta, f.cos, f.sin);
+
+  const ConstMap fc(w.fc_w.data(), H, 2 * H);
+  f.u.noalias() = f.xe * fc.leftCols(H).transpose();
+  f.u.noalias() += f.xf * fc.rightCols(H).transpose();
+  f.u.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.fc_b.data(), H);
+  f.q.noalias() = f.u * ConstMap(w.wq.data(), Q, H).transpose();
+  f.k.noalias() = f.u * ConstMap(w.wk.data(), KV, H).transpose();
+  f.v.noalias() = f.u * ConstMap(w.wv.data(), KV, H).transpose();
+  rope_apply(f.q, c.n_heads, D, f.cos, f.sin, false);
+  rope_apply(f.k, c.n_kv_heads, D, f.cos, f.sin, false);
+
+  f.a.resize(R, Q);
+  f.p.resize(static_cast<size_t>(C) * c.n_heads);
+  const int group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel for schedule(static)
+  for (int ci = 0; ci < C; ++ci) {
+    const int64_t r0 = f.begin[ci];
+    const int T = chunks[ci].length;
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int kh = h / group;
+      RowMatrix& p = f.p[static_cast<size_t>(ci) * c.n_heads + h];
+      p.noalias() = scale * (f.q.block(r0, h * D, T, D) * f.k.block(r0, kh * D, T, D).transpose());
+      for (int t = 0; t < T; ++t) {  // causal softmax; the masked part is exactly 0
+        const float mx = p.row(t).head(t + 1).maxCoeff();
+        float sum = 0.f;
+        for (int j = 0; j <= t; ++j) sum += p(t, j) = std::exp(p(t, j) - mx);
+        p.row(t).head(t + 1) /= sum;
+        p.row(t).tail(T - t - 1).setZero();
+      }
+      f.a.block(r0, h * D, T, D).noalias() = p * f.v.block(r0, kh * D, T, D);
+    }
+  }
+  f.hs = f.u;
+  f.hs.noalias() += f.a * ConstMap(w.wo.data(), H, Q).transpose();
+  f.rinv.resize(static_cast<size_t>(R));
+  f.nh.resize(R, H);
+  for (int64_t r = 0; r < R; ++r) {
+    f.rinv[r] = 1.f / std::sqrt(f.hs.row(r).squaredNorm() / H + c.rms_eps);
+    f.nh.row(r) = f.hs.row(r) * f.rinv[r];
+  }
+  const RowMatrix n = f.nh * Eigen::Map<const Eigen::VectorXf>(w.post_norm.data(), H).asDiagonal();
+  f.g.noalias() = n * ConstMap(w.w_gate.data(), I, H).transpose();
+  f.up.noalias() = n * ConstMap(w.w_up.data(), I, H).transpose();
+  f.m = f.g.unaryExpr(&silu).cwiseProduct(f.up);
+  f.out = f.hs;
+  f.out.noalias() += f.m * ConstMap(w.w_down.data(), H, I).transpose();
+}
+
+// dOut -> gradients of every tensor (added into g); f from forward().
+void backward(const EagleWeights& w, const Activations& f, std::span<const EagleChunk> chunks, RowMatrix& d_out,
+              EagleWeights& g) {
+  const EagleConfig& c = w.cfg;
+  const int H = c.hidden_size, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
+  const int64_t R = f.begin.back();
+  const int C = static_cast<int>(chunks.size());
+  const Eigen::Map<const Eigen::RowVectorXf> post(w.post_norm.data(), H);
+
+  // out = hs + m Wdown^T; m = silu(gate) * up; gate / up = n W^T; n = nh * post_norm.
+  RowMap(g.w_down.data(), H, I).noalias() += d_out.transpose() * f.m;
+  const RowMatrix dm = d_out * ConstMap(w.w_down.data(), H, I);
+  RowMatrix dg(R, I), dup(R, I);
+  for (int64_t r = 0; r < R; ++r)
+    for (int j = 0; j < I; ++j) {
+      const float x = f.g(r, j), s = 1.f / (1.f + std::exp(-x));
+      dup(r, j) = dm(r, j) * x * s;
+      dg(r, j) = dm(r, j) * f.up(r, j) * s * (1.f + x * (1.f - s));
+    }
+  const RowMatrix n = f.nh * post.asDiagonal();
+  RowMap(g.w_gate.data(), I, H).noalias() += dg.transpose() * n;
+  RowMap(g.w_up.data(), I, H).noalias() += dup.transpose() * n;
+  RowMatrix dn = dg * ConstMap(w.w_gate.data(), I, H);
+  dn.noalias() += dup * ConstMap(w.w_up.data(), I, H);
+  Eigen::Map<Eigen::RowVectorXf>(g.post_norm.data(), H) += dn.cwiseProduct(f.nh).colwise().sum();
+
+  // RMSNorm: d hs = r (d nh - nh (d nh . nh) / H), plus the residual.
+  RowMatrix dhs = d_out;
+  for (int64_t r = 0; r < R; ++r) {
+    const Eigen::RowVectorXf dnh = dn.row(r).cwiseProduct(post);
+    dhs.row(r) += f.rinv[r] * (dnh - f.nh.row(r) * (dnh.dot(f.nh.row(r)) / H));
+  }
+  // hs = u + a Wo^T.
+  RowMap(g.wo.data(), H, Q).noalias() += dhs.transpose() * f.a;
+  const RowMatrix da = dhs * ConstMap(w.wo.data(), H, Q);
+  RowMatrix du = dhs;
+
+  // Attention per chunk: dV += P^T dA, dS = P .* (dP - rowsum(dP .* P)) with dP = dA V^T, dQ = s dS K, dK += s dS^T Q.
+  RowMatrix dq(R, Q), dk = RowMatrix::Zero(R, KV), dv = RowMatrix::Zero(R, KV);
+  const int group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel for schedule(static)
+  for (int ci = 0; ci < C; ++ci) {
+    const int64_t r0 = f.begin[ci];
+    const int T = chunks[ci].length;
+    for (int h = 0; h < c.n_heads; ++h) {
+      const int kh = h / group;
+      const RowMatrix& p = f.p[static_cast<size_t>(ci) * c.n_heads + h];
+      const auto dah = da.block(r0, h * D, T, D);
+      dv.block(r0, kh * D, T, D).noalias() += p.transpose() * dah;
+      RowMatrix ds = dah * f.v.block(r0, kh * D, T, D).transpose();
+      for (int t = 0; t < T; ++t) {
+        const float dot = ds.row(t).dot(p.row(t));
+        ds.row(t) = scale * p.row(t).cwiseProduct(ds.row(t) - Eigen::RowVectorXf::Constant(T, dot));
+      }
+      dq.block(r0, h * D, T, D).noalias() = ds * f.k.block(r0, kh * D, T, D);
+      dk.block(r0, kh * D, T, D).noalias() += ds.transpose() * f.q.block(r0, h * D, T, D);
+    }
+  }
+  rope_apply(dq, c.n_heads, D, f.cos, f.sin, true);
+  rope_apply(dk, c.n_kv_heads, D, f.cos, f.sin, true);
+  RowMap(g.wq.data(), Q, H).noalias() += dq.transpose() * f.u;
+  RowMap(g.wk.data(), KV, H).noalias() += dk.transpose() * f.u;
+  RowMap(g.wv.data(), KV, H).noalias() += dv.transpose() * f.u;
+  du.noalias() += dq * ConstMap(w.wq.data(), Q, H);
+  du.noalias() += dk * ConstMap(w.wk.data(), KV, H);
+  du.noalias() += dv * ConstMap(w.wv.data(), KV, H);
+
+  // u = [xe ; xf] Wfc^T + b.
+  RowMap fc(g.fc_w.data(), H, 2 * H);
+  fc.leftCols(H).noalias() += du.transpose() * f.xe;
+  fc.rightCols(H).noalias() += du.transpose() * f.xf;
+  Eigen::Map<Eigen::RowVectorXf>(g.fc_b.data(), H) += du.colwise().sum();
+}
+
+// Soft cross-entropy of logits z (n values, in place) against row `label`'s top-k restricted to the readout
+// (column, or all ids) and renormalised: returns false (z untouched) when the row has no mass there. Else the
+// loss, whether the readout's argmax is the target's argmax, and (grad_scale > 0) z becomes
+// grad_scale * (softmax(z) - p).
+bool soft_ce(float* z, int n, const train::FeatureData& d, int64_t label, const std::vector<int32_t>& column,
+             float grad_scale, double& loss, bool& hit) {
+  const int K = d.topk;
+  const int32_t* ids = d.topk_ids.data() + label * K;
+  const float* probs = d.topk_probs.data() + label * K;
+  auto col = [&](int32_t id) { return column.empty() ? id : column[id]; };
+  double psum = 0.0, plogit = 0.0;
+  for (int j = 0; j < K; ++j)
+    if (col(ids[j]) >= 0) psum += probs[j];
+  if (!(psum > 0.0)) return false;
+  int best = 0;
+  for (int j = 1; j < n; ++j)
+    if (z[j] > z[best]) best = j;
+  hit = col(ids[0]) == best;
+  for (int j = 0; j < K; ++j)
+    if (const int32_t c = col(ids[j]); c >= 0) plogit += probs[j] / psum * z[c];
+  const float zmax = z[best];
+  double sum = 0.0;
+  for (int j = 0; j < n; ++j) sum += (z[j] = std::exp(z[j] - zmax));
+  loss = zmax + std::log(sum) - plogit;
+  if (grad_scale > 0.f) {
+    const float s = static_cast<float>(1.0 / sum) * grad_scale;
+    for (int j = 0; j < n; ++j) z[j] *= s;
+    for (int j = 0; j < K; ++j)
+      if (const int32_t c = col(ids[j]); c >= 0) z[c] -= static_cast<float>(probs[j] / psum) * grad_scale;
+  }
+  return true;
+}
+
+// Smooth-L1 (beta 1) of out against the next rows' features: the mean over H per row, summed over rows; with
+// grad, adds scale * clamp(out - target, -1, 1) into it.
+double smooth_l1(const RowMatrix& out, const train::FeatureData& d, std::span<const EagleChunk> chunks,
+                 const std::vector<int64_t>& begin, RowMatrix* grad, float scale) {
+  const int H = d.hidden_size;
+  double total = 0.0;
+  for (size_t ci = 0; ci < chunks.size(); ++ci)
+    for (int t = 0; t < chunks[ci].length; ++t) {
+      const int64_t row = begin[ci] + t;
+      const float* target = d.hidden.data() + static_cast<size_t>(chunks[ci].first + t + 1) * H;
+      double s = 0.0;
+      for (int j = 0; j < H; ++j) {
+        const float x = out(row, j) - target[j], ax = std::abs(x);
+        s += ax < 1.f ? 0.5 * x * x : ax - 0.5;
+        if (grad) (*grad)(row, j) += scale * std::clamp(x, -1.f, 1.f);
+      }
+      total += s / H;
+    }
+  return total;
+}
+
+EagleLossValue loss_impl(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
+                         const LmRows& lm, std::span<const EagleChunk> chunks, const EagleLossOptions& opt,
+                         EagleWeights* grad, std::vector<float>* out_copy) {
+  const int H = d.hidden_size;
+  Activations f;
+  forward(w, d, embed, chunks, opt.noise, opt.noise_seed, f);
+  const int64_t R = f.begin.back();
+  EagleLossValue v;
+  v.rows = R;
+  if (out_copy) out_copy->assign(f.out.data(), f.out.data() + f.out.size());
+  if (R == 0) return v;
+
+  // Which rows have label mass in the readout: the cross-entropy's mean is over them.
+  std::vector<int64_t> label(static_cast<size_t>(R));
+  for (size_t ci = 0; ci < chunks.size(); ++ci)
+    for (int t = 0; t < chunks[ci].length; ++t) label[f.begin[ci] + t] = chunks[ci].first + t + 1;
+  RowMatrix z = f.out * ConstMap(lm.w, lm.rows, H).transpose();
+  std::vector<uint8_t> has(static_cast<size_t>(R), 0), hit(static_cast<size_t>(R), 0);
+  std::vector<double> ce(static_cast<size_t>(R), 0.0);
+  int64_t n_ce = 0;
+  for (int64_t r = 0; r < R; ++r) {  // the mass test only (cheap), so the gradient scale is known up front
+    const int32_t* ids = d.topk_ids.data() + label[r] * d.topk;
+    for (int j = 0; j < d.topk && !has[r]; ++j)
+      has[r] = (lm.column.empty() || lm.column[ids[j]] >= 0) && d.topk_probs[label[r] * d.topk + j] > 0.f;
+    n_ce += has[r];
+  }
+  const float ce_scale = grad && n_ce > 0 ? opt.w_ce / static_cast<float>(n_ce) : 0.f;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    if (!has[r]) {
+      if (grad) z.row(r).setZero();
+      continue;
+    }
+    bool h = false;
+    soft_ce(z.row(r).data(), lm.rows, d, label[r], lm.column, ce_scale, ce[r], h);
+    hit[r] = h;
+  }
+  RowMatrix d_out;
+  if (grad && ce_scale > 0.f) d_out.noalias() = z * ConstMap(lm.w, lm.rows, H);
+  else if (grad) d_out = RowMatrix::Zero(R, H);  // z holds no gradient without a cross-entropy term
+  const double reg = smooth_l1(f.out, d, chunks, f.begin, grad ? &d_out : nullptr,
+                               opt.w_reg / static_cast<float>(H * R));
+  double ce_sum = 0.0;
+  for (int64_t r = 0; r < R; ++r) ce_sum += ce[r], v.hits += hit[r];
+  v.ce_rows = n_ce;
+  v.reg = reg / static_cast<double>(R);
+  v.ce = n_ce > 0 ? ce_sum / static_cast<double>(n_ce) : 0.0;
+  v.loss = opt.w_reg * v.reg + opt.w_ce * v.ce;
+  if (grad) backward(w, f, chunks, d_out, *grad);
+  return v;
+}
+
+void check_inputs(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
+                  const std::vector<float>& lm_head) {
+  medusa::check_feature_data(d);
+  const size_t VH = static_cast<size_t>(d.vocab_size) * d.hidden_size;
+  SPECDEC_CHECK(w.cfg.hidden_size == d.hidden_size && w.cfg.vocab_size == d.vocab_size, "an EAGLE layer of hidden "
+                "size ", w.cfg.hidden_size, " and vocabulary ", w.cfg.vocab_size, " for features of ", d.hidden_size,
+                " and ", d.vocab_size);
+  SPECDEC_CHECK(embed.size() == VH && lm_head.size() == VH, "an embedding and an LM head of V x H = ", d.vocab_size,
+                " x ", d.hidden_size, " floats, got ", embed.size(), " and ", lm_head.size());
+}
+
+// Running sums of an epoch's steps (what a checkpoint keeps of them).
+struct Running {
+  int64_t rows = 0, ce_rows = 0, hits = 0;
+  double reg_sum = 0.0, ce_sum = 0.0;
+  void add(const EagleLossValue& v) {
+    rows += v.rows;
+    ce_rows += v.ce_rows;
+    hits += v.hits;
+    reg_sum += v.reg * static_cast<double>(v.rows);
+    ce_sum += v.ce * static_cast<double>(v.ce_rows);
+  }
+  EagleMetrics metrics(float w_reg, float w_ce) const {
+    EagleMetrics m;
+    m.rows = rows;
+    m.reg = rows > 0 ? reg_sum / static_cast<double>(rows) : 0.0;
+    m.ce = ce_rows > 0 ? ce_sum / static_cast<double>(ce_rows) : 0.0;
+    m.loss = w_reg * m.reg + w_ce * m.ce;
+    m.acc[0] = ce_rows > 0 ? static_cast<double>(hits) / static_cast<double>(ce_rows) : 0.0;
+    m.acc_rows[0] = ce_rows;
+    return m;
+  }
+};
+
+json running_json(const Running& r) {
+  return {{"rows", r.rows}, {"ce_rows", r.ce_rows}, {"hits", r.hits}, {"reg_sum", r.reg_sum}, {"ce_sum", r.ce_sum}};
+}
+Running running_from_json(const json& j) {
+  Running r;
+  r.rows = j.at("rows").get<int64_t>();
+  r.ce_rows = j.at("ce_rows").get<int64_t>();
+  r.hits = j.at("hits").get<int64_t>();
+  r.reg_sum = j.at("reg_sum").get<double>();
+  r.ce_sum = j.at("ce_sum").get<double>();
+  return r;
+}
+json metrics_json(const EagleMetrics& m) {
+  return {{"rows", m.rows}, {"reg", m.reg}, {"ce", m.ce}, {"loss", m.loss}, {"acc", m.acc}, {"acc_rows", m.acc_rows}};
+}
+EagleMetrics metrics_from_json(const json& j) {
+  EagleMetrics m;
+  m.rows = j.at("rows").get<int64_t>();
+  m.reg = j.at("reg").get<double>();
+  m.ce = j.at("ce").get<double>();
+  m.loss = j.at("loss").get<double>();
+  m.acc = j.at("acc").get<std::array<double, kEagleDepths>>();
+  m.acc_rows = j.at("acc_rows").get<std::array<int64_t, kEagleDepths>>();
+  return m;
+}
+json epoch_json(const EagleEpochReport& e) {
+  return {{"epoch", e.epoch}, {"step", e.step}, {"train", metrics_json(e.train)}, {"heldout", metrics_json(e.heldout)}};
+}
+EagleEpochReport epoch_from_json(const json& j) {
+  EagleEpochReport e;
+  e.epoch = j.at("epoch").get<int>();
+  e.step = j.at("step").get<int64_t>();
+  e.train = metrics_from_json(j.at("train"));
+  e.heldout = metrics_from_json(j.at("heldout"));
+  return e;
+}
+
+}  // namespace
+
+std::vector<EagleChunk> eagle_chunks(const train::FeatureData& data, std::span<const int> sequences, int max_len) {
+  SPECDEC_CHECK(max_len >= 1, "max_len >= 1 pairs per chunk, got ", max_len);
+  std::vector<EagleChunk> out;
+  for (int s : sequences) {
+    SPECDEC_CHECK(s >= 0 && s < data.n_sequences(), "a sequence index in [0, ", data.n_sequences(), "), got ", s);
+    const int64_t b = data.offsets[s], pairs = data.offsets[s + 1] - b - 1;
+    for (int64_t i = 0; i < pairs; i += max_len)
+      out.push_back({b + i, static_cast<int32_t>(std::min<int64_t>(max_len, pairs - i)), static_cast<int32_t>(i + 1)});
+  }
+  return out;
+}
+
+std::vector<float> embedding_f32(const LoadedModel& model) {
+  const WeightTensor& e = model.weights.tok_embeddings;
+  const int64_t V = model.config.vocab_size, H = model.config.dim;
+  SPECDEC_CHECK(!e.empty() && e.rows == V && e.cols == H, model.path, ": a token embedding of ", V, " x ", H, ", got ",
+                e.rows, " x ", e.cols);
+  std::vector<float> out(static_cast<size_t>(V * H));
+  const size_t stride = cpu::row_bytes(e.dtype, H);
+  for (int64_t v = 0; v < V; ++v)
+    cpu::dequantize_row(out.data() + v * H, static_cast<const uint8_t*>(e.data) + v * stride, e.dtype, H);
+  return out;
+}
+
+EagleLossValue eagle_loss(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,
+                          const std::vector<float>& lm_head, std::span<const EagleChunk> chunks,
+                          const EagleLossOptions& opt, EagleWeights* grad, std::vector<float>* out) {
+  check_inputs(w, data, embed, lm_head);
+  const LmRows lm = lm_rows(lm_head, data.vocab_size, data.hidden_size, opt.train_ids);
+  return loss_impl(w, data, embed, lm, chunks, opt, grad, out);
+}
+
+EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,
+                            const std::vector<float>& lm_head, std::span<const EagleChunk> chunks, float w_reg,
+                            float w_ce) {
+  check_inputs(w, data, embed, lm_head);
+  const int H = data.hidden_size, V = data.vocab_size, K = data.topk;
+  const LmRows readout = lm_rows(lm_head, V, H, w.draft_ids);
+  const ConstMap lm(lm_head.data(), V, H), lm_r(readout.w, readout.rows, H);
+  EagleMetrics m;
+  std::array<int64_t, kEagleDepths> hits{};
+  double reg_sum = 0.0, ce_sum = 0.0;
+  for (const EagleChunk& ch : chunks) {
+    const int T = ch.length;
+    const int64_t seq_end = *std::upper_bound(data.offsets.begin(), data.offsets.end(), ch.first);
+    std::vector<float> emb(static_cast<size_t>(T) * H), out(emb.size()), prev;
+    std::vector<int32_t> pos(T);
+    EagleCache cache;
+    for (int d = 1; d <= kEagleDepths; ++d) {
+      // Depth d at start t: pair first + t + d - 1 (token first + t + d) with, past depth 1, the feature the layer
+      // predicted at depth d - 1; it sees the true pairs up to t, its own chain's earlier pairs and itself.
+      for (int t = 0; t < T; ++t) {
+        const int64_t tok = std::min<int64_t>(ch.first + t + d, seq_end - 1);
+        std::copy_n(embed.data() + static_cast<size_t>(data.tokens[tok]) * H, H, emb.data() + static_cast<size_t>(t) * H);
+        pos[t] = ch.position + t + d - 1;
+      }
+      std::vector<uint8_t> mask;
+      if (d > 1) {
+        const int S = cache.n + T;
+        mask.assign(static_cast<size_t>(T) * S, 0);
+        for (int t = 0; t < T; ++t) {
+          std::fill_n(mask.begin() + static_cast<size_t>(t) * S, t + 1, 1);
+          for (int j = 1; j < d; ++j) mask[static_cast<size_t>(t) * S + j * T + t] = 1;
+        }
+      }
+      const std::span<const float> feat =
+          d == 1 ? std::span<const float>(data.hidden.data() + static_cast<size_t>(ch.first) * H, emb.size())
+                 : std::span<const float>(prev);
+      eagle_forward(w, cache, emb, feat, pos, mask, out);
+
+      const ConstMap o(out.data(), T, H);
+      RowMatrix z;
+      if (d == 1) {  // the loss parts over the full vocabulary
+        z.noalias() = o * lm.transpose();
+        for (int t = 0; t < T; ++t) {
+          const float* target = data.hidden.data() + static_cast<size_t>(ch.first + t + 1) * H;
+          double s = 0.0;
+          for (int j = 0; j < H; ++j) {
+            const double x = static_cast<double>(o(t, j)) - target[j], ax = std::abs(x);
+            s += ax < 1.0 ? 0.5 * x * x : ax - 0.5;
+          }
+          reg_sum += s / H;
+        }
+        RowMatrix zc = z;
+        std::vector<double> ce(T, 0.0);
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; ++t) {
+          bool unused = false;
+          soft_ce(zc.row(t).data(), V, data, ch.first + t + 1, {}, 0.f, ce[t], unused);
+        }
+        for (int t = 0; t < T; ++t) ce_sum += ce[t];
+        m.rows += T;
+      }
+      if (d > 1 || !w.draft_ids.empty()) z.noalias() = o * lm_r.transpose();
+      for (int t = 0; t < T; ++t) {
+        const int64_t label = ch.first + t + d;  // the target's row for pair first + t + d - 1
+        if (label >= seq_end) continue;
+        Eigen::Index best = 0;
+        z.row(t).maxCoeff(&best);
+        const int32_t id = w.draft_ids.empty() ? static_cast<int32_t>(best) : w.draft_ids[best];
+        hits[d - 1] += id == data.topk_ids[label * K];
+        ++m.acc_rows[d - 1];
+      }
+      prev = out;
+    }
+  }
+  m.reg = m.rows > 0 ? reg_sum / static_cast<double>(m.rows) : 0.0;
+  m.ce = m.rows > 0 ? ce_sum / static_cast<double>(m.rows) : 0.0;
+  m.loss = w_reg * m.reg + w_ce * m.ce;
+  for (int d = 0; d < kEagleDepths; ++d)
+    m.acc[d] = m.acc_rows[d] > 0 ? static_cast<double>(hits[d]) / static_cast<double>(m.acc_rows[d]) : 0.0;
+  return m;
+}
+
+EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<float>& embed,
+                             const std::vector<float>& lm_head, const EagleConfig& layer, const EagleTrainConfig& cfg,
+                             const EagleTrainCallbacks& callbacks, bool resume) {
+  const auto t0 = std::chrono::steady_clock::now();
+  SPECDEC_CHECK(cfg.batch >= 1, "batch >= 1 chunks, got ", cfg.batch);
+  SPECDEC_CHECK(cfg.max_len >= 1, "max_len >= 1 pairs, got ", cfg.max_len);
+  SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
+                ", steps = ", cfg.steps);
+  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr, "0 <= min_lr <= lr and lr > 0, got lr = ",
+                cfg.lr, ", min_lr = ", cfg.min_lr);
+  SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
+  SPECDEC_CHECK(cfg.w_reg >= 0.f && cfg.w_ce >= 0.f && cfg.w_reg + cfg.w_ce > 0.f,
+                "w_reg, w_ce >= 0, not both 0, got ", cfg.w_reg, " and ", cfg.w_ce);
+  SPECDEC_CHECK(cfg.noise >= 0.f, "noise >= 0, got ", cfg.noise);
+  SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
+                cfg.heldout_fraction);
+  SPECDEC_CHECK(cfg.checkpoint_every >= 0, "checkpoint_every >= 0 steps, got ", cfg.checkpoint_every);
+  SPECDEC_CHECK((cfg.checkpoint_every == 0 && !resume) || !cfg.checkpoint_path.empty(),
+                "a checkpoint path with checkpoint_every > 0 or --resume");
+  for (const auto& [key, n] : {std::pair{"train_vocab", cfg.train_vocab}, std::pair{"draft_vocab", cfg.draft_vocab}})
+    SPECDEC_CHECK(n == 0 || (n >= data.topk && n <= data.vocab_size), key, " = ", n,
+                  ": must be 0 (the full vocabulary) or in [topk, V] = [", data.topk, ", ", data.vocab_size, "]");
+  EagleWeights w = init_eagle_weights(layer, medusa::seed_stream(cfg.seed, 2), cfg.init_scale);
+  check_inputs(w, data, embed, lm_head);
+  if (cfg.threads > 0) {
+    Eigen::setNbThreads(cfg.threads);
+    omp_set_num_threads(cfg.threads);
+  }
+  const int threads = Eigen::nbThreads();
+
+  // The held-out split: whole sequences, chosen by the seed.
+  const int S = data.n_sequences();
+  std::vector<int64_t> seq_order(static_cast<size_t>(S));
+  for (int s = 0; s < S; ++s) seq_order[s] = s;
+  medusa::shuffle_indices(seq_order, medusa::seed_stream(cfg.seed, 1));
+  int n_held = cfg.heldout_fraction > 0.0 ? std::max(1, static_cast<int>(std::lround(S * cfg.heldout_fraction))) : 0;
+  n_held = std::min(n_held, S - 1);
+  std::vector<uint8_t> held(static_cast<size_t>(S), 0);
+  for (int i = 0; i < n_held; ++i) held[seq_order[i]] = 1;
+  std::vector<int> train_seqs, held_seqs;
+  for (int s = 0; s < S; ++s) (held[s] ? held_seqs : train_seqs).push_back(s);
+  const std::vector<EagleChunk> train_chunks = eagle_chunks(data, train_seqs, cfg.max_len);
+  const std::vector<EagleChunk> held_chunks = eagle_chunks(data, held_seqs, cfg.max_len);
+  std::vector<int64_t> train_pairs;  // the pairs' feature rows (their labels are the next rows)
+  for (const EagleChunk& c : train_chunks)
+    for (int t = 0; t < c.length; ++t) train_pairs.push_back(c.first + t);
+  SPECDEC_CHECK(!train_pairs.empty(), "training pairs, got none (", data.n_rows(), " rows in ", S, " sequences, ",
+                n_held, " held out)");
+  int64_t n_held_pairs = 0;
+  for (const EagleChunk& c : held_chunks) n_held_pairs += c.length;
+
+  medusa::TrainVocabulary vocab;
+  if (cfg.train_vocab > 0) vocab = medusa::select_train_vocabulary(data, train_pairs, 1, false, cfg.train_vocab);
+  if (cfg.draft_vocab > 0)
+    w.draft_ids = cfg.draft_vocab == cfg.train_vocab
+                      ? vocab.ids
+                      : medusa::select_train_vocabulary(data, train_pairs, 1, false, cfg.draft_vocab).ids;
+  const LmRows lm = lm_rows(lm_head, data.vocab_size, data.hidden_size, vocab.ids);
+
+  const int64_t C = static_cast<int64_t>(train_chunks.size()), B = cfg.batch;
+  const int64_t steps_per_epoch = (C + B - 1) / B;
+  const int64_t total_steps = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
+  const int n_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
+
+  EagleWeights grad = w;
+  std::vector<train::ParamSpan> params;
+  {
+    const auto values = tensors_of(w), grads = tensors_of(grad);
+    for (int i = 0; i < kTensors; ++i) params.push_back({values[i]->data(), grads[i]->data(), values[i]->size(), kDecay[i]});
+  }
+  train::AdamWConfig ac;
+  ac.weight_decay = cfg.weight_decay;
+  train::AdamW adam(params, ac);
+  const train::LrSchedule schedule{cfg.lr, cfg.min_lr, cfg.warmup, total_steps};
+  auto stamp = [&](EagleEpochReport& rep) {
+    rep.train_vocab = cfg.train_vocab;
+    rep.train_vocab_coverage = vocab.coverage;
+  };
+
+  const json fingerprint = {{"batch", cfg.batch}, {"max_len", cfg.max_len}, {"lr", cfg.lr}, {"min_lr", cfg.min_lr},
+                            {"warmup", cfg.warmup}, {"weight_decay", cfg.weight_decay}, {"clip", cfg.clip},
+                            {"init_scale", cfg.init_scale}, {"w_reg", cfg.w_reg}, {"w_ce", cfg.w_ce},
+                            {"noise", cfg.noise}, {"seed", cfg.seed}, {"heldout_fraction", cfg.heldout_fraction},
+                            {"train_vocab", cfg.train_vocab}, {"draft_vocab", cfg.draft_vocab},
+                            {"total_steps", total_steps}, {"threads", threads}, {"rows", data.n_rows()},
+                            {"sequences", S}, {"target_sha256", data.target_sha256}};
+  EagleTrainResult result;
+  int64_t step = 0;
+  Running running;
+  if (resume) {
+    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path, ": no checkpoint to resume from");
+    const std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(cfg.checkpoint_path);
+    const auto meta = file->metadata().find("specdec_checkpoint");
+    SPECDEC_CHECK(meta != file->metadata().end(), cfg.checkpoint_path,
+                  ": not an EAGLE training checkpoint (no \"specdec_checkpoint\" metadata)");
+    try {
+      const json ck = json::parse(meta->second);
+      const json& written = ck.at("fingerprint");
+      for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
+        SPECDEC_CHECK(written.contains(it.key()) && written.at(it.key()) == it.value(), cfg.checkpoint_path,
+                      ": written by a run with ", it.key(), " = ",
+                      written.contains(it.key()) ? written.at(it.key()).dump() : "(none)", ", this run has ",
+                      it.value().dump());
+      step = ck.at("step").get<int64_t>();
+      running = running_from_json(ck.at("running"));
+      for (const auto& e : ck.at("epochs")) {
+        result.epochs.push_back(epoch_from_json(e));
+        stamp(result.epochs.back());
+      }
+    } catch (const json::exception& e) {
+      SPECDEC_FAIL(cfg.checkpoint_path, ": malformed checkpoint metadata (", e.what(), ")");
+    }
+    train::AdamWState st;
+    st.step = step;
+    const auto values = tensors_of(w);
+    for (int i = 0; i < kTensors; ++i) {
+      const auto n = static_cast<int64_t>(values[i]->size());
+      const std::vector<float> v = medusa::read_safetensors_f32(*file, "param." + std::to_string(i), {n});
+      std::copy(v.begin(), v.end(), values[i]->begin());  // the spans point into these vectors
+      st.m.push_back(medusa::read_safetensors_f32(*file, "optim.m." + std::to_string(i), {n}));
+      st.v.push_back(medusa::read_safetensors_f32(*file, "optim.v." + std::to_string(i), {n}));
+    }
+    adam.load_state(std::move(st));
+  }
+  auto write_checkpoint = [&]() {
+    std::vector<medusa::TensorToWrite> tensors;
+    const auto values = tensors_of(w);
+    for (int i = 0; i < kTensors; ++i) {
+      const auto n = static_cast<int64_t>(values[i]->size());
+      tensors.push_back({"param." + std::to_string(i), {n}, values[i]->data()});
+      tensors.push_back({"optim.m." + std::to_string(i), {n}, adam.state().m[i].data()});
+      tensors.push_back({"optim.v." + std::to_string(i), {n}, adam.state().v[i].data()});
+    }
+    json eps = json::array();
+    for (const auto& e : result.epochs) eps.push_back(epoch_json(e));
+    // The chunk order of an epoch and a step's noise are functions of (seed, epoch / step): the step is the whole
+    // random state.
+    const json ck = {{"step", step}, {"fingerprint", fingerprint}, {"running", running_json(running)}, {"epochs", eps}};
+    medusa::write_safetensors_f32(cfg.checkpoint_path, tensors, {{"specdec_checkpoint", ck.dump()}});
+    if (callbacks.on_checkpoint) callbacks.on_checkpoint(cfg.checkpoint_path, step);
+  };
+
+  if (!resume) {  // epoch 0: the initial layer, the baseline
+    EagleEpochReport rep;
+    stamp(rep);
+    rep.heldout = evaluate_eagle(w, data, embed, lm_head, held_chunks, cfg.w_reg, cfg.w_ce);
+    result.epochs.push_back(rep);
+    if (callbacks.on_epoch) callbacks.on_epoch(rep);
+  }
+  EagleLossOptions opt;
+  opt.w_reg = cfg.w_reg;
+  opt.w_ce = cfg.w_ce;
+  opt.noise = cfg.noise;
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
+  std::vector<EagleChunk> batch;
+  while (step < total_steps) {
+    const int64_t epoch = step / steps_per_epoch;
+    if (epoch != order_epoch) {
+      order.resize(static_cast<size_t>(C));
+      for (int64_t i = 0; i < C; ++i) order[i] = i;
+      medusa::shuffle_indices(order, medusa::seed_stream(cfg.seed, 100 + static_cast<uint64_t>(epoch)));
+      order_epoch = epoch;
+    }
+    const int64_t begin = (step % steps_per_epoch) * B;
+    batch.clear();
+    for (int64_t i = begin; i < std::min(C, begin + B); ++i) batch.push_back(train_chunks[order[i]]);
+
+    const auto step_start = std::chrono::steady_clock::now();
+    adam.zero_grad();
+    opt.noise_seed = medusa::seed_stream(cfg.seed, 1'000'000 + static_cast<uint64_t>(step));
+    const EagleLossValue v = loss_impl(w, data, embed, lm, batch, opt, &grad, nullptr);
+    running.add(v);
+    train::clip_grad_norm(params, cfg.clip);
+    const float lr = schedule.at(step);
+    adam.step(lr);
+    ++step;
+    result.rows_stepped += v.rows;
+    result.step_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+
+    if (step % steps_per_epoch == 0 || step == total_steps) {
+      EagleEpochReport rep;
+      rep.epoch = static_cast<int>(epoch) + 1;
+      rep.step = step;
+      stamp(rep);
+      rep.train = running.metrics(cfg.w_reg, cfg.w_ce);
+      running = Running{};
+      rep.heldout = evaluate_eagle(w, data, embed, lm_head, held_chunks, cfg.w_reg, cfg.w_ce);
+      result.epochs.push_back(rep);
+      if (callbacks.on_epoch) callbacks.on_epoch(rep);
+    }
+    if (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < total_steps) write_checkpoint();
+    if (callbacks.on_step) callbacks.on_step(step, total_steps, v.rows, v.loss, lr);
+  }
+
+  result.steps = step;
+  result.train_rows = static_cast<int64_t>(train_pairs.size());
+  result.heldout_rows = n_held_pairs;
+  result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json files = json::array();
+  for (const medusa::DataFileInfo& f : cfg.data_files) {
+    json e = {{"path", f.path}, {"bytes", f.bytes}};
+    if (!f.sha256.empty()) e["sha256"] = f.sha256;
+    files.push_back(e);
+  }
+  json history = json::array();
+  for (const auto& e : result.epochs) history.push_back(epoch_json(e));
+  const EagleEpochReport& last = result.epochs.back();
+  const json meta = {{"format", "specdec.eagle.v1"},
+                     {"target_sha256", data.target_sha256},
+                     {"target_model", cfg.model_path},
+                     {"feature", data.feature},
+                     {"hidden_size", data.hidden_size},
+                     {"vocab_size", data.vocab_size},
+                     {"intermediate_size", layer.intermediate_size},
+                     {"data_files", files},
+                     {"train_sequences", S - n_held},
+                     {"heldout_sequences", n_held},
+                     {"train_rows", result.train_rows},
+                     {"heldout_rows", result.heldout_rows},
+                     {"train_vocab", cfg.train_vocab},
+                     {"train_vocab_coverage", vocab.coverage},
+                     {"draft_vocab", cfg.draft_vocab},
+                     {"steps", step},
+                     {"epochs", n_epochs},
+                     {"batch", cfg.batch},
+                     {"max_len", cfg.max_len},
+                     {"lr", cfg.lr},
+                     {"min_lr", cfg.min_lr},
+                     {"warmup", cfg.warmup},
+                     {"weight_decay", cfg.weight_decay},
+                     {"clip", cfg.clip},
+                     {"init_scale", cfg.init_scale},
+                     {"w_reg", cfg.w_reg},
+                     {"w_ce", cfg.w_ce},
+                     {"noise", cfg.noise},
+                     {"seed", cfg.seed},
+                     {"threads", threads},
+                     {"heldout_fraction", cfg.heldout_fraction},
+                     {"final_train", metrics_json(last.train)},
+                     {"final_heldout", metrics_json(last.heldout)},
+                     {"accuracy_by_depth", last.heldout.acc},
+                     {"history", history},
+                     {"wall_s", result.wall_s}};
+  w.metadata_json = meta.dump();
+  result.weights = std::move(w);
+  return result;
+}
+
+}  // namespace specdec::eagle

@@ -340,6 +340,10 @@ std::vector<float> lm_head_f32(const LoadedModel& model) {
   return lm;
 }
 
+uint64_t seed_stream(uint64_t seed, uint64_t stream) { return mix(seed, stream); }
+void shuffle_indices(std::vector<int64_t>& v, uint64_t seed) { shuffle(v, seed); }
+void check_feature_data(const train::FeatureData& data) { check_features(data); }
+
 void append_features(train::FeatureData& into, const train::FeatureData& more, const std::string& source) {
   if (into.offsets.empty()) {
     into = more;

@@ -128,6 +128,15 @@ double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureDat
                         std::vector<std::vector<float>>* grad_b = nullptr,
                         const std::vector<int32_t>& train_ids = {});
 
+// ---- shared with the EAGLE trainer (drafters/eagle/train_eagle.cpp) -------------------------------------
+
+// splitmix64 of (seed, stream): independent, reproducible seeds (the split, each epoch's order) from one seed.
+uint64_t seed_stream(uint64_t seed, uint64_t stream);
+// Fisher-Yates driven by splitmix64 from seed: the same order with every standard library.
+void shuffle_indices(std::vector<int64_t>& v, uint64_t seed);
+// Throws a one-line specdec::Error when data is inconsistent (offsets, array sizes, top-k ids and probabilities).
+void check_feature_data(const train::FeatureData& data);
+
 // Appends more's sequences to into (the first call may pass an empty into); throws naming `source` when the
 // hidden size, vocabulary, top-k, feature or target differ.
 void append_features(train::FeatureData& into, const train::FeatureData& more, const std::string& source);
