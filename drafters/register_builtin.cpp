@@ -2,6 +2,7 @@
 #include "drafters/register_builtin.h"
 
 #include "drafters/draft_model.h"
+#include "drafters/eagle/eagle_drafter.h"
 #include "drafters/early_exit.h"
 #include "drafters/medusa/medusa_drafter.h"
 #include "drafters/ngram.h"
@@ -16,6 +17,7 @@ void register_builtin(DrafterRegistry& r) {
   r.add(synthetic_info());
   r.add(oracle_info());
   r.add(medusa::medusa_info());
+  r.add(eagle::eagle_info());
 }
 
 DrafterRegistry& default_registry() {

@@ -1,1 +1,344 @@
-// placeholder: filled by the EAGLE work (#12)
+// The eagle drafter (eagle_drafter.h): the layer's pairs, its readout and the three draft shapes.
+#include "drafters/eagle/eagle_drafter.h"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/model/loader.h"
+#include "core/sampling/philox.h"
+#include "core/sampling/sampling.h"
+#include "core/sha256.h"
+#include "kernels/cpu/ops.h"
+
+namespace specdec::eagle {
+
+struct EagleAssets {
+  EagleWeights w;
+  std::shared_ptr<const LoadedModel> target;  // the target's file (mapped): its embedding rows, read on demand
+  std::vector<float> draft_lm;                // N x H: the target's LM-head rows of w.draft_ids (empty: all)
+};
+
+namespace {
+
+// out (ids.size() x t.cols, f32) = the rows ids of t, dequantized.
+void dequantize_rows(const WeightTensor& t, std::span<const int32_t> ids, float* out) {
+  const auto* src = static_cast<const uint8_t*>(t.data);
+  const size_t stride = cpu::row_bytes(t.dtype, t.cols);
+  for (size_t i = 0; i < ids.size(); ++i)
+    cpu::dequantize_row(out + i * static_cast<size_t>(t.cols), src + static_cast<size_t>(ids[i]) * stride, t.dtype,
+                        t.cols);
+}
+
+void check_table(const WeightTensor& t, const char* what, const ModelConfig& cfg, const std::string& path) {
+  SPECDEC_CHECK(!t.empty() && t.rows == cfg.vocab_size && t.cols == cfg.dim, path, ": ", what, " of ", cfg.vocab_size,
+                " x ", cfg.dim, " like the target, got ", t.rows, " x ", t.cols);
+}
+
+std::shared_ptr<const EagleAssets> load_assets(const DrafterEnv& env, const std::string& path) {
+  auto a = std::make_shared<EagleAssets>();
+  const ModelConfig& cfg = env.target->config();
+  a->w = load_eagle_weights(path, cfg, sha256_file(env.target_path));
+  a->target = load_model(env.target_path);
+  check_table(a->target->weights.tok_embeddings, "an embedding table", cfg, env.target_path);
+  if (!a->w.draft_ids.empty()) {
+    check_table(a->target->weights.output, "an LM head", cfg, env.target_path);
+    a->draft_lm.resize(a->w.draft_ids.size() * static_cast<size_t>(cfg.dim));
+    dequantize_rows(a->target->weights.output, a->w.draft_ids, a->draft_lm.data());
+  }
+  return a;
+}
+
+}  // namespace
+
+// A draft tree's node: its token, its place in the tree and, once the layer has read its pair, its slot in
+// the cache and its predicted state (the state its children are drawn from).
+struct EagleDrafter::Node {
+  TokenId token;   // a target id
+  int32_t parent;  // node index, -1 = the root (the last committed token)
+  int depth;       // 1 = the first draft position
+  double score;    // cumulative log-probability under the draft softmax
+  int slot = -1;   // cache slot of the node's pair, once expanded
+  int feat = -1;   // row of node_feat_, once expanded
+};
+
+EagleDrafter::EagleDrafter(const DrafterEnv& env, std::shared_ptr<const EagleAssets> assets, EagleDrafterOptions opt)
+    : env_(env),
+      a_(std::move(assets)),
+      opt_(std::move(opt)),
+      H_(env.target->config().dim),
+      V_(env.target->config().vocab_size),
+      N_(a_->w.draft_ids.empty() ? V_ : static_cast<int>(a_->w.draft_ids.size())) {}
+
+EagleDrafter::~EagleDrafter() = default;
+
+void EagleDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures& f) {
+  step_ = 0;
+  cache_.truncate(0);
+  committed_ = next_pos_ = 0;
+  fhat_.clear();
+  if (f.rows == 0) return;  // a one-token prompt: no state until the first accept
+  SPECDEC_CHECK(f.first_pos == 0 && f.rows == static_cast<int>(prompt.size()) - 1, "eagle: begin's features: rows for "
+                "positions 0..", prompt.size() - 2, ", got ", f.rows, " from position ", f.first_pos);
+  read_pairs(f, prompt.subspan(1));
+}
+
+void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeatures& f) {
+  cache_.truncate(committed_);  // drop the last proposal's slots
+  if (f.rows == 0) return;
+  SPECDEC_CHECK(f.rows == static_cast<int>(accepted.size()), "eagle: accept's features: one row per emitted token (",
+                accepted.size(), "), got ", f.rows);
+  read_pairs(f, accepted);
+}
+
+// Pairs (row i, next_tokens[i]) at positions first_pos + i + 1: row i predicts next_tokens[i].
+void EagleDrafter::read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens) {
+  SPECDEC_CHECK(f.width == H_, "eagle: features of ", H_, " floats (the final-norm state), got ", f.width);
+  const int T = f.rows;
+  embed(next_tokens, emb_);
+  pos_.resize(T);
+  std::iota(pos_.begin(), pos_.end(), f.first_pos + 1);
+  out_.resize(static_cast<size_t>(T) * H_);
+  eagle_forward(a_->w, cache_, emb_, f.data.first(static_cast<size_t>(T) * H_), pos_, {}, out_);
+  fhat_.assign(out_.end() - H_, out_.end());
+  committed_ = cache_.n;
+  next_pos_ = f.first_pos + T + 1;
+}
+
+void EagleDrafter::embed(std::span<const TokenId> tokens, std::vector<float>& out) const {
+  out.resize(tokens.size() * static_cast<size_t>(H_));
+  dequantize_rows(a_->target->weights.tok_embeddings, tokens, out.data());
+}
+
+// logits_ (n x N) = the readout of n predicted states (n x H); with_lse: lse_ (n) = each row's log-sum-exp.
+void EagleDrafter::draft_logits(std::span<const float> states, int n, bool with_lse) {
+  if (a_->draft_lm.empty()) {
+    env_.target->lm_head(states.first(static_cast<size_t>(n) * H_), n, logits_);
+  } else {
+    // One matrix-vector product per state: a GEMM would first copy (pack) the N x H rows on every call.
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const RowMajor> lm(a_->draft_lm.data(), N_, H_);
+    logits_.resize(static_cast<size_t>(n) * N_);
+    for (int r = 0; r < n; ++r)
+      Eigen::Map<Eigen::VectorXf>(logits_.data() + static_cast<size_t>(r) * N_, N_).noalias() =
+          lm * Eigen::Map<const Eigen::VectorXf>(states.data() + static_cast<size_t>(r) * H_, H_);
+  }
+  if (!with_lse) return;
+  lse_.resize(n);
+  for (int r = 0; r < n; ++r) {
+    const float* z = logits_.data() + static_cast<size_t>(r) * N_;
+    const double zmax = *std::max_element(z, z + N_);
+    double s = 0;
+    for (int d = 0; d < N_; ++d) s += std::exp(static_cast<double>(z[d]) - zmax);
+    lse_[r] = zmax + std::log(s);
+  }
+}
+
+TokenId EagleDrafter::target_id(int draft_index) const {
+  return a_->w.draft_ids.empty() ? draft_index : a_->w.draft_ids[draft_index];
+}
+
+DraftProposal EagleDrafter::propose(int max_tokens) {
+  const uint32_t step = step_++;
+  cache_.truncate(committed_);
+  if (fhat_.empty() || max_tokens <= 0) return {};  // no state yet (a one-token prompt)
+  switch (opt_.tree) {
+    case EagleTree::kChain: return chain(max_tokens, step);
+    case EagleTree::kStatic: return static_tree(max_tokens);
+    case EagleTree::kDynamic: return dynamic_tree(max_tokens);
+  }
+  return {};
+}
+
+// Greedy: each position's argmax. T > 0: a draw from the draft softmax filtered like the target's (zero outside
+// the draft vocabulary), reported as q. Each token's pair (its parent's predicted state, its embedding) gives the
+// next position's state.
+DraftProposal EagleDrafter::chain(int max_tokens, uint32_t step) {
+  DraftProposal p;
+  const bool sample = !env_.sampling.greedy();
+  std::vector<float> state = fhat_;
+  for (int j = 0; j < max_tokens; ++j) {
+    draft_logits(state, 1, /*with_lse=*/false);
+    const std::span<const float> lg(logits_.data(), N_);
+    TokenId t;
+    if (!sample) {
+      t = target_id(argmax(lg));
+    } else {
+      probs_.resize(N_);
+      logits_to_probs(lg, env_.sampling, probs_);
+      const size_t row = p.q.size();
+      p.q.resize(row + V_, 0.f);
+      for (int d = 0; d < N_; ++d) p.q[row + target_id(d)] = probs_[d];
+      t = sample_from_probs(std::span<const float>(p.q.data() + row, V_),
+                            uniform(drafter_seed(env_.seed), env_.request, step, static_cast<uint32_t>(j)));
+    }
+    p.tokens.push_back(t);
+    if (j + 1 == max_tokens) break;
+    embed({&t, 1}, emb_);
+    const int32_t pos = next_pos_ + j;
+    out_.resize(H_);
+    eagle_forward(a_->w, cache_, emb_, state, {&pos, 1}, {}, out_);
+    state = out_;
+  }
+  return p;
+}
+
+// Appends node `parent`'s `count` most likely children (row `row` of logits_; ties: the lower draft index) to
+// nodes and their indices to out.
+void EagleDrafter::children(std::vector<Node>& nodes, int parent, int row, int count, std::vector<int>& out) {
+  const float* z = logits_.data() + static_cast<size_t>(row) * N_;
+  count = std::min(count, N_);
+  order_.resize(N_);
+  std::iota(order_.begin(), order_.end(), 0);
+  std::partial_sort(order_.begin(), order_.begin() + count, order_.end(),
+                    [&](int32_t x, int32_t y) { return z[x] > z[y] || (z[x] == z[y] && x < y); });
+  const double base = parent < 0 ? 0.0 : nodes[parent].score;
+  const int depth = parent < 0 ? 1 : nodes[parent].depth + 1;
+  for (int c = 0; c < count; ++c) {
+    out.push_back(static_cast<int>(nodes.size()));
+    nodes.push_back({target_id(order_[c]), parent, depth, base + (static_cast<double>(z[order_[c]]) - lse_[row])});
+  }
+}
+
+// The layer over the pairs of nodes `which` (each: its parent's predicted state, its token's embedding), one
+// block after the cache's slots; each attends the committed pairs, its ancestors' slots and itself. Records
+// their slots and predicted states; logits_ / lse_ then hold their readouts, row t for which[t].
+void EagleDrafter::expand(std::vector<Node>& nodes, std::span<const int> which) {
+  const int T = static_cast<int>(which.size()), base = cache_.n, S = base + T;
+  emb_.resize(static_cast<size_t>(T) * H_);
+  feat_.resize(static_cast<size_t>(T) * H_);
+  pos_.resize(T);
+  mask_.assign(static_cast<size_t>(T) * S, 0);
+  for (int t = 0; t < T; ++t) {
+    const Node& nd = nodes[which[t]];
+    dequantize_rows(a_->target->weights.tok_embeddings, {&nd.token, 1}, emb_.data() + static_cast<size_t>(t) * H_);
+    const float* parent_state =
+        nd.parent < 0 ? fhat_.data() : node_feat_.data() + static_cast<size_t>(nodes[nd.parent].feat) * H_;
+    std::copy(parent_state, parent_state + H_, feat_.begin() + static_cast<size_t>(t) * H_);
+    pos_[t] = next_pos_ + nd.depth - 1;
+    uint8_t* m = mask_.data() + static_cast<size_t>(t) * S;
+    std::fill(m, m + committed_, 1);
+    for (int a = nd.parent; a >= 0; a = nodes[a].parent) m[nodes[a].slot] = 1;
+    m[base + t] = 1;
+  }
+  out_.resize(static_cast<size_t>(T) * H_);
+  eagle_forward(a_->w, cache_, emb_, feat_, pos_, mask_, out_);
+  const int first_feat = static_cast<int>(node_feat_.size() / H_);
+  node_feat_.insert(node_feat_.end(), out_.begin(), out_.end());
+  for (int t = 0; t < T; ++t) {
+    nodes[which[t]].slot = base + t;
+    nodes[which[t]].feat = first_feat + t;
+  }
+  draft_logits(out_, T, true);
+}
+
+// The proposal of nodes `keep` (ascending indices, closed under parents): parents precede children.
+DraftProposal EagleDrafter::emit(const std::vector<Node>& nodes, std::span<const int> keep) {
+  DraftProposal p;
+  std::vector<int32_t> at(nodes.size(), -1);
+  for (const int i : keep) {
+    const int32_t parent = nodes[i].parent < 0 ? -1 : at[nodes[i].parent];
+    SPECDEC_CHECK(nodes[i].parent < 0 || parent >= 0, "eagle: a kept tree node's parent is kept (node ", i, ")");
+    at[i] = p.size();
+    p.tokens.push_back(nodes[i].token);
+    p.parents.push_back(parent);
+  }
+  return p;
+}
+
+// Depth d's nodes are the branching[d - 1] most likely children of each node of depth d - 1, cut to max_tokens
+// in breadth-first order; the layer reads only the nodes that get children.
+DraftProposal EagleDrafter::static_tree(int max_tokens) {
+  const std::vector<int>& b = opt_.branching;
+  std::vector<Node> nodes;
+  std::vector<int> level, next;
+  node_feat_.clear();
+  draft_logits(fhat_, 1, true);
+  children(nodes, -1, 0, std::min(b[0], max_tokens), level);
+  for (size_t d = 1; d < b.size() && static_cast<int>(nodes.size()) < max_tokens && !level.empty(); ++d) {
+    const int room = max_tokens - static_cast<int>(nodes.size());
+    const int n_parents = std::min(static_cast<int>(level.size()), (room + b[d] - 1) / b[d]);
+    expand(nodes, std::span<const int>(level).first(n_parents));
+    next.clear();
+    for (int t = 0; t < n_parents; ++t)
+      children(nodes, level[t], t, std::min(b[d], room - static_cast<int>(next.size())), next);
+    level.swap(next);
+  }
+  std::vector<int> all(nodes.size());
+  std::iota(all.begin(), all.end(), 0);
+  return emit(nodes, all);
+}
+
+// EAGLE-2: per level, the top-k nodes of the newest depth by cumulative probability get their top-k children;
+// then the best max_tokens nodes of all. A child's cumulative probability never exceeds its parent's and ties
+// go to the node made first (an ancestor), so the kept set is closed under parents. Neither a node deeper than
+// max_tokens nor a rank past max_tokens can be kept, so depth and top-k are cut to max_tokens (same result).
+DraftProposal EagleDrafter::dynamic_tree(int max_tokens) {
+  const int depth = std::min(opt_.depth, max_tokens), k = std::min(opt_.topk, max_tokens);
+  std::vector<Node> nodes;
+  std::vector<int> frontier, next;
+  node_feat_.clear();
+  const auto better = [&](int x, int y) { return nodes[x].score > nodes[y].score || (nodes[x].score == nodes[y].score && x < y); };
+  draft_logits(fhat_, 1, true);
+  children(nodes, -1, 0, k, frontier);
+  for (int d = 1; d < depth; ++d) {
+    const int n_expand = std::min(k, static_cast<int>(frontier.size()));
+    std::partial_sort(frontier.begin(), frontier.begin() + n_expand, frontier.end(), better);
+    frontier.resize(n_expand);
+    expand(nodes, frontier);
+    next.clear();
+    for (int t = 0; t < n_expand; ++t) children(nodes, frontier[t], t, k, next);
+    frontier.swap(next);
+  }
+  std::vector<int> keep(nodes.size());
+  std::iota(keep.begin(), keep.end(), 0);
+  const int n_keep = std::min(max_tokens, static_cast<int>(keep.size()));
+  std::partial_sort(keep.begin(), keep.begin() + n_keep, keep.end(), better);
+  keep.resize(n_keep);
+  std::sort(keep.begin(), keep.end());
+  return emit(nodes, keep);
+}
+
+DrafterInfo eagle_info() {
+  return {"eagle",
+          "an EAGLE layer on the target's final-norm states (weights = FILE.safetensors from specdec train eagle, or an "
+          "EAGLE-1 checkpoint; tree = chain | static | dynamic (EAGLE-2), default chain; dynamic: depth = 5, topk = 4; "
+          "static: branching = 4,2,2,1 children per node at each depth; trees are cut to k nodes)",
+          [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+            const std::string path = opt.get("weights", "");
+            const std::string tree = opt.get("tree", "chain");
+            EagleDrafterOptions o;
+            o.depth = opt.get_int("depth", o.depth);
+            o.topk = opt.get_int("topk", o.topk);
+            const std::vector<double> branching =
+                opt.get_doubles("branching", std::vector<double>(o.branching.begin(), o.branching.end()));
+            opt.check_all_used();
+            const std::string& sec = opt.section();
+            SPECDEC_CHECK(!path.empty(), "[", sec, "] weights = the EAGLE layer's file (specdec train eagle writes one)");
+            SPECDEC_CHECK(tree == "chain" || tree == "static" || tree == "dynamic", "[", sec,
+                          "] tree = chain, static or dynamic, got '", tree, "'");
+            o.tree = tree == "chain" ? EagleTree::kChain : tree == "static" ? EagleTree::kStatic : EagleTree::kDynamic;
+            SPECDEC_CHECK(o.depth >= 1, "[", sec, "] depth >= 1, got ", o.depth);
+            SPECDEC_CHECK(o.topk >= 1, "[", sec, "] topk >= 1, got ", o.topk);
+            SPECDEC_CHECK(!branching.empty(), "[", sec, "] branching = children per node at each depth (e.g. 4,2,2,1)");
+            o.branching.clear();
+            for (const double c : branching) {
+              SPECDEC_CHECK(c >= 1 && c == std::floor(c) && c <= 1e6, "[", sec,
+                            "] branching: whole numbers >= 1 (children per node at each depth), got ", c);
+              o.branching.push_back(static_cast<int>(c));
+            }
+            SPECDEC_CHECK(env.target != nullptr, "[", sec, "] eagle needs the target model");
+            SPECDEC_CHECK(!env.target_path.empty(), "[", sec, "] eagle reads the target's embedding rows from its model "
+                          "file, and the target's path is not known here (DrafterEnv::target_path is empty)");
+            auto assets = env.shared ? env.shared->get_or_make<EagleAssets>(
+                                           "eagle:" + path + ":" + env.target_path,
+                                           [&] { return std::const_pointer_cast<EagleAssets>(load_assets(env, path)); })
+                                     : load_assets(env, path);
+            return std::make_unique<EagleDrafter>(env, std::move(assets), std::move(o));
+          }};
+}
+
+}  // namespace specdec::eagle

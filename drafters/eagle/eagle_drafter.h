@@ -1,1 +1,78 @@
-// placeholder
+// eagle: the EAGLE draft layer (eagle.h) on the target's final-norm states. It reads, in its own KV cache, one
+// pair (the target's state f_t, the embedding of x_{t+1}) per committed position and predicts the state after
+// the last committed token; the target's LM head (or the rows of the layer's reduced draft vocabulary) reads
+// the prediction out. Drafted tokens are read as pairs (their parent's predicted state, their embedding):
+// a chain (greedy argmax; at T > 0 draws from the filtered draft softmax, reported as q), a static tree of a
+// fixed branching, or EAGLE-2's dynamic tree (the best nodes by cumulative draft probability; deterministic
+// candidates, q one-hot). accept() drops the draft's slots and reads the target's true states instead.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/speculative/drafter.h"
+#include "drafters/eagle/eagle.h"
+
+namespace specdec::eagle {
+
+DrafterInfo eagle_info();
+
+struct EagleAssets;  // the layer, the target's embedding and draft LM-head rows: shared by a run's drafters
+
+enum class EagleTree { kChain, kStatic, kDynamic };
+
+struct EagleDrafterOptions {
+  EagleTree tree = EagleTree::kChain;
+  int depth = 5;                           // dynamic: the deepest draft position
+  int topk = 4;                            // dynamic: nodes expanded per level, children per expanded node
+  std::vector<int> branching = {4, 2, 2, 1};  // static: children per node at each depth
+};
+
+// The drafter's class, public so that tests can compare its state (cache, predicted state) with a fresh one's.
+class EagleDrafter final : public Drafter {
+ public:
+  EagleDrafter(const DrafterEnv& env, std::shared_ptr<const EagleAssets> assets, EagleDrafterOptions opt);
+  ~EagleDrafter() override;
+
+  FeatureSpec features() const override { return {.final_norm = true}; }
+  void begin(std::span<const TokenId> prompt, const TargetFeatures& features) override;
+  DraftProposal propose(int max_tokens) override;
+  void accept(std::span<const TokenId> accepted, const TargetFeatures& features) override;
+
+  // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
+  // also when it hands no rows), and the predicted state after the last committed token (empty before any
+  // pair was read: a one-token prompt).
+  const EagleCache& cache() const { return cache_; }
+  std::span<const float> predicted() const { return fhat_; }
+
+ private:
+  struct Node;
+  void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
+  void embed(std::span<const TokenId> tokens, std::vector<float>& out) const;
+  void draft_logits(std::span<const float> states, int n, bool with_lse);
+  TokenId target_id(int draft_index) const;
+  DraftProposal chain(int max_tokens, uint32_t step);
+  DraftProposal static_tree(int max_tokens);
+  DraftProposal dynamic_tree(int max_tokens);
+  void expand(std::vector<Node>& nodes, std::span<const int> which);
+  void children(std::vector<Node>& nodes, int parent, int row, int count, std::vector<int>& out);
+  static DraftProposal emit(const std::vector<Node>& nodes, std::span<const int> keep);
+
+  DrafterEnv env_;
+  std::shared_ptr<const EagleAssets> a_;
+  EagleDrafterOptions opt_;
+  int H_, V_, N_;  // hidden size, the target's vocabulary, the draft vocabulary
+  uint32_t step_ = 0;
+  EagleCache cache_;
+  int committed_ = 0;  // cache slots of committed pairs
+  int next_pos_ = 0;   // the RoPE position of the next pair (the first draft token's)
+  std::vector<float> fhat_;
+  // Work space.
+  std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_;
+  std::vector<double> lse_;
+  std::vector<int32_t> pos_, order_;
+  std::vector<uint8_t> mask_;
+};
+
+}  // namespace specdec::eagle

@@ -13,6 +13,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/eagle_drafter/random_eagle.h"
 #include "tests/support/medusa_heads.h"
 #include "verifiers/rules.h"
 
@@ -34,6 +35,7 @@ const std::vector<std::string> kPrompts = {"Once upon a time", "Lily and Tom wen
                                            "The little dog was sad because", ""};
 
 const std::string& medusa_heads_file() { return test::random_medusa_heads(fx().model.config(), "lossless_medusa"); }
+const std::string& eagle_weights_file() { return test::random_eagle_weights(fx().model.config(), "lossless_eagle"); }
 
 struct DrafterCase {
   std::string name;
@@ -97,6 +99,9 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
       {"oracle", {}},
       {"medusa", {{"heads", medusa_heads_file()}}},
       {"medusa", {{"heads", medusa_heads_file()}, {"tree_nodes", "6"}}},
+      {"eagle", {{"weights", eagle_weights_file()}}},
+      {"eagle", {{"weights", eagle_weights_file()}, {"tree", "static"}, {"branching", "3,2,1"}}},
+      {"eagle", {{"weights", eagle_weights_file()}, {"tree", "dynamic"}, {"depth", "4"}, {"topk", "3"}}},
   };
   auto& registry = drafters::default_registry();
   // Every registered drafter has a case here: a new one fails this test until it gets one.
@@ -118,7 +123,7 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
     for (const auto& rule : rules)
     for (const auto& c : cases) {
       for (int k : {1, 2, 4, 8}) {
-        DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get(), .reference = &ar.tokens};
+        DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get(), .reference = &ar.tokens, .target_path = model_path};
         auto drafter = make_drafter(registry.get(c.name), env, DrafterOptions(c.opts, c.name));
         DecodeOptions d = base;
         d.k = k;

@@ -20,6 +20,7 @@
 #include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
+#include "tests/eagle_drafter/fitted_eagle.h"
 #include "tests/support/assets.h"
 #include "tests/support/medusa_heads.h"
 #include "tests/support/stories.h"
@@ -190,8 +191,15 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
       {"medusa chain k=2", "medusa", {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}}, 2},
       {"medusa tree (6 nodes)", "medusa",
        {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}, {"tree_nodes", "6"}}, 6},
+      // An EAGLE layer on the target's features (fc fitted to stories260K's states, so that drafts are often
+      // accepted): a chain sampled from the draft softmax (q), and EAGLE-2's dynamic tree of deterministic
+      // candidates (one-hot q).
+      {"eagle chain k=2", "eagle", {{"weights", test::fitted_eagle_weights()}}, 2},
+      {"eagle dynamic tree (6 nodes, depth 3, topk 3)", "eagle",
+       {{"weights", test::fitted_eagle_weights()}, {"tree", "dynamic"}, {"depth", "3"}, {"topk", "3"}}, 6},
   };
   uint64_t seed = 10;
+  DrafterSharedState shared;  // the run's state: heads and layers loaded once, not per request
   for (const Arm& arm : arms) {
     // max_new_tokens = k + 1, so that the first step drafts all k tokens.
     const int k = arm.k, max_new = k + 1;
@@ -199,7 +207,8 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
     const Sample spec = draw(1.0f, arm_seed, k, max_new, [&](uint64_t request) {
       DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
                      .seed = arm_seed, .request = request,
-                     .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
+                     .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1, .shared = &shared,
+                     .target_path = model_path};
       return make_drafter(registry.get(arm.drafter), env, DrafterOptions(arm.options, arm.drafter));
     });
     print_arm(arm.label, spec);
