@@ -1,10 +1,9 @@
 // The eagle drafter (eagle_drafter.h): the layer's pairs, its readout and the three draft shapes.
 #include "drafters/eagle/eagle_drafter.h"
 
-#include <Eigen/Dense>
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "core/error.h"
@@ -19,7 +18,10 @@ namespace specdec::eagle {
 struct EagleAssets {
   EagleWeights w;
   std::shared_ptr<const LoadedModel> target;  // the target's file (mapped): its embedding rows, read on demand
-  std::vector<float> draft_lm;                // N x H: the target's LM-head rows of w.draft_ids (empty: all)
+  // The target's LM-head rows of w.draft_ids, copied as stored (N rows in the head's dtype: the readout reads
+  // N / V of the head's bytes and gives the target's own logits for those ids); empty: the whole head.
+  std::vector<uint8_t> draft_lm;
+  cpu::DType draft_lm_dtype = cpu::DType::F32;
 };
 
 namespace {
@@ -45,9 +47,14 @@ std::shared_ptr<const EagleAssets> load_assets(const DrafterEnv& env, const std:
   a->target = load_model(env.target_path);
   check_table(a->target->weights.tok_embeddings, "an embedding table", cfg, env.target_path);
   if (!a->w.draft_ids.empty()) {
-    check_table(a->target->weights.output, "an LM head", cfg, env.target_path);
-    a->draft_lm.resize(a->w.draft_ids.size() * static_cast<size_t>(cfg.dim));
-    dequantize_rows(a->target->weights.output, a->w.draft_ids, a->draft_lm.data());
+    const WeightTensor& out = a->target->weights.output;
+    check_table(out, "an LM head", cfg, env.target_path);
+    const size_t stride = cpu::row_bytes(out.dtype, out.cols);
+    a->draft_lm.resize(a->w.draft_ids.size() * stride);
+    for (size_t d = 0; d < a->w.draft_ids.size(); ++d)
+      std::memcpy(a->draft_lm.data() + d * stride,
+                  static_cast<const uint8_t*>(out.data) + static_cast<size_t>(a->w.draft_ids[d]) * stride, stride);
+    a->draft_lm_dtype = out.dtype;
   }
   return a;
 }
@@ -118,13 +125,8 @@ void EagleDrafter::draft_logits(std::span<const float> states, int n, bool with_
   if (a_->draft_lm.empty()) {
     env_.target->lm_head(states.first(static_cast<size_t>(n) * H_), n, logits_);
   } else {
-    // One matrix-vector product per state: a GEMM would first copy (pack) the N x H rows on every call.
-    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Eigen::Map<const RowMajor> lm(a_->draft_lm.data(), N_, H_);
     logits_.resize(static_cast<size_t>(n) * N_);
-    for (int r = 0; r < n; ++r)
-      Eigen::Map<Eigen::VectorXf>(logits_.data() + static_cast<size_t>(r) * N_, N_).noalias() =
-          lm * Eigen::Map<const Eigen::VectorXf>(states.data() + static_cast<size_t>(r) * H_, H_);
+    cpu::matmul(logits_.data(), states.data(), a_->draft_lm.data(), a_->draft_lm_dtype, n, N_, H_);
   }
   if (!with_lse) return;
   lse_.resize(n);
