@@ -483,10 +483,11 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
   check_inputs(w, data, embed, lm_head);
   const int H = data.hidden_size, V = data.vocab_size, K = data.topk;
   const LmRows readout = lm_rows(lm_head, V, H, w.draft_ids);
-  const ConstMap lm(lm_head.data(), V, H), lm_r(readout.w, readout.rows, H);
+  const ConstMap lm_r(readout.w, readout.rows, H);
   EagleMetrics m;
   std::array<int64_t, kEagleDepths> hits{};
   double reg_sum = 0.0, ce_sum = 0.0;
+  int64_t ce_rows = 0;
   for (const EagleChunk& ch : chunks) {
     const int T = ch.length;
     const int64_t seq_end = *std::upper_bound(data.offsets.begin(), data.offsets.end(), ch.first);
@@ -516,9 +517,8 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
       eagle_forward(w, cache, emb, feat, pos, mask, out);
 
       const ConstMap o(out.data(), T, H);
-      RowMatrix z;
-      if (d == 1) {  // the loss parts over the full vocabulary
-        z.noalias() = o * lm.transpose();
+      RowMatrix z = o * lm_r.transpose();
+      if (d == 1) {  // the loss parts
         for (int t = 0; t < T; ++t) {
           const float* target = data.hidden.data() + static_cast<size_t>(ch.first + t + 1) * H;
           double s = 0.0;
@@ -530,15 +530,15 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
         }
         RowMatrix zc = z;
         std::vector<double> ce(T, 0.0);
+        std::vector<uint8_t> has(T, 0);
 #pragma omp parallel for schedule(static)
         for (int t = 0; t < T; ++t) {
           bool unused = false;
-          soft_ce(zc.row(t).data(), V, data, ch.first + t + 1, {}, 0.f, ce[t], unused);
+          has[t] = soft_ce(zc.row(t).data(), readout.rows, data, ch.first + t + 1, readout.column, 0.f, ce[t], unused);
         }
-        for (int t = 0; t < T; ++t) ce_sum += ce[t];
+        for (int t = 0; t < T; ++t) ce_sum += ce[t], ce_rows += has[t];
         m.rows += T;
       }
-      if (d > 1 || !w.draft_ids.empty()) z.noalias() = o * lm_r.transpose();
       for (int t = 0; t < T; ++t) {
         const int64_t label = ch.first + t + d;  // the target's row for pair first + t + d - 1
         if (label >= seq_end) continue;
@@ -552,7 +552,7 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
     }
   }
   m.reg = m.rows > 0 ? reg_sum / static_cast<double>(m.rows) : 0.0;
-  m.ce = m.rows > 0 ? ce_sum / static_cast<double>(m.rows) : 0.0;
+  m.ce = ce_rows > 0 ? ce_sum / static_cast<double>(ce_rows) : 0.0;
   m.loss = w_reg * m.reg + w_ce * m.ce;
   for (int d = 0; d < kEagleDepths; ++d)
     m.acc[d] = m.acc_rows[d] > 0 ? static_cast<double>(hits[d]) / static_cast<double>(m.acc_rows[d]) : 0.0;

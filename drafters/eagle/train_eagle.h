@@ -57,7 +57,7 @@ struct EagleTrainConfig {
 struct EagleMetrics {
   int64_t rows = 0;  // pairs with a target
   double reg = 0.0;  // mean Smooth-L1 (mean over H per pair)
-  double ce = 0.0;   // mean soft cross-entropy (nats) at depth 1; full vocabulary on held-out pairs
+  double ce = 0.0;   // mean soft cross-entropy (nats) at depth 1 (held-out: over the drafter's readout)
   double loss = 0.0; // w_reg * reg + w_ce * ce
   // acc[d-1]: P(argmax of the readout at depth d == the target's argmax), over acc_rows[d-1] pairs (training
   // figures: depth 1 only, over the training vocabulary).
@@ -126,10 +126,11 @@ EagleLossValue eagle_loss(const EagleWeights& w, const train::FeatureData& data,
                           const EagleLossOptions& opt, EagleWeights* grad = nullptr,
                           std::vector<float>* out = nullptr);
 
-// Held-out figures over the chunks: reg, ce (depth 1, full vocabulary) and the accuracy at depth d = 1..4,
-// read with eagle_forward as the drafter reads: the chunk's true pairs in the cache, then for every start the
-// layer's own predicted feature with the true next token (teacher-forced tokens), d - 1 times. The readout is
-// w.draft_ids' rows when w has them, else all V.
+// Held-out figures over the chunks: reg, ce (depth 1) and the accuracy at depth d = 1..4, read with
+// eagle_forward as the drafter reads: the chunk's true pairs in the cache, then for every start the layer's own
+// predicted feature with the true next token (teacher-forced tokens), d - 1 times. The readout is w.draft_ids'
+// rows when w has them, else all V; ce is over that readout too (the top-k restricted to it and renormalised,
+// pairs without label mass there skipped), which keeps the evaluation's LM GEMM at the drafter's size.
 EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,
                             const std::vector<float>& lm_head, std::span<const EagleChunk> chunks, float w_reg,
                             float w_ce);

@@ -306,7 +306,8 @@ TEST_CASE("train_vocab and draft_vocab: the draft ids are the most frequent labe
   const auto chunks = eagle_chunks(s.d, held, 40);
   const EagleMetrics a = evaluate_eagle(r.weights, s.d, s.embed, s.lm, chunks, 1.f, 0.1f);
   const EagleMetrics b = evaluate_eagle(full, s.d, s.embed, s.lm, chunks, 1.f, 0.1f);
-  CHECK(a.loss == b.loss);  // the loss parts are over the full vocabulary either way
+  CHECK(a.reg == b.reg);  // the same layer; only the readout differs
+  CHECK(a.ce < b.ce);     // over 32 renormalised ids the cross-entropy is smaller
   CHECK(a.acc != b.acc);
   const std::string e = test::error_of([&] {
     EagleTrainConfig bad = c;

@@ -68,4 +68,23 @@ inline const std::vector<std::string>& stories_prompts() {
   return p;
 }
 
+// A features file of stories260K as `specdec collect` writes it: each of stories_prompts() continued greedily
+// by n tokens, top-k labels, attributed to the target with sha256 target_sha. Returns path.
+inline std::string write_stories_features(const std::string& path, const std::string& target_sha, int n, int topk) {
+  auto& s = stories();
+  train::FeatureFileInfo info;
+  info.hidden_size = s.model.config().dim;
+  info.vocab_size = s.model.config().vocab_size;
+  info.topk = topk;
+  info.target_path = stories_model();
+  info.target_sha256 = target_sha;
+  train::FeatureWriter w(path, info);
+  for (const std::string& p : stories_prompts()) {
+    const StoriesSequence seq = stories_sequence(p, n, topk);
+    w.append(seq.tokens, seq.prompt_len, seq.hidden, seq.topk_ids, seq.topk_probs);
+  }
+  w.commit();
+  return path;
+}
+
 }  // namespace specdec::test

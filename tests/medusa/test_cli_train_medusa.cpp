@@ -21,20 +21,7 @@ namespace {
 constexpr int kTopK = 8;
 
 std::string write_features(const std::string& path, const std::string& target_sha) {
-  auto& s = test::stories();
-  train::FeatureFileInfo info;
-  info.hidden_size = s.model.config().dim;
-  info.vocab_size = s.model.config().vocab_size;
-  info.topk = kTopK;
-  info.target_path = test::stories_model();
-  info.target_sha256 = target_sha;
-  train::FeatureWriter w(path, info);
-  for (const std::string& p : test::stories_prompts()) {
-    const test::StoriesSequence seq = test::stories_sequence(p, 40, kTopK);
-    w.append(seq.tokens, seq.prompt_len, seq.hidden, seq.topk_ids, seq.topk_probs);
-  }
-  w.commit();
-  return path;
+  return test::write_stories_features(path, target_sha, 40, kTopK);
 }
 
 std::string write_config(const std::string& path, const std::string& data, const std::string& out,
@@ -110,7 +97,7 @@ TEST_CASE("specdec train medusa: trains, writes heads the loader accepts, overri
   CHECK(one_line(r.err));
   CHECK_THAT(r.err, Catch::Contains(other) && Catch::Contains("features of the target with sha256 aaaa"));
 
-  r = test::run(bin + " train eagle " + cfg);
+  r = test::run(bin + " train hydra " + cfg);
   CHECK(r.exit_code != 0);
-  CHECK_THAT(r.err, Catch::Contains("unknown drafter to train; known: medusa"));
+  CHECK_THAT(r.err, Catch::Contains("unknown drafter to train; known: medusa, eagle"));
 }
