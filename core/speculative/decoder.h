@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -71,6 +72,71 @@ struct DecodeResult {
   int accepted_draft_tokens() const;
   int drafted_tokens() const;
   double tau() const;  // tokens emitted (appended to `tokens`) per target pass
+};
+
+// One sequence's decode cut into the parts of a step, so that the single loop (speculative_decode) and the
+// batched loop (core/speculative/batch_decoder.h) run the same code and give the same bits:
+//   SequenceDecoder seq(target, drafter, rule, prompt, opts);  // checks, prefill, drafter->begin
+//   while (!seq.done()) {
+//     const ForwardRequest& req = seq.draft();   // drafter->propose, checked; the block [last, nodes...]
+//     forward req over seq.cache() (alone, or as one row of a forward_batch) into fr;
+//     seq.finish(fr, forward_us);                // rule, cache compaction, StepRecord, stop, drafter->accept
+//   }
+//   DecodeResult res = seq.take_result();
+// The target's cache holds every emitted token except the last one; the drafter (not owned) must outlive it.
+class SequenceDecoder {
+ public:
+  // Throws what speculative_decode throws for these arguments; prefills the prompt (one forward of its
+  // own, or a copy of opts.prefilled) and begins the drafter.
+  SequenceDecoder(Model& target, Drafter* drafter, const AcceptanceRule& rule, std::span<const TokenId> prompt,
+                  const DecodeOptions& opts, std::function<void(std::span<const TokenId>)> on_tokens = nullptr);
+  SequenceDecoder(const SequenceDecoder&) = delete;  // draft()'s request points into its buffers
+  SequenceDecoder& operator=(const SequenceDecoder&) = delete;
+  // The argument checks of the constructor alone (no cache, no forward): a prompt of n_prompt tokens.
+  static void check(const Model& target, bool has_drafter, const AcceptanceRule& rule, int n_prompt,
+                    const DecodeOptions& opts);
+
+  // True once the output is complete (max_new_tokens, a stop token, or the context): no more steps.
+  bool done() const { return done_; }
+  // The most tokens the next block can hold: the last emitted token plus the draft budget (1 for AR); 0 when
+  // done.
+  int max_block() const;
+  // Asks the drafter for this step's proposal (checked: valid, within the budget, the target's cache left
+  // as found) and returns the verification forward of the block; it refers to this object's buffers and
+  // is valid until finish(). Requires !done().
+  const ForwardRequest& draft();
+  KVCache& cache() { return *cache_; }
+  // After the forward of draft()'s request over cache() wrote fr (forward_us: its time, for the record):
+  // applies the rule, keeps the accepted path in the cache, records the step, streams the emitted tokens,
+  // and hands the drafter the tokens and their features.
+  void finish(const ForwardResult& fr, double forward_us);
+  const DecodeResult& result() const { return res_; }
+  DecodeResult take_result();  // sets decode_seconds (the time since the prefill ended)
+
+ private:
+  Model& target_;
+  Drafter* drafter_;
+  const AcceptanceRule& rule_;
+  DecodeOptions opts_;
+  std::function<void(std::span<const TokenId>)> on_tokens_;
+  int max_new_ = 0, k_ = 0;
+  bool done_ = false;
+  DecodeResult res_;
+  std::unique_ptr<KVCache> cache_;
+  FeatureSpec spec_;                 // the target features the drafter reads
+  std::vector<float> features_;      // rows x width, the rows handed to the drafter
+  std::vector<int32_t> feature_rows_;
+  TokenId last_ = 0;
+  uint32_t step_ = 0;
+  double t_decode_start_ = 0;        // steady-clock seconds at the end of the prefill
+  // This step's state, between draft() and finish().
+  DraftProposal prop_;
+  StepRecord rec_;
+  int n_past_ = 0;
+  std::vector<TokenId> block_, emitted_;
+  std::vector<int32_t> parents_, positions_, keep_;
+  std::vector<uint8_t> mask_;
+  ForwardRequest req_;
 };
 
 // Decodes one request. drafter == nullptr: AR. Streams each step's new tokens to on_tokens.
