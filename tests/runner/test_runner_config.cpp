@@ -198,7 +198,7 @@ TEST_CASE("an unknown drafter type lists the known drafters", "[runner][config]"
   auto c = parse(kBase, {{"drafter.ee.type", "early_exti"}});
   const std::string e = error_of([&] { resolve_drafter_types(c, drafters::default_registry()); });
   CHECK_THAT(e, Catch::Contains("[drafter.ee] type = 'early_exti': unknown drafter") &&
-                    Catch::Contains("known drafters: draft_model, early_exit, medusa, ngram, oracle, synthetic") &&
+                    Catch::Contains("known drafters: draft_model, eagle, early_exit, medusa, ngram, oracle, synthetic") &&
                     Catch::Contains("did you mean 'early_exit'?"));
   CHECK(test::count_lines(e) == 1);
 
