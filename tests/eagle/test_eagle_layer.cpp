@@ -252,7 +252,7 @@ TEST_CASE("save -> load is bit for bit, draft_ids and metadata included") {
   CHECK(third == 97);
 }
 
-TEST_CASE("an EAGLE-1-layout file (same names, f16 and bf16 weights, embed_tokens.weight) loads") {
+TEST_CASE("an EAGLE-1-layout file (the same names plus embed_tokens.weight, no metadata) loads") {
   const EagleWeights w = random_weights(15);
   const EagleConfig& c = w.cfg;
   const int64_t H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
