@@ -591,13 +591,8 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
 
   // The held-out split: whole sequences, chosen by the seed.
   const int S = data.n_sequences();
-  std::vector<int64_t> seq_order(static_cast<size_t>(S));
-  for (int s = 0; s < S; ++s) seq_order[s] = s;
-  medusa::shuffle_indices(seq_order, medusa::seed_stream(cfg.seed, 1));
-  int n_held = cfg.heldout_fraction > 0.0 ? std::max(1, static_cast<int>(std::lround(S * cfg.heldout_fraction))) : 0;
-  n_held = std::min(n_held, S - 1);
-  std::vector<uint8_t> held(static_cast<size_t>(S), 0);
-  for (int i = 0; i < n_held; ++i) held[seq_order[i]] = 1;
+  const std::vector<uint8_t> held = medusa::heldout_sequences(S, cfg.heldout_fraction, cfg.seed);
+  const int n_held = static_cast<int>(std::count(held.begin(), held.end(), 1));
   std::vector<int> train_seqs, held_seqs;
   for (int s = 0; s < S; ++s) (held[s] ? held_seqs : train_seqs).push_back(s);
   const std::vector<EagleChunk> train_chunks = eagle_chunks(data, train_seqs, cfg.max_len);

@@ -344,6 +344,17 @@ uint64_t seed_stream(uint64_t seed, uint64_t stream) { return mix(seed, stream);
 void shuffle_indices(std::vector<int64_t>& v, uint64_t seed) { shuffle(v, seed); }
 void check_feature_data(const train::FeatureData& data) { check_features(data); }
 
+std::vector<uint8_t> heldout_sequences(int n_sequences, double fraction, uint64_t seed) {
+  std::vector<int> order(static_cast<size_t>(n_sequences));
+  for (int s = 0; s < n_sequences; ++s) order[s] = s;
+  shuffle(order, mix(seed, 1));
+  int n_held = fraction > 0.0 ? std::max(1, static_cast<int>(std::lround(n_sequences * fraction))) : 0;
+  n_held = std::min(n_held, n_sequences - 1);
+  std::vector<uint8_t> held(static_cast<size_t>(n_sequences), 0);
+  for (int i = 0; i < n_held; ++i) held[order[i]] = 1;
+  return held;
+}
+
 void append_features(train::FeatureData& into, const train::FeatureData& more, const std::string& source) {
   if (into.offsets.empty()) {
     into = more;
@@ -445,13 +456,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
 
   // The held-out split: whole sequences, chosen by the seed.
   const int S = data.n_sequences();
-  std::vector<int> seq_order(S);
-  for (int s = 0; s < S; ++s) seq_order[s] = s;
-  shuffle(seq_order, mix(cfg.seed, 1));
-  int n_held = cfg.heldout_fraction > 0.0 ? std::max(1, static_cast<int>(std::lround(S * cfg.heldout_fraction))) : 0;
-  n_held = std::min(n_held, S - 1);
-  std::vector<uint8_t> held(S, 0);
-  for (int i = 0; i < n_held; ++i) held[seq_order[i]] = 1;
+  const std::vector<uint8_t> held = heldout_sequences(S, cfg.heldout_fraction, cfg.seed);
+  const int n_held = static_cast<int>(std::count(held.begin(), held.end(), 1));
   const RowBounds bounds(data, cfg.response_only);
   std::vector<int64_t> train_rows, held_rows;
   for (int64_t r = 0; r < data.n_rows(); ++r) {

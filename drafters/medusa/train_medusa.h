@@ -136,6 +136,9 @@ uint64_t seed_stream(uint64_t seed, uint64_t stream);
 void shuffle_indices(std::vector<int64_t>& v, uint64_t seed);
 // Throws a one-line specdec::Error when data is inconsistent (offsets, array sizes, top-k ids and probabilities).
 void check_feature_data(const train::FeatureData& data);
+// The held-out split: 1 for the sequences held out, round(fraction x n) of them (at least one when fraction > 0,
+// never all), chosen by seed_stream(seed, 1).
+std::vector<uint8_t> heldout_sequences(int n_sequences, double fraction, uint64_t seed);
 
 // Appends more's sequences to into (the first call may pass an empty into); throws naming `source` when the
 // hidden size, vocabulary, top-k, feature or target differ.
