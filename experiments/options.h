@@ -1,0 +1,2 @@
+// Placeholder: the option group shared by generate, bench and run (being written; see experiments/options.cpp).
+#pragma once
