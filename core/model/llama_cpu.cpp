@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/model/batch_plan.h"
 #include "kernels/cpu/ops.h"
 
 namespace specdec {
@@ -70,49 +71,17 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
                              std::span<ForwardResult> out) {
   const ModelConfig& c = config();
   const LlamaWeights& w = model_->weights;
-  const int B = static_cast<int>(reqs.size());
-  SPECDEC_CHECK(caches.size() == reqs.size() && out.size() == reqs.size(), "one cache and one result per request");
+  // Validate and lay out the batch (core/model/batch_plan.h): sequence b owns rows [row0[b], row0[b] + T_b).
+  const BatchPlan p = plan_batch(c, caches, reqs, out.size());
+  const int B = p.B;
   if (B == 0) return;
+  for (int b = 0; b < B; ++b)
+    SPECDEC_CHECK(dynamic_cast<CpuKVCache*>(caches[b]) != nullptr, "a CPU KV cache for the CPU model (request ", b,
+                  ")");
   const int H = c.dim, F = c.hidden_dim, Dh = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads;
   const int QD = c.q_dim(), KVD = c.kv_dim(), V = c.vocab_size;
-  const int L = forward_layers(reqs[0], *caches[0]);  // layers to run (early exit: fewer than the cache's)
-
-  // Validate and lay out the batch: sequence b owns rows [row0[b], row0[b] + T_b).
-  std::vector<int> row0(B + 1, 0);
-  std::vector<std::vector<int32_t>> pos(B);
-  for (int b = 0; b < B; ++b) {
-    const ForwardRequest& r = reqs[b];
-    auto* cache = dynamic_cast<CpuKVCache*>(caches[b]);
-    SPECDEC_CHECK(cache != nullptr, "a CPU KV cache for the CPU model (request ", b, ")");
-    SPECDEC_CHECK(cache->n_layers() == caches[0]->n_layers(), "every cache in a batch with the same layer count (",
-                  caches[0]->n_layers(), "), got ", cache->n_layers());
-    SPECDEC_CHECK(forward_layers(r, *cache) == L, "every request in a batch running the same layers (", L, "), got ",
-                  forward_layers(r, *cache), " (request ", b, ")");
-    const int T = static_cast<int>(r.tokens.size());
-    SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
-    for (int32_t l : r.layer_outputs)
-      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the layers this forward runs), got ", l);
-    const int n_past = cache->size();
-    SPECDEC_CHECK(n_past + T <= cache->capacity(), "context of at most ", cache->capacity(), " tokens, got ",
-                  n_past, " cached + ", T, " new");
-    for (int t = 0; t < T; ++t)
-      SPECDEC_CHECK(r.tokens[t] >= 0 && r.tokens[t] < V, "token ids in 0..", V - 1, ", got ", r.tokens[t]);
-    SPECDEC_CHECK(r.positions.empty() || static_cast<int>(r.positions.size()) == T, "one position per token (",
-                  T, "), got ", r.positions.size());
-    SPECDEC_CHECK(r.mask.empty() || r.mask.size() == static_cast<size_t>(T) * (n_past + T), "a mask of ", T, "x",
-                  n_past + T, " entries, got ", r.mask.size());
-    if (r.positions.empty()) {
-      pos[b].resize(T);
-      for (int t = 0; t < T; ++t) pos[b][t] = n_past + t;
-    } else {
-      pos[b].assign(r.positions.begin(), r.positions.end());
-      for (int t = 0; t < T; ++t)
-        SPECDEC_CHECK(pos[b][t] >= 0 && pos[b][t] < c.max_seq_len, "positions in 0..", c.max_seq_len - 1,
-                      ", got ", pos[b][t]);
-    }
-    row0[b + 1] = row0[b] + T;
-  }
-  const int R = row0[B];
+  const int L = p.L, R = p.R;
+  const std::vector<int>& row0 = p.row0;
   auto size_to = [](std::vector<float>& v, size_t n) {
     if (v.size() < n) v.resize(n);
   };
@@ -153,8 +122,8 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
       const int T = row0[b + 1] - row0[b], n_past = cache->size(), S = n_past + T;
       float* qb = q_.data() + static_cast<size_t>(row0[b]) * QD;
       float* kb = k_.data() + static_cast<size_t>(row0[b]) * KVD;
-      cpu::rope(qb, pos[b].data(), T, Hq, Dh, c.rope_theta);
-      cpu::rope(kb, pos[b].data(), T, Hkv, Dh, c.rope_theta);
+      cpu::rope(qb, p.pos.data() + row0[b], T, Hq, Dh, c.rope_theta);
+      cpu::rope(kb, p.pos.data() + row0[b], T, Hkv, Dh, c.rope_theta);
       std::memcpy(cache->k(l, n_past), kb, sizeof(float) * T * KVD);
       std::memcpy(cache->v(l, n_past), v_.data() + static_cast<size_t>(row0[b]) * KVD, sizeof(float) * T * KVD);
       const uint8_t* mask = reqs[b].mask.data();
@@ -180,30 +149,21 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
   cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
 
   // LM head over only the rows whose logits were asked for, gathered into one block.
-  std::vector<int> sel_first(B), sel_n(B);
-  int n_sel = 0;
-  for (int b = 0; b < B; ++b) {
-    const int T = row0[b + 1] - row0[b];
-    const int n = reqs[b].n_logits < 0 ? T : std::min(reqs[b].n_logits, T);
-    sel_first[b] = row0[b] + T - n;
-    sel_n[b] = n;
-    n_sel += n;
-  }
-  size_to(rows_, static_cast<size_t>(n_sel) * H);
+  size_to(rows_, static_cast<size_t>(p.n_sel) * H);
   for (int b = 0, r = 0; b < B; ++b) {
-    std::memcpy(rows_.data() + static_cast<size_t>(r) * H, x_.data() + static_cast<size_t>(sel_first[b]) * H,
-                sizeof(float) * sel_n[b] * H);
-    r += sel_n[b];
+    std::memcpy(rows_.data() + static_cast<size_t>(r) * H, x_.data() + static_cast<size_t>(p.sel_first[b]) * H,
+                sizeof(float) * p.sel_n[b] * H);
+    r += p.sel_n[b];
   }
-  std::vector<float> logits(static_cast<size_t>(n_sel) * V);
-  if (n_sel > 0) cpu::matmul(logits.data(), rows_.data(), w.output.data, w.output.dtype, n_sel, V, H);
+  std::vector<float> logits(static_cast<size_t>(p.n_sel) * V);
+  if (p.n_sel > 0) cpu::matmul(logits.data(), rows_.data(), w.output.data, w.output.dtype, p.n_sel, V, H);
 
   for (int b = 0, r = 0; b < B; ++b) {
     const int T = row0[b + 1] - row0[b];
     ForwardResult& o = out[b];
     o.logits.assign(logits.begin() + static_cast<ptrdiff_t>(r) * V,
-                    logits.begin() + static_cast<ptrdiff_t>(r + sel_n[b]) * V);
-    r += sel_n[b];
+                    logits.begin() + static_cast<ptrdiff_t>(r + p.sel_n[b]) * V);
+    r += p.sel_n[b];
     if (reqs[b].want_hidden)
       o.hidden.assign(x_.begin() + static_cast<ptrdiff_t>(row0[b]) * H, x_.begin() + static_cast<ptrdiff_t>(row0[b] + T) * H);
     else

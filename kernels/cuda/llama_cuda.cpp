@@ -42,6 +42,7 @@
 
 #include "core/error.h"
 #include "core/model/arch.h"
+#include "core/model/batch_plan.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/common.cuh"
@@ -658,74 +659,34 @@ bool LlamaCuda::Impl::launch_graph(const Plan& p) {
 void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                               std::span<ForwardResult> out) {
   const ModelConfig& c = model->config;
-  const int B = static_cast<int>(reqs.size());
-  SPECDEC_CHECK(caches.size() == reqs.size() && out.size() == reqs.size(), "one cache and one result per request");
+  // Validate and lay out the batch as every backend does (core/model/batch_plan.h): sequence b owns rows
+  // [row0[b], row0[b] + T_b).
+  const BatchPlan bp = plan_batch(c, caches, reqs, out.size());
+  const int B = bp.B;
   if (B == 0) return;
-  const int H = c.dim, V = c.vocab_size;
-  const int L = forward_layers(reqs[0], *caches[0]);  // layers to run (early exit: fewer than the cache's)
-
-  // Validate and lay out the batch exactly as LlamaCpu does: sequence b owns rows [row0[b], row0[b] + T_b).
+  const int H = c.dim, V = c.vocab_size, L = bp.L, R = bp.R;
   std::vector<CudaKVCache*> cc(B);
-  std::vector<int> row0(B + 1, 0), n_past(B), sel_first(B), sel_n(B);
-  int max_T = 0, max_S = 0, n_sel = 0;
-  size_t mask_bytes = 0;
-  bool any_hidden = false;
-  std::vector<int32_t> capture;
   for (int b = 0; b < B; ++b) {
-    const ForwardRequest& r = reqs[b];
     auto* cache = dynamic_cast<CudaKVCache*>(caches[b]);
     SPECDEC_CHECK(cache != nullptr, "a CUDA KV cache for the CUDA model (request ", b, ")");
     SPECDEC_CHECK(cache->owner() == this, "a KV cache made by this CUDA model's new_cache (request ", b, ")");
-    SPECDEC_CHECK(cache->n_layers() == caches[0]->n_layers(), "every cache in a batch with the same layer count (",
-                  caches[0]->n_layers(), "), got ", cache->n_layers());
-    SPECDEC_CHECK(forward_layers(r, *cache) == L, "every request in a batch running the same layers (", L, "), got ",
-                  forward_layers(r, *cache), " (request ", b, ")");
-    const int T = static_cast<int>(r.tokens.size());
-    SPECDEC_CHECK(T >= 1, "at least one token per request, got 0 (request ", b, ")");
-    const int np = cache->size();
-    SPECDEC_CHECK(np + T <= cache->capacity(), "context of at most ", cache->capacity(), " tokens, got ", np,
-                  " cached + ", T, " new");
-    for (int t = 0; t < T; ++t)
-      SPECDEC_CHECK(r.tokens[t] >= 0 && r.tokens[t] < V, "token ids in 0..", V - 1, ", got ", r.tokens[t]);
-    SPECDEC_CHECK(r.positions.empty() || static_cast<int>(r.positions.size()) == T, "one position per token (", T,
-                  "), got ", r.positions.size());
-    SPECDEC_CHECK(r.mask.empty() || r.mask.size() == static_cast<size_t>(T) * (np + T), "a mask of ", T, "x", np + T,
-                  " entries, got ", r.mask.size());
-    for (int t = 0; t < static_cast<int>(r.positions.size()); ++t)
-      SPECDEC_CHECK(r.positions[t] >= 0 && r.positions[t] < c.max_seq_len, "positions in 0..", c.max_seq_len - 1,
-                    ", got ", r.positions[t]);
-    for (int32_t l : r.layer_outputs) {
-      SPECDEC_CHECK(l >= 0 && l < L, "layer outputs of layers 0..", L - 1, " (the layers this forward runs), got ", l);
-      capture.push_back(l);
-    }
     cc[b] = cache;
-    n_past[b] = np;
-    row0[b + 1] = row0[b] + T;
-    max_T = std::max(max_T, T);
-    mask_bytes += r.mask.size();
-    const int n = r.n_logits < 0 ? T : std::min(r.n_logits, T);
-    sel_first[b] = row0[b] + T - n;
-    sel_n[b] = n;
-    n_sel += n;
-    any_hidden |= r.want_hidden;
   }
-  const int R = row0[B];
-  // The attention bound max_S is the model's context, the same for every launch, so the decode graph can
-  // replay at every step. (Attention's bits do not depend on it: its splits sit at fixed slot positions.)
-  max_S = c.max_seq_len;
+  const std::vector<int>& row0 = bp.row0;
+  const std::vector<int32_t>& capture = bp.capture;
 
   Plan p;
   p.R = R;
   p.B = B;
   p.L = L;
-  p.max_T = max_T;
-  p.max_S = max_S;
-  p.n_sel = n_sel;
-  p.head_in_place = n_sel == R;  // every row of every sequence selected, in order
-  for (int b = 0; b < B; ++b) p.gather.emplace_back(sel_first[b], sel_n[b]);
-  p.lay = InputLayout(R, B, L, mask_bytes);
-  std::sort(capture.begin(), capture.end());
-  capture.erase(std::unique(capture.begin(), capture.end()), capture.end());
+  p.max_T = bp.max_T;
+  // The attention bound max_S is the model's context, the same for every launch, so the decode graph can
+  // replay at every step. (Attention's bits do not depend on it: its splits sit at fixed slot positions.)
+  p.max_S = c.max_seq_len;
+  p.n_sel = bp.n_sel;
+  p.head_in_place = bp.n_sel == R;  // every row of every sequence selected, in order
+  for (int b = 0; b < B; ++b) p.gather.emplace_back(bp.sel_first[b], bp.sel_n[b]);
+  p.lay = InputLayout(R, B, L, bp.mask_bytes);
   p.capture = capture;
   const size_t capture_bytes = sizeof(float) * capture.size() * R * H;
   if (capture_bytes > 0) {
@@ -734,7 +695,7 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   }
 
   SPECDEC_CUDA_CHECK(cudaSetDevice(ctx->device));
-  ensure_scratch(R, n_sel, any_hidden);
+  ensure_scratch(R, bp.n_sel, bp.any_hidden);
   if (p.lay.total > in_d.bytes()) {
     const size_t cap = std::max(p.lay.total, 2 * in_d.bytes());
     in_d = DeviceMem(cap);
@@ -761,12 +722,12 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
     for (int t = 0; t < T; ++t) {
       const int i = row0[b] + t;
       tok[i] = r.tokens[t];
-      pos[i] = r.positions.empty() ? n_past[b] + t : r.positions[t];
+      pos[i] = bp.pos[i];
       row_seq[i] = b;
-      row_slot[i] = n_past[b] + t;
+      row_slot[i] = bp.n_past[b] + t;
     }
     row0_h[b] = row0[b];
-    n_past_h[b] = n_past[b];
+    n_past_h[b] = bp.n_past[b];
     for (int l = 0; l < L; ++l) {
       kptr[static_cast<size_t>(l) * B + b] = cc[b]->k_layer(l);
       vptr[static_cast<size_t>(l) * B + b] = cc[b]->v_layer(l);
@@ -783,13 +744,13 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   cudaStream_t s = ctx->stream;
   SPECDEC_CUDA_CHECK(cudaMemcpyAsync(d, h, p.lay.total, cudaMemcpyHostToDevice, s));
 
-  const bool decode_step = B == 1 && R == 1 && reqs[0].mask.empty() && n_sel == 1 && capture.empty();
+  const bool decode_step = B == 1 && R == 1 && reqs[0].mask.empty() && bp.n_sel == 1 && capture.empty();
   if (!(graphs_on && decode_step && launch_graph(p))) enqueue(p);
 
-  if (n_sel > 0)
-    SPECDEC_CUDA_CHECK(cudaMemcpyAsync(logits_h.get(), logits.get(), sizeof(float) * n_sel * V,
+  if (bp.n_sel > 0)
+    SPECDEC_CUDA_CHECK(cudaMemcpyAsync(logits_h.get(), logits.get(), sizeof(float) * bp.n_sel * V,
                                        cudaMemcpyDeviceToHost, s));
-  if (any_hidden)
+  if (bp.any_hidden)
     SPECDEC_CUDA_CHECK(cudaMemcpyAsync(hidden_h.get(), x.get(), sizeof(float) * R * H, cudaMemcpyDeviceToHost, s));
   if (capture_bytes > 0)
     SPECDEC_CUDA_CHECK(cudaMemcpyAsync(layer_out_h.get(), layer_out.get(), capture_bytes, cudaMemcpyDeviceToHost, s));
@@ -801,8 +762,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   for (int b = 0, r = 0; b < B; ++b) {
     const int T = row0[b + 1] - row0[b];
     ForwardResult& o = out[b];
-    o.logits.assign(lg + static_cast<size_t>(r) * V, lg + static_cast<size_t>(r + sel_n[b]) * V);
-    r += sel_n[b];
+    o.logits.assign(lg + static_cast<size_t>(r) * V, lg + static_cast<size_t>(r + bp.sel_n[b]) * V);
+    r += bp.sel_n[b];
     if (reqs[b].want_hidden)
       o.hidden.assign(hd + static_cast<size_t>(row0[b]) * H, hd + static_cast<size_t>(row0[b] + T) * H);
     else
