@@ -246,237 +246,351 @@ std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg) {
   return grid;
 }
 
-int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) {
-  const fs::path config_dir = cfg.source.empty() ? fs::path() : fs::path(cfg.source).parent_path();
-  const std::string out_path = opts.out.empty() ? cfg.out_path() : opts.out;
-  SPECDEC_CHECK(opts.shard_count >= 1 && opts.shard_index >= 0 && opts.shard_index < opts.shard_count,
-                "a shard i/n with 0 <= i < n, got ", opts.shard_index, "/", opts.shard_count);
+namespace {
 
-  // What can be checked without the model first: drafter types, the output file, the sampling parameters.
-  DrafterRegistry& registry = drafters::default_registry();
-  const std::vector<const DrafterInfo*> infos = resolve_drafter_types(cfg, registry);
-  std::error_code ec;
-  SPECDEC_CHECK(opts.resume || !fs::exists(out_path, ec), out_path,
-                ": the results file exists; pass --resume to continue it, or another --out");
-  if (opts.resume && fs::exists(out_path, ec)) check_same_config(out_path, cfg.to_ini());
-  for (float t : cfg.temperatures) {
-    SamplingParams sp{t, cfg.top_k, cfg.top_p};
-    sp.validate();
-  }
-  if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
-  check_device(cfg.device, "[target] device");
+// One experiment (or one shard of it) in phases, which run() calls in this order: check_inputs,
+// load_target, check_drafters, prepare_prompts, plan_runs, open_log, plan_shard, then run_prompt for each
+// prompt of the shard, and finish. The members are what a phase hands on to the later ones.
+class Runner {
+ public:
+  Runner(const ExperimentConfig& cfg, const RunnerOptions& opts)
+      : cfg_(cfg),
+        opts_(opts),
+        config_dir_(cfg.source.empty() ? fs::path() : fs::path(cfg.source).parent_path()),
+        out_path_(opts.out.empty() ? cfg.out_path() : opts.out) {}
 
-  // The target and its tokenizer; model-based drafters run on the target's device.
-  const std::string model_path = find_model_file(cfg.model, config_dir, "model");
-  auto loaded = load_model(model_path);
-  const std::unique_ptr<Model> target_model = make_model(loaded, cfg.device, "[target] device");
-  Model& target = *target_model;
-  const ModelFactory drafter_models = model_factory(cfg.device);
-  // What the drafters share across the requests of this experiment (ngram's corpus index), for its length.
-  DrafterSharedState drafter_shared;
-  const std::string tok_path = cfg.tokenizer.empty() ? "" : find_model_file(cfg.tokenizer, config_dir, "tokenizer");
-  auto tok = load_tokenizer(*loaded, tok_path);
-  const bool chat = cfg.chat.value_or(tok->chat_template() != ChatTemplateKind::kPlain);
-  const int ctx = target.config().max_seq_len;
-
-  // Every drafter made once up front, so a bad option fails before the sweep (and before any note).
-  {
-    const std::vector<TokenId> no_reference;
-    for (size_t d = 0; d < cfg.drafter_configs.size(); ++d) {
-      DrafterEnv env{.target = &target, .tokenizer = tok.get(), .sampling = {}, .seed = 0, .request = 0,
-                     .reference = &no_reference, .max_context = std::min(ctx, 64), .make_model = drafter_models,
-                     .shared = &drafter_shared, .target_path = model_path};
-      make_drafter(cfg.drafter_configs[d], *infos[d], env);
-    }
+  int run() {
+    check_inputs();
+    load_target();
+    check_drafters();
+    prepare_prompts();
+    plan_runs();
+    open_log();
+    plan_shard();
+    for (int p : shard_prompts_) run_prompt(prepared_[p]);
+    finish();
+    return 0;
   }
 
-  // Prompts -> token ids. An over-long prompt is skipped (max_prompt_tokens; the next one of its category
-  // takes its place) or an error (longer than the context).
-  std::map<std::string, std::vector<TokenId>> ids_of;
-  auto accept = [&](const Prompt& p) {
-    std::string text = p.text;
-    if (chat) {
-      const ChatMessage msg{"user", p.text};
-      text = tok->apply_chat_template({&msg, 1}, true);
-    }
-    std::vector<TokenId> ids = tok->encode(text, tok->add_bos_default(), /*parse_special=*/chat);
-    if (ids.empty()) {
-      SPECDEC_CHECK(tok->bos() >= 0, "prompt ", p.id, " encodes to no tokens and the tokenizer has no BOS");
-      ids.push_back(tok->bos());
-    }
-    const int n = static_cast<int>(ids.size());
-    if (cfg.max_prompt_tokens > 0 && n > cfg.max_prompt_tokens) {
-      std::fprintf(stderr, "note: skipping prompt %s: %d tokens > [prompts] max_prompt_tokens = %d\n", p.id.c_str(), n,
-                   cfg.max_prompt_tokens);
-      return false;
-    }
-    SPECDEC_CHECK(n < ctx, "prompt ", p.id, " has ", n, " tokens, more than the model's context of ", ctx,
-                  " allows (set [prompts] max_prompt_tokens to skip long prompts)");
-    ids_of[p.id] = std::move(ids);
-    return true;
-  };
-  const std::vector<Prompt> prompts =
-      load_prompts(cfg.prompt_sets, cfg.per_category, cfg.categories, config_dir, accept);
-  std::vector<PreparedPrompt> prepared;
-  for (const Prompt& p : prompts) prepared.push_back({&p, std::move(ids_of.at(p.id))});
-  SPECDEC_CHECK(!prepared.empty(), "at least one prompt to run; every prompt was filtered out or skipped");
-
-  // The grid and its rules.
-  const std::vector<RunSpec> grid = expand_grid(cfg);
-  std::map<std::string, std::unique_ptr<AcceptanceRule>> rules;
-  for (const RunSpec& r : grid)
-    if (!rules.count(r.rule)) rules[r.rule] = verifiers::make_acceptance_rule(r.rule, cfg.rule_options_for(r.rule));
-
-  // Resume: AR outputs the oracle / synthetic runs may need, read back before the log reopens the file.
-  std::map<std::string, std::map<int64_t, std::vector<TokenId>>> logged_ar;
-  const bool any_reference = std::any_of(infos.begin(), infos.end(), [](auto* i) { return i->needs_reference; });
-  if (opts.resume && any_reference && fs::exists(out_path, ec)) {
-    for (auto& run : results::read_all(out_path))
-      if (run.info.attrs.count("baseline") && run.info.attrs.at("baseline") == "1")
-        logged_ar[run.info.name] = std::move(run.outputs);
-  }
-
-  if (fs::path(out_path).has_parent_path()) fs::create_directories(fs::path(out_path).parent_path());
-  const results::FileInfo file_info{opts.version, cfg.to_ini(), host_json(cfg.device), join_seeds(cfg.seeds), iso_utc_now()};
-  auto log = results::ResultsLog::open(out_path, file_info, opts.resume);
-  std::vector<results::RunInfo> run_infos;
-  for (const RunSpec& r : grid)
-    run_infos.push_back(run_info(cfg, r, grid, chat, rules.at(r.rule)->lossless(),
-                                 verify_seed(r.drafter >= 0 ? infos[r.drafter] : nullptr, r.seed)));
-  log->declare_runs(run_infos);
-
-  // Requests of this shard: prompt-major, request_id = prompt_index * repeats + repeat.
-  std::vector<int> shard_prompts;
-  for (int i = 0; i < static_cast<int>(prepared.size()); ++i)
-    if (i % opts.shard_count == opts.shard_index) shard_prompts.push_back(i);
-  std::vector<std::set<int64_t>> finished(grid.size());
-  for (size_t r = 0; r < grid.size(); ++r) finished[r] = log->finished(grid[r].name);
-  int64_t total = 0, already = 0;
-  for (int p : shard_prompts)
-    for (int rep = 0; rep < cfg.repeats; ++rep)
-      for (size_t r = 0; r < grid.size(); ++r) {
-        ++total;
-        already += finished[r].count(static_cast<int64_t>(p) * cfg.repeats + rep);
-      }
-
-  const Progress::Mode mode = Progress::detect(opts.quiet);
-  if (mode != Progress::Mode::kQuiet) {
-    std::printf("specdec run %s: %zu prompts%s x %d repeat(s) x %zu runs = %lld (run, request) pairs%s\n",
-                cfg.name.c_str(), prepared.size(),
-                opts.shard_count > 1 ? (" (shard " + std::to_string(opts.shard_index) + "/" +
-                                        std::to_string(opts.shard_count) + ": " + std::to_string(shard_prompts.size()) +
-                                        ")").c_str()
-                                     : "",
-                cfg.repeats, grid.size(), static_cast<long long>(total),
-                already ? (", " + std::to_string(already) + " already done").c_str() : "");
-    std::printf("target %s (%s) on %s, chat template %s; log %s\n", model_path.c_str(),
-                target.config().describe().c_str(), cfg.device.c_str(), chat ? "on" : "off", out_path.c_str());
-    std::fflush(stdout);
-  }
-  Progress progress(mode, total, already);
-  // When and where each request was timed: this invocation's id, the host, its load, threads and device.
-  const DeviceDescription device_desc = describe_device(cfg.device);
-  const std::string device_name = device_desc.gpu.empty() || device_desc.gpu == "none" ? cfg.device : device_desc.gpu;
-  auto timing_context = [&] { return results::current_timing_context(device_name, omp_get_max_threads()); };
-
-  for (int p : shard_prompts) {
-    const PreparedPrompt& pp = prepared[p];
-    // The target's prefill of this prompt, computed (and timed) once, when the first run needs it, and
-    // copied by every run and repeat: the same forward over the same tokens gives the same bits, so this
-    // changes no output, only the sweep's time. Each run's prefill_s is this measured time (+ its copy).
+ private:
+  // A prompt of the shard and the target's prefill of it, computed (and timed) once, when the first run
+  // needs it, and copied by every run and repeat: the same forward over the same tokens gives the same
+  // bits, so this changes no output, only the sweep's time. Each run's prefill_s is this measured time
+  // (+ its copy).
+  struct PromptState {
+    const PreparedPrompt& pp;
     std::unique_ptr<KVCache> prefix;
     double prefix_seconds = 0;
-    auto prefilled = [&]() -> const KVCache* {
-      const int n = static_cast<int>(pp.ids.size()) - 1;
-      if (n < 1) return nullptr;
-      if (!prefix) {
-        const auto t0 = std::chrono::steady_clock::now();
-        prefix = target.new_cache(n);
-        ForwardResult fr;
-        target.forward(*prefix, {.tokens = std::span<const TokenId>(pp.ids).first(n), .n_logits = 0}, fr);
-        prefix_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      }
-      return prefix.get();
-    };
-    for (int rep = 0; rep < cfg.repeats; ++rep) {
-      const int64_t request_id = static_cast<int64_t>(p) * cfg.repeats + rep;
-      bool ran = false;
-      auto decode = [&](const RunSpec& r, Drafter* drafter) {
-        const DrafterInfo* info = r.drafter >= 0 ? infos[r.drafter] : nullptr;
-        DecodeOptions d;
-        d.max_new_tokens = cfg.max_new_tokens;
-        d.k = std::max(r.k, 1);
-        d.max_tree_nodes = cfg.max_tree_nodes;
-        d.sampling = {r.temperature, cfg.top_k, cfg.top_p};
-        d.seed = verify_seed(info, r.seed);
-        d.request = static_cast<uint64_t>(request_id);
-        d.is_stop = [&](TokenId t) { return tok->is_end_of_generation(t); };
-        d.prefilled = prefilled();
-        d.prefilled_seconds = prefix_seconds;
-        return speculative_decode(target, drafter, *rules.at(r.rule), pp.ids, d);
-      };
-      auto log_result = [&](size_t r, const DecodeResult& res) {
-        results::RequestRecord rec;
-        rec.request_id = request_id;
-        rec.prompt_id = pp.prompt->id;
-        rec.category = pp.prompt->category;
-        rec.repeat = rep;
-        rec.prompt_tokens = res.prompt_tokens;
-        rec.prefill_s = res.prefill_seconds;
-        rec.decode_s = res.decode_seconds;
-        rec.wall_time_s = res.prefill_seconds + res.decode_seconds;
-        rec.stopped = res.stopped;
-        rec.result = &res;
-        rec.timing = timing_context();
-        log->append(grid[r].name, rec);
-        finished[r].insert(request_id);
-        ran = true;
-        progress.pair_done(static_cast<int64_t>(res.tokens.size()), grid[r].name + " " + pp.prompt->id);
-      };
+  };
+  // One request: a repeat of a prompt; ran: some (run, request) pair of it was decoded by this invocation.
+  struct Request {
+    PromptState& prompt;
+    int rep;
+    int64_t id;
+    bool ran = false;
+  };
 
-      for (size_t b = 0; b < grid.size(); ++b) {
-        if (grid[b].drafter >= 0) continue;  // b: an AR baseline; its drafter runs follow it in the grid
-        std::vector<size_t> pending;
-        bool need_reference = false;
-        for (size_t r = b + 1; r < grid.size() && grid[r].drafter >= 0; ++r)
-          if (!finished[r].count(request_id)) {
-            pending.push_back(r);
-            need_reference |= infos[grid[r].drafter]->needs_reference;
-          }
-        DecodeResult ar;
-        if (!finished[b].count(request_id)) {
-          ar = decode(grid[b], nullptr);
-          log_result(b, ar);
-        } else if (need_reference) {
-          // Finished before a kill: its tokens come back from the log (or, failing that, are decoded again,
-          // deterministically, without logging them twice).
-          const std::vector<TokenId>* logged = nullptr;
-          if (auto it = logged_ar.find(grid[b].name); it != logged_ar.end())
-            if (auto jt = it->second.find(request_id); jt != it->second.end()) logged = &jt->second;
-          if (logged)
-            ar.tokens = *logged;
-          else
-            ar = decode(grid[b], nullptr);
-        }
-        for (size_t r : pending) {
-          const RunSpec& run = grid[r];
-          const DrafterEnv env{.target = &target, .tokenizer = tok.get(),
-                               .sampling = {run.temperature, cfg.top_k, cfg.top_p}, .seed = run.seed,
-                               .request = static_cast<uint64_t>(request_id), .reference = &ar.tokens,
-                               .max_context = static_cast<int>(pp.ids.size()) + cfg.max_new_tokens + run.k + 1,
-                               .make_model = drafter_models, .shared = &drafter_shared, .target_path = model_path};
-          auto drafter = make_drafter(cfg.drafter_configs[run.drafter], *infos[run.drafter], env);
-          const DecodeResult res = decode(run, drafter.get());
-          log_result(r, res);
-        }
-      }
-      if (ran) progress.request_done(pp.prompt->id + " (" + pp.prompt->category + ")");
-    }
+  void check_inputs();
+  void load_target();
+  void check_drafters();
+  void prepare_prompts();
+  bool accept_prompt(const Prompt& p, std::map<std::string, std::vector<TokenId>>& ids_of) const;
+  void plan_runs();
+  void open_log();
+  void plan_shard();
+  void print_header() const;
+  void run_prompt(const PreparedPrompt& pp);
+  void run_group(size_t b, Request& q);
+  DecodeResult baseline_tokens(size_t b, Request& q, bool need_reference);
+  const KVCache* prefilled(PromptState& ps);
+  DecodeResult decode(const RunSpec& r, Drafter* drafter, Request& q);
+  void log_result(size_t r, const DecodeResult& res, Request& q);
+  void finish();
+
+  const ExperimentConfig& cfg_;
+  const RunnerOptions& opts_;
+  const fs::path config_dir_;
+  const std::string out_path_;
+  std::vector<const DrafterInfo*> infos_;  // per cfg_.drafter_configs
+  // load_target: the target and its tokenizer; model-based drafters run on the target's device.
+  std::string model_path_;
+  std::shared_ptr<const LoadedModel> loaded_;
+  std::unique_ptr<Model> target_;
+  ModelFactory drafter_models_;
+  // What the drafters share across the requests of this experiment (ngram's corpus index), for its length.
+  DrafterSharedState drafter_shared_;
+  std::unique_ptr<Tokenizer> tok_;
+  bool chat_ = false;
+  int ctx_ = 0;
+  // prepare_prompts (prepared_ points into prompts_)
+  std::vector<Prompt> prompts_;
+  std::vector<PreparedPrompt> prepared_;
+  // plan_runs: the grid, its rules, and (--resume) the AR outputs logged before
+  std::vector<RunSpec> grid_;
+  std::map<std::string, std::unique_ptr<AcceptanceRule>> rules_;
+  std::map<std::string, std::map<int64_t, std::vector<TokenId>>> logged_ar_;
+  // open_log, plan_shard
+  std::unique_ptr<results::ResultsLog> log_;
+  std::vector<int> shard_prompts_;
+  std::vector<std::set<int64_t>> finished_;  // per grid_ run: its finished request ids
+  int64_t total_ = 0, already_ = 0;
+  std::unique_ptr<Progress> progress_;
+  std::string device_name_;  // the GPU's name, else cfg_.device: where each request was timed
+};
+
+// What can be checked without the model first: drafter types, the output file, the sampling parameters.
+void Runner::check_inputs() {
+  SPECDEC_CHECK(opts_.shard_count >= 1 && opts_.shard_index >= 0 && opts_.shard_index < opts_.shard_count,
+                "a shard i/n with 0 <= i < n, got ", opts_.shard_index, "/", opts_.shard_count);
+  DrafterRegistry& registry = drafters::default_registry();
+  infos_ = resolve_drafter_types(cfg_, registry);
+  std::error_code ec;
+  SPECDEC_CHECK(opts_.resume || !fs::exists(out_path_, ec), out_path_,
+                ": the results file exists; pass --resume to continue it, or another --out");
+  if (opts_.resume && fs::exists(out_path_, ec)) check_same_config(out_path_, cfg_.to_ini());
+  for (float t : cfg_.temperatures) {
+    SamplingParams sp{t, cfg_.top_k, cfg_.top_p};
+    sp.validate();
   }
-  progress.finish();
-  log->close();
-  print_summary(grid, out_path);
-  return 0;
+  if (cfg_.threads > 0) omp_set_num_threads(cfg_.threads);
+  check_device(cfg_.device, "[target] device");
 }
+
+void Runner::load_target() {
+  model_path_ = find_model_file(cfg_.model, config_dir_, "model");
+  loaded_ = load_model(model_path_);
+  target_ = make_model(loaded_, cfg_.device, "[target] device");
+  drafter_models_ = model_factory(cfg_.device);
+  const std::string tok_path =
+      cfg_.tokenizer.empty() ? "" : find_model_file(cfg_.tokenizer, config_dir_, "tokenizer");
+  tok_ = load_tokenizer(*loaded_, tok_path);
+  chat_ = cfg_.chat.value_or(tok_->chat_template() != ChatTemplateKind::kPlain);
+  ctx_ = target_->config().max_seq_len;
+}
+
+// Every drafter made once up front, so a bad option fails before the sweep (and before any note).
+void Runner::check_drafters() {
+  const std::vector<TokenId> no_reference;
+  for (size_t d = 0; d < cfg_.drafter_configs.size(); ++d) {
+    DrafterEnv env{.target = target_.get(), .tokenizer = tok_.get(), .sampling = {}, .seed = 0, .request = 0,
+                   .reference = &no_reference, .max_context = std::min(ctx_, 64), .make_model = drafter_models_,
+                   .shared = &drafter_shared_, .target_path = model_path_};
+    make_drafter(cfg_.drafter_configs[d], *infos_[d], env);
+  }
+}
+
+// Prompts -> token ids.
+void Runner::prepare_prompts() {
+  std::map<std::string, std::vector<TokenId>> ids_of;
+  prompts_ = load_prompts(cfg_.prompt_sets, cfg_.per_category, cfg_.categories, config_dir_,
+                          [&](const Prompt& p) { return accept_prompt(p, ids_of); });
+  for (const Prompt& p : prompts_) prepared_.push_back({&p, std::move(ids_of.at(p.id))});
+  SPECDEC_CHECK(!prepared_.empty(), "at least one prompt to run; every prompt was filtered out or skipped");
+}
+
+// A prompt's token ids into ids_of. An over-long prompt is skipped (max_prompt_tokens; the next one of its
+// category takes its place: returns false) or an error (longer than the context).
+bool Runner::accept_prompt(const Prompt& p, std::map<std::string, std::vector<TokenId>>& ids_of) const {
+  std::string text = p.text;
+  if (chat_) {
+    const ChatMessage msg{"user", p.text};
+    text = tok_->apply_chat_template({&msg, 1}, true);
+  }
+  std::vector<TokenId> ids = tok_->encode(text, tok_->add_bos_default(), /*parse_special=*/chat_);
+  if (ids.empty()) {
+    SPECDEC_CHECK(tok_->bos() >= 0, "prompt ", p.id, " encodes to no tokens and the tokenizer has no BOS");
+    ids.push_back(tok_->bos());
+  }
+  const int n = static_cast<int>(ids.size());
+  if (cfg_.max_prompt_tokens > 0 && n > cfg_.max_prompt_tokens) {
+    std::fprintf(stderr, "note: skipping prompt %s: %d tokens > [prompts] max_prompt_tokens = %d\n", p.id.c_str(), n,
+                 cfg_.max_prompt_tokens);
+    return false;
+  }
+  SPECDEC_CHECK(n < ctx_, "prompt ", p.id, " has ", n, " tokens, more than the model's context of ", ctx_,
+                " allows (set [prompts] max_prompt_tokens to skip long prompts)");
+  ids_of[p.id] = std::move(ids);
+  return true;
+}
+
+// The grid and its rules; on --resume, the AR outputs the oracle / synthetic runs may need, read back
+// before the log reopens the file.
+void Runner::plan_runs() {
+  grid_ = expand_grid(cfg_);
+  for (const RunSpec& r : grid_)
+    if (!rules_.count(r.rule)) rules_[r.rule] = verifiers::make_acceptance_rule(r.rule, cfg_.rule_options_for(r.rule));
+  const bool any_reference = std::any_of(infos_.begin(), infos_.end(), [](auto* i) { return i->needs_reference; });
+  std::error_code ec;
+  if (opts_.resume && any_reference && fs::exists(out_path_, ec)) {
+    for (auto& run : results::read_all(out_path_))
+      if (run.info.attrs.count("baseline") && run.info.attrs.at("baseline") == "1")
+        logged_ar_[run.info.name] = std::move(run.outputs);
+  }
+}
+
+void Runner::open_log() {
+  if (fs::path(out_path_).has_parent_path()) fs::create_directories(fs::path(out_path_).parent_path());
+  const results::FileInfo file_info{opts_.version, cfg_.to_ini(), host_json(cfg_.device), join_seeds(cfg_.seeds),
+                                    iso_utc_now()};
+  log_ = results::ResultsLog::open(out_path_, file_info, opts_.resume);
+  std::vector<results::RunInfo> run_infos;
+  for (const RunSpec& r : grid_)
+    run_infos.push_back(run_info(cfg_, r, grid_, chat_, rules_.at(r.rule)->lossless(),
+                                 verify_seed(r.drafter >= 0 ? infos_[r.drafter] : nullptr, r.seed)));
+  log_->declare_runs(run_infos);
+}
+
+// Requests of this shard: prompt-major, request_id = prompt_index * repeats + repeat; what is done already,
+// the header, the progress display.
+void Runner::plan_shard() {
+  for (int i = 0; i < static_cast<int>(prepared_.size()); ++i)
+    if (i % opts_.shard_count == opts_.shard_index) shard_prompts_.push_back(i);
+  finished_.resize(grid_.size());
+  for (size_t r = 0; r < grid_.size(); ++r) finished_[r] = log_->finished(grid_[r].name);
+  for (int p : shard_prompts_)
+    for (int rep = 0; rep < cfg_.repeats; ++rep)
+      for (size_t r = 0; r < grid_.size(); ++r) {
+        ++total_;
+        already_ += finished_[r].count(static_cast<int64_t>(p) * cfg_.repeats + rep);
+      }
+  const Progress::Mode mode = Progress::detect(opts_.quiet);
+  if (mode != Progress::Mode::kQuiet) print_header();
+  progress_ = std::make_unique<Progress>(mode, total_, already_);
+  // When and where each request was timed: this invocation's id, the host, its load, threads and device.
+  const DeviceDescription device_desc = describe_device(cfg_.device);
+  device_name_ = device_desc.gpu.empty() || device_desc.gpu == "none" ? cfg_.device : device_desc.gpu;
+}
+
+void Runner::print_header() const {
+  std::printf("specdec run %s: %zu prompts%s x %d repeat(s) x %zu runs = %lld (run, request) pairs%s\n",
+              cfg_.name.c_str(), prepared_.size(),
+              opts_.shard_count > 1 ? (" (shard " + std::to_string(opts_.shard_index) + "/" +
+                                       std::to_string(opts_.shard_count) + ": " +
+                                       std::to_string(shard_prompts_.size()) + ")").c_str()
+                                    : "",
+              cfg_.repeats, grid_.size(), static_cast<long long>(total_),
+              already_ ? (", " + std::to_string(already_) + " already done").c_str() : "");
+  std::printf("target %s (%s) on %s, chat template %s; log %s\n", model_path_.c_str(),
+              target_->config().describe().c_str(), cfg_.device.c_str(), chat_ ? "on" : "off", out_path_.c_str());
+  std::fflush(stdout);
+}
+
+// Every repeat of one prompt: for each AR baseline of the grid, it and its drafter runs.
+void Runner::run_prompt(const PreparedPrompt& pp) {
+  const int p = static_cast<int>(&pp - prepared_.data());
+  PromptState ps{pp, nullptr};
+  for (int rep = 0; rep < cfg_.repeats; ++rep) {
+    Request q{ps, rep, static_cast<int64_t>(p) * cfg_.repeats + rep};
+    for (size_t b = 0; b < grid_.size(); ++b)
+      if (grid_[b].drafter < 0) run_group(b, q);  // b: an AR baseline; its drafter runs follow it in the grid
+    if (q.ran) progress_->request_done(pp.prompt->id + " (" + pp.prompt->category + ")");
+  }
+}
+
+// The AR run b and the drafter runs after it in the grid, for one request: AR first (its tokens are the
+// reference of the oracle / synthetic drafters), then each drafter run not finished yet.
+void Runner::run_group(size_t b, Request& q) {
+  std::vector<size_t> pending;
+  bool need_reference = false;
+  for (size_t r = b + 1; r < grid_.size() && grid_[r].drafter >= 0; ++r)
+    if (!finished_[r].count(q.id)) {
+      pending.push_back(r);
+      need_reference |= infos_[grid_[r].drafter]->needs_reference;
+    }
+  const DecodeResult ar = baseline_tokens(b, q, need_reference);
+  for (size_t r : pending) {
+    const RunSpec& run = grid_[r];
+    const DrafterEnv env{.target = target_.get(), .tokenizer = tok_.get(),
+                         .sampling = {run.temperature, cfg_.top_k, cfg_.top_p}, .seed = run.seed,
+                         .request = static_cast<uint64_t>(q.id), .reference = &ar.tokens,
+                         .max_context = static_cast<int>(q.prompt.pp.ids.size()) + cfg_.max_new_tokens + run.k + 1,
+                         .make_model = drafter_models_, .shared = &drafter_shared_, .target_path = model_path_};
+    auto drafter = make_drafter(cfg_.drafter_configs[run.drafter], *infos_[run.drafter], env);
+    const DecodeResult res = decode(run, drafter.get(), q);
+    log_result(r, res, q);
+  }
+}
+
+// The AR run b of a request: decoded and logged unless finished; a finished one's tokens only when a
+// pending drafter run needs them as its reference (else empty).
+DecodeResult Runner::baseline_tokens(size_t b, Request& q, bool need_reference) {
+  DecodeResult ar;
+  if (!finished_[b].count(q.id)) {
+    ar = decode(grid_[b], nullptr, q);
+    log_result(b, ar, q);
+  } else if (need_reference) {
+    // Finished before a kill: its tokens come back from the log (or, failing that, are decoded again,
+    // deterministically, without logging them twice).
+    const std::vector<TokenId>* logged = nullptr;
+    if (auto it = logged_ar_.find(grid_[b].name); it != logged_ar_.end())
+      if (auto jt = it->second.find(q.id); jt != it->second.end()) logged = &jt->second;
+    if (logged)
+      ar.tokens = *logged;
+    else
+      ar = decode(grid_[b], nullptr, q);
+  }
+  return ar;
+}
+
+// The target's cache after the prompt's tokens but the last (computed once per prompt); null for a
+// one-token prompt.
+const KVCache* Runner::prefilled(PromptState& ps) {
+  const int n = static_cast<int>(ps.pp.ids.size()) - 1;
+  if (n < 1) return nullptr;
+  if (!ps.prefix) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ps.prefix = target_->new_cache(n);
+    ForwardResult fr;
+    target_->forward(*ps.prefix, {.tokens = std::span<const TokenId>(ps.pp.ids).first(n), .n_logits = 0}, fr);
+    ps.prefix_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return ps.prefix.get();
+}
+
+DecodeResult Runner::decode(const RunSpec& r, Drafter* drafter, Request& q) {
+  const DrafterInfo* info = r.drafter >= 0 ? infos_[r.drafter] : nullptr;
+  DecodeOptions d;
+  d.max_new_tokens = cfg_.max_new_tokens;
+  d.k = std::max(r.k, 1);
+  d.max_tree_nodes = cfg_.max_tree_nodes;
+  d.sampling = {r.temperature, cfg_.top_k, cfg_.top_p};
+  d.seed = verify_seed(info, r.seed);
+  d.request = static_cast<uint64_t>(q.id);
+  d.is_stop = [this](TokenId t) { return tok_->is_end_of_generation(t); };
+  d.prefilled = prefilled(q.prompt);
+  d.prefilled_seconds = q.prompt.prefix_seconds;
+  return speculative_decode(*target_, drafter, *rules_.at(r.rule), q.prompt.pp.ids, d);
+}
+
+// Appends the (run r, request) pair to the log at once and counts it done.
+void Runner::log_result(size_t r, const DecodeResult& res, Request& q) {
+  const Prompt& prompt = *q.prompt.pp.prompt;
+  results::RequestRecord rec;
+  rec.request_id = q.id;
+  rec.prompt_id = prompt.id;
+  rec.category = prompt.category;
+  rec.repeat = q.rep;
+  rec.prompt_tokens = res.prompt_tokens;
+  rec.prefill_s = res.prefill_seconds;
+  rec.decode_s = res.decode_seconds;
+  rec.wall_time_s = res.prefill_seconds + res.decode_seconds;
+  rec.stopped = res.stopped;
+  rec.result = &res;
+  rec.timing = results::current_timing_context(device_name_, omp_get_max_threads());
+  log_->append(grid_[r].name, rec);
+  finished_[r].insert(q.id);
+  q.ran = true;
+  progress_->pair_done(static_cast<int64_t>(res.tokens.size()), grid_[r].name + " " + prompt.id);
+}
+
+void Runner::finish() {
+  progress_->finish();
+  log_->close();
+  print_summary(grid_, out_path_);
+}
+
+}  // namespace
+
+int run_experiment(const ExperimentConfig& cfg, const RunnerOptions& opts) { return Runner(cfg, opts).run(); }
 
 }  // namespace specdec::experiments
