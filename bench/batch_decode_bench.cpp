@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/speculative/batch_decoder.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"

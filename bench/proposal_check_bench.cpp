@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/speculative/drafter.h"
 
 using namespace specdec;

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "drafters/model_drafter.h"
 
 namespace specdec::drafters {

@@ -5,11 +5,11 @@
 #include <map>
 
 #include "core/error.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 
 #if SPECDEC_HAVE_CUDA
 #include "kernels/cuda/device.h"
-#include "kernels/cuda/llama_cuda.h"
+#include "core/backends/cuda/llama_cuda.h"
 #endif
 
 namespace specdec::experiments {

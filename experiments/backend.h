@@ -1,5 +1,5 @@
 // The model backend of the CLI and the runner: --device cpu | cuda | cuda:N (config key [target] device).
-// cpu is LlamaCpu; cuda is LlamaCuda (kernels/cuda), present only when specdec was built with CUDA.
+// cpu is LlamaCpu; cuda is LlamaCuda (core/backends/cuda), present only when specdec was built with CUDA.
 #pragma once
 
 #include <memory>

@@ -7,6 +7,14 @@
 
 namespace specdec {
 
+int cache_layers(const ModelConfig& c, int capacity, int n_layers) {
+  if (n_layers < 0) n_layers = c.n_layers;
+  SPECDEC_CHECK(n_layers >= 1 && n_layers <= c.n_layers, "cache layers in 1..", c.n_layers, ", got ", n_layers);
+  SPECDEC_CHECK(capacity >= 1 && capacity <= c.max_seq_len, "context of 1..", c.max_seq_len,
+                " tokens (the model's max_seq_len), got ", capacity);
+  return n_layers;
+}
+
 BatchPlan plan_batch(const ModelConfig& c, std::span<KVCache* const> caches, std::span<const ForwardRequest> reqs,
                      size_t n_results) {
   SPECDEC_CHECK(caches.size() == reqs.size() && n_results == reqs.size(), "one cache and one result per request");

@@ -32,6 +32,10 @@ struct BatchPlan {
   int T(int b) const { return row0[b + 1] - row0[b]; }
 };
 
+// The layer count of a new cache: n_layers, or -1 for the model's; throws unless it is in 1..c.n_layers and
+// capacity in 1..c.max_seq_len. What every backend's new_cache checks.
+int cache_layers(const ModelConfig& c, int capacity, int n_layers);
+
 // Validates one forward_batch call and lays it out; throws specdec::Error (one line) on the first violation:
 // one cache and one result per request (n_results), caches of one layer count, requests running the same
 // layers, T >= 1, layer outputs among the layers run, no context overflow, token ids in 0..V-1, one position

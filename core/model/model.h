@@ -1,4 +1,4 @@
-// The target-model interface every backend implements (CPU: LlamaCpu; CUDA: kernels/cuda backend).
+// The target-model interface every backend implements (core/backends/: cpu, cuda).
 // One forward: a block of T new tokens per sequence with explicit positions and an attention mask over
 // (cached prefix + the T tokens), so a tree of draft tokens is verified in one pass. Decode is T = 1.
 #pragma once

@@ -20,7 +20,7 @@
 
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/sha256.h"
 #include "core/speculative/decoder.h"
 #include "drafters/train/features.h"

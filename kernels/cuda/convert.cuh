@@ -1,7 +1,7 @@
-// Small data-movement kernels of the CUDA model backend (kernels/cuda/llama_cuda.cpp): fp32 activations
+// Small data-movement kernels of the CUDA model backend (core/backends/cuda): fp32 activations
 // rounded to f16/bf16 for cuBLAS, and the store of a forward's new K/V rows into each sequence's cache.
 // CPU twins: cpu::fp32_to_fp16 (kernels/cpu/dtype.h) per element; the memcpy of K/V rows into the cache
-// in LlamaCpu::forward_batch (core/model/llama_cpu.cpp).
+// in LlamaCpu::forward_batch (core/backends/cpu/llama_cpu.cpp).
 #pragma once
 
 #include <cuda_runtime.h>

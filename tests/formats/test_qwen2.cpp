@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/model/loader.h"
 #include "tests/formats/qwen2_fixture.h"
 #include "tests/support/assets.h"

@@ -6,9 +6,9 @@
 
 #include <cmath>
 
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/model/loader.h"
-#include "kernels/cuda/llama_cuda.h"
+#include "core/backends/cuda/llama_cuda.h"
 #include "tests/formats/qwen2_fixture.h"
 #include "tests/support/assets.h"
 

@@ -1,5 +1,5 @@
-// plan_batch (core/model/batch_plan.h), the validation and layout both backends run: the rows, positions and
-// logits rows of a ragged batch, and each refusal's message. No model: caches are plain KVCache shells.
+// plan_batch and cache_layers (core/model/batch_plan.h), the validation and layout both backends run: the rows,
+// positions and logits rows of a ragged batch, and each refusal's message. No model: caches are KVCache shells.
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -137,4 +137,16 @@ TEST_CASE("plan_batch refuses a bad batch with the backends' messages") {
              Contains("a mask of 2x4 entries, got 5"));
   CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 1}, .positions = far_pos}); }),
              Contains("positions in 0..63, got 64"));
+}
+
+TEST_CASE("cache_layers: the model's layers by default, refusals with the backends' messages") {
+  ModelConfig c = config();
+  c.n_layers = 4;
+  CHECK(cache_layers(c, 8, -1) == 4);
+  CHECK(cache_layers(c, 64, 2) == 2);
+  CHECK_THAT(error_of([&] { cache_layers(c, 8, 5); }), Contains("cache layers in 1..4, got 5"));
+  CHECK_THAT(error_of([&] { cache_layers(c, 8, 0); }), Contains("cache layers in 1..4, got 0"));
+  CHECK_THAT(error_of([&] { cache_layers(c, 65, -1); }),
+             Contains("context of 1..64 tokens (the model's max_seq_len), got 65"));
+  CHECK_THAT(error_of([&] { cache_layers(c, 0, -1); }), Contains("context of 1..64 tokens"));
 }

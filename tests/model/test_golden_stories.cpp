@@ -7,7 +7,7 @@
 #include <iterator>
 
 #include "core/generate.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/tokenizer/tokenizer.h"
 #include "tests/support/assets.h"
 

@@ -7,7 +7,7 @@
 #include <iterator>
 
 #include "core/error.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "tests/support/assets.h"
 
 using namespace specdec;

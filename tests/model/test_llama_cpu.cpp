@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "tests/support/assets.h"
 
 using namespace specdec;

@@ -1,4 +1,4 @@
-// LlamaCuda (kernels/cuda/llama_cuda.h) against LlamaCpu, its reference, on stories260K and on small
+// LlamaCuda (core/backends/cuda/llama_cuda.h) against LlamaCpu, its reference, on stories260K and on small
 // synthetic GGUF models in every stored dtype; and the GPU's own invariances, exactly: a block equals its
 // single steps, a batch equals its sequences, the decode graph equals plain launches, compact moves the
 // right slots; greedy speculative decoding on the GPU equals AR decoding token for token.
@@ -29,13 +29,13 @@
 
 #include "core/loading.h"
 #include "core/model/gguf.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/convert.cuh"
-#include "kernels/cuda/llama_cuda.h"
+#include "core/backends/cuda/llama_cuda.h"
 #include "tests/formats/gguf_writer.h"
 #include "tests/support/assets.h"
 #include "tests/support/cuda_buffer.h"

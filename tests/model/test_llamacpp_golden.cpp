@@ -14,7 +14,7 @@
 
 #include "core/generate.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "tests/support/assets.h"
 
 using namespace specdec;

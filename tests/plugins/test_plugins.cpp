@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"

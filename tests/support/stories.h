@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 #include "tests/support/assets.h"
 
 namespace specdec::test {

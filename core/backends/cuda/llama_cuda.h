@@ -1,7 +1,7 @@
 // LlamaCuda: the Llama-family forward on one CUDA GPU behind specdec::Model, with the semantics of
-// LlamaCpu (core/model/llama_cpu.h, its reference): batched sequences, positions, tree masks, n_logits,
+// LlamaCpu (core/backends/cpu/llama_cpu.h, its reference): batched sequences, positions, tree masks, n_logits,
 // hidden states, early-exit caches, the same validation and errors. This header includes no CUDA header:
-// host code compiled by any C++ compiler makes and uses the model; the CUDA parts live in llama_cuda.cpp.
+// host code compiled by any C++ compiler makes and uses the model; the CUDA parts live in this folder's sources.
 #pragma once
 
 #include <cstdint>

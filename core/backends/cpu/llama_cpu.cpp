@@ -1,6 +1,6 @@
 // The Llama forward on the CPU. A batch of sequences shares every weight read: the projections run on
 // all R = sum(T_b) token rows at once; attention runs per sequence over its own cache and mask.
-#include "core/model/llama_cpu.h"
+#include "core/backends/cpu/llama_cpu.h"
 
 #include <algorithm>
 #include <cstring>
@@ -60,10 +60,7 @@ LlamaCpu::LlamaCpu(std::shared_ptr<const LoadedModel> model) : model_(std::move(
 
 std::unique_ptr<KVCache> LlamaCpu::new_cache(int capacity, int n_layers) const {
   const ModelConfig& c = config();
-  if (n_layers < 0) n_layers = c.n_layers;
-  SPECDEC_CHECK(n_layers >= 1 && n_layers <= c.n_layers, "cache layers in 1..", c.n_layers, ", got ", n_layers);
-  SPECDEC_CHECK(capacity >= 1 && capacity <= c.max_seq_len, "context of 1..", c.max_seq_len,
-                " tokens (the model's max_seq_len), got ", capacity);
+  n_layers = cache_layers(c, capacity, n_layers);
   return std::make_unique<CpuKVCache>(capacity, n_layers, c.kv_dim());
 }
 
