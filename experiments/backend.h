@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "core/backends/registry.h"
 #include "core/model/loader.h"
 #include "core/model/model.h"
 #include "core/speculative/drafter.h"
@@ -25,9 +26,7 @@ std::unique_ptr<Model> make_model(std::shared_ptr<const LoadedModel> model, cons
 ModelFactory model_factory(const std::string& device);
 
 // The device for logs: {"gpu", "driver", "cuda", "cublas"} ("none" on the CPU).
-struct DeviceDescription {
-  std::string gpu = "none", driver = "none", cuda = "none", cublas = "none";
-};
+using specdec::DeviceDescription;
 DeviceDescription describe_device(const std::string& device);
 
 }  // namespace specdec::experiments

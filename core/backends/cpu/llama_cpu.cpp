@@ -195,4 +195,14 @@ void LlamaCpu::lm_head(std::span<const float> hidden, int n, std::vector<float>&
   if (n > 0) cpu::matmul(logits.data(), hidden.data(), w.data, w.dtype, n, c.vocab_size, c.dim);
 }
 
+BackendInfo cpu_backend_info() {
+  BackendInfo b;
+  b.name = "cpu";
+  b.help = "LlamaCpu: the reference forward on the host (fp32 compute, weights read in place)";
+  b.make = [](std::shared_ptr<const LoadedModel> model, int) -> std::unique_ptr<Model> {
+    return std::make_unique<LlamaCpu>(std::move(model));
+  };
+  return b;
+}
+
 }  // namespace specdec

@@ -5,6 +5,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/backends/registry.h"
 #include "core/model/loader.h"
 #include "core/model/model.h"
 
@@ -33,5 +34,8 @@ class LlamaCpu final : public Model {
   std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_, rows_;
   std::vector<uint8_t> mask_;
 };
+
+// The "cpu" entry of the backend registry (core/backends/registry.h).
+BackendInfo cpu_backend_info();
 
 }  // namespace specdec

@@ -34,6 +34,7 @@
 
 #include "core/backends/cuda/llama_cuda_impl.h"
 #include "core/error.h"
+#include "kernels/cuda/device.h"
 
 namespace specdec::cuda {
 
@@ -87,6 +88,31 @@ CudaDeviceInfo cuda_device_info(int device) {
   SPECDEC_CUBLAS_CHECK(cublasGetProperty(PATCH_LEVEL, &patch));
   info.cublas = std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
   return info;
+}
+
+BackendInfo cuda_backend_info() {
+  BackendInfo b;
+  b.name = "cuda";
+  b.help = "LlamaCuda: one CUDA GPU (cuda = cuda:0)";
+  b.indexed = true;
+  b.check = [](int index, const std::string& device, const std::string& where) {
+    const int n = device_count();
+    SPECDEC_CHECK(n > 0, "no CUDA device found (", where, " ", device, ")");
+    SPECDEC_CHECK(index < n, "CUDA device ", index, " not found: this machine has ", n, " (", where, " ", device, ")");
+  };
+  b.make = [](std::shared_ptr<const LoadedModel> model, int index) { return make_cuda_model(std::move(model), index); };
+  b.describe = [](int index) {
+    DeviceDescription d;
+    if (index >= 0 && index < device_count()) {
+      const CudaDeviceInfo info = cuda_device_info(index);
+      d.gpu = info.name;
+      d.driver = info.driver;
+      d.cuda = info.runtime;
+      d.cublas = info.cublas;
+    }
+    return d;
+  };
+  return b;
 }
 
 }  // namespace specdec::cuda

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backends/registry.h"
 #include "core/model/loader.h"
 #include "core/model/model.h"
 
@@ -81,5 +82,8 @@ struct CudaDeviceInfo {
   size_t memory_bytes = 0;
 };
 CudaDeviceInfo cuda_device_info(int device = 0);
+
+// The "cuda" entry of the backend registry (core/backends/registry.h): devices cuda and cuda:N.
+BackendInfo cuda_backend_info();
 
 }  // namespace specdec::cuda
