@@ -22,6 +22,8 @@ int cmd_list_rules(const std::vector<std::string>& args);     // experiments/cmd
 int cmd_collect(const std::vector<std::string>& args);  // experiments/cmd_collect.cpp
 int cmd_train(const std::vector<std::string>& args);    // experiments/cmd_train.cpp
 
+// The helpers below are defined in experiments/options.cpp, beside the option group the commands share.
+
 // Sets the number of OpenMP threads when n > 0.
 void set_threads(int n);
 

@@ -29,7 +29,7 @@
 #include "core/loading.h"
 #include "core/speculative/decoder.h"
 #include "experiments/backend.h"
-#include "experiments/cli.h"
+#include "experiments/options.h"
 #include "kernels/cpu/quant.h"
 #include "verifiers/rules.h"
 
@@ -183,14 +183,16 @@ std::vector<int> parse_ints(const std::string& s, const std::string& what) {
 }
 
 int bench_decode(const std::vector<std::string>& args) {
-  std::string model_path, tokenizer_path, out_path, device, llamacpp, stat;
-  int prompt_tokens = 64, new_tokens = 128, repeats = 3, threads = 0, max_t = 16;
+  std::string model_path, tokenizer_path, out_path, llamacpp, stat;
+  int prompt_tokens = 64, new_tokens = 128, repeats = 3, max_t = 16;
+  BackendOptions backend;
   po::options_description desc(
       "specdec bench decode: AR decode tokens/s and the cost of a T-token forward relative to T = 1\n\n"
       "usage: specdec bench decode --model PATH [options]\n\noptions");
   desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file")(
-      "tokenizer,t", po::value(&tokenizer_path), "tokenizer file (llama2.c models)")(
-      "device", po::value(&device)->default_value("cpu"), "cpu | cuda | cuda:N")(
+      "tokenizer,t", po::value(&tokenizer_path), "tokenizer file (llama2.c models)");
+  backend.add_to(desc);
+  desc.add_options()(
       "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "prompt length")(
       "new-tokens", po::value(&new_tokens)->default_value(128), "tokens to generate")(
       "repeats", po::value(&repeats)->default_value(3), "repeats (the median is reported)")(
@@ -200,15 +202,14 @@ int bench_decode(const std::vector<std::string>& args) {
       ".venv, else python3) | off | a python executable")(
       "stat", po::value(&stat)->default_value("median"),
       "median | min of the repeated block timings (min: on a machine with other load)")(
-      "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append a JSON line with the results to this file");
   if (!parse_options(args, desc)) return 0;
   SPECDEC_CHECK(repeats >= 1 && new_tokens >= 2 && prompt_tokens >= 1 && max_t >= 1,
                 "--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --max-t >= 1");
   SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
   g_stat_min = stat == "min";
-  set_threads(threads);
-  experiments::check_device(device);
+  backend.apply();
+  const std::string& device = backend.device;
 
   auto loaded = load_model(model_path);
   const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
@@ -323,14 +324,16 @@ int bench_decode(const std::vector<std::string>& args) {
 }
 
 int bench_verify(const std::vector<std::string>& args) {
-  std::string model_path, out_path, device, batches_text, llamacpp, stat;
-  int max_k = 15, context = 128, min_ms = 300, threads = 0;
+  std::string model_path, out_path, batches_text, llamacpp, stat;
+  int max_k = 15, context = 128, min_ms = 300;
+  BackendOptions backend;
   po::options_description desc(
       "specdec bench verify: the cost of one batched forward over B sequences x (k+1) tokens relative to\n"
       "B x 1 token (verifying k draft tokens per sequence), k = 1..max-k, for each batch size B\n\n"
       "usage: specdec bench verify --model PATH [options]\n\noptions");
-  desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file")(
-      "device", po::value(&device)->default_value("cpu"), "cpu | cuda | cuda:N")(
+  desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file");
+  backend.add_to(desc);
+  desc.add_options()(
       "batch", po::value(&batches_text)->default_value("1,4,16"), "batch sizes B, a comma-separated list")(
       "max-k", po::value(&max_k)->default_value(8), "largest number of draft tokens k")(
       "context", po::value(&context)->default_value(128), "tokens already cached per sequence before the block")(
@@ -339,7 +342,6 @@ int bench_verify(const std::vector<std::string>& args) {
       "python with llama-cpp-python for llama.cpp's cost of the same blocks: auto | off | a python executable")(
       "stat", po::value(&stat)->default_value("median"),
       "median | min of the repeated block timings (min: on a machine with other load)")(
-      "threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
       "out", po::value(&out_path), "append one JSON line per (B, k) to this file");
   if (!parse_options(args, desc)) return 0;
   const std::vector<int> batches = parse_ints(batches_text, "--batch");
@@ -347,8 +349,8 @@ int bench_verify(const std::vector<std::string>& args) {
                 max_k, ", ", context, ", ", min_ms);
   SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
   g_stat_min = stat == "min";
-  set_threads(threads);
-  experiments::check_device(device);
+  backend.apply();
+  const std::string& device = backend.device;
 
   auto loaded = load_model(model_path);
   const ModelConfig& c = loaded->config;

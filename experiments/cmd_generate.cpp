@@ -1,8 +1,6 @@
 // specdec generate: load a model and its tokenizer, stream generated text, end with tokens/s; with
 // --drafter, decode speculatively and also report tau, the draft acceptance rate and the speedup over an
 // AR run of the same prompt.
-#include <omp.h>
-
 #include <cstdio>
 #include <iostream>
 
@@ -13,47 +11,18 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "experiments/backend.h"
-#include "experiments/cli.h"
-#include "verifiers/rules.h"
+#include "experiments/options.h"
 
 namespace po = boost::program_options;
 
 namespace specdec::cli {
 
-void set_threads(int n) {
-  if (n > 0) omp_set_num_threads(n);
-}
-
-bool parse_options(const std::vector<std::string>& args, const po::options_description& desc,
-                   const po::positional_options_description* pos) {
-  po::command_line_parser parser(args);
-  parser.options(desc);
-  if (pos) parser.positional(*pos);
-  po::variables_map vm;
-  po::store(parser.run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return false;
-  }
-  po::notify(vm);
-  return true;
-}
-
-std::map<std::string, std::string> parse_key_values(const std::vector<std::string>& items, const std::string& what) {
-  std::map<std::string, std::string> kv;
-  for (const auto& item : items) {
-    const size_t eq = item.find('=');
-    SPECDEC_CHECK(eq != std::string::npos && eq > 0, what, " as key=value, got '", item, "'");
-    kv[item.substr(0, eq)] = item.substr(eq + 1);
-  }
-  return kv;
-}
-
 int cmd_generate(const std::vector<std::string>& args) {
-  std::string model_path, tokenizer_path, prompt, drafter_name, rule_name, device;
-  std::vector<std::string> drafter_opts, rule_opts;
+  std::string model_path, tokenizer_path, prompt, drafter_name;
+  std::vector<std::string> drafter_opts;
   DecodeOptions opts;
-  int threads = 0;
+  BackendOptions backend;
+  SamplingOptions sampling;
   bool chat = false;
   po::options_description desc(
       "specdec generate: generate text from a prompt and report tokens/s\n\n"
@@ -67,36 +36,27 @@ int cmd_generate(const std::vector<std::string>& args) {
       ("prompt,p", po::value(&prompt)->default_value(""), "prompt text; empty starts from BOS")
       ("chat", po::bool_switch(&chat), "wrap the prompt in the model's chat template (instruct models)")
       ("max-new-tokens,n", po::value(&opts.max_new_tokens)->default_value(256),
-       "maximum number of tokens to generate (clipped to the model's context)")
-      ("temperature", po::value(&opts.sampling.temperature)->default_value(0.f), "sampling temperature; 0 = greedy")
-      ("top-k", po::value(&opts.sampling.top_k)->default_value(0), "keep the k most likely tokens; 0 = off")
-      ("top-p", po::value(&opts.sampling.top_p)->default_value(1.f), "nucleus sampling mass; 1 = off")
-      ("seed,s", po::value(&opts.seed)->default_value(0), "random seed (sampling at temperature > 0)")
+       "maximum number of tokens to generate (clipped to the model's context)");
+  sampling.add_sampling_to(desc);
+  desc.add_options()
       ("drafter,d", po::value(&drafter_name),
        "decode speculatively with this drafter (specdec list-drafters; or plugin:PATH.so:NAME)")
       ("drafter-opt,o", po::value(&drafter_opts)->composing(),
        "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")
-      ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)")
-      ("rule", po::value(&rule_name)->default_value(""),
-       "acceptance rule (specdec list-rules; default: greedy at temperature 0, else speculative)")
-      ("rule-opt", po::value(&rule_opts)->composing(), "an acceptance rule option key=value (repeatable), e.g. "
-       "--rule typical --rule-opt epsilon=0.05")
-      ("threads", po::value(&threads)->default_value(0), "CPU threads; 0 = OMP_NUM_THREADS or all cores")
-      ("device", po::value(&device)->default_value("cpu"),
-       "where the target and model-based drafters run: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
+      ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)");
+  sampling.add_rule_to(desc);
+  backend.add_to(desc);
   if (!parse_options(args, desc)) return 0;
-  opts.sampling.validate();
+  sampling.validate();
   SPECDEC_CHECK(drafter_name.empty() || opts.k >= 1, "--k >= 1 draft tokens per step, got ", opts.k);
-  set_threads(threads);
-  experiments::check_device(device);
-  if (rule_name.empty()) rule_name = opts.sampling.greedy() ? "greedy" : "speculative";
-  auto rule = verifiers::make_acceptance_rule(rule_name, DrafterOptions(parse_key_values(rule_opts, "--rule-opt"),
-                                                                        "rule." + rule_name));
-  rule->check(opts.sampling);
+  backend.apply();
+  opts.sampling = sampling.sampling;
+  opts.seed = sampling.seed;
+  auto rule = sampling.make_rule();
   const DrafterInfo* drafter_info = drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
 
   auto loaded = load_model(model_path);
-  const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
+  const std::unique_ptr<Model> target = experiments::make_model(loaded, backend.device);
   Model& model = *target;
   auto tok = load_tokenizer(*loaded, tokenizer_path);
 
@@ -127,7 +87,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
                  .reference = &ar.tokens,
                  .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1,
-                 .make_model = experiments::model_factory(device), .target_path = model_path};
+                 .make_model = experiments::model_factory(backend.device), .target_path = model_path};
   const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
   if (drafter_info && !drafter_info->needs_reference) drafter = make_drafter(*drafter_info, env, dopts);
 
