@@ -10,6 +10,10 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "core/error.h"
 #include "kernels/cpu/quant.h"
 
@@ -110,17 +114,138 @@ void dequantize_row(float* out, const void* src, DType t, int64_t n) {
   }
 }
 
-float dot_f32(const float* a, const float* b, int n) {
-  // 16 independent lanes (the compiler maps them to vector registers), then a fixed reduction tree:
-  // the result depends only on the values, never on pointer alignment or on how many rows a call has.
+namespace {
+
+// The f32 dot product of every level: 16 independent lanes (lane j takes elements j, j+16, ...), each a
+// product then a sum (no FMA: ops.cpp is compiled with -ffp-contract=off and the SIMD levels use separate
+// multiplies and adds), then the fixed reduction tree acc[j] += acc[j + h], h = 8, 4, 2, 1. The result
+// depends only on the values, never on alignment, on how many rows a call has, or on the level.
+float dot16(const float* a, const float* b, int n) {
   float acc[16] = {};
   int i = 0;
   for (; i + 16 <= n; i += 16)
     for (int j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
   for (int j = 0; i < n; ++i, ++j) acc[j] += a[i] * b[i];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  for (int h = 8; h >= 1; h /= 2)
+    for (int j = 0; j < h; ++j) acc[j] += acc[j + h];
   return acc[0];
+}
+
+// Rows [n0, n1) of out (T, N) = x (T, K) W^T, one dot16 per output (the scalar level).
+void f32_rows_scalar(float* out, const float* x, const float* w, int T, int N, int K, int n0, int n1) {
+  for (int n = n0; n < n1; ++n)
+    for (int t = 0; t < T; ++t)
+      out[static_cast<int64_t>(t) * N + n] = dot16(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The SIMD levels hold the 16 lanes in registers (avx2: lanes 0-7 and 8-15 in two ymm; avx512: one zmm)
+// and fold them with the same tree: 16 -> 8 (acc[j] + acc[j+8]), 8 -> 4, 4 -> 2, 2 -> 1. A block of R
+// weight rows shares each load of the token's row. The last K % 16 elements: lane j += x * w for j <
+// K % 16 only (avx512: a masked add; avx2: masked loads give 0 * 0 = +0 in the other lanes, and a lane's
+// sum is never -0, since it starts at +0 and round-to-nearest never turns a sum into -0, so adding +0
+// leaves every bit as it is).
+__attribute__((target("avx2"))) inline float fold8(__m256 v) {
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // j += j + 4
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                           // j += j + 2
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));                                       // j += j + 1
+  return _mm_cvtss_f32(q);
+}
+
+template <int R>
+__attribute__((target("avx2"), always_inline)) inline void dots_avx2(float* out, int64_t ld, const float* xr,
+                                                                      const float* const* wr, int K) {
+  __m256 lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= K; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(xr + i), x1 = _mm256_loadu_ps(xr + i + 8);
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm256_add_ps(lo[r], _mm256_mul_ps(x0, _mm256_loadu_ps(wr[r] + i)));
+      hi[r] = _mm256_add_ps(hi[r], _mm256_mul_ps(x1, _mm256_loadu_ps(wr[r] + i + 8)));
+    }
+  }
+  if (i < K) {
+    alignas(32) int32_t idx[16];
+    for (int j = 0; j < 16; ++j) idx[j] = i + j < K ? -1 : 0;
+    const __m256i m0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx));
+    const __m256i m1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(idx + 8));
+    const __m256 x0 = _mm256_maskload_ps(xr + i, m0), x1 = _mm256_maskload_ps(xr + i + 8, m1);
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm256_add_ps(lo[r], _mm256_mul_ps(x0, _mm256_maskload_ps(wr[r] + i, m0)));
+      hi[r] = _mm256_add_ps(hi[r], _mm256_mul_ps(x1, _mm256_maskload_ps(wr[r] + i + 8, m1)));
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r * ld] = fold8(_mm256_add_ps(lo[r], hi[r]));  // j += j + 8
+}
+
+template <int R>
+__attribute__((target("avx512f"), always_inline)) inline void dots_avx512(float* out, int64_t ld, const float* xr,
+                                                                           const float* const* wr, int K) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= K; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(xr + i);
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(xv, _mm512_loadu_ps(wr[r] + i)));
+  }
+  if (i < K) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (K - i)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, xr + i);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_mask_add_ps(acc[r], m, acc[r], _mm512_mul_ps(xv, _mm512_maskz_loadu_ps(m, wr[r] + i)));
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m256 lo = _mm512_castps512_ps256(acc[r]);
+    const __m256 hi = _mm512_castps512_ps256(_mm512_shuffle_f32x4(acc[r], acc[r], _MM_SHUFFLE(3, 2, 3, 2)));
+    out[r * ld] = fold8(_mm256_add_ps(lo, hi));  // j += j + 8
+  }
+}
+
+// Blocks of 4 weight rows, each block dotted with every token's row (the block stays in L1 over the
+// tokens); out[t][n..n+3] are the block's outputs of token t (stride 1 between rows).
+#define SPECDEC_F32_ROWS(NAME, TARGET, DOTS)                                                                 \
+  __attribute__((target(TARGET))) void NAME(float* out, const float* x, const float* w, int T, int N, int K, \
+                                            int n0, int n1) {                                                 \
+    int n = n0;                                                                                               \
+    for (; n + 4 <= n1; n += 4) {                                                                             \
+      const float* wr[4] = {w + static_cast<int64_t>(n) * K, w + static_cast<int64_t>(n + 1) * K,             \
+                            w + static_cast<int64_t>(n + 2) * K, w + static_cast<int64_t>(n + 3) * K};        \
+      for (int t = 0; t < T; ++t) DOTS<4>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, wr, K); \
+    }                                                                                                         \
+    for (; n < n1; ++n) {                                                                                     \
+      const float* wr = w + static_cast<int64_t>(n) * K;                                                      \
+      for (int t = 0; t < T; ++t) DOTS<1>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, &wr, K); \
+    }                                                                                                         \
+  }
+SPECDEC_F32_ROWS(f32_rows_avx2, "avx2", dots_avx2)
+SPECDEC_F32_ROWS(f32_rows_avx512, "avx512f", dots_avx512)
+#undef SPECDEC_F32_ROWS
+#endif
+
+using F32Rows = void (*)(float*, const float*, const float*, int, int, int, int, int);
+
+F32Rows f32_rows_at(CpuLevel level) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (level) {
+    case CpuLevel::Avx512: return f32_rows_avx512;
+    case CpuLevel::Avx2:
+    case CpuLevel::AvxVnni: return f32_rows_avx2;
+    case CpuLevel::Scalar: break;
+  }
+#else
+  (void)level;
+#endif
+  return f32_rows_scalar;
+}
+
+}  // namespace
+
+float dot_f32(const float* a, const float* b, int n) { return dot16(a, b, n); }
+
+void matmul_f32_at(CpuLevel level, float* out, const float* x, const float* w, int T, int N, int K) {
+  SPECDEC_CHECK(cpu_level_supported(level), "the ", cpu_level_name(level), " CPU kernels on a machine without them");
+  f32_rows_at(level)(out, x, w, T, N, K, 0, N);
 }
 
 void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K) {
@@ -135,15 +260,13 @@ void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, i
   };
   if (wt == DType::F32) {
     const float* w = static_cast<const float*>(W);
+    const F32Rows rows = f32_rows_at(cpu_level());
     parallel_for(
         n_tasks,
         [&](int i) {
           int n0, n1;
           rows_of(i, n0, n1);
-          for (int n = n0; n < n1; ++n)
-            for (int t = 0; t < T; ++t)
-              out[static_cast<int64_t>(t) * N + n] =
-                  dot_f32(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
+          rows(out, x, w, T, N, K, n0, n1);
         },
         threads);
     return;

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/dtype.h"
+#include "kernels/cpu/quant.h"
 
 namespace specdec::cpu {
 
@@ -19,8 +20,13 @@ void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float
 float dot_f32(const float* a, const float* b, int n);
 
 // out (T,N) = x (T,K) * W^T, W (N,K) row-major of dtype wt (quantized rows dequantized or dotted in place).
-// Batch-invariant: row t of the result is bit-identical whatever T is.
+// Batch-invariant: row t of the result is bit-identical whatever T is. F32 weights: each output is
+// dot_f32's sum, vectorized for the CPU level (cpu_level(): scalar, avx2, avx512; the same bits at every
+// level), four weight rows sharing each load of a token's row.
 void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, int K);
+
+// The f32 matmul at an explicit level (throws if this machine lacks it): parity tests and benchmarks.
+void matmul_f32_at(CpuLevel level, float* out, const float* x, const float* w, int T, int N, int K);
 
 // Dequantize n consecutive elements (n a multiple of the block size) of dtype t into out.
 void dequantize_row(float* out, const void* src, DType t, int64_t n);

@@ -11,14 +11,17 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/parallel.h"
 #include "tests/support/random.h"
+#include "tests/support/shapes.h"
 
 #include <omp.h>
+
+namespace shapes = specdec::test::shapes;
 
 using namespace specdec::cpu;
 using specdec::test::randn;
 
 TEST_CASE("rmsnorm matches the double-precision reference over awkward sizes", "[kernels]") {
-  for (int H : {1, 3, 7, 37, 1002, 4099}) {
+  for (int H : shapes::kWidths) {
     for (int T : {1, 3}) {
       auto x = randn(static_cast<size_t>(T) * H, 1 + H);
       auto w = randn(H, 2 + H);
@@ -55,6 +58,54 @@ TEST_CASE("f32 matmul equals a naive double loop for T = 1 and T > 1", "[kernels
         for (int k = 0; k < K; ++k) ref += static_cast<double>(x[t * K + k]) * W[n * K + k];
         REQUIRE(out[t * N + n] == Approx(ref).margin(1e-4));
       }
+  }
+}
+
+// dot_f32's contract, written out: lane j sums elements j, j+16, ... (a product, then a sum), then the
+// fixed tree 8, 4, 2, 1. Every level of the f32 matmul must give exactly these bits.
+float dot_contract(const float* a, const float* b, int n) {
+  float acc[16] = {};
+  for (int i = 0; i < n; ++i) {
+    const float p = a[i] * b[i];
+    acc[i % 16] = acc[i % 16] + p;
+  }
+  for (int h = 8; h >= 1; h /= 2)
+    for (int j = 0; j < h; ++j) acc[j] = acc[j] + acc[j + h];
+  return acc[0];
+}
+
+TEST_CASE("f32 matmul: every CPU level gives dot_f32's defined bits, whatever the call's shape", "[kernels]") {
+  std::vector<CpuLevel> levels;
+  for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512})
+    if (cpu_level_supported(l)) levels.push_back(l);
+  std::string names;
+  for (CpuLevel l : levels) names += std::string(cpu_level_name(l)) + " ";
+  WARN("f32 matmul levels checked on this machine: " << names);
+  for (int K : shapes::kWidths) {
+    for (int N : {1, 3, 4, 5, 37}) {
+      for (int T : {1, 2, 9}) {
+        const auto x = randn(static_cast<size_t>(T) * K, static_cast<uint32_t>(K + T));
+        const auto W = randn(static_cast<size_t>(N) * K, static_cast<uint32_t>(K * N + 1));
+        std::vector<float> want(static_cast<size_t>(T) * N);
+        for (int t = 0; t < T; ++t)
+          for (int n = 0; n < N; ++n)
+            want[t * N + n] = dot_contract(&x[static_cast<size_t>(t) * K], &W[static_cast<size_t>(n) * K], K);
+        for (CpuLevel l : levels) {
+          INFO("level " << cpu_level_name(l) << " K=" << K << " N=" << N << " T=" << T);
+          std::vector<float> got(want.size(), -1.f);
+          matmul_f32_at(l, got.data(), x.data(), W.data(), T, N, K);
+          REQUIRE(std::memcmp(got.data(), want.data(), sizeof(float) * want.size()) == 0);
+          // Batch invariance: the last token alone gives its row of the block.
+          std::vector<float> one(static_cast<size_t>(N));
+          matmul_f32_at(l, one.data(), &x[static_cast<size_t>(T - 1) * K], W.data(), 1, N, K);
+          REQUIRE(std::memcmp(one.data(), &want[static_cast<size_t>(T - 1) * N], sizeof(float) * N) == 0);
+        }
+        std::vector<float> dispatched(want.size());
+        matmul(dispatched.data(), x.data(), W.data(), DType::F32, T, N, K);
+        REQUIRE(std::memcmp(dispatched.data(), want.data(), sizeof(float) * want.size()) == 0);
+        REQUIRE(dot_f32(x.data(), W.data(), K) == want[0]);
+      }
+    }
   }
 }
 
