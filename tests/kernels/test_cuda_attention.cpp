@@ -24,6 +24,9 @@
 #include "kernels/cuda/online_softmax.cuh"
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/numeric_checks.h"
+#include "tests/support/shapes.h"
+
+namespace shapes = specdec::test::shapes;
 
 namespace {
 
@@ -281,7 +284,7 @@ SeqInputs random_seq(int T, int n_past, int capacity, Heads hd, int64_t ld_kv, s
 
 TEST_CASE("cuda attention equals cpu::attention: one sequence, causal and tree masks", "[gpu][kernels][attention]") {
   uint32_t seed = 1;
-  for (int D : {8, 64, 72, 128}) {
+  for (int D : shapes::kHeadDims) {
     for (Heads h : kHeadSets) {
       h.D = D;
       for (int T : {1, 2, 5, 9, 33, 200}) {
@@ -304,7 +307,7 @@ TEST_CASE("cuda attention: B = 3 sequences of different T_b and n_past in one la
       {{1, 4100, true}, {1, 17, false}, {1, 8000, false}},  // decode: split-K over very different S
   };
   uint32_t seed = 100;
-  for (int D : {8, 64, 72, 128}) {
+  for (int D : shapes::kHeadDims) {
     for (Heads h : kHeadSets) {
       h.D = D;
       for (const auto& seqs : batches) {

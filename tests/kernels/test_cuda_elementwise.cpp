@@ -17,6 +17,7 @@
 #include "tests/support/cuda_buffer.h"
 #include "tests/support/errors.h"
 #include "tests/support/quant_blocks.h"
+#include "tests/support/shapes.h"
 
 namespace {
 
@@ -25,7 +26,7 @@ using namespace specdec::test;
 namespace cpu = specdec::cpu;
 namespace cuda = specdec::cuda;
 
-const int kTs[] = {1, 2, 7, 9, 33, 300};
+constexpr auto& kTs = shapes::kBlockRows;
 
 std::vector<int32_t> random_tokens(int T, int V, uint32_t seed) {
   std::mt19937 g(seed);

@@ -31,6 +31,7 @@
 #include "tests/support/errors.h"
 #include "tests/support/numeric_checks.h"
 #include "tests/support/quant_blocks.h"
+#include "tests/support/shapes.h"
 
 namespace {
 
@@ -40,7 +41,7 @@ namespace cpu = specdec::cpu;
 namespace cuda = specdec::cuda;
 
 constexpr double kU = 0x1p-24;
-const int kTs[] = {1, 2, 7, 9, 33, 300};
+constexpr auto& kTs = shapes::kBlockRows;
 const int kNs[] = {1, 3, 37, 133};
 
 bool is_quant(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }

@@ -19,6 +19,9 @@
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/sampling.cuh"
 #include "tests/support/cuda_buffer.h"
+#include "tests/support/shapes.h"
+
+namespace shapes = specdec::test::shapes;
 
 namespace {
 
@@ -59,7 +62,7 @@ std::span<const float> row_of(const std::vector<float>& x, int t, int n) {
 
 TEST_CASE("cuda softmax equals cpu::softmax within float rounding", "[gpu][kernels][sampling]") {
   std::mt19937 g(1);
-  for (int n : {1, 3, 7, 37, 1002, 4099, 32000}) {
+  for (int n : shapes::kVocabs) {
     for (int T : {1, 7}) {
       const auto x = make_logits(T, n, n % 2, g);
       auto ref = x;
@@ -97,7 +100,7 @@ TEST_CASE("cuda argmax is specdec::argmax, the lowest index on ties", "[gpu][ker
 
 TEST_CASE("cuda top_k gives the k largest, descending, ties by lower index", "[gpu][kernels][sampling]") {
   std::mt19937 g(3);
-  for (int n : {1, 7, 37, 1002, 4099, 32000}) {
+  for (int n : shapes::kVocabs) {
     for (int shape : {0, 2, 3, 4}) {
       const int T = 5;
       const auto x = make_logits(T, n, shape, g);
@@ -137,7 +140,7 @@ TEST_CASE("cuda sample draws Sampler's token with logits_to_probs' distribution"
                                        {1.f, 0, 0.9f},  {1.3f, 0, 0.5f},   {0.5f, 0, 0.99f},  {1.f, 50, 0.9f},
                                        {1.3f, 5, 0.5f}, {1.f, 2001, 0.8f}, {1.f, 40000, 0.9f}};
   int rows = 0, exact = 0;
-  for (int V : {1, 7, 37, 1002, 32000, 49152}) {
+  for (int V : shapes::kVocabs) {
     const int T = V >= 32000 ? 6 : 16;
     for (const Config& c : configs) {
       for (int shape : {0, 1, 2, 3}) {
