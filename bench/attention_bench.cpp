@@ -18,8 +18,7 @@
 
 namespace {
 
-using Fn = void (*)(float*, const float*, const float*, const float*, const uint8_t*, int, int, int, int, int,
-                    int64_t);
+using Fn = void (*)(float*, const float*, const float*, const float*, const uint8_t*, int, int, int, int, int, int64_t);
 
 // Fastest of repeated calls, each timed alone, for at least min_ms in all.
 double time_ms(Fn fn, float* out, const float* q, const float* k, const float* v, const uint8_t* m, int T, int S,
@@ -46,7 +45,7 @@ int main(int argc, char** argv) {
     const char* what;
     int T, n_past;
   };
-  const Case cases[] = {{"decode", 1, 128},   {"decode", 1, 1024},    {"verify k=4", 5, 1024},
+  const Case cases[] = {{"decode", 1, 128},      {"decode", 1, 1024}, {"verify k=4", 5, 1024},
                         {"verify k=8", 9, 1024}, {"prefill", 128, 0}, {"prefill", 1024, 0}};
   std::printf("%-11s %5s %5s %3s %12s %12s %8s %14s\n", "shape", "T", "S", "thr", "ref ms", "fast ms", "speedup",
               "fast ms x30L");
@@ -62,10 +61,10 @@ int main(int argc, char** argv) {
     std::vector<float> a(q.size()), b(q.size());
     for (int threads : {1, 2}) {
       omp_set_num_threads(threads);
-      const double ref = time_ms(specdec::cpu::attention_ref, a.data(), q.data(), k.data(), v.data(), mask.data(),
-                                 c.T, S, min_ms);
-      const double fast = time_ms(specdec::cpu::attention, b.data(), q.data(), k.data(), v.data(), mask.data(), c.T,
-                                  S, min_ms);
+      const double ref =
+          time_ms(specdec::cpu::attention_ref, a.data(), q.data(), k.data(), v.data(), mask.data(), c.T, S, min_ms);
+      const double fast =
+          time_ms(specdec::cpu::attention, b.data(), q.data(), k.data(), v.data(), mask.data(), c.T, S, min_ms);
       if (std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0) {
         std::fprintf(stderr, "attention_bench: fast and reference attention differ at T=%d S=%d\n", c.T, S);
         return 1;

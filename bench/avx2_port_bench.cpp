@@ -31,8 +31,8 @@ double maddubs_ns(long n) {
     a3 = _mm256_maddubs_epi16(a3, b), a4 = _mm256_maddubs_epi16(a4, b), a5 = _mm256_maddubs_epi16(a5, b);
     a6 = _mm256_maddubs_epi16(a6, b), a7 = _mm256_maddubs_epi16(a7, b), a8 = _mm256_maddubs_epi16(a8, b);
     a9 = _mm256_maddubs_epi16(a9, b), a10 = _mm256_maddubs_epi16(a10, b), a11 = _mm256_maddubs_epi16(a11, b);
-    KEEP("+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9),
-         "+x"(a10), "+x"(a11));
+    KEEP("+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5), "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10),
+         "+x"(a11));
   }
   return (now() - t0) / n / 12 * 1e9;
 }
@@ -72,7 +72,8 @@ int main() {
     gr = std::min(gr, group_ns<false>(20000000));
   }
   std::printf("vpmaddubsw throughput: %.3f ns each\n", m);
-  std::printf("8-row block x 1 token (8 maddubs + adds + 1 madd): %.3f ns with broadcast loads, %.3f ns from registers\n",
-              gm, gr);
+  std::printf(
+      "8-row block x 1 token (8 maddubs + adds + 1 madd): %.3f ns with broadcast loads, %.3f ns from registers\n", gm,
+      gr);
   return 0;
 }

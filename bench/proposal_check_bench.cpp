@@ -45,7 +45,8 @@ int main(int argc, char** argv) {
   for (int r = 0; r < rows; ++r) {
     double sum = 0;
     for (int v = 0; v < V; ++v) sum += p.q[static_cast<size_t>(r) * V + v] = ud(g);
-    for (int v = 0; v < V; ++v) p.q[static_cast<size_t>(r) * V + v] = static_cast<float>(p.q[static_cast<size_t>(r) * V + v] / sum);
+    for (int v = 0; v < V; ++v)
+      p.q[static_cast<size_t>(r) * V + v] = static_cast<float>(p.q[static_cast<size_t>(r) * V + v] / sum);
     p.tokens.push_back(r);
   }
   std::vector<double> check;

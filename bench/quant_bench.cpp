@@ -42,7 +42,7 @@ struct Options {
   double min_ms = 150;
   bool hot = false;
   std::vector<CpuLevel> levels;
-  std::string shapes;         // only shapes whose name contains this
+  std::string shapes;  // only shapes whose name contains this
   std::vector<int> threads = {1, 2};
   std::vector<int> ts = {1, 2, 4, 8, 9, 16};
 };
@@ -96,7 +96,9 @@ Options parse(int argc, char** argv) {
         }
       }
     } else {
-      std::fprintf(stderr, "usage: quant_bench [--out file.csv] [--min-ms ms] [--hot] [--levels a,b] [--shapes substr] [--threads 1,2] [--ts 1,2,...]\n");
+      std::fprintf(stderr,
+                   "usage: quant_bench [--out file.csv] [--min-ms ms] [--hot] [--levels a,b] [--shapes substr] "
+                   "[--threads 1,2] [--ts 1,2,...]\n");
       std::exit(2);
     }
   }
@@ -118,8 +120,7 @@ Timing time_us(F&& call, double min_ms) {
   while (total < min_ms * 1e3 || us.size() < 5) {
     const auto t0 = std::chrono::steady_clock::now();
     call();
-    us.push_back(
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     total += us.back();
   }
   std::sort(us.begin(), us.end());
@@ -145,8 +146,7 @@ int main(int argc, char** argv) {
   std::fprintf(csv, "shape,N,K,dtype,T,level,threads,cache,us_min,us_median,weight_GBps,rel_T1\n");
   std::printf("# quantized matmul, %s weights; us per call (fastest of >= %.0f ms of calls)\n",
               opt.hot ? "hot (one cache-resident copy)" : "cold (rotating copies > L3)", opt.min_ms);
-  std::printf(
-      "# GB/s = weight bytes / time of the fastest column; xT1 = time / time at T=1 (same column)\n");
+  std::printf("# GB/s = weight bytes / time of the fastest column; xT1 = time / time at T=1 (same column)\n");
 
   std::mt19937 g(1);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -166,8 +166,7 @@ int main(int argc, char** argv) {
     std::vector<float> x(static_cast<size_t>(16) * s.K), out(static_cast<size_t>(16) * s.N);
     for (auto& v : x) v = nd(g);
 
-    std::printf("\n%-22s %s, %.2f MB of weights\n", s.name, std::string(dtype_info(s.t).name).c_str(),
-                wb / 1e6);
+    std::printf("\n%-22s %s, %.2f MB of weights\n", s.name, std::string(dtype_info(s.t).name).c_str(), wb / 1e6);
     std::printf("%4s", "T");
     for (CpuLevel l : levels)
       for (int th : opt.threads)
@@ -188,8 +187,7 @@ int main(int argc, char** argv) {
           const double min_ms = levels[li] == CpuLevel::Scalar ? opt.min_ms / 3 : opt.min_ms;
           const auto [u, med] = time_us(
               [&] {
-                matmul_quant_at(levels[li], out.data(), x.data(), pool.data() + (c++ % copies) * wb, s.t,
-                                T, s.N, s.K);
+                matmul_quant_at(levels[li], out.data(), x.data(), pool.data() + (c++ % copies) * wb, s.t, T, s.N, s.K);
               },
               min_ms);
           const size_t col = li * nth + ti;
@@ -199,9 +197,8 @@ int main(int argc, char** argv) {
           std::printf(" %9.1f", u);
           std::fflush(stdout);
           std::fprintf(csv, "%s,%d,%d,%s,%d,%s,%d,%s,%.3f,%.3f,%.3f,%.3f\n", s.name, s.N, s.K,
-                       std::string(dtype_info(s.t).name).c_str(), T,
-                       std::string(cpu_level_name(levels[li])).c_str(), th, opt.hot ? "hot" : "cold", u,
-                       med, wb / (u * 1e3), u / t1[col]);
+                       std::string(dtype_info(s.t).name).c_str(), T, std::string(cpu_level_name(levels[li])).c_str(),
+                       th, opt.hot ? "hot" : "cold", u, med, wb / (u * 1e3), u / t1[col]);
         }
       }
       const size_t last = (levels.size() - 1) * nth;

@@ -38,12 +38,10 @@ std::string concat(Args&&... args) {
 
 // SPECDEC_CHECK(cond, "expected ...", actual...): throws specdec::Error("<msg> [file:line]").
 // The message is built only when the check fails.
-#define SPECDEC_CHECK(cond, ...)                                                    \
-  do {                                                                              \
-    if (!(cond)) [[unlikely]]                                                       \
-      ::specdec::detail::throw_error(__FILE__, __LINE__,                            \
-                                     ::specdec::detail::concat(__VA_ARGS__));       \
+#define SPECDEC_CHECK(cond, ...)                                                                  \
+  do {                                                                                            \
+    if (!(cond)) [[unlikely]]                                                                     \
+      ::specdec::detail::throw_error(__FILE__, __LINE__, ::specdec::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-#define SPECDEC_FAIL(...) \
-  ::specdec::detail::throw_error(__FILE__, __LINE__, ::specdec::detail::concat(__VA_ARGS__))
+#define SPECDEC_FAIL(...) ::specdec::detail::throw_error(__FILE__, __LINE__, ::specdec::detail::concat(__VA_ARGS__))

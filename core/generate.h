@@ -17,16 +17,16 @@ struct GenerateOptions {
   int max_new_tokens = 256;
   SamplingParams sampling;
   uint64_t seed = 0;
-  uint64_t request = 0;                             // RNG stream: uniform(seed, request, step, 0)
-  std::function<bool(TokenId)> is_stop = nullptr;   // e.g. the tokenizer's end-of-generation test
+  uint64_t request = 0;                            // RNG stream: uniform(seed, request, step, 0)
+  std::function<bool(TokenId)> is_stop = nullptr;  // e.g. the tokenizer's end-of-generation test
 };
 
 struct GenerateResult {
   std::vector<TokenId> tokens;  // generated tokens (a stop token included, as the last one)
   int prompt_tokens = 0;
   double prefill_seconds = 0;
-  double decode_seconds = 0;    // from the first generated token to the last
-  bool stopped = false;         // ended on a stop token rather than max_new_tokens
+  double decode_seconds = 0;  // from the first generated token to the last
+  bool stopped = false;       // ended on a stop token rather than max_new_tokens
 };
 
 // Streams each new token to on_token (may be null). Throws specdec::Error when the prompt is empty or

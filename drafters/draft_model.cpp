@@ -21,11 +21,11 @@ DrafterInfo draft_model_info() {
             SPECDEC_CHECK(!path.empty(), "[", opt.section(), "] model = PATH: the draft model file is required");
             auto loaded = load_model(path);
             const int V = env.target->config().vocab_size;
-            SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ", loaded->config.vocab_size,
-                          " tokens does not match the target's ", V, " (a drafter must share the target's tokenizer)");
+            SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ",
+                          loaded->config.vocab_size, " tokens does not match the target's ", V,
+                          " (a drafter must share the target's tokenizer)");
             // On the target's device when the caller says how (DrafterEnv::make_model), else on the CPU.
-            std::shared_ptr<Model> model =
-                env.make_model ? env.make_model(loaded) : std::make_shared<LlamaCpu>(loaded);
+            std::shared_ptr<Model> model = env.make_model ? env.make_model(loaded) : std::make_shared<LlamaCpu>(loaded);
             SPECDEC_CHECK(model != nullptr, path, ": the model factory made no draft model");
             Model& ref = *model;
             return std::make_unique<ModelDrafter>(ref, model, env, p);

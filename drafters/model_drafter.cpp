@@ -26,7 +26,8 @@ ModelDrafter::ModelDrafter(Model& model, std::shared_ptr<void> keep_alive, const
     : model_(model), keep_alive_(std::move(keep_alive)), env_(env), params_(params) {
   SPECDEC_CHECK(params_.tree_width >= 1 && params_.tree_depth >= 1, "tree_width >= 1 and tree_depth >= 1, got ",
                 params_.tree_width, " and ", params_.tree_depth);
-  SPECDEC_CHECK(!params_.share_target_kv || &model_ == env_.target, "only a drafter running the target itself "
+  SPECDEC_CHECK(!params_.share_target_kv || &model_ == env_.target,
+                "only a drafter running the target itself "
                 "(early exit) can share the target's KV cache");
   if (!params_.share_target_kv) {
     const int ctx = model_.config().max_seq_len;
@@ -41,7 +42,8 @@ void ModelDrafter::share_target_cache(KVCache* cache) {
 }
 
 void ModelDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures&) {
-  SPECDEC_CHECK(cache_ != nullptr, "early exit sharing the target's KV cache: the decode loop handed over none "
+  SPECDEC_CHECK(cache_ != nullptr,
+                "early exit sharing the target's KV cache: the decode loop handed over none "
                 "(Drafter::share_target_cache)");
   step_ = 0;
   last_ = {};
@@ -123,7 +125,7 @@ DraftProposal ModelDrafter::propose_tree(int k) {
   forward_pending(root_logits);
   const int b = params_.tree_width;
   // Level by level: the frontier's logits give each node's top-b children (deterministic: q one-hot).
-  std::vector<int> frontier = {-1};                // proposal indices; -1 = the root
+  std::vector<int> frontier = {-1};  // proposal indices; -1 = the root
   std::vector<std::vector<float>> frontier_logits = {root_logits};
   std::vector<int32_t> order(V);
   slot_.clear();

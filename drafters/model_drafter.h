@@ -48,11 +48,11 @@ class ModelDrafter final : public Drafter {
   DrafterEnv env_;
   ModelDrafterParams params_;
   std::unique_ptr<KVCache> own_cache_;  // null when sharing the target's
-  KVCache* cache_ = nullptr;           // own_cache_ or the target's
-  std::vector<TokenId> pending_;   // emitted tokens not yet in the draft cache
-  int committed_ = 0;              // cache slots that hold the sequence (before any draft node)
-  DraftProposal last_;             // the last proposal
-  std::vector<int32_t> slot_;      // cache slot (relative to committed_) of each proposal node
+  KVCache* cache_ = nullptr;            // own_cache_ or the target's
+  std::vector<TokenId> pending_;        // emitted tokens not yet in the draft cache
+  int committed_ = 0;                   // cache slots that hold the sequence (before any draft node)
+  DraftProposal last_;                  // the last proposal
+  std::vector<int32_t> slot_;           // cache slot (relative to committed_) of each proposal node
   uint32_t step_ = 0;
   std::vector<float> probs_;
 };

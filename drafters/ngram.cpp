@@ -31,8 +31,12 @@ class NgramDrafter final : public Drafter {
   NgramDrafter(int min_n, int max_n, std::shared_ptr<const CorpusIndex> corpus)
       : min_n_(min_n), max_n_(max_n), corpus_(std::move(corpus)) {}
 
-  void begin(std::span<const TokenId> prompt, const TargetFeatures&) override { ctx_.assign(prompt.begin(), prompt.end()); }
-  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override { ctx_.insert(ctx_.end(), accepted.begin(), accepted.end()); }
+  void begin(std::span<const TokenId> prompt, const TargetFeatures&) override {
+    ctx_.assign(prompt.begin(), prompt.end());
+  }
+  void accept(std::span<const TokenId> accepted, const TargetFeatures&) override {
+    ctx_.insert(ctx_.end(), accepted.begin(), accepted.end());
+  }
 
   DraftProposal propose(int k) override {
     DraftProposal p;
@@ -90,8 +94,8 @@ DrafterInfo ngram_info() {
             const int max_n = opt.get_int("max_n", 3), min_n = opt.get_int("min_n", 1);
             const std::string corpus = opt.get("corpus", "");
             opt.check_all_used();
-            SPECDEC_CHECK(min_n >= 1 && max_n >= min_n, "[", opt.section(), "] 1 <= min_n <= max_n, got min_n = ", min_n,
-                          " and max_n = ", max_n);
+            SPECDEC_CHECK(min_n >= 1 && max_n >= min_n, "[", opt.section(),
+                          "] 1 <= min_n <= max_n, got min_n = ", min_n, " and max_n = ", max_n);
             std::shared_ptr<const CorpusIndex> idx;
             if (!corpus.empty()) {
               SPECDEC_CHECK(env.tokenizer != nullptr, "[", opt.section(), "] corpus needs the target's tokenizer");

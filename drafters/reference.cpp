@@ -11,7 +11,10 @@ class ReferenceDrafter final : public Drafter {
  public:
   // profile empty: the oracle. Otherwise profile[i] = P(position i+1 right | position i right).
   ReferenceDrafter(const DrafterEnv& env, std::vector<double> profile)
-      : ref_(*env.reference), profile_(std::move(profile)), seed_(drafter_seed(env.seed)), request_(env.request),
+      : ref_(*env.reference),
+        profile_(std::move(profile)),
+        seed_(drafter_seed(env.seed)),
+        request_(env.request),
         V_(env.target->config().vocab_size) {}
 
   void begin(std::span<const TokenId>, const TargetFeatures&) override {
@@ -64,16 +67,15 @@ DrafterInfo oracle_info() {
 }
 
 DrafterInfo synthetic_info() {
-  DrafterInfo info{
-      "synthetic", "accepts with a configured per-position conditional profile (acceptance = a1,a2,...)",
-      [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
-        auto profile = opt.get_doubles("acceptance", {0.8});
-        opt.check_all_used();
-        require_reference(env, "synthetic");
-        for (double a : profile)
-          SPECDEC_CHECK(a >= 0 && a <= 1, "[", opt.section(), "] acceptance values in [0, 1], got ", a);
-        return std::make_unique<ReferenceDrafter>(env, std::move(profile));
-      }};
+  DrafterInfo info{"synthetic", "accepts with a configured per-position conditional profile (acceptance = a1,a2,...)",
+                   [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+                     auto profile = opt.get_doubles("acceptance", {0.8});
+                     opt.check_all_used();
+                     require_reference(env, "synthetic");
+                     for (double a : profile)
+                       SPECDEC_CHECK(a >= 0 && a <= 1, "[", opt.section(), "] acceptance values in [0, 1], got ", a);
+                     return std::make_unique<ReferenceDrafter>(env, std::move(profile));
+                   }};
   info.needs_reference = true;
   return info;
 }

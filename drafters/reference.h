@@ -8,4 +8,4 @@
 namespace specdec::drafters {
 DrafterInfo oracle_info();
 DrafterInfo synthetic_info();
-}
+}  // namespace specdec::drafters

@@ -13,14 +13,14 @@ namespace specdec::cli {
 // argv without the program and subcommand names. Returns the process exit code.
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
-int cmd_report(const std::vector<std::string>& args);  // experiments/cmd_report.cpp
-int cmd_run(const std::vector<std::string>& args);    // experiments/cmd_run.cpp
-int cmd_merge(const std::vector<std::string>& args);  // experiments/cmd_merge.cpp
-int cmd_repair(const std::vector<std::string>& args);  // experiments/cmd_merge.cpp
+int cmd_report(const std::vector<std::string>& args);         // experiments/cmd_report.cpp
+int cmd_run(const std::vector<std::string>& args);            // experiments/cmd_run.cpp
+int cmd_merge(const std::vector<std::string>& args);          // experiments/cmd_merge.cpp
+int cmd_repair(const std::vector<std::string>& args);         // experiments/cmd_merge.cpp
 int cmd_list_drafters(const std::vector<std::string>& args);  // experiments/cmd_list_drafters.cpp
 int cmd_list_rules(const std::vector<std::string>& args);     // experiments/cmd_list_drafters.cpp
-int cmd_collect(const std::vector<std::string>& args);  // experiments/cmd_collect.cpp
-int cmd_train(const std::vector<std::string>& args);    // experiments/cmd_train.cpp
+int cmd_collect(const std::vector<std::string>& args);        // experiments/cmd_collect.cpp
+int cmd_train(const std::vector<std::string>& args);          // experiments/cmd_train.cpp
 
 // The helpers below are defined in experiments/options.cpp, beside the option group the commands share.
 

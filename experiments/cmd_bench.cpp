@@ -101,8 +101,7 @@ struct LlamaCppBlocks {
 // python3; "off": skip) on a GGUF model, after specdec's own timings. Never throws: a missing
 // llama-cpp-python only leaves `why` set.
 LlamaCppBlocks run_llamacpp_blocks(const std::string& python, const std::string& model_path, int context,
-                                   const std::vector<int>& ts, const std::vector<int>& bs, int threads,
-                                   int min_ms) {
+                                   const std::vector<int>& ts, const std::vector<int>& bs, int threads, int min_ms) {
   LlamaCppBlocks r;
   if (python == "off") {
     r.why = "skipped (--llamacpp off)";
@@ -174,8 +173,8 @@ std::vector<int> parse_ints(const std::string& s, const std::string& what) {
     } catch (const std::exception&) {
       pos = 0;
     }
-    SPECDEC_CHECK(pos == item.size() && !item.empty() && v >= 1, what, " as a comma-separated list of integers >= 1, got '",
-                  s, "'");
+    SPECDEC_CHECK(pos == item.size() && !item.empty() && v >= 1, what,
+                  " as a comma-separated list of integers >= 1, got '", s, "'");
     out.push_back(v);
   }
   SPECDEC_CHECK(!out.empty(), what, " as a comma-separated list of integers >= 1, got '", s, "'");
@@ -192,8 +191,7 @@ int bench_decode(const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file")(
       "tokenizer,t", po::value(&tokenizer_path), "tokenizer file (llama2.c models)");
   backend.add_to(desc);
-  desc.add_options()(
-      "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "prompt length")(
+  desc.add_options()("prompt-tokens", po::value(&prompt_tokens)->default_value(64), "prompt length")(
       "new-tokens", po::value(&new_tokens)->default_value(128), "tokens to generate")(
       "repeats", po::value(&repeats)->default_value(3), "repeats (the median is reported)")(
       "max-t", po::value(&max_t)->default_value(16), "largest block size T of the cost table")(
@@ -271,23 +269,23 @@ int bench_decode(const std::vector<std::string>& args) {
 
   std::vector<int> ts;
   for (int T = 1; T <= max_t; ++T) ts.push_back(T);
-  const LlamaCppBlocks ref =
-      run_llamacpp_blocks(llamacpp, model_path, prompt_tokens, ts, {1}, current_threads(), 400);
+  const LlamaCppBlocks ref = run_llamacpp_blocks(llamacpp, model_path, prompt_tokens, ts, {1}, current_threads(), 400);
 
   const std::string kernels = backend_name(device);
-  std::printf("specdec bench decode: %s (%s) on %s, %s, %d threads, prompt %d tokens, %d new tokens, median of %d; "
-              "blocks: %s\n",
-              model_path.c_str(), loaded->config.describe().c_str(), device.c_str(), kernels.c_str(),
-              current_threads(), prompt_tokens, new_tokens, repeats, stat.c_str());
+  std::printf(
+      "specdec bench decode: %s (%s) on %s, %s, %d threads, prompt %d tokens, %d new tokens, median of %d; "
+      "blocks: %s\n",
+      model_path.c_str(), loaded->config.describe().c_str(), device.c_str(), kernels.c_str(), current_threads(),
+      prompt_tokens, new_tokens, repeats, stat.c_str());
   std::printf("  prefill  %8.1f tok/s\n  decode   %8.1f tok/s\n\n", median(prefill_tps), median(decode_tps));
   const double st = median(step_us), dr = median(draft_us), ve = median(verify_us);
-  std::printf("  AR step %.1f us: draft %.1f, verify %.1f (of which the target forward of 1 token at the mean "
-              "context %d: %.1f; acceptance, argmax and cache: the other %.1f), outside both (sampling loop, stop "
-              "checks, records) %.1f\n\n",
-              st, dr, ve, prompt_tokens + new_tokens / 2, mid_us, std::max(0.0, ve - mid_us),
-              std::max(0.0, st - dr - ve));
-  std::printf("  %3s  %12s  %10s  %14s  %14s  %10s\n", "T", "forward us", "cost / T=1", "us per token",
-              "llama.cpp us", "cost / T=1");
+  std::printf(
+      "  AR step %.1f us: draft %.1f, verify %.1f (of which the target forward of 1 token at the mean "
+      "context %d: %.1f; acceptance, argmax and cache: the other %.1f), outside both (sampling loop, stop "
+      "checks, records) %.1f\n\n",
+      st, dr, ve, prompt_tokens + new_tokens / 2, mid_us, std::max(0.0, ve - mid_us), std::max(0.0, st - dr - ve));
+  std::printf("  %3s  %12s  %10s  %14s  %14s  %10s\n", "T", "forward us", "cost / T=1", "us per token", "llama.cpp us",
+              "cost / T=1");
   for (int T = 1; T <= max_t; ++T) {
     std::printf("  %3d  %12.1f  %10.2f  %14.1f", T, t_us[T], t_us[T] / t_us[1], t_us[T] / T);
     if (ref.has(1, T) && ref.has(1, 1))
@@ -295,8 +293,8 @@ int bench_decode(const std::vector<std::string>& args) {
     else
       std::printf("  %14s  %10s\n", "-", "-");
   }
-  std::printf("  llama.cpp: %s\n", ref.why.empty() ? (ref.engine + ", one llama_decode of T tokens, all logits").c_str()
-                                                    : ref.why.c_str());
+  std::printf("  llama.cpp: %s\n",
+              ref.why.empty() ? (ref.engine + ", one llama_decode of T tokens, all logits").c_str() : ref.why.c_str());
   if (!out_path.empty()) {
     nlohmann::json j = {{"bench", "decode"},
                         {"model", model_path},
@@ -333,9 +331,9 @@ int bench_verify(const std::vector<std::string>& args) {
       "usage: specdec bench verify --model PATH [options]\n\noptions");
   desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file");
   backend.add_to(desc);
-  desc.add_options()(
-      "batch", po::value(&batches_text)->default_value("1,4,16"), "batch sizes B, a comma-separated list")(
-      "max-k", po::value(&max_k)->default_value(8), "largest number of draft tokens k")(
+  desc.add_options()("batch", po::value(&batches_text)->default_value("1,4,16"),
+                     "batch sizes B, a comma-separated list")("max-k", po::value(&max_k)->default_value(8),
+                                                              "largest number of draft tokens k")(
       "context", po::value(&context)->default_value(128), "tokens already cached per sequence before the block")(
       "min-ms", po::value(&min_ms)->default_value(300), "time each configuration for at least this long (median)")(
       "llamacpp", po::value(&llamacpp)->default_value("auto"),
@@ -399,8 +397,9 @@ int bench_verify(const std::vector<std::string>& args) {
   std::printf("specdec bench verify: %s (%s) on %s, %s, %d threads, %d cached tokens per sequence, %s over >= %d ms\n",
               model_path.c_str(), c.describe().c_str(), device.c_str(), backend_name(device).c_str(), current_threads(),
               context, stat.c_str(), min_ms);
-  std::printf("  T = k+1 tokens per sequence; cost xBx1 = forward over B x T tokens / over B x 1; x1x1 = / over 1 x 1 "
-              "(needs B = 1 in --batch)\n");
+  std::printf(
+      "  T = k+1 tokens per sequence; cost xBx1 = forward over B x T tokens / over B x 1; x1x1 = / over 1 x 1 "
+      "(needs B = 1 in --batch)\n");
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     const int B = batches[bi];
     std::printf("\n  B=%d\n  %3s  %12s %7s %7s  %14s %7s %7s\n", B, "T", "specdec us", "xBx1", "x1x1", "llama.cpp us",
@@ -423,8 +422,9 @@ int bench_verify(const std::vector<std::string>& args) {
       }
     }
   }
-  std::printf("  llama.cpp: %s\n", ref.why.empty() ? (ref.engine + ", one llama_decode of B x T tokens, all logits").c_str()
-                                                    : ref.why.c_str());
+  std::printf("  llama.cpp: %s\n", ref.why.empty()
+                                       ? (ref.engine + ", one llama_decode of B x T tokens, all logits").c_str()
+                                       : ref.why.c_str());
   if (!out_path.empty()) {
     std::ofstream f(out_path, std::ios::app);
     for (size_t bi = 0; bi < batches.size(); ++bi)

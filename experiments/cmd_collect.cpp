@@ -74,7 +74,9 @@ struct KeySpec {
 const std::vector<KeySpec>& schema() {
   static const std::vector<KeySpec> kSchema = {
       {"target.model", "(required)", "the target: .gguf, llama2.c .bin or a safetensors folder",
-       [](CollectSettings& s, const Value& v) { s.cfg.model = experiments::find_input_file(trim(v.text), s.config_dir); }},
+       [](CollectSettings& s, const Value& v) {
+         s.cfg.model = experiments::find_input_file(trim(v.text), s.config_dir);
+       }},
       {"target.tokenizer", "", "tokenizer file (llama2.c .bin or tokenizer.json); empty = the model's own",
        [](CollectSettings& s, const Value& v) {
          const std::string t = trim(v.text);
@@ -82,8 +84,10 @@ const std::vector<KeySpec>& schema() {
        }},
       {"target.chat", "auto", "apply the chat template: true | false | auto (= when the tokenizer has one)",
        [](CollectSettings& s, const Value& v) {
-         if (trim(v.text) == "auto") s.cfg.chat.reset();
-         else s.cfg.chat = v.boolean();
+         if (trim(v.text) == "auto")
+           s.cfg.chat.reset();
+         else
+           s.cfg.chat = v.boolean();
        }},
       {"target.threads", "0", "CPU threads; 0 = OMP_NUM_THREADS or all cores (the data does not depend on it)",
        [](CollectSettings& s, const Value& v) { s.cfg.threads = v.integer(0, 4096); }},
@@ -106,9 +110,12 @@ const std::vector<KeySpec>& schema() {
        "reference = the dataset's answers read in one prefill pass; self = the target's own responses, decoded",
        [](CollectSettings& s, const Value& v) {
          const std::string m = trim(v.text);
-         if (m == "reference") s.cfg.mode = train::CollectMode::kReference;
-         else if (m == "self") s.cfg.mode = train::CollectMode::kSelf;
-         else v.fail("reference or self");
+         if (m == "reference")
+           s.cfg.mode = train::CollectMode::kReference;
+         else if (m == "self")
+           s.cfg.mode = train::CollectMode::kSelf;
+         else
+           v.fail("reference or self");
        }},
       {"data.max_sequences", "0", "sequences to collect, the first in the (shuffled) order; 0 = every record",
        [](CollectSettings& s, const Value& v) { s.cfg.max_sequences = v.integer(0, 1 << 30); }},
@@ -171,7 +178,8 @@ train::CollectConfig load_config(const std::string& path, const std::vector<expe
   }
   std::map<std::string, Value> values;
   for (const auto& opt : parsed.options) {
-    SPECDEC_CHECK(!values.count(opt.string_key), path, ": '", opt.string_key, "' is set twice (each key once per file)");
+    SPECDEC_CHECK(!values.count(opt.string_key), path, ": '", opt.string_key,
+                  "' is set twice (each key once per file)");
     values[opt.string_key] = {opt.string_key, opt.value.empty() ? "" : opt.value.front(), "in " + path};
   }
   for (const auto& o : overrides) values[o.key] = {o.key, o.value, "from --" + o.key};
@@ -185,8 +193,10 @@ train::CollectConfig load_config(const std::string& path, const std::vector<expe
   // In schema order, so each key's error names the first bad one the same way every time.
   for (const auto& k : schema())
     if (auto it = values.find(k.key); it != values.end()) k.set(s, it->second);
-  SPECDEC_CHECK(!s.cfg.model.empty(), path, ": [target] model is required (a .gguf, llama2.c .bin or safetensors folder)");
-  SPECDEC_CHECK(!s.cfg.prompt_files.empty(), path, ": [data] files is required (training .jsonl files, e.g. "
+  SPECDEC_CHECK(!s.cfg.model.empty(), path,
+                ": [target] model is required (a .gguf, llama2.c .bin or safetensors folder)");
+  SPECDEC_CHECK(!s.cfg.prompt_files.empty(), path,
+                ": [data] files is required (training .jsonl files, e.g. "
                 "../shared/data/train/gsm8k_train.jsonl)");
   if (s.cfg.out.empty()) s.cfg.out = "results/" + fs::path(path).stem().string() + ".features.h5";
   return s.cfg;
@@ -213,12 +223,11 @@ int cmd_collect(const std::vector<std::string>& args_in) {
       "Sequences are written in shards (OUT.parts/part-NNNNNN.h5, each complete when it appears); a killed run\n"
       "keeps every finished shard and --resume continues it. The shards are merged into OUT at the end.\n"
       "Evaluation prompt sets (data/prompts, or a file with their sha256) are refused.\n\noptions");
-  desc.add_options()
-      ("help,h", "show this help (and every config key)")
-      ("config", po::value(&config_path), "the collect config (INI), e.g. experiments/configs/collect_smollm2.ini")
-      ("out,o", po::value(&out), "the features file (default: [output] out)")
-      ("resume", po::bool_switch(&resume), "continue an interrupted collect from its finished shards (same config)")
-      ("quiet,q", po::bool_switch(&quiet), "no progress display (the summary is still printed)");
+  desc.add_options()("help,h", "show this help (and every config key)")(
+      "config", po::value(&config_path), "the collect config (INI), e.g. experiments/configs/collect_smollm2.ini")(
+      "out,o", po::value(&out), "the features file (default: [output] out)")(
+      "resume", po::bool_switch(&resume), "continue an interrupted collect from its finished shards (same config)")(
+      "quiet,q", po::bool_switch(&quiet), "no progress display (the summary is still printed)");
   po::positional_options_description pos;
   pos.add("config", 1);
   po::variables_map vm;
@@ -243,8 +252,10 @@ int cmd_collect(const std::vector<std::string>& args_in) {
   };
   cb.on_sequence = [&](const std::string& id, int64_t tokens) { progress->pair_done(tokens, id); };
   cb.on_note = [&](const std::string& text) {
-    if (progress) progress->note("note: " + text);
-    else if (!quiet) std::fprintf(stderr, "note: %s\n", text.c_str());
+    if (progress)
+      progress->note("note: " + text);
+    else if (!quiet)
+      std::fprintf(stderr, "note: %s\n", text.c_str());
   };
   std::printf("collect: target %s, %zu prompt file(s), mode %s -> %s\n", cfg.model.c_str(), cfg.prompt_files.size(),
               train::mode_name(cfg.mode), cfg.out.c_str());
@@ -254,13 +265,15 @@ int cmd_collect(const std::vector<std::string>& args_in) {
 
   if (sum.already_complete) {
     std::printf("%s is already complete: %lld sequences, %lld tokens, %s\n", sum.out.c_str(),
-                static_cast<long long>(sum.sequences), static_cast<long long>(sum.tokens), megabytes(sum.file_bytes).c_str());
+                static_cast<long long>(sum.sequences), static_cast<long long>(sum.tokens),
+                megabytes(sum.file_bytes).c_str());
     return 0;
   }
   const double rate = sum.seconds > 0 ? static_cast<double>(sum.new_tokens) / sum.seconds : 0;
-  std::printf("collected %lld sequences, %lld tokens in %s (%.1f tokens/s)%s\n", static_cast<long long>(sum.new_sequences),
-              static_cast<long long>(sum.new_tokens), experiments::Progress::format_duration(sum.seconds).c_str(), rate,
-              sum.skipped ? (", " + std::to_string(sum.skipped) + " records skipped (prompt >= max_tokens)").c_str() : "");
+  std::printf(
+      "collected %lld sequences, %lld tokens in %s (%.1f tokens/s)%s\n", static_cast<long long>(sum.new_sequences),
+      static_cast<long long>(sum.new_tokens), experiments::Progress::format_duration(sum.seconds).c_str(), rate,
+      sum.skipped ? (", " + std::to_string(sum.skipped) + " records skipped (prompt >= max_tokens)").c_str() : "");
   std::printf("%s: %lld sequences, %lld tokens, %s\n", sum.out.c_str(), static_cast<long long>(sum.sequences),
               static_cast<long long>(sum.tokens), megabytes(sum.file_bytes).c_str());
   return 0;

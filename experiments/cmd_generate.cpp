@@ -27,23 +27,21 @@ int cmd_generate(const std::vector<std::string>& args) {
   po::options_description desc(
       "specdec generate: generate text from a prompt and report tokens/s\n\n"
       "usage: specdec generate --model PATH [--tokenizer PATH] --prompt TEXT [options]\n\noptions");
-  desc.add_options()
-      ("help,h", "show this help")
-      ("model,m", po::value(&model_path)->required(),
-       "model file: llama2.c checkpoint (.bin), GGUF (.gguf) or a safetensors folder")
-      ("tokenizer,t", po::value(&tokenizer_path),
-       "tokenizer file: llama2.c tokenizer.bin (required for llama2.c models; GGUF models carry their own)")
-      ("prompt,p", po::value(&prompt)->default_value(""), "prompt text; empty starts from BOS")
-      ("chat", po::bool_switch(&chat), "wrap the prompt in the model's chat template (instruct models)")
-      ("max-new-tokens,n", po::value(&opts.max_new_tokens)->default_value(256),
-       "maximum number of tokens to generate (clipped to the model's context)");
+  desc.add_options()("help,h", "show this help")(
+      "model,m", po::value(&model_path)->required(),
+      "model file: llama2.c checkpoint (.bin), GGUF (.gguf) or a safetensors folder")(
+      "tokenizer,t", po::value(&tokenizer_path),
+      "tokenizer file: llama2.c tokenizer.bin (required for llama2.c models; GGUF models carry their own)")(
+      "prompt,p", po::value(&prompt)->default_value(""), "prompt text; empty starts from BOS")(
+      "chat", po::bool_switch(&chat), "wrap the prompt in the model's chat template (instruct models)")(
+      "max-new-tokens,n", po::value(&opts.max_new_tokens)->default_value(256),
+      "maximum number of tokens to generate (clipped to the model's context)");
   sampling.add_sampling_to(desc);
-  desc.add_options()
-      ("drafter,d", po::value(&drafter_name),
-       "decode speculatively with this drafter (specdec list-drafters; or plugin:PATH.so:NAME)")
-      ("drafter-opt,o", po::value(&drafter_opts)->composing(),
-       "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")
-      ("k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)");
+  desc.add_options()("drafter,d", po::value(&drafter_name),
+                     "decode speculatively with this drafter (specdec list-drafters; or plugin:PATH.so:NAME)")(
+      "drafter-opt,o", po::value(&drafter_opts)->composing(),
+      "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")(
+      "k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)");
   sampling.add_rule_to(desc);
   backend.add_to(desc);
   if (!parse_options(args, desc)) return 0;
@@ -53,7 +51,8 @@ int cmd_generate(const std::vector<std::string>& args) {
   opts.sampling = sampling.sampling;
   opts.seed = sampling.seed;
   auto rule = sampling.make_rule();
-  const DrafterInfo* drafter_info = drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
+  const DrafterInfo* drafter_info =
+      drafter_name.empty() ? nullptr : &drafters::default_registry().resolve(drafter_name);
 
   auto loaded = load_model(model_path);
   const std::unique_ptr<Model> target = experiments::make_model(loaded, backend.device);
@@ -84,10 +83,14 @@ int cmd_generate(const std::vector<std::string>& args) {
   // Drafters that do not need the AR output are made first, so a bad option fails before any decoding.
   std::unique_ptr<Drafter> drafter;
   DecodeResult ar;
-  DrafterEnv env{.target = &model, .tokenizer = tok.get(), .sampling = opts.sampling, .seed = opts.seed,
+  DrafterEnv env{.target = &model,
+                 .tokenizer = tok.get(),
+                 .sampling = opts.sampling,
+                 .seed = opts.seed,
                  .reference = &ar.tokens,
                  .max_context = static_cast<int>(ids.size()) + opts.max_new_tokens + opts.k + 1,
-                 .make_model = experiments::model_factory(backend.device), .target_path = model_path};
+                 .make_model = experiments::model_factory(backend.device),
+                 .target_path = model_path};
   const DrafterOptions dopts(parse_key_values(drafter_opts, "--drafter-opt"), drafter_name);
   if (drafter_info && !drafter_info->needs_reference) drafter = make_drafter(*drafter_info, env, dopts);
 
@@ -126,9 +129,9 @@ int cmd_generate(const std::vector<std::string>& args) {
                  static_cast<long long>(st.steps()), st.drafted() ? 100.0 * st.acc_rate() : 0.0,
                  static_cast<long long>(st.accepted()), static_cast<long long>(st.drafted()), speedup, speedup_e2e,
                  ar.tokens.size() / std::max(ar.decode_seconds, 1e-9),
-                 opts.sampling.greedy() && rule->lossless() ? (res.tokens == ar.tokens ? "; output identical to AR" :
-                                                                                         "; OUTPUT DIFFERS FROM AR")
-                                                            : "");
+                 opts.sampling.greedy() && rule->lossless()
+                     ? (res.tokens == ar.tokens ? "; output identical to AR" : "; OUTPUT DIFFERS FROM AR")
+                     : "");
   }
   return 0;
 }

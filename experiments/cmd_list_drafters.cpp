@@ -1,6 +1,6 @@
-// specdec list-drafters / list-rules: every registered drafter (or acceptance rule) with its one-line help, after loading any --plugin
-// libraries (their drafters are listed with the plugin:PATH:NAME spec that selects them). Options are not
-// part of the registry (nor of the plugin ABI): the listing says how to pass them and how to see the keys.
+// specdec list-drafters / list-rules: every registered drafter (or acceptance rule) with its one-line help, after
+// loading any --plugin libraries (their drafters are listed with the plugin:PATH:NAME spec that selects them). Options
+// are not part of the registry (nor of the plugin ABI): the listing says how to pass them and how to see the keys.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -25,10 +25,9 @@ int cmd_list_drafters(const std::vector<std::string>& args) {
   po::options_description desc(
       "specdec list-drafters: list the drafters (built in, and from plugins) with their one-line help\n\n"
       "usage: specdec list-drafters [--plugin PATH.so ...]\n\noptions");
-  desc.add_options()
-      ("help,h", "show this help")
-      ("plugin", po::value(&plugins)->composing(),
-       "load this drafter plugin first and list its drafters too (repeatable)");
+  desc.add_options()("help,h", "show this help")(
+      "plugin", po::value(&plugins)->composing(),
+      "load this drafter plugin first and list its drafters too (repeatable)");
   if (!parse_options(args, desc)) return 0;
 
   DrafterRegistry& registry = drafters::default_registry();

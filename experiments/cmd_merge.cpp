@@ -20,10 +20,8 @@ int cmd_merge(const std::vector<std::string>& args) {
       "usage: specdec merge A.h5 B.h5 ... -o ALL.h5\n\n"
       "The inputs must come from the same config (their config attributes must match); runs are joined by\n"
       "name, a (run, request) pair present twice is an error, and the output must not exist yet.\n\noptions");
-  desc.add_options()
-      ("help,h", "show this help")
-      ("inputs", po::value(&inputs)->multitoken(), "the shard logs")
-      ("out,o", po::value(&output), "the merged log (must not exist)");
+  desc.add_options()("help,h", "show this help")("inputs", po::value(&inputs)->multitoken(), "the shard logs")(
+      "out,o", po::value(&output), "the merged log (must not exist)");
   po::positional_options_description pos;
   pos.add("inputs", -1);
   if (!parse_options(args, desc, &pos)) return 0;

@@ -29,7 +29,8 @@ int cmd_report(const std::vector<std::string>& args) {
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   ::execvp(argv[0], argv.data());
-  SPECDEC_FAIL(python, ": cannot run the report interpreter (run scripts/setup to create .venv, or set SPECDEC_PYTHON)");
+  SPECDEC_FAIL(python,
+               ": cannot run the report interpreter (run scripts/setup to create .venv, or set SPECDEC_PYTHON)");
 }
 
 }  // namespace specdec::cli

@@ -29,15 +29,15 @@ int cmd_run(const std::vector<std::string>& args_in) {
       "request is appended to the log at once: a killed run keeps every finished request, and --resume\n"
       "continues it. --section.key=value overrides a key of the config file, e.g. --run.k=2,4\n"
       "--prompts.per_category=1 --drafter.early_exit.layers=4.\n\noptions");
-  desc.add_options()
-      ("help,h", "show this help (and every config key)")
-      ("config", po::value(&config_path), "the experiment config (INI), e.g. experiments/configs/default.ini")
-      ("out,o", po::value(&out), "the HDF5 log (default: [run] out, else results/<name>.h5)")
-      ("resume", po::bool_switch(&resume),
-       "continue an existing log: skip finished (run, request) pairs (the config must be the same)")
-      ("shard", po::value(&shard), "run only the prompts whose index % n == i (i/n, e.g. 0/4); join the shard "
-                                   "logs with specdec merge")
-      ("quiet,q", po::bool_switch(&quiet), "no progress display (the summary is still printed)");
+  desc.add_options()("help,h", "show this help (and every config key)")(
+      "config", po::value(&config_path), "the experiment config (INI), e.g. experiments/configs/default.ini")(
+      "out,o", po::value(&out), "the HDF5 log (default: [run] out, else results/<name>.h5)")(
+      "resume", po::bool_switch(&resume),
+      "continue an existing log: skip finished (run, request) pairs (the config must be the same)")(
+      "shard", po::value(&shard),
+      "run only the prompts whose index % n == i (i/n, e.g. 0/4); join the shard "
+      "logs with specdec merge")("quiet,q", po::bool_switch(&quiet),
+                                 "no progress display (the summary is still printed)");
   po::positional_options_description pos;
   pos.add("config", 1);
   po::variables_map vm;

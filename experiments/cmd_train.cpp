@@ -37,80 +37,85 @@ struct CommonOptions {
 };
 
 void add_common_keys(po::options_description& d, CommonOptions& o, const char* model_help) {
-  d.add_options()
-      ("model", po::value(&o.model), model_help)
-      ("data", po::value(&o.data), "features file(s) of specdec collect, comma-separated")
-      ("out", po::value(&o.out), "the weights file to write (safetensors; the metadata also as OUT.json)")
-      ("checkpoint", po::value(&o.checkpoint), "the checkpoint file (default OUT.ckpt)");
+  d.add_options()("model", po::value(&o.model), model_help)("data", po::value(&o.data),
+                                                            "features file(s) of specdec collect, comma-separated")(
+      "out", po::value(&o.out), "the weights file to write (safetensors; the metadata also as OUT.json)")(
+      "checkpoint", po::value(&o.checkpoint), "the checkpoint file (default OUT.ckpt)");
 }
 
 // Every config key, bound to where it goes. The same description parses the file and the command line.
 po::options_description medusa_keys(CommonOptions& o, medusa::MedusaTrainConfig& c) {
   po::options_description d("config keys (in CONFIG.ini as key = value; --key value on the command line wins)");
-  add_common_keys(d, o, "the target model the features were collected from (its LM head is frozen and shared by "
-                        "the heads)");
-  d.add_options()
-      ("heads", po::value(&c.n_heads)->default_value(c.n_heads), "Medusa heads (head k predicts t + k + 2)")
-      ("layers", po::value(&c.n_layers)->default_value(c.n_layers), "residual SiLU blocks per head")
-      ("epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training rows")
-      ("steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")
-      ("batch", po::value(&c.batch)->default_value(c.batch), "rows per step")
-      ("lr", po::value(&c.lr)->default_value(c.lr, "0.001"), "peak learning rate")
-      ("min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")
-      ("warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")
-      ("weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "AdamW's decoupled weight decay "
-                                                                                   "(block matrices only)")
-      ("clip", po::value(&c.clip)->default_value(c.clip), "global gradient norm limit (0: none)")
-      ("init_scale", po::value(&c.init_scale)->default_value(c.init_scale), "0: zero blocks (heads start as the "
-                                                                            "target's next-token prediction); else "
-                                                                            "uniform in [-s, s]")
-      ("seed", po::value(&c.seed)->default_value(c.seed), "held-out split, row order, initial weights")
-      ("threads", po::value(&c.threads)->default_value(c.threads), "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
-                                                                   "all cores); results are reproducible per count")
-      ("checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
-       "steps between checkpoints (0: none)")
-      ("heldout_fraction", po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
-       "fraction of the sequences held out for evaluation")
-      ("response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
-       "train and evaluate only where the label row is a response row")
-      ("train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
-       "0 = full vocabulary; N = the loss over the N most frequent label tokens (faster by V/N; evaluation stays "
-       "full)");
+  add_common_keys(d, o,
+                  "the target model the features were collected from (its LM head is frozen and shared by "
+                  "the heads)");
+  d.add_options()("heads", po::value(&c.n_heads)->default_value(c.n_heads), "Medusa heads (head k predicts t + k + 2)")(
+      "layers", po::value(&c.n_layers)->default_value(c.n_layers), "residual SiLU blocks per head")(
+      "epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training rows")(
+      "steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")(
+      "batch", po::value(&c.batch)->default_value(c.batch), "rows per step")(
+      "lr", po::value(&c.lr)->default_value(c.lr, "0.001"), "peak learning rate")(
+      "min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")(
+      "warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")(
+      "weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
+      "AdamW's decoupled weight decay "
+      "(block matrices only)")("clip", po::value(&c.clip)->default_value(c.clip),
+                               "global gradient norm limit (0: none)")(
+      "init_scale", po::value(&c.init_scale)->default_value(c.init_scale),
+      "0: zero blocks (heads start as the "
+      "target's next-token prediction); else "
+      "uniform in [-s, s]")("seed", po::value(&c.seed)->default_value(c.seed),
+                            "held-out split, row order, initial weights")(
+      "threads", po::value(&c.threads)->default_value(c.threads),
+      "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
+      "all cores); results are reproducible per count")(
+      "checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
+      "steps between checkpoints (0: none)")("heldout_fraction",
+                                             po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
+                                             "fraction of the sequences held out for evaluation")(
+      "response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
+      "train and evaluate only where the label row is a response row")(
+      "train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
+      "0 = full vocabulary; N = the loss over the N most frequent label tokens (faster by V/N; evaluation stays "
+      "full)");
   return d;
 }
 
 po::options_description eagle_keys(CommonOptions& o, eagle::EagleTrainConfig& c) {
   po::options_description d("config keys (in CONFIG.ini as key = value; --key value on the command line wins)");
-  add_common_keys(d, o, "the target model the features were collected from (its embedding and LM head are frozen; "
-                        "the layer takes its shape)");
-  d.add_options()
-      ("epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training pairs")
-      ("steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")
-      ("batch", po::value(&c.batch)->default_value(c.batch), "chunks (sequences or max_len pieces) per step")
-      ("max_len", po::value(&c.max_len)->default_value(c.max_len), "pairs per chunk (longer sequences are cut)")
-      ("lr", po::value(&c.lr)->default_value(c.lr, "0.0005"), "peak learning rate")
-      ("min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")
-      ("warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")
-      ("weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay), "AdamW's decoupled weight decay "
-                                                                                   "(matrices only)")
-      ("clip", po::value(&c.clip)->default_value(c.clip, "0.5"), "global gradient norm limit (0: none)")
-      ("init_scale", po::value(&c.init_scale)->default_value(c.init_scale, "0.02"), "std of the initial matrices "
-                                                                                    "(fc's feature half starts near "
-                                                                                    "the identity)")
-      ("w_reg", po::value(&c.w_reg)->default_value(c.w_reg, "1.0"), "weight of the feature regression (Smooth-L1)")
-      ("w_ce", po::value(&c.w_ce)->default_value(c.w_ce, "0.1"), "weight of the readout's soft cross-entropy")
-      ("noise", po::value(&c.noise)->default_value(c.noise), "uniform noise in [-noise, noise] on the input features")
-      ("seed", po::value(&c.seed)->default_value(c.seed), "held-out split, chunk order, initial weights, noise")
-      ("threads", po::value(&c.threads)->default_value(c.threads), "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
-                                                                   "all cores); results are reproducible per count")
-      ("checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
-       "steps between checkpoints (0: none)")
-      ("heldout_fraction", po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
-       "fraction of the sequences held out for evaluation")
-      ("train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
-       "0 = full vocabulary; N = the cross-entropy over the N most frequent label tokens")
-      ("draft_vocab", po::value(&c.draft_vocab)->default_value(c.draft_vocab),
-       "0 = the drafter reads out all V tokens; N = the N most frequent label tokens (stored as d2t)");
+  add_common_keys(d, o,
+                  "the target model the features were collected from (its embedding and LM head are frozen; "
+                  "the layer takes its shape)");
+  d.add_options()("epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training pairs")(
+      "steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")(
+      "batch", po::value(&c.batch)->default_value(c.batch), "chunks (sequences or max_len pieces) per step")(
+      "max_len", po::value(&c.max_len)->default_value(c.max_len), "pairs per chunk (longer sequences are cut)")(
+      "lr", po::value(&c.lr)->default_value(c.lr, "0.0005"), "peak learning rate")(
+      "min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")(
+      "warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")(
+      "weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
+      "AdamW's decoupled weight decay "
+      "(matrices only)")("clip", po::value(&c.clip)->default_value(c.clip, "0.5"),
+                         "global gradient norm limit (0: none)")(
+      "init_scale", po::value(&c.init_scale)->default_value(c.init_scale, "0.02"),
+      "std of the initial matrices "
+      "(fc's feature half starts near "
+      "the identity)")("w_reg", po::value(&c.w_reg)->default_value(c.w_reg, "1.0"),
+                       "weight of the feature regression (Smooth-L1)")(
+      "w_ce", po::value(&c.w_ce)->default_value(c.w_ce, "0.1"), "weight of the readout's soft cross-entropy")(
+      "noise", po::value(&c.noise)->default_value(c.noise), "uniform noise in [-noise, noise] on the input features")(
+      "seed", po::value(&c.seed)->default_value(c.seed), "held-out split, chunk order, initial weights, noise")(
+      "threads", po::value(&c.threads)->default_value(c.threads),
+      "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
+      "all cores); results are reproducible per count")(
+      "checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
+      "steps between checkpoints (0: none)")("heldout_fraction",
+                                             po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
+                                             "fraction of the sequences held out for evaluation")(
+      "train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
+      "0 = full vocabulary; N = the cross-entropy over the N most frequent label tokens")(
+      "draft_vocab", po::value(&c.draft_vocab)->default_value(c.draft_vocab),
+      "0 = the drafter reads out all V tokens; N = the N most frequent label tokens (stored as d2t)");
   return d;
 }
 
@@ -180,11 +185,10 @@ std::optional<TrainInputs> parse_and_load(const std::string& name, const std::st
   std::string config_path;
   po::options_description cmd(command + ": " + about + "\n\nusage: " + command +
                               " CONFIG.ini [--key value ...] [--resume] [--quiet]\n\noptions");
-  cmd.add_options()
-      ("help,h", "show this help")
-      ("config", po::value(&config_path), "the training config (INI of the keys below)")
-      ("resume", po::bool_switch(&in.resume), "continue from the checkpoint (same data and config)")
-      ("quiet,q", po::bool_switch(&in.quiet), "no progress display or per-epoch table (the final table is printed)");
+  cmd.add_options()("help,h", "show this help")("config", po::value(&config_path),
+                                                "the training config (INI of the keys below)")(
+      "resume", po::bool_switch(&in.resume), "continue from the checkpoint (same data and config)")(
+      "quiet,q", po::bool_switch(&in.quiet), "no progress display or per-epoch table (the final table is printed)");
   po::options_description all;
   all.add(cmd).add(keys);
   po::positional_options_description pos;
@@ -317,11 +321,11 @@ void write_metadata_json(const std::string& out, const std::string& metadata_jso
 
 void print_written(const std::string& out, int64_t steps, int64_t train_rows, int64_t heldout_rows, double wall_s,
                    int64_t rows_stepped, double step_s) {
-  std::printf("wrote %s (+ .json): %lld steps, %lld training rows, %lld held-out rows, %.1f s; training steps: "
-              "%.0f rows/s\n",
-              out.c_str(), static_cast<long long>(steps), static_cast<long long>(train_rows),
-              static_cast<long long>(heldout_rows), wall_s,
-              step_s > 0 ? static_cast<double>(rows_stepped) / step_s : 0.0);
+  std::printf(
+      "wrote %s (+ .json): %lld steps, %lld training rows, %lld held-out rows, %.1f s; training steps: "
+      "%.0f rows/s\n",
+      out.c_str(), static_cast<long long>(steps), static_cast<long long>(train_rows),
+      static_cast<long long>(heldout_rows), wall_s, step_s > 0 ? static_cast<double>(rows_stepped) / step_s : 0.0);
 }
 
 int train_medusa_command(const std::vector<std::string>& args) {
@@ -341,9 +345,10 @@ int train_medusa_command(const std::vector<std::string>& args) {
   c.data_files = in->data_files;
   const train::FeatureData& data = in->data;
   const std::vector<float> lm = medusa::lm_head_f32(*in->model);
-  std::printf("specdec train medusa: %lld rows in %d sequences (%s), H = %d, V = %d, %d heads x %d blocks, %d threads\n",
-              static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size,
-              data.vocab_size, c.n_heads, c.n_layers, c.threads > 0 ? c.threads : omp_get_max_threads());
+  std::printf(
+      "specdec train medusa: %lld rows in %d sequences (%s), H = %d, V = %d, %d heads x %d blocks, %d threads\n",
+      static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size, data.vocab_size,
+      c.n_heads, c.n_layers, c.threads > 0 ? c.threads : omp_get_max_threads());
 
   TrainDisplay display(in->quiet);
   const auto cb = display_callbacks<medusa::TrainCallbacks>(display, &epoch_table);
@@ -395,11 +400,11 @@ int train_eagle_command(const std::vector<std::string>& args) {
   const std::vector<float> lm = medusa::lm_head_f32(*in->model);
   const std::vector<float> embed = eagle::embedding_f32(*in->model);
   const eagle::EagleConfig layer = eagle::EagleConfig::of_target(in->model->config);
-  std::printf("specdec train eagle: %lld rows in %d sequences (%s), H = %d, V = %d, %d heads / %d kv heads, I = %d, "
-              "%d threads\n",
-              static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size,
-              data.vocab_size, layer.n_heads, layer.n_kv_heads, layer.intermediate_size,
-              c.threads > 0 ? c.threads : omp_get_max_threads());
+  std::printf(
+      "specdec train eagle: %lld rows in %d sequences (%s), H = %d, V = %d, %d heads / %d kv heads, I = %d, "
+      "%d threads\n",
+      static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size, data.vocab_size,
+      layer.n_heads, layer.n_kv_heads, layer.intermediate_size, c.threads > 0 ? c.threads : omp_get_max_threads());
 
   TrainDisplay display(in->quiet);
   const auto cb = display_callbacks<eagle::EagleTrainCallbacks>(display, &eagle_epoch_line);

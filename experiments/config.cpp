@@ -58,8 +58,9 @@ int parse_int(const Value& v, int lo, int hi, const char* what = nullptr) {
   const auto r = std::from_chars(s.data(), s.data() + s.size(), x);
   if (s.empty() || r.ec != std::errc() || r.ptr != s.data() + s.size() || x < lo || x > hi) {
     std::string expected = what ? what : "an integer";
-    if (!what) expected += hi == std::numeric_limits<int>::max() ? " >= " + std::to_string(lo)
-                                                                 : " in " + std::to_string(lo) + ".." + std::to_string(hi);
+    if (!what)
+      expected += hi == std::numeric_limits<int>::max() ? " >= " + std::to_string(lo)
+                                                        : " in " + std::to_string(lo) + ".." + std::to_string(hi);
     v.fail(expected);
   }
   return x;
@@ -140,8 +141,10 @@ const std::vector<KeySpec>& schema() {
        [](ExperimentConfig& c, const Value& v) { c.tokenizer = trim(v.text); }},
       {{"target.chat", "auto", "apply the chat template: true | false | auto (= when the tokenizer has one)"},
        [](ExperimentConfig& c, const Value& v) {
-         if (trim(v.text) == "auto") c.chat.reset();
-         else c.chat = parse_bool(v);
+         if (trim(v.text) == "auto")
+           c.chat.reset();
+         else
+           c.chat = parse_bool(v);
        }},
       {{"target.threads", "0", "CPU threads; 0 = OMP_NUM_THREADS or all cores"},
        [](ExperimentConfig& c, const Value& v) { c.threads = parse_int(v, 0, 4096); }},
@@ -166,8 +169,7 @@ const std::vector<KeySpec>& schema() {
          c.drafters = parse_list(v, "a comma-separated list of drafter section names");
          std::set<std::string> seen;
          for (const auto& d : c.drafters) {
-           if (!valid_name(d) || d.find('.') != std::string::npos)
-             v.fail("drafter names of letters, digits, '_', '-'");
+           if (!valid_name(d) || d.find('.') != std::string::npos) v.fail("drafter names of letters, digits, '_', '-'");
            if (!seen.insert(d).second) v.fail("each drafter once");
          }
        }},
@@ -178,10 +180,9 @@ const std::vector<KeySpec>& schema() {
        }},
       {{"run.temperatures", "0", "sampling temperatures, a list: one AR baseline + one run per drafter and k each"},
        [](ExperimentConfig& c, const Value& v) {
-         c.temperatures = parse_each<float>(v, "a comma-separated list of temperatures >= 0, e.g. 0,0.7",
-                                            [](const Value& one) {
-                                              return static_cast<float>(parse_double(one, 0, 1e6, "a number"));
-                                            });
+         c.temperatures = parse_each<float>(
+             v, "a comma-separated list of temperatures >= 0, e.g. 0,0.7",
+             [](const Value& one) { return static_cast<float>(parse_double(one, 0, 1e6, "a number")); });
        }},
       {{"run.rule", "auto",
         "acceptance rule: a name from `specdec list-rules` or auto (greedy at T = 0, else speculative); its "
@@ -199,7 +200,9 @@ const std::vector<KeySpec>& schema() {
          if (c.top_p <= 0.f) v.fail("a number in (0, 1]");
        }},
       {{"run.max_new_tokens", "128", "tokens to generate per request (clipped to the model's context)"},
-       [](ExperimentConfig& c, const Value& v) { c.max_new_tokens = parse_int(v, 1, std::numeric_limits<int>::max()); }},
+       [](ExperimentConfig& c, const Value& v) {
+         c.max_new_tokens = parse_int(v, 1, std::numeric_limits<int>::max());
+       }},
       {{"run.seeds", "0", "random seeds, a list; more than one names the runs ..._s<seed>"},
        [](ExperimentConfig& c, const Value& v) {
          c.seeds = parse_each<uint64_t>(v, "a comma-separated list of non-negative integers, e.g. 0,1,2",
@@ -226,7 +229,9 @@ const std::vector<KeySpec>& schema() {
       {{"prompts.per_category", "0", "prompts per category, the first ones in file order; 0 = all"},
        [](ExperimentConfig& c, const Value& v) { c.per_category = parse_int(v, 0, std::numeric_limits<int>::max()); }},
       {{"prompts.categories", "", "only these categories, a list; empty = all"},
-       [](ExperimentConfig& c, const Value& v) { c.categories = parse_list(v, "a comma-separated list of categories"); }},
+       [](ExperimentConfig& c, const Value& v) {
+         c.categories = parse_list(v, "a comma-separated list of categories");
+       }},
       {{"prompts.max_prompt_tokens", "0",
         "skip prompts longer than this (tokens, after templating) with a note; 0 = no limit"},
        [](ExperimentConfig& c, const Value& v) {
@@ -373,8 +378,8 @@ std::vector<ConfigOverride> take_overrides(std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     const size_t eq = a.find('=');
-    const std::string name = a.rfind("--", 0) == 0 ? a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2)
-                                                   : std::string();
+    const std::string name =
+        a.rfind("--", 0) == 0 ? a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2) : std::string();
     if (name.find('.') == std::string::npos || name.front() == '.' || name.back() == '.') {
       rest.push_back(a);
       continue;
@@ -429,14 +434,14 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
   if (!valid_name(cfg.name)) cfg.name = "experiment";
 
   std::map<std::string, DrafterConfig> sections;  // [drafter.NAME]
-  std::map<std::string, std::string> overridden;   // drafter NAME -> an override's key naming it
+  std::map<std::string, std::string> overridden;  // drafter NAME -> an override's key naming it
   for (const auto& key : order) {
     const Entry& e = entries.at(key);
     if (key.rfind("drafter.", 0) == 0) {
       const std::string rest = key.substr(8);
       const size_t dot = rest.find('.');
-      SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(), "a drafter option as [drafter.NAME] key, got '",
-                    key, "' (", e.origin, ")");
+      SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(),
+                    "a drafter option as [drafter.NAME] key, got '", key, "' (", e.origin, ")");
       if (e.origin.rfind("from --", 0) == 0) overridden.emplace(rest.substr(0, dot), key);
       DrafterConfig& dc = sections[rest.substr(0, dot)];
       dc.name = rest.substr(0, dot);
@@ -455,8 +460,8 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
       const std::string rule = rest.substr(0, dot);
       if (!verifiers::rule_registry().contains(rule)) {
         const std::string suggestion = closest_match(rule, verifiers::rule_registry().names());
-        SPECDEC_FAIL("[rule.", rule, "] (", e.origin, "): unknown acceptance rule; known rules: ",
-                     join(verifiers::rule_registry().names()),
+        SPECDEC_FAIL("[rule.", rule, "] (", e.origin,
+                     "): unknown acceptance rule; known rules: ", join(verifiers::rule_registry().names()),
                      suggestion.empty() ? "" : "; did you mean 'rule." + suggestion + "'?");
       }
       cfg.rule_options[rule][rest.substr(dot + 1)] = trim(e.value);
@@ -467,8 +472,10 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
     it->set(cfg, Value{section_of(key), name_of(key), e.value, e.origin});
   }
 
-  SPECDEC_CHECK(!cfg.model.empty(), where, ": [target] model is required (a .gguf, llama2.c .bin or safetensors folder)");
-  SPECDEC_CHECK(!cfg.prompt_sets.empty(), where, ": [prompts] sets is required (spec_bench, mt_bench, gsm8k or a .jsonl path)");
+  SPECDEC_CHECK(!cfg.model.empty(), where,
+                ": [target] model is required (a .gguf, llama2.c .bin or safetensors folder)");
+  SPECDEC_CHECK(!cfg.prompt_sets.empty(), where,
+                ": [prompts] sets is required (spec_bench, mt_bench, gsm8k or a .jsonl path)");
   // A file may hold sections that run.drafters does not use (a menu to pick from); an override of one is
   // a typo or a forgotten --run.drafters.
   for (const auto& [name, key] : overridden) {
@@ -553,7 +560,8 @@ std::string ExperimentConfig::to_ini() const {
      << "categories = " << join(categories) << "\n"
      << "max_prompt_tokens = " << max_prompt_tokens << "\n";
   for (const auto& dc : drafter_configs) {
-    os << "\n[" << dc.section() << "]\n" << "type = " << dc.type << "\n";
+    os << "\n[" << dc.section() << "]\n"
+       << "type = " << dc.type << "\n";
     for (const auto& [k, v] : dc.options) os << k << " = " << v << "\n";
   }
   for (const auto& [rule, opts] : rule_options) {

@@ -29,13 +29,13 @@ struct DrafterConfig {
 struct ExperimentConfig {
   // [target]
   std::string model;
-  std::string tokenizer;      // empty: the model carries its own (GGUF) or has one beside it
-  std::optional<bool> chat;   // unset = auto: apply the chat template when the tokenizer has one
-  int threads = 0;            // 0 = OMP_NUM_THREADS or all cores
+  std::string tokenizer;       // empty: the model carries its own (GGUF) or has one beside it
+  std::optional<bool> chat;    // unset = auto: apply the chat template when the tokenizer has one
+  int threads = 0;             // 0 = OMP_NUM_THREADS or all cores
   std::string device = "cpu";  // cpu | cuda | cuda:N (experiments/backend.h)
   // [run]
   std::string name;
-  std::string out;            // empty = results/<name>.h5
+  std::string out;                    // empty = results/<name>.h5
   std::vector<std::string> drafters;  // [drafter.NAME] names, in the order given
   std::vector<int> k = {4};
   std::vector<float> temperatures = {0.f};
@@ -89,7 +89,7 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
 
 // The known keys of [target], [run], [prompts] (for --help and suggestions).
 struct ConfigKeyInfo {
-  const char* key;          // "section.key"
+  const char* key;  // "section.key"
   const char* default_text;
   const char* help;
 };

@@ -23,7 +23,8 @@ struct Command {
 const Command kCommands[] = {
     {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
      specdec::cli::cmd_generate},
-    {"bench", "benchmarks: `bench decode` (AR tokens/s, cost of a T-token forward), `bench verify` (B x (k+1) vs B x 1)",
+    {"bench",
+     "benchmarks: `bench decode` (AR tokens/s, cost of a T-token forward), `bench verify` (B x (k+1) vs B x 1)",
      specdec::cli::cmd_bench},
     {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
     {"report", "tables and plots of a results log (specdec report RESULTS.h5 [--plots DIR]; --help)",
@@ -33,7 +34,8 @@ const Command kCommands[] = {
      specdec::cli::cmd_repair},
     {"list-drafters", "list the drafters (built in, and from --plugin PATH.so) with their help",
      specdec::cli::cmd_list_drafters},
-    {"collect", "collect feature drafters' training data: the target's features and soft labels (specdec collect CONFIG.ini)",
+    {"collect",
+     "collect feature drafters' training data: the target's features and soft labels (specdec collect CONFIG.ini)",
      specdec::cli::cmd_collect},
     {"train", "train a feature drafter on collected data (specdec train medusa CONFIG.ini)", specdec::cli::cmd_train},
     {"list-rules", "list the acceptance rules with their help and options", specdec::cli::cmd_list_rules},
@@ -50,8 +52,7 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
-      !std::strcmp(argv[1], "help")) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     print_usage();
     return argc < 2 ? 2 : 0;
   }

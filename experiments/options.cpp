@@ -16,10 +16,10 @@ namespace po = boost::program_options;
 namespace specdec::cli {
 
 void BackendOptions::add_to(po::options_description& desc) {
-  desc.add_options()
-      ("threads", po::value(&threads)->default_value(threads), "CPU threads; 0 = OMP_NUM_THREADS or all cores")
-      ("device", po::value(&device)->default_value(device),
-       "where the target (and any model-based drafter) runs: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
+  desc.add_options()("threads", po::value(&threads)->default_value(threads),
+                     "CPU threads; 0 = OMP_NUM_THREADS or all cores")(
+      "device", po::value(&device)->default_value(device),
+      "where the target (and any model-based drafter) runs: cpu | cuda | cuda:N (needs a CUDA build and a GPU)");
 }
 
 void BackendOptions::apply() const {
@@ -28,26 +28,25 @@ void BackendOptions::apply() const {
 }
 
 void SamplingOptions::add_sampling_to(po::options_description& desc) {
-  desc.add_options()
-      ("temperature", po::value(&sampling.temperature)->default_value(sampling.temperature),
-       "sampling temperature; 0 = greedy")
-      ("top-k", po::value(&sampling.top_k)->default_value(sampling.top_k), "keep the k most likely tokens; 0 = off")
-      ("top-p", po::value(&sampling.top_p)->default_value(sampling.top_p), "nucleus sampling mass; 1 = off")
-      ("seed,s", po::value(&seed)->default_value(seed), "random seed (sampling at temperature > 0)");
+  desc.add_options()("temperature", po::value(&sampling.temperature)->default_value(sampling.temperature),
+                     "sampling temperature; 0 = greedy")(
+      "top-k", po::value(&sampling.top_k)->default_value(sampling.top_k), "keep the k most likely tokens; 0 = off")(
+      "top-p", po::value(&sampling.top_p)->default_value(sampling.top_p), "nucleus sampling mass; 1 = off")(
+      "seed,s", po::value(&seed)->default_value(seed), "random seed (sampling at temperature > 0)");
 }
 
 void SamplingOptions::add_rule_to(po::options_description& desc) {
-  desc.add_options()
-      ("rule", po::value(&rule)->default_value(rule),
-       "acceptance rule (specdec list-rules; default: greedy at temperature 0, else speculative)")
-      ("rule-opt", po::value(&rule_opts)->composing(), "an acceptance rule option key=value (repeatable), e.g. "
-       "--rule typical --rule-opt epsilon=0.05");
+  desc.add_options()("rule", po::value(&rule)->default_value(rule),
+                     "acceptance rule (specdec list-rules; default: greedy at temperature 0, else speculative)")(
+      "rule-opt", po::value(&rule_opts)->composing(),
+      "an acceptance rule option key=value (repeatable), e.g. "
+      "--rule typical --rule-opt epsilon=0.05");
 }
 
 std::unique_ptr<AcceptanceRule> SamplingOptions::make_rule() const {
   const std::string name = !rule.empty() ? rule : sampling.greedy() ? "greedy" : "speculative";
-  auto r = verifiers::make_acceptance_rule(name, DrafterOptions(parse_key_values(rule_opts, "--rule-opt"),
-                                                                "rule." + name));
+  auto r =
+      verifiers::make_acceptance_rule(name, DrafterOptions(parse_key_values(rule_opts, "--rule-opt"), "rule." + name));
   r->check(sampling);
   return r;
 }

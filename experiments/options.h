@@ -36,7 +36,7 @@ struct BackendOptions {
 struct SamplingOptions {
   SamplingParams sampling;
   uint64_t seed = 0;
-  std::string rule;  // "" = greedy at temperature 0, else speculative
+  std::string rule;                    // "" = greedy at temperature 0, else speculative
   std::vector<std::string> rule_opts;  // key=value
 
   // Adds --temperature, --top-k, --top-p and --seed, bound to the members.

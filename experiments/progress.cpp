@@ -21,8 +21,15 @@ Progress::Mode Progress::detect(bool quiet, FILE* out) {
 }
 
 Progress::Progress(Mode mode, int64_t total, int64_t already_done, FILE* out, std::string unit)
-    : mode_(mode), out_(out), total_(total), done_(already_done), done_at_start_(already_done),
-      unit_(std::move(unit)), start_(Clock::now()), last_draw_(start_), last_line_(start_) {
+    : mode_(mode),
+      out_(out),
+      total_(total),
+      done_(already_done),
+      done_at_start_(already_done),
+      unit_(std::move(unit)),
+      start_(Clock::now()),
+      last_draw_(start_),
+      last_line_(start_) {
   if (mode_ == Mode::kPlain && already_done > 0)
     std::fprintf(out_, "progress: %lld/%lld already finished (resumed)\n", static_cast<long long>(already_done),
                  static_cast<long long>(total_));
@@ -50,8 +57,8 @@ std::string Progress::status() const {
   const std::string eta = now_done > 0 ? format_duration(el / now_done * (total_ - done_)) : "?";
   char buf[160];
   std::snprintf(buf, sizeof buf, "%lld/%lld (%.0f%%), %.1f %s/s, elapsed %s, ETA %s", static_cast<long long>(done_),
-                static_cast<long long>(total_), pct, el > 0 ? tokens_ / el : 0.0, unit_.c_str(), format_duration(el).c_str(),
-                eta.c_str());
+                static_cast<long long>(total_), pct, el > 0 ? tokens_ / el : 0.0, unit_.c_str(),
+                format_duration(el).c_str(), eta.c_str());
   return buf;
 }
 

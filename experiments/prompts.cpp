@@ -118,8 +118,8 @@ std::vector<Prompt> load_prompt_set(const std::string& set, const fs::path& base
     // Spec-Bench reports its MT-Bench part as one task ("Multi-turn Conversation"), beside translation,
     // summarization, qa, math_reasoning and rag: group the eight MT-Bench categories the same way, so
     // per-category limits and reports follow Spec-Bench's six tasks. (The mt_bench set keeps all eight.)
-    static const std::set<std::string> kMtBench = {"writing", "roleplay", "reasoning", "math",
-                                                   "coding",  "extraction", "stem",   "humanities"};
+    static const std::set<std::string> kMtBench = {"writing", "roleplay",   "reasoning", "math",
+                                                   "coding",  "extraction", "stem",      "humanities"};
     if (set_name == "spec_bench" && kMtBench.count(p.category)) p.category = "mt_bench";
     const char* id_key = j.contains("question_id") ? "question_id" : j.contains("id") ? "id" : nullptr;
     p.id = set_name + ":" + (id_key ? id_text(j[id_key]) : std::to_string(index));

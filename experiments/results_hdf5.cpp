@@ -41,7 +41,6 @@ void copy_fixed(char* dst, size_t bytes, const std::string& s, const std::string
 
 std::string from_fixed(const char* src, size_t bytes) { return std::string(src, strnlen(src, bytes)); }
 
-
 std::string message(const std::string& path, const std::string& what) {
   const std::string detail = hdf5::innermost_error();
   std::string msg = "results log '" + path + "': " + what;
@@ -97,8 +96,7 @@ void write_string_attr(const std::string& path, hid_t loc, const std::string& ob
   const std::string what = "cannot write attribute '" + name + "' of " + obj;
   Hid type = vl_string();
   Hid space = make(H5Screate(H5S_SCALAR), H5Sclose, path, what.c_str());
-  Hid attr = make(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, path,
-                  what.c_str());
+  Hid attr = make(H5Acreate2(loc, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, path, what.c_str());
   const char* p = value.c_str();
   SPECDEC_H5(H5Awrite(attr, type, &p), path, what);
 }
@@ -183,8 +181,8 @@ std::vector<std::string> list_runs(const std::string& path, hid_t file) {
   }
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t n = SPECDEC_H5(H5Lget_name_by_idx(runs, ".", index, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT),
-                                 path, "cannot list /runs");
+    const ssize_t n = SPECDEC_H5(H5Lget_name_by_idx(runs, ".", index, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT), path,
+                                 "cannot list /runs");
     std::string name(static_cast<size_t>(n) + 1, '\0');
     SPECDEC_H5(H5Lget_name_by_idx(runs, ".", index, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT), path,
                "cannot list /runs");
@@ -228,8 +226,7 @@ Hid transfer(const std::string& path) {
 }
 }  // namespace
 
-void append_rows(const std::string& path, hid_t ds, const std::string& obj, hid_t memtype, const void* rows,
-                 size_t n) {
+void append_rows(const std::string& path, hid_t ds, const std::string& obj, hid_t memtype, const void* rows, size_t n) {
   if (n == 0) return;
   const hsize_t start = table_size(path, ds, obj), count = n;
   set_table_size(path, ds, obj, start + count);

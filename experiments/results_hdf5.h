@@ -29,13 +29,13 @@ std::string message(const std::string& path, const std::string& what);
 
 // SPECDEC_H5(call, path, "what failed", ...): evaluates an HDF5 call; a negative result throws
 // specdec::Error naming the file, what we were doing and HDF5's own reason. Returns the call's value.
-#define SPECDEC_H5(call, path, ...)                                                                   \
-  ([&]() {                                                                                            \
-    auto r_ = (call);                                                                                 \
-    if (r_ < 0) [[unlikely]]                                                                          \
-      ::specdec::detail::throw_error(                                                                 \
-          __FILE__, __LINE__, ::specdec::results::h5::message((path), ::specdec::detail::concat(__VA_ARGS__))); \
-    return r_;                                                                                        \
+#define SPECDEC_H5(call, path, ...)                                                                                    \
+  ([&]() {                                                                                                             \
+    auto r_ = (call);                                                                                                  \
+    if (r_ < 0) [[unlikely]]                                                                                           \
+      ::specdec::detail::throw_error(__FILE__, __LINE__,                                                               \
+                                     ::specdec::results::h5::message((path), ::specdec::detail::concat(__VA_ARGS__))); \
+    return r_;                                                                                                         \
   }())
 
 namespace specdec::results::h5 {
@@ -68,10 +68,14 @@ std::string from_fixed(const char* src, size_t bytes);
 
 template <class T>
 hid_t native_type() {
-  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, int8_t>) return H5T_NATIVE_INT8;
-  else if constexpr (std::is_same_v<T, int32_t>) return H5T_NATIVE_INT32;
-  else if constexpr (std::is_same_v<T, int64_t>) return H5T_NATIVE_INT64;
-  else if constexpr (std::is_same_v<T, float>) return H5T_NATIVE_FLOAT;
+  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, int8_t>)
+    return H5T_NATIVE_INT8;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return H5T_NATIVE_INT32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return H5T_NATIVE_INT64;
+  else if constexpr (std::is_same_v<T, float>)
+    return H5T_NATIVE_FLOAT;
   else {
     static_assert(std::is_same_v<T, double>);
     return H5T_NATIVE_DOUBLE;
@@ -95,9 +99,10 @@ Layout layout(hid_t file_type = H5I_INVALID_HID) {
     if (off < 0) return;
     if constexpr (std::is_same_v<T, std::string>) {
       // Reading: the file's own string type (its character set: HDF5 converts no ASCII <-> UTF-8), our size.
-      Hid s = file_type < 0 ? fixed_string(static_cast<size_t>(f.bytes))
-                            : Hid(H5Tget_member_type(file_type, static_cast<unsigned>(H5Tget_member_index(file_type, f.name))),
-                                  H5Tclose);
+      Hid s = file_type < 0
+                  ? fixed_string(static_cast<size_t>(f.bytes))
+                  : Hid(H5Tget_member_type(file_type, static_cast<unsigned>(H5Tget_member_index(file_type, f.name))),
+                        H5Tclose);
       if (file_type >= 0 && H5Tget_class(s) == H5T_STRING && H5Tis_variable_str(s) <= 0)
         H5Tset_size(s, static_cast<size_t>(f.bytes));
       else if (file_type >= 0)
@@ -179,14 +184,13 @@ RunInfo read_run_info(const std::string& path, hid_t file, const std::string& ru
 std::vector<std::string> list_runs(const std::string& path, hid_t file);  // creation order
 
 // ---- tables -----------------------------------------------------------------------------------------
-std::string run_path(const std::string& run);                           // "/runs/<run>"
-std::string table_path(const std::string& run, const char* table);     // "/runs/<run>/<table>"
+std::string run_path(const std::string& run);                       // "/runs/<run>"
+std::string table_path(const std::string& run, const char* table);  // "/runs/<run>/<table>"
 Hid open_table(const std::string& path, hid_t file, const std::string& run, const char* table);
 hsize_t table_size(const std::string& path, hid_t ds, const std::string& obj);
 void set_table_size(const std::string& path, hid_t ds, const std::string& obj, hsize_t n);
 // Appends n rows of memtype at the end of a 1-D table.
-void append_rows(const std::string& path, hid_t ds, const std::string& obj, hid_t memtype, const void* rows,
-                 size_t n);
+void append_rows(const std::string& path, hid_t ds, const std::string& obj, hid_t memtype, const void* rows, size_t n);
 // Reads the whole table as memtype into `out` (sized by the caller via table_size).
 void read_rows(const std::string& path, hid_t ds, const std::string& obj, hid_t memtype, void* out);
 

@@ -332,7 +332,8 @@ void Writer::write_record(uint8_t type, const std::string& payload, bool sync) {
   rec += payload;
   rec.append(reinterpret_cast<const char*>(&crc), 4);
   write_all(fd_, path_, rec.data(), rec.size());  // one write: a kill leaves a prefix of it at worst
-  if (sync) SPECDEC_CHECK(::fdatasync(fd_) == 0, "results journal '", path_, "': fdatasync failed: ", std::strerror(errno));
+  if (sync)
+    SPECDEC_CHECK(::fdatasync(fd_) == 0, "results journal '", path_, "': fdatasync failed: ", std::strerror(errno));
 }
 
 }  // namespace specdec::results::journal

@@ -31,10 +31,10 @@ struct Request {
 struct Contents {
   bool has_info = false;
   FileInfo info;
-  std::vector<RunInfo> runs;          // in declaration order
-  std::vector<Request> requests;      // in commit order
-  uint64_t valid_bytes = 0;           // length of the intact prefix
-  uint64_t file_bytes = 0;            // length of the file (> valid_bytes: a torn tail)
+  std::vector<RunInfo> runs;      // in declaration order
+  std::vector<Request> requests;  // in commit order
+  uint64_t valid_bytes = 0;       // length of the intact prefix
+  uint64_t file_bytes = 0;        // length of the file (> valid_bytes: a torn tail)
 };
 
 // Reads every intact record; stops at the first torn or corrupt one (a kill mid-append). Throws only when

@@ -96,14 +96,13 @@ std::string first_difference(const std::string& a, const std::string& b) {
 }
 
 void check_run_name(const std::string& path, const std::string& name) {
-  SPECDEC_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..",
-                "results log '", path, "': run name '", name, "' must be non-empty and contain no '/'");
+  SPECDEC_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != "..", "results log '",
+                path, "': run name '", name, "' must be non-empty and contain no '/'");
 }
 
 // True when every run and request of the file is in the journal with the same rows (the file may lack
 // requests at the end: a kill between the two writes); else false, with the first difference in `why`.
-bool file_agrees_with_journal(const std::vector<RunData>& file, const std::vector<RunData>& journal,
-                              std::string& why) {
+bool file_agrees_with_journal(const std::vector<RunData>& file, const std::vector<RunData>& journal, std::string& why) {
   for (const RunData& f : file) {
     const RunData* j = nullptr;
     for (const auto& r : journal)
@@ -219,8 +218,7 @@ class Hdf5ResultsLog final : public ResultsLog {
     std::set<std::string> seen;
     for (const auto& run : runs) {
       check_run_name(path_, run.name);
-      SPECDEC_CHECK(seen.insert(run.name).second, "results log '", path_, "': run '", run.name,
-                    "' is declared twice");
+      SPECDEC_CHECK(seen.insert(run.name).second, "results log '", path_, "': run '", run.name, "' is declared twice");
       auto it = runs_.find(run.name);
       if (it == runs_.end()) {
         missing.push_back(&run);
@@ -234,8 +232,8 @@ class Hdf5ResultsLog final : public ResultsLog {
                       ", this run has ", key, "='", value, "'");
       }
       for (const auto& [key, value] : have)
-        SPECDEC_CHECK(run.attrs.count(key), "results log '", path_, "': run '", run.name, "' exists with ", key,
-                      "='", value, "', this run does not set ", key);
+        SPECDEC_CHECK(run.attrs.count(key), "results log '", path_, "': run '", run.name, "' exists with ", key, "='",
+                      value, "', this run does not set ", key);
     }
     if (missing.empty()) return;
     if (journal_)
@@ -254,8 +252,8 @@ class Hdf5ResultsLog final : public ResultsLog {
     SPECDEC_CHECK(rec.result, "results log '", path_, "': request ", rec.request_id, " of run '", run,
                   "' has no DecodeResult");
     SPECDEC_CHECK(rec.request_id >= 0, "results log '", path_, "': request_id must be >= 0, got ", rec.request_id);
-    SPECDEC_CHECK(!it->second.finished.count(rec.request_id), "results log '", path_, "': request ",
-                  rec.request_id, " of run '", run, "' is already recorded");
+    SPECDEC_CHECK(!it->second.finished.count(rec.request_id), "results log '", path_, "': request ", rec.request_id,
+                  " of run '", run, "' is already recorded");
     const DecodeResult& res = *rec.result;
 
     RequestRow row;
@@ -345,8 +343,8 @@ class Hdf5ResultsLog final : public ResultsLog {
     leave_swmr();
     std::vector<OutputRow> out;
     std::vector<TokenId> tokens;
-    const auto base =
-        static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens)));
+    const auto base = static_cast<int64_t>(
+        h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens)));
     for (const auto& r : requests) {
       auto it = outputs.find(r.request_id);
       const std::vector<TokenId> none;
@@ -402,10 +400,10 @@ class Hdf5ResultsLog final : public ResultsLog {
     const std::string& run = r.run;
     enter_swmr();
     broken_ = true;  // until the requests row is flushed: a failure in between leaves a partial request
-    const std::vector<OutputRow> output{
-        {r.row.request_id,
-         static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens), h5::table_path(run, h5::kOutputTokens))),
-         static_cast<int32_t>(r.tokens.size())}};
+    const std::vector<OutputRow> output{{r.row.request_id,
+                                         static_cast<int64_t>(h5::table_size(path_, table(run, h5::kOutputTokens),
+                                                                             h5::table_path(run, h5::kOutputTokens))),
+                                         static_cast<int32_t>(r.tokens.size())}};
     append_to(run, r.drafts);
     append_to(run, r.steps);
     append_to(run, output);
@@ -426,8 +424,8 @@ class Hdf5ResultsLog final : public ResultsLog {
   void lock() {
     const std::string lpath = path_ + ".lock";
     lock_fd_ = ::open(lpath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    SPECDEC_CHECK(lock_fd_ >= 0, "results log '", path_, "': cannot create its lock file '", lpath, "': ",
-                  std::strerror(errno));
+    SPECDEC_CHECK(lock_fd_ >= 0, "results log '", path_, "': cannot create its lock file '", lpath,
+                  "': ", std::strerror(errno));
     if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
       ::close(lock_fd_);
       lock_fd_ = -1;
@@ -452,8 +450,8 @@ class Hdf5ResultsLog final : public ResultsLog {
     const std::string partial = partial_path();
     std::error_code ec;
     std::filesystem::remove(partial, ec);  // left by a writer killed while creating
-    file_ = Hid(SPECDEC_H5(H5Fcreate(partial.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl), path_,
-                           "cannot create '", partial, "' (does its folder exist and is it writable?)"),
+    file_ = Hid(SPECDEC_H5(H5Fcreate(partial.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl), path_, "cannot create '",
+                           partial, "' (does its folder exist and is it writable?)"),
                 H5Fclose);
     published_ = false;
     {
@@ -525,7 +523,9 @@ class Hdf5ResultsLog final : public ResultsLog {
     std::error_code ec;
     std::filesystem::rename(path_, aside, ec);
     SPECDEC_CHECK(!ec, "results log '", path_, "': cannot move the damaged file to '", aside, "': ", ec.message());
-    std::fprintf(stderr, "specdec: results log '%s' is damaged or disagrees with its journal (%s); kept as '%s', rebuilding it from '%s'\n",
+    std::fprintf(stderr,
+                 "specdec: results log '%s' is damaged or disagrees with its journal (%s); kept as '%s', rebuilding it "
+                 "from '%s'\n",
                  path_.c_str(), why.c_str(), aside.c_str(), journal::path_for(path_).c_str());
   }
 
@@ -536,8 +536,7 @@ class Hdf5ResultsLog final : public ResultsLog {
       for (const RunInfo& run : j.runs) create_run(run);
       flush();
       for (RunData& run : journal::to_runs(j))
-        if (!run.requests.empty())
-          write_bulk(run.info.name, run.requests, run.steps, run.draft_tokens, run.outputs);
+        if (!run.requests.empty()) write_bulk(run.info.name, run.requests, run.steps, run.draft_tokens, run.outputs);
       enter_swmr();  // closes the .partial file, renames it into place, reopens it for SWMR appends
     } catch (...) {
       abandon();
@@ -656,8 +655,8 @@ class Hdf5ResultsLog final : public ResultsLog {
 
   void publish_closed() {
     SPECDEC_CHECK(!std::filesystem::exists(path_), "results log '", path_,
-                  "' appeared while this process was creating it (another writer?); its work is in '",
-                  partial_path(), "'");
+                  "' appeared while this process was creating it (another writer?); its work is in '", partial_path(),
+                  "'");
     std::error_code ec;
     std::filesystem::rename(partial_path(), path_, ec);
     SPECDEC_CHECK(!ec, "results log '", path_, "': cannot rename '", partial_path(), "' to it: ", ec.message());
@@ -687,8 +686,7 @@ class Hdf5ResultsLog final : public ResultsLog {
     create_table<DraftTokenRow>(group, run.name, kChunkDraft);
     create_table<OutputRow>(group, run.name, kChunkOutputs);
     const int32_t fill_token = -1;
-    create_table(group, run.name, h5::kOutputTokens, H5T_STD_I32LE, H5T_NATIVE_INT32, &fill_token,
-                 kChunkOutputTokens);
+    create_table(group, run.name, h5::kOutputTokens, H5T_STD_I32LE, H5T_NATIVE_INT32, &fill_token, kChunkOutputTokens);
     order_.push_back(run.name);
     runs_[run.name].info = run;
   }
@@ -769,8 +767,9 @@ void merge(const std::vector<std::string>& inputs, const std::string& output) {
   std::map<std::string, Run> runs;
   for (const auto& input : inputs) {
     const FileInfo other = read_info(input);
-    SPECDEC_CHECK(other.config_text == info.config_text, "merge: '", input, "' was written with a different config than '",
-                  inputs[0], "' (", first_difference(info.config_text, other.config_text), ")");
+    SPECDEC_CHECK(other.config_text == info.config_text, "merge: '", input,
+                  "' was written with a different config than '", inputs[0], "' (",
+                  first_difference(info.config_text, other.config_text), ")");
     for (auto& data : read_all(input)) {
       auto [it, fresh] = runs.try_emplace(data.info.name);
       Run& run = it->second;

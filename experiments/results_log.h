@@ -1,5 +1,5 @@
-// The HDF5 results log (schema version 2, docs/hdf5-schema.md; version 1 logs are read too): the runner writes it, `specdec report`,
-// the notebooks and `specdec merge` read it. Every finished request is appended and flushed, so a run
+// The HDF5 results log (schema version 2, docs/hdf5-schema.md; version 1 logs are read too): the runner writes it,
+// `specdec report`, the notebooks and `specdec merge` read it. Every finished request is appended and flushed, so a run
 // killed at any moment keeps every finished request; reopening for --resume drops the rows of an
 // unfinished request and reports which requests are done.
 #pragma once
@@ -15,7 +15,7 @@
 
 namespace specdec::results {
 
-inline constexpr int kSchemaVersion = 2;     // what this build writes
+inline constexpr int kSchemaVersion = 2;        // what this build writes
 inline constexpr int kOldestSchemaVersion = 1;  // the oldest it reads (merge upgrades a file to kSchemaVersion)
 // Fixed-length string fields of the requests table (bytes, null-terminated, so one less is usable).
 inline constexpr int kPromptIdBytes = 64;
@@ -57,16 +57,16 @@ struct RunInfo {
 
 // One finished request of one run.
 struct RequestRecord {
-  int64_t request_id = 0;       // unique within the run; the same id in every run for the same prompt+repeat
-  std::string prompt_id;        // e.g. "spec_bench:81"
-  std::string category;         // e.g. "summarization"
+  int64_t request_id = 0;  // unique within the run; the same id in every run for the same prompt+repeat
+  std::string prompt_id;   // e.g. "spec_bench:81"
+  std::string category;    // e.g. "summarization"
   int32_t repeat = 0;
   int32_t prompt_tokens = 0;
   double wall_time_s = 0, prefill_s = 0, decode_s = 0;
-  bool stopped = false;         // ended on an end-of-generation token
+  bool stopped = false;                  // ended on an end-of-generation token
   const DecodeResult* result = nullptr;  // tokens + steps (+ per-node draft records)
-  int32_t batch_size = 1;       // sequences decoded together with this one (the steps table's batch_size)
-  TimingContext timing;         // when / where it was timed
+  int32_t batch_size = 1;                // sequences decoded together with this one (the steps table's batch_size)
+  TimingContext timing;                  // when / where it was timed
 };
 
 class ResultsLog {

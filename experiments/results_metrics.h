@@ -17,7 +17,6 @@ namespace specdec::results {
 // A request row is `loaded` when its load_avg exceeds kLoadedFactor x host_cores (docs/metrics.md).
 inline constexpr double kLoadedFactor = 1.25;
 
-
 // SpecStats over a run's steps (only the requests of `category` when given). Whether a step tried the
 // position below its accepted path comes from its draft_tokens rows (a step without any: a chain).
 SpecStats run_stats(const RunData& run, const std::string* category = nullptr);
@@ -27,8 +26,8 @@ struct SpeedupPair {
   int64_t request_id = 0;
   std::string prompt_id;
   int32_t repeat = 0;
-  double ar_s_per_token = 0, run_s_per_token = 0;          // decode_s / new_tokens
-  double ar_e2e_per_token = 0, run_e2e_per_token = 0;      // wall_time_s / new_tokens (prefill included)
+  double ar_s_per_token = 0, run_s_per_token = 0;      // decode_s / new_tokens
+  double ar_e2e_per_token = 0, run_e2e_per_token = 0;  // wall_time_s / new_tokens (prefill included)
   bool loaded = false;  // either side was timed while the load average exceeded the host's cores
   double ratio() const { return ar_s_per_token / run_s_per_token; }
 };
@@ -42,12 +41,12 @@ inline constexpr double kOutlierZ = 3.5;
 
 struct Speedup {
   std::vector<SpeedupPair> pairs;
-  int64_t n_cross_invocation = 0;  // requests left out: the baseline's row was timed by another invocation
-  int64_t n_unpaired = 0;          // requests of the run without a baseline row
-  int64_t n_no_tokens = 0;         // left out: a side emitted no token
-  double point = kNaN;     // sum_i ar_s_per_token_i / sum_i run_s_per_token_i
-  double e2e = kNaN;       // the same with wall_time_s (prefill included): speedup_e2e
-  double median = kNaN;    // median of the per-request ratios
+  int64_t n_cross_invocation = 0;        // requests left out: the baseline's row was timed by another invocation
+  int64_t n_unpaired = 0;                // requests of the run without a baseline row
+  int64_t n_no_tokens = 0;               // left out: a side emitted no token
+  double point = kNaN;                   // sum_i ar_s_per_token_i / sum_i run_s_per_token_i
+  double e2e = kNaN;                     // the same with wall_time_s (prefill included): speedup_e2e
+  double median = kNaN;                  // median of the per-request ratios
   std::map<int32_t, double> per_repeat;  // repeat -> point over that repeat's pairs
   std::vector<int64_t> outliers;         // request ids (outlier rule above)
   int64_t n_loaded = 0;                  // pairs timed under a load average above the host's cores

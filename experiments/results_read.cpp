@@ -141,7 +141,8 @@ void compare_rows(Differ& d, const std::string& where, const char* table, const 
     d.fail(where + ": " + std::to_string(a.size()) + " vs " + std::to_string(b.size()) + " " + table + " rows");
     return;
   }
-  for (size_t i = 0; i < a.size() && d.ok(); ++i) compare(d, where + " " + table + " row " + std::to_string(i), a[i], b[i]);
+  for (size_t i = 0; i < a.size() && d.ok(); ++i)
+    compare(d, where + " " + table + " row " + std::to_string(i), a[i], b[i]);
 }
 
 void compare_run(Differ& d, const RunData& a, const RunData& b) {

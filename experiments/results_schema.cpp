@@ -8,12 +8,18 @@ namespace {
 
 template <class T>
 const char* type_name() {
-  if constexpr (std::is_same_v<T, std::string>) return "string";
-  else if constexpr (std::is_same_v<T, bool>) return "int8";
-  else if constexpr (std::is_same_v<T, int32_t>) return "int32";
-  else if constexpr (std::is_same_v<T, int64_t>) return "int64";
-  else if constexpr (std::is_same_v<T, float>) return "float32";
-  else return "float64";
+  if constexpr (std::is_same_v<T, std::string>)
+    return "string";
+  else if constexpr (std::is_same_v<T, bool>)
+    return "int8";
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return "int32";
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return "int64";
+  else if constexpr (std::is_same_v<T, float>)
+    return "float32";
+  else
+    return "float64";
 }
 
 template <class Row>
@@ -21,8 +27,12 @@ nlohmann::ordered_json table() {
   nlohmann::ordered_json cols = nlohmann::ordered_json::array();
   schema::for_each_field<Row>([&](const auto& f) {
     using T = typename std::decay_t<decltype(f)>::value_type;
-    cols.push_back({{"name", f.name}, {"type", type_name<T>()}, {"bytes", f.bytes}, {"since", f.since},
-                    {"timing", f.timing}, {"doc", f.doc}});
+    cols.push_back({{"name", f.name},
+                    {"type", type_name<T>()},
+                    {"bytes", f.bytes},
+                    {"since", f.since},
+                    {"timing", f.timing},
+                    {"doc", f.doc}});
   });
   return cols;
 }

@@ -45,7 +45,9 @@ template <class Row, class T>
 constexpr Field<Row, T> field(const char* name, T Row::*member, int since, bool timing, const char* doc,
                               int string_bytes = 0) {
   static_assert(std::is_same_v<T, std::string> || std::is_arithmetic_v<T>);
-  const int bytes = std::is_same_v<T, std::string> ? string_bytes : std::is_same_v<T, bool> ? 1 : static_cast<int>(sizeof(T));
+  const int bytes = std::is_same_v<T, std::string> ? string_bytes
+                    : std::is_same_v<T, bool>      ? 1
+                                                   : static_cast<int>(sizeof(T));
   return {name, member, since, timing, doc, bytes};
 }
 
@@ -77,8 +79,7 @@ struct Table<RequestRow> {
       field("load_avg", &RequestRow::load_avg, 2, true,
             "the machine's 1-minute load average when the request finished (-1: unknown)"),
       field("threads", &RequestRow::threads, 2, true, "CPU threads the decode used (OpenMP)"),
-      field("device", &RequestRow::device, 2, true, "where the target ran: cpu, or the GPU's name",
-            kDeviceBytes),
+      field("device", &RequestRow::device, 2, true, "where the target ran: cpu, or the GPU's name", kDeviceBytes),
       field("logged_at", &RequestRow::logged_at, 2, true,
             "when it was timed: UTC seconds since the epoch when the request finished (0: unknown)"));
 };
@@ -115,24 +116,27 @@ struct Table<DraftTokenRow> {
       field("p_target", &DraftTokenRow::p_target, 1, false,
             "target probability of the token at its parent (after sampling filters; float32 in schema 1)"),
       field("q_draft", &DraftTokenRow::q_draft, 1, false, "draft probability of the token (float32 in schema 1)"),
-      field("u", &DraftTokenRow::u, 1, false, "the uniform draw of the rule's test (-1: no draw; 53 bits since schema 2)"),
+      field("u", &DraftTokenRow::u, 1, false,
+            "the uniform draw of the rule's test (-1: no draw; 53 bits since schema 2)"),
       field("visited", &DraftTokenRow::visited, 1, false, "the rule examined this node"),
       field("accepted", &DraftTokenRow::accepted, 1, false, "on the accepted path"),
       field("p_test", &DraftTokenRow::p_test, 2, false,
             "the target-side value the rule tested: greedy 1/0 (argmax or not), speculative the residual r(token), "
             "typical p_target"),
-      field("threshold", &DraftTokenRow::threshold, 2, false, "typical: min(epsilon, delta * exp(-H(p))); -1 otherwise"),
+      field("threshold", &DraftTokenRow::threshold, 2, false,
+            "typical: min(epsilon, delta * exp(-H(p))); -1 otherwise"),
       field("passed", &DraftTokenRow::passed, 2, false,
-            "the test's verdict: greedy p_test == 1, speculative u < min(1, p_test / q_draft), typical p_test > threshold"));
+            "the test's verdict: greedy p_test == 1, speculative u < min(1, p_test / q_draft), typical p_test > "
+            "threshold"));
 };
 
 template <>
 struct Table<OutputRow> {
   static constexpr const char* name = "outputs";
-  static constexpr auto fields = std::make_tuple(
-      field("request_id", &OutputRow::request_id, 1, false, "the request"),
-      field("offset", &OutputRow::offset, 1, false, "first index of its tokens in output_tokens"),
-      field("length", &OutputRow::length, 1, false, "number of tokens"));
+  static constexpr auto fields =
+      std::make_tuple(field("request_id", &OutputRow::request_id, 1, false, "the request"),
+                      field("offset", &OutputRow::offset, 1, false, "first index of its tokens in output_tokens"),
+                      field("length", &OutputRow::length, 1, false, "number of tokens"));
 };
 
 // Calls fn(field) for each column of Row, in order.

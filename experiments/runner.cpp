@@ -95,8 +95,7 @@ std::string find_model_file(const std::string& path, const fs::path& config_dir,
 }
 
 results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const std::vector<RunSpec>& grid, bool chat,
-                          bool lossless,
-                          uint64_t verify_stream) {
+                          bool lossless, uint64_t verify_stream) {
   results::RunInfo info{r.name, {}};
   auto& a = info.attrs;
   const DrafterConfig* dc = r.drafter >= 0 ? &cfg.drafter_configs[r.drafter] : nullptr;
@@ -178,7 +177,8 @@ void print_summary(const std::vector<RunSpec>& grid, const std::string& path) {
         notes.push_back(r.name + ": " + std::to_string(sp.n_cross_invocation) +
                         " request(s) left out of the speedup: their AR baseline was timed by another invocation");
       if (!sp.outliers.empty())
-        notes.push_back(r.name + ": " + std::to_string(sp.outliers.size()) + " request(s) with an outlying speedup ratio");
+        notes.push_back(r.name + ": " + std::to_string(sp.outliers.size()) +
+                        " request(s) with an outlying speedup ratio");
       if (sp.n_loaded > 0)
         notes.push_back(r.name + ": " + std::to_string(sp.n_loaded) +
                         " request(s) timed while the load average exceeded 1.25 x the host's cores");
@@ -361,8 +361,7 @@ void Runner::load_target() {
   loaded_ = load_model(model_path_);
   target_ = make_model(loaded_, cfg_.device, "[target] device");
   drafter_models_ = model_factory(cfg_.device);
-  const std::string tok_path =
-      cfg_.tokenizer.empty() ? "" : find_model_file(cfg_.tokenizer, config_dir_, "tokenizer");
+  const std::string tok_path = cfg_.tokenizer.empty() ? "" : find_model_file(cfg_.tokenizer, config_dir_, "tokenizer");
   tok_ = load_tokenizer(*loaded_, tok_path);
   chat_ = cfg_.chat.value_or(tok_->chat_template() != ChatTemplateKind::kPlain);
   ctx_ = target_->config().max_seq_len;
@@ -372,9 +371,16 @@ void Runner::load_target() {
 void Runner::check_drafters() {
   const std::vector<TokenId> no_reference;
   for (size_t d = 0; d < cfg_.drafter_configs.size(); ++d) {
-    DrafterEnv env{.target = target_.get(), .tokenizer = tok_.get(), .sampling = {}, .seed = 0, .request = 0,
-                   .reference = &no_reference, .max_context = std::min(ctx_, 64), .make_model = drafter_models_,
-                   .shared = &drafter_shared_, .target_path = model_path_};
+    DrafterEnv env{.target = target_.get(),
+                   .tokenizer = tok_.get(),
+                   .sampling = {},
+                   .seed = 0,
+                   .request = 0,
+                   .reference = &no_reference,
+                   .max_context = std::min(ctx_, 64),
+                   .make_model = drafter_models_,
+                   .shared = &drafter_shared_,
+                   .target_path = model_path_};
     make_drafter(cfg_.drafter_configs[d], *infos_[d], env);
   }
 }
@@ -464,10 +470,11 @@ void Runner::plan_shard() {
 void Runner::print_header() const {
   std::printf("specdec run %s: %zu prompts%s x %d repeat(s) x %zu runs = %lld (run, request) pairs%s\n",
               cfg_.name.c_str(), prepared_.size(),
-              opts_.shard_count > 1 ? (" (shard " + std::to_string(opts_.shard_index) + "/" +
-                                       std::to_string(opts_.shard_count) + ": " +
-                                       std::to_string(shard_prompts_.size()) + ")").c_str()
-                                    : "",
+              opts_.shard_count > 1
+                  ? (" (shard " + std::to_string(opts_.shard_index) + "/" + std::to_string(opts_.shard_count) + ": " +
+                     std::to_string(shard_prompts_.size()) + ")")
+                        .c_str()
+                  : "",
               cfg_.repeats, grid_.size(), static_cast<long long>(total_),
               already_ ? (", " + std::to_string(already_) + " already done").c_str() : "");
   std::printf("target %s (%s) on %s, chat template %s; log %s\n", model_path_.c_str(),
@@ -500,11 +507,16 @@ void Runner::run_group(size_t b, Request& q) {
   const DecodeResult ar = baseline_tokens(b, q, need_reference);
   for (size_t r : pending) {
     const RunSpec& run = grid_[r];
-    const DrafterEnv env{.target = target_.get(), .tokenizer = tok_.get(),
-                         .sampling = {run.temperature, cfg_.top_k, cfg_.top_p}, .seed = run.seed,
-                         .request = static_cast<uint64_t>(q.id), .reference = &ar.tokens,
+    const DrafterEnv env{.target = target_.get(),
+                         .tokenizer = tok_.get(),
+                         .sampling = {run.temperature, cfg_.top_k, cfg_.top_p},
+                         .seed = run.seed,
+                         .request = static_cast<uint64_t>(q.id),
+                         .reference = &ar.tokens,
                          .max_context = static_cast<int>(q.prompt.pp.ids.size()) + cfg_.max_new_tokens + run.k + 1,
-                         .make_model = drafter_models_, .shared = &drafter_shared_, .target_path = model_path_};
+                         .make_model = drafter_models_,
+                         .shared = &drafter_shared_,
+                         .target_path = model_path_};
     auto drafter = make_drafter(cfg_.drafter_configs[run.drafter], *infos_[run.drafter], env);
     const DecodeResult res = decode(run, drafter.get(), q);
     log_result(r, res, q);

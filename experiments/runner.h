@@ -14,11 +14,11 @@
 namespace specdec::experiments {
 
 struct RunnerOptions {
-  std::string out;                  // the log; empty = cfg.out_path()
-  bool resume = false;              // continue `out`, skipping finished (run, request) pairs
+  std::string out;                       // the log; empty = cfg.out_path()
+  bool resume = false;                   // continue `out`, skipping finished (run, request) pairs
   int shard_index = 0, shard_count = 1;  // run the prompts whose index % shard_count == shard_index
-  bool quiet = false;               // no progress display
-  std::string version = "unknown";  // specdec_version attribute (git sha)
+  bool quiet = false;                    // no progress display
+  std::string version = "unknown";       // specdec_version attribute (git sha)
 };
 
 // "i/n" -> {i, n}, 0 <= i < n. Throws a one-line error naming the text otherwise.
@@ -26,13 +26,13 @@ std::pair<int, int> parse_shard(const std::string& text);
 
 // One configuration of the sweep: /runs/<name> in the log.
 struct RunSpec {
-  std::string name;       // "ar_t0", "ngram_k4_t0.7"; "..._s<seed>" appended when the config has several seeds
-  int drafter = -1;       // index into cfg.drafter_configs; -1 = the AR baseline
-  int k = 0;              // draft tokens per step (0 for AR)
+  std::string name;  // "ar_t0", "ngram_k4_t0.7"; "..._s<seed>" appended when the config has several seeds
+  int drafter = -1;  // index into cfg.drafter_configs; -1 = the AR baseline
+  int k = 0;         // draft tokens per step (0 for AR)
   float temperature = 0.f;
   uint64_t seed = 0;
-  std::string rule;       // greedy | speculative | typical
-  int baseline = 0;       // index (in the grid) of the AR run with this temperature and seed
+  std::string rule;  // greedy | speculative | typical
+  int baseline = 0;  // index (in the grid) of the AR run with this temperature and seed
 };
 
 // The runs in execution order: for each temperature, for each seed: the AR baseline, then every drafter

@@ -147,8 +147,10 @@ class GreedyRule final : public AcceptanceRule {
   std::string name() const override { return "greedy"; }
   bool lossless() const override { return true; }
   void check(const SamplingParams& sampling) const override {
-    SPECDEC_CHECK(sampling.greedy(), "rule = greedy decodes at temperature 0 only (it keeps the target's argmax), "
-                  "got temperature ", sampling.temperature, "; use rule = speculative for sampling");
+    SPECDEC_CHECK(sampling.greedy(),
+                  "rule = greedy decodes at temperature 0 only (it keeps the target's argmax), "
+                  "got temperature ",
+                  sampling.temperature, "; use rule = speculative for sampling");
   }
   VerifyOutcome verify(const VerifyInput& in) const override {
     check_input(in);
@@ -239,18 +241,25 @@ std::vector<std::string> RuleRegistry::names() const { return order_; }
 const RuleRegistry& rule_registry() {
   static const RuleRegistry registry = [] {
     RuleRegistry r;
-    r.add({"greedy", "exact match with the target's argmax; temperature 0 only; lossless", true, {},
+    r.add({"greedy",
+           "exact match with the target's argmax; temperature 0 only; lossless",
+           true,
+           {},
            [](const DrafterOptions& o) {
              o.check_all_used();
              return make_greedy_rule();
            }});
     r.add({"speculative",
            "rejection sampling with the drafter's q, recursive over tree siblings; lossless at any temperature",
-           true, {}, [](const DrafterOptions& o) {
+           true,
+           {},
+           [](const DrafterOptions& o) {
              o.check_all_used();
              return make_speculative_rule();
            }});
-    r.add({"typical", "Medusa's typical acceptance: p(x) > min(epsilon, delta * exp(-H(p)))", false,
+    r.add({"typical",
+           "Medusa's typical acceptance: p(x) > min(epsilon, delta * exp(-H(p)))",
+           false,
            {{"epsilon", "hard threshold (Medusa's posterior_threshold), default 0.09"},
             {"delta", "entropy-scaled threshold factor (Medusa's posterior_alpha), default 0.3"}},
            [](const DrafterOptions& o) {

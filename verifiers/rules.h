@@ -1,6 +1,6 @@
-// The acceptance rules of specdec, by name (a registry like drafters'): greedy (exact match, lossless at temperature 0),
-// speculative (rejection sampling with the drafter's q, recursive over tree siblings; lossless at any
-// temperature), typical (Medusa's typical acceptance; lossy, and reported as such).
+// The acceptance rules of specdec, by name (a registry like drafters'): greedy (exact match, lossless at temperature
+// 0), speculative (rejection sampling with the drafter's q, recursive over tree siblings; lossless at any temperature),
+// typical (Medusa's typical acceptance; lossy, and reported as such).
 #pragma once
 
 #include <memory>
@@ -41,7 +41,7 @@ class RuleRegistry {
   void add(RuleInfo info);                             // a duplicate name is an error
   const RuleInfo& get(const std::string& name) const;  // an unknown name: error listing the known ones
   bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
-  std::vector<const RuleInfo*> list() const;           // in registration order
+  std::vector<const RuleInfo*> list() const;  // in registration order
   std::vector<std::string> names() const;
 
  private:

@@ -32,8 +32,8 @@ struct WalkTest {
 
 template <class Real>
 struct WalkResult {
-  std::vector<int> path;  // accepted nodes, root excluded
-  int next = -1;          // emitted token
+  std::vector<int> path;               // accepted nodes, root excluded
+  int next = -1;                       // emitted token
   std::vector<WalkTest<Real>> tested;  // every test, in the order made
 };
 

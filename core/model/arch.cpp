@@ -79,11 +79,16 @@ bool role_present(const LayerRoleInfo& r, const ModelConfig& c) { return r.kind 
 
 int64_t extent(Extent e, const ModelConfig& c) {
   switch (e) {
-    case Extent::One: return 1;
-    case Extent::H: return c.dim;
-    case Extent::F: return c.hidden_dim;
-    case Extent::Q: return c.q_dim();
-    case Extent::KV: return c.kv_dim();
+    case Extent::One:
+      return 1;
+    case Extent::H:
+      return c.dim;
+    case Extent::F:
+      return c.hidden_dim;
+    case Extent::Q:
+      return c.q_dim();
+    case Extent::KV:
+      return c.kv_dim();
   }
   return 0;
 }
@@ -96,9 +101,8 @@ int rope_heads(RopeHeads h, const ModelConfig& c) {
 
 namespace specdec {
 
-void load_layers(const ModelConfig& c, LlamaWeights& w, const std::string& prefix,
-                 const char* LayerRoleInfo::*name, bool rotate_half,
-                 const std::function<WeightTensor(const LayerRoleInfo&, const std::string&)>& load) {
+void load_layers(const ModelConfig& c, LlamaWeights& w, const std::string& prefix, const char* LayerRoleInfo::*name,
+                 bool rotate_half, const std::function<WeightTensor(const LayerRoleInfo&, const std::string&)>& load) {
   w.layers.resize(static_cast<size_t>(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string b = prefix + std::to_string(l) + ".";
@@ -130,8 +134,8 @@ WeightTensor vector_to_f32(WeightTensor w, std::vector<std::any>& storage) {
 
 WeightTensor rope_rows_to_interleaved(WeightTensor w, int n_heads, int head_dim, std::vector<std::any>& storage) {
   const bool vec = w.rows == 1;
-  SPECDEC_CHECK((vec ? w.cols : w.rows) == static_cast<int64_t>(n_heads) * head_dim, w.name, ": expected ",
-                n_heads, " heads of ", head_dim, " rows to permute, got ", w.rows, " x ", w.cols);
+  SPECDEC_CHECK((vec ? w.cols : w.rows) == static_cast<int64_t>(n_heads) * head_dim, w.name, ": expected ", n_heads,
+                " heads of ", head_dim, " rows to permute, got ", w.rows, " x ", w.cols);
   const size_t unit = vec ? cpu::row_bytes(w.dtype, 1) : cpu::row_bytes(w.dtype, w.cols);
   auto buf = std::make_shared<std::vector<float>>((w.nbytes() + 3) / 4);
   permute_rope_rows_hf_to_interleaved(buf->data(), w.data, n_heads, head_dim, unit);

@@ -33,7 +33,7 @@ struct LayerRoleInfo {
   const char* hf;       // after "model.layers.N."
   const char* llama2c;  // the llama2.c export's name (tensor names in messages only)
   RoleKind kind;
-  Extent rows, cols;    // (rows, cols) as WeightTensor; vectors are (1, cols)
+  Extent rows, cols;  // (rows, cols) as WeightTensor; vectors are (1, cols)
   RopeHeads rope;
 };
 
@@ -60,11 +60,11 @@ struct Architecture {
 std::span<const LayerRoleInfo> layer_roles();
 const LayerRoleInfo& layer_role(LayerRole r);
 std::span<const Architecture> architectures();
-const Architecture* find_architecture(std::string_view name);             // by ModelConfig::arch / GGUF
-const Architecture* find_hf_architecture(std::string_view hf_class);      // by config.json architectures
+const Architecture* find_architecture(std::string_view name);         // by ModelConfig::arch / GGUF
+const Architecture* find_hf_architecture(std::string_view hf_class);  // by config.json architectures
 const Architecture* find_hf_model_type(std::string_view model_type);
-const Architecture& architecture_of(const ModelConfig& c);                // throws for an unknown arch
-std::string architecture_list(const char* Architecture::*field);        // "llama or qwen2", for messages
+const Architecture& architecture_of(const ModelConfig& c);        // throws for an unknown arch
+std::string architecture_list(const char* Architecture::*field);  // "llama or qwen2", for messages
 
 // Whether the role exists in models of this config (biases only where the architecture has them).
 bool role_present(const LayerRoleInfo& r, const ModelConfig& c);
@@ -76,9 +76,8 @@ int rope_heads(RopeHeads h, const ModelConfig& c);  // 0 for None
 // Every layer's tensors of the roles present in c, named prefix + layer + "." + role.*name ("blk.", &gguf;
 // "model.layers.", &hf). load(role, name) returns the tensor as the format stores it, vectors as f32; q/k
 // rows and biases are then permuted to interleaved pairs when rotate_half (HF order in the file).
-void load_layers(const ModelConfig& c, LlamaWeights& w, const std::string& prefix,
-                 const char* LayerRoleInfo::*name, bool rotate_half,
-                 const std::function<WeightTensor(const LayerRoleInfo&, const std::string&)>& load);
+void load_layers(const ModelConfig& c, LlamaWeights& w, const std::string& prefix, const char* LayerRoleInfo::*name,
+                 bool rotate_half, const std::function<WeightTensor(const LayerRoleInfo&, const std::string&)>& load);
 // A (1, n) f16 or bf16 vector converted to f32 in a buffer kept in storage (norms and biases are f32 for
 // every kernel). Returns w unchanged when it is f32 already.
 WeightTensor vector_to_f32(WeightTensor w, std::vector<std::any>& storage);

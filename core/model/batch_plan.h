@@ -15,10 +15,10 @@ namespace specdec {
 
 // B sequences laid out as R = sum(T_b) token rows: sequence b owns rows [row0[b], row0[b + 1]).
 struct BatchPlan {
-  int B = 0;      // sequences
-  int R = 0;      // token rows of the whole batch
-  int L = 0;      // layers this forward runs (early exit: fewer than the caches')
-  int max_T = 0;  // the longest block
+  int B = 0;                 // sequences
+  int R = 0;                 // token rows of the whole batch
+  int L = 0;                 // layers this forward runs (early exit: fewer than the caches')
+  int max_T = 0;             // the longest block
   std::vector<int> row0;     // (B + 1) first row of each sequence; row0[B] = R
   std::vector<int> n_past;   // (B) cached slots before this block (the cache's size())
   std::vector<int32_t> pos;  // (R) RoPE position of each row: the request's, or n_past + t (a chain)

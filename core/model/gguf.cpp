@@ -1,6 +1,6 @@
-// GGUF reader (v2/v3) over a memory map, and the GGUF loader for every architecture of core/model/arch.h: views tensors in place.
-// Every byte comes through Cursor, which checks the mapping's bounds; every count or length the file
-// states is checked against the bytes left before it sizes an allocation.
+// GGUF reader (v2/v3) over a memory map, and the GGUF loader for every architecture of core/model/arch.h: views tensors
+// in place. Every byte comes through Cursor, which checks the mapping's bounds; every count or length the file states
+// is checked against the bytes left before it sizes an allocation.
 #include "core/model/gguf.h"
 
 #include <algorithm>
@@ -15,8 +15,8 @@ namespace specdec {
 
 namespace {
 
-constexpr int kMaxArrayDepth = 16;  // nested metadata arrays: deeper is corrupt (and would recurse deeply)
-constexpr int kMaxDims = 4;         // GGML_MAX_DIMS
+constexpr int kMaxArrayDepth = 16;          // nested metadata arrays: deeper is corrupt (and would recurse deeply)
+constexpr int kMaxDims = 4;                 // GGML_MAX_DIMS
 constexpr uint64_t kMaxNameLength = 65536;  // metadata keys and tensor names (ggml's names are <= 64 bytes)
 // Array elements in all the metadata of one file. Each costs a GgufValue (40 bytes) in memory, so this
 // bounds what a file full of tiny elements can make us allocate (~340 MB). Real files hold ~1-2 M (a
@@ -32,14 +32,14 @@ struct GgmlTypeInfo {
   uint32_t block_bytes;
 };
 constexpr GgmlTypeInfo kGgmlTypes[] = {
-    {0, "f32", 1, 4},          {1, "f16", 1, 2},          {2, "q4_0", 32, 18},      {3, "q4_1", 32, 20},
-    {6, "q5_0", 32, 22},       {7, "q5_1", 32, 24},       {8, "q8_0", 32, 34},      {9, "q8_1", 32, 40},
-    {10, "q2_k", 256, 84},     {11, "q3_k", 256, 110},    {12, "q4_k", 256, 144},   {13, "q5_k", 256, 176},
-    {14, "q6_k", 256, 210},    {15, "q8_k", 256, 292},    {16, "iq2_xxs", 256, 66}, {17, "iq2_xs", 256, 74},
-    {18, "iq3_xxs", 256, 98},  {19, "iq1_s", 256, 50},    {20, "iq4_nl", 32, 18},   {21, "iq3_s", 256, 110},
-    {22, "iq2_s", 256, 82},    {23, "iq4_xs", 256, 136},  {24, "i8", 1, 1},         {25, "i16", 1, 2},
-    {26, "i32", 1, 4},         {27, "i64", 1, 8},         {28, "f64", 1, 8},        {29, "iq1_m", 256, 56},
-    {30, "bf16", 1, 2},        {34, "tq1_0", 256, 54},    {35, "tq2_0", 256, 66},   {39, "mxfp4", 32, 17},
+    {0, "f32", 1, 4},         {1, "f16", 1, 2},         {2, "q4_0", 32, 18},      {3, "q4_1", 32, 20},
+    {6, "q5_0", 32, 22},      {7, "q5_1", 32, 24},      {8, "q8_0", 32, 34},      {9, "q8_1", 32, 40},
+    {10, "q2_k", 256, 84},    {11, "q3_k", 256, 110},   {12, "q4_k", 256, 144},   {13, "q5_k", 256, 176},
+    {14, "q6_k", 256, 210},   {15, "q8_k", 256, 292},   {16, "iq2_xxs", 256, 66}, {17, "iq2_xs", 256, 74},
+    {18, "iq3_xxs", 256, 98}, {19, "iq1_s", 256, 50},   {20, "iq4_nl", 32, 18},   {21, "iq3_s", 256, 110},
+    {22, "iq2_s", 256, 82},   {23, "iq4_xs", 256, 136}, {24, "i8", 1, 1},         {25, "i16", 1, 2},
+    {26, "i32", 1, 4},        {27, "i64", 1, 8},        {28, "f64", 1, 8},        {29, "iq1_m", 256, 56},
+    {30, "bf16", 1, 2},       {34, "tq1_0", 256, 54},   {35, "tq2_0", 256, 66},   {39, "mxfp4", 32, 17},
 };
 
 const GgmlTypeInfo* ggml_type_info(uint32_t id) {
@@ -50,20 +50,41 @@ const GgmlTypeInfo* ggml_type_info(uint32_t id) {
 
 bool is_integer(GgufType t) {
   switch (t) {
-    case GgufType::U8: case GgufType::I8: case GgufType::U16: case GgufType::I16:
-    case GgufType::U32: case GgufType::I32: case GgufType::U64: case GgufType::I64: return true;
-    default: return false;
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::U16:
+    case GgufType::I16:
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::U64:
+    case GgufType::I64:
+      return true;
+    default:
+      return false;
   }
 }
 
 // Smallest encoding of one value of type t: bounds an array's element count by the bytes left.
 size_t min_encoded_size(GgufType t) {
   switch (t) {
-    case GgufType::U8: case GgufType::I8: case GgufType::Bool: return 1;
-    case GgufType::U16: case GgufType::I16: return 2;
-    case GgufType::U32: case GgufType::I32: case GgufType::F32: return 4;
-    case GgufType::U64: case GgufType::I64: case GgufType::F64: case GgufType::String: return 8;
-    case GgufType::Array: return 12;  // element type + count
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::Bool:
+      return 1;
+    case GgufType::U16:
+    case GgufType::I16:
+      return 2;
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::F32:
+      return 4;
+    case GgufType::U64:
+    case GgufType::I64:
+    case GgufType::F64:
+    case GgufType::String:
+      return 8;
+    case GgufType::Array:
+      return 12;  // element type + count
   }
   return 1;
 }
@@ -101,8 +122,8 @@ class Cursor {
       SPECDEC_FAIL(f_.path(), ": corrupt GGUF file: ", part_, " has a name of ", n, " bytes at offset ", pos_ - 8,
                    ", expected at most ", max_len);
     if (n > remaining())
-      SPECDEC_FAIL(f_.path(), ": truncated GGUF file: ", part_, " has a string of ", n, " bytes at offset ",
-                   pos_ - 8, " but only ", remaining(), " bytes follow");
+      SPECDEC_FAIL(f_.path(), ": truncated GGUF file: ", part_, " has a string of ", n, " bytes at offset ", pos_ - 8,
+                   " but only ", remaining(), " bytes follow");
     const uint8_t* p = take(static_cast<size_t>(n));
     return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
   }
@@ -123,18 +144,42 @@ GgufType read_type_id(Cursor& c, const std::string& path, const char* what) {
 GgufValue read_value(Cursor& c, GgufType t, const std::string& path, int depth) {
   GgufValue out;
   switch (t) {
-    case GgufType::U8: out.v.emplace<uint8_t>(c.read<uint8_t>()); break;
-    case GgufType::I8: out.v.emplace<int8_t>(c.read<int8_t>()); break;
-    case GgufType::U16: out.v.emplace<uint16_t>(c.read<uint16_t>()); break;
-    case GgufType::I16: out.v.emplace<int16_t>(c.read<int16_t>()); break;
-    case GgufType::U32: out.v.emplace<uint32_t>(c.read<uint32_t>()); break;
-    case GgufType::I32: out.v.emplace<int32_t>(c.read<int32_t>()); break;
-    case GgufType::F32: out.v.emplace<float>(c.read<float>()); break;
-    case GgufType::Bool: out.v.emplace<bool>(c.read<uint8_t>() != 0); break;
-    case GgufType::String: out.v.emplace<std::string>(c.read_string()); break;
-    case GgufType::U64: out.v.emplace<uint64_t>(c.read<uint64_t>()); break;
-    case GgufType::I64: out.v.emplace<int64_t>(c.read<int64_t>()); break;
-    case GgufType::F64: out.v.emplace<double>(c.read<double>()); break;
+    case GgufType::U8:
+      out.v.emplace<uint8_t>(c.read<uint8_t>());
+      break;
+    case GgufType::I8:
+      out.v.emplace<int8_t>(c.read<int8_t>());
+      break;
+    case GgufType::U16:
+      out.v.emplace<uint16_t>(c.read<uint16_t>());
+      break;
+    case GgufType::I16:
+      out.v.emplace<int16_t>(c.read<int16_t>());
+      break;
+    case GgufType::U32:
+      out.v.emplace<uint32_t>(c.read<uint32_t>());
+      break;
+    case GgufType::I32:
+      out.v.emplace<int32_t>(c.read<int32_t>());
+      break;
+    case GgufType::F32:
+      out.v.emplace<float>(c.read<float>());
+      break;
+    case GgufType::Bool:
+      out.v.emplace<bool>(c.read<uint8_t>() != 0);
+      break;
+    case GgufType::String:
+      out.v.emplace<std::string>(c.read_string());
+      break;
+    case GgufType::U64:
+      out.v.emplace<uint64_t>(c.read<uint64_t>());
+      break;
+    case GgufType::I64:
+      out.v.emplace<int64_t>(c.read<int64_t>());
+      break;
+    case GgufType::F64:
+      out.v.emplace<double>(c.read<double>());
+      break;
     case GgufType::Array: {
       SPECDEC_CHECK(depth < kMaxArrayDepth, path, ": ", c.part(), " nests arrays deeper than ", kMaxArrayDepth,
                     " levels (corrupt file?)");
@@ -146,8 +191,8 @@ GgufValue read_value(Cursor& c, GgufType t, const std::string& path, int depth) 
         SPECDEC_FAIL(path, ": truncated GGUF file: ", c.part(), " has an array of ", n, " ",
                      gguf_type_name(a.elem_type), " values at offset ", c.pos() - 12, " but only ", c.remaining(),
                      " bytes follow");
-      SPECDEC_CHECK(n <= c.elements_left, path, ": ", c.part(), " has an array of ", n,
-                    " values, over the limit of ", kMaxMetadataElements, " metadata array elements per file");
+      SPECDEC_CHECK(n <= c.elements_left, path, ": ", c.part(), " has an array of ", n, " values, over the limit of ",
+                    kMaxMetadataElements, " metadata array elements per file");
       c.elements_left -= n;
       a.items.reserve(static_cast<size_t>(n));
       for (uint64_t i = 0; i < n; ++i) a.items.push_back(read_value(c, a.elem_type, path, depth + 1));
@@ -177,19 +222,32 @@ std::string printable(const uint8_t* p, size_t n) {
 
 std::string_view gguf_type_name(GgufType t) {
   switch (t) {
-    case GgufType::U8: return "uint8";
-    case GgufType::I8: return "int8";
-    case GgufType::U16: return "uint16";
-    case GgufType::I16: return "int16";
-    case GgufType::U32: return "uint32";
-    case GgufType::I32: return "int32";
-    case GgufType::F32: return "float32";
-    case GgufType::Bool: return "bool";
-    case GgufType::String: return "string";
-    case GgufType::Array: return "array";
-    case GgufType::U64: return "uint64";
-    case GgufType::I64: return "int64";
-    case GgufType::F64: return "float64";
+    case GgufType::U8:
+      return "uint8";
+    case GgufType::I8:
+      return "int8";
+    case GgufType::U16:
+      return "uint16";
+    case GgufType::I16:
+      return "int16";
+    case GgufType::U32:
+      return "uint32";
+    case GgufType::I32:
+      return "int32";
+    case GgufType::F32:
+      return "float32";
+    case GgufType::Bool:
+      return "bool";
+    case GgufType::String:
+      return "string";
+    case GgufType::Array:
+      return "array";
+    case GgufType::U64:
+      return "uint64";
+    case GgufType::I64:
+      return "int64";
+    case GgufType::F64:
+      return "float64";
   }
   return "unknown";
 }
@@ -201,16 +259,26 @@ std::string_view ggml_type_name(uint32_t ggml_type) {
 
 std::optional<cpu::DType> ggml_type_to_dtype(uint32_t ggml_type) {
   switch (ggml_type) {
-    case 0: return cpu::DType::F32;
-    case 1: return cpu::DType::F16;
-    case 2: return cpu::DType::Q4_0;
-    case 3: return cpu::DType::Q4_1;
-    case 8: return cpu::DType::Q8_0;
-    case 12: return cpu::DType::Q4_K;
-    case 13: return cpu::DType::Q5_K;
-    case 14: return cpu::DType::Q6_K;
-    case 30: return cpu::DType::BF16;
-    default: return std::nullopt;
+    case 0:
+      return cpu::DType::F32;
+    case 1:
+      return cpu::DType::F16;
+    case 2:
+      return cpu::DType::Q4_0;
+    case 3:
+      return cpu::DType::Q4_1;
+    case 8:
+      return cpu::DType::Q8_0;
+    case 12:
+      return cpu::DType::Q4_K;
+    case 13:
+      return cpu::DType::Q5_K;
+    case 14:
+      return cpu::DType::Q6_K;
+    case 30:
+      return cpu::DType::BF16;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -250,7 +318,9 @@ void GgufFile::parse() {
   if (version_ != 2 && version_ != 3) {
     const bool swapped = version_ == 0x02000000u || version_ == 0x03000000u;
     SPECDEC_FAIL(p, ": GGUF version ", version_, " is not supported; expected 2 or 3",
-                 swapped ? " (this looks like a big-endian file)" : version_ == 1 ? " (version 1 is obsolete)" : "");
+                 swapped         ? " (this looks like a big-endian file)"
+                 : version_ == 1 ? " (version 1 is obsolete)"
+                                 : "");
   }
   const uint64_t n_tensors = c.read<uint64_t>();
   const uint64_t n_kv = c.read<uint64_t>();
@@ -272,8 +342,8 @@ void GgufFile::parse() {
     SPECDEC_CHECK(a->type() == GgufType::U32, p, ": metadata key 'general.alignment' has type ",
                   gguf_type_name(a->type()), ", expected uint32");
     const uint32_t al = std::get<uint32_t>(a->v);
-    SPECDEC_CHECK(al != 0 && (al & (al - 1)) == 0, p,
-                  ": metadata key 'general.alignment' is ", al, ", expected a power of two");
+    SPECDEC_CHECK(al != 0 && (al & (al - 1)) == 0, p, ": metadata key 'general.alignment' is ", al,
+                  ", expected a power of two");
     alignment_ = al;
   }
 
@@ -284,8 +354,8 @@ void GgufFile::parse() {
     t.name = c.read_string(kMaxNameLength);
     c.set_part(detail::concat("tensor info ", i, " ('", t.name, "')"));
     const uint32_t n_dims = c.read<uint32_t>();
-    SPECDEC_CHECK(n_dims >= 1 && n_dims <= static_cast<uint32_t>(kMaxDims), p, ": ", c.part(), " has ",
-                  n_dims, " dimensions, expected 1..", kMaxDims);
+    SPECDEC_CHECK(n_dims >= 1 && n_dims <= static_cast<uint32_t>(kMaxDims), p, ": ", c.part(), " has ", n_dims,
+                  " dimensions, expected 1..", kMaxDims);
     uint64_t n_elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const uint64_t ne = c.read<uint64_t>();
@@ -307,8 +377,7 @@ void GgufFile::parse() {
     const uint64_t row = static_cast<uint64_t>(t.dims[0]) / ti->block * ti->block_bytes;
     const uint64_t rows = t.dims[0] == 0 ? 0 : n_elems / static_cast<uint64_t>(t.dims[0]);
     SPECDEC_CHECK(!__builtin_mul_overflow(row, rows, &t.nbytes), p, ": ", c.part(), " byte size overflows");
-    SPECDEC_CHECK(tensor_index_.emplace(t.name, tensors_.size()).second, p, ": tensor '", t.name,
-                  "' appears twice");
+    SPECDEC_CHECK(tensor_index_.emplace(t.name, tensors_.size()).second, p, ": tensor '", t.name, "' appears twice");
     tensors_.push_back(std::move(t));
   }
 
@@ -320,11 +389,11 @@ void GgufFile::parse() {
     SPECDEC_CHECK(t.offset % alignment_ == 0, p, ": tensor '", t.name, "' has offset ", t.offset,
                   ", expected a multiple of the alignment ", alignment_);
     uint64_t begin = 0, end = 0;
-    const bool overflow = __builtin_add_overflow(data_offset_, t.offset, &begin) ||
-                          __builtin_add_overflow(begin, t.nbytes, &end);
+    const bool overflow =
+        __builtin_add_overflow(data_offset_, t.offset, &begin) || __builtin_add_overflow(begin, t.nbytes, &end);
     if (overflow || end > size)
-      SPECDEC_FAIL(p, ": tensor '", t.name, "' (", t.shape_string(), " ", ggml_type_name(t.ggml_type), ", ",
-                   t.nbytes, " bytes at data offset ", t.offset, ") runs past the end of the file (", size,
+      SPECDEC_FAIL(p, ": tensor '", t.name, "' (", t.shape_string(), " ", ggml_type_name(t.ggml_type), ", ", t.nbytes,
+                   " bytes at data offset ", t.offset, ") runs past the end of the file (", size,
                    " bytes, data section at ", data_offset_, "): truncated or corrupt");
     t.data = file_->data() + begin;
   }
@@ -441,8 +510,8 @@ std::vector<int32_t> GgufFile::get_i32_array(std::string_view k) const {
   out.reserve(a.items.size());
   for (size_t i = 0; i < a.items.size(); ++i) {
     const std::optional<int64_t> x = as_int64(a.items[i]);
-    SPECDEC_CHECK(x && *x >= std::numeric_limits<int32_t>::min() && *x <= std::numeric_limits<int32_t>::max(),
-                  path(), ": metadata key '", k, "' element ", i, " does not fit int32");
+    SPECDEC_CHECK(x && *x >= std::numeric_limits<int32_t>::min() && *x <= std::numeric_limits<int32_t>::max(), path(),
+                  ": metadata key '", k, "' element ", i, " does not fit int32");
     out.push_back(static_cast<int32_t>(*x));
   }
   return out;
@@ -474,9 +543,8 @@ WeightTensor gguf_view(const GgufFile& f, const std::string& name, int64_t rows,
   const GgufTensorInfo* t = f.find_tensor(name);
   SPECDEC_CHECK(t != nullptr, f.path(), ": tensor '", name, "' is missing");
   const std::string expected = rows == 1 ? detail::concat("[", cols, "]") : detail::concat("[", cols, ", ", rows, "]");
-  SPECDEC_CHECK(t->cols() == cols && t->rows() == rows, f.path(),
-                ": tensor '", name, "' has shape ", t->shape_string(), ", expected ", expected,
-                " (GGUF order: columns first)");
+  SPECDEC_CHECK(t->cols() == cols && t->rows() == rows, f.path(), ": tensor '", name, "' has shape ", t->shape_string(),
+                ", expected ", expected, " (GGUF order: columns first)");
   SPECDEC_CHECK(t->dtype.has_value(), f.path(), ": tensor '", name, "' has GGML type ", ggml_type_name(t->ggml_type),
                 " (", t->ggml_type, "), which specdec cannot compute with; expected one of ", dtype_list());
   WeightTensor w;
@@ -533,9 +601,9 @@ std::shared_ptr<const LoadedModel> load_gguf(const GgufFile& f) {
   c.rope_theta = static_cast<float>(f.get_float(key("rope.freq_base"), 10000.0));
   c.rms_eps = static_cast<float>(f.get_float(key("attention.layer_norm_rms_epsilon"), 1e-5));
   // head_dim: key_length when given, else the rotary width (equal to head_dim for llama), else H / heads.
-  c.head_dim = f.has(key("attention.key_length")) ? hparam(f, key("attention.key_length"))
+  c.head_dim = f.has(key("attention.key_length"))   ? hparam(f, key("attention.key_length"))
                : f.has(key("rope.dimension_count")) ? hparam(f, key("rope.dimension_count"))
-                                                      : c.dim / c.n_heads;
+                                                    : c.dim / c.n_heads;
   if (f.has(key("rope.dimension_count"))) {
     const int n_rot = hparam(f, key("rope.dimension_count"));
     SPECDEC_CHECK(n_rot == c.head_dim, p, ": metadata key '", key("rope.dimension_count"), "' is ", n_rot,
@@ -543,8 +611,7 @@ std::shared_ptr<const LoadedModel> load_gguf(const GgufFile& f) {
   }
   if (f.has(key("attention.value_length"))) {
     const int dv = hparam(f, key("attention.value_length"));
-    SPECDEC_CHECK(dv == c.head_dim, p, ": metadata key '", key("attention.value_length"), "' is ", dv,
-                ", expected ",
+    SPECDEC_CHECK(dv == c.head_dim, p, ": metadata key '", key("attention.value_length"), "' is ", dv, ", expected ",
                   c.head_dim, " (the key length)");
   }
   // RoPE scaling changes the rotary frequencies at every position; the forward has none, so refuse

@@ -21,8 +21,19 @@ namespace specdec {
 
 // Metadata value types; the numbers are the on-disk ids (gguf_type in ggml's gguf.h).
 enum class GgufType : uint32_t {
-  U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9,
-  U64 = 10, I64 = 11, F64 = 12,
+  U8 = 0,
+  I8 = 1,
+  U16 = 2,
+  I16 = 3,
+  U32 = 4,
+  I32 = 5,
+  F32 = 6,
+  Bool = 7,
+  String = 8,
+  Array = 9,
+  U64 = 10,
+  I64 = 11,
+  F64 = 12,
 };
 std::string_view gguf_type_name(GgufType t);  // "uint32", "string", "array", ...
 
@@ -36,8 +47,8 @@ struct GgufArray {
 // One metadata value. The variant's index is the GgufType id, so type() is exact and every type
 // round-trips (uint8 stays uint8, a nested array keeps its element type).
 struct GgufValue {
-  std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool, std::string, GgufArray,
-               uint64_t, int64_t, double>
+  std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool, std::string, GgufArray, uint64_t,
+               int64_t, double>
       v;
   GgufType type() const { return static_cast<GgufType>(v.index()); }
   friend bool operator==(const GgufValue&, const GgufValue&) = default;
@@ -45,15 +56,15 @@ struct GgufValue {
 
 struct GgufTensorInfo {
   std::string name;
-  std::vector<int64_t> dims;  // GGML ne[]: dims[0] is the contiguous (column) count, dims[1] the rows, ...
-  uint32_t ggml_type = 0;     // on-disk id (GGML_TYPE_*)
+  std::vector<int64_t> dims;        // GGML ne[]: dims[0] is the contiguous (column) count, dims[1] the rows, ...
+  uint32_t ggml_type = 0;           // on-disk id (GGML_TYPE_*)
   std::optional<cpu::DType> dtype;  // empty for a valid GGML type specdec cannot compute with (e.g. q5_0)
-  uint64_t offset = 0;        // relative to the data section
+  uint64_t offset = 0;              // relative to the data section
   uint64_t nbytes = 0;
   const uint8_t* data = nullptr;  // into the mapping; [data, data + nbytes) lies inside the file
 
   int64_t cols() const { return dims.empty() ? 1 : dims[0]; }
-  int64_t rows() const;  // product of dims[1..] (1 for a vector)
+  int64_t rows() const;              // product of dims[1..] (1 for a vector)
   std::string shape_string() const;  // "[64, 512]" in ne order
 };
 
@@ -71,7 +82,7 @@ class GgufFile {
   const std::string& path() const { return file_->path(); }
   const std::shared_ptr<MappedFile>& mapping() const { return file_; }
   uint32_t version() const { return version_; }
-  uint64_t alignment() const { return alignment_; }     // general.alignment, default 32
+  uint64_t alignment() const { return alignment_; }      // general.alignment, default 32
   uint64_t data_offset() const { return data_offset_; }  // file offset of the tensor data section
 
   // Metadata in file order, and lookup by key (nullptr when absent).
@@ -147,11 +158,11 @@ std::shared_ptr<const LoadedModel> load_gguf(const GgufFile& file);
 struct GgufTokenizerMetadata {
   std::string model;  // tokenizer.ggml.model: "llama" (SentencePiece-style BPE), "gpt2" (byte-level BPE), ...
   std::string pre;    // tokenizer.ggml.pre (pre-tokenizer name for gpt2-style vocabularies); "" if absent
-  std::vector<std::string> tokens;    // tokenizer.ggml.tokens: V pieces
-  std::vector<float> scores;          // tokenizer.ggml.scores: V, or empty when absent
-  std::vector<int32_t> token_types;   // tokenizer.ggml.token_type: V (1 normal, 2 unknown, 3 control,
-                                      // 4 user-defined, 5 unused, 6 byte), or empty when absent
-  std::vector<std::string> merges;    // tokenizer.ggml.merges: "a b" pairs by rank, or empty
+  std::vector<std::string> tokens;   // tokenizer.ggml.tokens: V pieces
+  std::vector<float> scores;         // tokenizer.ggml.scores: V, or empty when absent
+  std::vector<int32_t> token_types;  // tokenizer.ggml.token_type: V (1 normal, 2 unknown, 3 control,
+                                     // 4 user-defined, 5 unused, 6 byte), or empty when absent
+  std::vector<std::string> merges;   // tokenizer.ggml.merges: "a b" pairs by rank, or empty
   // Special token ids, -1 when the key is absent.
   int32_t bos_id = -1, eos_id = -1, eot_id = -1, eom_id = -1, unk_id = -1, pad_id = -1;
   // Empty when the key is absent: the tokenizer applies its model's default (llama.cpp: "llama" adds

@@ -73,8 +73,8 @@ std::shared_ptr<const LoadedModel> load_llama2c(const std::string& path) {
   uint32_t magic;
   std::memcpy(&magic, d, 4);
   if (magic == kMagicV1) {
-    SPECDEC_CHECK(size >= kHeaderV1, path, ": truncated llama2.c header: expected ", kHeaderV1,
-                  " bytes, the file has ", size);
+    SPECDEC_CHECK(size >= kHeaderV1, path, ": truncated llama2.c header: expected ", kHeaderV1, " bytes, the file has ",
+                  size);
     const int32_t version = read_i32(d + 4);
     SPECDEC_CHECK(version == 1, path, ": llama2.c export version ", version,
                   " is not supported (expected version 1, fp32; version 2 is the int8 export)");
@@ -103,20 +103,21 @@ std::shared_ptr<const LoadedModel> load_llama2c(const std::string& path) {
     header = kHeaderV0;
     v0 = true;
     m->format = "llama2c-v0";
-    const bool plausible = c.dim > 0 && c.dim <= 1 << 16 && c.n_layers > 0 && c.n_layers <= 1024 &&
-                           c.n_heads > 0 && c.n_heads <= 1024 && c.n_kv_heads > 0 &&
-                           c.vocab_size > 0 && c.vocab_size <= 1 << 24 && c.max_seq_len > 0 &&
-                           c.hidden_dim > 0 && c.dim % c.n_heads == 0;
-    SPECDEC_CHECK(plausible, path, ": not a model file: expected GGUF (magic 'GGUF'), a llama2.c checkpoint "
-                  "(magic 'ak42' or a legacy header), or a safetensors folder; magic bytes 0x", std::hex, magic);
+    const bool plausible = c.dim > 0 && c.dim <= 1 << 16 && c.n_layers > 0 && c.n_layers <= 1024 && c.n_heads > 0 &&
+                           c.n_heads <= 1024 && c.n_kv_heads > 0 && c.vocab_size > 0 && c.vocab_size <= 1 << 24 &&
+                           c.max_seq_len > 0 && c.hidden_dim > 0 && c.dim % c.n_heads == 0;
+    SPECDEC_CHECK(plausible, path,
+                  ": not a model file: expected GGUF (magic 'GGUF'), a llama2.c checkpoint "
+                  "(magic 'ak42' or a legacy header), or a safetensors folder; magic bytes 0x",
+                  std::hex, magic);
   }
-  SPECDEC_CHECK(c.n_heads > 0 && c.dim % c.n_heads == 0, path, ": expected dim (", c.dim,
-                ") divisible by n_heads (", c.n_heads, ")");
+  SPECDEC_CHECK(c.n_heads > 0 && c.dim % c.n_heads == 0, path, ": expected dim (", c.dim, ") divisible by n_heads (",
+                c.n_heads, ")");
   c.head_dim = c.dim / c.n_heads;
   c.validate(path);
   const size_t want = expected_bytes(c, header, v0);
-  SPECDEC_CHECK(size >= want, path, ": truncated llama2.c checkpoint: expected ", want, " bytes for ",
-                c.describe(), ", the file has ", size);
+  SPECDEC_CHECK(size >= want, path, ": truncated llama2.c checkpoint: expected ", want, " bytes for ", c.describe(),
+                ", the file has ", size);
 
   LlamaWeights& w = m->weights;
   const int64_t H = c.dim, L = c.n_layers, V = c.vocab_size;

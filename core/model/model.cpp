@@ -16,8 +16,8 @@ void KVCache::check_compact(int base, std::span<const int32_t> rows) const {
   int prev = -1;
   for (size_t i = 0; i < rows.size(); ++i) {
     const int r = rows[i];
-    SPECDEC_CHECK(r > prev && base + r < n_, "KV cache compact rows strictly increasing and < ", n_ - base,
-                  ", got ", r, " at ", i);
+    SPECDEC_CHECK(r > prev && base + r < n_, "KV cache compact rows strictly increasing and < ", n_ - base, ", got ", r,
+                  " at ", i);
     prev = r;
   }
 }

@@ -61,8 +61,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                 " bytes, expected at least the 8-byte header length");
   uint64_t n = 0;
   std::memcpy(&n, f.data(), 8);  // little-endian, as is every host we build for
-  SPECDEC_CHECK(n <= size - 8, path, ": safetensors header length ", n, " points past the end of the file (",
-                size, " bytes)");
+  SPECDEC_CHECK(n <= size - 8, path, ": safetensors header length ", n, " points past the end of the file (", size,
+                " bytes)");
   SPECDEC_CHECK(n <= kMaxHeaderBytes, path, ": safetensors header length ", n, " exceeds the limit of ",
                 kMaxHeaderBytes, " bytes");
   const uint64_t buffer_start = 8 + n;
@@ -98,7 +98,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     uint64_t expected = elem;
     for (const json& d : *sh) {
       const int64_t v = json_uint(d);
-      SPECDEC_CHECK(v >= 0, path, ": tensor '", name, "' has shape entry ", d.dump(), ", expected a non-negative integer");
+      SPECDEC_CHECK(v >= 0, path, ": tensor '", name, "' has shape entry ", d.dump(),
+                    ", expected a non-negative integer");
       SPECDEC_CHECK(!__builtin_mul_overflow(expected, static_cast<uint64_t>(v), &expected), path, ": tensor '", name,
                     "' has an absurd shape (byte size overflows)");
       t.shape.push_back(v);
@@ -109,11 +110,11 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     const int64_t b = json_uint((*off)[0]), en = json_uint((*off)[1]);
     SPECDEC_CHECK(b >= 0 && en >= b, path, ": tensor '", name, "' has data_offsets ", off->dump(),
                   ", expected 0 <= begin <= end");
-    SPECDEC_CHECK(static_cast<uint64_t>(en) <= buffer_size, path, ": tensor '", name, "' has data_offsets [", b,
-                  ", ", en, "] past the end of the file (data buffer of ", buffer_size, " bytes): truncated or corrupt");
+    SPECDEC_CHECK(static_cast<uint64_t>(en) <= buffer_size, path, ": tensor '", name, "' has data_offsets [", b, ", ",
+                  en, "] past the end of the file (data buffer of ", buffer_size, " bytes): truncated or corrupt");
     const uint64_t actual = static_cast<uint64_t>(en - b);
-    SPECDEC_CHECK(actual == expected, path, ": tensor '", name, "' (", t.dtype, " ", shape_string(t.shape),
-                  ") needs ", expected, " bytes, but its data_offsets [", b, ", ", en, "] span ", actual);
+    SPECDEC_CHECK(actual == expected, path, ": tensor '", name, "' (", t.dtype, " ", shape_string(t.shape), ") needs ",
+                  expected, " bytes, but its data_offsets [", b, ", ", en, "] span ", actual);
     t.begin = buffer_start + static_cast<uint64_t>(b);
     t.end = buffer_start + static_cast<uint64_t>(en);
     t.data = f.data() + t.begin;
@@ -209,13 +210,12 @@ class TensorSource {
     SPECDEC_CHECK(j.is_object() && wm != j.end() && wm->is_object(), index_path_,
                   ": key 'weight_map' is missing; expected an object of tensor name -> file name");
     for (auto it = wm->begin(); it != wm->end(); ++it) {
-      SPECDEC_CHECK(it.value().is_string(), index_path_, ": weight_map entry '", it.key(), "' is ",
-                    it.value().dump(), ", expected a file name");
+      SPECDEC_CHECK(it.value().is_string(), index_path_, ": weight_map entry '", it.key(), "' is ", it.value().dump(),
+                    ", expected a file name");
       const std::string file = it.value().get<std::string>();
       // Shards sit beside the index: refuse paths that would leave the model folder.
-      SPECDEC_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..",
-                    index_path_, ": weight_map entry '", it.key(), "' names '", file,
-                    "', expected a file name in the model folder");
+      SPECDEC_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..", index_path_,
+                    ": weight_map entry '", it.key(), "' names '", file, "', expected a file name in the model folder");
       weight_map_.emplace(it.key(), file);
     }
   }
@@ -235,12 +235,11 @@ class TensorSource {
     SPECDEC_CHECK(it != weight_map_.end(), index_path_, ": tensor '", name, "' is missing from weight_map");
     const SafetensorsFile& f = shard(it->second);
     const SafetensorsTensor* t = f.find(name);
-    SPECDEC_CHECK(t != nullptr, f.path(), ": tensor '", name, "' is missing (", index_path_, " lists it in this shard)");
+    SPECDEC_CHECK(t != nullptr, f.path(), ": tensor '", name, "' is missing (", index_path_,
+                  " lists it in this shard)");
     return {*t, f.path()};
   }
-  bool has(const std::string& name) {
-    return single_ ? single_->find(name) != nullptr : weight_map_.count(name) != 0;
-  }
+  bool has(const std::string& name) { return single_ ? single_->find(name) != nullptr : weight_map_.count(name) != 0; }
   const std::vector<std::shared_ptr<SafetensorsFile>>& files() const { return files_; }
 
  private:
@@ -308,15 +307,20 @@ std::shared_ptr<const LoadedModel> load_safetensors(const std::string& path) {
   fs::path dir, single, index;
   if (fs::is_directory(p, ec)) {
     dir = p;
-    if (fs::exists(dir / "model.safetensors.index.json", ec)) index = dir / "model.safetensors.index.json";
-    else if (fs::exists(dir / "model.safetensors", ec)) single = dir / "model.safetensors";
-    else SPECDEC_FAIL(path, ": expected model.safetensors or model.safetensors.index.json in this folder");
+    if (fs::exists(dir / "model.safetensors.index.json", ec))
+      index = dir / "model.safetensors.index.json";
+    else if (fs::exists(dir / "model.safetensors", ec))
+      single = dir / "model.safetensors";
+    else
+      SPECDEC_FAIL(path, ": expected model.safetensors or model.safetensors.index.json in this folder");
   } else {
     SPECDEC_CHECK(fs::exists(p, ec), path, ": no such file or folder; expected a safetensors model");
     dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
     const std::string fname = p.filename().string();
-    if (fname.size() > 11 && fname.ends_with(".index.json")) index = p;
-    else single = p;
+    if (fname.size() > 11 && fname.ends_with(".index.json"))
+      index = p;
+    else
+      single = p;
   }
 
   const fs::path cfg_path = dir / "config.json";

@@ -18,10 +18,10 @@ namespace specdec {
 
 struct SafetensorsTensor {
   std::string name;
-  std::string dtype;           // as in the header: "F32", "F16", "BF16", "I64", ...
-  std::vector<int64_t> shape;  // row-major, outermost first (a torch Linear weight is [out, in])
-  uint64_t begin = 0;          // absolute file offsets: [begin, end) lies inside the file and
-  uint64_t end = 0;            // end - begin == element count * element size
+  std::string dtype;              // as in the header: "F32", "F16", "BF16", "I64", ...
+  std::vector<int64_t> shape;     // row-major, outermost first (a torch Linear weight is [out, in])
+  uint64_t begin = 0;             // absolute file offsets: [begin, end) lies inside the file and
+  uint64_t end = 0;               // end - begin == element count * element size
   const uint8_t* data = nullptr;  // into the mapping
 
   uint64_t nbytes() const { return end - begin; }
@@ -40,7 +40,7 @@ class SafetensorsFile {
   const std::string& path() const { return file_->path(); }
   const std::shared_ptr<MappedFile>& mapping() const { return file_; }
   const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }
-  const SafetensorsTensor* find(std::string_view name) const;  // nullptr when absent
+  const SafetensorsTensor* find(std::string_view name) const;                       // nullptr when absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }  // "__metadata__"
 
  private:
@@ -56,8 +56,7 @@ class SafetensorsFile {
 // of a (n_heads * D, cols) matrix: for head h, source row h*D + i goes to h*D + 2i and source row
 // h*D + i + D/2 to h*D + 2i + 1 (i < D/2). Rows are copied as bytes, so any dtype works.
 // dst and src: n_heads * head_dim rows of row_bytes each; they must not overlap.
-void permute_rope_rows_hf_to_interleaved(void* dst, const void* src, int n_heads, int head_dim,
-                                         size_t row_bytes);
+void permute_rope_rows_hf_to_interleaved(void* dst, const void* src, int n_heads, int head_dim, size_t row_bytes);
 
 // path: a folder holding config.json and model.safetensors or model.safetensors.index.json (+ shards),
 // or one of those files inside such a folder. Requires a Llama config (architectures LlamaForCausalLM

@@ -42,8 +42,8 @@ struct LayerWeights {
 struct LlamaWeights {
   WeightTensor tok_embeddings;  // (V, H)
   std::vector<LayerWeights> layers;
-  WeightTensor final_norm;      // (H) f32
-  WeightTensor output;          // (V, H); the same view as tok_embeddings when tied
+  WeightTensor final_norm;  // (H) f32
+  WeightTensor output;      // (V, H); the same view as tok_embeddings when tied
   // Keeps whatever the views point into alive (a MappedFile, converted float buffers, ...).
   std::vector<std::any> storage;
 };

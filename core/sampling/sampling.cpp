@@ -67,8 +67,8 @@ size_t top_p_prefix(uint64_t* keys, size_t n, std::span<const float> probs, doub
 // -inf in the last one); the bucket function never decreases along the rank order, so the masses of
 // whole buckets locate the bucket holding the boundary in one O(V) pass, and only that bucket's tokens
 // go through top_p_prefix. Worst case (all in one bucket): O(V) expected all the same.
-uint64_t top_p_last_key(std::span<const float> logits, std::span<const float> probs, float max_logit,
-                        float min_finite, double threshold, SamplingScratch& scratch, double& kept) {
+uint64_t top_p_last_key(std::span<const float> logits, std::span<const float> probs, float max_logit, float min_finite,
+                        double threshold, SamplingScratch& scratch, double& kept) {
   constexpr size_t kBuckets = 1024;
   const size_t V = logits.size();
   const double range = static_cast<double>(max_logit) - min_finite;
@@ -97,8 +97,7 @@ uint64_t top_p_last_key(std::span<const float> logits, std::span<const float> pr
     return ~uint64_t{0};
   }
   double in_bucket = 0;
-  const size_t n = top_p_prefix(keys.data(), keys.size(), probs, threshold - before, /*sorted=*/false,
-                                in_bucket);
+  const size_t n = top_p_prefix(keys.data(), keys.size(), probs, threshold - before, /*sorted=*/false, in_bucket);
   kept = before + in_bucket;
   return keys[n - 1];  // top_p_prefix leaves the kept keys first, the last of them the largest
 }
@@ -125,8 +124,7 @@ void logits_to_probs(std::span<const float> logits, const SamplingParams& params
   params.validate();
   const size_t V = logits.size();
   SPECDEC_CHECK(V > 0, "logits_to_probs: expected at least one logit, got V = 0");
-  SPECDEC_CHECK(probs.size() == V, "logits_to_probs: expected probs of size V = ", V, ", got ",
-                probs.size());
+  SPECDEC_CHECK(probs.size() == V, "logits_to_probs: expected probs of size V = ", V, ", got ", probs.size());
 
   if (params.greedy()) {
     std::fill(probs.begin(), probs.end(), 0.f);
@@ -139,26 +137,20 @@ void logits_to_probs(std::span<const float> logits, const SamplingParams& params
   float max_logit = -kInf, min_finite = kInf;
   for (size_t i = 0; i < V; ++i) {
     const float l = logits[i];
-    SPECDEC_CHECK(l < kInf, "logits_to_probs: expected logits that are not NaN or +inf, got ", l,
-                  " at token ", i);
+    SPECDEC_CHECK(l < kInf, "logits_to_probs: expected logits that are not NaN or +inf, got ", l, " at token ", i);
     max_logit = std::max(max_logit, l);
     if (l > -kInf) min_finite = std::min(min_finite, l);
   }
-  SPECDEC_CHECK(max_logit > -kInf, "logits_to_probs: expected at least one finite logit, all ", V,
-                " are -inf");
+  SPECDEC_CHECK(max_logit > -kInf, "logits_to_probs: expected at least one finite logit, all ", V, " are -inf");
 
   const double m = max_logit;
   const double inv_t = 1.0 / static_cast<double>(params.temperature);
   // The largest logit gives exp(0) = 1, so every mass below is >= 1: no underflow to a zero total.
-  auto weight = [&](size_t i) {
-    return std::exp(static_cast<float>((static_cast<double>(logits[i]) - m) * inv_t));
-  };
+  auto weight = [&](size_t i) { return std::exp(static_cast<float>((static_cast<double>(logits[i]) - m) * inv_t)); };
   const bool use_top_k = params.top_k > 0 && static_cast<size_t>(params.top_k) < V;
   const bool use_top_p = params.top_p < 1.f;
   // top_p of the candidates' mass, less the slack for rounding (see kTopPSlack).
-  auto top_p_threshold = [&](double total) {
-    return (static_cast<double>(params.top_p) - kTopPSlack) * total;
-  };
+  auto top_p_threshold = [&](double total) { return (static_cast<double>(params.top_p) - kTopPSlack) * total; };
 
   if (use_top_k) {
     // Softmax then keep-k-and-renormalise equals a softmax over the k survivors: only k exps needed.
@@ -209,11 +201,9 @@ void logits_to_probs(std::span<const float> logits, const SamplingParams& params
   // Top-p alone: find the last kept token (as its rank key) without sorting the vocabulary, then keep
   // every token ranked at or before it.
   double kept = 0;
-  const uint64_t last = top_p_last_key(logits, probs, max_logit, min_finite, top_p_threshold(total),
-                                       scratch, kept);
+  const uint64_t last = top_p_last_key(logits, probs, max_logit, min_finite, top_p_threshold(total), scratch, kept);
   const double scale = 1.0 / kept;
-  for (size_t i = 0; i < V; ++i)
-    probs[i] = rank_key(logits[i], i) <= last ? static_cast<float>(probs[i] * scale) : 0.f;
+  for (size_t i = 0; i < V; ++i) probs[i] = rank_key(logits[i], i) <= last ? static_cast<float>(probs[i] * scale) : 0.f;
 }
 
 void logits_to_probs(std::span<const float> logits, const SamplingParams& params, std::span<float> probs) {
@@ -226,8 +216,7 @@ TokenId sample_from_probs(std::span<const float> probs, double u) {
   SPECDEC_CHECK(u >= 0.0 && u < 1.0, "sample_from_probs: expected u in [0, 1), got ", u);
   double total = 0;
   for (size_t i = 0; i < probs.size(); ++i) {
-    SPECDEC_CHECK(probs[i] >= 0.f, "sample_from_probs: expected probabilities >= 0, got ", probs[i],
-                  " at token ", i);
+    SPECDEC_CHECK(probs[i] >= 0.f, "sample_from_probs: expected probabilities >= 0, got ", probs[i], " at token ", i);
     total += probs[i];
   }
   SPECDEC_CHECK(total > 0 && std::isfinite(total),
@@ -247,9 +236,7 @@ TokenId sample_from_probs(std::span<const float> probs, double u) {
   return static_cast<TokenId>(last_nonzero);
 }
 
-Sampler::Sampler(SamplingParams params, uint64_t seed) : params_(params), seed_(seed) {
-  params_.validate();
-}
+Sampler::Sampler(SamplingParams params, uint64_t seed) : params_(params), seed_(seed) { params_.validate(); }
 
 TokenId Sampler::sample(std::span<const float> logits, uint64_t request, uint32_t step, uint32_t draw) {
   if (params_.greedy()) return argmax(logits);

@@ -17,14 +17,14 @@ namespace specdec {
 // The block that was forwarded: node 0 is the root (the last accepted token, whose logits give the
 // distribution of the first draft position), nodes 1..n are the draft tokens.
 struct VerifyInput {
-  std::span<const TokenId> tokens;    // T = n + 1
-  std::span<const int32_t> parents;   // T; parents[0] = -1, parents[i] < i for i >= 1
-  std::span<const float> logits;      // T x V target logits, row i = distribution after node i
-  std::span<const float> q;           // n x V draft distributions (row i-1 for node i), or empty = one-hot
+  std::span<const TokenId> tokens;   // T = n + 1
+  std::span<const int32_t> parents;  // T; parents[0] = -1, parents[i] < i for i >= 1
+  std::span<const float> logits;     // T x V target logits, row i = distribution after node i
+  std::span<const float> q;          // n x V draft distributions (row i-1 for node i), or empty = one-hot
   int vocab_size = 0;
   SamplingParams sampling;
   uint64_t seed = 0, request = 0;
-  uint32_t step = 0;                  // decoding step: the RNG counter is (seed, request, step, draw)
+  uint32_t step = 0;  // decoding step: the RNG counter is (seed, request, step, draw)
 };
 
 // Per draft node (index i-1 for node i): what was tested and the verdict, with every value the verdict
@@ -36,19 +36,19 @@ struct VerifyInput {
 // accepted = on the accepted path (for greedy and speculative the same as passed; for typical a node can
 // pass and lose to a longer or likelier path). Nodes never reached are marked visited = false.
 struct NodeVerdict {
-  double p_target = 0;   // target probability of the node's token at its parent (after sampling filters)
-  double p_test = 0;     // the target-side value the rule tested (see above)
-  double q_draft = 1;    // probability the drafter gave it (1 for a deterministic drafter)
-  double u = -1;         // the uniform draw of the test; -1 when no draw was needed
-  double threshold = -1; // typical: min(epsilon, delta * exp(-H(p))); -1 for the other rules
+  double p_target = 0;    // target probability of the node's token at its parent (after sampling filters)
+  double p_test = 0;      // the target-side value the rule tested (see above)
+  double q_draft = 1;     // probability the drafter gave it (1 for a deterministic drafter)
+  double u = -1;          // the uniform draw of the test; -1 when no draw was needed
+  double threshold = -1;  // typical: min(epsilon, delta * exp(-H(p))); -1 for the other rules
   bool visited = false;
   bool passed = false;
   bool accepted = false;
 };
 
 struct VerifyOutcome {
-  std::vector<int32_t> path;  // accepted draft nodes (block indices >= 1), root to leaf
-  TokenId next = -1;          // the target's token after the path (correction or bonus)
+  std::vector<int32_t> path;          // accepted draft nodes (block indices >= 1), root to leaf
+  TokenId next = -1;                  // the target's token after the path (correction or bonus)
   std::vector<NodeVerdict> verdicts;  // n entries
 };
 

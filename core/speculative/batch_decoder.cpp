@@ -45,8 +45,9 @@ int BatchDecoder::submit(BatchRequest req) {
     SPECDEC_CHECK(req.rule != nullptr, "an acceptance rule");
     SequenceDecoder::check(target_, has_drafter, *req.rule, static_cast<int>(req.prompt.size()), req.opts);
     const int largest = 1 + (has_drafter ? req.opts.k : 0);
-    SPECDEC_CHECK(largest <= limits_.max_tokens_per_step, "blocks of at most max_tokens_per_step = ",
-                  limits_.max_tokens_per_step, " tokens, got k = ", req.opts.k, " (blocks of up to ", largest, ")");
+    SPECDEC_CHECK(largest <= limits_.max_tokens_per_step,
+                  "blocks of at most max_tokens_per_step = ", limits_.max_tokens_per_step,
+                  " tokens, got k = ", req.opts.k, " (blocks of up to ", largest, ")");
   });
   results_.emplace_back();
   finished_.push_back(0);
@@ -83,8 +84,8 @@ void BatchDecoder::admit() {
         s->drafter = s->req.make_drafter();
         SPECDEC_CHECK(s->drafter != nullptr, "a drafter from make_drafter (empty make_drafter = AR), got none");
       }
-      s->seq = std::make_unique<SequenceDecoder>(target_, s->drafter.get(), *s->req.rule, s->req.prompt,
-                                                 s->req.opts, s->req.on_tokens);
+      s->seq = std::make_unique<SequenceDecoder>(target_, s->drafter.get(), *s->req.rule, s->req.prompt, s->req.opts,
+                                                 s->req.on_tokens);
     });
     if (s->seq->done())  // nothing to generate (max_new_tokens = 0): leaves without a step
       retire(*s);

@@ -38,11 +38,11 @@ struct BatchLimits {
 // One batched step: one forward_batch over the blocks of the sequences it verified.
 struct BatchStepRecord {
   int32_t step = 0;
-  int32_t n_sequences = 0;  // sequences verified in this step
-  int32_t n_tokens = 0;     // tokens verified: the sum over them of 1 + n_proposed
+  int32_t n_sequences = 0;                               // sequences verified in this step
+  int32_t n_tokens = 0;                                  // tokens verified: the sum over them of 1 + n_proposed
   int32_t n_drafted = 0, n_accepted = 0, n_emitted = 0;  // sums of their StepRecords' fields
-  int32_t n_in_flight = 0;  // sequences in flight at the step (verified, or waiting for room in it)
-  int32_t n_queued = 0;     // requests not yet joined, after this step's admissions
+  int32_t n_in_flight = 0;         // sequences in flight at the step (verified, or waiting for room in it)
+  int32_t n_queued = 0;            // requests not yet joined, after this step's admissions
   std::vector<int32_t> tickets;    // the verified sequences (submit() tickets), in block order
   std::vector<int32_t> seq_steps;  // per ticket: the index of this step among its own StepRecords
   double t_forward_us = 0;

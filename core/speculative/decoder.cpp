@@ -81,13 +81,16 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   // A shared prefill holds only KV: a drafter that reads the prompt's features gets a prefill of its own.
   const bool copy_prefill = opts.prefilled != nullptr && spec_.empty();
   if (copy_prefill) {
-    SPECDEC_CHECK(opts.prefilled->size() == n_prompt - 1, "a prefilled cache of the prompt's first ",
-                  n_prompt - 1, " tokens, got one of ", opts.prefilled->size());
+    SPECDEC_CHECK(opts.prefilled->size() == n_prompt - 1, "a prefilled cache of the prompt's first ", n_prompt - 1,
+                  " tokens, got one of ", opts.prefilled->size());
     cache_->copy_prefix(*opts.prefilled, n_prompt - 1);
   } else if (n_prompt > 1) {
     ForwardResult fr;
-    target.forward(*cache_, {.tokens = prompt.first(n_prompt - 1), .n_logits = 0, .want_hidden = spec_.final_norm,
-                             .layer_outputs = spec_.layers},
+    target.forward(*cache_,
+                   {.tokens = prompt.first(n_prompt - 1),
+                    .n_logits = 0,
+                    .want_hidden = spec_.final_norm,
+                    .layer_outputs = spec_.layers},
                    fr);
     if (!spec_.empty()) {
       feature_rows_.resize(n_prompt - 1);
@@ -97,8 +100,10 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   }
   if (drafter) {
     drafter->share_target_cache(cache_.get());
-    drafter->begin(prompt, TargetFeatures{.first_pos = 0, .rows = static_cast<int>(features_.size()) / std::max(width, 1),
-                                          .width = width, .data = features_});
+    drafter->begin(prompt, TargetFeatures{.first_pos = 0,
+                                          .rows = static_cast<int>(features_.size()) / std::max(width, 1),
+                                          .width = width,
+                                          .data = features_});
   }
   res_.prefill_seconds =
       std::chrono::duration<double>(Clock::now() - t0).count() + (copy_prefill ? opts.prefilled_seconds : 0.0);
@@ -127,8 +132,8 @@ const ForwardRequest& SequenceDecoder::draft() {
   if (drafter_ && budget > 0) {
     const int n_cached = cache_->size();
     prop_ = drafter_->propose(budget);
-    SPECDEC_CHECK(cache_->size() == n_cached, "a drafter that leaves the target's KV cache as it found it (",
-                  n_cached, " slots), got ", cache_->size());
+    SPECDEC_CHECK(cache_->size() == n_cached, "a drafter that leaves the target's KV cache as it found it (", n_cached,
+                  " slots), got ", cache_->size());
     prop_.validate(V);
     SPECDEC_CHECK(prop_.size() <= budget, "a proposal of at most ", budget, " draft nodes (k = ", k_,
                   ", max_tree_nodes = ", opts_.max_tree_nodes, ", and the remaining output budget), got ",
@@ -154,8 +159,15 @@ const ForwardRequest& SequenceDecoder::draft() {
 void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
   const auto tv = Clock::now();
   const int V = target_.config().vocab_size;
-  VerifyInput vin{.tokens = block_, .parents = parents_, .logits = fr.logits, .q = prop_.q, .vocab_size = V,
-                  .sampling = opts_.sampling, .seed = opts_.seed, .request = opts_.request, .step = step_};
+  VerifyInput vin{.tokens = block_,
+                  .parents = parents_,
+                  .logits = fr.logits,
+                  .q = prop_.q,
+                  .vocab_size = V,
+                  .sampling = opts_.sampling,
+                  .seed = opts_.seed,
+                  .request = opts_.request,
+                  .step = step_};
   const VerifyOutcome out = rule_.verify(vin);
 
   // Keep the root and the accepted path in the cache; the emitted target token is not in it yet.
@@ -179,9 +191,17 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
     depth[i] = depth[parents_[i]] + 1;
     rec_.max_depth = std::max(rec_.max_depth, depth[i]);
     const NodeVerdict& v = out.verdicts[i - 1];
-    rec_.nodes.push_back({.node = i - 1, .parent = parents_[i] - 1, .depth = depth[i], .token = block_[i],
-                          .p_target = v.p_target, .p_test = v.p_test, .q_draft = v.q_draft, .u = v.u,
-                          .threshold = v.threshold, .visited = v.visited, .passed = v.passed,
+    rec_.nodes.push_back({.node = i - 1,
+                          .parent = parents_[i] - 1,
+                          .depth = depth[i],
+                          .token = block_[i],
+                          .p_target = v.p_target,
+                          .p_test = v.p_test,
+                          .q_draft = v.q_draft,
+                          .u = v.u,
+                          .threshold = v.threshold,
+                          .visited = v.visited,
+                          .passed = v.passed,
                           .accepted = v.accepted});
   }
 
@@ -211,7 +231,8 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
     }
     drafter_->accept(emitted_, TargetFeatures{.first_pos = n_past_,
                                               .rows = spec_.empty() ? 0 : static_cast<int>(feature_rows_.size()),
-                                              .width = spec_.width(target_.config().dim), .data = features_});
+                                              .width = spec_.width(target_.config().dim),
+                                              .data = features_});
   }
   last_ = emitted_.back();
 }

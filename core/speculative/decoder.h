@@ -20,8 +20,8 @@ namespace specdec {
 
 struct DecodeOptions {
   int max_new_tokens = 128;
-  int k = 4;                 // draft budget per step: chain length or tree nodes
-  int max_tree_nodes = 64;   // verifier limit; a proposal above it is an error
+  int k = 4;                // draft budget per step: chain length or tree nodes
+  int max_tree_nodes = 64;  // verifier limit; a proposal above it is an error
   SamplingParams sampling;
   uint64_t seed = 0;
   uint64_t request = 0;
@@ -49,13 +49,13 @@ struct DraftTokenRecord {
 // One target verification pass (the HDF5 steps table).
 struct StepRecord {
   int32_t step = 0;
-  int32_t n_proposed = 0;   // draft tokens (tree nodes)
-  int32_t n_accepted = 0;   // draft tokens accepted (the path length)
+  int32_t n_proposed = 0;  // draft tokens (tree nodes)
+  int32_t n_accepted = 0;  // draft tokens accepted (the path length)
   // Tokens this step appended to the output: n_accepted + 1, less what a stop token or the max_new_tokens
   // limit cut off (the last step of a request can emit fewer). Every "tokens emitted" metric counts these.
   int32_t n_emitted = 0;
-  int32_t max_depth = 0;    // depth of the proposal (chain length for chains)
-  int32_t context_len = 0;  // tokens in the target's cache before the pass
+  int32_t max_depth = 0;                   // depth of the proposal (chain length for chains)
+  int32_t context_len = 0;                 // tokens in the target's cache before the pass
   double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
   std::vector<DraftTokenRecord> nodes;
 };
@@ -123,12 +123,12 @@ class SequenceDecoder {
   bool done_ = false;
   DecodeResult res_;
   std::unique_ptr<KVCache> cache_;
-  FeatureSpec spec_;                 // the target features the drafter reads
-  std::vector<float> features_;      // rows x width, the rows handed to the drafter
+  FeatureSpec spec_;             // the target features the drafter reads
+  std::vector<float> features_;  // rows x width, the rows handed to the drafter
   std::vector<int32_t> feature_rows_;
   TokenId last_ = 0;
   uint32_t step_ = 0;
-  double t_decode_start_ = 0;        // steady-clock seconds at the end of the prefill
+  double t_decode_start_ = 0;  // steady-clock seconds at the end of the prefill
   // This step's state, between draft() and finish().
   DraftProposal prop_;
   StepRecord rec_;

@@ -43,21 +43,22 @@ int check_q_row(const float* row, int V, double& sum) {
 
 void DraftProposal::validate(int V) const {
   const size_t n = tokens.size();
-  SPECDEC_CHECK(parents.empty() || parents.size() == n, "a drafter proposal with one parent per token (", n,
-                "), got ", parents.size());
+  SPECDEC_CHECK(parents.empty() || parents.size() == n, "a drafter proposal with one parent per token (", n, "), got ",
+                parents.size());
   SPECDEC_CHECK(q.empty() || q.size() == n * static_cast<size_t>(V), "a drafter proposal with ", n, " x ", V,
                 " draft probabilities, got ", q.size());
   for (size_t i = 0; i < n; ++i) {
-    SPECDEC_CHECK(tokens[i] >= 0 && tokens[i] < V, "draft token ids in 0..", V - 1, ", got ", tokens[i], " at node ", i);
+    SPECDEC_CHECK(tokens[i] >= 0 && tokens[i] < V, "draft token ids in 0..", V - 1, ", got ", tokens[i], " at node ",
+                  i);
     if (!parents.empty())
-      SPECDEC_CHECK(parents[i] >= -1 && parents[i] < static_cast<int32_t>(i), "draft node ", i, " with a parent in -1..",
-                    i - 1, ", got ", parents[i]);
+      SPECDEC_CHECK(parents[i] >= -1 && parents[i] < static_cast<int32_t>(i), "draft node ", i,
+                    " with a parent in -1..", i - 1, ", got ", parents[i]);
     if (q.empty()) continue;
     const float* row = q.data() + i * static_cast<size_t>(V);
     double sum = 0;
     const int bad = check_q_row(row, V, sum);
-    SPECDEC_CHECK(bad < 0, "draft node ", i, ": q entries finite and in [0, 1], got q[", bad, "] = ",
-                  bad >= 0 ? row[bad] : 0.f);
+    SPECDEC_CHECK(bad < 0, "draft node ", i, ": q entries finite and in [0, 1], got q[", bad,
+                  "] = ", bad >= 0 ? row[bad] : 0.f);
     SPECDEC_CHECK(bad == -2, "draft node ", i, ": a q row that sums to 1 (within ", kQRowTolerance, "), got ", sum);
     SPECDEC_CHECK(row[tokens[i]] > 0.f, "a draft token with q > 0 (it was drawn from q), node ", i, " token ",
                   tokens[i], " has q = ", row[tokens[i]]);
@@ -122,8 +123,8 @@ void DrafterOptions::check_all_used() const {
     if (used_.count(key)) continue;
     std::string list;
     for (const auto& u : used_) list += (list.empty() ? "" : ", ") + u;
-    throw UnknownOptionError(detail::concat("[", section_, "] unknown key '", key, "'; this section knows: ",
-                                            list.empty() ? "(no options)" : list),
+    throw UnknownOptionError(detail::concat("[", section_, "] unknown key '", key,
+                                            "'; this section knows: ", list.empty() ? "(no options)" : list),
                              key, std::vector<std::string>(used_.begin(), used_.end()));
   }
 }
@@ -134,7 +135,8 @@ uint64_t verify_seed(const DrafterInfo* info, uint64_t seed) {
 
 std::unique_ptr<Drafter> make_drafter(const DrafterInfo& info, const DrafterEnv& env, const DrafterOptions& opts) {
   std::unique_ptr<Drafter> d = info.factory(env, opts);
-  SPECDEC_CHECK(d != nullptr, "drafter '", info.name, "': its factory returned no drafter (expected a Drafter, or an "
+  SPECDEC_CHECK(d != nullptr, "drafter '", info.name,
+                "': its factory returned no drafter (expected a Drafter, or an "
                 "exception saying what is wrong)");
   return d;
 }
@@ -220,7 +222,8 @@ std::vector<std::string> load_drafter_plugin(DrafterRegistry& registry, const st
                 "specdec_plugin_register)");
   const int v = version();
   SPECDEC_CHECK(v == SPECDEC_PLUGIN_ABI_VERSION, path, ": drafter plugin built for plugin ABI version ", v,
-                ", this specdec has version ", SPECDEC_PLUGIN_ABI_VERSION, "; rebuild the plugin against these headers");
+                ", this specdec has version ", SPECDEC_PLUGIN_ABI_VERSION,
+                "; rebuild the plugin against these headers");
   // 2. The version matches: now bind every symbol, so an unresolved one is an error here, naming the file,
   //    rather than a crash in the middle of a run.
   DlHandle now{dlopen(path.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL)};

@@ -201,7 +201,7 @@ using DrafterFactory = std::function<std::unique_ptr<Drafter>(const DrafterEnv&,
 
 struct DrafterInfo {
   std::string name;
-  std::string help;        // one line
+  std::string help;  // one line
   DrafterFactory factory;
   bool needs_reference = false;  // oracle / synthetic: needs the AR output of the same prompt
 };

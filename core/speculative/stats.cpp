@@ -35,8 +35,7 @@ bool draft_below_path(const StepRecord& s) {
   return false;
 }
 
-void SpecStats::add_step(int32_t n_proposed, int32_t n_accepted, int32_t n_emitted, int32_t max_depth,
-                         bool below) {
+void SpecStats::add_step(int32_t n_proposed, int32_t n_accepted, int32_t n_emitted, int32_t max_depth, bool below) {
   ++steps_;
   emitted_ += n_emitted;
   drafted_ += n_proposed;

@@ -35,23 +35,23 @@ class SpecStats {
   int max_position() const { return static_cast<int>(proposed_at_.size()); }
   int64_t proposed_at(int i) const;  // steps whose proposal reached depth i (i = 1..)
   int64_t accepted_at(int i) const;  // steps whose accepted path reached depth i
-  int64_t reached_at(int i) const;   // steps whose accepted path reached i - 1 and had a draft token at depth i below it
+  int64_t reached_at(int i) const;  // steps whose accepted path reached i - 1 and had a draft token at depth i below it
 
   // ---- specdec's figures (NaN when the denominator is 0) ----------------------------------------------
-  double tau() const;           // emitted / steps: tokens per target pass (AR: 1)
-  double tau_no_bonus() const;  // tau - 1: tokens per pass beyond the target's own one
-  double acc_rate() const;      // accepted / drafted (every proposed token, every tree node)
-  double depth_rate() const;    // accepted / depth: the share of the proposal's depth the accepted path covered
+  double tau() const;            // emitted / steps: tokens per target pass (AR: 1)
+  double tau_no_bonus() const;   // tau - 1: tokens per pass beyond the target's own one
+  double acc_rate() const;       // accepted / drafted (every proposed token, every tree node)
+  double depth_rate() const;     // accepted / depth: the share of the proposal's depth the accepted path covered
   double p_uncond(int i) const;  // accepted_at(i) / proposed_at(i)
   double p_cond(int i) const;    // accepted_at(i) / reached_at(i)
 
   // ---- peers' headline figures, from the same events, as each peer defines it (docs/metrics.md) -------
-  double specbench_mat() const;          // Spec-Bench / EAGLE #MAT: (accepted + steps) / steps, no stop cut
-  double vllm_acceptance_rate() const;   // accepted / drafted
+  double specbench_mat() const;                // Spec-Bench / EAGLE #MAT: (accepted + steps) / steps, no stop cut
+  double vllm_acceptance_rate() const;         // accepted / drafted
   double vllm_mean_acceptance_length() const;  // 1 + accepted / draft_steps
   double vllm_position_rate(int i) const;      // accepted_at(i) / draft_steps
-  double llamacpp_accept() const;        // accepted / drafted (n_accept / n_drafted), as a fraction
-  double sglang_accept_length() const;   // emitted / steps (completion_tokens / spec_verify_ct)
+  double llamacpp_accept() const;              // accepted / drafted (n_accept / n_drafted), as a fraction
+  double sglang_accept_length() const;         // emitted / steps (completion_tokens / spec_verify_ct)
 
  private:
   int64_t steps_ = 0, emitted_ = 0, drafted_ = 0, accepted_ = 0, depth_ = 0, draft_steps_ = 0;

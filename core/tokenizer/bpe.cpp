@@ -47,8 +47,10 @@ std::string BpeTokenizer::decode_normal(const std::string& piece) const {
     size_t len;
     const uint32_t cp = unicode::decode_utf8(piece, pos, &len);
     const int b = cp == unicode::kInvalid ? -1 : unicode::unicode_to_byte(cp);
-    if (b >= 0) out += static_cast<char>(b);
-    else out.append(piece, pos, len);  // not a mapped byte: keep the text as it is
+    if (b >= 0)
+      out += static_cast<char>(b);
+    else
+      out.append(piece, pos, len);  // not a mapped byte: keep the text as it is
     pos += len;
   }
   return out;
@@ -82,8 +84,10 @@ void BpeTokenizer::encode_fragment(std::string_view text, bool /*after_special*/
       return l.id >= 0 && r.id >= 0 && find_merge(l.id, r.id, priority, merged);
     });
     for (int32_t i = 0; i >= 0; i = symbols[i].next) {
-      if (symbols[i].id >= 0) out.push_back(symbols[i].id);
-      else if (unk_ >= 0) out.push_back(unk_);  // a byte without a token (an incomplete vocabulary)
+      if (symbols[i].id >= 0)
+        out.push_back(symbols[i].id);
+      else if (unk_ >= 0)
+        out.push_back(unk_);  // a byte without a token (an incomplete vocabulary)
     }
   }
 }

@@ -110,8 +110,8 @@ Vocabulary read_vocabulary(const json& j, const std::string& path) {
       if (m.is_string()) {
         v.merges.push_back(m.get<std::string>());
       } else {
-        SPECDEC_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(), "tokenizer file '",
-                      path, "': merge ", m.dump(), " is neither \"a b\" nor [\"a\", \"b\"]");
+        SPECDEC_CHECK(m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string(), "tokenizer file '", path,
+                      "': merge ", m.dump(), " is neither \"a b\" nor [\"a\", \"b\"]");
         v.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
       }
     }

@@ -58,8 +58,8 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int e
   SPECDEC_CHECK(r.can(4), "tokenizer file '", path, "' is truncated: ", data.size(),
                 " bytes, expected at least the 4-byte max_token_length header");
   const int32_t max_len = r.take<int32_t>();
-  SPECDEC_CHECK(max_len > 0 && max_len <= kMaxPieceBytes, "tokenizer file '", path, "': max_token_length is ",
-                max_len, ", expected 1..", kMaxPieceBytes, " (not a llama2.c tokenizer.bin?)");
+  SPECDEC_CHECK(max_len > 0 && max_len <= kMaxPieceBytes, "tokenizer file '", path, "': max_token_length is ", max_len,
+                ", expected 1..", kMaxPieceBytes, " (not a llama2.c tokenizer.bin?)");
 
   SpmVocab v;
   v.tokens.reserve(expected_vocab);
@@ -72,8 +72,8 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int e
     const int32_t len = r.take<int32_t>();
     SPECDEC_CHECK(len >= 0 && len <= max_len, "tokenizer file '", path, "': token ", i, " has length ", len,
                   ", expected 0..", max_len, " (its max_token_length); the file is corrupt");
-    SPECDEC_CHECK(r.can(static_cast<size_t>(len)), "tokenizer file '", path, "' is truncated inside token ", i,
-                  " of ", expected_vocab);
+    SPECDEC_CHECK(r.can(static_cast<size_t>(len)), "tokenizer file '", path, "' is truncated inside token ", i, " of ",
+                  expected_vocab);
     v.tokens.emplace_back(data.data() + r.pos, static_cast<size_t>(len));
     r.pos += static_cast<size_t>(len);
     v.scores.push_back(score);

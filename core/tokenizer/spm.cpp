@@ -87,8 +87,10 @@ void SpmTokenizer::encode_fragment(std::string_view text, bool after_special, st
     std::string escaped;
     escaped.reserve(s.size() + s.size() / 2);
     for (char c : s) {
-      if (c == ' ') escaped += kSpace;
-      else escaped += c;
+      if (c == ' ')
+        escaped += kSpace;
+      else
+        escaped += c;
     }
     s.swap(escaped);
   }

@@ -35,7 +35,7 @@ std::string render_chat_template(ChatTemplateKind kind, std::span<const ChatMess
 
 // GGUF's llama_token_type values (tokenizer.ggml.token_type).
 enum class TokenType : int32_t {
-  kUndefined = 0,    // treated as normal
+  kUndefined = 0,  // treated as normal
   kNormal = 1,
   kUnknown = 2,      // <unk>: decodes to empty text
   kControl = 3,      // <s>, <|im_start|>, ...: matched in text only with parse_special; decodes to empty text
@@ -110,23 +110,23 @@ struct SpmVocab {
   TokenId bos = 1, eos = 2, unk = 0;  // llama.cpp's "llama" defaults; -1 = none
   TokenId eot = -1;                   // an extra end-of-turn id (tokenizer.ggml.eot_token_id), -1 = none
   bool add_bos = true;
-  bool add_space_prefix = true;       // a space in front of the text and after each special token
-  bool escape_whitespace = true;      // ' ' <-> U+2581 in pieces; false for llama2.c (its pieces hold ' ')
+  bool add_space_prefix = true;   // a space in front of the text and after each special token
+  bool escape_whitespace = true;  // ' ' <-> U+2581 in pieces; false for llama2.c (its pieces hold ' ')
 };
 std::unique_ptr<Tokenizer> make_spm_tokenizer(const SpmVocab& vocab);
 
 // Byte-level BPE (GGUF tokenizer.ggml.model = "gpt2"): pre-tokenizer split, GPT-2 byte map, then
 // merges in rank order within each pre-token.
 struct BpeVocab {
-  std::vector<std::string> tokens;    // V pieces (byte-mapped text, e.g. "Ġthe")
-  std::vector<int32_t> token_types;   // V TokenType values, or empty (all normal)
-  std::vector<std::string> merges;    // "a b" pairs; rank = index
-  TokenId bos = -1, eos = -1;         // -1 = none
-  TokenId eot = -1;                   // an extra end-of-turn id, -1 = none
+  std::vector<std::string> tokens;   // V pieces (byte-mapped text, e.g. "Ġthe")
+  std::vector<int32_t> token_types;  // V TokenType values, or empty (all normal)
+  std::vector<std::string> merges;   // "a b" pairs; rank = index
+  TokenId bos = -1, eos = -1;        // -1 = none
+  TokenId eot = -1;                  // an extra end-of-turn id, -1 = none
   bool add_bos = false;
   // tokenizer.ggml.pre: "smollm", "gpt2" / "gpt-2", "llama-bpe" / "llama3" / "llama-v3", "qwen2".
   std::string pre = "gpt2";
-  bool ignore_merges = false;         // a pre-token that is itself a token is kept whole (always on for llama3)
+  bool ignore_merges = false;  // a pre-token that is itself a token is kept whole (always on for llama3)
 };
 std::unique_ptr<Tokenizer> make_bpe_tokenizer(const BpeVocab& vocab);
 

@@ -56,25 +56,28 @@ namespace {
 
 bool in_ranges(std::span<const detail::Range> ranges, uint32_t cp) {
   // First range whose last >= cp; cp is inside iff that range starts at or before it.
-  auto it = std::lower_bound(ranges.begin(), ranges.end(), cp,
-                             [](const detail::Range& r, uint32_t v) { return r.last < v; });
+  auto it =
+      std::lower_bound(ranges.begin(), ranges.end(), cp, [](const detail::Range& r, uint32_t v) { return r.last < v; });
   return it != ranges.end() && it->first <= cp;
 }
 
 bool is_white_space(uint32_t cp) {
   // Unicode's White_Space property (PropList.txt).
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
-         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F ||
-         cp == 0x3000;
+         (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 std::array<CpClass, 128> make_ascii_classes() {
   std::array<CpClass, 128> t{};
   for (uint32_t c = 0; c < 128; ++c) {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) t[c] = CpClass::kLetter;
-    else if (c >= '0' && c <= '9') t[c] = CpClass::kNumber;
-    else if (is_white_space(c)) t[c] = CpClass::kWhitespace;
-    else t[c] = CpClass::kOther;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+      t[c] = CpClass::kLetter;
+    else if (c >= '0' && c <= '9')
+      t[c] = CpClass::kNumber;
+    else if (is_white_space(c))
+      t[c] = CpClass::kWhitespace;
+    else
+      t[c] = CpClass::kOther;
   }
   return t;
 }

@@ -3,6 +3,9 @@
 // ranges [first, last], ascending. Regenerate with a loop over chr(0..0x10FFFF) and unicodedata.category.
 #include "core/tokenizer/unicode.h"
 
+// Generated tables, one range per line: not reformatted.
+// clang-format off
+
 namespace specdec::unicode::detail {
 
 namespace {
@@ -175,3 +178,4 @@ std::span<const Range> letter_ranges() { return kLetters; }
 std::span<const Range> number_ranges() { return kNumbers; }
 
 }  // namespace specdec::unicode::detail
+// clang-format on

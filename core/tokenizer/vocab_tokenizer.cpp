@@ -37,10 +37,10 @@ int parse_byte_piece(std::string_view piece) {
 
 void VocabTokenizer::init(VocabSpec spec) {
   const size_t V = spec.tokens.size();
-  SPECDEC_CHECK(V > 0 && V < static_cast<size_t>(std::numeric_limits<int32_t>::max()), spec.what,
-                ": vocabulary has ", V, " tokens, expected 1..2^31-1");
-  SPECDEC_CHECK(spec.token_types.empty() || spec.token_types.size() == V, spec.what, ": ",
-                spec.token_types.size(), " token types for ", V, " tokens, expected one per token");
+  SPECDEC_CHECK(V > 0 && V < static_cast<size_t>(std::numeric_limits<int32_t>::max()), spec.what, ": vocabulary has ",
+                V, " tokens, expected 1..2^31-1");
+  SPECDEC_CHECK(spec.token_types.empty() || spec.token_types.size() == V, spec.what, ": ", spec.token_types.size(),
+                " token types for ", V, " tokens, expected one per token");
   auto check_id = [&](TokenId id, const char* name) {
     SPECDEC_CHECK(id >= -1 && id < static_cast<TokenId>(V), spec.what, ": ", name, " id ", id,
                   " is outside the vocabulary of ", V, " tokens");
@@ -73,7 +73,7 @@ void VocabTokenizer::init(VocabSpec spec) {
   eog_.assign(V, 0);
   for (size_t i = 0; i < V; ++i) {
     const std::string& p = pieces_[i];
-    if (p.empty()) continue;  // can never be matched
+    if (p.empty()) continue;                           // can never be matched
     piece_to_id_.emplace(p, static_cast<TokenId>(i));  // the first of duplicate pieces wins
     if (std::find(kEndOfGenerationTexts.begin(), kEndOfGenerationTexts.end(), p) != kEndOfGenerationTexts.end()) {
       eog_[i] = 1;
@@ -142,8 +142,8 @@ std::optional<TokenId> VocabTokenizer::find(std::string_view piece) const {
 }
 
 const std::string& VocabTokenizer::piece(TokenId tok) const {
-  SPECDEC_CHECK(tok >= 0 && tok < vocab_size(), "token id ", tok, " is outside the vocabulary of ",
-                vocab_size(), " tokens");
+  SPECDEC_CHECK(tok >= 0 && tok < vocab_size(), "token id ", tok, " is outside the vocabulary of ", vocab_size(),
+                " tokens");
   return pieces_[tok];
 }
 

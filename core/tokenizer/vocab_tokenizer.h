@@ -31,10 +31,10 @@ struct VocabSpec {
   std::vector<int32_t> token_types;  // V, or empty: <0xNN> pieces are bytes when bytes_by_form, the rest normal
   bool bytes_by_form = false;
   TokenId bos = -1, eos = -1, unk = -1, eot = -1;
-  std::vector<TokenId> extra_eog;    // more ids that end generation (llama2.c: BOS)
+  std::vector<TokenId> extra_eog;  // more ids that end generation (llama2.c: BOS)
   bool add_bos = false;
   bool strip_space_after_bos = false;
-  std::string_view what;             // names the source in error messages ("SpmVocab", a file path)
+  std::string_view what;  // names the source in error messages ("SpmVocab", a file path)
 };
 
 class VocabTokenizer : public Tokenizer {
@@ -45,9 +45,7 @@ class VocabTokenizer : public Tokenizer {
   bool add_bos_default() const override { return add_bos_; }
   std::vector<TokenId> encode(std::string_view text, bool add_bos, bool parse_special = false) const override;
   std::string decode_token(TokenId prev, TokenId tok) const override;
-  bool is_end_of_generation(TokenId tok) const override {
-    return tok >= 0 && tok < vocab_size() && eog_[tok] != 0;
-  }
+  bool is_end_of_generation(TokenId tok) const override { return tok >= 0 && tok < vocab_size() && eog_[tok] != 0; }
   std::optional<TokenId> find(std::string_view piece) const override;
   const std::string& piece(TokenId tok) const override;
 

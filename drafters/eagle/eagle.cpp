@@ -51,8 +51,8 @@ struct Gaussian {
 };
 
 void check_config(const EagleConfig& c) {
-  SPECDEC_CHECK(c.hidden_size > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.head_dim > 0 &&
-                    c.intermediate_size > 0 && c.vocab_size > 0,
+  SPECDEC_CHECK(c.hidden_size > 0 && c.n_heads > 0 && c.n_kv_heads > 0 && c.head_dim > 0 && c.intermediate_size > 0 &&
+                    c.vocab_size > 0,
                 "an EAGLE layer config with positive hidden_size, n_heads, n_kv_heads, head_dim, intermediate_size, "
                 "vocab_size, got ",
                 c.hidden_size, ", ", c.n_heads, ", ", c.n_kv_heads, ", ", c.head_dim, ", ", c.intermediate_size, ", ",
@@ -121,9 +121,9 @@ void save_eagle_weights(const EagleWeights& w, const std::string& path) {
     const char* name;
     std::vector<int64_t> shape;
     const std::vector<float>& values;
-  } parts[] = {{kFcW, {H, 2 * H}, w.fc_w}, {kFcB, {H}, w.fc_b},         {kQ, {Q, H}, w.wq},
-               {kK, {KV, H}, w.wk},        {kV, {KV, H}, w.wv},         {kO, {H, Q}, w.wo},
-               {kGate, {I, H}, w.w_gate},  {kUp, {I, H}, w.w_up},       {kDown, {H, I}, w.w_down},
+  } parts[] = {{kFcW, {H, 2 * H}, w.fc_w},   {kFcB, {H}, w.fc_b},   {kQ, {Q, H}, w.wq},
+               {kK, {KV, H}, w.wk},          {kV, {KV, H}, w.wv},   {kO, {H, Q}, w.wo},
+               {kGate, {I, H}, w.w_gate},    {kUp, {I, H}, w.w_up}, {kDown, {H, I}, w.w_down},
                {kPostNorm, {H}, w.post_norm}};
   std::vector<medusa::TensorToWrite> tensors;
   for (const auto& p : parts) {
@@ -135,8 +135,9 @@ void save_eagle_weights(const EagleWeights& w, const std::string& path) {
   }
   std::vector<int64_t> d2t(w.draft_ids.size());
   for (size_t d = 0; d < d2t.size(); ++d) {
-    SPECDEC_CHECK(w.draft_ids[d] >= 0 && w.draft_ids[d] < c.vocab_size && (d == 0 || w.draft_ids[d] > w.draft_ids[d - 1]),
-                  path, ": draft_ids ascending, distinct and < ", c.vocab_size, ", got ", w.draft_ids[d], " at ", d);
+    SPECDEC_CHECK(
+        w.draft_ids[d] >= 0 && w.draft_ids[d] < c.vocab_size && (d == 0 || w.draft_ids[d] > w.draft_ids[d - 1]), path,
+        ": draft_ids ascending, distinct and < ", c.vocab_size, ", got ", w.draft_ids[d], " at ", d);
     d2t[d] = static_cast<int64_t>(w.draft_ids[d]) - static_cast<int64_t>(d);
   }
   if (!d2t.empty()) {
@@ -166,8 +167,8 @@ EagleWeights load_eagle_weights(const std::string& path, const ModelConfig& targ
   const SafetensorsTensor* fc = file->find(kFcW);
   SPECDEC_CHECK(fc != nullptr, path, ": tensor '", kFcW, "' is missing (not an EAGLE layer file?)");
   SPECDEC_CHECK(fc->shape.size() == 2 && fc->shape[0] == H && fc->shape[1] == 2 * H, path,
-                ": the EAGLE layer has hidden size ", fc->shape.empty() ? 0 : fc->shape[0], " (tensor '", kFcW,
-                "' of ", fc->shape.size(), " dims, expected [", H, ", ", 2 * H, "]), the target's is ", H);
+                ": the EAGLE layer has hidden size ", fc->shape.empty() ? 0 : fc->shape[0], " (tensor '", kFcW, "' of ",
+                fc->shape.size(), " dims, expected [", H, ", ", 2 * H, "]), the target's is ", H);
   w.fc_w = medusa::read_safetensors_f32(*file, kFcW, {H, 2 * H});
   w.fc_b = medusa::read_safetensors_f32(*file, kFcB, {H});
   w.wq = medusa::read_safetensors_f32(*file, kQ, {Q, H});
@@ -180,8 +181,8 @@ EagleWeights load_eagle_weights(const std::string& path, const ModelConfig& targ
   w.post_norm = medusa::read_safetensors_f32(*file, kPostNorm, {H});
 
   if (const SafetensorsTensor* t = file->find(kD2t)) {
-    SPECDEC_CHECK(t->shape.size() == 1 && (t->dtype == "I64" || t->dtype == "I32"), path, ": tensor '", kD2t,
-                  "' is ", t->dtype, " of ", t->shape.size(), " dims, expected a vector of I64 (or I32)");
+    SPECDEC_CHECK(t->shape.size() == 1 && (t->dtype == "I64" || t->dtype == "I32"), path, ": tensor '", kD2t, "' is ",
+                  t->dtype, " of ", t->shape.size(), " dims, expected a vector of I64 (or I32)");
     const int64_t N = t->shape[0];
     SPECDEC_CHECK(N >= 1 && N <= V, path, ": tensor '", kD2t, "' has ", N, " entries, expected 1..", V,
                   " (the target's vocabulary)");
@@ -219,8 +220,10 @@ EagleWeights load_eagle_weights(const std::string& path, const ModelConfig& targ
                     j["vocab_size"].dump(), " (metadata), the target's is ", V);
     if (!expected_target_sha256.empty() && j.contains("target_sha256") && j["target_sha256"].is_string()) {
       const std::string sha = j["target_sha256"].get<std::string>();
-      SPECDEC_CHECK(sha.empty() || sha == expected_target_sha256, path, ": the EAGLE layer was trained for the "
-                    "target with sha256 ", sha, ", this target's is ", expected_target_sha256);
+      SPECDEC_CHECK(sha.empty() || sha == expected_target_sha256, path,
+                    ": the EAGLE layer was trained for the "
+                    "target with sha256 ",
+                    sha, ", this target's is ", expected_target_sha256);
     }
   }
   return w;
@@ -264,8 +267,8 @@ void eagle_forward(const EagleWeights& w, EagleCache& cache, std::span<const flo
   SPECDEC_CHECK(emb.size() == static_cast<size_t>(T) * H && feat.size() == emb.size() && out.size() == emb.size(),
                 "eagle_forward: emb, feat and out of T x H = ", T, " x ", H, " floats, got ", emb.size(), ", ",
                 feat.size(), ", ", out.size());
-  SPECDEC_CHECK(mask.empty() || mask.size() == static_cast<size_t>(T) * S, "eagle_forward: a mask of T x (cache + T) = ",
-                T, " x ", S, " bytes or none, got ", mask.size());
+  SPECDEC_CHECK(mask.empty() || mask.size() == static_cast<size_t>(T) * S,
+                "eagle_forward: a mask of T x (cache + T) = ", T, " x ", S, " bytes or none, got ", mask.size());
   SPECDEC_CHECK(cache.k.size() == static_cast<size_t>(n0) * KV && cache.v.size() == cache.k.size(),
                 "eagle_forward: a cache of ", n0, " slots x kv_dim ", KV, " floats, got ", cache.k.size(), " and ",
                 cache.v.size());

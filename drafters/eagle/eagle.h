@@ -32,10 +32,10 @@
 namespace specdec::eagle {
 
 struct EagleConfig {
-  int hidden_size = 0;   // H, the target's
+  int hidden_size = 0;  // H, the target's
   int n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int intermediate_size = 0;
-  int vocab_size = 0;    // the target's V
+  int vocab_size = 0;  // the target's V
   float rope_theta = 10000.0f;
   float rms_eps = 1e-5f;
 
@@ -74,9 +74,9 @@ void save_eagle_weights(const EagleWeights& w, const std::string& path);
 
 // The layer's own KV cache: slot i holds the keys (RoPE applied) and values of the i-th pair read.
 struct EagleCache {
-  int n = 0;                  // slots in use
-  std::vector<float> k, v;    // n x kv_dim each (size tracks n; the vectors' capacity keeps the memory)
-  void truncate(int m);       // keep slots 0..m-1 (0 <= m <= n)
+  int n = 0;                // slots in use
+  std::vector<float> k, v;  // n x kv_dim each (size tracks n; the vectors' capacity keeps the memory)
+  void truncate(int m);     // keep slots 0..m-1 (0 <= m <= n)
   // Keep slots base + rows[i] at base + i (rows strictly increasing, < n - base); n becomes base + rows.size().
   void compact(int base, std::span<const int32_t> rows);
 };

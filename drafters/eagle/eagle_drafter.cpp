@@ -88,8 +88,10 @@ void EagleDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures& 
   committed_ = next_pos_ = 0;
   fhat_.clear();
   if (f.rows == 0) return;  // a one-token prompt: no state until the first accept
-  SPECDEC_CHECK(f.first_pos == 0 && f.rows == static_cast<int>(prompt.size()) - 1, "eagle: begin's features: rows for "
-                "positions 0..", prompt.size() - 2, ", got ", f.rows, " from position ", f.first_pos);
+  SPECDEC_CHECK(f.first_pos == 0 && f.rows == static_cast<int>(prompt.size()) - 1,
+                "eagle: begin's features: rows for "
+                "positions 0..",
+                prompt.size() - 2, ", got ", f.rows, " from position ", f.first_pos);
   read_pairs(f, prompt.subspan(1));
 }
 
@@ -148,9 +150,12 @@ DraftProposal EagleDrafter::propose(int max_tokens) {
   cache_.truncate(committed_);
   if (fhat_.empty() || max_tokens <= 0) return {};  // no state yet (a one-token prompt)
   switch (opt_.tree) {
-    case EagleTree::kChain: return chain(max_tokens, step);
-    case EagleTree::kStatic: return static_tree(max_tokens);
-    case EagleTree::kDynamic: return dynamic_tree(max_tokens);
+    case EagleTree::kChain:
+      return chain(max_tokens, step);
+    case EagleTree::kStatic:
+      return static_tree(max_tokens);
+    case EagleTree::kDynamic:
+      return dynamic_tree(max_tokens);
   }
   return {};
 }
@@ -283,7 +288,9 @@ DraftProposal EagleDrafter::dynamic_tree(int max_tokens) {
   std::vector<Node> nodes;
   std::vector<int> frontier, next;
   node_feat_.clear();
-  const auto better = [&](int x, int y) { return nodes[x].score > nodes[y].score || (nodes[x].score == nodes[y].score && x < y); };
+  const auto better = [&](int x, int y) {
+    return nodes[x].score > nodes[y].score || (nodes[x].score == nodes[y].score && x < y);
+  };
   draft_logits(fhat_, 1, true);
   children(nodes, -1, 0, k, frontier);
   for (int d = 1; d < depth; ++d) {
@@ -305,42 +312,44 @@ DraftProposal EagleDrafter::dynamic_tree(int max_tokens) {
 }
 
 DrafterInfo eagle_info() {
-  return {"eagle",
-          "an EAGLE layer on the target's final-norm states (weights = FILE.safetensors from specdec train eagle, or an "
-          "EAGLE-1 checkpoint; tree = chain | static | dynamic (EAGLE-2), default chain; dynamic: depth = 5, topk = 4; "
-          "static: branching = 4,2,2,1 children per node at each depth; trees are cut to k nodes)",
-          [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
-            const std::string path = opt.get("weights", "");
-            const std::string tree = opt.get("tree", "chain");
-            EagleDrafterOptions o;
-            o.depth = opt.get_int("depth", o.depth);
-            o.topk = opt.get_int("topk", o.topk);
-            const std::vector<double> branching =
-                opt.get_doubles("branching", std::vector<double>(o.branching.begin(), o.branching.end()));
-            opt.check_all_used();
-            const std::string& sec = opt.section();
-            SPECDEC_CHECK(!path.empty(), "[", sec, "] weights = the EAGLE layer's file (specdec train eagle writes one)");
-            SPECDEC_CHECK(tree == "chain" || tree == "static" || tree == "dynamic", "[", sec,
-                          "] tree = chain, static or dynamic, got '", tree, "'");
-            o.tree = tree == "chain" ? EagleTree::kChain : tree == "static" ? EagleTree::kStatic : EagleTree::kDynamic;
-            SPECDEC_CHECK(o.depth >= 1, "[", sec, "] depth >= 1, got ", o.depth);
-            SPECDEC_CHECK(o.topk >= 1, "[", sec, "] topk >= 1, got ", o.topk);
-            SPECDEC_CHECK(!branching.empty(), "[", sec, "] branching = children per node at each depth (e.g. 4,2,2,1)");
-            o.branching.clear();
-            for (const double c : branching) {
-              SPECDEC_CHECK(c >= 1 && c == std::floor(c) && c <= 1e6, "[", sec,
-                            "] branching: whole numbers >= 1 (children per node at each depth), got ", c);
-              o.branching.push_back(static_cast<int>(c));
-            }
-            SPECDEC_CHECK(env.target != nullptr, "[", sec, "] eagle needs the target model");
-            SPECDEC_CHECK(!env.target_path.empty(), "[", sec, "] eagle reads the target's embedding rows from its model "
-                          "file, and the target's path is not known here (DrafterEnv::target_path is empty)");
-            auto assets = env.shared ? env.shared->get_or_make<EagleAssets>(
-                                           "eagle:" + path + ":" + env.target_path,
-                                           [&] { return std::const_pointer_cast<EagleAssets>(load_assets(env, path)); })
-                                     : load_assets(env, path);
-            return std::make_unique<EagleDrafter>(env, std::move(assets), std::move(o));
-          }};
+  return {
+      "eagle",
+      "an EAGLE layer on the target's final-norm states (weights = FILE.safetensors from specdec train eagle, or an "
+      "EAGLE-1 checkpoint; tree = chain | static | dynamic (EAGLE-2), default chain; dynamic: depth = 5, topk = 4; "
+      "static: branching = 4,2,2,1 children per node at each depth; trees are cut to k nodes)",
+      [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+        const std::string path = opt.get("weights", "");
+        const std::string tree = opt.get("tree", "chain");
+        EagleDrafterOptions o;
+        o.depth = opt.get_int("depth", o.depth);
+        o.topk = opt.get_int("topk", o.topk);
+        const std::vector<double> branching =
+            opt.get_doubles("branching", std::vector<double>(o.branching.begin(), o.branching.end()));
+        opt.check_all_used();
+        const std::string& sec = opt.section();
+        SPECDEC_CHECK(!path.empty(), "[", sec, "] weights = the EAGLE layer's file (specdec train eagle writes one)");
+        SPECDEC_CHECK(tree == "chain" || tree == "static" || tree == "dynamic", "[", sec,
+                      "] tree = chain, static or dynamic, got '", tree, "'");
+        o.tree = tree == "chain" ? EagleTree::kChain : tree == "static" ? EagleTree::kStatic : EagleTree::kDynamic;
+        SPECDEC_CHECK(o.depth >= 1, "[", sec, "] depth >= 1, got ", o.depth);
+        SPECDEC_CHECK(o.topk >= 1, "[", sec, "] topk >= 1, got ", o.topk);
+        SPECDEC_CHECK(!branching.empty(), "[", sec, "] branching = children per node at each depth (e.g. 4,2,2,1)");
+        o.branching.clear();
+        for (const double c : branching) {
+          SPECDEC_CHECK(c >= 1 && c == std::floor(c) && c <= 1e6, "[", sec,
+                        "] branching: whole numbers >= 1 (children per node at each depth), got ", c);
+          o.branching.push_back(static_cast<int>(c));
+        }
+        SPECDEC_CHECK(env.target != nullptr, "[", sec, "] eagle needs the target model");
+        SPECDEC_CHECK(!env.target_path.empty(), "[", sec,
+                      "] eagle reads the target's embedding rows from its model "
+                      "file, and the target's path is not known here (DrafterEnv::target_path is empty)");
+        auto assets = env.shared ? env.shared->get_or_make<EagleAssets>(
+                                       "eagle:" + path + ":" + env.target_path,
+                                       [&] { return std::const_pointer_cast<EagleAssets>(load_assets(env, path)); })
+                                 : load_assets(env, path);
+        return std::make_unique<EagleDrafter>(env, std::move(assets), std::move(o));
+      }};
 }
 
 }  // namespace specdec::eagle

@@ -24,8 +24,8 @@ enum class EagleTree { kChain, kStatic, kDynamic };
 
 struct EagleDrafterOptions {
   EagleTree tree = EagleTree::kChain;
-  int depth = 5;                           // dynamic: the deepest draft position
-  int topk = 4;                            // dynamic: nodes expanded per level, children per expanded node
+  int depth = 5;                              // dynamic: the deepest draft position
+  int topk = 4;                               // dynamic: nodes expanded per level, children per expanded node
   std::vector<int> branching = {4, 2, 2, 1};  // static: children per node at each depth
 };
 

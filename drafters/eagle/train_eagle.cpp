@@ -114,8 +114,8 @@ struct Activations {
   std::vector<int64_t> begin;  // C + 1 row offsets
   std::vector<float> cos, sin;
   RowMatrix xe, xf, u, q, k, v, a, hs, nh, g, up, m, out;
-  std::vector<float> rinv;      // 1 / rms of hs per row
-  std::vector<RowMatrix> p;     // chunk c, head h at c * n_heads + h: T x T attention probabilities
+  std::vector<float> rinv;   // 1 / rms of hs per row
+  std::vector<RowMatrix> p;  // chunk c, head h at c * n_heads + h: T x T attention probabilities
 };
 
 void forward(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
@@ -138,7 +138,8 @@ void forward(const EagleWeights& w, const train::FeatureData& d, const std::vect
       if (noise > 0.f) {
         uint64_t state = medusa::seed_stream(noise_seed, static_cast<uint64_t>(i));
         for (int j = 0; j < H; ++j)
-          f.xf(row, j) += noise * static_cast<float>(2.0 * (static_cast<double>(splitmix(state) >> 11) * 0x1.0p-53) - 1.0);
+          f.xf(row, j) +=
+              noise * static_cast<float>(2.0 * (static_cast<double>(splitmix(state) >> 11) * 0x1.0p-53) - 1.0);
       }
     }
   rope_tables(pos, D, c.rope_theta, f.cos, f.sin);
@@ -358,10 +359,12 @@ EagleLossValue loss_impl(const EagleWeights& w, const train::FeatureData& d, con
     hit[r] = h;
   }
   RowMatrix d_out;
-  if (grad && ce_scale > 0.f) d_out.noalias() = z * ConstMap(lm.w, lm.rows, H);
-  else if (grad) d_out = RowMatrix::Zero(R, H);  // z holds no gradient without a cross-entropy term
-  const double reg = smooth_l1(f.out, d, chunks, f.begin, grad ? &d_out : nullptr,
-                               opt.w_reg / static_cast<float>(H * R));
+  if (grad && ce_scale > 0.f)
+    d_out.noalias() = z * ConstMap(lm.w, lm.rows, H);
+  else if (grad)
+    d_out = RowMatrix::Zero(R, H);  // z holds no gradient without a cross-entropy term
+  const double reg =
+      smooth_l1(f.out, d, chunks, f.begin, grad ? &d_out : nullptr, opt.w_reg / static_cast<float>(H * R));
   double ce_sum = 0.0;
   for (int64_t r = 0; r < R; ++r) ce_sum += ce[r], v.hits += hit[r];
   v.ce_rows = n_ce;
@@ -376,9 +379,11 @@ void check_inputs(const EagleWeights& w, const train::FeatureData& d, const std:
                   const std::vector<float>& lm_head) {
   medusa::check_feature_data(d);
   const size_t VH = static_cast<size_t>(d.vocab_size) * d.hidden_size;
-  SPECDEC_CHECK(w.cfg.hidden_size == d.hidden_size && w.cfg.vocab_size == d.vocab_size, "an EAGLE layer of hidden "
-                "size ", w.cfg.hidden_size, " and vocabulary ", w.cfg.vocab_size, " for features of ", d.hidden_size,
-                " and ", d.vocab_size);
+  SPECDEC_CHECK(w.cfg.hidden_size == d.hidden_size && w.cfg.vocab_size == d.vocab_size,
+                "an EAGLE layer of hidden "
+                "size ",
+                w.cfg.hidden_size, " and vocabulary ", w.cfg.vocab_size, " for features of ", d.hidden_size, " and ",
+                d.vocab_size);
   SPECDEC_CHECK(embed.size() == VH && lm_head.size() == VH, "an embedding and an LM head of V x H = ", d.vocab_size,
                 " x ", d.hidden_size, " floats, got ", embed.size(), " and ", lm_head.size());
 }
@@ -499,7 +504,8 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
       // predicted at depth d - 1; it sees the true pairs up to t, its own chain's earlier pairs and itself.
       for (int t = 0; t < T; ++t) {
         const int64_t tok = std::min<int64_t>(ch.first + t + d, seq_end - 1);
-        std::copy_n(embed.data() + static_cast<size_t>(data.tokens[tok]) * H, H, emb.data() + static_cast<size_t>(t) * H);
+        std::copy_n(embed.data() + static_cast<size_t>(data.tokens[tok]) * H, H,
+                    emb.data() + static_cast<size_t>(t) * H);
         pos[t] = ch.position + t + d - 1;
       }
       std::vector<uint8_t> mask;
@@ -567,11 +573,11 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   SPECDEC_CHECK(cfg.max_len >= 1, "max_len >= 1 pairs, got ", cfg.max_len);
   SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
                 ", steps = ", cfg.steps);
-  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr, "0 <= min_lr <= lr and lr > 0, got lr = ",
-                cfg.lr, ", min_lr = ", cfg.min_lr);
+  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr,
+                "0 <= min_lr <= lr and lr > 0, got lr = ", cfg.lr, ", min_lr = ", cfg.min_lr);
   SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
-  SPECDEC_CHECK(cfg.w_reg >= 0.f && cfg.w_ce >= 0.f && cfg.w_reg + cfg.w_ce > 0.f,
-                "w_reg, w_ce >= 0, not both 0, got ", cfg.w_reg, " and ", cfg.w_ce);
+  SPECDEC_CHECK(cfg.w_reg >= 0.f && cfg.w_ce >= 0.f && cfg.w_reg + cfg.w_ce > 0.f, "w_reg, w_ce >= 0, not both 0, got ",
+                cfg.w_reg, " and ", cfg.w_ce);
   SPECDEC_CHECK(cfg.noise >= 0.f, "noise >= 0, got ", cfg.noise);
   SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
                 cfg.heldout_fraction);
@@ -622,7 +628,8 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   std::vector<train::ParamSpan> params;
   {
     const auto values = tensors_of(w), grads = tensors_of(grad);
-    for (int i = 0; i < kTensors; ++i) params.push_back({values[i]->data(), grads[i]->data(), values[i]->size(), kDecay[i]});
+    for (int i = 0; i < kTensors; ++i)
+      params.push_back({values[i]->data(), grads[i]->data(), values[i]->size(), kDecay[i]});
   }
   train::AdamWConfig ac;
   ac.weight_decay = cfg.weight_decay;
@@ -633,13 +640,26 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
     rep.train_vocab_coverage = vocab.coverage;
   };
 
-  const json fingerprint = {{"batch", cfg.batch}, {"max_len", cfg.max_len}, {"lr", cfg.lr}, {"min_lr", cfg.min_lr},
-                            {"warmup", cfg.warmup}, {"weight_decay", cfg.weight_decay}, {"clip", cfg.clip},
-                            {"init_scale", cfg.init_scale}, {"w_reg", cfg.w_reg}, {"w_ce", cfg.w_ce},
-                            {"noise", cfg.noise}, {"seed", cfg.seed}, {"heldout_fraction", cfg.heldout_fraction},
-                            {"train_vocab", cfg.train_vocab}, {"draft_vocab", cfg.draft_vocab},
-                            {"total_steps", total_steps}, {"threads", threads}, {"rows", data.n_rows()},
-                            {"sequences", S}, {"target_sha256", data.target_sha256}};
+  const json fingerprint = {{"batch", cfg.batch},
+                            {"max_len", cfg.max_len},
+                            {"lr", cfg.lr},
+                            {"min_lr", cfg.min_lr},
+                            {"warmup", cfg.warmup},
+                            {"weight_decay", cfg.weight_decay},
+                            {"clip", cfg.clip},
+                            {"init_scale", cfg.init_scale},
+                            {"w_reg", cfg.w_reg},
+                            {"w_ce", cfg.w_ce},
+                            {"noise", cfg.noise},
+                            {"seed", cfg.seed},
+                            {"heldout_fraction", cfg.heldout_fraction},
+                            {"train_vocab", cfg.train_vocab},
+                            {"draft_vocab", cfg.draft_vocab},
+                            {"total_steps", total_steps},
+                            {"threads", threads},
+                            {"rows", data.n_rows()},
+                            {"sequences", S},
+                            {"target_sha256", data.target_sha256}};
   EagleTrainResult result;
   int64_t step = 0;
   Running running;

@@ -25,21 +25,21 @@ namespace specdec::eagle {
 constexpr int kEagleDepths = 4;  // held-out accuracy at draft depth 1 .. 4
 
 struct EagleTrainConfig {
-  int epochs = 1;             // passes over the training pairs (ignored when steps > 0)
-  int64_t steps = 0;          // > 0: exactly this many optimiser steps
-  int batch = 4;              // chunks (whole sequences, or max_len pieces of longer ones) per step
-  int max_len = 256;          // pairs per chunk: longer sequences are cut into pieces read separately
-  float lr = 5e-4f;           // peak learning rate
-  float min_lr = 0.0f;        // the cosine's floor
-  int64_t warmup = 0;         // linear warm-up steps
-  float weight_decay = 0.0f;  // on the matrices (not fc.bias, post_norm)
-  float clip = 0.5f;          // global gradient norm limit (<= 0: none); EAGLE clips at 0.5
-  float init_scale = 0.02f;   // init_eagle_weights' scale
-  float w_reg = 1.0f;         // weight of the feature regression (Smooth-L1)
-  float w_ce = 0.1f;          // weight of the soft cross-entropy of the readout
-  float noise = 0.0f;         // uniform noise in [-noise, noise] added to the training input features
-  uint64_t seed = 0;          // the held-out split, the chunk order, the initial weights, the noise
-  int threads = 0;            // Eigen / OpenMP threads; 0 = as configured
+  int epochs = 1;                  // passes over the training pairs (ignored when steps > 0)
+  int64_t steps = 0;               // > 0: exactly this many optimiser steps
+  int batch = 4;                   // chunks (whole sequences, or max_len pieces of longer ones) per step
+  int max_len = 256;               // pairs per chunk: longer sequences are cut into pieces read separately
+  float lr = 5e-4f;                // peak learning rate
+  float min_lr = 0.0f;             // the cosine's floor
+  int64_t warmup = 0;              // linear warm-up steps
+  float weight_decay = 0.0f;       // on the matrices (not fc.bias, post_norm)
+  float clip = 0.5f;               // global gradient norm limit (<= 0: none); EAGLE clips at 0.5
+  float init_scale = 0.02f;        // init_eagle_weights' scale
+  float w_reg = 1.0f;              // weight of the feature regression (Smooth-L1)
+  float w_ce = 0.1f;               // weight of the soft cross-entropy of the readout
+  float noise = 0.0f;              // uniform noise in [-noise, noise] added to the training input features
+  uint64_t seed = 0;               // the held-out split, the chunk order, the initial weights, the noise
+  int threads = 0;                 // Eigen / OpenMP threads; 0 = as configured
   double heldout_fraction = 0.05;  // of the sequences
   int64_t checkpoint_every = 0;    // steps; 0 = no periodic checkpoints
   std::string checkpoint_path;     // required when checkpoint_every > 0 or resuming
@@ -55,10 +55,10 @@ struct EagleTrainConfig {
 };
 
 struct EagleMetrics {
-  int64_t rows = 0;  // pairs with a target
-  double reg = 0.0;  // mean Smooth-L1 (mean over H per pair)
-  double ce = 0.0;   // mean soft cross-entropy (nats) at depth 1 (held-out: over the drafter's readout)
-  double loss = 0.0; // w_reg * reg + w_ce * ce
+  int64_t rows = 0;   // pairs with a target
+  double reg = 0.0;   // mean Smooth-L1 (mean over H per pair)
+  double ce = 0.0;    // mean soft cross-entropy (nats) at depth 1 (held-out: over the drafter's readout)
+  double loss = 0.0;  // w_reg * reg + w_ce * ce
   // acc[d-1]: P(argmax of the readout at depth d == the target's argmax), over acc_rows[d-1] pairs (training
   // figures: depth 1 only, over the training vocabulary).
   std::array<double, kEagleDepths> acc{};
@@ -66,8 +66,8 @@ struct EagleMetrics {
 };
 
 struct EagleEpochReport {
-  int epoch = 0;     // 1-based; 0 = before training
-  int64_t step = 0;  // optimiser steps done at its end
+  int epoch = 0;         // 1-based; 0 = before training
+  int64_t step = 0;      // optimiser steps done at its end
   EagleMetrics train;    // running figures over the epoch's steps
   EagleMetrics heldout;  // on the held-out sequences after the epoch
   int train_vocab = 0;
@@ -82,13 +82,13 @@ struct EagleTrainCallbacks {
 };
 
 struct EagleTrainResult {
-  EagleWeights weights;  // with metadata_json (docs/training.md) and draft_ids (draft_vocab > 0)
+  EagleWeights weights;                  // with metadata_json (docs/training.md) and draft_ids (draft_vocab > 0)
   std::vector<EagleEpochReport> epochs;  // epoch 0 (before training), then one per epoch
   int64_t steps = 0;
   int64_t train_rows = 0, heldout_rows = 0;  // pairs
-  double wall_s = 0.0;       // of this invocation
-  int64_t rows_stepped = 0;  // pairs in this invocation's optimiser steps
-  double step_s = 0.0;       // seconds in those steps (evaluation and checkpoints excluded)
+  double wall_s = 0.0;                       // of this invocation
+  int64_t rows_stepped = 0;                  // pairs in this invocation's optimiser steps
+  double step_s = 0.0;                       // seconds in those steps (evaluation and checkpoints excluded)
 };
 
 // A piece of one sequence read as a block: pairs i = first .. first + length - 1 (global row indices: pair i
@@ -108,13 +108,13 @@ std::vector<float> embedding_f32(const LoadedModel& model);
 
 struct EagleLossOptions {
   float w_reg = 1.0f, w_ce = 0.1f;
-  float noise = 0.0f;           // uniform noise on the input features, drawn from noise_seed per row
+  float noise = 0.0f;  // uniform noise on the input features, drawn from noise_seed per row
   uint64_t noise_seed = 0;
   std::vector<int32_t> train_ids;  // empty: the cross-entropy over all V ids; else over these (ascending)
 };
 
 struct EagleLossValue {
-  double loss = 0.0, reg = 0.0, ce = 0.0;  // the means over the chunks' pairs (ce: over pairs with label mass)
+  double loss = 0.0, reg = 0.0, ce = 0.0;   // the means over the chunks' pairs (ce: over pairs with label mass)
   int64_t rows = 0, ce_rows = 0, hits = 0;  // hits: argmax of the readout (over train_ids) == the target's
 };
 
@@ -123,8 +123,7 @@ struct EagleLossValue {
 // exactly what a training step computes. out (optional): the layer's output, sum of lengths x H, in chunk order.
 EagleLossValue eagle_loss(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,
                           const std::vector<float>& lm_head, std::span<const EagleChunk> chunks,
-                          const EagleLossOptions& opt, EagleWeights* grad = nullptr,
-                          std::vector<float>* out = nullptr);
+                          const EagleLossOptions& opt, EagleWeights* grad = nullptr, std::vector<float>* out = nullptr);
 
 // Held-out figures over the chunks: reg, ce (depth 1) and the accuracy at depth d = 1..4, read with
 // eagle_forward as the drafter reads: the chunk's true pairs in the cache, then for every start the layer's own

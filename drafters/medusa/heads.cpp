@@ -72,8 +72,9 @@ void MedusaHeads::head_state(int k, const float* h, float* out) const {
 }
 
 MedusaHeads init_medusa_heads(const HeadsConfig& cfg, uint64_t seed, float init_scale) {
-  SPECDEC_CHECK(!cfg.own_lm_head, "Medusa heads with own LM heads start as copies of the target's: pass it to "
-                                  "init_medusa_heads");
+  SPECDEC_CHECK(!cfg.own_lm_head,
+                "Medusa heads with own LM heads start as copies of the target's: pass it to "
+                "init_medusa_heads");
   SPECDEC_CHECK(cfg.n_heads >= 1 && cfg.n_layers >= 1 && cfg.hidden_size >= 1 && cfg.vocab_size >= 1,
                 "Medusa heads with n_heads, n_layers, hidden_size, vocab_size >= 1, got ", cfg.n_heads, ", ",
                 cfg.n_layers, ", ", cfg.hidden_size, ", ", cfg.vocab_size);
@@ -162,8 +163,8 @@ std::vector<float> read_safetensors_f32(const SafetensorsFile& file, const std::
                                         const std::vector<int64_t>& shape) {
   const SafetensorsTensor* t = file.find(name);
   SPECDEC_CHECK(t != nullptr, file.path(), ": tensor '", name, "' is missing");
-  SPECDEC_CHECK(t->shape == shape, file.path(), ": tensor '", name, "' has shape ", shape_text(t->shape),
-                ", expected ", shape_text(shape));
+  SPECDEC_CHECK(t->shape == shape, file.path(), ": tensor '", name, "' has shape ", shape_text(t->shape), ", expected ",
+                shape_text(shape));
   size_t n = 1;
   for (int64_t d : shape) n *= static_cast<size_t>(d);
   std::vector<float> out(n);
@@ -185,9 +186,9 @@ std::vector<float> read_safetensors_f32(const SafetensorsFile& file, const std::
 void save_medusa_heads(const MedusaHeads& heads, const std::string& path) {
   const HeadsConfig& c = heads.cfg;
   const int64_t H = c.hidden_size, V = c.vocab_size;
-  SPECDEC_CHECK(heads.w.size() == static_cast<size_t>(c.n_heads) * c.n_layers && heads.b.size() == heads.w.size(),
-                path, ": Medusa heads with ", c.n_heads, " x ", c.n_layers, " blocks, got ", heads.w.size(),
-                " weights and ", heads.b.size(), " biases");
+  SPECDEC_CHECK(heads.w.size() == static_cast<size_t>(c.n_heads) * c.n_layers && heads.b.size() == heads.w.size(), path,
+                ": Medusa heads with ", c.n_heads, " x ", c.n_layers, " blocks, got ", heads.w.size(), " weights and ",
+                heads.b.size(), " biases");
   SPECDEC_CHECK(!c.own_lm_head || heads.lm_head.size() == static_cast<size_t>(c.n_heads), path, ": ", c.n_heads,
                 " own LM heads, got ", heads.lm_head.size());
   std::vector<TensorToWrite> tensors;
@@ -317,12 +318,14 @@ MedusaHeads load_medusa_heads(const std::string& path, const ModelConfig& target
       SPECDEC_CHECK(j["hidden_size"].get<int64_t>() == H, path, ": heads have hidden size ", j["hidden_size"].dump(),
                     " (metadata), the target's is ", H);
     if (j.contains("vocab_size") && j["vocab_size"].is_number_integer())
-      SPECDEC_CHECK(j["vocab_size"].get<int64_t>() == V, path, ": heads have vocabulary size ",
-                    j["vocab_size"].dump(), " (metadata), the target's is ", V);
+      SPECDEC_CHECK(j["vocab_size"].get<int64_t>() == V, path, ": heads have vocabulary size ", j["vocab_size"].dump(),
+                    " (metadata), the target's is ", V);
     if (!expected_target_sha256.empty() && j.contains("target_sha256") && j["target_sha256"].is_string()) {
       const std::string sha = j["target_sha256"].get<std::string>();
-      SPECDEC_CHECK(sha.empty() || sha == expected_target_sha256, path, ": heads were trained for the target with "
-                    "sha256 ", sha, ", this target's is ", expected_target_sha256);
+      SPECDEC_CHECK(sha.empty() || sha == expected_target_sha256, path,
+                    ": heads were trained for the target with "
+                    "sha256 ",
+                    sha, ", this target's is ", expected_target_sha256);
     }
   }
   return heads;

@@ -69,7 +69,8 @@ struct TensorToWrite {
 
 // Writes a safetensors file of F32 (or, with data_i64, I64) tensors (in the order given) with a
 // "__metadata__" map of strings: 8-byte little-endian header length, the JSON header (padded with spaces to a
-// multiple of 8 bytes), the data. Atomic: written to PATH.tmp, flushed, then renamed over path. Throws naming the file on an I/O error.
+// multiple of 8 bytes), the data. Atomic: written to PATH.tmp, flushed, then renamed over path. Throws naming the file
+// on an I/O error.
 void write_safetensors_f32(const std::string& path, const std::vector<TensorToWrite>& tensors,
                            const std::map<std::string, std::string>& metadata);
 

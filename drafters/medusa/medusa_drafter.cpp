@@ -41,7 +41,8 @@ std::shared_ptr<const MedusaAssets> load_assets(const DrafterEnv& env, const std
   a->heads = load_medusa_heads(path, env.target->config(), target_sha);
   if (tree_nodes > 0) {
     const auto topk = accuracy_table(a->heads, path);
-    SPECDEC_CHECK(!topk.empty(), path, ": tree_nodes > 0 needs the heads' measured accuracies (metadata accuracy_topk, "
+    SPECDEC_CHECK(!topk.empty(), path,
+                  ": tree_nodes > 0 needs the heads' measured accuracies (metadata accuracy_topk, "
                   "written by specdec train medusa); use tree_nodes = 0 (chains) with these heads");
     SPECDEC_CHECK(static_cast<int>(topk.size()) == a->heads.cfg.n_heads, path, ": accuracy_topk has ", topk.size(),
                   " rows for ", a->heads.cfg.n_heads, " heads");
@@ -85,8 +86,8 @@ class MedusaDrafter final : public Drafter {
         }
         probs_.resize(V_);
         logits_to_probs(lg, env_.sampling, probs_);
-        p.tokens.push_back(sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step,
-                                                             static_cast<uint32_t>(j))));
+        p.tokens.push_back(
+            sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step, static_cast<uint32_t>(j))));
         p.q.insert(p.q.end(), probs_.begin(), probs_.end());
       }
       return p;
@@ -156,23 +157,25 @@ class MedusaDrafter final : public Drafter {
 }  // namespace
 
 DrafterInfo medusa_info() {
-  return {"medusa",
-          "Medusa heads on the target's final-norm state (heads = FILE.safetensors from specdec train medusa, or the "
-          "Medusa repository's layout; tree_nodes = N: a sparse tree of N nodes from the heads' measured accuracies, "
-          "0 = a chain of one token per head, default 0)",
-          [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
-            const std::string path = opt.get("heads", "");
-            const int tree_nodes = opt.get_int("tree_nodes", 0);
-            opt.check_all_used();
-            SPECDEC_CHECK(!path.empty(), "[", opt.section(), "] heads = the heads file (specdec train medusa writes one)");
-            SPECDEC_CHECK(tree_nodes >= 0, "[", opt.section(), "] tree_nodes >= 0, got ", tree_nodes);
-            SPECDEC_CHECK(env.target != nullptr, "[", opt.section(), "] medusa needs the target model");
-            auto assets = env.shared ? env.shared->get_or_make<MedusaAssets>(
-                                           "medusa:" + path + ":" + std::to_string(tree_nodes) + ":" + env.target_path,
-                                           [&] { return std::const_pointer_cast<MedusaAssets>(load_assets(env, path, tree_nodes)); })
-                                     : load_assets(env, path, tree_nodes);
-            return std::make_unique<MedusaDrafter>(env, std::move(assets));
-          }};
+  return {
+      "medusa",
+      "Medusa heads on the target's final-norm state (heads = FILE.safetensors from specdec train medusa, or the "
+      "Medusa repository's layout; tree_nodes = N: a sparse tree of N nodes from the heads' measured accuracies, "
+      "0 = a chain of one token per head, default 0)",
+      [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
+        const std::string path = opt.get("heads", "");
+        const int tree_nodes = opt.get_int("tree_nodes", 0);
+        opt.check_all_used();
+        SPECDEC_CHECK(!path.empty(), "[", opt.section(), "] heads = the heads file (specdec train medusa writes one)");
+        SPECDEC_CHECK(tree_nodes >= 0, "[", opt.section(), "] tree_nodes >= 0, got ", tree_nodes);
+        SPECDEC_CHECK(env.target != nullptr, "[", opt.section(), "] medusa needs the target model");
+        auto assets =
+            env.shared ? env.shared->get_or_make<MedusaAssets>(
+                             "medusa:" + path + ":" + std::to_string(tree_nodes) + ":" + env.target_path,
+                             [&] { return std::const_pointer_cast<MedusaAssets>(load_assets(env, path, tree_nodes)); })
+                       : load_assets(env, path, tree_nodes);
+        return std::make_unique<MedusaDrafter>(env, std::move(assets));
+      }};
 }
 
 }  // namespace specdec::medusa

@@ -84,18 +84,22 @@ struct RowBounds {
 void check_features(const train::FeatureData& d) {
   const int64_t N = d.n_rows();
   const int S = d.n_sequences();
-  SPECDEC_CHECK(d.hidden_size > 0 && d.vocab_size > 0 && d.topk > 0, "features with hidden_size, vocab_size, topk > 0, got ",
-                d.hidden_size, ", ", d.vocab_size, ", ", d.topk);
-  SPECDEC_CHECK(S >= 1 && d.offsets.front() == 0 && d.offsets.back() == N && d.prompt_len.size() == static_cast<size_t>(S),
-                "features with offsets 0 .. ", N, " over ", d.prompt_len.size(), " sequences, got ", d.offsets.size(),
-                " offsets");
+  SPECDEC_CHECK(d.hidden_size > 0 && d.vocab_size > 0 && d.topk > 0,
+                "features with hidden_size, vocab_size, topk > 0, got ", d.hidden_size, ", ", d.vocab_size, ", ",
+                d.topk);
+  SPECDEC_CHECK(
+      S >= 1 && d.offsets.front() == 0 && d.offsets.back() == N && d.prompt_len.size() == static_cast<size_t>(S),
+      "features with offsets 0 .. ", N, " over ", d.prompt_len.size(), " sequences, got ", d.offsets.size(),
+      " offsets");
   for (int s = 0; s < S; ++s)
-    SPECDEC_CHECK(d.offsets[s + 1] >= d.offsets[s] && d.prompt_len[s] >= 0 && d.prompt_len[s] <= d.offsets[s + 1] - d.offsets[s],
-                  "features sequence ", s, ": rows ", d.offsets[s], " .. ", d.offsets[s + 1], " with prompt_len ", d.prompt_len[s]);
+    SPECDEC_CHECK(
+        d.offsets[s + 1] >= d.offsets[s] && d.prompt_len[s] >= 0 && d.prompt_len[s] <= d.offsets[s + 1] - d.offsets[s],
+        "features sequence ", s, ": rows ", d.offsets[s], " .. ", d.offsets[s + 1], " with prompt_len ",
+        d.prompt_len[s]);
   SPECDEC_CHECK(d.hidden.size() == static_cast<size_t>(N) * d.hidden_size &&
                     d.topk_ids.size() == static_cast<size_t>(N) * d.topk && d.topk_probs.size() == d.topk_ids.size(),
-                "features arrays of ", N, " rows (hidden ", N, " x ", d.hidden_size, ", top-k ", N, " x ", d.topk, "), got ",
-                d.hidden.size(), ", ", d.topk_ids.size(), ", ", d.topk_probs.size(), " values");
+                "features arrays of ", N, " rows (hidden ", N, " x ", d.hidden_size, ", top-k ", N, " x ", d.topk,
+                "), got ", d.hidden.size(), ", ", d.topk_ids.size(), ", ", d.topk_probs.size(), " values");
   for (size_t i = 0; i < d.topk_ids.size(); ++i)
     SPECDEC_CHECK(d.topk_ids[i] >= 0 && d.topk_ids[i] < d.vocab_size, "features top-k ids in [0, ", d.vocab_size,
                   "), got ", d.topk_ids[i], " at row ", i / d.topk);
@@ -112,8 +116,9 @@ void check_features(const train::FeatureData& d) {
 
 void check_data(const train::FeatureData& d, const std::vector<float>& lm_head) {
   check_features(d);
-  SPECDEC_CHECK(lm_head.size() == static_cast<size_t>(d.vocab_size) * d.hidden_size, "an LM head of V x H = ",
-                d.vocab_size, " x ", d.hidden_size, " floats for these features, got ", lm_head.size());
+  SPECDEC_CHECK(lm_head.size() == static_cast<size_t>(d.vocab_size) * d.hidden_size,
+                "an LM head of V x H = ", d.vocab_size, " x ", d.hidden_size, " floats for these features, got ",
+                lm_head.size());
 }
 
 struct Grads {
@@ -142,8 +147,8 @@ SubsetHead gather_subset(const std::vector<float>& lm_head, int V, int H, const 
 
 // What one head did over a set of rows.
 struct HeadOutcome {
-  int64_t n = 0;          // rows with a label
-  double loss_sum = 0.0;  // sum of their soft cross-entropies
+  int64_t n = 0;                               // rows with a label
+  double loss_sum = 0.0;                       // sum of their soft cross-entropies
   std::array<int64_t, kTopAccuracies> hits{};  // hits[i]: rows whose target argmax ranks < i + 1
 };
 
@@ -173,8 +178,7 @@ HeadOutcome run_head(const MedusaHeads& heads, int k, const train::FeatureData& 
   // Forward: X[l + 1] = X[l] + silu(Y[l]), Y[l] = X[l] W^T + b.
   std::vector<RowMatrix> X(L + 1), Y(L);
   X[0].resize(n, H);
-  for (int i = 0; i < n; ++i)
-    X[0].row(i) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + kept[i] * H, H);
+  for (int i = 0; i < n; ++i) X[0].row(i) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + kept[i] * H, H);
   for (int l = 0; l < L; ++l) {
     const size_t bi = static_cast<size_t>(k) * L + l;
     const ConstRowMap W(heads.w[bi].data(), H, H);
@@ -331,8 +335,8 @@ TrainVocabulary select_train_vocabulary(const train::FeatureData& data, const st
 std::vector<float> lm_head_f32(const LoadedModel& model) {
   const WeightTensor& out = model.weights.output;
   const int64_t V = model.config.vocab_size, H = model.config.dim;
-  SPECDEC_CHECK(!out.empty() && out.rows == V && out.cols == H, model.path, ": an LM head of ", V, " x ", H,
-                ", got ", out.rows, " x ", out.cols);
+  SPECDEC_CHECK(!out.empty() && out.rows == V && out.cols == H, model.path, ": an LM head of ", V, " x ", H, ", got ",
+                out.rows, " x ", out.cols);
   std::vector<float> lm(static_cast<size_t>(V * H));
   const auto* src = static_cast<const uint8_t*>(out.data);
   const size_t stride = cpu::row_bytes(out.dtype, H);
@@ -388,7 +392,8 @@ std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::
   const ConstRowMap lm(lm_head.data(), data.vocab_size, data.hidden_size);
   std::vector<HeadOutcome> total(heads.cfg.n_heads);
   for (size_t start = 0; start < rows.size(); start += static_cast<size_t>(batch)) {
-    const std::span<const int64_t> chunk(rows.data() + start, std::min(rows.size() - start, static_cast<size_t>(batch)));
+    const std::span<const int64_t> chunk(rows.data() + start,
+                                         std::min(rows.size() - start, static_cast<size_t>(batch)));
     for (int k = 0; k < heads.cfg.n_heads; ++k) {
       const HeadOutcome o = run_head(heads, k, data, bounds, lm, nullptr, chunk, nullptr);
       total[k].n += o.n;
@@ -416,8 +421,10 @@ double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureDat
   const int32_t* column = train_ids.empty() ? nullptr : subset.column.data();
   HeadOutcome o;
   if (grad_w) {
-    SPECDEC_CHECK(grad_w->size() == heads.w.size() && grad_b->size() == heads.b.size(), "gradients laid out like the "
-                  "heads' ", heads.w.size(), " blocks, got ", grad_w->size(), " and ", grad_b->size());
+    SPECDEC_CHECK(grad_w->size() == heads.w.size() && grad_b->size() == heads.b.size(),
+                  "gradients laid out like the "
+                  "heads' ",
+                  heads.w.size(), " blocks, got ", grad_w->size(), " and ", grad_b->size());
     Grads g{std::move(*grad_w), std::move(*grad_b)};
     o = run_head(heads, k, data, bounds, lm, column, rows, &g);
     *grad_w = std::move(g.w);
@@ -437,8 +444,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   SPECDEC_CHECK(cfg.batch >= 1, "batch >= 1, got ", cfg.batch);
   SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
                 ", steps = ", cfg.steps);
-  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr, "0 <= min_lr <= lr and lr > 0, got lr = ",
-                cfg.lr, ", min_lr = ", cfg.min_lr);
+  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr,
+                "0 <= min_lr <= lr and lr > 0, got lr = ", cfg.lr, ", min_lr = ", cfg.min_lr);
   SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
   SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
                 cfg.heldout_fraction);
@@ -465,8 +472,8 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
     for (int k = 0; k < cfg.n_heads && !any; ++k) any = bounds.has_label(r, k);
     if (any) (held[bounds.seq[r]] ? held_rows : train_rows).push_back(r);
   }
-  SPECDEC_CHECK(!train_rows.empty(), "training rows with a label for some head, got none (", data.n_rows(),
-                " rows in ", S, " sequences, ", n_held, " held out)");
+  SPECDEC_CHECK(!train_rows.empty(), "training rows with a label for some head, got none (", data.n_rows(), " rows in ",
+                S, " sequences, ", n_held, " held out)");
   const int64_t B = cfg.batch;
   const int64_t n_train = static_cast<int64_t>(train_rows.size());
   const int64_t steps_per_epoch = (n_train + B - 1) / B;
@@ -511,21 +518,30 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   const train::LrSchedule schedule{cfg.lr, cfg.min_lr, cfg.warmup, total_steps};
 
   // What a checkpoint must match to be resumed: everything that decides the weights.
-  const json fingerprint = {{"n_heads", cfg.n_heads}, {"n_layers", cfg.n_layers}, {"batch", cfg.batch},
-                            {"lr", cfg.lr}, {"min_lr", cfg.min_lr}, {"warmup", cfg.warmup},
-                            {"weight_decay", cfg.weight_decay}, {"clip", cfg.clip}, {"init_scale", cfg.init_scale},
-                            {"seed", cfg.seed}, {"heldout_fraction", cfg.heldout_fraction},
-                            {"response_only", cfg.response_only}, {"train_vocab", cfg.train_vocab},
+  const json fingerprint = {{"n_heads", cfg.n_heads},
+                            {"n_layers", cfg.n_layers},
+                            {"batch", cfg.batch},
+                            {"lr", cfg.lr},
+                            {"min_lr", cfg.min_lr},
+                            {"warmup", cfg.warmup},
+                            {"weight_decay", cfg.weight_decay},
+                            {"clip", cfg.clip},
+                            {"init_scale", cfg.init_scale},
+                            {"seed", cfg.seed},
+                            {"heldout_fraction", cfg.heldout_fraction},
+                            {"response_only", cfg.response_only},
+                            {"train_vocab", cfg.train_vocab},
                             {"total_steps", total_steps},
-                            {"threads", threads}, {"rows", data.n_rows()}, {"sequences", S},
+                            {"threads", threads},
+                            {"rows", data.n_rows()},
+                            {"sequences", S},
                             {"target_sha256", data.target_sha256}};
 
   MedusaTrainResult result;
   int64_t step = 0;
   std::vector<HeadOutcome> epoch_train(cfg.n_heads);  // running figures of the current epoch
   if (resume) {
-    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path,
-                  ": no checkpoint to resume from");
+    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path, ": no checkpoint to resume from");
     const std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(cfg.checkpoint_path);
     const auto meta = file->metadata().find("specdec_checkpoint");
     SPECDEC_CHECK(meta != file->metadata().end(), cfg.checkpoint_path,

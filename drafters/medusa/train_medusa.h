@@ -30,17 +30,17 @@ struct DataFileInfo {
 struct MedusaTrainConfig {
   int n_heads = 4;
   int n_layers = 1;
-  int epochs = 1;             // passes over the training rows (ignored when steps > 0)
-  int64_t steps = 0;          // > 0: exactly this many optimiser steps
-  int batch = 128;            // rows per step
-  float lr = 1e-3f;           // peak learning rate
-  float min_lr = 0.0f;        // the cosine's floor
-  int64_t warmup = 0;         // linear warm-up steps
-  float weight_decay = 0.0f;  // on the block matrices (not the biases)
-  float clip = 1.0f;          // global gradient norm limit (<= 0: no clipping)
-  float init_scale = 0.0f;    // 0: zero blocks (heads start as the target's next-token prediction)
-  uint64_t seed = 0;          // the held-out split, the row order, the initial weights
-  int threads = 0;            // Eigen / OpenMP threads; 0 = as configured (OMP_NUM_THREADS or all cores)
+  int epochs = 1;                  // passes over the training rows (ignored when steps > 0)
+  int64_t steps = 0;               // > 0: exactly this many optimiser steps
+  int batch = 128;                 // rows per step
+  float lr = 1e-3f;                // peak learning rate
+  float min_lr = 0.0f;             // the cosine's floor
+  int64_t warmup = 0;              // linear warm-up steps
+  float weight_decay = 0.0f;       // on the block matrices (not the biases)
+  float clip = 1.0f;               // global gradient norm limit (<= 0: no clipping)
+  float init_scale = 0.0f;         // 0: zero blocks (heads start as the target's next-token prediction)
+  uint64_t seed = 0;               // the held-out split, the row order, the initial weights
+  int threads = 0;                 // Eigen / OpenMP threads; 0 = as configured (OMP_NUM_THREADS or all cores)
   double heldout_fraction = 0.05;  // of the sequences
   bool response_only = false;      // train and evaluate on rows whose label row is a response row only
   int64_t checkpoint_every = 0;    // steps; 0 = no periodic checkpoints
@@ -55,14 +55,14 @@ struct MedusaTrainConfig {
 
 // Held-out (or training) figures of one head.
 struct HeadMetrics {
-  int64_t rows = 0;     // rows with a label for this head
-  double loss = 0.0;    // mean soft cross-entropy (nats)
+  int64_t rows = 0;                           // rows with a label for this head
+  double loss = 0.0;                          // mean soft cross-entropy (nats)
   std::array<double, kTopAccuracies> topk{};  // topk[i-1] = P(the target's argmax is among the head's i best)
 };
 
 struct EpochReport {
-  int epoch = 0;        // 1-based; 0 = before training (the initial heads; held-out figures only)
-  int64_t step = 0;     // optimiser steps done at its end
+  int epoch = 0;                     // 1-based; 0 = before training (the initial heads; held-out figures only)
+  int64_t step = 0;                  // optimiser steps done at its end
   std::vector<HeadMetrics> train;    // running figures over the epoch's batches (loss and top-1 only)
   std::vector<HeadMetrics> heldout;  // on the held-out sequences after the epoch
   // What the training figures are over: train_vocab ids (0: the full vocabulary) holding this fraction of
@@ -80,11 +80,11 @@ struct TrainCallbacks {
 };
 
 struct MedusaTrainResult {
-  MedusaHeads heads;  // with metadata_json (docs/training.md): save_medusa_heads writes it
+  MedusaHeads heads;                // with metadata_json (docs/training.md): save_medusa_heads writes it
   std::vector<EpochReport> epochs;  // epoch 0 (before training), then one per epoch
   int64_t steps = 0;
   int64_t train_rows = 0, heldout_rows = 0;
-  double wall_s = 0.0;  // of this invocation (a resumed run: since the resume)
+  double wall_s = 0.0;       // of this invocation (a resumed run: since the resume)
   int64_t rows_stepped = 0;  // rows in this invocation's optimiser steps (each counted once, all heads)
   double step_s = 0.0;       // seconds in those steps (evaluation and checkpoints excluded)
 };
@@ -108,8 +108,7 @@ std::vector<float> lm_head_f32(const LoadedModel& model);
 // giving the same weights bit for bit as an uninterrupted run with the same thread count.
 // Throws specdec::Error for inconsistent data, a bad config value or a checkpoint of another run.
 MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector<float>& lm_head,
-                               const MedusaTrainConfig& cfg, const TrainCallbacks& callbacks = {},
-                               bool resume = false);
+                               const MedusaTrainConfig& cfg, const TrainCallbacks& callbacks = {}, bool resume = false);
 
 // Held-out style figures of heads over the given rows (each row a position t; a head counts the rows
 // that have a label for it), in chunks of `batch` rows.
@@ -125,8 +124,7 @@ std::vector<HeadMetrics> evaluate_medusa(const MedusaHeads& heads, const train::
 double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureData& data,
                         const std::vector<float>& lm_head, const std::vector<int64_t>& rows, bool response_only,
                         std::vector<std::vector<float>>* grad_w = nullptr,
-                        std::vector<std::vector<float>>* grad_b = nullptr,
-                        const std::vector<int32_t>& train_ids = {});
+                        std::vector<std::vector<float>>* grad_b = nullptr, const std::vector<int32_t>& train_ids = {});
 
 // ---- shared with the EAGLE trainer (drafters/eagle/train_eagle.cpp) -------------------------------------
 

@@ -18,8 +18,7 @@ double SparseTree::expected_accepted() const {
 SparseTree build_sparse_tree(const std::vector<std::vector<double>>& acc, int max_nodes) {
   SPECDEC_CHECK(max_nodes >= 0, "a tree of max_nodes >= 0 nodes, got ", max_nodes);
   for (size_t k = 0; k < acc.size(); ++k)
-    for (double a : acc[k])
-      SPECDEC_CHECK(a >= 0.0 && a <= 1.0, "head accuracies in [0, 1], got ", a, " for head ", k);
+    for (double a : acc[k]) SPECDEC_CHECK(a >= 0.0 && a <= 1.0, "head accuracies in [0, 1], got ", a, " for head ", k);
   // Candidates: (prob, tie-break sequence number, parent node, depth, rank). The frontier holds, for each
   // node in the tree, its next untaken child rank; a max-heap on prob with first-found ties.
   struct Cand {

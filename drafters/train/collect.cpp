@@ -233,8 +233,9 @@ std::string check_training_file(const std::string& path) {
   std::error_code ec;
   SPECDEC_CHECK(fs::is_regular_file(path, ec), path, ": no such training prompt file");
   if (under_data_prompts(path))
-    SPECDEC_FAIL(path, ": refused as training data: it lies under data/prompts, the evaluation prompt sets "
-                       "(training prompts come from data/train)");
+    SPECDEC_FAIL(path,
+                 ": refused as training data: it lies under data/prompts, the evaluation prompt sets "
+                 "(training prompts come from data/train)");
   const std::string sha = sha256_file(path);
   for (const auto& e : kEvaluationSets)
     if (sha == e.sha256)
@@ -273,13 +274,14 @@ std::vector<TrainingRecord> load_training_records(const std::string& path) {
                        string_field(inst, "output", where)});
       }
     } else if (j.contains("question") && j.contains("answer")) {  // GSM8K
-      out.push_back({id, string_field(j, "question", where),
-                     strip_calculator_annotations(string_field(j, "answer", where))});
+      out.push_back(
+          {id, string_field(j, "question", where), strip_calculator_annotations(string_field(j, "answer", where))});
     } else if (j.contains("prompt") && j.contains("completion")) {  // T0
       out.push_back({id, string_field(j, "prompt", where), string_field(j, "completion", where)});
     } else {
-      SPECDEC_FAIL(where, ": not a training record (expected fields question + answer, instruction + instances, "
-                          "or prompt + completion)");
+      SPECDEC_FAIL(where,
+                   ": not a training record (expected fields question + answer, instruction + instances, "
+                   "or prompt + completion)");
     }
   }
   SPECDEC_CHECK(!out.empty(), path, ": no training records in the file");
@@ -304,7 +306,8 @@ void top_k_softmax(const float* logits, int V, int k, int32_t* ids, float* probs
   }
   double sum = 0;
   for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(logits[v]) - max_logit);
-  for (int i = 0; i < k; ++i) probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[ids[i]]) - max_logit) / sum);
+  for (int i = 0; i < k; ++i)
+    probs[i] = static_cast<float>(std::exp(static_cast<double>(logits[ids[i]]) - max_logit) / sum);
 }
 
 CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbacks) {
@@ -343,8 +346,8 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
   }
   const Selection sel = select_sequences(cfg, records, *tok, chat, max_tokens);
   if (sel.skipped > 0)
-    note(std::to_string(sel.skipped) + " records skipped: their prompt alone fills max_tokens = " +
-         std::to_string(max_tokens));
+    note(std::to_string(sel.skipped) +
+         " records skipped: their prompt alone fills max_tokens = " + std::to_string(max_tokens));
   const int64_t S = static_cast<int64_t>(sel.sequences.size());
   SPECDEC_CHECK(S > 0, "collect: no sequences to collect (every record's prompt fills max_tokens = ", max_tokens, ")");
 
@@ -355,9 +358,10 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
   info.feature = "final_norm";
   info.target_path = cfg.model;
   info.target_sha256 = target_sha256(cfg.model);
-  info.sources = nlohmann::json{{"mode", mode_name(cfg.mode)}, {"files", files},          {"chat", chat},
-                                {"sequences", S},              {"skipped", sel.skipped}, {"max_tokens", max_tokens}}
-                     .dump();
+  info.sources =
+      nlohmann::json{{"mode", mode_name(cfg.mode)}, {"files", files},          {"chat", chat}, {"sequences", S},
+                     {"skipped", sel.skipped},      {"max_tokens", max_tokens}}
+          .dump();
   info.created_by = cfg.created_by;
   info.config = cfg.to_ini();
   // A shard or OUT belongs to this collect when it was made from the same config, files and target.
@@ -366,7 +370,9 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
                        : other.sources != info.sources             ? "other prompt files or another selection"
                        : other.target_sha256 != info.target_sha256 ? "another target model"
                                                                    : nullptr;
-    if (what) SPECDEC_FAIL(path, ": written by a collect with ", what, "; run with the same config, or remove it to start over");
+    if (what)
+      SPECDEC_FAIL(path, ": written by a collect with ", what,
+                   "; run with the same config, or remove it to start over");
   };
 
   CollectSummary sum;
@@ -397,8 +403,8 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
       continue;
     }
     const int64_t i = shard_index(name);
-    SPECDEC_CHECK(i >= 0 && i < n_shards, e.path().string(), ": not a shard of this collect (expected part-000000.h5 .. ",
-                  shard_name(n_shards - 1), ")");
+    SPECDEC_CHECK(i >= 0 && i < n_shards, e.path().string(),
+                  ": not a shard of this collect (expected part-000000.h5 .. ", shard_name(n_shards - 1), ")");
     const FeatureFileInfo shard = read_feature_info(e.path().string());
     check_same(shard, e.path().string());
     SPECDEC_CHECK(shard.n_sequences == shard_count(i), e.path().string(), ": holds ", shard.n_sequences,
@@ -466,9 +472,9 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
       const size_t H = static_cast<size_t>(d.hidden_size), K = static_cast<size_t>(d.topk);
       for (int s = 0; s < d.n_sequences(); ++s) {
         const size_t b = static_cast<size_t>(d.offsets[s]), e = static_cast<size_t>(d.offsets[s + 1]);
-        merged.append(std::span(d.tokens).subspan(b, e - b), d.prompt_len[s],
-                      std::span(d.hidden).subspan(b * H, (e - b) * H), std::span(d.topk_ids).subspan(b * K, (e - b) * K),
-                      std::span(d.topk_probs).subspan(b * K, (e - b) * K));
+        merged.append(
+            std::span(d.tokens).subspan(b, e - b), d.prompt_len[s], std::span(d.hidden).subspan(b * H, (e - b) * H),
+            std::span(d.topk_ids).subspan(b * K, (e - b) * K), std::span(d.topk_probs).subspan(b * K, (e - b) * K));
       }
     }
     merged.commit();

@@ -25,13 +25,13 @@ struct CollectConfig {
   std::string tokenizer;                  // empty: the model's own (GGUF) or the one beside it
   std::vector<std::string> prompt_files;  // training .jsonl files (formats: load_training_records)
   CollectMode mode = CollectMode::kReference;
-  int max_sequences = 0;      // sequences to collect, the first in the (shuffled) order; 0 = every record
-  int max_tokens = 512;       // per sequence, prompt + response (cut there); clipped to the model's context
-  int max_new_tokens = 256;   // self mode: response tokens decoded at most (within max_tokens)
-  float temperature = 0.f;    // self mode: 0 = greedy, else sampled (Philox, seed, request = sequence index)
-  int topk = 8;               // top-k soft labels stored per token
-  std::optional<bool> chat;   // apply the chat template; unset = when the tokenizer has one
-  bool shuffle = true;        // order all records by a seeded shuffle before taking max_sequences
+  int max_sequences = 0;     // sequences to collect, the first in the (shuffled) order; 0 = every record
+  int max_tokens = 512;      // per sequence, prompt + response (cut there); clipped to the model's context
+  int max_new_tokens = 256;  // self mode: response tokens decoded at most (within max_tokens)
+  float temperature = 0.f;   // self mode: 0 = greedy, else sampled (Philox, seed, request = sequence index)
+  int topk = 8;              // top-k soft labels stored per token
+  std::optional<bool> chat;  // apply the chat template; unset = when the tokenizer has one
+  bool shuffle = true;       // order all records by a seeded shuffle before taking max_sequences
   uint64_t seed = 0;
   int threads = 0;            // CPU threads; 0 = OMP_NUM_THREADS or all cores (no effect on the values)
   int shard_sequences = 32;   // sequences per shard file (what a kill can lose at most)
@@ -77,15 +77,15 @@ struct CollectCallbacks {
 
 struct CollectSummary {
   std::string out;
-  bool complete = false;       // OUT is written (false only when stop_after_shards stopped the run)
+  bool complete = false;          // OUT is written (false only when stop_after_shards stopped the run)
   bool already_complete = false;  // --resume found OUT finished: nothing was collected
-  int64_t sequences = 0;       // in OUT (or in the finished shards when not complete)
-  int64_t tokens = 0;          // rows, likewise
-  int64_t new_sequences = 0;   // collected by this call
+  int64_t sequences = 0;          // in OUT (or in the finished shards when not complete)
+  int64_t tokens = 0;             // rows, likewise
+  int64_t new_sequences = 0;      // collected by this call
   int64_t new_tokens = 0;
-  int64_t skipped = 0;         // records passed over: the prompt alone fills max_tokens
-  double seconds = 0;          // wall time of this call's collection (model loading excluded)
-  int64_t file_bytes = 0;      // size of OUT
+  int64_t skipped = 0;     // records passed over: the prompt alone fills max_tokens
+  double seconds = 0;      // wall time of this call's collection (model loading excluded)
+  int64_t file_bytes = 0;  // size of OUT
 };
 
 // Runs the collection cfg describes and writes cfg.out. Throws specdec::Error (one line) for a bad config

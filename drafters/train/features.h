@@ -23,8 +23,8 @@ struct FeatureData {
   int hidden_size = 0;
   int vocab_size = 0;
   int topk = 0;
-  std::string feature;        // which feature hidden holds: "final_norm"
-  std::string target_sha256;  // of the target model file the features came from
+  std::string feature;              // which feature hidden holds: "final_norm"
+  std::string target_sha256;        // of the target model file the features came from
   std::vector<int32_t> tokens;      // N
   std::vector<int64_t> offsets;     // S + 1, offsets[0] = 0, offsets[S] = N
   std::vector<int32_t> prompt_len;  // S

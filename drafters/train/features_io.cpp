@@ -57,8 +57,9 @@ void write_attr(hid_t loc, const char* name, const std::string& value, const std
   h5(H5Tset_size(type, H5T_VARIABLE), path, "a string type");
   h5(H5Tset_cset(type, H5T_CSET_UTF8), path, "a string type");
   Hid space(h5(H5Screate(H5S_SCALAR), path, "a scalar space"), H5Sclose);
-  Hid attr(h5(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), path, std::string("creating attribute ") + name),
-           H5Aclose);
+  Hid attr(
+      h5(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), path, std::string("creating attribute ") + name),
+      H5Aclose);
   const char* p = value.c_str();
   h5(H5Awrite(attr, type, &p), path, std::string("writing attribute ") + name);
 }
@@ -124,7 +125,8 @@ Hid open_for_reading(const std::string& path) {
 }
 
 FeatureFileInfo read_info(hid_t file, const std::string& path) {
-  if (!has_attr(file, "format", path)) fail(path, std::string("not a features file (no attribute format = ") + kFormat + ")");
+  if (!has_attr(file, "format", path))
+    fail(path, std::string("not a features file (no attribute format = ") + kFormat + ")");
   const std::string format = read_string_attr(file, "format", path);
   if (format != kFormat) fail(path, "not a features file (format = '" + format + "', expected '" + kFormat + "')");
   const int version = read_int_attr(file, "version", path);
@@ -135,8 +137,8 @@ FeatureFileInfo read_info(hid_t file, const std::string& path) {
   info.vocab_size = read_int_attr(file, "vocab_size", path);
   info.topk = read_int_attr(file, "topk", path);
   if (info.hidden_size <= 0 || info.vocab_size <= 0 || info.topk <= 0 || info.topk > info.vocab_size)
-    fail(path, "attributes hidden_size = " + std::to_string(info.hidden_size) + ", vocab_size = " +
-                   std::to_string(info.vocab_size) + ", topk = " + std::to_string(info.topk) +
+    fail(path, "attributes hidden_size = " + std::to_string(info.hidden_size) +
+                   ", vocab_size = " + std::to_string(info.vocab_size) + ", topk = " + std::to_string(info.topk) +
                    " (expected all > 0 and topk <= vocab_size)");
   info.feature = read_string_attr(file, "feature", path);
   info.target_path = read_string_attr(file, "target_path", path);
@@ -155,7 +157,8 @@ std::string shape_text(const std::vector<hsize_t>& dims) {
 
 // Opens dataset `name`, checks its type class and that its shape is `expected` (a -1 entry takes any
 // extent and is filled in from the file).
-Hid open_dataset(hid_t file, const char* name, H5T_class_t cls, std::vector<int64_t>& expected, const std::string& path) {
+Hid open_dataset(hid_t file, const char* name, H5T_class_t cls, std::vector<int64_t>& expected,
+                 const std::string& path) {
   if (h5(H5Lexists(file, name, H5P_DEFAULT), path, std::string("looking for dataset ") + name) <= 0)
     fail(path, std::string("missing dataset '") + name + "'");
   Hid ds(h5(H5Dopen2(file, name, H5P_DEFAULT), path, std::string("opening dataset ") + name), H5Dclose);
@@ -168,7 +171,8 @@ Hid open_dataset(hid_t file, const char* name, H5T_class_t cls, std::vector<int6
   std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
   if (rank > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
   bool ok = rank == static_cast<int>(expected.size());
-  for (size_t i = 0; ok && i < expected.size(); ++i) ok = expected[i] < 0 || dims[i] == static_cast<hsize_t>(expected[i]);
+  for (size_t i = 0; ok && i < expected.size(); ++i)
+    ok = expected[i] < 0 || dims[i] == static_cast<hsize_t>(expected[i]);
   if (!ok) {
     std::string text = "[";
     for (size_t i = 0; i < expected.size(); ++i)
@@ -182,7 +186,8 @@ Hid open_dataset(hid_t file, const char* name, H5T_class_t cls, std::vector<int6
 template <typename T>
 void read_all(hid_t ds, hid_t mem_type, std::vector<T>& out, size_t n, const char* name, const std::string& path) {
   out.resize(n);
-  if (n > 0) h5(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), path, std::string("reading dataset ") + name);
+  if (n > 0)
+    h5(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), path, std::string("reading dataset ") + name);
 }
 
 }  // namespace
@@ -249,8 +254,8 @@ FeatureData read_features(const std::string& path) {
     const int64_t len = d.offsets[s + 1] - d.offsets[s];
     if (len < 0) fail(path, "offsets decrease at sequence " + std::to_string(s));
     if (d.prompt_len[s] < 0 || d.prompt_len[s] > len)
-      fail(path, "prompt_len[" + std::to_string(s) + "] = " + std::to_string(d.prompt_len[s]) +
-                     ", expected 0.." + std::to_string(len) + " (the sequence's length)");
+      fail(path, "prompt_len[" + std::to_string(s) + "] = " + std::to_string(d.prompt_len[s]) + ", expected 0.." +
+                     std::to_string(len) + " (the sequence's length)");
   }
   const auto bad_id = [&](int32_t t) { return t < 0 || t >= info.vocab_size; };
   if (auto it = std::find_if(d.tokens.begin(), d.tokens.end(), bad_id); it != d.tokens.end())
@@ -339,7 +344,8 @@ struct FeatureWriter::Impl {
               std::string("creating dataset ") + name),
            H5Dclose);
     if (!values.empty())
-      h5(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), tmp, std::string("writing dataset ") + name);
+      h5(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), tmp,
+         std::string("writing dataset ") + name);
   }
 };
 
@@ -353,7 +359,8 @@ FeatureWriter::FeatureWriter(std::string path, const FeatureFileInfo& info) : im
                 info.hidden_size, ", ", info.vocab_size, ", ", info.topk);
   hdf5::Quiet quiet;
   w.half = half_type();
-  w.file = Hid(h5(H5Fcreate(w.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), w.tmp, "creating the file"), H5Fclose);
+  w.file =
+      Hid(h5(H5Fcreate(w.tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), w.tmp, "creating the file"), H5Fclose);
   write_attr(w.file, "format", std::string(kFormat), w.tmp);
   write_attr(w.file, "version", kVersion, w.tmp);
   write_attr(w.file, "hidden_size", info.hidden_size, w.tmp);
@@ -382,9 +389,9 @@ void FeatureWriter::append(std::span<const int32_t> tokens, int prompt_len, std:
   Impl& w = *impl_;
   SPECDEC_CHECK(!w.committed, "features file '", w.path, "': append after commit");
   const size_t T = tokens.size(), H = static_cast<size_t>(w.info.hidden_size), K = static_cast<size_t>(w.info.topk);
-  SPECDEC_CHECK(hidden.size() == T * H && topk_ids.size() == T * K && topk_probs.size() == T * K,
-                "features file '", w.path, "': a sequence of ", T, " tokens needs ", T * H, " hidden and ", T * K,
-                " top-k values, got ", hidden.size(), ", ", topk_ids.size(), " and ", topk_probs.size());
+  SPECDEC_CHECK(hidden.size() == T * H && topk_ids.size() == T * K && topk_probs.size() == T * K, "features file '",
+                w.path, "': a sequence of ", T, " tokens needs ", T * H, " hidden and ", T * K, " top-k values, got ",
+                hidden.size(), ", ", topk_ids.size(), " and ", topk_probs.size());
   SPECDEC_CHECK(prompt_len >= 0 && static_cast<size_t>(prompt_len) <= T, "features file '", w.path,
                 "': prompt_len in 0..", T, ", got ", prompt_len);
   w.half_rows.resize(hidden.size());

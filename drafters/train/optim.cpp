@@ -16,7 +16,8 @@ float LrSchedule::at(int64_t step) const {
                               static_cast<double>(warmup_steps));
   const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
   const double p = std::min(1.0, static_cast<double>(step - warmup_steps + 1) / static_cast<double>(decay_steps));
-  return static_cast<float>(min_lr + (static_cast<double>(peak_lr) - min_lr) * 0.5 * (1.0 + std::cos(std::numbers::pi * p)));
+  return static_cast<float>(min_lr +
+                            (static_cast<double>(peak_lr) - min_lr) * 0.5 * (1.0 + std::cos(std::numbers::pi * p)));
 }
 
 double global_grad_norm(std::span<const ParamSpan> params) {

@@ -49,7 +49,7 @@ double clip_grad_norm(std::span<const ParamSpan> params, float max_norm);
 
 // The moments of AdamW and its step count: what a checkpoint keeps to resume bit-identically.
 struct AdamWState {
-  int64_t step = 0;                  // updates taken so far (bias correction uses step + 1 for the next)
+  int64_t step = 0;                   // updates taken so far (bias correction uses step + 1 for the next)
   std::vector<std::vector<float>> m;  // first moments, one vector per parameter span
   std::vector<std::vector<float>> v;  // second moments
 };

@@ -64,7 +64,7 @@ class BigramDrafter final : public specdec::Drafter {
 
   int min_count_;
   std::unordered_map<TokenId, std::unordered_map<TokenId, int>> counts_;  // previous -> next -> count
-  std::unordered_map<TokenId, Follower> best_;                             // previous -> most frequent next
+  std::unordered_map<TokenId, Follower> best_;                            // previous -> most frequent next
   TokenId last_ = kNone;
 };
 

@@ -52,8 +52,8 @@ uint16_t fp32_to_fp16(float f) {
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t ax = x & 0x7fffffffu;
   if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);  // inf / nan
-  if (ax >= 0x477ff000u) return sign | 0x7c00u;                                      // overflow
-  if (ax < 0x38800000u) {                                                            // subnormal / 0
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;                                     // overflow
+  if (ax < 0x38800000u) {                                                           // subnormal / 0
     if (ax < 0x33000000u) return sign;
     const uint32_t e = ax >> 23;
     const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
@@ -89,8 +89,7 @@ void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float
     double ss = 0.0;
     for (int i = 0; i < H; ++i) ss += static_cast<double>(xr[i]) * xr[i];
     const double scale = 1.0 / std::sqrt(ss / H + eps);
-    for (int i = 0; i < H; ++i)
-      out[static_cast<int64_t>(t) * H + i] = static_cast<float>(xr[i] * scale * w[i]);
+    for (int i = 0; i < H; ++i) out[static_cast<int64_t>(t) * H + i] = static_cast<float>(xr[i] * scale * w[i]);
   }
 }
 
@@ -147,14 +146,14 @@ void f32_rows_scalar(float* out, const float* x, const float* w, int T, int N, i
 // leaves every bit as it is).
 __attribute__((target("avx2"))) inline float fold8(__m256 v) {
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // j += j + 4
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                           // j += j + 2
-  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));                                       // j += j + 1
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                         // j += j + 2
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));                                     // j += j + 1
   return _mm_cvtss_f32(q);
 }
 
 template <int R>
 __attribute__((target("avx2"), always_inline)) inline void dots_avx2(float* out, int64_t ld, const float* xr,
-                                                                      const float* const* wr, int K) {
+                                                                     const float* const* wr, int K) {
   __m256 lo[R], hi[R];
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm256_setzero_ps();
   int i = 0;
@@ -181,7 +180,7 @@ __attribute__((target("avx2"), always_inline)) inline void dots_avx2(float* out,
 
 template <int R>
 __attribute__((target("avx512f"), always_inline)) inline void dots_avx512(float* out, int64_t ld, const float* xr,
-                                                                           const float* const* wr, int K) {
+                                                                          const float* const* wr, int K) {
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   int i = 0;
@@ -204,19 +203,21 @@ __attribute__((target("avx512f"), always_inline)) inline void dots_avx512(float*
 
 // Blocks of 4 weight rows, each block dotted with every token's row (the block stays in L1 over the
 // tokens); out[t][n..n+3] are the block's outputs of token t (stride 1 between rows).
-#define SPECDEC_F32_ROWS(NAME, TARGET, DOTS)                                                                 \
-  __attribute__((target(TARGET))) void NAME(float* out, const float* x, const float* w, int T, int N, int K, \
-                                            int n0, int n1) {                                                 \
-    int n = n0;                                                                                               \
-    for (; n + 4 <= n1; n += 4) {                                                                             \
-      const float* wr[4] = {w + static_cast<int64_t>(n) * K, w + static_cast<int64_t>(n + 1) * K,             \
-                            w + static_cast<int64_t>(n + 2) * K, w + static_cast<int64_t>(n + 3) * K};        \
-      for (int t = 0; t < T; ++t) DOTS<4>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, wr, K); \
-    }                                                                                                         \
-    for (; n < n1; ++n) {                                                                                     \
-      const float* wr = w + static_cast<int64_t>(n) * K;                                                      \
-      for (int t = 0; t < T; ++t) DOTS<1>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, &wr, K); \
-    }                                                                                                         \
+#define SPECDEC_F32_ROWS(NAME, TARGET, DOTS)                                                                         \
+  __attribute__((target(TARGET))) void NAME(float* out, const float* x, const float* w, int T, int N, int K, int n0, \
+                                            int n1) {                                                                \
+    int n = n0;                                                                                                      \
+    for (; n + 4 <= n1; n += 4) {                                                                                    \
+      const float* wr[4] = {w + static_cast<int64_t>(n) * K, w + static_cast<int64_t>(n + 1) * K,                    \
+                            w + static_cast<int64_t>(n + 2) * K, w + static_cast<int64_t>(n + 3) * K};               \
+      for (int t = 0; t < T; ++t)                                                                                    \
+        DOTS<4>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, wr, K);                   \
+    }                                                                                                                \
+    for (; n < n1; ++n) {                                                                                            \
+      const float* wr = w + static_cast<int64_t>(n) * K;                                                             \
+      for (int t = 0; t < T; ++t)                                                                                    \
+        DOTS<1>(out + static_cast<int64_t>(t) * N + n, 1, x + static_cast<int64_t>(t) * K, &wr, K);                  \
+    }                                                                                                                \
   }
 SPECDEC_F32_ROWS(f32_rows_avx2, "avx2", dots_avx2)
 SPECDEC_F32_ROWS(f32_rows_avx512, "avx512f", dots_avx512)
@@ -228,10 +229,13 @@ using F32Rows = void (*)(float*, const float*, const float*, int, int, int, int,
 F32Rows f32_rows_at(CpuLevel level) {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (level) {
-    case CpuLevel::Avx512: return f32_rows_avx512;
+    case CpuLevel::Avx512:
+      return f32_rows_avx512;
     case CpuLevel::Avx2:
-    case CpuLevel::AvxVnni: return f32_rows_avx2;
-    case CpuLevel::Scalar: break;
+    case CpuLevel::AvxVnni:
+      return f32_rows_avx2;
+    case CpuLevel::Scalar:
+      break;
   }
 #else
   (void)level;
@@ -332,8 +336,8 @@ void softmax(float* x, int T, int n) {
   }
 }
 
-void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
-                   int S, int Hq, int Hkv, int D, int64_t ld_kv) {
+void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T, int S,
+                   int Hq, int Hkv, int D, int64_t ld_kv) {
   SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
   const int group = Hq / Hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -436,8 +440,8 @@ void weighted_sum(float* o, const float* w, const uint8_t* m, const float* vbase
 
 }  // namespace
 
-void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
-               int S, int Hq, int Hkv, int D, int64_t ld_kv) {
+void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T, int S, int Hq,
+               int Hkv, int D, int64_t ld_kv) {
   SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
   SPECDEC_CHECK(D >= 1 && D <= 256, "head_dim in 1..256, got ", D);
   const AttnShape a{S, Hq, D, Hq / Hkv, ld_kv, 1.0f / std::sqrt(static_cast<float>(D))};

@@ -48,13 +48,13 @@ void softmax(float* x, int T, int n);
 // out (T, Hq*D); q (T, Hq*D) already roped; k, v: cache rows (S, Hkv*D) with row stride ld_kv floats;
 // mask (T, S) bytes, 1 = attend (row t must attend to at least one slot). GQA: query head h reads kv
 // head h / (Hq/Hkv). Scores accumulate in fp32 with a max-subtracted softmax.
-void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
-               int S, int Hq, int Hkv, int D, int64_t ld_kv);
+void attention(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T, int S, int Hq,
+               int Hkv, int D, int64_t ld_kv);
 
 // The same attention as plain loops, one (token, head) at a time: the reference that attention equals
 // bit for bit (its fast loop order only regroups independent elements), and the CPU twin of the CUDA
 // kernel's semantics.
-void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T,
-                   int S, int Hq, int Hkv, int D, int64_t ld_kv);
+void attention_ref(float* out, const float* q, const float* k, const float* v, const uint8_t* mask, int T, int S,
+                   int Hq, int Hkv, int D, int64_t ld_kv);
 
 }  // namespace specdec::cpu

@@ -86,9 +86,7 @@ class Pool {
   }
 
   // Whether calls should run serially now (a recent call stalled on a descheduled worker).
-  bool solo() const {
-    return Clock::now().time_since_epoch().count() < solo_until_.load(std::memory_order_relaxed);
-  }
+  bool solo() const { return Clock::now().time_since_epoch().count() < solo_until_.load(std::memory_order_relaxed); }
 
   int workers() {
     std::lock_guard<std::mutex> lock(grow_mu_);

@@ -25,8 +25,8 @@ void parallel_for(int n, void (*task)(void* ctx, int i), void* ctx, int threads 
 template <typename F>
 void parallel_for(int n, F&& f, int threads = 0) {
   using Fn = std::remove_reference_t<F>;
-  parallel_for(n, [](void* c, int i) { (*static_cast<Fn*>(c))(i); }, const_cast<void*>(static_cast<const void*>(&f)),
-               threads);
+  parallel_for(
+      n, [](void* c, int i) { (*static_cast<Fn*>(c))(i); }, const_cast<void*>(static_cast<const void*>(&f)), threads);
 }
 
 // Workers the pool has started so far (tests).

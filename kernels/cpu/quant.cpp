@@ -136,17 +136,23 @@ void dequant_q6_k(float* y, const qk::BlockQ6K* x, int64_t nb) {
 void dequantize_row_quant(float* out, const void* src, DType t, int64_t n) {
   const DTypeInfo info = dtype_info(t);
   SPECDEC_CHECK(info.block > 1, "a quantized dtype, got ", info.name);
-  SPECDEC_CHECK(n >= 0 && n % info.block == 0, "n a multiple of ", info.block, " for ", info.name,
-                ", got ", n);
+  SPECDEC_CHECK(n >= 0 && n % info.block == 0, "n a multiple of ", info.block, " for ", info.name, ", got ", n);
   const int64_t nb = n / info.block;
   switch (t) {
-    case DType::Q8_0: return dequant_q8_0(out, static_cast<const qk::BlockQ8_0*>(src), nb);
-    case DType::Q4_0: return dequant_q4_0(out, static_cast<const qk::BlockQ4_0*>(src), nb);
-    case DType::Q4_1: return dequant_q4_1(out, static_cast<const qk::BlockQ4_1*>(src), nb);
-    case DType::Q4_K: return dequant_q4_k(out, static_cast<const qk::BlockQ4K*>(src), nb);
-    case DType::Q5_K: return dequant_q5_k(out, static_cast<const qk::BlockQ5K*>(src), nb);
-    case DType::Q6_K: return dequant_q6_k(out, static_cast<const qk::BlockQ6K*>(src), nb);
-    default: SPECDEC_FAIL("dequantization of ", info.name, " is not supported");
+    case DType::Q8_0:
+      return dequant_q8_0(out, static_cast<const qk::BlockQ8_0*>(src), nb);
+    case DType::Q4_0:
+      return dequant_q4_0(out, static_cast<const qk::BlockQ4_0*>(src), nb);
+    case DType::Q4_1:
+      return dequant_q4_1(out, static_cast<const qk::BlockQ4_1*>(src), nb);
+    case DType::Q4_K:
+      return dequant_q4_k(out, static_cast<const qk::BlockQ4K*>(src), nb);
+    case DType::Q5_K:
+      return dequant_q5_k(out, static_cast<const qk::BlockQ5K*>(src), nb);
+    case DType::Q6_K:
+      return dequant_q6_k(out, static_cast<const qk::BlockQ6K*>(src), nb);
+    default:
+      SPECDEC_FAIL("dequantization of ", info.name, " is not supported");
   }
 }
 
@@ -200,14 +206,14 @@ void quantize_row(void* dst, const float* src, DType t, int64_t n) {
         y[i].m = fp32_to_fp16(mn);
         for (int j = 0; j < kQK / 2; ++j) {
           const int lo = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - mn) * id + 0.5f)));
-          const int hi =
-              std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - mn) * id + 0.5f)));
+          const int hi = std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - mn) * id + 0.5f)));
           y[i].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
         }
       }
       return;
     }
-    default: SPECDEC_FAIL("quantize_row supports q8_0, q4_0, q4_1, got ", dtype_info(t).name);
+    default:
+      SPECDEC_FAIL("quantize_row supports q8_0, q4_0, q4_1, got ", dtype_info(t).name);
   }
 }
 
@@ -218,12 +224,14 @@ namespace {
 bool machine_has(CpuLevel l) {
 #if SPECDEC_QK_X86
   __builtin_cpu_init();
-  const bool avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   switch (l) {
-    case CpuLevel::Scalar: return true;
-    case CpuLevel::Avx2: return avx2;
-    case CpuLevel::AvxVnni: return SPECDEC_QK_AVXVNNI && avx2 && __builtin_cpu_supports("avxvnni");
+    case CpuLevel::Scalar:
+      return true;
+    case CpuLevel::Avx2:
+      return avx2;
+    case CpuLevel::AvxVnni:
+      return SPECDEC_QK_AVXVNNI && avx2 && __builtin_cpu_supports("avxvnni");
     case CpuLevel::Avx512:
       return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
@@ -273,10 +281,14 @@ std::atomic<CpuLevel>& level_slot() {
 
 std::string_view cpu_level_name(CpuLevel l) {
   switch (l) {
-    case CpuLevel::Scalar: return "scalar";
-    case CpuLevel::Avx2: return "avx2";
-    case CpuLevel::AvxVnni: return "avxvnni";
-    case CpuLevel::Avx512: return "avx512";
+    case CpuLevel::Scalar:
+      return "scalar";
+    case CpuLevel::Avx2:
+      return "avx2";
+    case CpuLevel::AvxVnni:
+      return "avxvnni";
+    case CpuLevel::Avx512:
+      return "avx512";
   }
   return "?";
 }
@@ -286,8 +298,8 @@ bool cpu_level_supported(CpuLevel l) { return static_cast<size_t>(l) < std::size
 CpuLevel cpu_level() { return level_slot().load(std::memory_order_relaxed); }
 
 void set_cpu_level(CpuLevel l) {
-  SPECDEC_CHECK(cpu_level_supported(l), "a CPU kernel level this machine supports (best ",
-                cpu_level_name(best_level()), "), got ", cpu_level_name(l));
+  SPECDEC_CHECK(cpu_level_supported(l), "a CPU kernel level this machine supports (best ", cpu_level_name(best_level()),
+                "), got ", cpu_level_name(l));
   level_slot().store(l, std::memory_order_relaxed);
 }
 
@@ -344,10 +356,17 @@ qk::ActQ act_scratch(int T, int nb) {
 
 bool weight_kind(DType t, qk::WKind& w) {
   switch (t) {
-    case DType::Q8_0: w = qk::WKind::Q8_0; return true;
-    case DType::Q4_0: w = qk::WKind::Q4_0; return true;
-    case DType::Q4_1: w = qk::WKind::Q4_1; return true;
-    default: return false;
+    case DType::Q8_0:
+      w = qk::WKind::Q8_0;
+      return true;
+    case DType::Q4_0:
+      w = qk::WKind::Q4_0;
+      return true;
+    case DType::Q4_1:
+      w = qk::WKind::Q4_1;
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -360,14 +379,11 @@ constexpr int kTasksPerThread = 8;
 
 }  // namespace
 
-bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N,
-                     int K) {
+bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N, int K) {
   qk::WKind w;
   if (!weight_kind(t, w)) return false;
-  SPECDEC_CHECK(cpu_level_supported(level), "a CPU kernel level this machine supports, got ",
-                cpu_level_name(level));
-  SPECDEC_CHECK(K > 0 && K % kQK == 0, "K a positive multiple of 32 for ", dtype_info(t).name, ", got ",
-                K);
+  SPECDEC_CHECK(cpu_level_supported(level), "a CPU kernel level this machine supports, got ", cpu_level_name(level));
+  SPECDEC_CHECK(K > 0 && K % kQK == 0, "K a positive multiple of 32 for ", dtype_info(t).name, ", got ", K);
   SPECDEC_CHECK(T >= 0 && N >= 0, "non-negative T and N, got T=", T, " N=", N);
   if (T == 0 || N == 0) return true;
   const int nb = K / kQK;
@@ -380,16 +396,14 @@ bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, 
   // whole 16-row chunks over parallel_for's threads (no barrier waits for a thread that is not running)
   fns.quantize(a, x, w, 0, n_blocks);
   const int threads = omp_get_max_threads();
-  const bool parallel =
-      n_chunks > 1 && threads > 1 && static_cast<int64_t>(N) * n_blocks >= kMinParallelBlockDots;
+  const bool parallel = n_chunks > 1 && threads > 1 && static_cast<int64_t>(N) * n_blocks >= kMinParallelBlockDots;
   const int n_tasks = parallel ? std::min(n_chunks, kTasksPerThread * threads) : 1;
   const auto task = [&](int i) {
     const int c0 = static_cast<int>(static_cast<int64_t>(n_chunks) * i / n_tasks);
     const int c1 = static_cast<int>(static_cast<int64_t>(n_chunks) * (i + 1) / n_tasks);
     for (int c = c0; c < c1; ++c) {
       const int n0 = c * kRowChunk, n1 = std::min(N, n0 + kRowChunk);
-      for (int t0 = 0; t0 < T; t0 += qk::kTileT)
-        fns.rows(out, a, W, w, N, n0, n1, t0, std::min(T, t0 + qk::kTileT));
+      for (int t0 = 0; t0 < T; t0 += qk::kTileT) fns.rows(out, a, W, w, N, n0, n1, t0, std::min(T, t0 + qk::kTileT));
     }
   };
   parallel_for(n_tasks, task, parallel ? threads : 1);

@@ -45,16 +45,15 @@ void set_cpu_level(CpuLevel l);
 // once per call to 8-bit blocks of 32 as llama.cpp's CPU backend does (Q8_0 style for Q8_0 and Q4_0
 // weights, Q8_1 style with the block sum for Q4_1), then dotted in integers, so results match
 // llama.cpp's numerics up to float summation order. Weight rows are split over OpenMP threads; each
-// weight block is loaded and decoded once for up to 16 tokens (the rows of the call). K must be a multiple of 32. Returns false (and
-// computes nothing) when t has no fast path (the caller then dequantizes row by row).
+// weight block is loaded and decoded once for up to 16 tokens (the rows of the call). K must be a multiple of 32.
+// Returns false (and computes nothing) when t has no fast path (the caller then dequantizes row by row).
 // Batch-invariant: out[t][n] is bit-identical whatever T, N, the other tokens and rows of the call, the
 // thread count and the level are (each token is quantized alone; each output is one lane whose
 // operations do not depend on its neighbours).
 bool matmul_quant(float* out, const float* x, const void* W, DType t, int T, int N, int K);
 
 // matmul_quant at an explicit level (throws if unsupported here): parity tests and benchmarks.
-bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N,
-                     int K);
+bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N, int K);
 
 // The activation quantizer of matmul_quant, in natural block order (for tests): q (T, K) int8,
 // d (T, K/32) fp16-rounded scales, s (T, K/32) fp16(d * sum q) as float.

@@ -66,8 +66,8 @@ inline void decode8(const uint8_t* p0, int64_t rs, int last, __m256i w[8], __m25
     return v;
   };
   const __m256i dm = _mm256_setr_epi32(D(0), D(1), D(2), D(3), D(4), D(5), D(6), D(7));
-  const __m256i pick_d = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1,
-                                          4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i pick_d = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
+                                          12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
   const auto halves = [](__m256i v) {  // halves in the low 8 bytes of each lane -> 8 floats
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(v, 0x08)));
   };
@@ -166,11 +166,14 @@ void SPECDEC_QK_FN(quantize_act)(const ActQ& a, const float* x, WKind w, int64_t
 }
 
 void SPECDEC_QK_FN(matmul_rows)(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                      int t1) {
+                                int t1) {
   switch (w) {
-    case WKind::Q8_0: return rows<WKind::Q8_0>(out, a, W, N, n0, n1, t0, t1);
-    case WKind::Q4_0: return rows<WKind::Q4_0>(out, a, W, N, n0, n1, t0, t1);
-    case WKind::Q4_1: return rows<WKind::Q4_1>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q8_0:
+      return rows<WKind::Q8_0>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q4_0:
+      return rows<WKind::Q4_0>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q4_1:
+      return rows<WKind::Q4_1>(out, a, W, N, n0, n1, t0, t1);
   }
 }
 

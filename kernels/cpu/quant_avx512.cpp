@@ -70,16 +70,15 @@ inline void decode16(const uint8_t* p0, int64_t rs, int last, __m512i w[8], __m5
     std::memcpy(&v, row_ptr<Partial>(p0, rs, k, last), 4);
     return v;
   };
-  const __m512i dm = _mm512_setr_epi32(D(0), D(1), D(2), D(3), D(4), D(5), D(6), D(7), D(8), D(9), D(10),
-                                       D(11), D(12), D(13), D(14), D(15));
+  const __m512i dm = _mm512_setr_epi32(D(0), D(1), D(2), D(3), D(4), D(5), D(6), D(7), D(8), D(9), D(10), D(11), D(12),
+                                       D(13), D(14), D(15));
   dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
   if constexpr (W == WKind::Q4_1) mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 }
 
 // Sixteen rows starting at p0 for tokens [t0, t0+TT): acc[tt] lane k = output (t0+tt, row k).
 template <WKind W, bool Partial>
-inline void chunk16(__m512* acc, const uint8_t* p0, int64_t rs, int last, const ActQ& a, int t0,
-                    int TT) {
+inline void chunk16(__m512* acc, const uint8_t* p0, int64_t rs, int last, const ActQ& a, int t0, int TT) {
   constexpr int S = Fmt<W>::kBytes;
   for (int tt = 0; tt < TT; ++tt) acc[tt] = _mm512_setzero_ps();
   for (int j = 0; j < a.nb; ++j) {
@@ -116,8 +115,7 @@ void rows(float* out, const ActQ& a, const void* Wv, int N, int n0, int n1, int 
     else
       chunk16<W, true>(acc, p0, rs, R - 1, a, t0, TT);
     const __mmask16 m = static_cast<__mmask16>((1u << R) - 1);
-    for (int tt = 0; tt < TT; ++tt)
-      _mm512_mask_storeu_ps(out + static_cast<int64_t>(t0 + tt) * N + nc, m, acc[tt]);
+    for (int tt = 0; tt < TT; ++tt) _mm512_mask_storeu_ps(out + static_cast<int64_t>(t0 + tt) * N + nc, m, acc[tt]);
   }
 }
 
@@ -127,12 +125,14 @@ void quantize_act_avx512(const ActQ& a, const float* x, WKind w, int64_t b0, int
   quantize_act_x86(a, x, w, b0, b1);
 }
 
-void matmul_rows_avx512(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                        int t1) {
+void matmul_rows_avx512(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1) {
   switch (w) {
-    case WKind::Q8_0: return rows<WKind::Q8_0>(out, a, W, N, n0, n1, t0, t1);
-    case WKind::Q4_0: return rows<WKind::Q4_0>(out, a, W, N, n0, n1, t0, t1);
-    case WKind::Q4_1: return rows<WKind::Q4_1>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q8_0:
+      return rows<WKind::Q8_0>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q4_0:
+      return rows<WKind::Q4_0>(out, a, W, N, n0, n1, t0, t1);
+    case WKind::Q4_1:
+      return rows<WKind::Q4_1>(out, a, W, N, n0, n1, t0, t1);
   }
 }
 

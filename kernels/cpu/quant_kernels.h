@@ -74,22 +74,18 @@ struct ActQ {
 // the row kernel: out (T_all, N) rows [n0, n1) for tokens [t0, t1), t1 - t0 <= kTileT.
 // Scalar reference twin: plain loops.
 void quantize_act_scalar(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
-void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                        int t1);
+void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1);
 
 // AVX2 + FMA + F16C (quant_avx2.cpp).
 void quantize_act_avx2(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
-void matmul_rows_avx2(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                      int t1);
+void matmul_rows_avx2(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1);
 
 // AVX2 + FMA + F16C + AVX-VNNI (quant_avxvnni.cpp: quant_avx2.cpp's kernel with vpdpbusd on ymm).
 void quantize_act_avxvnni(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
-void matmul_rows_avxvnni(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                         int t1);
+void matmul_rows_avxvnni(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1);
 
 // AVX-512 F/BW/VL + VNNI (quant_avx512.cpp).
 void quantize_act_avx512(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1);
-void matmul_rows_avx512(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                        int t1);
+void matmul_rows_avx512(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1);
 
 }  // namespace specdec::cpu::qk

@@ -17,8 +17,7 @@ float round_fp16(float v) { return fp16_to_fp32(fp32_to_fp16(v)); }
 
 // x (T, nb*32) -> a (natural layout). Round half to even (nearbyint under the default rounding mode),
 // as _mm256_round_ps(_MM_ROUND_NEAREST) in llama.cpp's quantize_row_q8_0/q8_1.
-void quantize_act_scalar(const ActQ& a, const float* x, WKind /*w: scalar needs no bias*/, int64_t b0,
-                         int64_t b1) {
+void quantize_act_scalar(const ActQ& a, const float* x, WKind /*w: scalar needs no bias*/, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const float* xb = x + b * kQK;
     int8_t* qb = a.q + b * kQK;
@@ -40,8 +39,7 @@ void quantize_act_scalar(const ActQ& a, const float* x, WKind /*w: scalar needs 
 // out (T_all, N): rows [n0, n1) for tokens [t0, t1). Per block: sumi = sum_j qw_j * qa_j (exact int),
 // acc = fma(dw * da, sumi, acc), then acc = fma(mw, s, acc) for Q4_1 (its weights are qw*dw + mw), in
 // block order: exactly the operations of every SIMD level, so all levels give the same bits.
-void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0,
-                        int t1) {
+void matmul_rows_scalar(float* out, const ActQ& a, const void* W, WKind w, int N, int n0, int n1, int t0, int t1) {
   const int nb = a.nb;
   for (int n = n0; n < n1; ++n) {
     for (int t = t0; t < t1; ++t) {

@@ -1,5 +1,5 @@
-// Pieces of the x86 quantized matmul shared by quant_avx2.cpp, quant_avxvnni.cpp and quant_avx512.cpp: the SIMD activation
-// quantizer (bit-identical to quant_scalar.cpp's), block formats, row addressing and prefetch. Each TU
+// Pieces of the x86 quantized matmul shared by quant_avx2.cpp, quant_avxvnni.cpp and quant_avx512.cpp: the SIMD
+// activation quantizer (bit-identical to quant_scalar.cpp's), block formats, row addressing and prefetch. Each TU
 // includes it once under its own ISA flags; everything here has internal linkage, so the two compiled
 // copies never merge. Layouts and numerics are documented in quant_kernels.h.
 #pragma once
@@ -88,8 +88,7 @@ inline int quant_block(const float* x, int8_t* q, float* d_out, float* s_out) {
 // Blocks [b0, b1) of x (T, nb*32) -> a (natural order).
 inline void quantize_act_x86(const ActQ& a, const float* x, WKind w, int64_t b0, int64_t b1) {
   const int c = bias_mul(w);
-  for (int64_t b = b0; b < b1; ++b)
-    a.bias[b] = -c * quant_block(x + b * kQK, a.q + b * kQK, a.d + b, a.s + b);
+  for (int64_t b = b0; b < b1; ++b) a.bias[b] = -c * quant_block(x + b * kQK, a.q + b * kQK, a.d + b, a.s + b);
 }
 
 inline int32_t load_i32(const int8_t* p) {
@@ -106,8 +105,7 @@ inline int32_t load_i32(const int8_t* p) {
 inline void prefetch_next_chunk(const uint8_t* p0, int64_t bytes, int j, int nb) {
   const int64_t lines = (bytes / 64 + nb - 1) / nb;
   const uint8_t* next = p0 + bytes + 64 * lines * j;
-  for (int64_t l = 0; l < lines; ++l)
-    _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), _MM_HINT_T0);
+  for (int64_t l = 0; l < lines; ++l) _mm_prefetch(reinterpret_cast<const char*>(next + 64 * l), _MM_HINT_T0);
 }
 
 // Row k of a chunk of L rows starting at p0 (row stride rs bytes). In the last, partial chunk rows past

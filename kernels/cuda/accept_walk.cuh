@@ -98,7 +98,8 @@ SPECDEC_ROW_DEV WalkResult speculative_walk(Block& blk, const SpecBlock& s, int3
   };
   // The double sum of a row, in index order (the CPU's).
   auto row_sum = [&](const float* row) {
-    return blk.sequential(s.V, 0.0, [row](int v) { return static_cast<double>(row[v]); }, add);
+    return blk.sequential(
+        s.V, 0.0, [row](int v) { return static_cast<double>(row[v]); }, add);
   };
   // q of child c at v, normalised by its row sum qs (1 for one-hot).
   auto q_at = [&](int c, int v, double qs) {

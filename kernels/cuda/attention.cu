@@ -63,10 +63,10 @@
 namespace specdec::cuda {
 namespace {
 
-constexpr int kTile = kAttentionTile;    // key slots per tile: one per lane when scoring
-constexpr int kSplit = kAttentionSplit;  // key slots per split, at fixed positions
-constexpr int kMaxD = 256;               // head dims per lane <= kMaxD / 32 on the generic path
-constexpr int kCtasPerSm = 4;            // split-K when the grid has fewer than this many CTAs per SM
+constexpr int kTile = kAttentionTile;               // key slots per tile: one per lane when scoring
+constexpr int kSplit = kAttentionSplit;             // key slots per split, at fixed positions
+constexpr int kMaxD = 256;                          // head dims per lane <= kMaxD / 32 on the generic path
+constexpr int kCtasPerSm = 4;                       // split-K when the grid has fewer than this many CTAs per SM
 constexpr size_t kMaxWorkspace = size_t{64} << 20;  // split-K partials beyond this: the CTAs fold instead
 
 struct Params {
@@ -420,8 +420,7 @@ void launch(Params p, int max_S, cudaStream_t stream, AttentionWorkspace ws) {
   // idle and the partials fit the caller's workspace; else each CTA folds its splits itself. Either way a
   // row's arithmetic is the same (see the top of this file): this only decides which kernel folds. No
   // allocation here: the workspace is the caller's (attention.cuh), so a captured graph holds none.
-  const AttentionSplitPlan plan =
-      split_plan(p.B, p.max_T, max_S, p.Hq, p.Hkv, p.D, sms, kM, ws.data ? ws.bytes : 0);
+  const AttentionSplitPlan plan = split_plan(p.B, p.max_T, max_S, p.Hq, p.Hkv, p.D, sms, kM, ws.data ? ws.bytes : 0);
   const bool split_k = plan.split_k;
   p.grid_splits = plan.splits;
   if (split_k) {

@@ -53,7 +53,7 @@ AttentionSplitPlan attention_split_plan(int B, int max_T, int max_S, int Hq, int
 // T_b / S_b (launch geometry). Tiled over the key slots (FlashAttention-style online softmax) so S is not
 // limited by shared memory. Every query row attends to at least one slot (the caller's contract).
 // workspace: see AttentionWorkspace (empty: never split-K).
-void attention(float* out, const float* q, const AttentionBatch& batch, int B, int max_T, int max_S, int Hq,
-               int Hkv, int D, int64_t ld_kv, cudaStream_t stream, AttentionWorkspace workspace = {});
+void attention(float* out, const float* q, const AttentionBatch& batch, int B, int max_T, int max_S, int Hq, int Hkv,
+               int D, int64_t ld_kv, cudaStream_t stream, AttentionWorkspace workspace = {});
 
 }  // namespace specdec::cuda

@@ -148,8 +148,10 @@ SPECDEC_BLK_HD constexpr bool decodable(cpu::DType t) {
     case cpu::DType::BF16:
     case cpu::DType::Q8_0:
     case cpu::DType::Q4_0:
-    case cpu::DType::Q4_1: return true;
-    default: return false;
+    case cpu::DType::Q4_1:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -200,15 +202,13 @@ SPECDEC_BLK_HD void decode4(const uint8_t* row, int64_t j, int64_t n, float v[4]
     const float d = f16_to_f32(ld_u16(b));
     const int r = static_cast<int>(j % kQK);  // element r < 16: low nibble of qs[r]; else high of qs[r-16]
     const uint32_t q = ld_u32_a2(b + 2 + (r & 15)) >> (r < 16 ? 0 : 4);
-    for (int k = 0; k < 4; ++k)
-      v[k] = mul_rn(static_cast<float>(static_cast<int>((q >> (8 * k)) & 0xFu) - 8), d);
+    for (int k = 0; k < 4; ++k) v[k] = mul_rn(static_cast<float>(static_cast<int>((q >> (8 * k)) & 0xFu) - 8), d);
   } else if constexpr (S == cpu::DType::Q4_1) {
     const uint8_t* b = row + (j / kQK) * kBytesQ4_1;
     const float d = f16_to_f32(ld_u16(b)), m = f16_to_f32(ld_u16(b + 2));
     const int r = static_cast<int>(j % kQK);
     const uint32_t q = ld_u32_a2(b + 4 + (r & 15)) >> (r < 16 ? 0 : 4);
-    for (int k = 0; k < 4; ++k)
-      v[k] = add_rn(mul_rn(static_cast<float>((q >> (8 * k)) & 0xFu), d), m);
+    for (int k = 0; k < 4; ++k) v[k] = add_rn(mul_rn(static_cast<float>((q >> (8 * k)) & 0xFu), d), m);
   } else {
     static_assert(S == cpu::DType::F32, "decode4: no GPU decode for this dtype");
   }

@@ -5,10 +5,10 @@
 
 #include "core/error.h"
 
-#define SPECDEC_CUDA_CHECK(call)                                                              \
-  do {                                                                                       \
-    const cudaError_t err_ = (call);                                                         \
-    SPECDEC_CHECK(err_ == cudaSuccess, #call, " failed: ", cudaGetErrorString(err_));        \
+#define SPECDEC_CUDA_CHECK(call)                                                      \
+  do {                                                                                \
+    const cudaError_t err_ = (call);                                                  \
+    SPECDEC_CHECK(err_ == cudaSuccess, #call, " failed: ", cudaGetErrorString(err_)); \
   } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, not at the next sync.

@@ -33,8 +33,8 @@ __device__ __forceinline__ void store4(void* out, int64_t j, int64_t n, const fl
     for (int k = 0; k < 4; ++k) h[k] = O == DType::F16 ? blocks::f32_to_f16(v[k]) : blocks::f32_to_bf16(v[k]);
     uint16_t* o = static_cast<uint16_t*>(out) + j;
     if constexpr (kVec) {
-      *reinterpret_cast<uint2*>(o) = make_uint2(h[0] | (static_cast<uint32_t>(h[1]) << 16),
-                                                h[2] | (static_cast<uint32_t>(h[3]) << 16));
+      *reinterpret_cast<uint2*>(o) =
+          make_uint2(h[0] | (static_cast<uint32_t>(h[1]) << 16), h[2] | (static_cast<uint32_t>(h[3]) << 16));
     } else {
       for (int k = 0; k < 4 && j + k < n; ++k) o[k] = h[k];
     }
@@ -43,8 +43,8 @@ __device__ __forceinline__ void store4(void* out, int64_t j, int64_t n, const fl
 
 // out (n) of type O = src (n) of type S; one group of 4 elements per thread and step.
 template <DType S, DType O, bool kVec>
-__global__ void __launch_bounds__(kThreads) dequant_kernel(void* __restrict__ out, const uint8_t* __restrict__ src,
-                                                           int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    dequant_kernel(void* __restrict__ out, const uint8_t* __restrict__ src, int64_t n) {
   const int64_t groups = (n + 3) / 4;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; g < groups;
        g += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -59,8 +59,8 @@ bool aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % 
 template <DType S, DType O>
 void launch(void* out, const void* src, int64_t n, cudaStream_t stream) {
   constexpr bool kFloatSrc = S == DType::F32 || S == DType::F16 || S == DType::BF16;
-  const bool vec = n % 4 == 0 && aligned(out, O == DType::F32 ? 16 : 8) &&
-                   (!kFloatSrc || aligned(src, S == DType::F32 ? 16 : 8));
+  const bool vec =
+      n % 4 == 0 && aligned(out, O == DType::F32 ? 16 : 8) && (!kFloatSrc || aligned(src, S == DType::F32 ? 16 : 8));
   const int64_t groups = (n + 3) / 4;
   const auto blocks_needed = std::min<int64_t>((groups + kThreads - 1) / kThreads, kMaxBlocks);
   const auto grid = static_cast<unsigned>(blocks_needed);
@@ -75,10 +75,14 @@ void launch(void* out, const void* src, int64_t n, cudaStream_t stream) {
 template <DType S>
 void launch_src(void* out, DType out_t, const void* src, int64_t n, cudaStream_t stream) {
   switch (out_t) {
-    case DType::F32: return launch<S, DType::F32>(out, src, n, stream);
-    case DType::F16: return launch<S, DType::F16>(out, src, n, stream);
-    case DType::BF16: return launch<S, DType::BF16>(out, src, n, stream);
-    default: return;
+    case DType::F32:
+      return launch<S, DType::F32>(out, src, n, stream);
+    case DType::F16:
+      return launch<S, DType::F16>(out, src, n, stream);
+    case DType::BF16:
+      return launch<S, DType::BF16>(out, src, n, stream);
+    default:
+      return;
   }
 }
 
@@ -92,20 +96,26 @@ void dequantize(void* out, cpu::DType out_t, const void* src, cpu::DType src_t, 
   SPECDEC_CHECK(blocks::decodable(src_t), "dequantize: source dtype ", ss.name, " is not supported on the GPU (",
                 blocks::kDecodableNames, ")");
   SPECDEC_CHECK(rows >= 0 && cols >= 0, "dequantize: non-negative rows and cols, got ", rows, " x ", cols);
-  SPECDEC_CHECK(cols % ss.block == 0, "dequantize: cols a multiple of ", ss.block, " for ", ss.name, ", got ",
-                cols);
+  SPECDEC_CHECK(cols % ss.block == 0, "dequantize: cols a multiple of ", ss.block, " for ", ss.name, ", got ", cols);
   SPECDEC_CHECK(aligned(src, src_t == DType::F32 ? 4 : 2) && aligned(out, out_t == DType::F32 ? 4 : 2),
                 "dequantize: src and out aligned to their element type, got src=", src, " out=", out);
   const int64_t n = rows * cols;
   if (n == 0) return;
   switch (src_t) {
-    case DType::F32: return launch_src<DType::F32>(out, out_t, src, n, stream);
-    case DType::F16: return launch_src<DType::F16>(out, out_t, src, n, stream);
-    case DType::BF16: return launch_src<DType::BF16>(out, out_t, src, n, stream);
-    case DType::Q8_0: return launch_src<DType::Q8_0>(out, out_t, src, n, stream);
-    case DType::Q4_0: return launch_src<DType::Q4_0>(out, out_t, src, n, stream);
-    case DType::Q4_1: return launch_src<DType::Q4_1>(out, out_t, src, n, stream);
-    default: return;
+    case DType::F32:
+      return launch_src<DType::F32>(out, out_t, src, n, stream);
+    case DType::F16:
+      return launch_src<DType::F16>(out, out_t, src, n, stream);
+    case DType::BF16:
+      return launch_src<DType::BF16>(out, out_t, src, n, stream);
+    case DType::Q8_0:
+      return launch_src<DType::Q8_0>(out, out_t, src, n, stream);
+    case DType::Q4_0:
+      return launch_src<DType::Q4_0>(out, out_t, src, n, stream);
+    case DType::Q4_1:
+      return launch_src<DType::Q4_1>(out, out_t, src, n, stream);
+    default:
+      return;
   }
 }
 

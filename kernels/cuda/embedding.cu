@@ -57,8 +57,7 @@ void launch(float* out, const int32_t* tokens, const void* table, int T, int H, 
 
 }  // namespace
 
-void embedding(float* out, const int32_t* tokens, const void* table, cpu::DType wt, int T, int H,
-               cudaStream_t stream) {
+void embedding(float* out, const int32_t* tokens, const void* table, cpu::DType wt, int T, int H, cudaStream_t stream) {
   const cpu::DTypeInfo info = cpu::dtype_info(wt);
   SPECDEC_CHECK(blocks::decodable(wt), "embedding: table dtype ", info.name, " is not supported on the GPU (",
                 blocks::kDecodableNames, ")");
@@ -68,13 +67,20 @@ void embedding(float* out, const int32_t* tokens, const void* table, cpu::DType 
                 "embedding: table and out aligned to their element type, got table=", table, " out=", out);
   if (T == 0 || H == 0) return;
   switch (wt) {
-    case DType::F32: return launch<DType::F32>(out, tokens, table, T, H, stream);
-    case DType::F16: return launch<DType::F16>(out, tokens, table, T, H, stream);
-    case DType::BF16: return launch<DType::BF16>(out, tokens, table, T, H, stream);
-    case DType::Q8_0: return launch<DType::Q8_0>(out, tokens, table, T, H, stream);
-    case DType::Q4_0: return launch<DType::Q4_0>(out, tokens, table, T, H, stream);
-    case DType::Q4_1: return launch<DType::Q4_1>(out, tokens, table, T, H, stream);
-    default: return;
+    case DType::F32:
+      return launch<DType::F32>(out, tokens, table, T, H, stream);
+    case DType::F16:
+      return launch<DType::F16>(out, tokens, table, T, H, stream);
+    case DType::BF16:
+      return launch<DType::BF16>(out, tokens, table, T, H, stream);
+    case DType::Q8_0:
+      return launch<DType::Q8_0>(out, tokens, table, T, H, stream);
+    case DType::Q4_0:
+      return launch<DType::Q4_0>(out, tokens, table, T, H, stream);
+    case DType::Q4_1:
+      return launch<DType::Q4_1>(out, tokens, table, T, H, stream);
+    default:
+      return;
   }
 }
 

@@ -116,8 +116,8 @@ __global__ void __launch_bounds__(kThreads)
           __syncwarp();  // the previous decode from st is done
           for (int h = lane; h < n_blk * Fmt::kBytes / 2; h += 32) st[h] = src[h];
           __syncwarp();
-          w[c][i] = lane < n_blk ? Fmt::load(reinterpret_cast<const uint8_t*>(st) + lane * Fmt::kBytes)
-                                 : typename Fmt::W{};
+          w[c][i] =
+              lane < n_blk ? Fmt::load(reinterpret_cast<const uint8_t*>(st) + lane * Fmt::kBytes) : typename Fmt::W{};
         } else {
           w[c][i] = {};  // never dotted past nb; a column past N is never written
         }
@@ -153,9 +153,8 @@ __device__ __forceinline__ void load4(const void* row, int k, int n, float v[4])
 }
 
 template <DType S, int kNC, bool kVec>
-__global__ void __launch_bounds__(kThreads)
-    matmul_f_kernel(float* __restrict__ out, const float* __restrict__ x, const uint8_t* __restrict__ W, int T, int N,
-                    int K) {
+__global__ void __launch_bounds__(kThreads) matmul_f_kernel(float* __restrict__ out, const float* __restrict__ x,
+                                                            const uint8_t* __restrict__ W, int T, int N, int K) {
   constexpr size_t kElem = S == DType::F32 ? 4 : 2;
   const int lane = threadIdx.x % 32;
   const int n0 = (blockIdx.x * kWarps + threadIdx.x / 32) * kNC;
@@ -232,10 +231,14 @@ void launch_f(float* out, const float* x, const void* W, int T, int N, int K, cu
   const auto* w = static_cast<const uint8_t*>(W);
   const int nc = columns_per_warp(T);
   const unsigned grid = grid_for(N, nc);
-  if (nc == 2 && vec) matmul_f_kernel<S, 2, true><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
-  else if (nc == 2) matmul_f_kernel<S, 2, false><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
-  else if (vec) matmul_f_kernel<S, 1, true><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
-  else matmul_f_kernel<S, 1, false><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
+  if (nc == 2 && vec)
+    matmul_f_kernel<S, 2, true><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
+  else if (nc == 2)
+    matmul_f_kernel<S, 2, false><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
+  else if (vec)
+    matmul_f_kernel<S, 1, true><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
+  else
+    matmul_f_kernel<S, 1, false><<<grid, kThreads, 0, stream>>>(out, x, w, T, N, K);
   SPECDEC_CUDA_CHECK_LAUNCH();
 }
 
@@ -250,8 +253,8 @@ void matmul_small(float* out, const float* x, const void* W, cpu::DType wt, int 
   SPECDEC_CHECK(quant || wt == DType::F32 || wt == DType::F16 || wt == DType::BF16,
                 "matmul_small: weights of dtype f32, f16, bf16, q8_0, q4_0 or q4_1, got ", info.name);
   SPECDEC_CHECK(T >= 0 && N >= 0 && K >= 0, "matmul_small: non-negative T, N, K, got T=", T, " N=", N, " K=", K);
-  SPECDEC_CHECK(!quant || (K > 0 && K % bk::kQK == 0), "matmul_small: K a positive multiple of 32 for ",
-                info.name, ", got ", K);
+  SPECDEC_CHECK(!quant || (K > 0 && K % bk::kQK == 0), "matmul_small: K a positive multiple of 32 for ", info.name,
+                ", got ", K);
   // Natural alignment of the element / block type (GGML blocks start with a half).
   SPECDEC_CHECK(aligned(W, wt == DType::F32 ? 4 : 2) && aligned(x, 4),
                 "matmul_small: W and x aligned to their element type, got W=", W, " x=", x);
@@ -261,18 +264,26 @@ void matmul_small(float* out, const float* x, const void* W, cpu::DType wt, int 
     return;
   }
   switch (wt) {
-    case DType::F32: return launch_f<DType::F32>(out, x, W, T, N, K, stream);
-    case DType::F16: return launch_f<DType::F16>(out, x, W, T, N, K, stream);
-    case DType::BF16: return launch_f<DType::BF16>(out, x, W, T, N, K, stream);
-    default: break;
+    case DType::F32:
+      return launch_f<DType::F32>(out, x, W, T, N, K, stream);
+    case DType::F16:
+      return launch_f<DType::F16>(out, x, W, T, N, K, stream);
+    case DType::BF16:
+      return launch_f<DType::BF16>(out, x, W, T, N, K, stream);
+    default:
+      break;
   }
-  SPECDEC_CHECK(scratch != nullptr, "matmul_small: scratch of matmul_small_scratch_bytes(T, K) bytes for ",
-                info.name, " weights, got nullptr");
+  SPECDEC_CHECK(scratch != nullptr, "matmul_small: scratch of matmul_small_scratch_bytes(T, K) bytes for ", info.name,
+                " weights, got nullptr");
   switch (wt) {
-    case DType::Q8_0: return launch_q<bk::FmtQ8_0>(out, x, W, T, N, K, scratch, stream);
-    case DType::Q4_0: return launch_q<bk::FmtQ4_0>(out, x, W, T, N, K, scratch, stream);
-    case DType::Q4_1: return launch_q<bk::FmtQ4_1>(out, x, W, T, N, K, scratch, stream);
-    default: break;
+    case DType::Q8_0:
+      return launch_q<bk::FmtQ8_0>(out, x, W, T, N, K, scratch, stream);
+    case DType::Q4_0:
+      return launch_q<bk::FmtQ4_0>(out, x, W, T, N, K, scratch, stream);
+    case DType::Q4_1:
+      return launch_q<bk::FmtQ4_1>(out, x, W, T, N, K, scratch, stream);
+    default:
+      break;
   }
 }
 

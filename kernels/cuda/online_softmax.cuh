@@ -31,9 +31,7 @@ constexpr int kAttentionSplit = 256;
 static_assert(kAttentionSplit % kAttentionTile == 0, "a split is a whole number of key tiles");
 
 // Splits that hold slots of a sequence with S key slots: ceil(S / L), 0 for S <= 0.
-__host__ __device__ constexpr int attention_splits(int S) {
-  return S > 0 ? (S - 1) / kAttentionSplit + 1 : 0;
-}
+__host__ __device__ constexpr int attention_splits(int S) { return S > 0 ? (S - 1) / kAttentionSplit + 1 : 0; }
 
 // fp32 operations with a fixed rounding each (never contracted into an FMA, never reassociated).
 __host__ __device__ inline float mul_rn(float a, float b) {
@@ -100,7 +98,9 @@ struct SoftmaxFold {
 };
 
 // The fold of one term: a * ca + b * cb, one product rounded, then one fma.
-__host__ __device__ inline float fold_term(float a, float ca, float b, float cb) { return fma_rn(a, ca, mul_rn(b, cb)); }
+__host__ __device__ inline float fold_term(float a, float ca, float b, float cb) {
+  return fma_rn(a, ca, mul_rn(b, cb));
+}
 
 // Starts folding the partial (m_b, l_b, acc_b) of the next split into f. A neutral partial (m_b = -inf)
 // returns false and changes nothing: the caller skips it, so it is an exact no-op (and no exp(-inf - -inf)

@@ -36,8 +36,8 @@ const Freqs& host_freqs(float theta, int head_dim) {
 
 // x (T, n_heads*head_dim). kTable: fr holds the frequencies; otherwise powf in double, rounded.
 template <bool kTable>
-__global__ void __launch_bounds__(kThreads) rope_kernel(float* __restrict__ x, const int32_t* __restrict__ pos,
-                                                        int T, int n_heads, int head_dim, float theta, Freqs fr) {
+__global__ void __launch_bounds__(kThreads) rope_kernel(float* __restrict__ x, const int32_t* __restrict__ pos, int T,
+                                                        int n_heads, int head_dim, float theta, Freqs fr) {
   const int half = head_dim / 2;
   const int64_t per_token = static_cast<int64_t>(n_heads) * half;
   const int64_t total = per_token * T;

@@ -20,8 +20,8 @@ __device__ __forceinline__ float silu_mul(float g, float u) {
 // out (n) = silu(gate) * up; kVec: n % 4 == 0 and every pointer 16-byte aligned. out may alias gate
 // (each element is read before it is written, by the same thread).
 template <bool kVec>
-__global__ void __launch_bounds__(kThreads) swiglu_kernel(float* out, const float* gate, const float* __restrict__ up,
-                                                          int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    swiglu_kernel(float* out, const float* gate, const float* __restrict__ up, int64_t n) {
   const int64_t groups = (n + 3) / 4;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; g < groups;
        g += static_cast<int64_t>(gridDim.x) * kThreads) {

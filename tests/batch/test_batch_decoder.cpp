@@ -177,7 +177,8 @@ void check_mix(const SamplingParams& sampling, const AcceptanceRule& rule) {
       r.on_tokens = [&out = streamed[i]](std::span<const TokenId> t) { out.insert(out.end(), t.begin(), t.end()); };
       reqs.push_back(std::move(r));
     }
-    const BatchResult res = batch_decode(s.model, std::move(reqs), {.max_sequences = B, .max_tokens_per_step = max_tokens});
+    const BatchResult res =
+        batch_decode(s.model, std::move(reqs), {.max_sequences = B, .max_tokens_per_step = max_tokens});
     REQUIRE(res.results.size() == m.size());
     for (size_t i = 0; i < m.size(); ++i) {
       CAPTURE(i, m[i].drafter);
@@ -249,7 +250,8 @@ TEST_CASE("a request can be submitted while others are in flight", "[batch]") {
   REQUIRE(dec.idle());
   REQUIRE_FALSE(dec.step());
   REQUIRE(dec.steps()[1].n_sequences == 2);  // b joined at the next step
-  REQUIRE(dec.take_result(a).tokens == speculative_decode(s.model, nullptr, *greedy, s.prompt, {.max_new_tokens = 20}).tokens);
+  REQUIRE(dec.take_result(a).tokens ==
+          speculative_decode(s.model, nullptr, *greedy, s.prompt, {.max_new_tokens = 20}).tokens);
   REQUIRE(dec.take_result(b).tokens.size() == 8);
 }
 
@@ -268,8 +270,8 @@ TEST_CASE("bad batch input is a one-line error naming the value", "[batch]") {
   dec.submit({.prompt = s.prompt, .opts = o, .rule = greedy.get()});
   const std::string too_long = test::error_of(
       [&] { dec.submit({.prompt = std::vector<TokenId>(ctx + 5, 1), .opts = o, .rule = greedy.get()}); });
-  REQUIRE_THAT(too_long, Catch::Contains("request 1 (id 42)") &&
-                             Catch::Contains("got " + std::to_string(ctx + 5) + " tokens"));
+  REQUIRE_THAT(too_long,
+               Catch::Contains("request 1 (id 42)") && Catch::Contains("got " + std::to_string(ctx + 5) + " tokens"));
   REQUIRE(too_long.find('\n') == std::string::npos);
   o.k = 4;  // blocks of 5 tokens under a limit of 4
   const std::string wide = test::error_of([&] {
@@ -289,8 +291,7 @@ TEST_CASE("bad batch input is a one-line error naming the value", "[batch]") {
   // A drafter factory that makes none fails when the request joins, naming it.
   o.request = 5;
   o.k = 2;
-  dec.submit({.prompt = s.prompt, .opts = o, .rule = greedy.get(), .make_drafter = [] {
-                return std::unique_ptr<Drafter>();
-              }});
+  dec.submit(
+      {.prompt = s.prompt, .opts = o, .rule = greedy.get(), .make_drafter = [] { return std::unique_ptr<Drafter>(); }});
   REQUIRE_THAT(test::error_of([&] { dec.step(); }), Catch::Contains("request 1 (id 5)") && Catch::Contains("got none"));
 }

@@ -16,9 +16,7 @@ using namespace specdec::test;
 
 namespace {
 
-std::string stories_args() {
-  return "--model '" + stories_model() + "' --tokenizer '" + stories_tokenizer() + "'";
-}
+std::string stories_args() { return "--model '" + stories_model() + "' --tokenizer '" + stories_tokenizer() + "'"; }
 
 // The one-line error --device cuda gives on this machine, or "" when cuda works here.
 std::string expected_cuda_error() {
@@ -83,14 +81,14 @@ TEST_CASE("[target] device in a run config", "[cli][device]") {
   const std::string config = std::string(SPECDEC_SOURCE_DIR) + "/experiments/configs/stories_smoke.ini";
   const std::string out = (scratch_dir("cli_device") / "device.h5").string();
   std::filesystem::remove(out);
-  check_one_line_error(run("OMP_NUM_THREADS=1 " + specdec_bin() + " run '" + config + "' --out '" + out +
-                           "' --target.device=tpu"),
-                       "[target] device = 'tpu': expected cpu, cuda or cuda:N");
+  check_one_line_error(
+      run("OMP_NUM_THREADS=1 " + specdec_bin() + " run '" + config + "' --out '" + out + "' --target.device=tpu"),
+      "[target] device = 'tpu': expected cpu, cuda or cuda:N");
   const std::string expect = expected_cuda_error();
   if (!expect.empty())
-    check_one_line_error(run("OMP_NUM_THREADS=1 " + specdec_bin() + " run '" + config + "' --out '" + out +
-                             "' --target.device=cuda"),
-                         "([target] device cuda)");
+    check_one_line_error(
+        run("OMP_NUM_THREADS=1 " + specdec_bin() + " run '" + config + "' --out '" + out + "' --target.device=cuda"),
+        "([target] device cuda)");
 }
 
 TEST_CASE("bench verify prints the B x (k+1) cost table and JSON lines", "[cli][bench]") {

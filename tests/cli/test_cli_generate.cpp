@@ -76,8 +76,8 @@ TEST_CASE("bad input gives a one-line error naming the file and a non-zero exit"
   const auto bad_opt = run(specdec_bin() + " generate --model x --temperature -1");
   CHECK(bad_opt.exit_code != 0);
   CHECK(count_lines(bad_opt.err) == 1);
-  const auto long_prompt = run(generate_cmd(stories_model(), stories_tokenizer(),
-                                            "--prompt \"$(printf 'a b c d %.0s' $(seq 1 300))\" -n 5"));
+  const auto long_prompt = run(
+      generate_cmd(stories_model(), stories_tokenizer(), "--prompt \"$(printf 'a b c d %.0s' $(seq 1 300))\" -n 5"));
   CHECK(long_prompt.exit_code != 0);
   CHECK_THAT(long_prompt.err, Catch::Contains("context of 512"));
   CHECK(count_lines(long_prompt.err) == 1);

@@ -21,7 +21,8 @@ std::string write_config(const std::string& path, const std::string& data, const
                          const std::string& extra = "") {
   std::ofstream(path) << "model = " << test::stories_model() << "\ndata = " << data << "\nout = " << out
                       << "\nepochs = 3\nbatch = 3\nmax_len = 30\nlr = 0.003\nwarmup = 2\nthreads = 1\n"
-                      << "checkpoint_every = 5\nheldout_fraction = 0.25\ndraft_vocab = 128\n" << extra;
+                      << "checkpoint_every = 5\nheldout_fraction = 0.25\ndraft_vocab = 128\n"
+                      << extra;
   return path;
 }
 

@@ -180,7 +180,8 @@ TEST_CASE("a block equals the same pairs read one at a time through the cache") 
     for (int i = 0; i < H; ++i) CHECK(std::abs(o[i] - out[t * H + i]) <= 1e-5f * (1 + std::abs(out[t * H + i])));
   }
   REQUIRE(step.n == T);
-  for (size_t i = 0; i < block.k.size(); ++i) REQUIRE(std::abs(step.k[i] - block.k[i]) <= 1e-5f * (1 + std::abs(block.k[i])));
+  for (size_t i = 0; i < block.k.size(); ++i)
+    REQUIRE(std::abs(step.k[i] - block.k[i]) <= 1e-5f * (1 + std::abs(block.k[i])));
   // Deterministic: the same call gives the same bits.
   EagleCache again;
   CHECK(forward(w, again, emb, feat, pos) == out);
@@ -209,7 +210,8 @@ TEST_CASE("a tree read with its mask, compacted to one branch, continues like th
   const auto tree_next = forward(w, tree, rows(emb, H, {6}), rows(feat, H, {6}), {4});
 
   EagleCache chain;
-  const auto chain_out = forward(w, chain, rows(emb, H, {0, 1, 3, 4, 6}), rows(feat, H, {0, 1, 3, 4, 6}), {0, 1, 2, 3, 4});
+  const auto chain_out =
+      forward(w, chain, rows(emb, H, {0, 1, 3, 4, 6}), rows(feat, H, {0, 1, 3, 4, 6}), {0, 1, 2, 3, 4});
   auto close = [](float a, float b) { return std::abs(a - b) <= 1e-5f * (1 + std::abs(b)); };
   for (int i = 0; i < H; ++i) {
     CHECK(close(tree_out[1 * H + i], chain_out[2 * H + i]));  // b

@@ -79,7 +79,7 @@ Tiny tiny(uint32_t seed) {
 std::array<std::vector<float>*, 10> tensors(EagleWeights& w) {
   return {&w.fc_w, &w.fc_b, &w.wq, &w.wk, &w.wv, &w.wo, &w.post_norm, &w.w_gate, &w.w_up, &w.w_down};
 }
-const char* const kNames[] = {"fc.weight", "fc.bias", "q_proj", "k_proj", "v_proj",
+const char* const kNames[] = {"fc.weight", "fc.bias",   "q_proj",    "k_proj",  "v_proj",
                               "o_proj",    "post_norm", "gate_proj", "up_proj", "down_proj"};
 
 EagleWeights zeros_like(const EagleWeights& w) {

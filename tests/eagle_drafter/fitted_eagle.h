@@ -39,8 +39,12 @@ inline const std::string& fitted_eagle_weights() {
     }
     using M = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     const int n = static_cast<int>(rows_y.size() / H), D = 2 * H + 1;
-    const M X = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(rows_x.data(), n, D).cast<double>();
-    const M Y = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(rows_y.data(), n, H).cast<double>();
+    const M X =
+        Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(rows_x.data(), n, D)
+            .cast<double>();
+    const M Y =
+        Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(rows_y.data(), n, H)
+            .cast<double>();
     const M A = X.transpose() * X + 1e-2 * M::Identity(D, D);
     const M B = A.ldlt().solve(X.transpose() * Y);  // D x H: out = x B
     eagle::EagleWeights w = eagle::init_eagle_weights(eagle::EagleConfig::of_target(cfg), 13, 0.02f);

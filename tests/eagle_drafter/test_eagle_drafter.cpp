@@ -45,14 +45,18 @@ struct Setup {
     return std::span<const TokenId>(seq.tokens).subspan(first, count);
   }
   TargetFeatures rows(int first, int count) const {
-    return {.first_pos = first, .rows = count, .width = H,
-            .data = std::span<const float>(seq.hidden).subspan(static_cast<size_t>(first) * H, static_cast<size_t>(count) * H)};
+    return {
+        .first_pos = first,
+        .rows = count,
+        .width = H,
+        .data =
+            std::span<const float>(seq.hidden).subspan(static_cast<size_t>(first) * H, static_cast<size_t>(count) * H)};
   }
   std::unique_ptr<eagle::EagleDrafter> make(std::map<std::string, std::string> opts, SamplingParams sp = {},
                                             const std::string& weights = "") {
     opts["weights"] = weights.empty() ? path : weights;
-    DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = sp, .seed = 5,
-                   .target_path = test::stories_model()};
+    DrafterEnv env{
+        .target = &s.model, .tokenizer = s.tok.get(), .sampling = sp, .seed = 5, .target_path = test::stories_model()};
     auto d = make_drafter(drafters::default_registry().get("eagle"), env, DrafterOptions(opts, "eagle"));
     auto* e = dynamic_cast<eagle::EagleDrafter*>(d.get());
     REQUIRE(e != nullptr);
@@ -269,8 +273,7 @@ TEST_CASE("eagle's dynamic tree with a narrow top-k: every node a top-k child, w
       if (p.parent(i) == p.parent(j)) CHECK(p.tokens[i] != p.tokens[j]);
 }
 
-TEST_CASE("after accept the layer's cache and state equal a fresh drafter's begun on the whole sequence",
-          "[eagle]") {
+TEST_CASE("after accept the layer's cache and state equal a fresh drafter's begun on the whole sequence", "[eagle]") {
   Setup u;
   for (const char* tree : {"chain", "static", "dynamic"}) {
     INFO("tree = " << tree);
@@ -285,8 +288,10 @@ TEST_CASE("after accept the layer's cache and state equal a fresh drafter's begu
       REQUIRE(d->cache().n == len - 1);
       REQUIRE(fresh->cache().n == len - 1);
       const size_t used = static_cast<size_t>(len - 1) * u.w.cfg.kv_dim();
-      CHECK(max_diff(std::span<const float>(d->cache().k).first(used), std::span<const float>(fresh->cache().k).first(used)) <= 1e-5f);
-      CHECK(max_diff(std::span<const float>(d->cache().v).first(used), std::span<const float>(fresh->cache().v).first(used)) <= 1e-5f);
+      CHECK(max_diff(std::span<const float>(d->cache().k).first(used),
+                     std::span<const float>(fresh->cache().k).first(used)) <= 1e-5f);
+      CHECK(max_diff(std::span<const float>(d->cache().v).first(used),
+                     std::span<const float>(fresh->cache().v).first(used)) <= 1e-5f);
       REQUIRE(d->predicted().size() == static_cast<size_t>(u.H));
       CHECK(max_diff(d->predicted(), fresh->predicted()) <= 1e-5f);
       // And the next proposal is the fresh drafter's.
@@ -336,7 +341,9 @@ TEST_CASE("eagle's bad options and files give one-line errors", "[eagle]") {
   Setup u;
   auto& info = drafters::default_registry().get("eagle");
   const DrafterEnv env{.target = &u.s.model, .target_path = test::stories_model()};
-  auto make = [&](std::map<std::string, std::string> opts) { return make_drafter(info, env, DrafterOptions(opts, "eagle")); };
+  auto make = [&](std::map<std::string, std::string> opts) {
+    return make_drafter(info, env, DrafterOptions(opts, "eagle"));
+  };
   REQUIRE_THROWS_WITH(make({}), Catch::Contains("weights = "));
   try {
     make({{"weights", u.path}, {"depht", "3"}});
@@ -345,13 +352,15 @@ TEST_CASE("eagle's bad options and files give one-line errors", "[eagle]") {
     CHECK(e.key() == "depht");
     CHECK(std::string(e.what()).find("depht") != std::string::npos);
   }
-  REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"tree", "bushy"}}), Catch::Contains("tree") && Catch::Contains("bushy"));
+  REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"tree", "bushy"}}),
+                      Catch::Contains("tree") && Catch::Contains("bushy"));
   REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"branching", "2,0"}}), Catch::Contains("branching"));
   REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"topk", "0"}}), Catch::Contains("topk"));
   REQUIRE_THROWS_WITH(make({{"weights", std::string(SPECDEC_TEST_SCRATCH) + "/no_such_eagle.safetensors"}}),
                       Catch::Contains("no_such_eagle.safetensors"));
-  REQUIRE_THROWS_WITH(make_drafter(info, DrafterEnv{.target = &u.s.model}, DrafterOptions({{"weights", u.path}}, "eagle")),
-                      Catch::Contains("target_path"));
+  REQUIRE_THROWS_WITH(
+      make_drafter(info, DrafterEnv{.target = &u.s.model}, DrafterOptions({{"weights", u.path}}, "eagle")),
+      Catch::Contains("target_path"));
   // A layer of another hidden size.
   eagle::EagleConfig wide = eagle::EagleConfig::of_target(u.cfg);
   wide.hidden_size *= 2;
@@ -380,7 +389,10 @@ TEST_CASE("eagle draft time per proposal", "[.][eagle][bench]") {
   auto cache = model.new_cache(n);
   ForwardResult fr;
   model.forward(*cache, {.tokens = prompt, .n_logits = 1, .want_hidden = true}, fr);
-  const TargetFeatures f{.first_pos = 0, .rows = n - 1, .width = H, .data = std::span<const float>(fr.hidden).first(static_cast<size_t>(n - 1) * H)};
+  const TargetFeatures f{.first_pos = 0,
+                         .rows = n - 1,
+                         .width = H,
+                         .data = std::span<const float>(fr.hidden).first(static_cast<size_t>(n - 1) * H)};
   // The layer alone: one forward of T pairs after the prompt's n - 1, and the target's LM head over T states.
   {
     const eagle::EagleWeights w = eagle::load_eagle_weights(weights, loaded->config);
@@ -419,8 +431,7 @@ TEST_CASE("eagle draft time per proposal", "[.][eagle][bench]") {
     bool reduced = false;
   };
   const std::map<std::string, std::string> dynamic = {{"tree", "dynamic"}, {"depth", "5"}, {"topk", "4"}};
-  for (const Case& c : {Case{"chain k=4", {{"tree", "chain"}}, 4},
-                        Case{"dynamic 16 nodes depth 5 topk 4", dynamic, 16},
+  for (const Case& c : {Case{"chain k=4", {{"tree", "chain"}}, 4}, Case{"dynamic 16 nodes depth 5 topk 4", dynamic, 16},
                         Case{"static 16 nodes 4,2,2,1", {{"tree", "static"}}, 16},
                         Case{"chain k=4, draft vocabulary V/6", {{"tree", "chain"}}, 4, true},
                         Case{"dynamic 16 nodes depth 5 topk 4, draft vocabulary V/6", dynamic, 16, true}}) {

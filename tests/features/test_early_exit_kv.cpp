@@ -63,7 +63,7 @@ TEST_CASE("early exit in the target's KV cache proposes what it proposes with it
     const auto own = decode_early_exit(false, {}, *greedy, chain, 4);
     const auto shared = decode_early_exit(true, {}, *greedy, chain, 4);
     require_same_steps(own, shared);
-    REQUIRE(shared.tokens == ar.tokens);  // lossless
+    REQUIRE(shared.tokens == ar.tokens);                               // lossless
     if (layers == L - 1) REQUIRE(shared.accepted_draft_tokens() > 0);  // real accepted paths were exercised
 
     const std::map<std::string, std::string> tree = {
@@ -81,8 +81,7 @@ TEST_CASE("early exit in the target's KV cache proposes what it proposes with it
   require_same_steps(decode_early_exit(false, t1, *spec, chain, 4), decode_early_exit(true, t1, *spec, chain, 4));
 }
 
-TEST_CASE("a forward over the first layers of a full cache equals one over a cache of those layers",
-          "[early_exit]") {
+TEST_CASE("a forward over the first layers of a full cache equals one over a cache of those layers", "[early_exit]") {
   auto& s = test::stories();
   const int L = s.model.config().n_layers, V = s.model.config().vocab_size;
   const std::vector<TokenId> more = {s.prompt[1], s.prompt[2], s.prompt[1]};

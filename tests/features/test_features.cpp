@@ -19,7 +19,8 @@ namespace {
 // varying length), recording every TargetFeatures it is handed with the sequence it belongs to.
 class RecordingDrafter final : public Drafter {
  public:
-  RecordingDrafter(FeatureSpec spec, std::unique_ptr<Drafter> inner) : spec_(std::move(spec)), inner_(std::move(inner)) {}
+  RecordingDrafter(FeatureSpec spec, std::unique_ptr<Drafter> inner)
+      : spec_(std::move(spec)), inner_(std::move(inner)) {}
   FeatureSpec features() const override { return spec_; }
   void begin(std::span<const TokenId> prompt, const TargetFeatures& f) override {
     seq.assign(prompt.begin(), prompt.end());
@@ -94,8 +95,8 @@ TEST_CASE("the features a drafter is handed are the target's states at the named
     }
   }
   // begin's rows (positions 0..n-2) and one row per emitted token of every step but the last.
-  REQUIRE(rows_checked >= static_cast<int>(s.prompt.size()) - 1 + static_cast<int>(res.tokens.size()) -
-                             res.steps.back().n_emitted);
+  REQUIRE(rows_checked >=
+          static_cast<int>(s.prompt.size()) - 1 + static_cast<int>(res.tokens.size()) - res.steps.back().n_emitted);
 }
 
 TEST_CASE("a drafter that asks for no features is handed none, and decodes as before", "[features]") {
@@ -106,7 +107,8 @@ TEST_CASE("a drafter that asks for no features is handed none, and decodes as be
   d.max_new_tokens = 40;
   auto plain = make_drafter(drafters::default_registry().get("ngram"), env, DrafterOptions({}, "ngram"));
   const auto a = speculative_decode(s.model, plain.get(), *rule, s.prompt, d);
-  RecordingDrafter rec(FeatureSpec{}, make_drafter(drafters::default_registry().get("ngram"), env, DrafterOptions({}, "ngram")));
+  RecordingDrafter rec(FeatureSpec{},
+                       make_drafter(drafters::default_registry().get("ngram"), env, DrafterOptions({}, "ngram")));
   const auto b = speculative_decode(s.model, &rec, *rule, s.prompt, d);
   REQUIRE(a.tokens == b.tokens);
   for (const auto& r : rec.records) REQUIRE(r.rows == 0);

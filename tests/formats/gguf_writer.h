@@ -40,9 +40,7 @@ class GgufWriter {
   void add_f32(const std::string& key, float v) { add(key, GgufValue{v}); }
   void add_bool(const std::string& key, bool v) { add(key, GgufValue{v}); }
   void add_string(const std::string& key, const std::string& v) { add(key, GgufValue{v}); }
-  void add_strings(const std::string& key, const std::vector<std::string>& v) {
-    add(key, array(GgufType::String, v));
-  }
+  void add_strings(const std::string& key, const std::vector<std::string>& v) { add(key, array(GgufType::String, v)); }
   template <typename T>
   static GgufValue array(GgufType elem, const std::vector<T>& items) {
     GgufArray a;
@@ -193,9 +191,19 @@ struct TinyLlama {
   }
 
   void fill(GgufWriter& w) const {
-    add_model_metadata(w, {.arch = "llama", .name = "tiny", .tokenizer = "llama", .H = H, .F = F, .L = L,
-                           .n_heads = n_heads, .n_kv_heads = n_kv_heads, .ctx = ctx, .V = V, .rope_dims = D,
-                           .theta = 500000.f, .eps = 1e-6f});
+    add_model_metadata(w, {.arch = "llama",
+                           .name = "tiny",
+                           .tokenizer = "llama",
+                           .H = H,
+                           .F = F,
+                           .L = L,
+                           .n_heads = n_heads,
+                           .n_kv_heads = n_kv_heads,
+                           .ctx = ctx,
+                           .V = V,
+                           .rope_dims = D,
+                           .theta = 500000.f,
+                           .eps = 1e-6f});
 
     uint32_t salt = 0;
     auto mat = [&](const std::string& name, int rows, int cols) {

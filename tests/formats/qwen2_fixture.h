@@ -53,13 +53,18 @@ struct TinyQwen2 {
 
   // The GGUF name of each HF name, written out here rather than taken from the loader's table.
   static std::string gguf_name(const std::string& hf) {
-    static const std::pair<const char*, const char*> kMap[] = {
-        {"input_layernorm.weight", "attn_norm.weight"},  {"self_attn.q_proj.weight", "attn_q.weight"},
-        {"self_attn.q_proj.bias", "attn_q.bias"},        {"self_attn.k_proj.weight", "attn_k.weight"},
-        {"self_attn.k_proj.bias", "attn_k.bias"},        {"self_attn.v_proj.weight", "attn_v.weight"},
-        {"self_attn.v_proj.bias", "attn_v.bias"},        {"self_attn.o_proj.weight", "attn_output.weight"},
-        {"post_attention_layernorm.weight", "ffn_norm.weight"}, {"mlp.gate_proj.weight", "ffn_gate.weight"},
-        {"mlp.up_proj.weight", "ffn_up.weight"},         {"mlp.down_proj.weight", "ffn_down.weight"}};
+    static const std::pair<const char*, const char*> kMap[] = {{"input_layernorm.weight", "attn_norm.weight"},
+                                                               {"self_attn.q_proj.weight", "attn_q.weight"},
+                                                               {"self_attn.q_proj.bias", "attn_q.bias"},
+                                                               {"self_attn.k_proj.weight", "attn_k.weight"},
+                                                               {"self_attn.k_proj.bias", "attn_k.bias"},
+                                                               {"self_attn.v_proj.weight", "attn_v.weight"},
+                                                               {"self_attn.v_proj.bias", "attn_v.bias"},
+                                                               {"self_attn.o_proj.weight", "attn_output.weight"},
+                                                               {"post_attention_layernorm.weight", "ffn_norm.weight"},
+                                                               {"mlp.gate_proj.weight", "ffn_gate.weight"},
+                                                               {"mlp.up_proj.weight", "ffn_up.weight"},
+                                                               {"mlp.down_proj.weight", "ffn_down.weight"}};
     if (hf == "model.embed_tokens.weight") return "token_embd.weight";
     if (hf == "model.norm.weight") return "output_norm.weight";
     if (hf == "lm_head.weight") return "output.weight";
@@ -73,9 +78,18 @@ struct TinyQwen2 {
 
   std::string write_gguf(const std::filesystem::path& path, const std::string& skip = "") const {
     GgufWriter w;
-    add_model_metadata(w, {.arch = "qwen2", .name = "tiny-qwen2", .tokenizer = "gpt2", .H = H, .F = F, .L = L,
-                           .n_heads = n_heads, .n_kv_heads = n_kv_heads, .ctx = ctx, .V = V,
-                           .theta = static_cast<float>(theta), .eps = static_cast<float>(eps)});
+    add_model_metadata(w, {.arch = "qwen2",
+                           .name = "tiny-qwen2",
+                           .tokenizer = "gpt2",
+                           .H = H,
+                           .F = F,
+                           .L = L,
+                           .n_heads = n_heads,
+                           .n_kv_heads = n_kv_heads,
+                           .ctx = ctx,
+                           .V = V,
+                           .theta = static_cast<float>(theta),
+                           .eps = static_cast<float>(eps)});
     for (const auto& [name, sv] : t) {
       const std::string g = gguf_name(name);
       if (g == skip) continue;

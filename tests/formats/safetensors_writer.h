@@ -62,9 +62,8 @@ struct StFile {
 
   explicit StFile(const std::vector<StTensor>& tensors) {
     for (const StTensor& t : tensors) {
-      header[t.name] = {{"dtype", t.dtype},
-                        {"shape", t.shape},
-                        {"data_offsets", {buffer.size(), buffer.size() + t.bytes.size()}}};
+      header[t.name] = {
+          {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {buffer.size(), buffer.size() + t.bytes.size()}}};
       buffer.insert(buffer.end(), t.bytes.begin(), t.bytes.end());
     }
     header["__metadata__"] = {{"format", "pt"}};

@@ -14,9 +14,9 @@
 #include "tests/support/assets.h"
 
 using namespace specdec;
+using Catch::Matchers::Contains;
 using specdec::test::GgufWriter;
 using specdec::test::TinyLlama;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -141,7 +141,8 @@ TEST_CASE("gguf: typed accessors name the file, key and expected type", "[gguf]"
   std::string msg = error_of([&] { f->get_u32("llama.context_length"); });
   CHECK_THAT(msg, Contains(path) && Contains("'llama.context_length'") && Contains("missing") && Contains("uint32"));
   msg = error_of([&] { f->get_u32("llama.block_count"); });
-  CHECK_THAT(msg, Contains(path) && Contains("'llama.block_count'") && Contains("int32") && Contains("expected uint32"));
+  CHECK_THAT(msg,
+             Contains(path) && Contains("'llama.block_count'") && Contains("int32") && Contains("expected uint32"));
   msg = error_of([&] { f->get_u32("llama.block_count", 3u); });  // present with the wrong type: still an error
   CHECK_THAT(msg, Contains("'llama.block_count'") && Contains("expected uint32"));
   msg = error_of([&] { f->get_string("llama.block_count"); });
@@ -165,7 +166,7 @@ TEST_CASE("gguf: tensor infos, alignment and versions", "[gguf]") {
         w.add_string("general.name", "x");
         w.add_f32("vec", {5}, {1, 2, 3, 4, 5});
         w.add_tensor("q8", {64, 3}, 8, std::vector<uint8_t>(3 * 2 * 34, 0x11));
-        w.add_tensor("odd", {3, 2, 1}, 1, std::vector<uint8_t>(12, 0x22));  // f16, 12 bytes
+        w.add_tensor("odd", {3, 2, 1}, 1, std::vector<uint8_t>(12, 0x22));     // f16, 12 bytes
         w.add_tensor("unsupported", {32}, 6, std::vector<uint8_t>(22, 0x33));  // q5_0
         const auto bytes = w.bytes();
         const std::string path = scratch("infos.gguf");
@@ -242,9 +243,18 @@ TEST_CASE("gguf: load_gguf views a tiny llama in place", "[gguf]") {
       CHECK(lm->format == "gguf");
       CHECK(lm->path == path);
       CAPTURE(c.describe());
-      CHECK(c == ModelConfig{.arch = "llama", .dim = 64, .hidden_dim = 96, .n_layers = 2, .n_heads = 4,
-                             .n_kv_heads = 2, .head_dim = 16, .vocab_size = 32, .max_seq_len = 128,
-                             .rope_theta = 500000.f, .rms_eps = 1e-6f, .tied_embeddings = tied});
+      CHECK(c == ModelConfig{.arch = "llama",
+                             .dim = 64,
+                             .hidden_dim = 96,
+                             .n_layers = 2,
+                             .n_heads = 4,
+                             .n_kv_heads = 2,
+                             .head_dim = 16,
+                             .vocab_size = 32,
+                             .max_seq_len = 128,
+                             .rope_theta = 500000.f,
+                             .rms_eps = 1e-6f,
+                             .tied_embeddings = tied});
 
       const LlamaWeights& wt = lm->weights;
       REQUIRE(wt.layers.size() == 2);
@@ -488,8 +498,8 @@ TEST_CASE("gguf: bad headers, lying counts and lengths", "[gguf]") {
   for (uint32_t v : {1u, 4u, 0x03000000u}) {
     bad = b;
     std::memcpy(bad.data() + 4, &v, 4);
-    CHECK_THAT(open_error("version.gguf", bad), Contains("version.gguf") && Contains("version") &&
-                                                    Contains("expected 2 or 3"));
+    CHECK_THAT(open_error("version.gguf", bad),
+               Contains("version.gguf") && Contains("version") && Contains("expected 2 or 3"));
   }
   // A header that claims 2^60 metadata entries / tensors: no huge allocation, an error naming the entry.
   bad = b;
@@ -508,8 +518,8 @@ TEST_CASE("gguf: bad headers, lying counts and lengths", "[gguf]") {
   bad = b;
   const uint64_t long_str = 1000;
   std::memcpy(bad.data() + w.kv_start + 8 + 20 + 4, &long_str, 8);
-  CHECK_THAT(open_error("strlen.gguf", bad), Contains("strlen.gguf") && Contains("'general.architecture'") &&
-                                                 Contains("1000"));
+  CHECK_THAT(open_error("strlen.gguf", bad),
+             Contains("strlen.gguf") && Contains("'general.architecture'") && Contains("1000"));
   // An unknown value type.
   bad = b;
   const uint32_t t99 = 99;
@@ -523,8 +533,8 @@ TEST_CASE("gguf: bad headers, lying counts and lengths", "[gguf]") {
   bad = b;
   const uint64_t huge_n = 1ull << 61;
   std::memcpy(bad.data() + wa.kv_start + 8 + 3 + 4 + 4, &huge_n, 8);
-  CHECK_THAT(open_error("arrlen.gguf", bad), Contains("arrlen.gguf") && Contains("metadata key 0 ('arr')") &&
-                                                 Contains("array of"));
+  CHECK_THAT(open_error("arrlen.gguf", bad),
+             Contains("arrlen.gguf") && Contains("metadata key 0 ('arr')") && Contains("array of"));
   GgufValue deep = GgufWriter::array(GgufType::U8, std::vector<uint8_t>{1});
   for (int i = 0; i < 40; ++i) deep = GgufValue{GgufArray{GgufType::Array, {deep}}};
   GgufWriter wd;

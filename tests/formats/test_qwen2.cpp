@@ -72,9 +72,9 @@ TEST_CASE("qwen2: GGUF and safetensors load the same model, biases included", "[
   for (size_t l = 0; l < 2; ++l) {
     const LayerWeights& a = g->weights.layers[l];
     const LayerWeights& b = s->weights.layers[l];
-    for (auto f : {&LayerWeights::attn_norm, &LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv,
-                   &LayerWeights::wo, &LayerWeights::ffn_norm, &LayerWeights::w1, &LayerWeights::w2,
-                   &LayerWeights::w3, &LayerWeights::bq, &LayerWeights::bk, &LayerWeights::bv}) {
+    for (auto f : {&LayerWeights::attn_norm, &LayerWeights::wq, &LayerWeights::wk, &LayerWeights::wv, &LayerWeights::wo,
+                   &LayerWeights::ffn_norm, &LayerWeights::w1, &LayerWeights::w2, &LayerWeights::w3, &LayerWeights::bq,
+                   &LayerWeights::bk, &LayerWeights::bv}) {
       const WeightTensor& x = a.*f;
       const WeightTensor& y = b.*f;
       INFO(x.name << " / " << y.name);
@@ -97,8 +97,7 @@ TEST_CASE("qwen2: GGUF and safetensors load the same model, biases included", "[
   }
 }
 
-TEST_CASE("qwen2: both formats give bit-identical logits, which match a naive forward with the biases",
-          "[qwen2]") {
+TEST_CASE("qwen2: both formats give bit-identical logits, which match a naive forward with the biases", "[qwen2]") {
   const TinyQwen2 q;
   const auto g = load_model(q.write_gguf(dir() / "tiny-qwen2.gguf"));
   const auto s = load_model(q.write_safetensors(dir() / "tiny-qwen2-hf"));

@@ -39,7 +39,8 @@ template <typename T>
 double max_abs_diff(const std::vector<float>& a, const std::vector<T>& b) {
   REQUIRE(a.size() == b.size());
   double m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+  for (size_t i = 0; i < a.size(); ++i)
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
   return m;
 }
 
@@ -51,7 +52,7 @@ TEST_CASE("qwen2 on the GPU: biases uploaded and added, logits equal the CPU's",
   REQUIRE(m->config.qkv_bias);
   const std::vector<TokenId> tokens = {1, 5, 9, 3, 17, 30, 2, 5};
   LlamaCpu cpu(m);
-  cuda::LlamaCuda small(m);                                                    // 8 rows: matmul_small
+  cuda::LlamaCuda small(m);                                                           // 8 rows: matmul_small
   cuda::LlamaCuda gemm(m, cuda::CudaModelOptions{.small_rows = 2, .graphs = false});  // 8 rows > 2: cuBLAS
   const std::vector<float> ref = prefill(cpu, tokens);
   double scale = 1;

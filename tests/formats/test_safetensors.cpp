@@ -150,9 +150,18 @@ void check_model(const LoadedModel& lm, const HfTiny& hf, bool tied) {
   const ModelConfig& c = lm.config;
   CHECK(lm.format == "safetensors");
   CAPTURE(c.describe());
-  CHECK(c == ModelConfig{.arch = "llama", .dim = 64, .hidden_dim = 96, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
-                         .head_dim = 16, .vocab_size = 32, .max_seq_len = 128, .rope_theta = 500000.f,
-                         .rms_eps = 1e-5f, .tied_embeddings = tied});
+  CHECK(c == ModelConfig{.arch = "llama",
+                         .dim = 64,
+                         .hidden_dim = 96,
+                         .n_layers = 2,
+                         .n_heads = 4,
+                         .n_kv_heads = 2,
+                         .head_dim = 16,
+                         .vocab_size = 32,
+                         .max_seq_len = 128,
+                         .rope_theta = 500000.f,
+                         .rms_eps = 1e-5f,
+                         .tied_embeddings = tied});
   const LlamaWeights& w = lm.weights;
   REQUIRE(w.layers.size() == 2);
   check_values(w.tok_embeddings, hf.expected.at("model.embed_tokens.weight"));
@@ -262,8 +271,8 @@ TEST_CASE("safetensors: shards listed in model.safetensors.index.json", "[safete
   wm2["model.norm.weight"] = "model-00001-of-00002.safetensors";
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
   std::string msg = error_of([&] { load_safetensors(dir.string()); });
-  CHECK_THAT(msg, Contains("model-00001-of-00002.safetensors") && Contains("'model.norm.weight'") &&
-                      Contains("missing"));
+  CHECK_THAT(msg,
+             Contains("model-00001-of-00002.safetensors") && Contains("'model.norm.weight'") && Contains("missing"));
   wm2["model.norm.weight"] = "model-00003-of-00002.safetensors";
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
   msg = error_of([&] { load_safetensors(dir.string()); });
@@ -331,8 +340,8 @@ TEST_CASE("safetensors: SafetensorsFile reads and checks a header", "[safetensor
   // A header that lies about a tensor's size.
   StFile lie = sf;
   lie.header["a"]["data_offsets"] = {0, 20};
-  CHECK_THAT(open_error(lie), Contains("bad.safetensors") && Contains("'a'") && Contains("needs 24 bytes") &&
-                                  Contains("span 20"));
+  CHECK_THAT(open_error(lie),
+             Contains("bad.safetensors") && Contains("'a'") && Contains("needs 24 bytes") && Contains("span 20"));
   lie = sf;
   lie.header["a"]["shape"] = {2, 4};
   CHECK_THAT(open_error(lie), Contains("'a'") && Contains("needs 32 bytes") && Contains("span 24"));
@@ -355,8 +364,8 @@ TEST_CASE("safetensors: SafetensorsFile reads and checks a header", "[safetensor
   lie.header["b"].erase("data_offsets");
   CHECK_THAT(open_error(lie), Contains("'b'") && Contains("data_offsets"));
   // Header lengths that point past the file, or make the JSON end early.
-  CHECK_THAT(open_error(sf, 1ull << 40), Contains("bad.safetensors") && Contains("header length") &&
-                                             Contains("past the end of the file"));
+  CHECK_THAT(open_error(sf, 1ull << 40),
+             Contains("bad.safetensors") && Contains("header length") && Contains("past the end of the file"));
   CHECK_THAT(open_error(sf, ~0ull), Contains("header length") && Contains("past the end of the file"));
   CHECK_THAT(open_error(sf, 10), Contains("bad.safetensors") && Contains("not valid JSON"));
   // Shorter than the length field.
@@ -391,15 +400,17 @@ TEST_CASE("safetensors: load_safetensors rejects bad configs and tensors", "[saf
   // Qwen2ForCausalLM loads now (test_qwen2); an architecture missing from core/model/arch.h is refused.
   CHECK_THAT(with_config([](json& c) { c["architectures"] = {"GPT2LMHeadModel"}; }),
              Contains(cfg_path) && Contains("GPT2LMHeadModel") && Contains("expected LlamaForCausalLM"));
-  CHECK_THAT(with_config([](json& c) { c["rope_scaling"] = {{"rope_type", "llama3"}}; }),
+  CHECK_THAT(with_config([](json& c) {
+               c["rope_scaling"] = {{"rope_type", "llama3"}};
+             }),
              Contains("'rope_scaling'") && Contains("llama3"));
   CHECK_THAT(with_config([](json& c) { c["attention_bias"] = true; }), Contains("'attention_bias'"));
   CHECK_THAT(with_config([](json& c) { c["hidden_act"] = "gelu"; }), Contains("'hidden_act'") && Contains("gelu"));
   CHECK_THAT(with_config([](json& c) { c["vocab_size"] = 40; }),
              Contains("model.safetensors") && Contains("'model.embed_tokens.weight'") && Contains("expected [40, 64]"));
-  CHECK_THAT(with_config([](json& c) { c["num_key_value_heads"] = 4; }),
-             Contains("'model.layers.0.self_attn.k_proj.weight'") && Contains("[32, 64]") &&
-                 Contains("expected [64, 64]"));
+  CHECK_THAT(
+      with_config([](json& c) { c["num_key_value_heads"] = 4; }),
+      Contains("'model.layers.0.self_attn.k_proj.weight'") && Contains("[32, 64]") && Contains("expected [64, 64]"));
   // Defaults: no num_key_value_heads (= heads), rope_theta, rms_norm_eps, tie_word_embeddings.
   {
     json c = t.config();

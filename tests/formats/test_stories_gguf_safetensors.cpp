@@ -82,9 +82,18 @@ void check_model(const LoadedModel& m, double tol_matrix) {
   REQUIRE(ref.size() == Lo.end());
   const ModelConfig& c = m.config;
   CAPTURE(c.describe());
-  CHECK(c == ModelConfig{.arch = "llama", .dim = 64, .hidden_dim = 172, .n_layers = 5, .n_heads = 8, .n_kv_heads = 4,
-                         .head_dim = 8, .vocab_size = 512, .max_seq_len = 512, .rope_theta = 10000.f,
-                         .rms_eps = 1e-5f, .tied_embeddings = true});
+  CHECK(c == ModelConfig{.arch = "llama",
+                         .dim = 64,
+                         .hidden_dim = 172,
+                         .n_layers = 5,
+                         .n_heads = 8,
+                         .n_kv_heads = 4,
+                         .head_dim = 8,
+                         .vocab_size = 512,
+                         .max_seq_len = 512,
+                         .rope_theta = 10000.f,
+                         .rms_eps = 1e-5f,
+                         .tied_embeddings = true});
   const LlamaWeights& w = m.weights;
   check_tensor(w.tok_embeddings, ref, Lo.embd(), tol_matrix);
   // Norms are f32 in every copy except the bf16 one, where they went through bf16.
@@ -171,11 +180,10 @@ TEST_CASE("stories formats: identical logits and greedy text through the public 
     std::string path;
     bool exact;  // f32 copies: bit-identical logits; f16/bf16 copies: close
   };
-  for (const Copy& c : {Copy{(dir / "stories260K.gguf").string(), true},
-                        Copy{(dir / "stories260K-hf").string(), true},
-                        Copy{(dir / "stories260K-hf-sharded").string(), true},
-                        Copy{(dir / "stories260K-f16.gguf").string(), false},
-                        Copy{(dir / "stories260K-hf-bf16").string(), false}}) {
+  for (const Copy& c :
+       {Copy{(dir / "stories260K.gguf").string(), true}, Copy{(dir / "stories260K-hf").string(), true},
+        Copy{(dir / "stories260K-hf-sharded").string(), true}, Copy{(dir / "stories260K-f16.gguf").string(), false},
+        Copy{(dir / "stories260K-hf-bf16").string(), false}}) {
     INFO(c.path);
     auto loaded = load_model(c.path);
     LlamaCpu m(loaded);
@@ -184,7 +192,8 @@ TEST_CASE("stories formats: identical logits and greedy text through the public 
     const auto logits = forward_all(m);
     REQUIRE(logits.size() == prompt.size() * V);
     double max_diff = 0;
-    for (size_t i = 0; i < logits.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(logits[i] - ref_logits[i])));
+    for (size_t i = 0; i < logits.size(); ++i)
+      max_diff = std::max(max_diff, double(std::fabs(logits[i] - ref_logits[i])));
     if (c.exact) {
       REQUIRE(max_diff == 0.0);
       REQUIRE(tok->decode(generate(m, prompt, g).tokens) == ref_text);

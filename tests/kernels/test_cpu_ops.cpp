@@ -42,7 +42,7 @@ TEST_CASE("fp16 conversion round-trips every finite half exactly", "[kernels]") 
   }
   REQUIRE(fp16_to_fp32(0x3c00) == 1.0f);
   REQUIRE(fp16_to_fp32(0xc000) == -2.0f);
-  REQUIRE(fp32_to_fp16(65520.f) == 0x7c00);           // rounds to +inf
+  REQUIRE(fp32_to_fp16(65520.f) == 0x7c00);                         // rounds to +inf
   REQUIRE(fp16_to_fp32(fp32_to_fp16(1.0f + 1.0f / 4096)) == 1.0f);  // ties to even
 }
 
@@ -223,21 +223,34 @@ TEST_CASE("parallel_for runs every task exactly once, nested and concurrent call
   for (int threads : {1, 2, 3, 8}) {
     for (int n : {0, 1, 2, 7, 64, 1000}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      for (int rep = 0; rep < 20; ++rep) parallel_for(n, [&](int i) { hits[static_cast<size_t>(i)]++; }, threads);
+      for (int rep = 0; rep < 20; ++rep)
+        parallel_for(
+            n, [&](int i) { hits[static_cast<size_t>(i)]++; }, threads);
       for (int i = 0; i < n; ++i) REQUIRE(hits[static_cast<size_t>(i)].load() == 20);
     }
   }
   // a task that calls parallel_for runs the inner call serially on its own thread
   std::vector<std::atomic<int>> inner(64);
-  parallel_for(8, [&](int i) { parallel_for(8, [&](int j) { inner[static_cast<size_t>(i * 8 + j)]++; }, 2); }, 2);
+  parallel_for(
+      8,
+      [&](int i) {
+        parallel_for(
+            8, [&](int j) { inner[static_cast<size_t>(i * 8 + j)]++; }, 2);
+      },
+      2);
   for (auto& h : inner) REQUIRE(h.load() == 1);
   // two threads calling at once: one of them runs serially, both complete
   std::vector<std::atomic<int>> a(500), b(500);
   std::thread other([&] {
-    for (int rep = 0; rep < 50; ++rep) parallel_for(500, [&](int i) { a[static_cast<size_t>(i)]++; }, 2);
+    for (int rep = 0; rep < 50; ++rep)
+      parallel_for(
+          500, [&](int i) { a[static_cast<size_t>(i)]++; }, 2);
   });
-  for (int rep = 0; rep < 50; ++rep) parallel_for(500, [&](int i) { b[static_cast<size_t>(i)]++; }, 2);
+  for (int rep = 0; rep < 50; ++rep)
+    parallel_for(
+        500, [&](int i) { b[static_cast<size_t>(i)]++; }, 2);
   other.join();
-  for (int i = 0; i < 500; ++i) REQUIRE((a[static_cast<size_t>(i)].load() == 50 && b[static_cast<size_t>(i)].load() == 50));
+  for (int i = 0; i < 500; ++i)
+    REQUIRE((a[static_cast<size_t>(i)].load() == 50 && b[static_cast<size_t>(i)].load() == 50));
   REQUIRE(parallel_workers() >= 1);
 }

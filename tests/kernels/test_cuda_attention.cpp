@@ -152,8 +152,8 @@ std::vector<float> run_and_check(const std::vector<Seq>& seqs, Heads hd, Layout 
   batch.k = dkp.get();
   batch.v = dvp.get();
   batch.mask = dmp.get();
-  specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + slack_T, max_S + slack_S, Hq, Hkv, D, ld_kv,
-                           nullptr, workspace());
+  specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + slack_T, max_S + slack_S, Hq, Hkv, D, ld_kv, nullptr,
+                           workspace());
   specdec::cuda::device_synchronize();
   const std::vector<float> got = dout.download();
 
@@ -186,9 +186,9 @@ constexpr Heads kHeadSets[] = {{1, 1, 0}, {4, 4, 0}, {9, 3, 0}, {8, 1, 0}};  // 
 // inside, so that several launches can share them).
 struct SeqInputs {
   int T = 0, n_past = 0;
-  std::vector<float> q;         // T rows of Hq*D
-  std::vector<float> k, v;      // >= n_past + T slots of ld_kv floats (what lies past S_b is never read)
-  std::vector<uint8_t> mask;    // T x S_b, 1 = attend; empty: causal, passed as a null mask
+  std::vector<float> q;       // T rows of Hq*D
+  std::vector<float> k, v;    // >= n_past + T slots of ld_kv floats (what lies past S_b is never read)
+  std::vector<uint8_t> mask;  // T x S_b, 1 = attend; empty: causal, passed as a null mask
 };
 
 // Launch bounds: the true max_T / max_S of the launch plus slack; max_S_override > 0 replaces max_S (the
@@ -249,12 +249,11 @@ std::vector<std::vector<float>> launch(const std::vector<SeqInputs>& seqs, Heads
   // Every output row written: the sentinel (a NaN no other launch's buffer starts with) is gone everywhere,
   // so a launch that wrote nothing can never be "bit-identical" to another.
   const size_t rows_floats = static_cast<size_t>(row0[B]) * row_floats;
-  INFO(specdec::test::unwritten({got.data(), rows_floats}, sentinel) << " of " << rows_floats
-                                                                      << " output floats left unwritten");
+  INFO(specdec::test::unwritten({got.data(), rows_floats}, sentinel)
+       << " of " << rows_floats << " output floats left unwritten");
   REQUIRE(specdec::test::unwritten({got.data(), rows_floats}, sentinel) == 0);
   std::vector<std::vector<float>> out(B);
-  for (int b = 0; b < B; ++b)
-    out[b].assign(got.begin() + row0[b] * row_floats, got.begin() + row0[b + 1] * row_floats);
+  for (int b = 0; b < B; ++b) out[b].assign(got.begin() + row0[b] * row_floats, got.begin() + row0[b + 1] * row_floats);
   return out;
 }
 
@@ -469,8 +468,10 @@ TEST_CASE("cuda attention: a tree node equals its branch run as a chain bit for 
           chain.k.assign(tree.k.begin(), tree.k.begin() + n_past * ld_kv);
           chain.v.assign(tree.v.begin(), tree.v.begin() + n_past * ld_kv);
           for (int n : branch) {
-            chain.k.insert(chain.k.end(), tree.k.begin() + (n_past + n) * ld_kv, tree.k.begin() + (n_past + n + 1) * ld_kv);
-            chain.v.insert(chain.v.end(), tree.v.begin() + (n_past + n) * ld_kv, tree.v.begin() + (n_past + n + 1) * ld_kv);
+            chain.k.insert(chain.k.end(), tree.k.begin() + (n_past + n) * ld_kv,
+                           tree.k.begin() + (n_past + n + 1) * ld_kv);
+            chain.v.insert(chain.v.end(), tree.v.begin() + (n_past + n) * ld_kv,
+                           tree.v.begin() + (n_past + n + 1) * ld_kv);
             const auto qn = row_of(tree.q, n, hd);
             chain.q.insert(chain.q.end(), qn.begin(), qn.end());
           }

@@ -58,8 +58,8 @@ void check(DType src_t, DType out_t, int64_t rows, int64_t cols, size_t shift) {
   auto all = dout.download();
   const std::vector<uint8_t> out(all.begin() + static_cast<std::ptrdiff_t>(shift), all.end());
   for (size_t i = 0; i < ref.size(); ++i) {
-    INFO(cpu::dtype_info(src_t).name << " -> " << cpu::dtype_info(out_t).name << " " << rows << "x" << cols
-                                     << " shift " << shift << " i=" << i << " ref " << ref[i]);
+    INFO(cpu::dtype_info(src_t).name << " -> " << cpu::dtype_info(out_t).name << " " << rows << "x" << cols << " shift "
+                                     << shift << " i=" << i << " ref " << ref[i]);
     REQUIRE(got_at(out, out_t, static_cast<int64_t>(i)) == expected(ref[i], out_t));
   }
 }
@@ -86,8 +86,7 @@ TEST_CASE("cuda dequantize: unaligned outputs take element stores with the same 
   }
 }
 
-TEST_CASE("cuda dequantize: empty is a no-op; unsupported dtypes throw, naming the dtype",
-          "[gpu][kernels][dequant]") {
+TEST_CASE("cuda dequantize: empty is a no-op; unsupported dtypes throw, naming the dtype", "[gpu][kernels][dequant]") {
   DeviceBuffer<uint8_t> buf(std::vector<uint8_t>(64, 0xab));
   cuda::dequantize(buf.get(), DType::F32, buf.get(), DType::Q8_0, 0, 32, nullptr);
   cuda::dequantize(buf.get(), DType::F16, buf.get(), DType::F32, 3, 0, nullptr);

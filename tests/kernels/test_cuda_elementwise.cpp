@@ -138,8 +138,7 @@ TEST_CASE("cuda rope equals cpu::rope within 2^-21 (|a| + |b|) per pair", "[gpu]
 // Tolerance: the same operations in the same order except expf (CUDA <= 2 ulp, glibc < 1 ulp): the
 // relative error of g / (1 + e) * u is <= 3.5 * 2^-23 on the GPU and <= 2.5 * 2^-23 on the CPU, so
 // |gpu - cpu| <= 2^-20 |cpu| (+ 1e-30 for results that underflow, e.g. g < -88 where exp(-g) overflows).
-TEST_CASE("cuda swiglu equals cpu::swiglu within 2^-20 relative; out may alias gate",
-          "[gpu][kernels][elementwise]") {
+TEST_CASE("cuda swiglu equals cpu::swiglu within 2^-20 relative; out may alias gate", "[gpu][kernels][elementwise]") {
   for (int F : {1, 3, 37, 1536, 4099}) {
     for (int T : kTs) {
       const size_t n = static_cast<size_t>(T) * F;

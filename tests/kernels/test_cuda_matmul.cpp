@@ -160,8 +160,8 @@ void check_batch_invariance(DType t, const std::vector<int>& Ks) {
         DeviceBuffer<float> dout(std::vector<float>(static_cast<size_t>(T) * N, sentinel));
         DeviceBuffer<uint8_t> scratch(cuda::matmul_small_scratch_bytes(1, K));
         for (int r = 0; r < T; ++r)
-          cuda::matmul_small(dout.get() + static_cast<size_t>(r) * N, dx.get() + static_cast<size_t>(r) * K,
-                             dW.get(), t, 1, N, K, scratch.get(), nullptr);
+          cuda::matmul_small(dout.get() + static_cast<size_t>(r) * N, dx.get() + static_cast<size_t>(r) * K, dW.get(),
+                             t, 1, N, K, scratch.get(), nullptr);
         cuda::device_synchronize();
         const auto rows = dout.download();
         REQUIRE(specdec::test::unwritten(rows, sentinel) == 0);
@@ -186,7 +186,7 @@ void check_batch_invariance(DType t, const std::vector<int>& Ks) {
   }
 }
 
-const std::vector<int> kQuantKs = {32, 64, 576, 1536, 4160};      // 4160 = 130 blocks: two chunks
+const std::vector<int> kQuantKs = {32, 64, 576, 1536, 4160};        // 4160 = 130 blocks: two chunks
 const std::vector<int> kFloatKs = {1, 3, 37, 64, 576, 1536, 4099};  // 4099: five chunks, ragged tail
 
 }  // namespace
@@ -196,13 +196,11 @@ TEST_CASE("cuda matmul_small (q8_0, q4_0, q4_1) equals the CPU to a few ulps of 
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) check_against_cpu(t, kQuantKs);
 }
 
-TEST_CASE("cuda matmul_small (f32, f16, bf16) equals the CPU within fp32 summation bounds",
-          "[gpu][kernels][matmul]") {
+TEST_CASE("cuda matmul_small (f32, f16, bf16) equals the CPU within fp32 summation bounds", "[gpu][kernels][matmul]") {
   for (DType t : {DType::F32, DType::F16, DType::BF16}) check_against_cpu(t, kFloatKs);
 }
 
-TEST_CASE("cuda matmul_small is batch invariant: T rows == T one-row calls, bit for bit",
-          "[gpu][kernels][matmul]") {
+TEST_CASE("cuda matmul_small is batch invariant: T rows == T one-row calls, bit for bit", "[gpu][kernels][matmul]") {
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) check_batch_invariance(t, kQuantKs);
   for (DType t : {DType::F32, DType::F16, DType::BF16}) check_batch_invariance(t, kFloatKs);
 }
@@ -257,8 +255,8 @@ TEST_CASE("cuda matmul_small: empty shapes are no-ops, K = 0 gives zeros, bad ar
   cuda::device_synchronize();
   for (float v : out.download()) REQUIRE(v == 0.f);
 
-  using specdec::test::error_of;
   using Catch::Matchers::Contains;
+  using specdec::test::error_of;
   const auto call = [&](DType t, int K, void* scr) {
     return error_of([&] { cuda::matmul_small(out.get(), x.get(), W.get(), t, 1, 3, K, scr, nullptr); });
   };

@@ -42,11 +42,21 @@ std::vector<float> make_logits(int T, int n, int shape, std::mt19937& g) {
   for (auto& x : l) {
     const float z = nd(g);
     switch (shape) {
-      case 0: x = z; break;
-      case 1: x = 4.f * z; break;
-      case 2: x = std::round(2.f * z) * 0.5f; break;
-      case 3: x = ud(g) < 0.3f ? -kInf : 3.f * z; break;
-      default: x = 1.5f; break;
+      case 0:
+        x = z;
+        break;
+      case 1:
+        x = 4.f * z;
+        break;
+      case 2:
+        x = std::round(2.f * z) * 0.5f;
+        break;
+      case 3:
+        x = ud(g) < 0.3f ? -kInf : 3.f * z;
+        break;
+      default:
+        x = 1.5f;
+        break;
     }
   }
   if (shape == 3)

@@ -128,16 +128,36 @@ std::vector<float> make_logits(int V, int shape, std::mt19937& g) {
   for (auto& x : l) {
     const float z = nd(g);
     switch (shape) {
-      case 0: x = z; break;                                           // normal
-      case 1: x = 4.f * z; break;                                     // wide
-      case 2: x = std::round(2.f * z) * 0.5f; break;                  // many ties
-      case 3: x = ud(g) < 0.3f ? -kInf : 3.f * z; break;              // -inf holes
-      case 4: x = 1.5f; break;                                        // all equal
-      case 5: x = ud(g) < 0.5f ? 0.f : -0.f; break;                   // signed zeros tie
-      case 6: x = 0.01f * z; break;                                   // nearly flat
-      case 7: x = z * 40.f; break;                                    // weights underflow to 0
-      case 8: x = std::log(ud(g) + 1e-30f); break;                    // log of uniform probabilities
-      default: x = std::log(static_cast<float>(1 + g() % 4)); break;  // top-p boundaries hit exactly
+      case 0:
+        x = z;
+        break;  // normal
+      case 1:
+        x = 4.f * z;
+        break;  // wide
+      case 2:
+        x = std::round(2.f * z) * 0.5f;
+        break;  // many ties
+      case 3:
+        x = ud(g) < 0.3f ? -kInf : 3.f * z;
+        break;  // -inf holes
+      case 4:
+        x = 1.5f;
+        break;  // all equal
+      case 5:
+        x = ud(g) < 0.5f ? 0.f : -0.f;
+        break;  // signed zeros tie
+      case 6:
+        x = 0.01f * z;
+        break;  // nearly flat
+      case 7:
+        x = z * 40.f;
+        break;  // weights underflow to 0
+      case 8:
+        x = std::log(ud(g) + 1e-30f);
+        break;  // log of uniform probabilities
+      default:
+        x = std::log(static_cast<float>(1 + g() % 4));
+        break;  // top-p boundaries hit exactly
     }
   }
   if (shape == 8 && V > 3) l[static_cast<size_t>(g() % static_cast<uint32_t>(V))] = 30.f;  // a peak
@@ -409,10 +429,18 @@ RandomBlock make_block(int T, int V, int shape, int q_mode, const SamplingParams
   b.parents.assign(static_cast<size_t>(T), -1);
   for (int i = 1; i < T; ++i) {
     switch (shape) {
-      case 0: b.parents[static_cast<size_t>(i)] = i - 1; break;        // chain
-      case 1: b.parents[static_cast<size_t>(i)] = 0; break;            // star
-      case 2: b.parents[static_cast<size_t>(i)] = (i - 1) / 3; break;  // 3-ary
-      default: b.parents[static_cast<size_t>(i)] = static_cast<int32_t>(g() % static_cast<uint32_t>(i)); break;
+      case 0:
+        b.parents[static_cast<size_t>(i)] = i - 1;
+        break;  // chain
+      case 1:
+        b.parents[static_cast<size_t>(i)] = 0;
+        break;  // star
+      case 2:
+        b.parents[static_cast<size_t>(i)] = (i - 1) / 3;
+        break;  // 3-ary
+      default:
+        b.parents[static_cast<size_t>(i)] = static_cast<int32_t>(g() % static_cast<uint32_t>(i));
+        break;
     }
   }
   std::normal_distribution<float> nd(0.f, 1.f);

@@ -300,10 +300,12 @@ TEST_CASE("a zero result has one sign whatever the masked slots after it", "[cpu
   REQUIRE(same_bits(without.acc[0], -0.f));
   REQUIRE(same_bits(with.acc[0], 0.f));  // the case is real: the raw accumulators differ in sign
   REQUIRE(same_bits(without.l, with.l));
-  REQUIRE_FALSE(same_bits(specdec::cuda::div_rn(without.acc[0], without.l), specdec::cuda::div_rn(with.acc[0], with.l)));
+  REQUIRE_FALSE(
+      same_bits(specdec::cuda::div_rn(without.acc[0], without.l), specdec::cuda::div_rn(with.acc[0], with.l)));
   REQUIRE(same_bits(specdec::cuda::finish(without.acc[0], without.l), 0.f));
   REQUIRE(same_bits(specdec::cuda::finish(with.acc[0], with.l), 0.f));
-  REQUIRE(same_bits(finish(fold_row(sigma.data(), v.data(), 2, 2, 32)), finish(fold_row(sigma.data(), v.data(), 2, 2, 33))));
+  REQUIRE(same_bits(finish(fold_row(sigma.data(), v.data(), 2, 2, 32)),
+                    finish(fold_row(sigma.data(), v.data(), 2, 2, 33))));
 }
 
 TEST_CASE("within a split, masked slots between attended ones change no bit (tree node = chain)",
@@ -402,8 +404,7 @@ TEST_CASE("the CUDA attention decomposition, emulated in fp32, matches cpu::atte
       std::vector<uint8_t> mask(static_cast<size_t>(c.T) * S);
       std::bernoulli_distribution keep(0.6);
       for (int t = 0; t < c.T; ++t)
-        for (int s = 0; s < S; ++s)
-          mask[static_cast<size_t>(t) * S + s] = c.random_mask ? keep(g) : s <= c.n_past + t;
+        for (int s = 0; s < S; ++s) mask[static_cast<size_t>(t) * S + s] = c.random_mask ? keep(g) : s <= c.n_past + t;
       for (int t = 0; t < c.T; ++t) mask[static_cast<size_t>(t) * S + c.n_past + t] = 1;  // attends itself
 
       std::vector<float> got(q.size()), got_k(q.size()), ref(q.size());
@@ -412,8 +413,8 @@ TEST_CASE("the CUDA attention decomposition, emulated in fp32, matches cpu::atte
       emulate_cuda_attention(got_k.data(), q.data(), k.data(), v.data(), c.random_mask ? mask.data() : nullptr, c.T,
                              c.n_past, c.Hq, c.Hkv, c.D, ld_kv, kM, true);
       specdec::cpu::attention(ref.data(), q.data(), k.data(), v.data(), mask.data(), c.T, S, c.Hq, c.Hkv, c.D, ld_kv);
-      INFO("T " << c.T << " n_past " << c.n_past << " heads " << c.Hq << "/" << c.Hkv << " D " << c.D
-                << " random mask " << c.random_mask << " kM " << kM);
+      INFO("T " << c.T << " n_past " << c.n_past << " heads " << c.Hq << "/" << c.Hkv << " D " << c.D << " random mask "
+                << c.random_mask << " kM " << kM);
       REQUIRE(same_bits(got, got_k));  // split-K or not: the same bits
       size_t bad = 0;
       double worst = 0;

@@ -31,7 +31,8 @@ TEST_CASE("a process exits promptly right after growing the pool", "[kernels]") 
     REQUIRE(pid >= 0);
     if (pid == 0) {
       std::atomic<int> sum{0};
-      parallel_for(64, [&](int i) { sum += i; }, 8);
+      parallel_for(
+          64, [&](int i) { sum += i; }, 8);
       std::exit(sum.load() == 64 * 63 / 2 ? 0 : 3);  // runs the static destructors, as main's return does
     }
     int status = 0;

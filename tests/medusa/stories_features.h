@@ -32,7 +32,8 @@ inline StoriesSequence stories_sequence(const std::string& prompt, int n, int to
     ForwardResult out;
     s.model.forward(*cache, {.tokens = tokens, .n_logits = 1}, out);
     for (int i = 0; i < n; ++i) {
-      tokens.push_back(static_cast<TokenId>(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin()));
+      tokens.push_back(
+          static_cast<TokenId>(std::max_element(out.logits.begin(), out.logits.end()) - out.logits.begin()));
       const TokenId next[1] = {tokens.back()};
       s.model.forward(*cache, {.tokens = next, .n_logits = 1}, out);
     }
@@ -48,7 +49,8 @@ inline StoriesSequence stories_sequence(const std::string& prompt, int n, int to
     for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(z[v] - zmax));
     std::vector<int> ids(V);
     std::iota(ids.begin(), ids.end(), 0);
-    std::partial_sort(ids.begin(), ids.begin() + topk, ids.end(), [&](int a, int b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
+    std::partial_sort(ids.begin(), ids.begin() + topk, ids.end(),
+                      [&](int a, int b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
     for (int j = 0; j < topk; ++j) {
       seq.topk_ids.push_back(ids[j]);
       seq.topk_probs.push_back(static_cast<float>(std::exp(static_cast<double>(z[ids[j]] - zmax)) / sum));
@@ -62,8 +64,9 @@ inline StoriesSequence stories_sequence(const std::string& prompt, int n, int to
 
 inline const std::vector<std::string>& stories_prompts() {
   static const std::vector<std::string> p = {
-      "Once upon a time", "The little dog", "Lily wanted to",  "Tom and his mom", "One day, a bird", "The sun was",
-      "Sam found a box",  "There was a big tree", "The cat liked to", "Anna and Ben", "A small boy", "The girl saw",
+      "Once upon a time", "The little dog", "Lily wanted to",  "Tom and his mom",
+      "One day, a bird",  "The sun was",    "Sam found a box", "There was a big tree",
+      "The cat liked to", "Anna and Ben",   "A small boy",     "The girl saw",
       "In the park",      "Mom said",       "The fish",        "Max had a red ball"};
   return p;
 }

@@ -28,7 +28,8 @@ std::string write_config(const std::string& path, const std::string& data, const
                          const std::string& extra = "") {
   std::ofstream(path) << "model = " << test::stories_model() << "\ndata = " << data << "\nout = " << out
                       << "\nheads = 3\nepochs = 2\nbatch = 64\nlr = 0.003\nwarmup = 4\nthreads = 1\n"
-                      << "checkpoint_every = 7\nheldout_fraction = 0.25\n" << extra;
+                      << "checkpoint_every = 7\nheldout_fraction = 0.25\n"
+                      << extra;
   return path;
 }
 
@@ -69,7 +70,8 @@ TEST_CASE("specdec train medusa: trains, writes heads the loader accepts, overri
   const std::string subset_out = (dir / "results" / "subset.safetensors").string();
   r = test::run(bin + " train medusa " + cfg + " --quiet --train_vocab 64 --checkpoint_every 0 --out " + subset_out);
   REQUIRE(r.exit_code == 0);
-  CHECK_THAT(r.out, Catch::Contains("train_vocab = 64 (") && Catch::Contains("held-out figures over the full vocabulary"));
+  CHECK_THAT(r.out,
+             Catch::Contains("train_vocab = 64 (") && Catch::Contains("held-out figures over the full vocabulary"));
   const nlohmann::json subset_meta = nlohmann::json::parse(test::slurp(subset_out + ".json"));
   CHECK(subset_meta["train_vocab"] == 64);
   CHECK(subset_meta["train_vocab_coverage"].get<double>() > 0.0);

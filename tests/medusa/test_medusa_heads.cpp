@@ -122,7 +122,8 @@ TEST_CASE("head_state: residual SiLU blocks as defined; zero blocks pass the fea
 
 TEST_CASE("init_medusa_heads: random blocks are reproducible per seed; own LM heads copy the target's") {
   const HeadsConfig c{2, 1, 16, 64, false};
-  const MedusaHeads a = init_medusa_heads(c, 9, 0.1f), b = init_medusa_heads(c, 9, 0.1f), d = init_medusa_heads(c, 10, 0.1f);
+  const MedusaHeads a = init_medusa_heads(c, 9, 0.1f), b = init_medusa_heads(c, 9, 0.1f),
+                    d = init_medusa_heads(c, 10, 0.1f);
   CHECK(a.w == b.w);
   CHECK(a.w != d.w);
   for (float v : a.w[0]) CHECK(std::abs(v) <= 0.1f);
@@ -131,7 +132,9 @@ TEST_CASE("init_medusa_heads: random blocks are reproducible per seed; own LM he
   const MedusaHeads own = init_medusa_heads({2, 1, 16, 64, true}, 9, 0.1f, lm);
   REQUIRE(own.lm_head.size() == 2);
   CHECK(own.lm_head[1] == lm);
-  CHECK_THAT(test::error_of([&] { init_medusa_heads({2, 1, 16, 64, true}, 9); }),
+  CHECK_THAT(test::error_of([&] {
+               init_medusa_heads({2, 1, 16, 64, true}, 9);
+             }),
              Catch::Contains("own LM heads start as copies"));
 }
 

@@ -72,13 +72,13 @@ TEST_CASE("AdamW: zero_grad, load_state round trip and its shape checks") {
 
 TEST_CASE("LR schedule: linear warm-up to the peak, cosine to the floor at the last step") {
   const LrSchedule s{1e-3f, 1e-4f, 10, 110};
-  CHECK(s.at(0) == Approx(1e-4));   // peak * 1/10
+  CHECK(s.at(0) == Approx(1e-4));  // peak * 1/10
   CHECK(s.at(4) == Approx(5e-4));
-  CHECK(s.at(9) == Approx(1e-3));   // end of warm-up: the peak
+  CHECK(s.at(9) == Approx(1e-3));  // end of warm-up: the peak
   CHECK(s.at(10) == Approx(1e-4 + 0.9e-3 * 0.5 * (1 + std::cos(std::numbers::pi * 0.01))));
   CHECK(s.at(59) == Approx(1e-4 + 0.9e-3 * 0.5));  // half way through the decay: the mean of peak and floor
-  CHECK(s.at(109) == Approx(1e-4));  // last step: the floor
-  CHECK(s.at(500) == Approx(1e-4));  // past the end: stays there
+  CHECK(s.at(109) == Approx(1e-4));                // last step: the floor
+  CHECK(s.at(500) == Approx(1e-4));                // past the end: stays there
   for (int i = 10; i < 109; ++i) CHECK(s.at(i + 1) <= s.at(i));
 
   const LrSchedule no_warmup{2e-3f, 0.f, 0, 4};

@@ -308,7 +308,8 @@ TEST_CASE("bad training input: one-line errors") {
   std::fill(d.topk_probs.begin() + 8, d.topk_probs.begin() + 12, 0.f);  // row 2's four probabilities
   CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }), Catch::Contains("positive sum, got 0 at row 2"));
   d.topk_probs[0] = std::nanf("");
-  CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }), Catch::Contains("probabilities in [0, 1], got nan at row 0"));
+  CHECK_THAT(test::error_of([&] { train_medusa(d, lm, c); }),
+             Catch::Contains("probabilities in [0, 1], got nan at row 0"));
 
   train::FeatureData a = synthetic(1, 4, 16, 64, 4, lm, 13), b = synthetic(1, 4, 16, 64, 4, lm, 14);
   append_features(a, b, "b.h5");
@@ -510,7 +511,9 @@ TEST_CASE("subset loss: its definition, rows without label mass in S skipped, gr
     for (float g : gw[static_cast<size_t>(k) * L]) norm += g * g;
     CHECK(norm > 1e-6);
   }
-  CHECK_THAT(test::error_of([&] { medusa_head_loss(heads, 0, d, lm, rows, false, nullptr, nullptr, {5, 3}); }),
+  CHECK_THAT(test::error_of([&] {
+               medusa_head_loss(heads, 0, d, lm, rows, false, nullptr, nullptr, {5, 3});
+             }),
              Catch::Contains("distinct ascending ids in [0, 24), got 3 at 1"));
 }
 

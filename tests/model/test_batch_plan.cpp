@@ -123,19 +123,30 @@ TEST_CASE("plan_batch refuses a bad batch with the backends' messages") {
                plan_batch(c, two, r, 2);
              }),
              Contains("every request in a batch running the same layers (4), got 3 (request 1)"));
-  CHECK_THAT(error_of([&] { one({.n_layers = 5}); }), Contains("a forward over 1..4 layers (the cache's), got n_layers = 5"));
+  CHECK_THAT(error_of([&] { one({.n_layers = 5}); }),
+             Contains("a forward over 1..4 layers (the cache's), got n_layers = 5"));
   CHECK_THAT(error_of([&] { one({}); }), Contains("at least one token per request, got 0 (request 0)"));
-  CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 1}, .layer_outputs = bad_layer}); }),
+  CHECK_THAT(error_of([&] {
+               one({.tokens = {kTok.data(), 1}, .layer_outputs = bad_layer});
+             }),
              Contains("layer outputs of layers 0..3 (the layers this forward runs), got 4"));
-  CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 1}, .layer_outputs = bad_layer, .n_layers = 3}); }),
+  CHECK_THAT(error_of([&] {
+               one({.tokens = {kTok.data(), 1}, .layer_outputs = bad_layer, .n_layers = 3});
+             }),
              Contains("layer outputs of layers 0..2 (the layers this forward runs), got 4"));
   CHECK_THAT(error_of([&] { one({.tokens = kTok}); }), Contains("context of at most 6 tokens, got 2 cached + 5 new"));
   CHECK_THAT(error_of([&] { one({.tokens = bad_tok}); }), Contains("token ids in 0..31, got 32"));
-  CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 1}, .positions = two_pos}); }),
+  CHECK_THAT(error_of([&] {
+               one({.tokens = {kTok.data(), 1}, .positions = two_pos});
+             }),
              Contains("one position per token (1), got 2"));
-  CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 2}, .mask = mask}); }),
+  CHECK_THAT(error_of([&] {
+               one({.tokens = {kTok.data(), 2}, .mask = mask});
+             }),
              Contains("a mask of 2x4 entries, got 5"));
-  CHECK_THAT(error_of([&] { one({.tokens = {kTok.data(), 1}, .positions = far_pos}); }),
+  CHECK_THAT(error_of([&] {
+               one({.tokens = {kTok.data(), 1}, .positions = far_pos});
+             }),
              Contains("positions in 0..63, got 64"));
 }
 

@@ -94,8 +94,8 @@ TEST_CASE("bad llama2.c files are one-line errors naming the file", "[loader]") 
     REQUIRE_THROWS_WITH(load_model(path), Catch::Contains(path) && Catch::Contains("version 2"));
   }
   SECTION("missing file") {
-    REQUIRE_THROWS_WITH(load_model("/nonexistent/model.bin"), Catch::Contains("/nonexistent/model.bin") &&
-                                                                  Catch::Contains("not found"));
+    REQUIRE_THROWS_WITH(load_model("/nonexistent/model.bin"),
+                        Catch::Contains("/nonexistent/model.bin") && Catch::Contains("not found"));
   }
   SECTION("every error is one line") {
     try {

@@ -90,8 +90,7 @@ TEST_CASE("a three-branch tree in one pass equals each branch run alone as a cha
     ForwardResult cr;
     m.forward(*chain_cache, {.tokens = chain}, cr);
     for (size_t j = 0; j < br.size(); ++j)
-      REQUIRE(max_abs_diff(tree.logits.data() + static_cast<size_t>(br[j]) * V, cr.logits.data() + j * V, V) ==
-              0.0f);
+      REQUIRE(max_abs_diff(tree.logits.data() + static_cast<size_t>(br[j]) * V, cr.logits.data() + j * V, V) == 0.0f);
   }
 
   SECTION("compacting the cache to one branch continues exactly like that chain") {

@@ -114,15 +114,24 @@ uint16_t to_bf16(float f) {  // round to nearest even (finite inputs)
 
 uint32_t ggml_type_of(DType t) {
   switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q8_0: return 8;
-    case DType::Q4_K: return 12;
-    case DType::Q5_K: return 13;
-    case DType::Q6_K: return 14;
-    case DType::BF16: return 30;
+    case DType::F32:
+      return 0;
+    case DType::F16:
+      return 1;
+    case DType::Q4_0:
+      return 2;
+    case DType::Q4_1:
+      return 3;
+    case DType::Q8_0:
+      return 8;
+    case DType::Q4_K:
+      return 12;
+    case DType::Q5_K:
+      return 13;
+    case DType::Q6_K:
+      return 14;
+    case DType::BF16:
+      return 30;
   }
   return 0;
 }
@@ -322,8 +331,8 @@ TEST_CASE("synthetic models in every dtype: GPU vs CPU, small-row and cuBLAS pat
     DYNAMIC_SECTION(cpu::dtype_info(dc.t).name) {
       auto loaded = load_model(write_model(dc.t));
       LlamaCpu cpu(loaded);
-      cuda::LlamaCuda gpu(loaded);                          // 24 rows: matmul_small
-      cuda::LlamaCuda gemm(loaded, opts_with(4, false));    // 24 rows > 4: cuBLAS
+      cuda::LlamaCuda gpu(loaded);                        // 24 rows: matmul_small
+      cuda::LlamaCuda gemm(loaded, opts_with(4, false));  // 24 rows > 4: cuBLAS
       const int V = loaded->config.vocab_size;
       const auto toks = some_tokens(24, V, 7);
       const auto ref = prefill_logits(cpu, toks);
@@ -376,7 +385,8 @@ TEST_CASE("a 9-token block equals 9 single steps bit for bit on the GPU", "[cuda
   }
 }
 
-TEST_CASE("after a long context, a k = 4 block still equals its single steps bit for bit", "[cuda][model][invariance]") {
+TEST_CASE("after a long context, a k = 4 block still equals its single steps bit for bit",
+          "[cuda][model][invariance]") {
   // 300 cached slots: the context spans two of attention's 256-slot splits (split-K with a combine);
   // each row of the 5-token block must still equal its single step bit for bit, which is what makes greedy
   // speculative decoding equal AR decoding on the GPU.
@@ -515,11 +525,12 @@ TEST_CASE("a tree forward equals its branches; compact keeps the right slots", "
   c2->compact(2, std::vector<int32_t>{1, 2, 3});
   cuda::download_kv(*c2, 0, ka, va);
   REQUIRE(c2->size() == 5);
-  for (int i = 0; i < 3; ++i)
-    CHECK(std::memcmp(&ka[(2 + i) * KVD], &kb[(3 + i) * KVD], sizeof(float) * KVD) == 0);
+  for (int i = 0; i < 3; ++i) CHECK(std::memcmp(&ka[(2 + i) * KVD], &kb[(3 + i) * KVD], sizeof(float) * KVD) == 0);
   c2->compact(0, std::vector<int32_t>{0, 1, 2});
   CHECK(c2->size() == 3);
-  CHECK_THAT(test::error_of([&] { c2->compact(0, std::vector<int32_t>{1, 1}); }),
+  CHECK_THAT(test::error_of([&] {
+               c2->compact(0, std::vector<int32_t>{1, 1});
+             }),
              Catch::Contains("strictly increasing"));
 }
 
@@ -536,10 +547,11 @@ TEST_CASE("greedy speculative decoding on the GPU equals AR decoding token for t
     std::string drafter;
     std::map<std::string, std::string> opts;
   };
-  const std::vector<Case> cases = {{"ngram", {}},
-                                   {"draft_model", {{"model", test::stories_model()}}},
-                                   {"draft_model", {{"model", test::stories_model()}, {"tree_width", "2"}, {"tree_depth", "2"}}},
-                                   {"early_exit", {{"layers", "2"}}}};
+  const std::vector<Case> cases = {
+      {"ngram", {}},
+      {"draft_model", {{"model", test::stories_model()}}},
+      {"draft_model", {{"model", test::stories_model()}, {"tree_width", "2"}, {"tree_depth", "2"}}},
+      {"early_exit", {{"layers", "2"}}}};
   for (const auto& prompt : prompts) {
     DecodeOptions o;
     o.max_new_tokens = 96;
@@ -551,7 +563,11 @@ TEST_CASE("greedy speculative decoding on the GPU equals AR decoding token for t
     CHECK(ar_gpu.tokens == ar_cpu.tokens);
     for (const Case& c : cases) {
       INFO(c.drafter << " with " << c.opts.size() << " options");
-      const DrafterEnv env{.target = &gpu, .tokenizer = tok.get(), .sampling = o.sampling, .seed = 0, .request = 0,
+      const DrafterEnv env{.target = &gpu,
+                           .tokenizer = tok.get(),
+                           .sampling = o.sampling,
+                           .seed = 0,
+                           .request = 0,
                            .reference = &ar_gpu.tokens,
                            .max_context = static_cast<int>(prompt.size()) + o.max_new_tokens + o.k + 1,
                            .make_model = on_gpu};
@@ -572,7 +588,9 @@ TEST_CASE("bad input: the CPU backend's one-line errors", "[cuda][errors]") {
              Catch::Contains("context of at most 4 tokens"));
   auto cache = gpu.new_cache(16);
   const TokenId bad = 512;
-  CHECK_THAT(test::error_of([&] { gpu.forward(*cache, {.tokens = {&bad, 1}}, r); }),
+  CHECK_THAT(test::error_of([&] {
+               gpu.forward(*cache, {.tokens = {&bad, 1}}, r);
+             }),
              Catch::Contains("token ids in 0..511"));
   auto cpu_cache = cpu_stories().new_cache(16);
   CHECK_THAT(test::error_of([&] { gpu.forward(*cpu_cache, {.tokens = kPrompt}, r); }),

@@ -37,7 +37,9 @@ constexpr double kLogitMeanTol = 0.3;  // mean over all compared values
 // this: within the engines' measured logit difference, so either engine may legitimately break the tie.
 constexpr double kTieGap = 1.0;
 
-std::string golden(const std::string& name) { return std::string(SPECDEC_SOURCE_DIR) + "/tests/golden/llamacpp/" + name; }
+std::string golden(const std::string& name) {
+  return std::string(SPECDEC_SOURCE_DIR) + "/tests/golden/llamacpp/" + name;
+}
 std::string smollm2() { return std::string(SPECDEC_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
 std::vector<json> read_jsonl(const std::string& path) {

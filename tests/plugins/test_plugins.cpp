@@ -166,8 +166,7 @@ TEST_CASE("a plugin's errors reach the host as specdec::Error", "[plugins][badin
   auto& s = stories();
   DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get()};
   // check_all_used is the host's function, called from the plugin.
-  const std::string unknown_key =
-      error_of([&] { info.factory(env, DrafterOptions({{"min_cuont", "2"}}, "bigram")); });
+  const std::string unknown_key = error_of([&] { info.factory(env, DrafterOptions({{"min_cuont", "2"}}, "bigram")); });
   CHECK_THAT(unknown_key, Catch::Contains("unknown key 'min_cuont'") && Catch::Contains("min_count"));
   CHECK(one_line(unknown_key));
   // SPECDEC_CHECK inside the plugin: thrown with the plugin's copy of the type, caught here as specdec::Error.
@@ -215,9 +214,8 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
   }
   SECTION("a plugin registering a name that already exists is an error") {
     // A drafter of the same name registered first...
-    registry->add({"bigram", "a built-in of the same name", [](const DrafterEnv&, const DrafterOptions&) {
-                     return std::unique_ptr<Drafter>();
-                   }});
+    registry->add({"bigram", "a built-in of the same name",
+                   [](const DrafterEnv&, const DrafterOptions&) { return std::unique_ptr<Drafter>(); }});
     const std::string e = error_of([&] { registry->resolve(bigram_spec()); });
     CHECK_THAT(e, Catch::Contains("'bigram'") && Catch::Contains("twice"));
     CHECK(one_line(e));
@@ -241,8 +239,8 @@ TEST_CASE("specdec generate --drafter plugin:... and list-drafters --plugin", "[
   INFO(spec.err);
   REQUIRE(spec.exit_code == 0);
   CHECK(spec.out == ar.out);  // the same text
-  CHECK_THAT(spec.err, Catch::Contains("drafter " + bigram_spec() + ", k = 4") &&
-                           Catch::Contains("output identical to AR"));
+  CHECK_THAT(spec.err,
+             Catch::Contains("drafter " + bigram_spec() + ", k = 4") && Catch::Contains("output identical to AR"));
 
   const auto bad_key = run_cmd(gen + " --drafter '" + bigram_spec() + "' -o min_cuont=2");
   CHECK(bad_key.exit_code == 1);
@@ -290,13 +288,15 @@ TEST_CASE("the ABI version is checked before any other symbol of the plugin is b
   const std::string path = misbehaving("old_abi_unresolved");
   REQUIRE(std::filesystem::exists(path));
   const std::string e = error_of([&] { registry->resolve("plugin:" + path + ":anything"); });
-  CHECK_THAT(e, Catch::Contains(path) && Catch::Contains("ABI version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION - 1)));
+  CHECK_THAT(e,
+             Catch::Contains(path) && Catch::Contains("ABI version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION - 1)));
   CHECK_THAT(e, !Catch::Contains("undefined symbol"));
   CHECK(one_line(e));
   CHECK(registry->list().size() == n);
 }
 
-TEST_CASE("a registration that fails half-way leaves the registry unchanged and names the file", "[plugins][badinput]") {
+TEST_CASE("a registration that fails half-way leaves the registry unchanged and names the file",
+          "[plugins][badinput]") {
   auto registry = fresh_registry();
   const size_t n = registry->list().size();
   const std::string path = misbehaving("half_register");

@@ -32,7 +32,8 @@ struct Elem {
 };
 inline Elem small_block_elem(const uint8_t* blk, DType t, int e) {
   switch (t) {
-    case DType::Q8_0: return {static_cast<int8_t>(blk[2 + e]), half(rd16(blk)), 0.f};
+    case DType::Q8_0:
+      return {static_cast<int8_t>(blk[2 + e]), half(rd16(blk)), 0.f};
     case DType::Q4_0: {
       const uint8_t byte = blk[2 + e % 16];
       return {(e < 16 ? byte & 15 : byte >> 4) - 8, half(rd16(blk)), 0.f};
@@ -41,7 +42,8 @@ inline Elem small_block_elem(const uint8_t* blk, DType t, int e) {
       const uint8_t byte = blk[4 + e % 16];
       return {e < 16 ? byte & 15 : byte >> 4, half(rd16(blk)), half(rd16(blk + 2))};
     }
-    default: return {0, 0.f, 0.f};
+    default:
+      return {0, 0.f, 0.f};
   }
 }
 
@@ -102,8 +104,7 @@ inline std::vector<float> ref_dequant(const std::vector<uint8_t>& row, DType t, 
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* blk = row.data() + (i / info.block) * info.block_bytes;
     const int e = static_cast<int>(i % info.block);
-    out[static_cast<size_t>(i)] =
-        info.block == 32 ? small_block_value(blk, t, e) : kquant_value(blk, t, e);
+    out[static_cast<size_t>(i)] = info.block == 32 ? small_block_value(blk, t, e) : kquant_value(blk, t, e);
   }
   return out;
 }
@@ -125,9 +126,14 @@ inline std::vector<uint8_t> random_blocks(DType t, int64_t n_blocks, uint32_t se
     switch (t) {
       case DType::Q4_1:
       case DType::Q4_K:
-      case DType::Q5_K: put(blk), put(blk + 2); break;
-      case DType::Q6_K: put(blk + 208); break;
-      default: put(blk);
+      case DType::Q5_K:
+        put(blk), put(blk + 2);
+        break;
+      case DType::Q6_K:
+        put(blk + 208);
+        break;
+      default:
+        put(blk);
     }
   }
   return b;

@@ -84,11 +84,11 @@ TEST_CASE("K-quants dequantize to hand-computed values", "[quant]") {
     std::vector<uint8_t> b(176, 0);
     put16(b.data(), 0.5f);
     put16(b.data() + 2, 1.f);
-    b[4 + 0] = 4;             // sc0
-    b[4 + 4] = 1;             // m0
-    b[4 + 3] = 2;             // sc3
-    b[4 + 7] = 3;             // m3
-    b[16 + 5] = 0x01 | 0x08;  // element 5: high bit for sub-block 0 and sub-block 3
+    b[4 + 0] = 4;                                    // sc0
+    b[4 + 4] = 1;                                    // m0
+    b[4 + 3] = 2;                                    // sc3
+    b[4 + 7] = 3;                                    // m3
+    b[16 + 5] = 0x01 | 0x08;                         // element 5: high bit for sub-block 0 and sub-block 3
     for (int i = 0; i < 128; ++i) b[48 + i] = 0x97;  // low nibble 7, high nibble 9
     const auto y = dequant(b, DType::Q5_K, 256);
     REQUIRE(y[0] == 0.5f * 4 * 7 - 1.f);
@@ -99,9 +99,9 @@ TEST_CASE("K-quants dequantize to hand-computed values", "[quant]") {
   SECTION("q6_k: 4 + 2 bits minus 32, signed 8-bit scales per 16 elements") {
     std::vector<uint8_t> b(210, 0);
     put16(b.data() + 208, 0.25f);
-    b[0] = 0x5A;             // ql[0]: low 0xA (element 0), high 0x5 (element 64)
-    b[32] = 0x03;            // ql[32]: low 0x3 (element 32)
-    b[128] = 0b11'10'01'00;  // qh[0]: element 0 high 0, element 32 high 1, element 64 high 2, 96 high 3
+    b[0] = 0x5A;                            // ql[0]: low 0xA (element 0), high 0x5 (element 64)
+    b[32] = 0x03;                           // ql[32]: low 0x3 (element 32)
+    b[128] = 0b11'10'01'00;                 // qh[0]: element 0 high 0, element 32 high 1, element 64 high 2, 96 high 3
     b[192 + 0] = static_cast<uint8_t>(-3);  // scale of elements 0..15
     b[192 + 2] = 7;                         // scale of elements 32..47
     b[192 + 4] = 2;                         // scale of elements 64..79
@@ -115,8 +115,7 @@ TEST_CASE("K-quants dequantize to hand-computed values", "[quant]") {
   }
 }
 
-TEST_CASE("dequantize_row_quant equals the independent decoder bit for bit on random blocks",
-          "[quant]") {
+TEST_CASE("dequantize_row_quant equals the independent decoder bit for bit on random blocks", "[quant]") {
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const DTypeInfo info = dtype_info(t);
     for (int64_t nblocks : {1, 3, 37}) {
@@ -180,8 +179,7 @@ TEST_CASE("quantize_row round trips within the format's error bound", "[quant]")
           bound = (std::fabs(xb[j]) <= amax / 2 ? d / 2 : d) + 8 * d * kH + 1e-4 * d;
         } else {
           const double d = (mx - mn) / 15;
-          bound =
-              d / 2 + 15 * d * kH + std::fabs(mn) * kH + std::fabs(y[b * 32 + j]) * 0x1p-22 + 1e-4 * d;
+          bound = d / 2 + 15 * d * kH + std::fabs(mn) * kH + std::fabs(y[b * 32 + j]) * 0x1p-22 + 1e-4 * d;
         }
         INFO(dtype_info(t).name << " block " << b << " element " << j << " x " << xb[j]);
         REQUIRE(err <= bound);

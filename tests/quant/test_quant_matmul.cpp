@@ -31,8 +31,7 @@ double gamma_n(double n) { return n * kU / (1 - n * kU); }
 std::vector<uint8_t> make_weights(DType t, int N, int K, uint32_t seed) {
   const auto w = randn(static_cast<size_t>(N) * K, seed, 0.05f);
   std::vector<uint8_t> W(row_bytes(t, K) * N);
-  for (int n = 0; n < N; ++n)
-    quantize_row(W.data() + row_bytes(t, K) * n, w.data() + static_cast<size_t>(n) * K, t, K);
+  for (int n = 0; n < N; ++n) quantize_row(W.data() + row_bytes(t, K) * n, w.data() + static_cast<size_t>(n) * K, t, K);
   if (t == DType::Q8_0)
     for (size_t b = 0; b < W.size() / 34; b += 3) W[b * 34 + 2 + b % 32] = 0x80;
   return W;
@@ -64,8 +63,7 @@ struct Expect {
   std::vector<double> ref, ref_tol;
 };
 
-Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<float>& x, int T, int N,
-                    int K) {
+Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<float>& x, int T, int N, int K) {
   const int nb = K / 32;
   const size_t rb = row_bytes(t, K), bb = static_cast<size_t>(dtype_info(t).block_bytes);
   std::vector<int8_t> qa(static_cast<size_t>(T) * K);
@@ -84,8 +82,7 @@ Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<fl
       for (int k = 0; k < 32; ++k) {
         const auto el = small_block_elem(blk, t, k);
         dw[nbi] = el.d, mw[nbi] = el.m;
-        c[static_cast<size_t>(n) * K + b * 32 + k] =
-            t == DType::Q4_0 ? el.q + 16 : std::abs(el.q);  // Q4_0: nibble + 8
+        c[static_cast<size_t>(n) * K + b * 32 + k] = t == DType::Q4_0 ? el.q + 16 : std::abs(el.q);  // Q4_0: nibble + 8
         A[nbi] += std::fabs(static_cast<double>(el.q) * el.d) + std::fabs(el.m);
       }
     }
@@ -119,10 +116,8 @@ Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<fl
           cq += cn[k] * std::abs(qt[k]);
           ref += static_cast<double>(wn[k]) * xt[k];
         }
-        B += std::fabs(static_cast<double>(dw[nbi] * da[ab])) * cq +
-             std::fabs(static_cast<double>(mw[nbi]) * sa[ab]);
-        act_err += A[nbi] * 0.563 * amax[ab] / 127 +
-                   std::fabs(mw[nbi]) * 0x1p-9 * amax[ab] / 127 * std::abs(S[ab]) +
+        B += std::fabs(static_cast<double>(dw[nbi] * da[ab])) * cq + std::fabs(static_cast<double>(mw[nbi]) * sa[ab]);
+        act_err += A[nbi] * 0.563 * amax[ab] / 127 + std::fabs(mw[nbi]) * 0x1p-9 * amax[ab] / 127 * std::abs(S[ab]) +
                    2 * kU * A[nbi] * amax[ab];
       }
       const size_t o = static_cast<size_t>(tk) * N + n;
@@ -133,8 +128,8 @@ Expect expectations(DType t, const std::vector<uint8_t>& W, const std::vector<fl
   return e;
 }
 
-std::vector<float> run(CpuLevel l, DType t, const std::vector<uint8_t>& W, const std::vector<float>& x,
-                       int T, int N, int K) {
+std::vector<float> run(CpuLevel l, DType t, const std::vector<uint8_t>& W, const std::vector<float>& x, int T, int N,
+                       int K) {
   std::vector<float> out(static_cast<size_t>(T) * N, -12345.f);
   REQUIRE(matmul_quant_at(l, out.data(), x.data(), W.data(), t, T, N, K));
   return out;
@@ -197,8 +192,7 @@ TEST_CASE("matmul_quant sweeps more than one 16-token tile and many row chunks",
   }
 }
 
-TEST_CASE("matmul_quant is batch-invariant: a row's result never depends on T, N or threads",
-          "[quant][matmul]") {
+TEST_CASE("matmul_quant is batch-invariant: a row's result never depends on T, N or threads", "[quant][matmul]") {
   std::vector<CpuLevel> levels = simd_levels_here();
   levels.push_back(CpuLevel::Scalar);
   const int T = 37, N = 53, K = 576;  // T spans three 16-token tiles; N a partial 16-row chunk
@@ -216,10 +210,8 @@ TEST_CASE("matmul_quant is batch-invariant: a row's result never depends on T, N
       // one token at a time
       for (int tk = 0; tk < T; ++tk) {
         std::vector<float> one(static_cast<size_t>(N));
-        REQUIRE(matmul_quant_at(l, one.data(), x.data() + static_cast<size_t>(tk) * K, W.data(), t, 1, N,
-                                K));
-        REQUIRE(std::memcmp(one.data(), batch.data() + static_cast<size_t>(tk) * N, one.size() * 4) ==
-                0);
+        REQUIRE(matmul_quant_at(l, one.data(), x.data() + static_cast<size_t>(tk) * K, W.data(), t, 1, N, K));
+        REQUIRE(std::memcmp(one.data(), batch.data() + static_cast<size_t>(tk) * N, one.size() * 4) == 0);
       }
       // rows 5.. on their own (each row lands in another lane of another chunk)
       std::vector<float> sub(static_cast<size_t>(T) * (N - 5));
@@ -236,9 +228,10 @@ TEST_CASE("matmul_quant is batch-invariant: a row's result never depends on T, N
   }
 }
 
-TEST_CASE("matmul_quant, T = 1..17 rows and row counts off the 8/16 tiles: bit-identical levels, and "
-          "row t of a block equals row t computed alone",
-          "[quant][matmul]") {
+TEST_CASE(
+    "matmul_quant, T = 1..17 rows and row counts off the 8/16 tiles: bit-identical levels, and "
+    "row t of a block equals row t computed alone",
+    "[quant][matmul]") {
   std::vector<CpuLevel> levels = simd_levels_here();
   const int max_threads = std::max(2, omp_get_max_threads());
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
@@ -343,8 +336,7 @@ TEST_CASE("matmul routes quantized weights through matmul_quant; other dtypes fa
       double r = 0, m = 0;
       for (int k = 0; k < K; ++k) {
         r += static_cast<double>(w[static_cast<size_t>(n) * K + k]) * x[static_cast<size_t>(t) * K + k];
-        m += std::fabs(static_cast<double>(w[static_cast<size_t>(n) * K + k]) *
-                       x[static_cast<size_t>(t) * K + k]);
+        m += std::fabs(static_cast<double>(w[static_cast<size_t>(n) * K + k]) * x[static_cast<size_t>(t) * K + k]);
       }
       REQUIRE(std::fabs(o[static_cast<size_t>(t) * N + n] - r) <= 1e-5 * m + 1e-6);
     }

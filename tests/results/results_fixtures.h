@@ -22,14 +22,30 @@ inline FileInfo file_info(const std::string& config = "[model]\npath = stories26
 }
 
 inline RunInfo spec_run() {
-  return {"ngram_k4_t0", {{"drafter", "ngram"}, {"drafter_options", "n=3"}, {"k", "4"}, {"temperature", "0"},
-                          {"top_k", "0"}, {"top_p", "1"}, {"rule", "greedy"}, {"lossless", "1"},
-                          {"baseline", "0"}, {"target", "stories260K"}}};
+  return {"ngram_k4_t0",
+          {{"drafter", "ngram"},
+           {"drafter_options", "n=3"},
+           {"k", "4"},
+           {"temperature", "0"},
+           {"top_k", "0"},
+           {"top_p", "1"},
+           {"rule", "greedy"},
+           {"lossless", "1"},
+           {"baseline", "0"},
+           {"target", "stories260K"}}};
 }
 inline RunInfo ar_run() {
-  return {"ar_t0", {{"drafter", "none"}, {"drafter_options", ""}, {"k", "0"}, {"temperature", "0"},
-                    {"top_k", "0"}, {"top_p", "1"}, {"rule", "greedy"}, {"lossless", "1"}, {"baseline", "1"},
-                    {"target", "stories260K"}}};
+  return {"ar_t0",
+          {{"drafter", "none"},
+           {"drafter_options", ""},
+           {"k", "0"},
+           {"temperature", "0"},
+           {"top_k", "0"},
+           {"top_p", "1"},
+           {"rule", "greedy"},
+           {"lossless", "1"},
+           {"baseline", "1"},
+           {"target", "stories260K"}}};
 }
 
 // A request with 1..9 steps; step proposals of 0..4 nodes, trees when (id + step) % 3 == 0.

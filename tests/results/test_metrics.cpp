@@ -143,8 +143,7 @@ TEST_CASE("speedup: decode time per emitted token, paired by request and invocat
   CHECK(sp.per_repeat.at(1) == Approx(4.0));
 }
 
-TEST_CASE("speedup: a planted outlier is flagged, the median resists it, loaded requests are counted",
-          "[metrics]") {
+TEST_CASE("speedup: a planted outlier is flagged, the median resists it, loaded requests are counted", "[metrics]") {
   RunData ar, run;
   for (int i = 0; i < 8; ++i) {
     ar.requests.push_back(request(i, "p:" + std::to_string(i), 0, 100, 1.0 + 0.01 * i));
@@ -201,7 +200,7 @@ TEST_CASE("experiments/report/schema.json is the column list derived from result
   if (ss.str() != want) {
     const fs::path fresh = specdec::test::scratch_dir("metrics") / "schema.json";
     std::ofstream(fresh) << want;
-    FAIL_CHECK(file.string() << " is out of date with experiments/results_schema.h; regenerate it: cp " << fresh.string()
-                             << " " << file.string());
+    FAIL_CHECK(file.string() << " is out of date with experiments/results_schema.h; regenerate it: cp "
+                             << fresh.string() << " " << file.string());
   }
 }

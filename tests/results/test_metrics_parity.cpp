@@ -78,8 +78,8 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
       r.wall_time_s = r.prefill_s + r.decode_s;
       a.wall_time_s = a.prefill_s + a.decode_s;
       if (id == 3) r.decode_s *= 40.0, r.wall_time_s = r.prefill_s + r.decode_s;  // the planted outlier
-      if (id == 9) r.timing.invocation = "resumed";                            // the other invocation
-      if (id == 5) r.timing.load_avg = 7.5;                                    // a loaded host (2 cores)
+      if (id == 9) r.timing.invocation = "resumed";                               // the other invocation
+      if (id == 5) r.timing.load_avg = 7.5;                                       // a loaded host (2 cores)
       log->append(ar_run().name, a);
       log->append(spec_run().name, r);
     }
@@ -114,8 +114,8 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
   CHECK(j[spec_run().name]["n_loaded"] == 1);
   CHECK(j[spec_run().name]["specbench_mat"] != j[spec_run().name]["tau"]);  // stops cut some steps
   std::ofstream(out) << j.dump(1);
-  const auto r = specdec::test::run(python() + " " + SPECDEC_SOURCE_DIR + "/tests/report/check_cpp_parity.py " + path +
-                                    " " + out);
+  const auto r =
+      specdec::test::run(python() + " " + SPECDEC_SOURCE_DIR + "/tests/report/check_cpp_parity.py " + path + " " + out);
   INFO(r.out);
   INFO(r.err);
   CHECK(r.exit_code == 0);

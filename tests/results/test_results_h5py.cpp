@@ -167,9 +167,10 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
       log->declare_runs({spec_run()});
       append_request(*log, spec_run().name, 0);
     }
-    const auto r = specdec::test::run("python3 -c 'import sys, h5py, numpy as np; "
-                                      "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(3)' " +
-                                      path);
+    const auto r = specdec::test::run(
+        "python3 -c 'import sys, h5py, numpy as np; "
+        "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(3)' " +
+        path);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     for (const auto& f : std::vector<std::function<void()>>{[&] { read_all(path); },

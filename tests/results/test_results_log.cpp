@@ -230,8 +230,9 @@ TEST_CASE("user mistakes give one-line errors naming the file", "[results]") {
   err = error_of([&] { ResultsLog::open(junk, file_info(), true); });
   CHECK(err.find(junk) != std::string::npos);
   CHECK(error_of([&] { read_info(fresh("missing.h5")); }).find("does not exist") != std::string::npos);
-  CHECK(error_of([&] { ResultsLog::open("/nonexistent_dir/x.h5", file_info(), false); }).find("/nonexistent_dir/x.h5") !=
-        std::string::npos);
+  CHECK(error_of([&] {
+          ResultsLog::open("/nonexistent_dir/x.h5", file_info(), false);
+        }).find("/nonexistent_dir/x.h5") != std::string::npos);
 }
 
 namespace {
@@ -287,7 +288,7 @@ TEST_CASE("without its journal, a request interrupted inside append is dropped o
     {
       auto log = ResultsLog::open(path, file_info(), true);
       CHECK(log->finished(spec_run().name) == std::set<int64_t>{0, 1, 2});
-      CHECK(fs::exists(path + ".journal"));  // seeded from the file, so the rest of the run is covered
+      CHECK(fs::exists(path + ".journal"));                  // seeded from the file, so the rest of the run is covered
       append_request(*log, spec_run().name, 3, /*salt=*/2);  // other content than the lost attempt
     }
     // No leftover row of the first attempt: request 3 is exactly the second one.
@@ -307,7 +308,8 @@ TEST_CASE("without its journal, a request interrupted inside append is dropped o
   }
 }
 
-TEST_CASE("a damaged file is kept aside and rebuilt from the journal, on --resume and by repair", "[results][journal]") {
+TEST_CASE("a damaged file is kept aside and rebuilt from the journal, on --resume and by repair",
+          "[results][journal]") {
   using specdec::results::testing::CrashPoint;
   const std::vector<RunData> want = {expected_run(spec_run(), {0, 1, 2, 3}), expected_run(ar_run(), {0})};
   // Damage: the second half of the file overwritten with garbage; the file cut in half; the file gone.
@@ -446,8 +448,7 @@ TEST_CASE("the journal: a torn or corrupt tail ends it; the records before it ar
   CHECK(e.find(cut) != std::string::npos);
 }
 
-TEST_CASE("a writer killed before its first append leaves no file; a clean close with none leaves one",
-          "[results]") {
+TEST_CASE("a writer killed before its first append leaves no file; a clean close with none leaves one", "[results]") {
   const std::string path = fresh("unpublished.h5");
   fs::remove(path + ".partial");
   const int status = in_child([&] {
@@ -600,7 +601,8 @@ TEST_CASE("merge of shard files equals one file with all requests", "[results]")
 TEST_CASE("merge refuses duplicates, other configs and an existing output", "[results]") {
   const std::string a = fresh("dup_a.h5"), b = fresh("dup_b.h5"), c = fresh("other_config.h5"),
                     out = fresh("dup_out.h5");
-  for (const auto& [path, ids] : std::vector<std::pair<std::string, std::vector<int64_t>>>{{a, {0, 1, 2}}, {b, {3, 2}}}) {
+  for (const auto& [path, ids] :
+       std::vector<std::pair<std::string, std::vector<int64_t>>>{{a, {0, 1, 2}}, {b, {3, 2}}}) {
     auto log = ResultsLog::open(path, file_info(), false);
     log->declare_runs({spec_run()});
     for (int64_t id : ids) append_request(*log, spec_run().name, id);

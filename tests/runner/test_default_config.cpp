@@ -22,7 +22,8 @@ TEST_CASE("default.ini: every drafter loads and is lossless; medusa drafts from 
   // Run from the source tree: the config's paths (models/, artifacts/) are relative to it.
   const auto r = run("cd '" + std::string(SPECDEC_SOURCE_DIR) + "' && " + specdec_bin() +
                      " run experiments/configs/default.ini --prompts.per_category=1 --run.max_new_tokens=12 "
-                     "--run.k=4 --quiet --out '" + out.string() + "'");
+                     "--run.k=4 --quiet --out '" +
+                     out.string() + "'");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
 

@@ -90,8 +90,15 @@ TEST_CASE("a config file parses into ExperimentConfig with defaults filled in", 
 }
 
 TEST_CASE("command-line overrides win over the file", "[runner][config]") {
-  std::vector<std::string> args = {"cfg.ini", "--run.k=6",  "--quiet", "--drafter.ngram.max_n", "2",
-                                   "--out",   "x.h5",       "--target.chat=true", "--drafter.new.type=oracle"};
+  std::vector<std::string> args = {"cfg.ini",
+                                   "--run.k=6",
+                                   "--quiet",
+                                   "--drafter.ngram.max_n",
+                                   "2",
+                                   "--out",
+                                   "x.h5",
+                                   "--target.chat=true",
+                                   "--drafter.new.type=oracle"};
   const auto overrides = take_overrides(args);
   CHECK(args == std::vector<std::string>{"cfg.ini", "--quiet", "--out", "x.h5"});
   REQUIRE(overrides.size() == 4);
@@ -110,7 +117,9 @@ TEST_CASE("command-line overrides win over the file", "[runner][config]") {
   CHECK(c.drafter_configs[1].type == "oracle");
 
   // An override of a drafter that run.drafters does not list is a typo (a file may hold unused sections).
-  CHECK_THAT(error_of([] { parse(kBase, {{"drafter.ngarm.max_n", "2"}}); }),
+  CHECK_THAT(error_of([] {
+               parse(kBase, {{"drafter.ngarm.max_n", "2"}});
+             }),
              Catch::Contains("--drafter.ngarm.max_n: drafter 'ngarm' is not in run.drafters (ngram, ee)") &&
                  Catch::Contains("did you mean 'drafter.ngram'?"));
   CHECK(parse(std::string(kBase) + "[drafter.unused]\nmax_n = 2\n").drafter_configs.size() == 2);
@@ -197,9 +206,10 @@ TEST_CASE("a bad value names the key and the value", "[runner][config]") {
 TEST_CASE("an unknown drafter type lists the known drafters", "[runner][config]") {
   auto c = parse(kBase, {{"drafter.ee.type", "early_exti"}});
   const std::string e = error_of([&] { resolve_drafter_types(c, drafters::default_registry()); });
-  CHECK_THAT(e, Catch::Contains("[drafter.ee] type = 'early_exti': unknown drafter") &&
-                    Catch::Contains("known drafters: draft_model, eagle, early_exit, medusa, ngram, oracle, synthetic") &&
-                    Catch::Contains("did you mean 'early_exit'?"));
+  CHECK_THAT(e,
+             Catch::Contains("[drafter.ee] type = 'early_exti': unknown drafter") &&
+                 Catch::Contains("known drafters: draft_model, eagle, early_exit, medusa, ngram, oracle, synthetic") &&
+                 Catch::Contains("did you mean 'early_exit'?"));
   CHECK(test::count_lines(e) == 1);
 
   // A listed drafter without a section: its type is its name.

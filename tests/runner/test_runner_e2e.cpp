@@ -25,8 +25,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kRuns = {"ar_t0",          "ngram_k2_t0",      "ngram_k4_t0", "early_exit_k2_t0",
-                                        "early_exit_k4_t0", "oracle_k2_t0", "oracle_k4_t0"};
+const std::vector<std::string> kRuns = {
+    "ar_t0", "ngram_k2_t0", "ngram_k4_t0", "early_exit_k2_t0", "early_exit_k4_t0", "oracle_k2_t0", "oracle_k4_t0"};
 constexpr int kRequests = 16;  // GSM8K 2 + MT-Bench 2 x 7 categories (no extraction prompt fits in 256 tokens)
 
 std::string smoke_config() { return std::string(SPECDEC_SOURCE_DIR) + "/experiments/configs/stories_smoke.ini"; }
@@ -125,8 +125,14 @@ DecodeResult decode_result_of(const results::RunData& run, int64_t id) {
     rec.t_verify_us = s.t_verify_us;
     for (const auto& d : run.draft_tokens)
       if (d.request_id == id && d.step == s.step)
-        rec.nodes.push_back({.node = d.node, .parent = d.parent, .depth = d.depth, .token = d.token,
-                             .p_target = d.p_target, .q_draft = d.q_draft, .u = d.u, .visited = d.visited,
+        rec.nodes.push_back({.node = d.node,
+                             .parent = d.parent,
+                             .depth = d.depth,
+                             .token = d.token,
+                             .p_target = d.p_target,
+                             .q_draft = d.q_draft,
+                             .u = d.u,
+                             .visited = d.visited,
                              .accepted = d.accepted});
     res.steps.push_back(std::move(rec));
   }
@@ -177,11 +183,11 @@ TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR r
     for (int64_t id = 0; id < kRequests; ++id) {
       INFO("request " << id);
       const auto& q = run.requests[id];
-      CHECK(q.request_id == id);                         // prompt-major order, ids identical across runs
-      CHECK(q.prompt_id == ar.requests[id].prompt_id);   // so runs pair up
+      CHECK(q.request_id == id);                        // prompt-major order, ids identical across runs
+      CHECK(q.prompt_id == ar.requests[id].prompt_id);  // so runs pair up
       CHECK(q.new_tokens == 32);
       REQUIRE(run.outputs.count(id));
-      CHECK(run.outputs.at(id) == ar.outputs.at(id));   // greedy: lossless
+      CHECK(run.outputs.at(id) == ar.outputs.at(id));  // greedy: lossless
       int steps = 0, accepted = 0, emitted = 0;
       for (const auto& s : run.steps)
         if (s.request_id == id) {
@@ -194,7 +200,7 @@ TEST_CASE("specdec run logs every run and request; greedy outputs equal the AR r
         }
       CHECK(q.steps == steps);
       CHECK(accepted + steps >= q.new_tokens);
-      CHECK(emitted == q.new_tokens);                                  // n_emitted adds up to the output
+      CHECK(emitted == q.new_tokens);                                               // n_emitted adds up to the output
       CHECK(q.tau == Catch::Detail::Approx(static_cast<double>(emitted) / steps));  // tau counts emitted tokens
       // When and where it was timed: one invocation id for every row of this process.
       CHECK(q.invocation == ar.requests[0].invocation);
@@ -270,8 +276,8 @@ TEST_CASE("a run killed mid-way keeps every finished request; --resume completes
   size_t n_done = 0;
   for (const auto& [run, ids] : done) n_done += ids.size();
   INFO(n_done << " (run, request) pairs finished before the kill");
-  CHECK(n_done >= kRuns.size());               // the first request, every run
-  CHECK(n_done < kRuns.size() * kRequests);     // killed before the end
+  CHECK(n_done >= kRuns.size());             // the first request, every run
+  CHECK(n_done < kRuns.size() * kRequests);  // killed before the end
   CHECK(done.at("ar_t0").count(0));
   CHECK(results::diff_runs(partial, only(ref, done), /*ignore_timings=*/true).empty());
 

@@ -44,7 +44,8 @@ TEST_CASE("Spec-Bench: 480 prompts in its six tasks of 80 (the 8 MT-Bench catego
   REQUIRE(ps.size() == 480);
   const auto n = count_categories(ps);
   CHECK(n.size() == 6);
-  for (const char* c : {"mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"}) CHECK(n.at(c) == 80);
+  for (const char* c : {"mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag"})
+    CHECK(n.at(c) == 80);
   CHECK(ps[0].id == "spec_bench:81");
   CHECK(ps[0].set == "spec_bench");
   CHECK(ps[0].category == "mt_bench");
@@ -131,7 +132,8 @@ TEST_CASE("a user's .jsonl: prompt/text fields, ids by line, category = the set"
              Catch::Contains("/nonexistent/p.jsonl: cannot open prompt set"));
 }
 
-TEST_CASE("set names resolve under the assets folder; relative paths fall back to the repository", "[runner][prompts]") {
+TEST_CASE("set names resolve under the assets folder; relative paths fall back to the repository",
+          "[runner][prompts]") {
   CHECK(prompt_set_path("gsm8k") == (assets_dir() / "data" / "prompts" / "gsm8k_test.jsonl").string());
   // A path relative to the repository root, from another working directory.
   const std::string rel = "experiments/configs/stories_smoke.ini";

@@ -32,14 +32,12 @@ void check(cudaError_t e, const char* what) {
 
 }  // namespace
 
-void uniform_on_device(double* out, int n, uint64_t seed, uint64_t request, uint32_t step,
-                       uint32_t first_draw) {
+void uniform_on_device(double* out, int n, uint64_t seed, uint64_t request, uint32_t step, uint32_t first_draw) {
   double* d = nullptr;
   check(cudaMalloc(&d, sizeof(double) * static_cast<size_t>(n)), "cudaMalloc");
   uniform_kernel<<<(n + 255) / 256, 256>>>(d, n, seed, request, step, first_draw);
   cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess)
-    e = cudaMemcpy(out, d, sizeof(double) * static_cast<size_t>(n), cudaMemcpyDeviceToHost);
+  if (e == cudaSuccess) e = cudaMemcpy(out, d, sizeof(double) * static_cast<size_t>(n), cudaMemcpyDeviceToHost);
   cudaFree(d);
   check(e, "uniform_kernel");
 }

@@ -7,8 +7,7 @@
 namespace specdec::test {
 
 // out (n) = uniform(seed, request, step, first_draw + i) computed on the device.
-void uniform_on_device(double* out, int n, uint64_t seed, uint64_t request, uint32_t step,
-                       uint32_t first_draw);
+void uniform_on_device(double* out, int n, uint64_t seed, uint64_t request, uint32_t step, uint32_t first_draw);
 // out (n, 4) = philox4x32_10(ctr (n, 4), key (n, 2)) computed on the device.
 void philox_on_device(uint32_t* out, const uint32_t* ctr, const uint32_t* key, int n);
 

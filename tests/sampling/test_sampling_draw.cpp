@@ -30,8 +30,8 @@ double chi_square(const std::vector<int>& count, const std::vector<double>& prob
 
 TEST_CASE("sample_from_probs: the ends of the CDF", "[sampling]") {
   const std::vector<float> p{0.f, 0.f, 0.3f, 0.f, 0.7f, 0.f};
-  REQUIRE(sample_from_probs(p, 0.f) == 2);          // first nonzero token, not token 0
-  REQUIRE(sample_from_probs(p, kBelowOne) == 4);    // last nonzero token, not token 5
+  REQUIRE(sample_from_probs(p, 0.f) == 2);        // first nonzero token, not token 0
+  REQUIRE(sample_from_probs(p, kBelowOne) == 4);  // last nonzero token, not token 5
   REQUIRE(sample_from_probs(p, 0.2999f) == 2);
   REQUIRE(sample_from_probs(p, 0.3001f) == 4);
   // One-hot: every u gives the hot token.
@@ -79,8 +79,7 @@ TEST_CASE("200k seeded draws match a 6-token distribution", "[sampling]") {
   Sampler sampler(SamplingParams{1.f}, 1234);
   constexpr int kDraws = 200000;
   std::vector<int> count(prob.size(), 0);
-  for (int i = 0; i < kDraws; ++i)
-    ++count[static_cast<size_t>(sampler.sample(logits, 0, static_cast<uint32_t>(i)))];
+  for (int i = 0; i < kDraws; ++i) ++count[static_cast<size_t>(sampler.sample(logits, 0, static_cast<uint32_t>(i)))];
   const double chi2 = chi_square(count, prob, kDraws);
   // Threshold: the 0.999 quantile of chi-square with 5 degrees of freedom, 20.52 (seeded: a fixed result).
   INFO("chi2 = " << chi2);
@@ -104,8 +103,7 @@ TEST_CASE("filtered tokens are never drawn and the rest keep their proportions",
   Sampler sampler(SamplingParams{1.f, 3}, 77);
   constexpr int kDraws = 100000;
   std::vector<int> count(prob.size(), 0);
-  for (int i = 0; i < kDraws; ++i)
-    ++count[static_cast<size_t>(sampler.sample(logits, 1, static_cast<uint32_t>(i)))];
+  for (int i = 0; i < kDraws; ++i) ++count[static_cast<size_t>(sampler.sample(logits, 1, static_cast<uint32_t>(i)))];
   REQUIRE(count[0] == 0);
   REQUIRE(count[2] == 0);
   REQUIRE(count[3] == 0);

@@ -8,9 +8,9 @@
 
 #include "core/sampling/philox.h"
 
+using specdec::philox4x32_10;
 using specdec::PhiloxCounter;
 using specdec::PhiloxKey;
-using specdec::philox4x32_10;
 using specdec::uniform;
 
 namespace {
@@ -22,11 +22,14 @@ struct Kat {
 // Random123's kat_vectors, philox4x32 with 10 rounds (as reproduced in D. E. Shaw Research's
 // fs123/core123/ut/ut_philox.cpp): counter words, key words, then the 4 output words.
 constexpr Kat kKats[] = {
-    {{{0x00000000u, 0x00000000u, 0x00000000u, 0x00000000u}}, {{0x00000000u, 0x00000000u}},
+    {{{0x00000000u, 0x00000000u, 0x00000000u, 0x00000000u}},
+     {{0x00000000u, 0x00000000u}},
      {{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}}},
-    {{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, {{0xffffffffu, 0xffffffffu}},
+    {{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}},
+     {{0xffffffffu, 0xffffffffu}},
      {{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}}},
-    {{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, {{0xa4093822u, 0x299f31d0u}},
+    {{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}},
+     {{0xa4093822u, 0x299f31d0u}},
      {{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}}},
 };
 
@@ -52,8 +55,8 @@ TEST_CASE("philox4x32_10 reproduces the Random123 known-answer vectors", "[sampl
 TEST_CASE("uniform follows the documented counter/key layout", "[sampling][philox]") {
   const uint64_t seed = 0x0123456789abcdefull, request = 0xfedcba9876543210ull;
   const uint32_t step = 17, draw = 3;
-  const PhiloxCounter out = philox4x32_10(PhiloxCounter{{draw, step, 0x76543210u, 0xfedcba98u}},
-                                          PhiloxKey{{0x89abcdefu, 0x01234567u}});
+  const PhiloxCounter out =
+      philox4x32_10(PhiloxCounter{{draw, step, 0x76543210u, 0xfedcba98u}}, PhiloxKey{{0x89abcdefu, 0x01234567u}});
   const uint64_t bits = ((static_cast<uint64_t>(out.v[0]) << 32) | out.v[1]) >> 11;
   REQUIRE(uniform(seed, request, step, draw) == static_cast<double>(bits) / 9007199254740992.0);
 }

@@ -122,8 +122,7 @@ TEST_CASE("top-k keeps exactly k tokens with softmax's relative masses", "[sampl
       REQUIRE((probs[i] != 0.f) == (logits[i] >= kth));
       // ... with the ratios of the full softmax: p_i / p_top = exp(l_i - l_top).
       if (probs[i] != 0.f)
-        REQUIRE(probs[i] / probs[top] ==
-                Approx(std::exp(static_cast<double>(logits[i]) - logits[top])).epsilon(1e-5));
+        REQUIRE(probs[i] / probs[top] == Approx(std::exp(static_cast<double>(logits[i]) - logits[top])).epsilon(1e-5));
     }
   }
   // k >= V is a no-op.
@@ -191,17 +190,26 @@ TEST_CASE("top-k then top-p: top-p applies to the mass left by top-k", "[samplin
 
 TEST_CASE("V = 1 always gives probability 1", "[sampling]") {
   const std::vector<float> one{-3.f};
-  for (const SamplingParams& p :
-       {SamplingParams{}, SamplingParams{1.f}, SamplingParams{0.7f, 1}, SamplingParams{1.f, 5, 0.1f},
-        SamplingParams{3.f, 0, 0.5f}})
+  for (const SamplingParams& p : {SamplingParams{}, SamplingParams{1.f}, SamplingParams{0.7f, 1},
+                                  SamplingParams{1.f, 5, 0.1f}, SamplingParams{3.f, 0, 0.5f}})
     REQUIRE(probs_of(one, p) == std::vector<float>{1.f});
 }
 
 TEST_CASE("logits_to_probs matches the simple reference over awkward sizes", "[sampling]") {
   const SamplingParams params[] = {
-      {1.f},        {0.7f, 0, 1.f}, {1.f, 1},        {1.f, 40},         {1.3f, 0, 0.9f},
-      {1.f, 0, 0.5f}, {0.8f, 50, 0.95f}, {1.f, 300, 0.3f}, {2.f, 0, 0.999f}, {0.f, 10, 0.9f},
-      {1.f, 3000, 1.f},  {1.f, 3000, 0.97f}, {4.f, 0, 0.99f},
+      {1.f},
+      {0.7f, 0, 1.f},
+      {1.f, 1},
+      {1.f, 40},
+      {1.3f, 0, 0.9f},
+      {1.f, 0, 0.5f},
+      {0.8f, 50, 0.95f},
+      {1.f, 300, 0.3f},
+      {2.f, 0, 0.999f},
+      {0.f, 10, 0.9f},
+      {1.f, 3000, 1.f},
+      {1.f, 3000, 0.97f},
+      {4.f, 0, 0.99f},
   };
   SamplingScratch scratch;  // reused across sizes, as Sampler does
   for (size_t V : {1u, 3u, 7u, 37u, 1002u, 4099u, 49152u}) {
@@ -229,8 +237,7 @@ TEST_CASE("equal logits: top-k and top-p keep the lowest indices", "[sampling]")
   const std::vector<float> flat(4099, 1.5f);
   // top_p = 0.5 of 4099 equal masses needs ceil(2049.5) = 2050 tokens: 0 .. 2049.
   // With top_k = 3000 first, top_p = 2050 / 3000 (less a little) selects the same 2050.
-  for (const SamplingParams& p :
-       {SamplingParams{1.f, 0, 0.5f}, SamplingParams{1.f, 3000, 0.5f * 4099 / 3000}}) {
+  for (const SamplingParams& p : {SamplingParams{1.f, 0, 0.5f}, SamplingParams{1.f, 3000, 0.5f * 4099 / 3000}}) {
     const auto probs = probs_of(flat, p);
     for (size_t i = 0; i < flat.size(); ++i) {
       INFO("top_k = " << p.top_k << " token " << i);
@@ -262,13 +269,10 @@ TEST_CASE("bad parameters and inputs throw one-line errors naming the key", "[sa
   REQUIRE_THROWS_WITH(logits_to_probs(std::vector<float>{1.f, 2.f, 3.f}, SamplingParams{1.f, 0, 2.f}, probs),
                       Contains("top_p"));
   REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>{1.f, NAN, 3.f}, SamplingParams{1.f}, probs), Error);
-  REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>{1.f, INFINITY, 3.f}, SamplingParams{1.f}, probs),
-                    Error);
-  REQUIRE_THROWS_AS(
-      logits_to_probs(std::vector<float>(3, -INFINITY), SamplingParams{1.f}, probs), Error);
+  REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>{1.f, INFINITY, 3.f}, SamplingParams{1.f}, probs), Error);
+  REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>(3, -INFINITY), SamplingParams{1.f}, probs), Error);
   std::vector<float> short_probs(2);
-  REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>{1.f, 2.f, 3.f}, SamplingParams{1.f}, short_probs),
-                    Error);
+  REQUIRE_THROWS_AS(logits_to_probs(std::vector<float>{1.f, 2.f, 3.f}, SamplingParams{1.f}, short_probs), Error);
   // -inf logits are fine while one is finite: they get probability 0.
   const auto p = probs_of({-INFINITY, 0.f, -INFINITY}, SamplingParams{1.f});
   REQUIRE(p == std::vector<float>{0.f, 1.f, 0.f});

@@ -75,7 +75,7 @@ std::string stories_with_vocab(int V) {
   std::memcpy(hdr, bytes.data(), sizeof hdr);
   REQUIRE(hdr[0] == 0x616b3432);  // "ak42": the version-1 export
   REQUIRE(hdr[1] == 1);
-  REQUIRE(bytes[36] == 1);        // tied embedding: no separate classifier to cut
+  REQUIRE(bytes[36] == 1);  // tied embedding: no separate classifier to cut
   const int64_t H = hdr[2], L = hdr[4], V0 = hdr[7];
   REQUIRE(V < V0);
   const size_t emb = 256 + static_cast<size_t>(2 * L * H + H) * sizeof(float);
@@ -198,8 +198,9 @@ TEST_CASE("an unknown drafter option names the key and lists the known ones", "[
   auto& s = stories();
   DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get()};
   auto& registry = drafters::default_registry();
-  const std::string e = error_of(
-      [&] { registry.get("early_exit").factory(env, DrafterOptions({{"layer", "2"}}, "drafter.ee")); });
+  const std::string e = error_of([&] {
+    registry.get("early_exit").factory(env, DrafterOptions({{"layer", "2"}}, "drafter.ee"));
+  });
   CHECK_THAT(e, Catch::Contains("[drafter.ee] unknown key 'layer'"));
   for (const char* known : {"layers", "tree_width", "tree_depth"}) CHECK_THAT(e, Catch::Contains(known));
   CHECK(one_line(e));
@@ -255,9 +256,11 @@ TEST_CASE("every q row must be a distribution; the error names the node", "[spec
   CHECK_THAT(half, Catch::Contains("draft node 0") && Catch::Contains("sums to 1") && Catch::Contains("0.5"));
   CHECK(one_line(half));
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
-  for (const auto& [label, row] : std::vector<std::pair<const char*, std::vector<float>>>{
-           {"negative", {1.2f, 0.5f, -0.7f}}, {"NaN", {0.5f, 0.5f, nan}}, {"inf", {0.5f, 0.5f, inf}},
-           {"above 1", {0.f, 2.f, -1.f}}}) {
+  for (const auto& [label, row] :
+       std::vector<std::pair<const char*, std::vector<float>>>{{"negative", {1.2f, 0.5f, -0.7f}},
+                                                               {"NaN", {0.5f, 0.5f, nan}},
+                                                               {"inf", {0.5f, 0.5f, inf}},
+                                                               {"above 1", {0.f, 2.f, -1.f}}}) {
     INFO(label);
     const std::string e = q_error(row);
     CHECK_THAT(e, Catch::Contains("draft node 0") && Catch::Contains("finite and in [0, 1]"));
@@ -303,6 +306,7 @@ TEST_CASE("rule greedy refuses a temperature above 0", "[speculative][badinput]"
   CHECK(error_of([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); }).empty());
   // The other rules decode at any temperature.
   opts.sampling.temperature = 0.7f;
-  CHECK(error_of([&] { speculative_decode(s.model, nullptr, *verifiers::make_speculative_rule(), s.prompt, opts); })
-            .empty());
+  CHECK(error_of([&] {
+          speculative_decode(s.model, nullptr, *verifiers::make_speculative_rule(), s.prompt, opts);
+        }).empty());
 }

@@ -84,7 +84,8 @@ TEST_CASE("AR through the decode loop equals generate()", "[speculative]") {
   }
 }
 
-TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every lossless rule", "[speculative][lossless]") {
+TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every lossless rule",
+          "[speculative][lossless]") {
   auto& f = fx();
   const std::string model_path = test::stories_model();
   const std::vector<DrafterCase> cases = {
@@ -121,20 +122,22 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
     base.max_new_tokens = 64;
     const auto ar = speculative_decode(f.model, nullptr, *greedy, prompt, base);
     for (const auto& rule : rules)
-    for (const auto& c : cases) {
-      for (int k : {1, 2, 4, 8}) {
-        DrafterEnv env{.target = &f.model, .tokenizer = f.tok.get(), .reference = &ar.tokens, .target_path = model_path};
-        auto drafter = make_drafter(registry.get(c.name), env, DrafterOptions(c.opts, c.name));
-        DecodeOptions d = base;
-        d.k = k;
-        const auto spec = speculative_decode(f.model, drafter.get(), *rule, prompt, d);
-        INFO("drafter " << c.name << " k=" << k << " rule " << rule->name() << " prompt '" << text << "'");
-        REQUIRE(spec.tokens == ar.tokens);
-        REQUIRE(spec.tau() >= 1.0);
-        if (c.name == "oracle") REQUIRE(spec.steps.size() <= (ar.tokens.size() + k) / (k + 1) + 1);
-        if (c.name == "draft_model" && c.opts.size() == 1) REQUIRE(spec.accepted_draft_tokens() == spec.drafted_tokens());
+      for (const auto& c : cases) {
+        for (int k : {1, 2, 4, 8}) {
+          DrafterEnv env{
+              .target = &f.model, .tokenizer = f.tok.get(), .reference = &ar.tokens, .target_path = model_path};
+          auto drafter = make_drafter(registry.get(c.name), env, DrafterOptions(c.opts, c.name));
+          DecodeOptions d = base;
+          d.k = k;
+          const auto spec = speculative_decode(f.model, drafter.get(), *rule, prompt, d);
+          INFO("drafter " << c.name << " k=" << k << " rule " << rule->name() << " prompt '" << text << "'");
+          REQUIRE(spec.tokens == ar.tokens);
+          REQUIRE(spec.tau() >= 1.0);
+          if (c.name == "oracle") REQUIRE(spec.steps.size() <= (ar.tokens.size() + k) / (k + 1) + 1);
+          if (c.name == "draft_model" && c.opts.size() == 1)
+            REQUIRE(spec.accepted_draft_tokens() == spec.drafted_tokens());
+        }
       }
-    }
   }
 }
 
@@ -154,15 +157,17 @@ TEST_CASE("min_confidence shortens early-exit chains where the draft is unsure, 
   // A bad value names the option.
   DrafterEnv env{.target = &g.f.model, .tokenizer = g.f.tok.get()};
   try {
-    drafters::default_registry().get("early_exit").factory(
-        env, DrafterOptions({{"min_confidence", "1.5"}}, "drafter.ee"));
+    drafters::default_registry()
+        .get("early_exit")
+        .factory(env, DrafterOptions({{"min_confidence", "1.5"}}, "drafter.ee"));
     FAIL("min_confidence = 1.5 accepted");
   } catch (const specdec::Error& e) {
     CHECK(std::string(e.what()).find("min_confidence") != std::string::npos);
   }
 }
 
-TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared through the run's state", "[speculative][lossless]") {
+TEST_CASE("ngram with a corpus drafts from it, losslessly; the index is shared through the run's state",
+          "[speculative][lossless]") {
   const FirstPromptGreedy g(4);
   // A corpus holding the AR continuation itself: lookups there propose the right tokens.
   const auto corpus = test::scratch_dir("ngram_corpus") / "corpus.txt";

@@ -30,9 +30,9 @@ using namespace specdec;
 
 namespace {
 
-constexpr int kSamples = 20000;      // per arm
-constexpr double kLevel = 0.999;     // the test's quantile: a false alarm once in 1000 runs per comparison
-constexpr double kMinExpected = 5;   // the usual rule for the chi-square approximation
+constexpr int kSamples = 20000;     // per arm
+constexpr double kLevel = 0.999;    // the test's quantile: a false alarm once in 1000 runs per comparison
+constexpr double kMinExpected = 5;  // the usual rule for the chi-square approximation
 
 using test::stories;
 
@@ -133,9 +133,10 @@ ChiSquare homogeneity(const Sample& a, const Sample& b) {
 
 ChiSquare compare(const char* what, const Sample& a, const Sample& b) {
   const ChiSquare c = homogeneity(a, b);
-  std::printf("%-48s chi2 = %8.2f  dof = %3d  threshold(%.3f) = %7.2f  (%d cells, %d rare pairs merged; "
-              "N = %d, %d)\n",
-              what, c.statistic, c.dof, kLevel, c.threshold, c.cells, c.merged, a.n, b.n);
+  std::printf(
+      "%-48s chi2 = %8.2f  dof = %3d  threshold(%.3f) = %7.2f  (%d cells, %d rare pairs merged; "
+      "N = %d, %d)\n",
+      what, c.statistic, c.dof, kLevel, c.threshold, c.cells, c.merged, a.n, b.n);
   std::fflush(stdout);
   REQUIRE(c.dof >= 1);
   return c;
@@ -178,25 +179,35 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
   };
   const std::vector<Arm> arms = {
       {"draft_model(layers=2) chain k=2", "draft_model", {{"model", model_path}, {"layers", "2"}}, 2},
-      {"early_exit(layers=2) tree 2x2 (6 nodes)", "early_exit",
-       {{"layers", "2"}, {"tree_width", "2"}, {"tree_depth", "2"}}, 6},
+      {"early_exit(layers=2) tree 2x2 (6 nodes)",
+       "early_exit",
+       {{"layers", "2"}, {"tree_width", "2"}, {"tree_depth", "2"}},
+       6},
       {"draft_model(layers=4) chain k=1", "draft_model", {{"model", model_path}, {"layers", "4"}}, 1},
-      {"early_exit(layers=4) tree 2x2 (6 nodes)", "early_exit",
-       {{"layers", "4"}, {"tree_width", "2"}, {"tree_depth", "2"}}, 6},
+      {"early_exit(layers=4) tree 2x2 (6 nodes)",
+       "early_exit",
+       {{"layers", "4"}, {"tree_width", "2"}, {"tree_depth", "2"}},
+       6},
       // Dynamic draft length: the chain stops where q's largest probability is below 0.5 (0 to 3 tokens).
-      {"early_exit(layers=4) chain k=3, min_confidence=0.5", "early_exit",
-       {{"layers", "4"}, {"min_confidence", "0.5"}}, 3},
+      {"early_exit(layers=4) chain k=3, min_confidence=0.5",
+       "early_exit",
+       {{"layers", "4"}, {"min_confidence", "0.5"}},
+       3},
       // Medusa heads on the target's features: a chain sampled from the heads' softmax (q), and a sparse
       // tree of deterministic candidates (one-hot q; siblings through the recursive rejection rule).
       {"medusa chain k=2", "medusa", {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}}, 2},
-      {"medusa tree (6 nodes)", "medusa",
-       {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}, {"tree_nodes", "6"}}, 6},
+      {"medusa tree (6 nodes)",
+       "medusa",
+       {{"heads", test::random_medusa_heads(s.model.config(), "stat_medusa")}, {"tree_nodes", "6"}},
+       6},
       // An EAGLE layer on the target's features (fc fitted to stories260K's states, so that drafts are often
       // accepted): a chain sampled from the draft softmax (q), and EAGLE-2's dynamic tree of deterministic
       // candidates (one-hot q).
       {"eagle chain k=2", "eagle", {{"weights", test::fitted_eagle_weights()}}, 2},
-      {"eagle dynamic tree (6 nodes, depth 3, topk 3)", "eagle",
-       {{"weights", test::fitted_eagle_weights()}, {"tree", "dynamic"}, {"depth", "3"}, {"topk", "3"}}, 6},
+      {"eagle dynamic tree (6 nodes, depth 3, topk 3)",
+       "eagle",
+       {{"weights", test::fitted_eagle_weights()}, {"tree", "dynamic"}, {"depth", "3"}, {"topk", "3"}},
+       6},
   };
   uint64_t seed = 10;
   DrafterSharedState shared;  // the run's state: heads and layers loaded once, not per request
@@ -205,9 +216,13 @@ TEST_CASE("speculative sampling at T = 1 matches AR in distribution (chi-square)
     const int k = arm.k, max_new = k + 1;
     const uint64_t arm_seed = seed++;
     const Sample spec = draw(1.0f, arm_seed, k, max_new, [&](uint64_t request) {
-      DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
-                     .seed = arm_seed, .request = request,
-                     .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1, .shared = &shared,
+      DrafterEnv env{.target = &s.model,
+                     .tokenizer = s.tok.get(),
+                     .sampling = {.temperature = 1.0f},
+                     .seed = arm_seed,
+                     .request = request,
+                     .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1,
+                     .shared = &shared,
                      .target_path = model_path};
       return make_drafter(registry.get(arm.drafter), env, DrafterOptions(arm.options, arm.drafter));
     });
@@ -247,8 +262,12 @@ TEST_CASE("oracle and synthetic at T = 1 match AR in distribution (chi-square)",
     std::vector<TokenId> reference;
     const Sample biased = draw(1.0f, bug_seed, k, max_new, [&](uint64_t request) {
       reference = reference_of(bug_seed, request, max_new);
-      DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
-                     .seed = bug_seed, .request = request, .reference = &reference,
+      DrafterEnv env{.target = &s.model,
+                     .tokenizer = s.tok.get(),
+                     .sampling = {.temperature = 1.0f},
+                     .seed = bug_seed,
+                     .request = request,
+                     .reference = &reference,
                      .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
       return make_drafter(registry.get("oracle"), env, DrafterOptions({}, "oracle"));
     });
@@ -276,8 +295,12 @@ TEST_CASE("oracle and synthetic at T = 1 match AR in distribution (chi-square)",
         [&](uint64_t request) {
           // The reference: this request's AR output with the run's own seed, as the runner's baseline.
           reference = reference_of(arm_seed, request, max_new);
-          DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = {.temperature = 1.0f},
-                         .seed = arm_seed, .request = request, .reference = &reference,
+          DrafterEnv env{.target = &s.model,
+                         .tokenizer = s.tok.get(),
+                         .sampling = {.temperature = 1.0f},
+                         .seed = arm_seed,
+                         .request = request,
+                         .reference = &reference,
                          .max_context = static_cast<int>(s.prompt.size()) + max_new + k + 1};
           return make_drafter(info, env, DrafterOptions(arm.options, arm.drafter));
         },

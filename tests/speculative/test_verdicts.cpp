@@ -64,8 +64,8 @@ Tally check_log(const std::string& rule, const DecodeResult& res) {
         REQUIRE(n.p_test == n.p_target);
         recomputed = n.p_test > n.threshold;
       }
-      INFO(rule << " step " << s.step << " node " << n.node << " p_test " << n.p_test << " q " << n.q_draft
-                << " u " << n.u << " threshold " << n.threshold);
+      INFO(rule << " step " << s.step << " node " << n.node << " p_test " << n.p_test << " q " << n.q_draft << " u "
+                << n.u << " threshold " << n.threshold);
       REQUIRE(recomputed == n.passed);
       REQUIRE((!n.accepted || n.passed));  // only nodes that passed lie on the path
       if (rule != "typical") REQUIRE(n.accepted == n.passed);
@@ -86,9 +86,14 @@ DecodeResult run(const std::string& rule_name, float temperature, const std::map
   opts.sampling.temperature = temperature;
   opts.seed = 5;
   opts.request = request;
-  DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = opts.sampling, .seed = opts.seed,
-                 .request = request, .max_context = static_cast<int>(s.prompt.size()) + opts.max_new_tokens + k + 1};
-  auto drafter = make_drafter(drafters::default_registry().get("early_exit"), env, DrafterOptions(options, "early_exit"));
+  DrafterEnv env{.target = &s.model,
+                 .tokenizer = s.tok.get(),
+                 .sampling = opts.sampling,
+                 .seed = opts.seed,
+                 .request = request,
+                 .max_context = static_cast<int>(s.prompt.size()) + opts.max_new_tokens + k + 1};
+  auto drafter =
+      make_drafter(drafters::default_registry().get("early_exit"), env, DrafterOptions(options, "early_exit"));
   auto rule = verifiers::make_acceptance_rule(rule_name);
   return speculative_decode(s.model, drafter.get(), *rule, s.prompt, opts);
 }
@@ -112,7 +117,8 @@ TEST_CASE("every logged verdict is reproduced from its own logged values", "[spe
     for (float T : {0.f, 1.f})
       for (const auto* shape : {&chain, &tree}) {
         const int k = shape == &tree ? 12 : 4;
-        for (const char* rule : {"speculative", "typical"}) add(rule, check_log(rule, run(rule, T, *shape, k, request)));
+        for (const char* rule : {"speculative", "typical"})
+          add(rule, check_log(rule, run(rule, T, *shape, k, request)));
       }
   }
   // Both verdicts occur, so the recomputation was tested both ways.

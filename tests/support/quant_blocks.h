@@ -52,16 +52,18 @@ inline std::vector<uint8_t> encode_row(cpu::DType t, const std::vector<float>& w
   const auto n = static_cast<int64_t>(w.size());
   std::vector<uint8_t> out(cpu::row_bytes(t, n));
   switch (t) {
-    case cpu::DType::F32: std::memcpy(out.data(), w.data(), out.size()); break;
+    case cpu::DType::F32:
+      std::memcpy(out.data(), w.data(), out.size());
+      break;
     case cpu::DType::F16:
     case cpu::DType::BF16:
       for (int64_t i = 0; i < n; ++i) {
-        const uint16_t h =
-            t == cpu::DType::F16 ? cpu::fp32_to_fp16(w[i]) : static_cast<uint16_t>(bits(w[i]) >> 16);
+        const uint16_t h = t == cpu::DType::F16 ? cpu::fp32_to_fp16(w[i]) : static_cast<uint16_t>(bits(w[i]) >> 16);
         std::memcpy(&out[2 * i], &h, 2);
       }
       break;
-    default: cpu::quantize_row(out.data(), w.data(), t, n);
+    default:
+      cpu::quantize_row(out.data(), w.data(), t, n);
   }
   return out;
 }
@@ -77,7 +79,8 @@ inline int sumi_ref(cpu::DType t, const uint8_t* wb, const int8_t* qa) {
   int s = 0;
   for (int j = 0; j < 32; ++j) {
     int w;
-    if (t == cpu::DType::Q8_0) w = static_cast<int8_t>(wb[2 + j]);
+    if (t == cpu::DType::Q8_0)
+      w = static_cast<int8_t>(wb[2 + j]);
     else {
       const uint8_t byte = wb[(t == cpu::DType::Q4_0 ? 2 : 4) + j % 16];
       w = (j < 16 ? byte & 0xF : byte >> 4) - (t == cpu::DType::Q4_0 ? 8 : 0);

@@ -86,21 +86,21 @@ TEST_CASE("bpe: GPT-2's byte map round-trips all 256 bytes") {
 TEST_CASE("bpe: Unicode classes of the pre-tokenizer patterns") {
   using namespace specdec::unicode;
   CHECK(classify('a') == CpClass::kLetter);
-  CHECK(classify(0xE9) == CpClass::kLetter);     // é
-  CHECK(classify(0x4F60) == CpClass::kLetter);   // 你 (Lo)
-  CHECK(classify(0x1C5) == CpClass::kLetter);    // ǅ (Lt)
-  CHECK(classify(0x2B0) == CpClass::kLetter);    // ʰ (Lm)
+  CHECK(classify(0xE9) == CpClass::kLetter);    // é
+  CHECK(classify(0x4F60) == CpClass::kLetter);  // 你 (Lo)
+  CHECK(classify(0x1C5) == CpClass::kLetter);   // ǅ (Lt)
+  CHECK(classify(0x2B0) == CpClass::kLetter);   // ʰ (Lm)
   CHECK(classify('7') == CpClass::kNumber);
-  CHECK(classify(0x663) == CpClass::kNumber);    // ٣ (Nd)
-  CHECK(classify(0xBD) == CpClass::kNumber);     // ½ (No)
-  CHECK(classify(0x216B) == CpClass::kNumber);   // Ⅻ (Nl)
+  CHECK(classify(0x663) == CpClass::kNumber);   // ٣ (Nd)
+  CHECK(classify(0xBD) == CpClass::kNumber);    // ½ (No)
+  CHECK(classify(0x216B) == CpClass::kNumber);  // Ⅻ (Nl)
   CHECK(classify('\t') == CpClass::kWhitespace);
   CHECK(classify(0xA0) == CpClass::kWhitespace);
   CHECK(classify(0x3000) == CpClass::kWhitespace);
-  CHECK(classify(0x1C) == CpClass::kOther);      // not White_Space (Python's str.isspace says yes)
-  CHECK(classify(0x20AC) == CpClass::kOther);    // €
-  CHECK(classify(0x301) == CpClass::kOther);     // combining acute (Mn)
-  CHECK(classify(0x1F600) == CpClass::kOther);   // emoji
+  CHECK(classify(0x1C) == CpClass::kOther);     // not White_Space (Python's str.isspace says yes)
+  CHECK(classify(0x20AC) == CpClass::kOther);   // €
+  CHECK(classify(0x301) == CpClass::kOther);    // combining acute (Mn)
+  CHECK(classify(0x1F600) == CpClass::kOther);  // emoji
   CHECK(classify(kInvalid) == CpClass::kOther);
   size_t len;
   CHECK(decode_utf8("\xe2\x82\xac", 0, &len) == 0x20AC);
@@ -108,7 +108,7 @@ TEST_CASE("bpe: Unicode classes of the pre-tokenizer patterns") {
   CHECK(decode_utf8("\xc0\xaf", 0, &len) == kInvalid);  // overlong
   CHECK(len == 1);
   CHECK(decode_utf8("\xed\xa0\x80", 0, &len) == kInvalid);  // surrogate
-  CHECK(decode_utf8("\xe2\x82", 0, &len) == kInvalid);  // truncated
+  CHECK(decode_utf8("\xe2\x82", 0, &len) == kInvalid);      // truncated
 }
 
 TEST_CASE("bpe: pre-tokenizer splits follow their patterns") {
@@ -130,7 +130,9 @@ TEST_CASE("bpe: pre-tokenizer splits follow their patterns") {
   CHECK(specdec::pre_tokenize(PreTokenizer::kLlama3, "don't  \n\tgo") == Pieces{"don", "'t", "  \n", "\tgo"});
   CHECK(specdec::pre_tokenize(PreTokenizer::kGpt2, "  lead") == Pieces{" ", " lead"});
   CHECK(specdec::pre_tokenize(PreTokenizer::kGpt2, "trail  ") == Pieces{"trail", "  "});
-  const std::string money = "\xe2\x82\xac" "100,000 \xce\xa9\xc2\xbd";  // "€100,000 Ω½"
+  const std::string money =
+      "\xe2\x82\xac"
+      "100,000 \xce\xa9\xc2\xbd";  // "€100,000 Ω½"
   CHECK(specdec::pre_tokenize(PreTokenizer::kGpt2, money) ==
         Pieces{"\xe2\x82\xac", "100", ",", "000", " \xce\xa9", "\xc2\xbd"});
   CHECK(specdec::pre_tokenize(PreTokenizer::kSmolLM, money) ==
@@ -231,9 +233,28 @@ TEST_CASE("bpe: llama3 keeps a pre-token that is a token whole (ignore_merges)")
 
 TEST_CASE("bpe: arbitrary bytes round-trip for every pre-tokenizer") {
   std::mt19937 rng(7);
-  const std::vector<std::string> alphabet = {"a", "b", "Z", "0", "7", " ", "  ", "\n", "\r\n", "\t", "'s", "'LL", ",",
-                                             "\xe2\x82\xac", "\xe4\xbd\xa0", "\xc3\xa9", "\xf0\x9f\x98\x80", "\xff",
-                                             "\xc3", "\x80", std::string(1, '\0'), "\xc2\xbd"};
+  const std::vector<std::string> alphabet = {"a",
+                                             "b",
+                                             "Z",
+                                             "0",
+                                             "7",
+                                             " ",
+                                             "  ",
+                                             "\n",
+                                             "\r\n",
+                                             "\t",
+                                             "'s",
+                                             "'LL",
+                                             ",",
+                                             "\xe2\x82\xac",
+                                             "\xe4\xbd\xa0",
+                                             "\xc3\xa9",
+                                             "\xf0\x9f\x98\x80",
+                                             "\xff",
+                                             "\xc3",
+                                             "\x80",
+                                             std::string(1, '\0'),
+                                             "\xc2\xbd"};
   for (const char* pre : {"gpt2", "smollm", "llama-bpe", "qwen2"}) {
     ByteLevel bl(pre);
     bl.merge(" ", "a");
@@ -254,13 +275,11 @@ TEST_CASE("bpe: invalid vocabularies throw naming the value") {
   ByteLevel bl;
   SECTION("pre-tokenizer") {
     bl.v.pre = "falcon";
-    CHECK_THAT(error_of([&] { specdec::make_bpe_tokenizer(bl.v); }),
-               Contains("BpeVocab") && Contains("'falcon'"));
+    CHECK_THAT(error_of([&] { specdec::make_bpe_tokenizer(bl.v); }), Contains("BpeVocab") && Contains("'falcon'"));
   }
   SECTION("token types") {
     bl.v.token_types = {1, 1};
-    CHECK_THAT(error_of([&] { specdec::make_bpe_tokenizer(bl.v); }),
-               Contains("BpeVocab") && Contains("2 token types"));
+    CHECK_THAT(error_of([&] { specdec::make_bpe_tokenizer(bl.v); }), Contains("BpeVocab") && Contains("2 token types"));
   }
   SECTION("eos id") {
     bl.v.eos = 256;

@@ -68,14 +68,14 @@ struct ByteLevelCase {
     json added = json::array();
     for (size_t i = 0; i < 4; ++i)
       added.push_back({{"id", i}, {"content", tokens[i]}, {"special", types[i] == 3}, {"normalized", false}});
-    return {{"version", "1.0"},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", pre_tokenizer},
-            {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}}},
-            {"decoder", {{"type", "ByteLevel"}}},
-            {"model",
-             {{"type", "BPE"}, {"dropout", nullptr}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", m}}}};
+    return {
+        {"version", "1.0"},
+        {"added_tokens", added},
+        {"normalizer", nullptr},
+        {"pre_tokenizer", pre_tokenizer},
+        {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}}},
+        {"decoder", {{"type", "ByteLevel"}}},
+        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", m}}}};
   }
 };
 
@@ -86,8 +86,8 @@ const json kSmolLMPre = {
                   {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}})}};
 
 const std::vector<std::string> kTexts = {
-    "Hello world's 123 test", "<|im_start|>user\nHi<tool>there<|im_end|>\n", "", "  spaces   and\ttabs\n\n",
-    "\xe2\x82\xac 100 \xe4\xbd\xa0\xe5\xa5\xbd", "1234567 abc abcabc",
+    "Hello world's 123 test",   "<|im_start|>user\nHi<tool>there<|im_end|>\n", "",
+    "  spaces   and\ttabs\n\n", "\xe2\x82\xac 100 \xe4\xbd\xa0\xe5\xa5\xbd",   "1234567 abc abcabc",
 };
 
 }  // namespace
@@ -140,7 +140,7 @@ TEST_CASE("hf_json: a SmolLM2-shaped byte-level file equals make_bpe_tokenizer")
 TEST_CASE("hf_json: a Llama-3-shaped file (Split regex, TemplateProcessing, ignore_merges)") {
   ByteLevelCase c;
   c.tokens[2] = "<|reserved_special_token_0|>";  // Llama 3 has no <|im_end|>: EOS falls back to <|end_of_text|>
-  c.merge("3", "4");  // rank 0: applies only if "1234567" stays one pre-token
+  c.merge("3", "4");                             // rank 0: applies only if "1234567" stays one pre-token
   c.merge("1", "2");
   c.merge("12", "3");
   c.merge("4", "5");
@@ -149,14 +149,14 @@ TEST_CASE("hf_json: a Llama-3-shaped file (Split regex, TemplateProcessing, igno
   c.types.push_back(1);
   const json pre = {
       {"type", "Sequence"},
-      {"pretokenizers",
-       json::array({{{"type", "Split"},
-                     {"pattern",
-                      {{"Regex", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-                                 "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
-                     {"behavior", "Isolated"},
-                     {"invert", false}},
-                    {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
+      {"pretokenizers", json::array({{{"type", "Split"},
+                                      {"pattern",
+                                       {{"Regex",
+                                         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                         "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+                                      {"behavior", "Isolated"},
+                                      {"invert", false}},
+                                     {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}};
   json j = c.to_json(false, pre);
   j["model"]["ignore_merges"] = true;
   const size_t V = c.tokens.size();
@@ -226,8 +226,8 @@ TEST_CASE("hf_json: a Llama-2-shaped SentencePiece file equals make_spm_tokenize
   const TokenId sp_ab = tok->find(kSp + "ab").value();
   CHECK(tok->encode("ab ab", true) == std::vector<TokenId>{1, sp_ab, sp_ab});
   CHECK(tok->encode("a\xc3\xa9", false) == std::vector<TokenId>{tok->find(kSp + "a").value(), 3 + 0xC3, 3 + 0xA9});
-  for (const std::string& t : {std::string("ab ab"), std::string("a\xc3\xa9 b  a"), std::string(""),
-                               std::string("<s>ab</s>")}) {
+  for (const std::string& t :
+       {std::string("ab ab"), std::string("a\xc3\xa9 b  a"), std::string(""), std::string("<s>ab</s>")}) {
     for (bool special : {false, true}) {
       INFO(t << " special=" << special);
       CHECK(tok->encode(t, true, special) == ref->encode(t, true, special));
@@ -243,29 +243,25 @@ TEST_CASE("hf_json: bad files throw naming the file") {
   c.merge("a", "b");
   SECTION("missing") {
     const std::string path = (dir / "nope" / "tokenizer.json").string();
-    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }),
-               Contains(path) && Contains("cannot open"));
+    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }), Contains(path) && Contains("cannot open"));
   }
   SECTION("not JSON") {
     const std::string path = (dir / "garbage.json").string();
     std::ofstream(path) << "{ not json";
-    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }),
-               Contains(path) && Contains("not valid JSON"));
+    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }), Contains(path) && Contains("not valid JSON"));
   }
   SECTION("unsupported Split regex") {
     const json pre = {{"type", "Sequence"},
                       {"pretokenizers", json::array({{{"type", "Split"}, {"pattern", {{"Regex", "\\w+"}}}},
                                                      {{"type", "ByteLevel"}, {"use_regex", false}}})}};
     const std::string path = write_case("bad_split", c.to_json(false, pre));
-    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }),
-               Contains(path) && Contains("Split regex"));
+    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }), Contains(path) && Contains("Split regex"));
   }
   SECTION("unsupported model") {
     json j = c.to_json(false, kSmolLMPre);
     j["model"]["type"] = "WordPiece";
     const std::string path = write_case("wordpiece", j);
-    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }),
-               Contains(path) && Contains("WordPiece"));
+    CHECK_THAT(error_of([&] { specdec::load_hf_tokenizer_json(path); }), Contains(path) && Contains("WordPiece"));
   }
   SECTION("config names a token that is not there") {
     const std::string path = write_case("bad_config", c.to_json(false, kSmolLMPre), {{"bos_token", "<nope>"}});

@@ -200,8 +200,8 @@ TEST_CASE("llama2c: bytes without a piece fall back to <0xNN> and round-trip") {
 TEST_CASE("llama2c: runs of spaces, tabs and newlines round-trip") {
   const auto& tok = stories();
   const std::vector<std::string> texts = {
-      "a" + std::string(100, ' ') + "b", "   leading", "trailing   ", " ", "  ", "\n", "\n\n  \t x\n",
-      "one  two   three    four", std::string(1000, ' '),
+      "a" + std::string(100, ' ') + "b", "   leading",           "trailing   ", " ", "  ", "\n", "\n\n  \t x\n",
+      "one  two   three    four",        std::string(1000, ' '),
   };
   for (const std::string& text : texts) {
     INFO("'" << text << "'");
@@ -214,10 +214,10 @@ TEST_CASE("llama2c: decode_token follows run.c") {
   const auto& tok = stories();
   const TokenId once = tok.encode("Once", false).at(0);
   REQUIRE(tok.piece(once) == " Once");
-  CHECK(tok.decode_token(1, once) == "Once");   // after BOS the leading space goes
+  CHECK(tok.decode_token(1, once) == "Once");  // after BOS the leading space goes
   CHECK(tok.decode_token(-1, once) == " Once");
   CHECK(tok.decode_token(265, once) == " Once");
-  CHECK(tok.decode_token(-1, 1).empty());        // control tokens decode to nothing by default
+  CHECK(tok.decode_token(-1, 1).empty());  // control tokens decode to nothing by default
   CHECK(tok.decode_token(-1, 2).empty());
   auto tok2 = specdec::load_llama2c_tokenizer(specdec::test::stories_tokenizer(), 512);
   tok2->set_render_special(true);

@@ -84,8 +84,14 @@ TEST_CASE("spm: tok512 stored GGUF-style encodes and decodes as the llama2.c loa
   const auto gguf = specdec::make_spm_tokenizer(stories_as_gguf());
   const auto l2c = specdec::load_llama2c_tokenizer(specdec::test::stories_tokenizer(), 512);
   const std::vector<std::string> texts = {
-      "Once upon a time", "", " ", "  two  spaces  ", "Lily's mom said, \"Lily, let's go to the park.\"\nThe end.",
-      "\xe2\x82\xac\xe2\x82\xac \xe4\xbd\xa0\xe5\xa5\xbd", "tabs\tand\x01control", "\xff broken \xc3",
+      "Once upon a time",
+      "",
+      " ",
+      "  two  spaces  ",
+      "Lily's mom said, \"Lily, let's go to the park.\"\nThe end.",
+      "\xe2\x82\xac\xe2\x82\xac \xe4\xbd\xa0\xe5\xa5\xbd",
+      "tabs\tand\x01control",
+      "\xff broken \xc3",
   };
   for (const std::string& t : texts) {
     INFO(t);
@@ -128,7 +134,7 @@ TEST_CASE("spm: byte fallback, unknown code points and decoding") {
   // "é" = C3 A9 has no piece.
   CHECK(tok->encode("a\xc3\xa9", false) == std::vector<TokenId>{sp_a, byte_token(0xC3), byte_token(0xA9)});
   CHECK(tok->decode(tok->encode("a\xc3\xa9 a", true)) == "a\xc3\xa9 a");
-  CHECK(tok->decode_token(1, sp_a) == "a");        // after BOS the space prefix goes
+  CHECK(tok->decode_token(1, sp_a) == "a");  // after BOS the space prefix goes
   CHECK(tok->decode_token(a, sp_a) == " a");
   CHECK(tok->decode_token(1, byte_token(' ')) == " ");
   CHECK(tok->decode_token(-1, 1).empty());
@@ -179,21 +185,17 @@ TEST_CASE("spm: invalid vocabularies throw naming the value") {
   s.add("a", 0);
   SECTION("scores") {
     s.v.scores.pop_back();
-    CHECK_THAT(error_of([&] { specdec::make_spm_tokenizer(s.v); }),
-               Contains("SpmVocab") && Contains("scores"));
+    CHECK_THAT(error_of([&] { specdec::make_spm_tokenizer(s.v); }), Contains("SpmVocab") && Contains("scores"));
   }
   SECTION("token type") {
     s.v.token_types.back() = 9;
-    CHECK_THAT(error_of([&] { specdec::make_spm_tokenizer(s.v); }),
-               Contains("SpmVocab") && Contains("type 9"));
+    CHECK_THAT(error_of([&] { specdec::make_spm_tokenizer(s.v); }), Contains("SpmVocab") && Contains("type 9"));
   }
   SECTION("bos id") {
     s.v.bos = 100000;
     CHECK_THAT(error_of([&] { specdec::make_spm_tokenizer(s.v); }), Contains("BOS id 100000"));
   }
-  SECTION("empty") {
-    CHECK_THROWS_AS(specdec::make_spm_tokenizer(SpmVocab{}), specdec::Error);
-  }
+  SECTION("empty") { CHECK_THROWS_AS(specdec::make_spm_tokenizer(SpmVocab{}), specdec::Error); }
   SECTION("add_bos without a BOS") {
     s.v.bos = -1;
     const auto tok = specdec::make_spm_tokenizer(s.v);

@@ -69,7 +69,8 @@ TEST_CASE("specdec collect: a config runs to a features file and a summary") {
 
   // Overrides win over the file; running again onto the finished file is refused, --resume is a no-op.
   const std::string out2 = fresh_out("small_override.h5");
-  const auto o = run(specdec_bin() + " collect " + cfg + " --out " + out2 + " --quiet --data.max_sequences=3 --output.topk 2");
+  const auto o =
+      run(specdec_bin() + " collect " + cfg + " --out " + out2 + " --quiet --data.max_sequences=3 --output.topk 2");
   REQUIRE(o.exit_code == 0);
   CHECK(specdec::train::read_feature_info(out2).n_sequences == 3);
   CHECK(specdec::train::read_feature_info(out2).topk == 2);

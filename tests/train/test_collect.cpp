@@ -44,21 +44,24 @@ struct TrainingFiles {
   std::string instruct = (scratch() / "data" / "train" / "tiny_instruct.jsonl").string();
   std::string t0 = (scratch() / "data" / "train" / "tiny_t0.jsonl").string();
   TrainingFiles() {
-    write_file(gsm8k,
-               R"({"question": "Tom had two cats. He got one more. How many cats does Tom have?", "answer": "Tom has 2+1 = <<2+1=3>>3 cats.\n#### 3"})"
-               "\n"
-               R"({"question": "Lily saw a big dog in the park.", "answer": "The dog was happy and ran to Lily."})"
-               "\n\n"
-               R"({"question": "Once upon a time there was a little girl named Sue.", "answer": "She liked to play with her red ball in the sun every day."})"
-               "\n");
-    write_file(instruct,
-               R"({"id": "t1", "instruction": "Tell a story about a bird.", "instances": [{"input": "", "output": "The bird flew up to the tree and sang."}, {"input": "The bird is blue.", "output": "The blue bird was very happy."}]})"
-               "\n");
-    write_file(t0,
-               R"({"template": "x", "prompt": "Ben and Mia went to the park.", "completion": "They played on the slide."})"
-               "\n"
-               R"({"template": "y", "prompt": "The sun was hot.", "completion": "Tim went to swim in the lake with his mom."})"
-               "\n");
+    write_file(
+        gsm8k,
+        R"({"question": "Tom had two cats. He got one more. How many cats does Tom have?", "answer": "Tom has 2+1 = <<2+1=3>>3 cats.\n#### 3"})"
+        "\n"
+        R"({"question": "Lily saw a big dog in the park.", "answer": "The dog was happy and ran to Lily."})"
+        "\n\n"
+        R"({"question": "Once upon a time there was a little girl named Sue.", "answer": "She liked to play with her red ball in the sun every day."})"
+        "\n");
+    write_file(
+        instruct,
+        R"({"id": "t1", "instruction": "Tell a story about a bird.", "instances": [{"input": "", "output": "The bird flew up to the tree and sang."}, {"input": "The bird is blue.", "output": "The blue bird was very happy."}]})"
+        "\n");
+    write_file(
+        t0,
+        R"({"template": "x", "prompt": "Ben and Mia went to the park.", "completion": "They played on the slide."})"
+        "\n"
+        R"({"template": "y", "prompt": "The sun was hot.", "completion": "Tim went to swim in the lake with his mom."})"
+        "\n");
   }
   std::vector<std::string> all() const { return {gsm8k, instruct, t0}; }
 };
@@ -74,9 +77,9 @@ CollectConfig base_config(const std::string& out_name) {
   c.tokenizer = specdec::test::stories_tokenizer();
   c.prompt_files = files().all();
   c.topk = 5;
-  c.max_tokens = 40;       // cuts the longest sequences
-  c.prefill_chunk = 7;     // chunk edges inside every sequence
-  c.shard_sequences = 2;   // 7 sequences: shards of 2, 2, 2, 1
+  c.max_tokens = 40;      // cuts the longest sequences
+  c.prefill_chunk = 7;    // chunk edges inside every sequence
+  c.shard_sequences = 2;  // 7 sequences: shards of 2, 2, 2, 1
   c.out = (scratch() / out_name).string();
   fs::remove(c.out);
   fs::remove_all(c.out + ".parts");
@@ -257,7 +260,8 @@ TEST_CASE("collect: the seeded shuffle reorders the same sequences; prompts that
   b.seed = 1;
   plain.shuffle = false;
   for (auto* c : {&a, &b, &plain}) REQUIRE(collect(*c).complete);
-  auto sa = sequences(read_features(a.out)), sb = sequences(read_features(b.out)), sp = sequences(read_features(plain.out));
+  auto sa = sequences(read_features(a.out)), sb = sequences(read_features(b.out)),
+       sp = sequences(read_features(plain.out));
   CHECK(sa != sb);
   CHECK(sa != sp);
   std::sort(sa.begin(), sa.end());
@@ -431,7 +435,9 @@ TEST_CASE("FeatureWriter: round trip, float16 rounding, atomic commit, inconsist
     w.append(std::vector<int32_t>{}, 0, {}, {}, {});  // an empty sequence is allowed
     CHECK(fs::exists(path + ".tmp"));
     CHECK_FALSE(fs::exists(path));
-    CHECK_THAT(error_of([&] { w.append(std::vector<int32_t>{1}, 0, std::vector<float>{1.f, 2.f}, {}, {}); }),
+    CHECK_THAT(error_of([&] {
+                 w.append(std::vector<int32_t>{1}, 0, std::vector<float>{1.f, 2.f}, {}, {});
+               }),
                Catch::Contains("needs 3 hidden"));
     CHECK_THAT(error_of([&] {
                  w.append(std::vector<int32_t>{1}, 0, std::vector<float>{1.f, 70000.f, 0.f}, std::vector<int32_t>{1, 2},

@@ -59,10 +59,11 @@ TEST_CASE("h5py reads a features file as float16 with the values read_features r
   const auto dir = specdec::test::scratch_dir("features_h5py");
   const std::string records = (dir / "train" / "tiny.jsonl").string();
   fs::create_directories(fs::path(records).parent_path());
-  std::ofstream(records) << R"({"prompt": "Once upon a time there was a cat.", "completion": "The cat liked milk."})"
-                            "\n"
-                            R"({"prompt": "Sam had a red ball.", "completion": "He threw it to his dog and the dog ran."})"
-                            "\n";
+  std::ofstream(records)
+      << R"({"prompt": "Once upon a time there was a cat.", "completion": "The cat liked milk."})"
+         "\n"
+         R"({"prompt": "Sam had a red ball.", "completion": "He threw it to his dog and the dog ran."})"
+         "\n";
   CollectConfig cfg;
   cfg.model = specdec::test::stories_model();
   cfg.tokenizer = specdec::test::stories_tokenizer();

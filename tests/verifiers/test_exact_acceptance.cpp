@@ -87,9 +87,9 @@ void enumerate(const std::function<Outcome(ScriptedSource&)>& body,
 // A proposal tree for the walk: node 0 = root; target(n) = p(. | token(n)); draft(c) = the q that c was
 // drawn from (nullptr = deterministic).
 struct ToyTree {
-  std::vector<int> tokens;                // per node
-  std::vector<std::vector<int>> kids;     // per node
-  std::vector<const Dist*> drawn_from;    // per node (root: nullptr)
+  std::vector<int> tokens;              // per node
+  std::vector<std::vector<int>> kids;   // per node
+  std::vector<const Dist*> drawn_from;  // per node (root: nullptr)
   int size() const { return static_cast<int>(tokens.size()); }
   const std::vector<int>& children(int n) const { return kids[n]; }
   int token(int n) const { return tokens[n]; }
@@ -307,9 +307,8 @@ TEST_CASE("typical acceptance is lossy: its exact total variation is > 0", "[ver
     const auto spec = speculative_law(shape, typical, 0, 2);
     REQUIRE(total_mass(spec) == 1);
     const Rational tv = total_variation(spec, ar_law(0, 2));
-    WARN("typical acceptance (epsilon 0.09, delta 0.3), shape " << static_cast<int>(shape)
-                                                                 << ": exact total variation " << tv << " = "
-                                                                 << tv.convert_to<double>());
+    WARN("typical acceptance (epsilon 0.09, delta 0.3), shape " << static_cast<int>(shape) << ": exact total variation "
+                                                                << tv << " = " << tv.convert_to<double>());
     REQUIRE(tv > 0);
   }
 }
@@ -318,8 +317,8 @@ TEST_CASE("greedy is exactly AR greedy for every shape (the production greedy wa
   // The law of the first N tokens of speculative steps under greedy_walk must be the point mass on the
   // argmax chain, whatever the drafter proposed (drafts are drawn from q and enumerated).
   const Walk greedy = [](const ToyTree& t, ScriptedSource&) { return specdec::verifiers::greedy_walk<Rational>(t); };
-  for (Shape shape : {Shape::kChain1, Shape::kChain2, Shape::kChain3, Shape::kTreeIid,
-                      Shape::kTreeWithoutReplacement, Shape::kTreeDeterministic}) {
+  for (Shape shape : {Shape::kChain1, Shape::kChain2, Shape::kChain3, Shape::kTreeIid, Shape::kTreeWithoutReplacement,
+                      Shape::kTreeDeterministic}) {
     for (int start = 0; start < V; ++start) {
       const int N = 3;
       Seq chain;

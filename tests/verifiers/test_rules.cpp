@@ -48,10 +48,17 @@ TEST_CASE("speculative logs p, q and the uniform draw of every test", "[verifier
   const std::vector<int32_t> parents = {-1, 0, 1};
   std::vector<float> logits(3 * V, 0.f);  // uniform target
   std::vector<float> q(2 * V, 0.f);
-  q[0 * V + 2] = 1.f;                     // node 1 drawn from one-hot q
+  q[0 * V + 2] = 1.f;  // node 1 drawn from one-hot q
   q[1 * V + 3] = 0.5f, q[1 * V + 4] = 0.5f;
-  VerifyInput in{.tokens = tokens, .parents = parents, .logits = logits, .q = q, .vocab_size = V,
-                 .sampling = {.temperature = 1.f}, .seed = 7, .request = 1, .step = 3};
+  VerifyInput in{.tokens = tokens,
+                 .parents = parents,
+                 .logits = logits,
+                 .q = q,
+                 .vocab_size = V,
+                 .sampling = {.temperature = 1.f},
+                 .seed = 7,
+                 .request = 1,
+                 .step = 3};
   const auto out = verifiers::make_speculative_rule()->verify(in);
   REQUIRE(out.verdicts[0].visited);
   CHECK(out.verdicts[0].p_target == Approx(0.2));
@@ -67,8 +74,8 @@ TEST_CASE("typical acceptance keeps the longest typical path and is labelled los
   const std::vector<TokenId> tokens = {0, 1, 2};
   const std::vector<int32_t> parents = {-1, 0, 1};
   const auto logits = logits_with_argmax({1, 2, 3});
-  VerifyInput in{.tokens = tokens, .parents = parents, .logits = logits, .vocab_size = V,
-                 .sampling = {.temperature = 1.f}};
+  VerifyInput in{
+      .tokens = tokens, .parents = parents, .logits = logits, .vocab_size = V, .sampling = {.temperature = 1.f}};
   auto rule = verifiers::make_typical_rule();
   REQUIRE_FALSE(rule->lossless());
   const auto out = rule->verify(in);
@@ -135,8 +142,13 @@ TEST_CASE("p and q rows are used normalised: a q row = p * (1 + 9e-4) is always 
   std::vector<float> q(V, 0.2f * 1.0009f);
   int rejected = 0;
   for (uint64_t seed = 0; seed < 5000; ++seed) {
-    VerifyInput in{.tokens = tokens, .parents = parents, .logits = logits, .q = q, .vocab_size = V,
-                   .sampling = {.temperature = 1.f}, .seed = seed};
+    VerifyInput in{.tokens = tokens,
+                   .parents = parents,
+                   .logits = logits,
+                   .q = q,
+                   .vocab_size = V,
+                   .sampling = {.temperature = 1.f},
+                   .seed = seed};
     rejected += verifiers::make_speculative_rule()->verify(in).path.empty() ? 1 : 0;
   }
   CHECK(rejected == 0);

@@ -129,8 +129,8 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
         for (int t = 0; t < T; ++t) std::fill_n(mask_.data() + static_cast<size_t>(t) * S, n_past + t + 1, 1);
         mask = mask_.data();
       }
-      cpu::attention(att_.data() + static_cast<size_t>(row0[b]) * QD, qb, cache->k(l, 0), cache->v(l, 0), mask, T,
-                     S, Hq, Hkv, Dh, KVD);
+      cpu::attention(att_.data() + static_cast<size_t>(row0[b]) * QD, qb, cache->k(l, 0), cache->v(l, 0), mask, T, S,
+                     Hq, Hkv, Dh, KVD);
     }
     cpu::matmul(xb_.data(), att_.data(), lw.wo.data, lw.wo.dtype, R, H, QD);
     cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
@@ -162,7 +162,8 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
                     logits.begin() + static_cast<ptrdiff_t>(r + p.sel_n[b]) * V);
     r += p.sel_n[b];
     if (reqs[b].want_hidden)
-      o.hidden.assign(x_.begin() + static_cast<ptrdiff_t>(row0[b]) * H, x_.begin() + static_cast<ptrdiff_t>(row0[b] + T) * H);
+      o.hidden.assign(x_.begin() + static_cast<ptrdiff_t>(row0[b]) * H,
+                      x_.begin() + static_cast<ptrdiff_t>(row0[b] + T) * H);
     else
       o.hidden.clear();
     caches[b]->advance(T);

@@ -106,8 +106,8 @@ void LlamaCuda::Impl::proj(float* out, const float* xin, const DeviceWeight& w, 
 // one fp32 add of b[n] * 1 (exact), as the CPU forward's add.
 void LlamaCuda::Impl::add_bias(float* out, const DeviceWeight& b, int R, int N) {
   const float one = 1.f;
-  SPECDEC_CUBLAS_CHECK(cublasSger(ctx->cublas, N, R, &one, static_cast<const float*>(b.data), 1, ones.get<float>(), 1,
-                                  out, N));
+  SPECDEC_CUBLAS_CHECK(
+      cublasSger(ctx->cublas, N, R, &one, static_cast<const float*>(b.data), 1, ones.get<float>(), 1, out, N));
 }
 
 // Every launch of one forward, on the model's stream; reads its per-forward values from in_d.
@@ -152,8 +152,7 @@ void LlamaCuda::Impl::enqueue(const LaunchPlan& p) {
     ab.k = kptr + static_cast<size_t>(l) * B;
     ab.v = vptr + static_cast<size_t>(l) * B;
     ab.mask = maskptr;
-    attention(A, Q, ab, B, p.max_T, p.max_S, Hq, Hkv, Dh, KVD, s,
-              AttentionWorkspace{attn_ws.get(), attn_ws.bytes()});
+    attention(A, Q, ab, B, p.max_T, p.max_S, Hq, Hkv, Dh, KVD, s, AttentionWorkspace{attn_ws.get(), attn_ws.bytes()});
     proj(XB, A, lw[LR::Wo], R, H, QD);
     add(X, XB, static_cast<int64_t>(R) * H, s);
 
@@ -279,8 +278,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
   if (!(graphs_on && decode_step && launch_graph(p))) enqueue(p);
 
   if (bp.n_sel > 0)
-    SPECDEC_CUDA_CHECK(cudaMemcpyAsync(logits_h.get(), logits.get(), sizeof(float) * bp.n_sel * V,
-                                       cudaMemcpyDeviceToHost, s));
+    SPECDEC_CUDA_CHECK(
+        cudaMemcpyAsync(logits_h.get(), logits.get(), sizeof(float) * bp.n_sel * V, cudaMemcpyDeviceToHost, s));
   if (bp.any_hidden)
     SPECDEC_CUDA_CHECK(cudaMemcpyAsync(hidden_h.get(), x.get(), sizeof(float) * R * H, cudaMemcpyDeviceToHost, s));
   if (capture_bytes > 0)
@@ -303,7 +302,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
     const auto& want = reqs[b].layer_outputs;
     o.layer_outputs.resize(static_cast<size_t>(T) * want.size() * H);
     for (size_t j = 0; j < want.size(); ++j) {
-      const size_t ci = static_cast<size_t>(std::lower_bound(capture.begin(), capture.end(), want[j]) - capture.begin());
+      const size_t ci =
+          static_cast<size_t>(std::lower_bound(capture.begin(), capture.end(), want[j]) - capture.begin());
       for (int t = 0; t < T; ++t)
         std::memcpy(o.layer_outputs.data() + (static_cast<size_t>(t) * want.size() + j) * H,
                     layer_out_h.get<float>() + (ci * R + row0[b] + t) * H, sizeof(float) * H);
@@ -317,8 +317,8 @@ void LlamaCuda::Impl::forward(std::span<KVCache* const> caches, std::span<const 
 void LlamaCuda::Impl::lm_head(std::span<const float> hidden, int n, std::vector<float>& logits_out) {
   const ModelConfig& c = model->config;
   const int H = c.dim, V = c.vocab_size;
-  SPECDEC_CHECK(n >= 0 && hidden.size() == static_cast<size_t>(n) * H, "lm_head: ", n, " rows of ", H,
-                " floats, got ", hidden.size(), " floats");
+  SPECDEC_CHECK(n >= 0 && hidden.size() == static_cast<size_t>(n) * H, "lm_head: ", n, " rows of ", H, " floats, got ",
+                hidden.size(), " floats");
   logits_out.resize(static_cast<size_t>(n) * V);
   if (n == 0) return;
   SPECDEC_CUDA_CHECK(cudaSetDevice(ctx->device));

@@ -13,8 +13,8 @@ void CudaKVCache::copy_prefix(const KVCache& src, int n) {
   const auto* s = dynamic_cast<const CudaKVCache*>(&src);
   SPECDEC_CHECK(s != nullptr && s->owner_ == owner_ && s->kv_dim_ == kv_dim_ && s->n_layers_ == n_layers_,
                 "a KV cache prefix from a CUDA cache of the same model and layer count");
-  SPECDEC_CHECK(n >= 0 && n <= s->size() && n <= capacity_, "a KV cache prefix of 0..",
-                std::min(s->size(), capacity_), " slots, got ", n);
+  SPECDEC_CHECK(n >= 0 && n <= s->size() && n <= capacity_, "a KV cache prefix of 0..", std::min(s->size(), capacity_),
+                " slots, got ", n);
   SPECDEC_CUDA_CHECK(cudaSetDevice(ctx_->device));
   const size_t bytes = sizeof(float) * static_cast<size_t>(n) * kv_dim_;
   for (int l = 0; l < n_layers_; ++l) {
@@ -40,8 +40,8 @@ void CudaKVCache::compact(int base, std::span<const int32_t> rows) {
       scratch_.reserve(scratch_bytes);
     }
     // From pageable memory: the call returns once `shifted` is staged, so it may go out of scope.
-    SPECDEC_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), shifted.data(), sizeof(int32_t) * m, cudaMemcpyHostToDevice,
-                                       ctx_->stream));
+    SPECDEC_CUDA_CHECK(
+        cudaMemcpyAsync(rows_.get(), shifted.data(), sizeof(int32_t) * m, cudaMemcpyHostToDevice, ctx_->stream));
     kv_compact(k_.get<float>(), n_layers_, capacity_, kv_dim_, base + first, rows_.get<int32_t>(), m,
                scratch_.get<float>(), ctx_->stream);
     kv_compact(v_.get<float>(), n_layers_, capacity_, kv_dim_, base + first, rows_.get<int32_t>(), m,

@@ -29,12 +29,12 @@ struct CudaModelOptions {
 // Counters, for tests and benchmarks.
 struct CudaModelStats {
   int64_t forwards = 0;
-  int64_t graph_launches = 0;    // decode steps replayed from the captured graph
+  int64_t graph_launches = 0;  // decode steps replayed from the captured graph
   int64_t graph_captures = 0;
-  int64_t graph_memory_nodes = 0;  // allocation / free nodes in the captured graphs (0: nothing allocates)
+  int64_t graph_memory_nodes = 0;        // allocation / free nodes in the captured graphs (0: nothing allocates)
   size_t attention_workspace_bytes = 0;  // the split-K workspace the model owns (sized at creation)
-  int64_t gemm_calls = 0;        // projections that ran cuBLAS (more than small_rows rows)
-  std::string graph_disabled;    // why graphs are off ("" = on): the option, the environment, or a failed capture
+  int64_t gemm_calls = 0;                // projections that ran cuBLAS (more than small_rows rows)
+  std::string graph_disabled;  // why graphs are off ("" = on): the option, the environment, or a failed capture
 };
 
 class LlamaCuda final : public Model {
@@ -75,10 +75,10 @@ void download_kv(const KVCache& cache, int layer, std::vector<float>& k, std::ve
 
 // What the logs record about a device.
 struct CudaDeviceInfo {
-  std::string name;      // e.g. "NVIDIA H100 80GB HBM3"
-  std::string driver;    // CUDA driver API version, e.g. "13.0"
-  std::string runtime;   // CUDA runtime version
-  std::string cublas;    // cuBLAS version, e.g. "13.0.0"
+  std::string name;     // e.g. "NVIDIA H100 80GB HBM3"
+  std::string driver;   // CUDA driver API version, e.g. "13.0"
+  std::string runtime;  // CUDA runtime version
+  std::string cublas;   // cuBLAS version, e.g. "13.0.0"
   size_t memory_bytes = 0;
 };
 CudaDeviceInfo cuda_device_info(int device = 0);

@@ -83,9 +83,9 @@ struct InputLayout {
 // One forward as the launches see it (from its BatchPlan, core/model/batch_plan.h).
 struct LaunchPlan {
   int R = 0, B = 0, L = 0, max_T = 0, max_S = 0, n_sel = 0;
-  bool head_in_place = true;                 // the logits rows are all R rows in order
-  std::vector<std::pair<int, int>> gather;   // otherwise (first row, count) per sequence, concatenated
-  std::vector<int32_t> capture;              // layers whose outputs some request asked for (sorted, distinct)
+  bool head_in_place = true;                // the logits rows are all R rows in order
+  std::vector<std::pair<int, int>> gather;  // otherwise (first row, count) per sequence, concatenated
+  std::vector<int32_t> capture;             // layers whose outputs some request asked for (sorted, distinct)
   InputLayout lay{0, 0, 0, 0};
 };
 
@@ -106,18 +106,18 @@ struct LlamaCuda::Impl {
   // Scratch, sized for rows_cap rows (sel_cap logits rows); grown on demand.
   int rows_cap = 0, sel_cap = 0;
   DeviceMem x, xb, q, k, v, att, gate, up, mm, head_rows, logits;
-  DeviceMem w16, act16;    // GEMM path only (never inside the decode graph)
-  DeviceMem ones;          // rows_cap 1.0f: the q/k/v bias broadcast (add_bias), only when the model has biases
-  DeviceMem in_d;          // the packed per-forward inputs (InputLayout)
+  DeviceMem w16, act16;  // GEMM path only (never inside the decode graph)
+  DeviceMem ones;        // rows_cap 1.0f: the q/k/v bias broadcast (add_bias), only when the model has biases
+  DeviceMem in_d;        // the packed per-forward inputs (InputLayout)
   // The attention's split-K workspace (attention.cuh: caller-owned): sized once here, at model creation, for
   // the model's context (the max_S of every launch) and this GPU; never reallocated, so every captured decode
   // graph holds the same pointer and no allocation; freed with the model, after its stream's work (every
   // forward ends with a stream synchronisation, and ~Impl synchronises once more before any buffer goes).
   DeviceMem attn_ws;
   PinnedMem in_h, logits_h, hidden_h;
-  DeviceMem layer_out;     // captured layer outputs, (capture.size(), R, H); grown on demand
+  DeviceMem layer_out;  // captured layer outputs, (capture.size(), R, H); grown on demand
   PinnedMem layer_out_h;
-  uint64_t epoch = 0;      // bumped whenever a buffer the decode graph uses moves
+  uint64_t epoch = 0;  // bumped whenever a buffer the decode graph uses moves
 
   // Decode graphs by layer count: the target's step and an early-exit drafter's step (same model, fewer
   // layers) alternate during speculative decoding, so each keeps its own.

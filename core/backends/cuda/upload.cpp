@@ -38,8 +38,8 @@ LlamaCuda::Impl::Impl(std::shared_ptr<const LoadedModel> m, const CudaModelOptio
 void LlamaCuda::Impl::upload() {
   const ModelConfig& c = model->config;
   const LlamaWeights& w = model->weights;
-  SPECDEC_CHECK(static_cast<int>(w.layers.size()) == c.n_layers, model->path, ": ", c.n_layers, " layers of weights, got ",
-                w.layers.size());
+  SPECDEC_CHECK(static_cast<int>(w.layers.size()) == c.n_layers, model->path, ": ", c.n_layers,
+                " layers of weights, got ", w.layers.size());
   struct Item {
     const WeightTensor* src;
     DeviceWeight* dst;
