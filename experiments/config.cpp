@@ -17,6 +17,7 @@
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
 
+#include "core/backends/registry.h"
 #include "core/error.h"
 #include "verifiers/rules.h"
 
@@ -152,10 +153,7 @@ const std::vector<KeySpec>& schema() {
         "where the target (and model-based drafters) run: cpu | cuda | cuda:N (a build with CUDA and a GPU)"},
        [](ExperimentConfig& c, const Value& v) {
          c.device = trim(v.text);
-         const std::string& d = c.device;
-         const bool cuda_n = d.rfind("cuda:", 0) == 0 && d.size() > 5 &&
-                             std::all_of(d.begin() + 5, d.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-         if (d != "cpu" && d != "cuda" && !cuda_n) v.fail("cpu, cuda or cuda:N");
+         if (!device_named(c.device)) v.fail(known_devices());
        }},
       {{"run.name", "(the config file's name)", "experiment name (letters, digits, _ - .)"},
        [](ExperimentConfig& c, const Value& v) {

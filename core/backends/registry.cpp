@@ -49,7 +49,8 @@ int device_index(std::string_view name, bool indexed, std::string_view device) {
   return r.ec == std::errc() && r.ptr == e && n >= 0 ? n : -1;
 }
 
-// "cpu, cuda or cuda:N": the device strings of every backend this build knows, built or left out.
+}  // namespace
+
 std::string known_devices() {
   std::string s;
   auto add = [&](const std::string& name, bool indexed) {
@@ -61,6 +62,8 @@ std::string known_devices() {
     if (m.name) add(m.name, m.indexed);
   return s;
 }
+
+namespace {
 
 // The backend and index `device` names, or {nullptr, -1}.
 Device find_device(const std::string& device) {
@@ -74,6 +77,13 @@ Device find_device(const std::string& device) {
 const std::vector<BackendInfo>& backends() {
   static const std::vector<BackendInfo> list = builtin_backends();
   return list;
+}
+
+bool device_named(const std::string& device) {
+  if (find_device(device).backend != nullptr) return true;
+  for (const LeftOut& m : kLeftOut)
+    if (m.name && device_index(m.name, m.indexed, device) >= 0) return true;
+  return false;
 }
 
 Device resolve_device(const std::string& device, const std::string& where) {

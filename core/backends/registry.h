@@ -34,6 +34,13 @@ struct BackendInfo {
 // The backends built into this binary, in registration order: cpu, then cuda when built with CUDA.
 const std::vector<BackendInfo>& backends();
 
+// "cpu, cuda or cuda:N": the device strings of every backend this build knows, built or left out.
+std::string known_devices();
+
+// Whether `device` is spelt as a device of a backend this build knows (built or left out), without asking
+// whether it is usable here: what a config file's [target] device is checked against when it is read.
+bool device_named(const std::string& device);
+
 // A device string resolved to its backend and device index.
 struct Device {
   const BackendInfo* backend = nullptr;

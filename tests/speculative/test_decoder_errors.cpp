@@ -8,9 +8,9 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/error.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"

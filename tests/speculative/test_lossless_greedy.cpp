@@ -6,14 +6,14 @@
 #include <fstream>
 #include <map>
 
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/error.h"
 #include "core/generate.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
-#include "tests/support/assets.h"
 #include "tests/eagle_drafter/random_eagle.h"
+#include "tests/support/assets.h"
 #include "tests/support/medusa_heads.h"
 #include "verifiers/rules.h"
 

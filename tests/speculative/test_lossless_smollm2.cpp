@@ -4,8 +4,8 @@
 
 #include <filesystem>
 
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "verifiers/rules.h"

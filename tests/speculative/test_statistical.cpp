@@ -16,8 +16,8 @@
 #include <functional>
 #include <map>
 
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/eagle_drafter/fitted_eagle.h"

@@ -14,8 +14,8 @@
 #include <algorithm>
 #include <map>
 
+#include "core/backends/cpu/llama_cpu.h"
 #include "core/loading.h"
-#include "core/model/llama_cpu.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
