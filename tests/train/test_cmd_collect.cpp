@@ -9,6 +9,7 @@
 
 #include "drafters/train/features.h"
 #include "tests/support/assets.h"
+#include "tests/support/features.h"
 #include "tests/support/run.h"
 
 namespace fs = std::filesystem;
@@ -126,10 +127,5 @@ TEST_CASE("specdec collect: killed with SIGKILL, then --resume, equals an uninte
   CHECK_FALSE(fs::exists(parts));
   const auto a = specdec::train::read_features(whole), b = specdec::train::read_features(killed);
   CHECK(a.n_sequences() == 800);
-  CHECK(a.tokens == b.tokens);
-  CHECK(a.offsets == b.offsets);
-  CHECK(a.prompt_len == b.prompt_len);
-  CHECK(a.hidden == b.hidden);
-  CHECK(a.topk_ids == b.topk_ids);
-  CHECK(a.topk_probs == b.topk_probs);
+  specdec::test::check_same_features(a, b);
 }

@@ -20,6 +20,7 @@
 #include "kernels/cpu/dtype.h"
 #include "tests/support/assets.h"
 #include "tests/support/errors.h"
+#include "tests/support/features.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
@@ -108,12 +109,7 @@ std::vector<TrainingRecord> all_records() {
 }
 
 void check_same_data(const FeatureData& a, const FeatureData& b) {
-  CHECK(a.tokens == b.tokens);
-  CHECK(a.offsets == b.offsets);
-  CHECK(a.prompt_len == b.prompt_len);
-  CHECK(a.hidden == b.hidden);
-  CHECK(a.topk_ids == b.topk_ids);
-  CHECK(a.topk_probs == b.topk_probs);
+  specdec::test::check_same_features(a, b);
   CHECK(a.target_sha256 == b.target_sha256);
 }
 
