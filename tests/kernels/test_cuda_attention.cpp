@@ -41,6 +41,19 @@ specdec::cuda::AttentionWorkspace workspace() {
   return {buf.get(), bytes};
 }
 
+// The batch description over the device copies of its per-sequence arrays.
+specdec::cuda::AttentionBatch batch_of(const DeviceBuffer<int32_t>& row0, const DeviceBuffer<int32_t>& n_past,
+                                       const DeviceBuffer<const float*>& k, const DeviceBuffer<const float*>& v,
+                                       const DeviceBuffer<const uint8_t*>& mask) {
+  specdec::cuda::AttentionBatch batch;
+  batch.row0 = row0.get();
+  batch.n_past = n_past.get();
+  batch.k = k.get();
+  batch.v = v.get();
+  batch.mask = mask.get();
+  return batch;
+}
+
 struct Seq {
   int T;       // query tokens of the block
   int n_past;  // cached slots before it
@@ -146,12 +159,7 @@ std::vector<float> run_and_check(const std::vector<Seq>& seqs, Heads hd, Layout 
   DeviceBuffer<const float*> dkp(kp), dvp(vp);
   DeviceBuffer<const uint8_t*> dmp(mp);
   DeviceBuffer<float> dq(q), dout(std::vector<float>(q.size(), kNaN));
-  specdec::cuda::AttentionBatch batch;
-  batch.row0 = drow0.get();
-  batch.n_past = dn_past.get();
-  batch.k = dkp.get();
-  batch.v = dvp.get();
-  batch.mask = dmp.get();
+  const specdec::cuda::AttentionBatch batch = batch_of(drow0, dn_past, dkp, dvp, dmp);
   specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + slack_T, max_S + slack_S, Hq, Hkv, D, ld_kv, nullptr,
                            workspace());
   specdec::cuda::device_synchronize();
@@ -235,12 +243,7 @@ std::vector<std::vector<float>> launch(const std::vector<SeqInputs>& seqs, Heads
   DeviceBuffer<const uint8_t*> dmp(mp);
   const float sentinel = specdec::test::fresh_sentinel();
   DeviceBuffer<float> dq(q), dout(std::vector<float>(std::max<size_t>(q.size(), 1), sentinel));
-  specdec::cuda::AttentionBatch batch;
-  batch.row0 = drow0.get();
-  batch.n_past = dn_past.get();
-  batch.k = dkp.get();
-  batch.v = dvp.get();
-  batch.mask = dmp.get();
+  const specdec::cuda::AttentionBatch batch = batch_of(drow0, dn_past, dkp, dvp, dmp);
   const int bound_S = bd.max_S_override > 0 ? bd.max_S_override : max_S + bd.slack_S;
   specdec::cuda::attention(dout.get(), dq.get(), batch, B, max_T + bd.slack_T, bound_S, hd.Hq, hd.Hkv, hd.D, ld_kv,
                            nullptr, workspace());
