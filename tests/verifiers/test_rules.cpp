@@ -18,6 +18,17 @@ std::vector<float> logits_with_argmax(const std::vector<int>& best) {
   for (size_t r = 0; r < best.size(); ++r) l[r * V + best[r]] = 5.f;
   return l;
 }
+// A block drawn from the draft distributions q, verified at temperature 1.
+VerifyInput sampled(std::span<const TokenId> tokens, std::span<const int32_t> parents, std::span<const float> logits,
+                    std::span<const float> q, uint64_t seed) {
+  return {.tokens = tokens,
+          .parents = parents,
+          .logits = logits,
+          .q = q,
+          .vocab_size = V,
+          .sampling = {.temperature = 1.f},
+          .seed = seed};
+}
 }  // namespace
 
 TEST_CASE("greedy and speculative(T=0) accept the argmax path of a tree", "[verifiers]") {
@@ -50,15 +61,9 @@ TEST_CASE("speculative logs p, q and the uniform draw of every test", "[verifier
   std::vector<float> q(2 * V, 0.f);
   q[0 * V + 2] = 1.f;  // node 1 drawn from one-hot q
   q[1 * V + 3] = 0.5f, q[1 * V + 4] = 0.5f;
-  VerifyInput in{.tokens = tokens,
-                 .parents = parents,
-                 .logits = logits,
-                 .q = q,
-                 .vocab_size = V,
-                 .sampling = {.temperature = 1.f},
-                 .seed = 7,
-                 .request = 1,
-                 .step = 3};
+  VerifyInput in = sampled(tokens, parents, logits, q, 7);
+  in.request = 1;
+  in.step = 3;
   const auto out = verifiers::make_speculative_rule()->verify(in);
   REQUIRE(out.verdicts[0].visited);
   CHECK(out.verdicts[0].p_target == Approx(0.2));
@@ -142,13 +147,7 @@ TEST_CASE("p and q rows are used normalised: a q row = p * (1 + 9e-4) is always 
   std::vector<float> q(V, 0.2f * 1.0009f);
   int rejected = 0;
   for (uint64_t seed = 0; seed < 5000; ++seed) {
-    VerifyInput in{.tokens = tokens,
-                   .parents = parents,
-                   .logits = logits,
-                   .q = q,
-                   .vocab_size = V,
-                   .sampling = {.temperature = 1.f},
-                   .seed = seed};
+    const VerifyInput in = sampled(tokens, parents, logits, q, seed);
     rejected += verifiers::make_speculative_rule()->verify(in).path.empty() ? 1 : 0;
   }
   CHECK(rejected == 0);
