@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/model/gguf.h"
 #include "tests/formats/gguf_writer.h"
+#include "tests/formats/tiny_llama_config.h"
 #include "tests/support/assets.h"
 
 using namespace specdec;
@@ -243,18 +244,7 @@ TEST_CASE("gguf: load_gguf views a tiny llama in place", "[gguf]") {
       CHECK(lm->format == "gguf");
       CHECK(lm->path == path);
       CAPTURE(c.describe());
-      CHECK(c == ModelConfig{.arch = "llama",
-                             .dim = 64,
-                             .hidden_dim = 96,
-                             .n_layers = 2,
-                             .n_heads = 4,
-                             .n_kv_heads = 2,
-                             .head_dim = 16,
-                             .vocab_size = 32,
-                             .max_seq_len = 128,
-                             .rope_theta = 500000.f,
-                             .rms_eps = 1e-6f,
-                             .tied_embeddings = tied});
+      CHECK(c == specdec::test::tiny_llama_config(1e-6f, tied));
 
       const LlamaWeights& wt = lm->weights;
       REQUIRE(wt.layers.size() == 2);

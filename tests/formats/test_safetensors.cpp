@@ -10,6 +10,7 @@
 #include "core/model/safetensors.h"
 #include "tests/formats/gguf_writer.h"
 #include "tests/formats/safetensors_writer.h"
+#include "tests/formats/tiny_llama_config.h"
 #include "tests/support/assets.h"
 
 using namespace specdec;
@@ -150,18 +151,7 @@ void check_model(const LoadedModel& lm, const HfTiny& hf, bool tied) {
   const ModelConfig& c = lm.config;
   CHECK(lm.format == "safetensors");
   CAPTURE(c.describe());
-  CHECK(c == ModelConfig{.arch = "llama",
-                         .dim = 64,
-                         .hidden_dim = 96,
-                         .n_layers = 2,
-                         .n_heads = 4,
-                         .n_kv_heads = 2,
-                         .head_dim = 16,
-                         .vocab_size = 32,
-                         .max_seq_len = 128,
-                         .rope_theta = 500000.f,
-                         .rms_eps = 1e-5f,
-                         .tied_embeddings = tied});
+  CHECK(c == specdec::test::tiny_llama_config(1e-5f, tied));
   const LlamaWeights& w = lm.weights;
   REQUIRE(w.layers.size() == 2);
   check_values(w.tok_embeddings, hf.expected.at("model.embed_tokens.weight"));
