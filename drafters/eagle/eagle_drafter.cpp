@@ -20,6 +20,7 @@ struct EagleAssets {
   std::shared_ptr<const LoadedModel> target;  // the target's file (mapped): its embedding rows, read on demand
   // The target's LM-head rows of w.draft_ids, copied as stored (N rows in the head's dtype: the readout reads
   // N / V of the head's bytes and gives the target's own logits for those ids); empty: the whole head.
+  // EAGLE-3: the layer's own head (N x H, f32).
   std::vector<uint8_t> draft_lm;
   cpu::DType draft_lm_dtype = cpu::DType::F32;
 };
@@ -46,7 +47,11 @@ std::shared_ptr<const EagleAssets> load_assets(const DrafterEnv& env, const std:
   a->w = load_eagle_weights(path, cfg, sha256_file(env.target_path));
   a->target = load_model(env.target_path);
   check_table(a->target->weights.tok_embeddings, "an embedding table", cfg, env.target_path);
-  if (!a->w.draft_ids.empty()) {
+  if (a->w.cfg.eagle3()) {
+    a->draft_lm.resize(a->w.lm_head.size() * sizeof(float));
+    std::memcpy(a->draft_lm.data(), a->w.lm_head.data(), a->draft_lm.size());
+    a->draft_lm_dtype = cpu::DType::F32;
+  } else if (!a->w.draft_ids.empty()) {
     const WeightTensor& out = a->target->weights.output;
     check_table(out, "an LM head", cfg, env.target_path);
     const size_t stride = cpu::row_bytes(out.dtype, out.cols);
@@ -78,7 +83,20 @@ EagleDrafter::EagleDrafter(const DrafterEnv& env, std::shared_ptr<const EagleAss
       opt_(std::move(opt)),
       H_(env.target->config().dim),
       V_(env.target->config().vocab_size),
-      N_(a_->w.draft_ids.empty() ? V_ : static_cast<int>(a_->w.draft_ids.size())) {}
+      N_(a_->w.draft_ids.empty() ? V_ : static_cast<int>(a_->w.draft_ids.size())) {
+  const int L = env.target->config().n_layers;
+  if (!a_->w.cfg.eagle3()) {
+    SPECDEC_CHECK(opt_.layers.empty(), "eagle: layers = a,b,c applies to EAGLE-3 weights; these are EAGLE-1's");
+    spec_ = {.final_norm = true};
+    return;
+  }
+  if (opt_.layers.empty()) opt_.layers = eagle3_default_layers(L);
+  SPECDEC_CHECK(opt_.layers.size() == 3, "eagle: layers = three target layers (low, mid, high) for EAGLE-3, got ",
+                opt_.layers.size());
+  for (const int l : opt_.layers)
+    SPECDEC_CHECK(l >= 0 && l < L, "eagle: layers = target layers in [0, ", L, ") (0-based layer outputs), got ", l);
+  spec_ = {.layers = opt_.layers};
+}
 
 EagleDrafter::~EagleDrafter() = default;
 
@@ -104,14 +122,23 @@ void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeature
 }
 
 // Pairs (row i, next_tokens[i]) at positions first_pos + i + 1: row i predicts next_tokens[i].
+// EAGLE-3: the pair's feature is fc(low ; mid ; high) of the target's layer outputs.
 void EagleDrafter::read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens) {
-  SPECDEC_CHECK(f.width == H_, "eagle: features of ", H_, " floats (the final-norm state), got ", f.width);
+  const int width = spec_.width(H_);
+  SPECDEC_CHECK(f.width == width, "eagle: features of ", width, " floats (",
+                a_->w.cfg.eagle3() ? "three target layers' outputs" : "the final-norm state", "), got ", f.width);
   const int T = f.rows;
   embed(next_tokens, emb_);
   pos_.resize(T);
   std::iota(pos_.begin(), pos_.end(), f.first_pos + 1);
   out_.resize(static_cast<size_t>(T) * H_);
-  eagle_forward(a_->w, cache_, emb_, f.data.first(static_cast<size_t>(T) * H_), pos_, {}, out_);
+  std::span<const float> feat = f.data.first(static_cast<size_t>(T) * width);
+  if (a_->w.cfg.eagle3()) {
+    feat_.resize(static_cast<size_t>(T) * H_);
+    eagle3_fuse(a_->w, feat, feat_);
+    feat = feat_;
+  }
+  eagle_forward(a_->w, cache_, emb_, feat, pos_, {}, out_);
   fhat_.assign(out_.end() - H_, out_.end());
   committed_ = cache_.n;
   next_pos_ = f.first_pos + T + 1;
@@ -123,7 +150,14 @@ void EagleDrafter::embed(std::span<const TokenId> tokens, std::vector<float>& ou
 }
 
 // logits_ (n x N) = the readout of n predicted states (n x H); with_lse: lse_ (n) = each row's log-sum-exp.
+// EAGLE-3 reads the states through its final norm first.
 void EagleDrafter::draft_logits(std::span<const float> states, int n, bool with_lse) {
+  states = states.first(static_cast<size_t>(n) * H_);
+  if (a_->w.cfg.eagle3()) {
+    head_in_.resize(states.size());
+    eagle_head_input(a_->w, states, head_in_);
+    states = head_in_;
+  }
   if (a_->draft_lm.empty()) {
     env_.target->lm_head(states.first(static_cast<size_t>(n) * H_), n, logits_);
   } else {
@@ -315,8 +349,10 @@ DrafterInfo eagle_info() {
   return {
       "eagle",
       "an EAGLE layer on the target's final-norm states (weights = FILE.safetensors from specdec train eagle, or an "
-      "EAGLE-1 checkpoint; tree = chain | static | dynamic (EAGLE-2), default chain; dynamic: depth = 5, topk = 4; "
-      "static: branching = 4,2,2,1 children per node at each depth; trees are cut to k nodes)",
+      "EAGLE-1 checkpoint; or an EAGLE-3 checkpoint, on three fused target layers: layers = low,mid,high layer "
+      "outputs, 0-based, default EAGLE-3's 1, L/2-1, L-4; tree = chain | static | dynamic (EAGLE-2), default chain; "
+      "dynamic: depth = 5, topk = 4; static: branching = 4,2,2,1 children per node at each depth; trees are cut to k "
+      "nodes)",
       [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
         const std::string path = opt.get("weights", "");
         const std::string tree = opt.get("tree", "chain");
@@ -325,6 +361,7 @@ DrafterInfo eagle_info() {
         o.topk = opt.get_int("topk", o.topk);
         const std::vector<double> branching =
             opt.get_doubles("branching", std::vector<double>(o.branching.begin(), o.branching.end()));
+        const std::vector<double> layers = opt.get_doubles("layers", {});
         opt.check_all_used();
         const std::string& sec = opt.section();
         SPECDEC_CHECK(!path.empty(), "[", sec, "] weights = the EAGLE layer's file (specdec train eagle writes one)");
@@ -339,6 +376,11 @@ DrafterInfo eagle_info() {
           SPECDEC_CHECK(c >= 1 && c == std::floor(c) && c <= 1e6, "[", sec,
                         "] branching: whole numbers >= 1 (children per node at each depth), got ", c);
           o.branching.push_back(static_cast<int>(c));
+        }
+        for (const double l : layers) {
+          SPECDEC_CHECK(l >= 0 && l == std::floor(l) && l <= 1e6, "[", sec,
+                        "] layers: three whole numbers >= 0 (the target layers EAGLE-3 fuses), got ", l);
+          o.layers.push_back(static_cast<int>(l));
         }
         SPECDEC_CHECK(env.target != nullptr, "[", sec, "] eagle needs the target model");
         SPECDEC_CHECK(!env.target_path.empty(), "[", sec,

@@ -5,6 +5,9 @@
 // a chain (greedy argmax; at T > 0 draws from the filtered draft softmax, reported as q), a static tree of a
 // fixed branching, or EAGLE-2's dynamic tree (the best nodes by cumulative draft probability; deterministic
 // candidates, q one-hot). accept() drops the draft's slots and reads the target's true states instead.
+// With EAGLE-3 weights (eagle.h) the feature read per committed position is the fused low/mid/high layer outputs
+// of the target (FeatureSpec::layers, EAGLE-3's defaults or the option layers = a,b,c), fc(concat); drafted
+// tokens feed back the layer's own output, and its own head (after its final norm) reads the draft logits.
 #pragma once
 
 #include <memory>
@@ -27,6 +30,9 @@ struct EagleDrafterOptions {
   int depth = 5;                              // dynamic: the deepest draft position
   int topk = 4;                               // dynamic: nodes expanded per level, children per expanded node
   std::vector<int> branching = {4, 2, 2, 1};  // static: children per node at each depth
+  // EAGLE-3 weights: the three target layers (outputs, 0-based) fused as low, mid, high; empty: EAGLE-3's
+  // defaults for the target's depth (eagle3_default_layers).
+  std::vector<int> layers;
 };
 
 // The drafter's class, public so that tests can compare its state (cache, predicted state) with a fresh one's.
@@ -35,7 +41,7 @@ class EagleDrafter final : public Drafter {
   EagleDrafter(const DrafterEnv& env, std::shared_ptr<const EagleAssets> assets, EagleDrafterOptions opt);
   ~EagleDrafter() override;
 
-  FeatureSpec features() const override { return {.final_norm = true}; }
+  FeatureSpec features() const override { return spec_; }
   void begin(std::span<const TokenId> prompt, const TargetFeatures& features) override;
   DraftProposal propose(int max_tokens) override;
   void accept(std::span<const TokenId> accepted, const TargetFeatures& features) override;
@@ -62,14 +68,15 @@ class EagleDrafter final : public Drafter {
   DrafterEnv env_;
   std::shared_ptr<const EagleAssets> a_;
   EagleDrafterOptions opt_;
-  int H_, V_, N_;  // hidden size, the target's vocabulary, the draft vocabulary
+  int H_, V_, N_;     // hidden size, the target's vocabulary, the draft vocabulary
+  FeatureSpec spec_;  // EAGLE-1: the final-norm state; EAGLE-3: opt_.layers
   uint32_t step_ = 0;
   EagleCache cache_;
   int committed_ = 0;  // cache slots of committed pairs
   int next_pos_ = 0;   // the RoPE position of the next pair (the first draft token's)
   std::vector<float> fhat_;
   // Work space.
-  std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_;
+  std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_, head_in_;
   std::vector<double> lse_;
   std::vector<int32_t> pos_, order_;
   std::vector<uint8_t> mask_;

@@ -377,6 +377,8 @@ EagleLossValue loss_impl(const EagleWeights& w, const train::FeatureData& d, con
 
 void check_inputs(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
                   const std::vector<float>& lm_head) {
+  SPECDEC_CHECK(!w.cfg.eagle3(),
+                "an EAGLE-1 layer (the trainer and its metrics read the final-norm feature), got an EAGLE-3 one");
   medusa::check_feature_data(d);
   const size_t VH = static_cast<size_t>(d.vocab_size) * d.hidden_size;
   SPECDEC_CHECK(w.cfg.hidden_size == d.hidden_size && w.cfg.vocab_size == d.vocab_size,
