@@ -2,7 +2,7 @@
 // (midlayer.*, fc of H x 3H, norm, lm_head, d2t, t2d; F32, F16 and BF16) for the stories260K target: the loaded
 // layer against a plain scalar double reference of EAGLE-3's layer, a block against the same pairs one at a time,
 // save -> load bit for bit, the drafter's fused low/mid/high features through the decode loop, greedy
-// losslessness (chain and dynamic tree, k = 1, 2, 4), and the one-line errors.
+// losslessness (chain, static and dynamic trees, k = 1, 2, 4), and the one-line errors.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/eagle/eagle.h"
 #include "drafters/eagle/eagle_drafter.h"
+#include "drafters/eagle/train_eagle.h"
 #include "drafters/register_builtin.h"
 #include "tests/eagle_drafter/random_eagle.h"
 #include "tests/formats/safetensors_writer.h"
@@ -429,7 +430,7 @@ TEST_CASE("the eagle drafter reads EAGLE-3's fused low/mid/high target layers th
   }
 }
 
-TEST_CASE("the eagle drafter with EAGLE-3 weights is lossless at greedy (chain, dynamic tree; k = 1, 2, 4)",
+TEST_CASE("the eagle drafter with EAGLE-3 weights is lossless at greedy (chain, static and dynamic trees; k = 1, 2, 4)",
           "[eagle3][lossless]") {
   Run r;
   auto rule = verifiers::make_greedy_rule();
@@ -438,6 +439,7 @@ TEST_CASE("the eagle drafter with EAGLE-3 weights is lossless at greedy (chain, 
       {{"tree", "dynamic"}, {"depth", "4"}, {"topk", "3"}},
       {{"layers", "0,2,4"}},
       {{"layers", "4,2,0"}, {"tree", "dynamic"}, {"depth", "3"}, {"topk", "2"}},
+      {{"tree", "static"}, {"branching", "3,2,1"}},
   };
   for (const std::string text : {"Once upon a time", "The little dog was sad because", ""}) {
     const auto prompt = r.s.tok->encode(text, true);
@@ -540,6 +542,13 @@ TEST_CASE("EAGLE-3 files and options that do not fit give one-line errors naming
     const std::string e = test::error_of([&] { load_eagle_weights(path, target()); });
     CHECK_THAT(e, Catch::Contains(path) && Catch::Contains("truncated"));
     CHECK(e.find('\n') == std::string::npos);
+  }
+  SECTION("EAGLE-1's trainer metrics refuse an EAGLE-3 layer") {
+    const std::string path = scratch("e3_for_metrics.safetensors");
+    write_eagle3(f, path);
+    const EagleWeights w = load_eagle_weights(path, target());
+    CHECK_THAT(test::error_of([&] { evaluate_eagle(w, train::FeatureData{}, {}, {}, {}, 1.f, 0.1f); }),
+               Catch::Contains("an EAGLE-1 layer") && Catch::Contains("EAGLE-3"));
   }
   SECTION("the drafter's layers option") {
     Run r;
