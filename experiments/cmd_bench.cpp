@@ -30,6 +30,7 @@
 #include "core/speculative/decoder.h"
 #include "experiments/backend.h"
 #include "experiments/options.h"
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/quant.h"
 #include "verifiers/rules.h"
 
@@ -184,6 +185,7 @@ std::vector<int> parse_ints(const std::string& s, const std::string& what) {
 int bench_decode(const std::vector<std::string>& args) {
   std::string model_path, tokenizer_path, out_path, llamacpp, stat;
   int prompt_tokens = 64, new_tokens = 128, repeats = 3, max_t = 16;
+  bool ops = false;
   BackendOptions backend;
   po::options_description desc(
       "specdec bench decode: AR decode tokens/s and the cost of a T-token forward relative to T = 1\n\n"
@@ -200,7 +202,9 @@ int bench_decode(const std::vector<std::string>& args) {
       ".venv, else python3) | off | a python executable")(
       "stat", po::value(&stat)->default_value("median"),
       "median | min of the repeated block timings (min: on a machine with other load)")(
-      "out", po::value(&out_path), "append a JSON line with the results to this file");
+      "out", po::value(&out_path), "append a JSON line with the results to this file")(
+      "ops", po::bool_switch(&ops),
+      "also print the CPU forward's time per kind of op at T = 1 and T = --max-t (kernels/cpu/op_profile.h)");
   if (!parse_options(args, desc)) return 0;
   SPECDEC_CHECK(repeats >= 1 && new_tokens >= 2 && prompt_tokens >= 1 && max_t >= 1,
                 "--repeats >= 1, --new-tokens >= 2, --prompt-tokens >= 1, --max-t >= 1");
@@ -216,7 +220,7 @@ int bench_decode(const std::vector<std::string>& args) {
   const auto prompt = make_prompt(*tok, prompt_tokens);
   auto rule = verifiers::make_greedy_rule();
 
-  std::vector<double> prefill_tps, decode_tps, step_us, draft_us, verify_us;
+  std::vector<double> prefill_tps, decode_tps, step_us, draft_us, verify_us, forward_us;
   for (int r = 0; r < repeats + 1; ++r) {  // the first run warms caches and page-ins (and captures a graph)
     DecodeOptions opts;
     opts.max_new_tokens = new_tokens;
@@ -225,12 +229,13 @@ int bench_decode(const std::vector<std::string>& args) {
     prefill_tps.push_back((prompt_tokens - 1) / std::max(res.prefill_seconds, 1e-9));
     decode_tps.push_back(res.tokens.size() / std::max(res.decode_seconds, 1e-9));
     // where a step's time goes: the decoder's own per-step draft and verify times, the rest outside both
-    double d = 0, v = 0;
-    for (const StepRecord& st : res.steps) d += st.t_draft_us, v += st.t_verify_us;
+    double d = 0, v = 0, f = 0;
+    for (const StepRecord& st : res.steps) d += st.t_draft_us, v += st.t_verify_us, f += st.t_forward_us;
     const double n = static_cast<double>(std::max<size_t>(res.steps.size(), 1));
     step_us.push_back(res.decode_seconds * 1e6 / n);
     draft_us.push_back(d / n);
     verify_us.push_back(v / n);
+    forward_us.push_back(f / n);
   }
 
   // T-token forwards on top of the prompt's cache; each T timed over many reps (median).
@@ -248,23 +253,22 @@ int bench_decode(const std::vector<std::string>& args) {
         400);
   }
 
-  // The forward of one token at the decode's mean context (prompt + half the new tokens): what an AR
-  // step's verify spends in the target, the rest of verify being acceptance, argmax and the cache.
-  double mid_us = 0;
-  {
-    const int mid = prompt_tokens + new_tokens / 2;
-    auto mc = model.new_cache(mid + 1);
-    std::vector<TokenId> ctx_ids;
-    while (static_cast<int>(ctx_ids.size()) < mid) ctx_ids.insert(ctx_ids.end(), prompt.begin(), prompt.end());
-    ctx_ids.resize(mid);
-    model.forward(*mc, {.tokens = ctx_ids, .n_logits = 1}, fr);
-    const std::vector<TokenId> one(prompt.end() - 1, prompt.end());
-    mid_us = time_us(
-        [&] {
-          model.forward(*mc, {.tokens = one}, fr);
-          mc->truncate(mid);
-        },
-        400);
+  // The forward's time per kind of op at T = 1 and T = max_t (CPU backend; mean over the calls).
+  std::array<cpu::OpTimes, 2> op_times{};
+  if (ops) {
+    for (int i = 0; i < 2; ++i) {
+      const int T = i == 0 ? 1 : max_t;
+      std::vector<TokenId> block(prompt.end() - T, prompt.end());
+      cpu::op_profile_take();
+      cpu::op_profile_enable(true);
+      for (int r = 0; r < 200; ++r) {
+        model.forward(*cache, {.tokens = block}, fr);
+        cache->truncate(prompt_tokens);
+      }
+      cpu::op_profile_enable(false);
+      op_times[i] = cpu::op_profile_take();
+      for (double& u : op_times[i].us) u /= 200;
+    }
   }
 
   std::vector<int> ts;
@@ -278,12 +282,11 @@ int bench_decode(const std::vector<std::string>& args) {
       model_path.c_str(), loaded->config.describe().c_str(), device.c_str(), kernels.c_str(), current_threads(),
       prompt_tokens, new_tokens, repeats, stat.c_str());
   std::printf("  prefill  %8.1f tok/s\n  decode   %8.1f tok/s\n\n", median(prefill_tps), median(decode_tps));
-  const double st = median(step_us), dr = median(draft_us), ve = median(verify_us);
+  const double st = median(step_us), dr = median(draft_us), ve = median(verify_us), fw = median(forward_us);
   std::printf(
-      "  AR step %.1f us: draft %.1f, verify %.1f (of which the target forward of 1 token at the mean "
-      "context %d: %.1f; acceptance, argmax and cache: the other %.1f), outside both (sampling loop, stop "
-      "checks, records) %.1f\n\n",
-      st, dr, ve, prompt_tokens + new_tokens / 2, mid_us, std::max(0.0, ve - mid_us), std::max(0.0, st - dr - ve));
+      "  AR step %.1f us (mean over the steps, median of the repeats): draft %.1f | target forward %.1f | "
+      "acceptance, argmax and cache %.1f | outside both (sampling loop, stop checks, records) %.1f\n\n",
+      st, dr, fw, std::max(0.0, ve - fw), std::max(0.0, st - dr - ve));
   std::printf("  %3s  %12s  %10s  %14s  %14s  %10s\n", "T", "forward us", "cost / T=1", "us per token", "llama.cpp us",
               "cost / T=1");
   for (int T = 1; T <= max_t; ++T) {
@@ -292,6 +295,24 @@ int bench_decode(const std::vector<std::string>& args) {
       std::printf("  %14.1f  %10.2f\n", ref.us.at(1).at(T), ref.us.at(1).at(T) / ref.us.at(1).at(1));
     else
       std::printf("  %14s  %10s\n", "-", "-");
+  }
+  if (ops) {
+    if (op_times[0].total_us() == 0) {
+      std::printf("\n  --ops: no op timeline from the %s backend (the CPU backend records one)\n", device.c_str());
+    } else {
+      std::printf("\n  forward time per op (us, mean of 200 forwards, wall time on the calling thread)\n");
+      std::printf("  %-22s %10s %10s %10s %12s\n", "op", "T=1", ("T=" + std::to_string(max_t)).c_str(), "ratio",
+                  "extra/token");
+      for (int k = 0; k <= cpu::kOpKinds; ++k) {
+        const bool total = k == cpu::kOpKinds;
+        const double a = total ? op_times[0].total_us() : op_times[0].us[k];
+        const double b = total ? op_times[1].total_us() : op_times[1].us[k];
+        if (!total && a == 0 && b == 0) continue;
+        std::printf("  %-22s %10.1f %10.1f %10.2f %12.1f\n",
+                    total ? "total" : std::string(cpu::op_name(static_cast<cpu::Op>(k))).c_str(), a, b,
+                    a > 0 ? b / a : 0.0, max_t > 1 ? (b - a) / (max_t - 1) : 0.0);
+      }
+    }
   }
   std::printf("  llama.cpp: %s\n",
               ref.why.empty() ? (ref.engine + ", one llama_decode of T tokens, all logits").c_str() : ref.why.c_str());
@@ -308,7 +329,7 @@ int bench_decode(const std::vector<std::string>& args) {
                         {"step_us", st},
                         {"step_draft_us", dr},
                         {"step_verify_us", ve},
-                        {"forward_mid_context_us", mid_us},
+                        {"step_forward_us", fw},
                         {"forward_us", std::vector<double>(t_us.begin() + 1, t_us.end())}};
     if (ref.why.empty()) {
       std::vector<double> l;

@@ -178,6 +178,7 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
     keep_.insert(keep_.end(), out.path.begin(), out.path.end());
     cache_->compact(n_past_, keep_);
   }
+  rec_.t_forward_us = forward_us;
   rec_.t_verify_us = forward_us + us_since(tv);
 
   emitted_.clear();

@@ -57,6 +57,7 @@ struct StepRecord {
   int32_t max_depth = 0;                   // depth of the proposal (chain length for chains)
   int32_t context_len = 0;                 // tokens in the target's cache before the pass
   double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
+  double t_forward_us = 0;  // the target forward alone (part of t_verify_us; `bench decode`, not in the log)
   std::vector<DraftTokenRecord> nodes;
 };
 

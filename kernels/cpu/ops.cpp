@@ -19,6 +19,41 @@
 
 namespace specdec::cpu {
 
+namespace {
+
+// exp(x) in float, evaluated in double: x = n ln2 + r (n by the 1.5 * 2^52 rounding trick, which also leaves
+// n in the low bits), the degree-9 Taylor polynomial of e^r (|r| <= ln2/2: relative error below 2^-37),
+// times 2^n built in the exponent bits, then rounded once to float. So it is std::exp's correctly rounded
+// value in all but about 1 in 2,000 arguments (then 1 ulp off), and, being plain arithmetic, one loop of
+// it vectorizes for every instruction set with the same bits (ops.cpp has no FMA contraction and no
+// trapping math, so the clamps vectorize). Below -103.9 it gives 0, above 88.72 infinity, as std::exp.
+inline float exp_impl(float xf) {
+  const double x = std::min(std::max(static_cast<double>(xf), -110.0), 90.0);
+  const double magic = 6755399441055744.0;
+  const double t = x * 1.4426950408889634 + magic;
+  const double n = t - magic;
+  const double r = x - n * 0.6931471805599453;
+  double p = 1.0 / 362880;
+  p = p * r + 1.0 / 40320;
+  p = p * r + 1.0 / 5040;
+  p = p * r + 1.0 / 720;
+  p = p * r + 1.0 / 120;
+  p = p * r + 1.0 / 24;
+  p = p * r + 1.0 / 6;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t tb, mb;
+  std::memcpy(&tb, &t, sizeof tb);
+  std::memcpy(&mb, &magic, sizeof mb);
+  const int64_t sb = (tb - mb + 1023) * (int64_t{1} << 52);
+  double scale;
+  std::memcpy(&scale, &sb, sizeof scale);
+  return static_cast<float>(p * scale);
+}
+
+}  // namespace
+
 float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
@@ -294,32 +329,96 @@ void matmul(float* out, const float* x, const void* W, DType wt, int T, int N, i
       threads);
 }
 
-void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta) {
-  for (int t = 0; t < T; ++t) {
+void matmul_group(const MatmulPart* parts, int n_parts, const float* x, int T, int K) {
+  if (matmul_quant_group(parts, n_parts, x, T, K)) return;
+  for (int i = 0; i < n_parts; ++i) matmul(parts[i].out, x, parts[i].W, parts[i].t, T, parts[i].N, K);
+}
+
+void rope_table(float* cs, const int32_t* pos, int T, int head_dim, float theta) {
+  for (int t = 0; t < T; ++t)
     for (int i = 0; i < head_dim; i += 2) {
       const float freq = 1.0f / std::pow(theta, static_cast<float>(i) / static_cast<float>(head_dim));
       const float angle = static_cast<float>(pos[t]) * freq;
-      const float c = std::cos(angle), s = std::sin(angle);
-      for (int h = 0; h < n_heads; ++h) {
-        float* p = x + (static_cast<int64_t>(t) * n_heads + h) * head_dim + i;
-        const float a = p[0], b = p[1];
-        p[0] = a * c - b * s;
-        p[1] = a * s + b * c;
+      float* e = cs + static_cast<int64_t>(t) * head_dim + i;
+      e[0] = std::cos(angle);
+      e[1] = std::sin(angle);
+    }
+}
+
+void rope_apply(float* x, const float* cs, int T, int n_heads, int head_dim) {
+  for (int t = 0; t < T; ++t) {
+    const float* e = cs + static_cast<int64_t>(t) * head_dim;
+    for (int h = 0; h < n_heads; ++h) {
+      float* p = x + (static_cast<int64_t>(t) * n_heads + h) * head_dim;
+      for (int i = 0; i < head_dim; i += 2) {
+        const float a = p[i], b = p[i + 1], c = e[i], sn = e[i + 1];
+        p[i] = a * c - b * sn;
+        p[i + 1] = a * sn + b * c;
       }
     }
   }
+}
+
+void rope(float* x, const int32_t* pos, int T, int n_heads, int head_dim, float theta) {
+  std::vector<float> cs(static_cast<size_t>(T) * head_dim);
+  rope_table(cs.data(), pos, T, head_dim, theta);
+  rope_apply(x, cs.data(), T, n_heads, head_dim);
 }
 
 void add(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
 void swiglu(float* out, const float* gate, const float* up, int T, int F) {
   const int64_t n = static_cast<int64_t>(T) * F;
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    out[i] = g / (1.0f + exp_impl(-g)) * up[i];
   }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
+void exp_f32_n(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_impl(x[i]);
+}
+
+float exp_f32(float x) { return exp_impl(x); }
+
+// The sum of n floats in 16 lanes (lane j: elements j, j+16, ... in order), then a fixed tree.
+static float sum16(const float* x, int64_t n) {
+  float p[16] = {};
+  int64_t s = 0;
+  for (; s + 16 <= n; s += 16)
+    for (int j = 0; j < 16; ++j) p[j] += x[s + j];
+  for (int j = 0; s + j < n; ++j) p[j] += x[s + j];
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; ++j) p[j] += p[j + w];
+  return p[0];
+}
+
+// The sum of the unmasked elements of w (m[s] != 0) as sum16 over them packed in order: the lanes go by
+// rank among the unmasked slots, not by slot, so a row's sum does not depend on where masked slots sit
+// between its own (a tree branch and the same tokens as a chain sum alike).
+static float masked_sum16(const float* w, const uint8_t* m, int n) {
+  int k = 0;
+  bool prefix = true;  // the unmasked slots are exactly [0, k): w packs itself
+  for (int s = 0; s < n; ++s)
+    if (m[s]) {
+      prefix = prefix && k == s;
+      ++k;
+    }
+  if (prefix) return sum16(w, k);
+  thread_local std::vector<float> packed;
+  packed.resize(static_cast<size_t>(k));
+  k = 0;
+  for (int s = 0; s < n; ++s)
+    if (m[s]) packed[k++] = w[s];
+  return sum16(packed.data(), k);
 }
 
 void softmax(float* x, int T, int n) {
@@ -343,6 +442,7 @@ void attention_ref(float* out, const float* q, const float* k, const float* v, c
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   std::vector<float> att(static_cast<size_t>(S));
   for (int t = 0; t < T; ++t) {
+    std::fill(att.begin(), att.end(), 0.f);  // masked slots weigh 0 (and add 0 to the sum)
     for (int h = 0; h < Hq; ++h) {
       const float* qh = q + (static_cast<int64_t>(t) * Hq + h) * D;
       const int64_t kv_off = static_cast<int64_t>(h / group) * D;
@@ -356,12 +456,9 @@ void attention_ref(float* out, const float* q, const float* k, const float* v, c
         att[s] = dot * scale;
         mx = std::max(mx, att[s]);
       }
-      float sum = 0.f;
-      for (int s = 0; s < S; ++s) {
-        if (!m[s]) continue;
-        att[s] = std::exp(att[s] - mx);
-        sum += att[s];
-      }
+      for (int s = 0; s < S; ++s)
+        if (m[s]) att[s] = exp_impl(att[s] - mx);
+      const float sum = masked_sum16(att.data(), m, S);
       float* o = out + (static_cast<int64_t>(t) * Hq + h) * D;
       std::fill(o, o + D, 0.f);
       const float inv = 1.f / sum;
@@ -379,12 +476,23 @@ namespace {
 
 // The fast attention does exactly the arithmetic of attention_ref, element by element, in another loop
 // order: every score is the sequential sum over d of q[d]*k[d] (as the reference's inner loop), the
-// softmax runs over s in increasing order, and each output element accumulates its slots in increasing
-// order. Only independent elements share a vector (lanes = key slots for the scores, = head dims for the
-// output), never a reduction, so the result is bit-identical to the reference, to itself for any T,
-// and across instruction sets (no FMA contraction: ops.cpp is compiled with -ffp-contract=off).
-constexpr int kKeyTile = 16;  // key slots per score vector
-constexpr int kRowTile = 4;   // query rows (token, head) sharing each transposed key tile
+// softmax's exps and masked 16-lane sum are the same functions, and each output element accumulates its slots
+// in increasing order (a masked slot adds an exact +0). Only independent elements share a vector (lanes
+// = key slots for the scores, = head dims for the output), never a reduction, so the result is
+// bit-identical to the reference, to itself for any T or thread count, and across instruction sets (no
+// FMA contraction: ops.cpp is compiled with -ffp-contract=off).
+//
+// Two passes, each a parallel_for, so that each cached key and value is read once for all T queries:
+//   1. scores: items (kv head, range of key slots); each transposes its key tile once and scores every
+//      query row of that kv head (T tokens x the head's query group) against it;
+//   2. softmax + output: items (kv head, group of kOutRows rows); each row's exps and sum, then the rows
+//      of the group accumulate together, every value row loaded once for the group.
+constexpr int kKeyTile = 16;    // key slots per score vector
+constexpr int kRowTile = 8;     // query rows sharing each transposed key tile column
+constexpr int kSlotChunk = 64;  // key slots per pass-1 item (a multiple of kKeyTile)
+constexpr int kOutRows = 4;     // rows sharing each value row in pass 2
+
+typedef float v16f __attribute__((vector_size(64)));  // GCC vector extension: plain IEEE lanes, any ISA
 
 struct AttnShape {
   int S, Hq, D, group;
@@ -392,15 +500,32 @@ struct AttnShape {
   float scale;
 };
 
-// Rows r of one kv head g: query row pointers qr[r], mask rows mr[r], score rows sc[r] (S floats each).
-// Scores of unmasked slots, in slot order; masked slots are left untouched (never read).
+#define SPECDEC_INLINE inline __attribute__((always_inline))
+
+// acc[r] (16 slots) = sum over d in order of q[r][d] * kt[d] for NR rows; kt the (D, 16) transposed tile.
+template <int NR>
+SPECDEC_INLINE void score_rows(float* const* sc, const float* const* qr, const float* kt, int ns, int s0,
+                               const AttnShape& a) {
+  v16f acc[NR] = {};
+  for (int d = 0; d < a.D; ++d) {
+    v16f kd;
+    std::memcpy(&kd, kt + d * kKeyTile, sizeof kd);
+    for (int r = 0; r < NR; ++r) acc[r] += qr[r][d] * kd;
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int j = 0; j < ns; ++j) sc[r][s0 + j] = acc[r][j] * a.scale;
+}
+
+// Scores of rows [0, nrows) (query pointers qr, score rows sc) against key slots [s_begin, s_end) of one
+// kv head (kbase: slot 0's key, row stride ld_kv). Every slot's score is written, masked or not (pass 2
+// never reads a masked one).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #endif
-void scores_tile(float* const* sc, const float* const* qr, const uint8_t* const* mr, int nrows, const float* kbase,
-                 int s_end, const AttnShape& a) {
-  float kt[256 * kKeyTile];  // D <= 256: (D, kKeyTile) transposed key tile
-  for (int s0 = 0; s0 < s_end; s0 += kKeyTile) {
+void scores_tile(float* const* sc, const float* const* qr, int nrows, const float* kbase, int s_begin, int s_end,
+                 const AttnShape& a) {
+  alignas(64) float kt[256 * kKeyTile];  // D <= 256: (D, kKeyTile) transposed key tile
+  for (int s0 = s_begin; s0 < s_end; s0 += kKeyTile) {
     const int ns = std::min(kKeyTile, s_end - s0);
     for (int j = 0; j < ns; ++j) {
       const float* kr = kbase + static_cast<int64_t>(s0 + j) * a.ld_kv;
@@ -409,34 +534,103 @@ void scores_tile(float* const* sc, const float* const* qr, const uint8_t* const*
     for (int j = ns; j < kKeyTile; ++j)
       for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = 0.f;
     for (int r0 = 0; r0 < nrows; r0 += kRowTile) {
-      const int nr = std::min(kRowTile, nrows - r0);
-      float acc[kRowTile][kKeyTile] = {};
-      for (int d = 0; d < a.D; ++d) {
-        const float* kd = kt + d * kKeyTile;
-        for (int r = 0; r < kRowTile; ++r) {
-          const float qd = r < nr ? qr[r0 + r][d] : 0.f;
-          for (int j = 0; j < kKeyTile; ++j) acc[r][j] += qd * kd[j];
-        }
+      float* const* s = sc + r0;
+      const float* const* q = qr + r0;
+      switch (std::min(kRowTile, nrows - r0)) {
+        case 1:
+          score_rows<1>(s, q, kt, ns, s0, a);
+          break;
+        case 2:
+          score_rows<2>(s, q, kt, ns, s0, a);
+          break;
+        case 3:
+          score_rows<3>(s, q, kt, ns, s0, a);
+          break;
+        case 4:
+          score_rows<4>(s, q, kt, ns, s0, a);
+          break;
+        case 5:
+          score_rows<5>(s, q, kt, ns, s0, a);
+          break;
+        case 6:
+          score_rows<6>(s, q, kt, ns, s0, a);
+          break;
+        case 7:
+          score_rows<7>(s, q, kt, ns, s0, a);
+          break;
+        default:
+          score_rows<8>(s, q, kt, ns, s0, a);
+          break;
       }
-      for (int r = 0; r < nr; ++r)
-        for (int j = 0; j < ns; ++j)
-          if (mr[r0 + r][s0 + j]) sc[r0 + r][s0 + j] = acc[r][j] * a.scale;
     }
   }
 }
+static_assert(kRowTile == 8, "scores_tile's switch covers 1..8 rows");
 
+// Row w (slots [0, s_end), mask m) -> softmax weights in place: exp(w - max) over unmasked slots, 0 on
+// masked ones, divided by masked_sum16 (as attention_ref).
+void softmax_row(float* w, const uint8_t* m, int s_end) {
+  float mx = -INFINITY;
+  for (int s = 0; s < s_end; ++s)
+    if (m[s]) mx = std::max(mx, w[s]);
+  for (int s = 0; s < s_end; ++s) w[s] = m[s] ? w[s] - mx : -INFINITY;  // exp(-inf) = 0
+  exp_f32_n(w, w, s_end);
+  const float inv = 1.f / masked_sum16(w, m, s_end);
+  for (int s = 0; s < s_end; ++s) w[s] *= inv;
+}
+
+// o[r][d0 .. d0+nd) for NR rows = sum over slots s < s_end, in increasing order, of w[r][s] * value row s
+// (nd <= 64: all the rows' sums stay in registers; each value row is read once for all the rows).
+template <int NR>
+SPECDEC_INLINE void weighted_rows(float* const* o, const float* const* w, const float* vbase, int s_end, int d0, int nd,
+                                  const AttnShape& a) {
+  v16f acc[NR][4] = {};
+  for (int s = 0; s < s_end; ++s) {
+    const float* vr = vbase + static_cast<int64_t>(s) * a.ld_kv + d0;
+    v16f vv[4];
+    if (nd == 64) {
+      std::memcpy(vv, vr, sizeof vv);
+    } else {
+      alignas(64) float tmp[64] = {};
+      std::memcpy(tmp, vr, sizeof(float) * nd);
+      std::memcpy(vv, tmp, sizeof vv);
+    }
+    for (int r = 0; r < NR; ++r) {
+      const float wr = w[r][s];
+      for (int i = 0; i < 4; ++i) acc[r][i] += wr * vv[i];
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    alignas(64) float tmp[64];
+    std::memcpy(tmp, acc[r], sizeof tmp);
+    std::memcpy(o[r] + d0, tmp, sizeof(float) * nd);
+  }
+}
+
+// The weighted sums of nr <= kOutRows rows (masked slots have w = 0: an exact +0 added), 64 dims at a time.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #endif
-void weighted_sum(float* o, const float* w, const uint8_t* m, const float* vbase, int s_end, const AttnShape& a) {
-  std::fill(o, o + a.D, 0.f);
-  for (int s = 0; s < s_end; ++s) {
-    if (!m[s]) continue;
-    const float ws = w[s];
-    const float* vr = vbase + static_cast<int64_t>(s) * a.ld_kv;
-    for (int d = 0; d < a.D; ++d) o[d] += ws * vr[d];
+void weighted_sum(float* const* o, const float* const* w, int nr, const float* vbase, int s_end, const AttnShape& a) {
+  for (int d0 = 0; d0 < a.D; d0 += 64) {
+    const int nd = std::min(64, a.D - d0);
+    switch (nr) {
+      case 1:
+        weighted_rows<1>(o, w, vbase, s_end, d0, nd, a);
+        break;
+      case 2:
+        weighted_rows<2>(o, w, vbase, s_end, d0, nd, a);
+        break;
+      case 3:
+        weighted_rows<3>(o, w, vbase, s_end, d0, nd, a);
+        break;
+      default:
+        weighted_rows<4>(o, w, vbase, s_end, d0, nd, a);
+        break;
+    }
   }
 }
+static_assert(kOutRows == 4, "weighted_sum's switch covers 1..4 rows");
 
 }  // namespace
 
@@ -444,64 +638,62 @@ void attention(float* out, const float* q, const float* k, const float* v, const
                int Hkv, int D, int64_t ld_kv) {
   SPECDEC_CHECK(Hkv > 0 && Hq % Hkv == 0, "query heads divisible by kv heads, got ", Hq, "/", Hkv);
   SPECDEC_CHECK(D >= 1 && D <= 256, "head_dim in 1..256, got ", D);
+  if (T == 0) return;
   const AttnShape a{S, Hq, D, Hq / Hkv, ld_kv, 1.0f / std::sqrt(static_cast<float>(D))};
-  // Work items: (kv head, block of tokens); each handles its tokens x the kv head's query heads, sharing
-  // each transposed key tile among them. Small blocks when T is small, so that every thread has work.
-  const int threads = omp_get_max_threads();
-  int tok_block = std::max(1, 16 / a.group);
-  while (tok_block > 1 && Hkv * ((T + tok_block - 1) / tok_block) < 4 * threads) tok_block /= 2;
-  const int n_blocks = (T + tok_block - 1) / tok_block;
-  const int n_items = Hkv * n_blocks;
-  // items as parallel_for tasks (claimed dynamically; no barrier waits for a thread that is not running)
-  const auto run_item = [&](int item) {
-    thread_local std::vector<float> scores;
-    thread_local std::vector<float*> sc;
-    thread_local std::vector<const float*> qr;
-    thread_local std::vector<const uint8_t*> mr;
-    {
-      const int g = item / n_blocks, t0 = (item % n_blocks) * tok_block, t1 = std::min(T, t0 + tok_block);
-      const int nrows = (t1 - t0) * a.group;
-      scores.resize(static_cast<size_t>(nrows) * S);
-      sc.resize(nrows);
-      qr.resize(nrows);
-      mr.resize(nrows);
-      int s_end = 0;  // one past the last slot any row attends to
-      for (int t = t0; t < t1; ++t) {
-        const uint8_t* m = mask + static_cast<int64_t>(t) * S;
-        int last = S;
-        while (last > 0 && !m[last - 1]) --last;
-        s_end = std::max(s_end, last);
-        for (int j = 0; j < a.group; ++j) {
-          const int r = (t - t0) * a.group + j, h = g * a.group + j;
-          sc[r] = scores.data() + static_cast<size_t>(r) * S;
-          qr[r] = q + (static_cast<int64_t>(t) * Hq + h) * D;
-          mr[r] = m;
-        }
-      }
-      const float* kbase = k + static_cast<int64_t>(g) * D;
-      const float* vbase = v + static_cast<int64_t>(g) * D;
-      scores_tile(sc.data(), qr.data(), mr.data(), nrows, kbase, s_end, a);
-      for (int r = 0; r < nrows; ++r) {
-        float* w = sc[r];
-        const uint8_t* m = mr[r];
-        float mx = -INFINITY;
-        for (int s = 0; s < s_end; ++s)
-          if (m[s]) mx = std::max(mx, w[s]);
-        float sum = 0.f;
-        for (int s = 0; s < s_end; ++s) {
-          if (!m[s]) continue;
-          w[s] = std::exp(w[s] - mx);
-          sum += w[s];
-        }
-        const float inv = 1.f / sum;
-        for (int s = 0; s < s_end; ++s)
-          if (m[s]) w[s] *= inv;
-        const int t = t0 + r / a.group, h = g * a.group + r % a.group;
-        weighted_sum(out + (static_cast<int64_t>(t) * Hq + h) * D, w, m, vbase, s_end, a);
-      }
+  const int R = T * a.group;  // query rows per kv head: row r = (token r / group, head g * group + r % group)
+
+  int s_end = 0;  // one past the last slot any token attends to
+  for (int t = 0; t < T; ++t) {
+    const uint8_t* m = mask + static_cast<int64_t>(t) * S;
+    int last = S;
+    while (last > 0 && !m[last - 1]) --last;
+    s_end = std::max(s_end, last);
+  }
+  // scores (Hkv, R, s_end) and per-row pointers, reused between calls
+  thread_local std::vector<float> scores;
+  thread_local std::vector<float*> sc;
+  thread_local std::vector<const float*> qr;
+  scores.resize(static_cast<size_t>(Hkv) * R * std::max(s_end, 1));
+  sc.resize(static_cast<size_t>(Hkv) * R);
+  qr.resize(static_cast<size_t>(Hkv) * R);
+  for (int g = 0; g < Hkv; ++g)
+    for (int r = 0; r < R; ++r) {
+      const int i = g * R + r, t = r / a.group, h = g * a.group + r % a.group;
+      sc[i] = scores.data() + static_cast<size_t>(i) * s_end;
+      qr[i] = q + (static_cast<int64_t>(t) * Hq + h) * D;
     }
+  const int threads = omp_get_max_threads();
+  const bool par = static_cast<int64_t>(T) * Hq * s_end * D > (1 << 15);
+  float* const* scp = sc.data();  // the caller's thread_local buffers, for the pool's workers
+  const float* const* qrp = qr.data();
+
+  // pass 1: scores, items (kv head, chunk of key slots)
+  const int n_chunks = (s_end + kSlotChunk - 1) / kSlotChunk;
+  const auto score_item = [&](int item) {
+    const int g = item / n_chunks, c = item % n_chunks;
+    scores_tile(scp + static_cast<size_t>(g) * R, qrp + static_cast<size_t>(g) * R, R, k + static_cast<int64_t>(g) * D,
+                c * kSlotChunk, std::min(s_end, (c + 1) * kSlotChunk), a);
   };
-  parallel_for(n_items, run_item, static_cast<int64_t>(T) * Hq * S * D > (1 << 15) ? threads : 1);
+  parallel_for(Hkv * n_chunks, score_item, par ? threads : 1);
+
+  // pass 2: softmax and the weighted sum of values, items (kv head, group of rows): groups of kOutRows
+  // rows, or single rows when that leaves too few items for the threads (decode: T = 1)
+  const int out_rows = par && Hkv * ((R + kOutRows - 1) / kOutRows) < 2 * threads ? 1 : kOutRows;
+  const int n_groups = (R + out_rows - 1) / out_rows;
+  const auto out_item = [&](int item) {
+    const int g = item / n_groups, r0 = (item % n_groups) * out_rows, nr = std::min(out_rows, R - r0);
+    float* o[kOutRows];
+    const float* w[kOutRows];
+    for (int j = 0; j < nr; ++j) {
+      const int r = r0 + j, t = r / a.group, h = g * a.group + r % a.group;
+      float* row = scp[static_cast<size_t>(g) * R + r];
+      softmax_row(row, mask + static_cast<int64_t>(t) * S, s_end);
+      o[j] = out + (static_cast<int64_t>(t) * Hq + h) * D;
+      w[j] = row;
+    }
+    weighted_sum(o, w, nr, v + static_cast<int64_t>(g) * D, s_end, a);
+  };
+  parallel_for(Hkv * n_groups, out_item, par ? threads : 1);
 }
 
 }  // namespace specdec::cpu

@@ -379,34 +379,72 @@ constexpr int kTasksPerThread = 8;
 
 }  // namespace
 
-bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N, int K) {
-  qk::WKind w;
-  if (!weight_kind(t, w)) return false;
-  SPECDEC_CHECK(cpu_level_supported(level), "a CPU kernel level this machine supports, got ", cpu_level_name(level));
-  SPECDEC_CHECK(K > 0 && K % kQK == 0, "K a positive multiple of 32 for ", dtype_info(t).name, ", got ", K);
-  SPECDEC_CHECK(T >= 0 && N >= 0, "non-negative T and N, got T=", T, " N=", N);
-  if (T == 0 || N == 0) return true;
+namespace {
+
+// The quantized matmul of n_parts matrices over one x (all of weight kind w) at a level: the activations
+// quantized once on the caller, then every part's 16-row chunks as tasks over parallel_for's threads
+// (no barrier waits for a thread that is not running).
+void matmul_quant_parts(CpuLevel level, const MatmulPart* parts, int n_parts, qk::WKind w, const float* x, int T,
+                        int K) {
   const int nb = K / kQK;
   const LevelFns fns = level_fns(level);
   const qk::ActQ a = act_scratch(T, nb);
-
-  const int n_chunks = (N + kRowChunk - 1) / kRowChunk;
   const int64_t n_blocks = static_cast<int64_t>(T) * nb;
-  // activations first, on the caller (T*nb blocks: microseconds), then the weight rows as tasks of
-  // whole 16-row chunks over parallel_for's threads (no barrier waits for a thread that is not running)
-  fns.quantize(a, x, w, 0, n_blocks);
+  fns.quantize(a, x, w, 0, n_blocks);  // T*nb blocks: microseconds
+  constexpr int kMaxParts = 4;
+  int chunk0[kMaxParts + 1] = {0};  // part i owns chunks [chunk0[i], chunk0[i+1]) of the pool
+  int64_t rows = 0;
+  for (int i = 0; i < n_parts; ++i) {
+    chunk0[i + 1] = chunk0[i] + (parts[i].N + kRowChunk - 1) / kRowChunk;
+    rows += parts[i].N;
+  }
+  const int n_chunks = chunk0[n_parts];
   const int threads = omp_get_max_threads();
-  const bool parallel = n_chunks > 1 && threads > 1 && static_cast<int64_t>(N) * n_blocks >= kMinParallelBlockDots;
+  const bool parallel = n_chunks > 1 && threads > 1 && rows * n_blocks >= kMinParallelBlockDots;
   const int n_tasks = parallel ? std::min(n_chunks, kTasksPerThread * threads) : 1;
   const auto task = [&](int i) {
     const int c0 = static_cast<int>(static_cast<int64_t>(n_chunks) * i / n_tasks);
     const int c1 = static_cast<int>(static_cast<int64_t>(n_chunks) * (i + 1) / n_tasks);
+    int part = 0;
     for (int c = c0; c < c1; ++c) {
-      const int n0 = c * kRowChunk, n1 = std::min(N, n0 + kRowChunk);
-      for (int t0 = 0; t0 < T; t0 += qk::kTileT) fns.rows(out, a, W, w, N, n0, n1, t0, std::min(T, t0 + qk::kTileT));
+      while (c >= chunk0[part + 1]) ++part;
+      const MatmulPart& m = parts[part];
+      const int n0 = (c - chunk0[part]) * kRowChunk, n1 = std::min(m.N, n0 + kRowChunk);
+      for (int t0 = 0; t0 < T; t0 += qk::kTileT)
+        fns.rows(m.out, a, m.W, w, m.N, n0, n1, t0, std::min(T, t0 + qk::kTileT));
     }
   };
   parallel_for(n_tasks, task, parallel ? threads : 1);
+}
+
+void check_shape(DType t, int T, int N, int K) {
+  SPECDEC_CHECK(K > 0 && K % kQK == 0, "K a positive multiple of 32 for ", dtype_info(t).name, ", got ", K);
+  SPECDEC_CHECK(T >= 0 && N >= 0, "non-negative T and N, got T=", T, " N=", N);
+}
+
+}  // namespace
+
+bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N, int K) {
+  qk::WKind w;
+  if (!weight_kind(t, w)) return false;
+  SPECDEC_CHECK(cpu_level_supported(level), "a CPU kernel level this machine supports, got ", cpu_level_name(level));
+  check_shape(t, T, N, K);
+  if (T == 0 || N == 0) return true;
+  const MatmulPart part{out, W, t, N};
+  matmul_quant_parts(level, &part, 1, w, x, T, K);
+  return true;
+}
+
+bool matmul_quant_group(const MatmulPart* parts, int n_parts, const float* x, int T, int K) {
+  if (n_parts < 1 || n_parts > 4) return false;
+  qk::WKind w;
+  if (!weight_kind(parts[0].t, w)) return false;
+  for (int i = 0; i < n_parts; ++i) {
+    if (parts[i].t != parts[0].t) return false;
+    check_shape(parts[i].t, T, parts[i].N, K);
+  }
+  if (T == 0) return true;
+  matmul_quant_parts(cpu_level(), parts, n_parts, w, x, T, K);
   return true;
 }
 

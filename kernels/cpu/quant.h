@@ -55,6 +55,21 @@ bool matmul_quant(float* out, const float* x, const void* W, DType t, int T, int
 // matmul_quant at an explicit level (throws if unsupported here): parity tests and benchmarks.
 bool matmul_quant_at(CpuLevel level, float* out, const float* x, const void* W, DType t, int T, int N, int K);
 
+// One output of a group of matmuls that share their input x (T, K): out (T, N) = x * W^T.
+struct MatmulPart {
+  float* out;
+  const void* W;
+  DType t;
+  int N;
+};
+
+// matmul_quant of every part over the same x in one call: the activations are quantized once and the
+// parts' row chunks are one pool of tasks (one fork-join instead of one per matrix: q/k/v, gate/up).
+// Each output is bit-identical to matmul_quant's for its part alone. Returns false (computing nothing)
+// unless every part has a fast path for the same kind of activation blocks (Q8_0/Q4_0/Q4_1 weights:
+// all the same dtype).
+bool matmul_quant_group(const MatmulPart* parts, int n_parts, const float* x, int T, int K);
+
 // The activation quantizer of matmul_quant, in natural block order (for tests): q (T, K) int8,
 // d (T, K/32) fp16-rounded scales, s (T, K/32) fp16(d * sum q) as float.
 void quantize_activations(int8_t* q, float* d, float* s, const float* x, int T, int K);

@@ -206,6 +206,65 @@ TEST_CASE("fast attention equals the plain-loop reference bit for bit, for any T
   omp_set_num_threads(1);
 }
 
+TEST_CASE("attention: a row's bits do not depend on where masked slots sit (tree branch == chain)", "[kernels]") {
+  // Row 0 of a block attends to scattered slots of a long cache; the same keys and values packed into a
+  // short cache (a chain) must give the same bits: scores, the exps, the sum (lanes by rank) and the
+  // weighted sum all ignore the gaps.
+  const int Hq = 9, Hkv = 3, D = 64, S = 203, ld = Hkv * D;
+  auto q = randn(static_cast<size_t>(Hq) * D, 31), k = randn(static_cast<size_t>(S) * ld, 32),
+       v = randn(static_cast<size_t>(S) * ld, 33);
+  std::mt19937 g(34);
+  std::vector<uint8_t> mask(S, 0);
+  std::vector<int> kept;
+  for (int s = 0; s < S; ++s)
+    if (s == S - 1 || g() % 3 == 0) mask[s] = 1, kept.push_back(s);
+  const int n = static_cast<int>(kept.size());
+  std::vector<float> kp(static_cast<size_t>(n) * ld), vp(kp.size());
+  for (int i = 0; i < n; ++i) {
+    std::memcpy(&kp[static_cast<size_t>(i) * ld], &k[static_cast<size_t>(kept[i]) * ld], ld * sizeof(float));
+    std::memcpy(&vp[static_cast<size_t>(i) * ld], &v[static_cast<size_t>(kept[i]) * ld], ld * sizeof(float));
+  }
+  std::vector<uint8_t> all(n, 1);
+  std::vector<float> tree(static_cast<size_t>(Hq) * D), chain(tree.size()), ref(tree.size());
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    attention(tree.data(), q.data(), k.data(), v.data(), mask.data(), 1, S, Hq, Hkv, D, ld);
+    attention(chain.data(), q.data(), kp.data(), vp.data(), all.data(), 1, n, Hq, Hkv, D, ld);
+    REQUIRE(std::memcmp(tree.data(), chain.data(), tree.size() * sizeof(float)) == 0);
+  }
+  attention_ref(ref.data(), q.data(), k.data(), v.data(), mask.data(), 1, S, Hq, Hkv, D, ld);
+  REQUIRE(std::memcmp(tree.data(), ref.data(), tree.size() * sizeof(float)) == 0);
+  omp_set_num_threads(1);
+}
+
+TEST_CASE("exp_f32 is std::exp to 1 ulp (nearly always exactly), its vector loop gives the same bits", "[kernels]") {
+  std::mt19937 g(41);
+  std::uniform_real_distribution<float> u(-104.f, 88.7f);
+  const int n = 1 << 20;
+  std::vector<float> x(n), y(n);
+  for (float& e : x) e = u(g);
+  for (int i = 0; i < 4096; ++i) x[i] = -static_cast<float>(i) / 256;  // softmax's range, densely
+  exp_f32_n(y.data(), x.data(), n);
+  int differ = 0;
+  for (int i = 0; i < n; ++i) {
+    const float want = std::exp(x[i]);
+    const float one = exp_f32(x[i]);
+    REQUIRE(std::memcmp(&y[i], &one, sizeof one) == 0);  // the loop == the scalar function
+    if (y[i] != want) {
+      ++differ;
+      // one ulp (at the smaller of the two, also for subnormal results)
+      REQUIRE(std::fabs(y[i] - want) <= std::nextafter(std::min(y[i], want), INFINITY) - std::min(y[i], want));
+    }
+  }
+  INFO(differ << " of " << n << " differ from std::exp by one ulp");
+  REQUIRE(differ < n / 500);
+  REQUIRE(exp_f32(0.f) == 1.f);
+  REQUIRE(exp_f32(-200.f) == 0.f);
+  REQUIRE(exp_f32(-INFINITY) == 0.f);
+  REQUIRE(std::isinf(exp_f32(100.f)));
+  REQUIRE(exp_f32(1.f) == std::exp(1.f));
+}
+
 TEST_CASE("softmax rows sum to one and swiglu is silu(g)*u", "[kernels]") {
   auto x = randn(2 * 11, 9, 5.f);
   softmax(x.data(), 2, 11);

@@ -342,6 +342,44 @@ TEST_CASE("matmul routes quantized weights through matmul_quant; other dtypes fa
     }
 }
 
+TEST_CASE("matmul_quant_group: one call over several matrices gives each part's own bits at every level",
+          "[quant][matmul]") {
+  const int K = 576;
+  const CpuLevel before = cpu_level();
+  std::vector<CpuLevel> levels = {CpuLevel::Scalar};
+  for (CpuLevel l : simd_levels_here()) levels.push_back(l);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
+    for (int T : {1, 5, 17}) {
+      CAPTURE(dtype_info(t).name, T);
+      const auto x = make_x(T, K, 40 + T);
+      const int Ns[] = {576, 192, 40, 0};  // q, k, v-like shapes, a partial chunk, an empty part
+      std::vector<std::vector<uint8_t>> W;
+      std::vector<std::vector<float>> got, alone;
+      std::vector<MatmulPart> parts;
+      for (int i = 0; i < 4; ++i) {
+        W.push_back(make_weights(t, std::max(Ns[i], 1), K, 50 + i));
+        got.emplace_back(static_cast<size_t>(T) * Ns[i], -1.f);
+      }
+      for (int i = 0; i < 4; ++i) parts.push_back({got[i].data(), W[i].data(), t, Ns[i]});
+      for (CpuLevel l : levels) {
+        CAPTURE(cpu_level_name(l));
+        set_cpu_level(l);
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          REQUIRE(matmul_quant_group(parts.data(), 4, x.data(), T, K));
+          for (int i = 0; i < 3; ++i) REQUIRE(same_bits(got[i], run(l, t, W[i], x, T, Ns[i], K)));
+        }
+      }
+      // a group of mixed weight types has no fast path: nothing computed, the caller splits it
+      const auto W8 = make_weights(t == DType::Q8_0 ? DType::Q4_0 : DType::Q8_0, 576, K, 60);
+      const MatmulPart mixed[] = {parts[0],
+                                  {got[0].data(), W8.data(), t == DType::Q8_0 ? DType::Q4_0 : DType::Q8_0, 576}};
+      REQUIRE_FALSE(matmul_quant_group(mixed, 2, x.data(), T, K));
+    }
+  omp_set_num_threads(1);
+  set_cpu_level(before);
+}
+
 TEST_CASE("matmul_quant argument checks and empty shapes", "[quant]") {
   const auto W = make_weights(DType::Q4_1, 4, 64, 1);
   const auto x = make_x(2, 64, 2);

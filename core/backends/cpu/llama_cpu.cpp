@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/model/batch_plan.h"
+#include "kernels/cpu/op_profile.h"
 #include "kernels/cpu/ops.h"
 
 namespace specdec {
@@ -94,58 +95,107 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
   for (int b = 0; b < B; ++b)
     out[b].layer_outputs.assign(static_cast<size_t>(row0[b + 1] - row0[b]) * reqs[b].layer_outputs.size() * H, 0.f);
 
-  // Token embeddings (rows of tok_embeddings, dequantized when stored quantized).
-  const size_t emb_row_bytes = cpu::row_bytes(w.tok_embeddings.dtype, H);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < row0[b + 1] - row0[b]; ++t)
-      cpu::dequantize_row(x_.data() + static_cast<size_t>(row0[b] + t) * H,
-                          static_cast<const uint8_t*>(w.tok_embeddings.data) + emb_row_bytes * reqs[b].tokens[t],
-                          w.tok_embeddings.dtype, H);
+  using cpu::Op;
+  using cpu::OpScope;
+  {
+    // Token embeddings (rows of tok_embeddings, dequantized when stored quantized).
+    OpScope t(Op::Embed);
+    const size_t emb_row_bytes = cpu::row_bytes(w.tok_embeddings.dtype, H);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0; t < row0[b + 1] - row0[b]; ++t)
+        cpu::dequantize_row(x_.data() + static_cast<size_t>(row0[b] + t) * H,
+                            static_cast<const uint8_t*>(w.tok_embeddings.data) + emb_row_bytes * reqs[b].tokens[t],
+                            w.tok_embeddings.dtype, H);
+  }
+
+  {
+    // RoPE's (cos, sin) per row, once for every layer
+    OpScope t(Op::RopeCache);
+    size_to(rope_cs_, static_cast<size_t>(R) * Dh);
+    cpu::rope_table(rope_cs_.data(), p.pos.data(), R, Dh, c.rope_theta);
+  }
 
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = w.layers[l];
-    cpu::rmsnorm(xb_.data(), x_.data(), lw.attn_norm.f32(), R, H, c.rms_eps);
-    cpu::matmul(q_.data(), xb_.data(), lw.wq.data, lw.wq.dtype, R, QD, H);
-    cpu::matmul(k_.data(), xb_.data(), lw.wk.data, lw.wk.dtype, R, KVD, H);
-    cpu::matmul(v_.data(), xb_.data(), lw.wv.data, lw.wv.dtype, R, KVD, H);
-    if (!lw.bq.empty())  // q/k/v biases (qwen2), before RoPE; Llama has none
-      for (int r = 0; r < R; ++r) {
-        cpu::add(q_.data() + static_cast<size_t>(r) * QD, lw.bq.f32(), QD);
-        cpu::add(k_.data() + static_cast<size_t>(r) * KVD, lw.bk.f32(), KVD);
-        cpu::add(v_.data() + static_cast<size_t>(r) * KVD, lw.bv.f32(), KVD);
-      }
+    {
+      OpScope t(Op::Norm);
+      cpu::rmsnorm(xb_.data(), x_.data(), lw.attn_norm.f32(), R, H, c.rms_eps);
+    }
+    {
+      OpScope t(Op::MatmulQKV);
+      const cpu::MatmulPart qkv[] = {{q_.data(), lw.wq.data, lw.wq.dtype, QD},
+                                     {k_.data(), lw.wk.data, lw.wk.dtype, KVD},
+                                     {v_.data(), lw.wv.data, lw.wv.dtype, KVD}};
+      cpu::matmul_group(qkv, 3, xb_.data(), R, H);
+      if (!lw.bq.empty())  // q/k/v biases (qwen2), before RoPE; Llama has none
+        for (int r = 0; r < R; ++r) {
+          cpu::add(q_.data() + static_cast<size_t>(r) * QD, lw.bq.f32(), QD);
+          cpu::add(k_.data() + static_cast<size_t>(r) * KVD, lw.bk.f32(), KVD);
+          cpu::add(v_.data() + static_cast<size_t>(r) * KVD, lw.bv.f32(), KVD);
+        }
+    }
     for (int b = 0; b < B; ++b) {
       auto* cache = static_cast<CpuKVCache*>(caches[b]);
       const int T = row0[b + 1] - row0[b], n_past = cache->size(), S = n_past + T;
       float* qb = q_.data() + static_cast<size_t>(row0[b]) * QD;
-      float* kb = k_.data() + static_cast<size_t>(row0[b]) * KVD;
-      cpu::rope(qb, p.pos.data() + row0[b], T, Hq, Dh, c.rope_theta);
-      cpu::rope(kb, p.pos.data() + row0[b], T, Hkv, Dh, c.rope_theta);
-      std::memcpy(cache->k(l, n_past), kb, sizeof(float) * T * KVD);
-      std::memcpy(cache->v(l, n_past), v_.data() + static_cast<size_t>(row0[b]) * KVD, sizeof(float) * T * KVD);
       const uint8_t* mask = reqs[b].mask.data();
-      if (reqs[b].mask.empty()) {  // causal
-        mask_.assign(static_cast<size_t>(T) * S, 0);
-        for (int t = 0; t < T; ++t) std::fill_n(mask_.data() + static_cast<size_t>(t) * S, n_past + t + 1, 1);
-        mask = mask_.data();
+      {
+        OpScope t(Op::RopeCache);
+        float* kb = k_.data() + static_cast<size_t>(row0[b]) * KVD;
+        const float* cs = rope_cs_.data() + static_cast<size_t>(row0[b]) * Dh;
+        cpu::rope_apply(qb, cs, T, Hq, Dh);
+        cpu::rope_apply(kb, cs, T, Hkv, Dh);
+        std::memcpy(cache->k(l, n_past), kb, sizeof(float) * T * KVD);
+        std::memcpy(cache->v(l, n_past), v_.data() + static_cast<size_t>(row0[b]) * KVD, sizeof(float) * T * KVD);
+        if (reqs[b].mask.empty()) {  // causal
+          mask_.assign(static_cast<size_t>(T) * S, 0);
+          for (int t = 0; t < T; ++t) std::fill_n(mask_.data() + static_cast<size_t>(t) * S, n_past + t + 1, 1);
+          mask = mask_.data();
+        }
       }
+      OpScope t(Op::Attention);
       cpu::attention(att_.data() + static_cast<size_t>(row0[b]) * QD, qb, cache->k(l, 0), cache->v(l, 0), mask, T, S,
                      Hq, Hkv, Dh, KVD);
     }
-    cpu::matmul(xb_.data(), att_.data(), lw.wo.data, lw.wo.dtype, R, H, QD);
-    cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
-
-    cpu::rmsnorm(xb_.data(), x_.data(), lw.ffn_norm.f32(), R, H, c.rms_eps);
-    cpu::matmul(gate_.data(), xb_.data(), lw.w1.data, lw.w1.dtype, R, F, H);
-    cpu::matmul(up_.data(), xb_.data(), lw.w3.data, lw.w3.dtype, R, F, H);
-    cpu::swiglu(gate_.data(), gate_.data(), up_.data(), R, F);
-    cpu::matmul(xb_.data(), gate_.data(), lw.w2.data, lw.w2.dtype, R, H, F);
-    cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
-    capture_layer_outputs(l, reqs, row0, out);
+    {
+      OpScope t(Op::MatmulO);
+      cpu::matmul(xb_.data(), att_.data(), lw.wo.data, lw.wo.dtype, R, H, QD);
+    }
+    {
+      OpScope t(Op::Residual);
+      cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
+    }
+    {
+      OpScope t(Op::Norm);
+      cpu::rmsnorm(xb_.data(), x_.data(), lw.ffn_norm.f32(), R, H, c.rms_eps);
+    }
+    {
+      OpScope t(Op::MatmulFfn);
+      const cpu::MatmulPart gate_up[] = {{gate_.data(), lw.w1.data, lw.w1.dtype, F},
+                                         {up_.data(), lw.w3.data, lw.w3.dtype, F}};
+      cpu::matmul_group(gate_up, 2, xb_.data(), R, H);
+    }
+    {
+      OpScope t(Op::Swiglu);
+      cpu::swiglu(gate_.data(), gate_.data(), up_.data(), R, F);
+    }
+    {
+      OpScope t(Op::MatmulFfn);
+      cpu::matmul(xb_.data(), gate_.data(), lw.w2.data, lw.w2.dtype, R, H, F);
+    }
+    {
+      OpScope t(Op::Residual);
+      cpu::add(x_.data(), xb_.data(), static_cast<int64_t>(R) * H);
+      capture_layer_outputs(l, reqs, row0, out);
+    }
   }
-  cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
+  {
+    OpScope t(Op::Norm);
+    cpu::rmsnorm(x_.data(), x_.data(), w.final_norm.f32(), R, H, c.rms_eps);
+  }
 
   // LM head over only the rows whose logits were asked for, gathered into one block.
+  OpScope t_head(Op::LmHead);
   size_to(rows_, static_cast<size_t>(p.n_sel) * H);
   for (int b = 0, r = 0; b < B; ++b) {
     std::memcpy(rows_.data() + static_cast<size_t>(r) * H, x_.data() + static_cast<size_t>(p.sel_first[b]) * H,
