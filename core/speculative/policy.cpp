@@ -1,0 +1,572 @@
+// The cost table (lookup, JSON), the built-in speculation policies and their registry.
+// docs/policies.md is the user's description of each rule; the comments here say why.
+#include "core/speculative/policy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace specdec {
+
+using nlohmann::json;
+
+// ---- cost table ------------------------------------------------------------------------------------------
+
+namespace {
+
+// Index of the grid point nearest x (exact when on the grid; a tie takes the larger point).
+size_t nearest(const std::vector<int>& grid, int x) {
+  const auto it = std::lower_bound(grid.begin(), grid.end(), x);
+  if (it == grid.begin()) return 0;
+  if (it == grid.end()) return grid.size() - 1;
+  const size_t hi = static_cast<size_t>(it - grid.begin());
+  return (x - grid[hi - 1] < grid[hi] - x) ? hi - 1 : hi;
+}
+
+const char* type_name(const json& j) { return j.type_name(); }
+
+const json& member(const json& obj, const char* key, const std::string& path, const std::string& where) {
+  SPECDEC_CHECK(obj.is_object(), where, ": key '", path, "': expected an object, got ", type_name(obj));
+  const auto it = obj.find(key);
+  SPECDEC_CHECK(it != obj.end(), where, ": missing key '", path.empty() ? "" : path + ".", key, "'");
+  return *it;
+}
+
+double number(const json& j, const std::string& path, const std::string& where) {
+  SPECDEC_CHECK(j.is_number(), where, ": key '", path, "': expected a number, got ", type_name(j));
+  const double x = j.get<double>();
+  SPECDEC_CHECK(std::isfinite(x) && x >= 0, where, ": key '", path, "': expected a finite cost >= 0, got ", x);
+  return x;
+}
+
+std::vector<int> int_grid(const json& obj, const char* key, const std::string& where) {
+  const std::string path = std::string("forward.") + key;
+  const json& a = member(obj, key, "forward", where);
+  SPECDEC_CHECK(a.is_array(), where, ": key '", path, "': expected an array of integers, got ", type_name(a));
+  std::vector<int> out;
+  for (size_t i = 0; i < a.size(); ++i) {
+    SPECDEC_CHECK(a[i].is_number_integer(), where, ": key '", path, "[", i, "]': expected an integer, got ",
+                  type_name(a[i]));
+    out.push_back(a[i].get<int>());
+  }
+  return out;
+}
+
+void check_grid(const std::vector<int>& g, const std::string& path, int lowest, const std::string& where) {
+  SPECDEC_CHECK(!g.empty(), where, ": key '", path, "': expected at least one value, got none");
+  SPECDEC_CHECK(g[0] >= lowest, where, ": key '", path, "': expected values >= ", lowest, ", got ", g[0]);
+  for (size_t i = 1; i < g.size(); ++i)
+    SPECDEC_CHECK(g[i] > g[i - 1], where, ": key '", path, "': expected strictly increasing values, got ", g[i],
+                  " after ", g[i - 1]);
+}
+
+}  // namespace
+
+double CostTable::forward_us(int T, int B, int C) const {
+  SPECDEC_CHECK(!tokens.empty() && !batch.empty() && !context.empty(), "a cost table with forward costs");
+  const size_t t = nearest(tokens, T), b = nearest(batch, B);
+  const size_t nC = context.size();
+  const double* row = forward.data() + (t * batch.size() + b) * nC;
+  if (C <= context.front()) return row[0];
+  if (C >= context.back()) return row[nC - 1];
+  const size_t hi = static_cast<size_t>(std::upper_bound(context.begin(), context.end(), C) - context.begin());
+  const double w = static_cast<double>(C - context[hi - 1]) / (context[hi] - context[hi - 1]);
+  return row[hi - 1] + w * (row[hi] - row[hi - 1]);
+}
+
+double CostTable::drafter_us(const std::string& name, int k) const {
+  if (name.empty()) return 0;
+  const auto it = drafters.find(name);
+  if (it == drafters.end()) {
+    std::string known;
+    for (const auto& [n, _] : drafters) known += (known.empty() ? "" : ", ") + n;
+    SPECDEC_FAIL("cost table (", source, "): no costs for drafter '", name,
+                 "'; it has: ", known.empty() ? "(none)" : known);
+  }
+  SPECDEC_CHECK(k >= 0 && k < static_cast<int>(it->second.size()), "cost table (", source, "): drafter '", name,
+                "' costs for k in 0..", it->second.size() - 1, ", asked for k = ", k);
+  return it->second[k];
+}
+
+int CostTable::drafter_k_max(const std::string& name) const {
+  if (name.empty()) return INT_MAX;
+  (void)drafter_us(name, 0);  // the error for an unknown name
+  return static_cast<int>(drafters.at(name).size()) - 1;
+}
+
+double CostTable::step_us(const std::string& drafter, int k, int B, int C) const {
+  return forward_us(k + 1, B, C) + drafter_us(drafter, k);
+}
+
+void CostTable::validate(const std::string& where) const {
+  check_grid(tokens, "forward.tokens", 1, where);
+  check_grid(batch, "forward.batch", 1, where);
+  check_grid(context, "forward.context", 0, where);
+  const size_t n = tokens.size() * batch.size() * context.size();
+  SPECDEC_CHECK(forward.size() == n, where, ": key 'forward.us': expected ", tokens.size(), " x ", batch.size(), " x ",
+                context.size(), " = ", n, " costs, got ", forward.size());
+  for (size_t i = 0; i < n; ++i)
+    SPECDEC_CHECK(std::isfinite(forward[i]) && forward[i] >= 0, where,
+                  ": key 'forward.us': expected finite costs >= 0, got ", forward[i], " at flat index ", i);
+  for (const auto& [name, row] : drafters) {
+    SPECDEC_CHECK(!row.empty(), where, ": key 'drafters.", name, "': expected costs for k = 0, 1, ..., got none");
+    for (size_t k = 0; k < row.size(); ++k)
+      SPECDEC_CHECK(std::isfinite(row[k]) && row[k] >= 0, where, ": key 'drafters.", name, "[", k,
+                    "]': expected a finite cost >= 0, got ", row[k]);
+  }
+}
+
+std::string CostTable::to_json() const {
+  validate("cost table to save");
+  json us = json::array();
+  const size_t nB = batch.size(), nC = context.size();
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    json per_b = json::array();
+    for (size_t b = 0; b < nB; ++b)
+      per_b.push_back(
+          std::vector<double>(forward.begin() + (t * nB + b) * nC, forward.begin() + (t * nB + b + 1) * nC));
+    us.push_back(per_b);
+  }
+  json j = {{"version", 1},
+            {"source", source},
+            {"forward", {{"tokens", tokens}, {"batch", batch}, {"context", context}, {"us", us}}},
+            {"drafters", json::object()}};
+  for (const auto& [name, row] : drafters) j["drafters"][name] = row;
+  return j.dump(1);
+}
+
+CostTable CostTable::from_json(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    SPECDEC_FAIL(where, ": not valid JSON (", e.what(), ")");
+  }
+  SPECDEC_CHECK(j.is_object(), where, ": expected a JSON object, got ", type_name(j));
+  const json& version = member(j, "version", "", where);
+  SPECDEC_CHECK(version.is_number_integer() && version.get<int>() == 1, where, ": key 'version': expected 1, got ",
+                version.dump());
+  CostTable c;
+  if (const auto it = j.find("source"); it != j.end()) {
+    SPECDEC_CHECK(it->is_string(), where, ": key 'source': expected a string, got ", type_name(*it));
+    c.source = it->get<std::string>();
+  } else {
+    c.source = where;
+  }
+  const json& fwd = member(j, "forward", "", where);
+  c.tokens = int_grid(fwd, "tokens", where);
+  c.batch = int_grid(fwd, "batch", where);
+  c.context = int_grid(fwd, "context", where);
+  check_grid(c.tokens, "forward.tokens", 1, where);
+  check_grid(c.batch, "forward.batch", 1, where);
+  check_grid(c.context, "forward.context", 0, where);
+  const json& us = member(fwd, "us", "forward", where);
+  auto expect_array = [&](const json& a, size_t n, const std::string& path) {
+    SPECDEC_CHECK(a.is_array(), where, ": key '", path, "': expected an array, got ", type_name(a));
+    SPECDEC_CHECK(a.size() == n, where, ": key '", path, "': expected ", n, " entries, got ", a.size());
+  };
+  expect_array(us, c.tokens.size(), "forward.us");
+  for (size_t t = 0; t < c.tokens.size(); ++t) {
+    const std::string pt = "forward.us[" + std::to_string(t) + "]";
+    expect_array(us[t], c.batch.size(), pt);
+    for (size_t b = 0; b < c.batch.size(); ++b) {
+      const std::string pb = pt + "[" + std::to_string(b) + "]";
+      expect_array(us[t][b], c.context.size(), pb);
+      for (size_t x = 0; x < c.context.size(); ++x)
+        c.forward.push_back(number(us[t][b][x], pb + "[" + std::to_string(x) + "]", where));
+    }
+  }
+  if (const auto it = j.find("drafters"); it != j.end()) {
+    SPECDEC_CHECK(it->is_object(), where, ": key 'drafters': expected an object, got ", type_name(*it));
+    for (const auto& [name, row] : it->items()) {
+      const std::string path = "drafters." + name;
+      SPECDEC_CHECK(row.is_array() && !row.empty(), where, ": key '", path,
+                    "': expected a non-empty array of costs at k = 0, 1, ..., got ", row.dump());
+      std::vector<double>& out = c.drafters[name];
+      for (size_t k = 0; k < row.size(); ++k)
+        out.push_back(number(row[k], path + "[" + std::to_string(k) + "]", where));
+    }
+  }
+  c.validate(where);
+  return c;
+}
+
+void CostTable::save(const std::string& path) const {
+  const std::string text = to_json();
+  std::ofstream out(path);
+  SPECDEC_CHECK(out.good(), "cost table ", path, ": cannot open for writing");
+  out << text << '\n';
+  out.close();
+  SPECDEC_CHECK(out.good(), "cost table ", path, ": write failed");
+}
+
+CostTable CostTable::load(const std::string& path) {
+  std::ifstream in(path);
+  SPECDEC_CHECK(in.good(), "cost table ", path, ": cannot open (expected a JSON file from `specdec bench costs`)");
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
+  return from_json(text, "cost table " + path);
+}
+
+// ---- the cost model --------------------------------------------------------------------------------------
+
+double expected_emitted(std::span<const double> a, int k) {
+  SPECDEC_CHECK(k >= 0 && k <= static_cast<int>(a.size()), "k in 0..", a.size(), " (acceptance estimates), got ", k);
+  double e = 1, run = 1;
+  for (int i = 0; i < k; ++i) {
+    run *= a[i];
+    e += run;
+  }
+  return e;
+}
+
+double single_alpha_emitted(double alpha, int k) {
+  SPECDEC_CHECK(alpha >= 0 && alpha <= 1 && k >= 0, "alpha in [0, 1] and k >= 0, got alpha = ", alpha, ", k = ", k);
+  if (alpha == 1) return k + 1;
+  return (1 - std::pow(alpha, k + 1)) / (1 - alpha);
+}
+
+PolicyDecision cost_model_choose(const CostTable& costs, const std::string& drafter, const PolicyStep& step,
+                                 std::span<const double> a, int k_max) {
+  const int top = std::max(0, std::min({k_max, step.k_limit, static_cast<int>(a.size())}));
+  PolicyDecision d;
+  double best = -1;
+  for (int k = 0; k <= top; ++k) {
+    const double e = expected_emitted(a, k);
+    const double us = costs.step_us(drafter, k, step.batch_size, step.context_len);
+    const double tps = us > 0 ? e * 1e6 / us : INFINITY;
+    d.expected_emitted.push_back(e);
+    d.expected_tps.push_back(tps);
+    if (tps > best) {  // strict: a tie keeps the smaller k
+      best = tps;
+      d.k = k;
+    }
+  }
+  return d;
+}
+
+AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay)
+    : prior_a_(prior_a), prior_n_(prior_n), decay_(decay), reached_(k_max, 0.0), accepted_(k_max, 0.0) {
+  SPECDEC_CHECK(k_max >= 0, "k_max >= 0, got ", k_max);
+  SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
+  SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
+  SPECDEC_CHECK(decay > 0 && decay <= 1, "decay in (0, 1], got ", decay);
+}
+
+void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
+  // Every step decays the evidence, AR steps included: an estimate that sent the sequence to AR drifts
+  // back to its prior, so the policy tries drafting again (exploration) instead of staying AR for good.
+  for (size_t j = 0; j < reached_.size(); ++j) {
+    reached_[j] *= decay_;
+    accepted_[j] *= decay_;
+  }
+  // Position j (1-based) was reached when the first j - 1 were accepted and j was proposed; it was accepted
+  // when j <= n_accepted. Positions past the proposal say nothing (censored).
+  const int reached = std::min({n_proposed, n_accepted + 1, static_cast<int>(reached_.size())});
+  for (int j = 0; j < reached; ++j) {
+    reached_[j] += 1;
+    if (j < n_accepted) accepted_[j] += 1;
+  }
+}
+
+std::vector<double> AcceptanceEstimator::estimate() const {
+  std::vector<double> a(reached_.size());
+  double prior = prior_a_;
+  for (size_t j = 0; j < a.size(); ++j) {
+    a[j] = (accepted_[j] + prior_n_ * prior) / (reached_[j] + prior_n_);
+    prior = a[j];  // a position never reached inherits the estimate of the one before it
+  }
+  return a;
+}
+
+// ---- built-in policies -------------------------------------------------------------------------------------
+
+namespace {
+
+int clamp_k(int k, const PolicyStep& s) { return std::max(0, std::min(k, s.k_limit)); }
+
+class FixedPolicy final : public Policy {
+ public:
+  explicit FixedPolicy(int k) : k_(k) {}
+  PolicyDecision decide(const PolicyStep& s) override { return {.k = clamp_k(k_, s)}; }
+  void observe(int, int) override {}
+
+ private:
+  int k_;
+};
+
+// vLLM-style: k by batch size, from the entry with the largest batch size <= B (the first entry below it).
+class BatchTablePolicy final : public Policy {
+ public:
+  explicit BatchTablePolicy(std::vector<std::pair<int, int>> table) : table_(std::move(table)) {}
+  PolicyDecision decide(const PolicyStep& s) override {
+    int k = table_.front().second;
+    for (const auto& [b, kb] : table_)
+      if (b <= s.batch_size) k = kb;
+    return {.k = clamp_k(k, s)};
+  }
+  void observe(int, int) override {}
+
+ private:
+  std::vector<std::pair<int, int>> table_;
+};
+
+// TensorRT-LLM-style switch-off: draft k while the acceptance rate over the last `window` drafting steps is
+// >= threshold; below it, AR (k = 0) for `retry` steps, then draft again with a fresh window.
+class AcceptThresholdPolicy final : public Policy {
+ public:
+  AcceptThresholdPolicy(int k, double threshold, int window, int retry)
+      : k_(k), threshold_(threshold), window_(window), retry_(retry) {}
+  PolicyDecision decide(const PolicyStep& s) override {
+    if (!on_ && off_steps_ >= retry_) {
+      on_ = true;
+      hist_.clear();
+    }
+    return {.k = on_ ? clamp_k(k_, s) : 0};
+  }
+  void observe(int n_proposed, int n_accepted) override {
+    if (!on_) {
+      ++off_steps_;
+      return;
+    }
+    if (n_proposed <= 0) return;  // nothing drafted (the drafter found nothing, or k_limit = 0): no evidence
+    hist_.emplace_back(n_proposed, n_accepted);
+    if (static_cast<int>(hist_.size()) > window_) hist_.pop_front();
+    double p = 0, a = 0;
+    for (const auto& [np, na] : hist_) {
+      p += np;
+      a += na;
+    }
+    if (a < threshold_ * p) {
+      on_ = false;
+      off_steps_ = 0;
+    }
+  }
+
+ private:
+  int k_;
+  double threshold_;
+  int window_, retry_;
+  bool on_ = true;
+  int off_steps_ = 0;
+  std::deque<std::pair<int, int>> hist_;
+};
+
+// SGLang-style adaptive tiers: k is one of `tiers`; after `window` steps at a tier, the mean accepted
+// length m decides: m >= up * k moves one tier up, m < down * k one tier down; every change starts a new
+// window.
+class AdaptivePolicy final : public Policy {
+ public:
+  AdaptivePolicy(std::vector<int> tiers, int start, int window, double up, double down)
+      : tiers_(std::move(tiers)), tier_(start), window_(window), up_(up), down_(down) {}
+  PolicyDecision decide(const PolicyStep& s) override { return {.k = clamp_k(tiers_[tier_], s)}; }
+  void observe(int n_proposed, int n_accepted) override {
+    (void)n_proposed;
+    accepted_.push_back(n_accepted);
+    if (static_cast<int>(accepted_.size()) < window_) return;
+    double m = 0;
+    for (int x : accepted_) m += x;
+    m /= static_cast<double>(accepted_.size());
+    const double k = tiers_[tier_];
+    const int before = tier_;
+    if (m >= up_ * k && tier_ + 1 < static_cast<int>(tiers_.size()))
+      ++tier_;
+    else if (m < down_ * k && tier_ > 0)
+      --tier_;
+    // A full window at an unchanged tier slides; a change starts over at the new tier.
+    if (tier_ != before)
+      accepted_.clear();
+    else
+      accepted_.erase(accepted_.begin());
+  }
+
+ private:
+  std::vector<int> tiers_;
+  int tier_;
+  int window_;
+  double up_, down_;
+  std::vector<int> accepted_;
+};
+
+class CostModelPolicy final : public Policy {
+ public:
+  CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay)
+      : costs_(costs), drafter_(std::move(drafter)), k_max_(k_max), est_(k_max, prior_a, prior_n, decay) {}
+  PolicyDecision decide(const PolicyStep& s) override {
+    const std::vector<double> a = est_.estimate();
+    return cost_model_choose(costs_, drafter_, s, a, k_max_);
+  }
+  void observe(int n_proposed, int n_accepted) override { est_.observe(n_proposed, n_accepted); }
+
+ private:
+  const CostTable& costs_;
+  std::string drafter_;
+  int k_max_;
+  AcceptanceEstimator est_;
+};
+
+// "1:5,4:3,16:1" -> {(1,5), (4,3), (16,1)}; batch sizes strictly increasing and >= 1, k >= 0.
+std::vector<std::pair<int, int>> parse_batch_table(const std::string& text, const std::string& section) {
+  std::vector<std::pair<int, int>> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const size_t colon = item.find(':');
+    int b = 0, k = -1;
+    bool ok = colon != std::string::npos;
+    if (ok) {
+      try {
+        size_t pb = 0, pk = 0;
+        const std::string bs = item.substr(0, colon), ks = item.substr(colon + 1);
+        b = std::stoi(bs, &pb);
+        k = std::stoi(ks, &pk);
+        ok = pb == bs.size() && pk == ks.size();
+      } catch (const std::exception&) {
+        ok = false;
+      }
+    }
+    SPECDEC_CHECK(ok && b >= 1 && k >= 0, "[", section, "] table = '", text,
+                  "': expected BATCH:K entries (BATCH >= 1, K >= 0) separated by commas, got '", item, "'");
+    SPECDEC_CHECK(out.empty() || b > out.back().first, "[", section, "] table = '", text,
+                  "': expected strictly increasing batch sizes, got ", b, " after ",
+                  out.empty() ? 0 : out.back().first);
+    out.emplace_back(b, k);
+  }
+  SPECDEC_CHECK(!out.empty(), "[", section, "] table: expected BATCH:K entries such as 1:5,4:3,16:1, got '", text, "'");
+  return out;
+}
+
+int checked_int(const DrafterOptions& o, const std::string& key, int def, int lo) {
+  const int v = o.get_int(key, def);
+  SPECDEC_CHECK(v >= lo, "[", o.section(), "] ", key, " = ", v, ": expected >= ", lo);
+  return v;
+}
+
+double checked_unit(const DrafterOptions& o, const std::string& key, double def) {
+  const double v = o.get_double(key, def);
+  SPECDEC_CHECK(v >= 0 && v <= 1, "[", o.section(), "] ", key, " = ", v, ": expected a value in [0, 1]");
+  return v;
+}
+
+}  // namespace
+
+void register_builtin_policies(PolicyRegistry& r) {
+  r.add({"fixed", "k draft tokens every step (k = 4)", [](const PolicyEnv&, const DrafterOptions& o) {
+           return std::make_unique<FixedPolicy>(checked_int(o, "k", 4, 0));
+         }});
+  r.add({"batch_table", "vLLM-style k by batch size: table = B:k,... (the largest B <= the batch's)",
+         [](const PolicyEnv&, const DrafterOptions& o) {
+           const std::string t = o.get("table", "");
+           SPECDEC_CHECK(!t.empty(), "[", o.section(), "] table: required, e.g. table=1:5,4:3,16:1");
+           return std::make_unique<BatchTablePolicy>(parse_batch_table(t, o.section()));
+         }});
+  r.add({"accept_threshold",
+         "TensorRT-LLM-style: k while the acceptance rate over `window` steps >= threshold, else AR for `retry` "
+         "steps",
+         [](const PolicyEnv&, const DrafterOptions& o) {
+           const int k = checked_int(o, "k", 4, 1);
+           const double threshold = checked_unit(o, "threshold", 0.5);
+           const int window = checked_int(o, "window", 8, 1);
+           const int retry = checked_int(o, "retry", 16, 1);
+           return std::make_unique<AcceptThresholdPolicy>(k, threshold, window, retry);
+         }});
+  r.add({"adaptive", "SGLang-style tiers: k steps up/down the tiers from the mean accepted length over a window",
+         [](const PolicyEnv&, const DrafterOptions& o) {
+           std::vector<int> tiers;
+           for (double x : o.get_doubles("tiers", {1, 2, 4, 8})) {
+             SPECDEC_CHECK(x >= 1 && x == std::floor(x) && (tiers.empty() || x > tiers.back()), "[", o.section(),
+                           "] tiers: expected strictly increasing integers >= 1, got ", x);
+             tiers.push_back(static_cast<int>(x));
+           }
+           const int start = checked_int(o, "start", tiers[tiers.size() / 2], 1);
+           const auto it = std::find(tiers.begin(), tiers.end(), start);
+           SPECDEC_CHECK(it != tiers.end(), "[", o.section(), "] start = ", start, ": expected one of the tiers");
+           const int window = checked_int(o, "window", 8, 1);
+           const double up = checked_unit(o, "up", 0.8), down = checked_unit(o, "down", 0.4);
+           SPECDEC_CHECK(down < up, "[", o.section(), "] down = ", down, ": expected below up = ", up);
+           return std::make_unique<AdaptivePolicy>(tiers, static_cast<int>(it - tiers.begin()), window, up, down);
+         }});
+  r.add({"cost_model",
+         "per sequence per step, k in 0..k_max maximising E[emitted | k] / (forward(k+1, B, C) + drafter(k))",
+         [](const PolicyEnv& env, const DrafterOptions& o) {
+           const int k_max = checked_int(o, "k_max", 8, 0);
+           const double prior_a = checked_unit(o, "prior_a", 0.5);
+           const double prior_n = o.get_double("prior_n", 4);
+           SPECDEC_CHECK(prior_n > 0, "[", o.section(), "] prior_n = ", prior_n, ": expected > 0");
+           const double decay = o.get_double("decay", 0.98);
+           SPECDEC_CHECK(decay > 0 && decay <= 1, "[", o.section(), "] decay = ", decay,
+                         ": expected a value in (0, 1]");
+           SPECDEC_CHECK(env.costs != nullptr, "[", o.section(),
+                         "] needs a cost table (`specdec bench costs`); none was given");
+           const int dk = env.costs->drafter_k_max(env.drafter);
+           SPECDEC_CHECK(dk >= k_max, "[", o.section(), "] k_max = ", k_max, ": the cost table (", env.costs->source,
+                         ") has drafter '", env.drafter, "' costs only up to k = ", dk);
+           return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay);
+         }});
+}
+
+void PolicyRegistry::add(PolicyInfo info) {
+  SPECDEC_CHECK(!info.name.empty() && info.factory, "a policy with a name and a factory");
+  SPECDEC_CHECK(!by_name_.count(info.name), "policy '", info.name, "' is registered twice (names must be unique)");
+  by_name_.emplace(info.name, std::move(info));
+}
+
+const PolicyInfo& PolicyRegistry::get(const std::string& name) const {
+  const auto it = by_name_.find(name);
+  if (it != by_name_.end()) return it->second;
+  std::string known;
+  for (const auto& [n, _] : by_name_) known += (known.empty() ? "" : ", ") + n;
+  SPECDEC_FAIL("unknown policy '", name, "'; known policies: ", known);
+}
+
+std::vector<const PolicyInfo*> PolicyRegistry::list() const {
+  std::vector<const PolicyInfo*> out;
+  for (const auto& [_, info] : by_name_) out.push_back(&info);
+  return out;
+}
+
+const PolicyRegistry& builtin_policies() {
+  static const PolicyRegistry r = [] {
+    PolicyRegistry x;
+    register_builtin_policies(x);
+    return x;
+  }();
+  return r;
+}
+
+PolicySpec parse_policy_spec(const std::string& spec) {
+  std::stringstream ss(spec);
+  PolicySpec out;
+  SPECDEC_CHECK(static_cast<bool>(ss >> out.name), "a policy as 'NAME key=value ...', got '", spec, "'");
+  std::string kv;
+  while (ss >> kv) {
+    const size_t eq = kv.find('=');
+    SPECDEC_CHECK(eq != std::string::npos && eq > 0, "policy '", out.name, "': options as key=value, got '", kv, "'");
+    const std::string key = kv.substr(0, eq);
+    SPECDEC_CHECK(!out.options.count(key), "policy '", out.name, "': option '", key, "' given twice");
+    out.options[key] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
+std::unique_ptr<Policy> make_policy(const PolicyRegistry& registry, const PolicySpec& spec, const PolicyEnv& env) {
+  const PolicyInfo& info = registry.get(spec.name);
+  const DrafterOptions opts(spec.options, "policy " + spec.name);
+  std::unique_ptr<Policy> p = info.factory(env, opts);
+  opts.check_all_used();
+  SPECDEC_CHECK(p != nullptr, "policy '", spec.name, "': its factory returned no policy");
+  return p;
+}
+
+std::unique_ptr<Policy> make_policy(const std::string& spec, const PolicyEnv& env) {
+  return make_policy(builtin_policies(), parse_policy_spec(spec), env);
+}
+
+}  // namespace specdec

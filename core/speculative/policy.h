@@ -1,0 +1,152 @@
+// Speculation policies: what decides a sequence's draft length k at each step (fixed, a batch-size table,
+// an acceptance switch-off, adaptive tiers, and a cost model maximising expected tokens per second), the
+// measured cost table the cost model and the oracle (core/speculative/oracle.h) read, and the registry that
+// makes policies by name. docs/policies.md states every rule and the estimator.
+#pragma once
+
+#include <climits>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/speculative/drafter.h"
+
+namespace specdec {
+
+// ---- the cost table --------------------------------------------------------------------------------
+
+// Measured costs in microseconds. forward_us(T, B, C): one target forward (verification pass) of a batch of
+// B sequences, each verifying T tokens over a cached context of C tokens. drafter_us(name, k): one drafter
+// step proposing k tokens for one sequence (k = 0: the drafter is not called; usually 0).
+// Lookup: T and B exact when on their grid, else the nearest grid point (a tie takes the larger: the
+// costlier, the conservative choice); C linear between grid points and clamped to the ends outside the grid
+// (no extrapolation). JSON layout (docs/policies.md):
+//   {"version": 1, "source": "...",
+//    "forward": {"tokens": [1, 2, ...], "batch": [1, 4, ...], "context": [128, 1024, ...],
+//                "us": [[[..C..] for each B] for each T]},
+//    "drafters": {"ngram": [us at k = 0, 1, ..., K], ...}}
+// Every grid strictly increasing and >= 1 (context >= 0); every cost finite and >= 0.
+struct CostTable {
+  std::string source;                                   // free text: the machine, the model, the date
+  std::vector<int> tokens, batch, context;              // the grids of T, B, C
+  std::vector<double> forward;                          // T x B x C, C fastest
+  std::map<std::string, std::vector<double>> drafters;  // name -> cost at k = 0 .. size - 1
+
+  double forward_us(int T, int B, int C) const;
+  // name "" = no drafter cost (0). Throws for an unknown name (listing the known ones) or a k past its row.
+  double drafter_us(const std::string& name, int k) const;
+  int drafter_k_max(const std::string& name) const;  // the largest k of its row; INT_MAX for ""
+  // forward_us(k + 1, B, C) + drafter_us(drafter, k): what one step of one sequence drafting k tokens costs
+  // in the model the cost_model policy and the oracle share.
+  double step_us(const std::string& drafter, int k, int B, int C) const;
+
+  // Throws a one-line specdec::Error naming `where` (a file) and the offending key.
+  void validate(const std::string& where = "cost table") const;
+  std::string to_json() const;
+  static CostTable from_json(const std::string& text, const std::string& where = "cost table");
+  void save(const std::string& path) const;
+  static CostTable load(const std::string& path);
+};
+
+// ---- policies ----------------------------------------------------------------------------------------
+
+// What the loop knows about the step it asks a policy about.
+struct PolicyStep {
+  int batch_size = 1;     // B: sequences verified together in this step
+  int context_len = 0;    // C: tokens in the sequence's target cache before the pass (StepRecord::context_len)
+  int k_limit = INT_MAX;  // the largest k the loop can apply (its draft budget less the output left); >= 0
+};
+
+// One decision, small enough to log per sequence per step.
+struct PolicyDecision {
+  int k = 0;  // draft tokens to propose, in [0, k_limit]; 0 = an AR step
+  // cost_model only (empty otherwise), per candidate k = 0 .. size - 1: E[emitted | k] and the expected
+  // tokens per second E[emitted | k] / step cost.
+  std::vector<double> expected_emitted, expected_tps;
+};
+
+// One policy per sequence (like drafters): it sees only its own sequence's history. The loop calls
+// decide() before the drafter proposes and observe() after the verification with what was really proposed
+// (a drafter may propose fewer than decided; 0 when it proposed nothing) and accepted (the chain's accepted
+// prefix; for a tree, the accepted path's depth against its max depth).
+class Policy {
+ public:
+  virtual ~Policy() = default;
+  virtual PolicyDecision decide(const PolicyStep& step) = 0;
+  virtual void observe(int n_proposed, int n_accepted) = 0;
+};
+
+// What a policy may use when it is made.
+struct PolicyEnv {
+  const CostTable* costs = nullptr;  // required by cost_model; not owned, outlives the policy
+  std::string drafter;               // the drafter's row in costs->drafters; "" = no drafter cost
+};
+
+using PolicyFactory = std::function<std::unique_ptr<Policy>(const PolicyEnv&, const DrafterOptions&)>;
+
+struct PolicyInfo {
+  std::string name;
+  std::string help;  // one line
+  PolicyFactory factory;
+};
+
+// Policies by name; built-ins from one list (register_builtin_policies). A duplicate name is an error.
+class PolicyRegistry {
+ public:
+  void add(PolicyInfo info);
+  const PolicyInfo& get(const std::string& name) const;  // error lists the known names
+  std::vector<const PolicyInfo*> list() const;
+  bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
+
+ private:
+  std::map<std::string, PolicyInfo> by_name_;
+};
+
+void register_builtin_policies(PolicyRegistry& registry);
+const PolicyRegistry& builtin_policies();  // a registry holding the built-ins, made once
+
+// "name key=value key=value ..." (whitespace-separated), e.g. "batch_table table=1:5,4:3,16:1".
+struct PolicySpec {
+  std::string name;
+  std::map<std::string, std::string> options;
+};
+PolicySpec parse_policy_spec(const std::string& spec);
+
+// Makes a policy, checking its options: an unknown key is an UnknownOptionError naming the keys the policy
+// knows (section "policy <name>").
+std::unique_ptr<Policy> make_policy(const PolicyRegistry& registry, const PolicySpec& spec, const PolicyEnv& env);
+std::unique_ptr<Policy> make_policy(const std::string& spec, const PolicyEnv& env = {});  // built-ins
+
+// ---- the cost model, exposed for tests and the report --------------------------------------------------
+
+// E[emitted | k] = 1 + sum_{i=1..k} prod_{j<=i} a[j-1]: the expected tokens of a step drafting k tokens
+// whose position j is accepted with probability a[j-1] given j-1 was (a.size() >= k).
+double expected_emitted(std::span<const double> a, int k);
+// The single-alpha formula: E[emitted | k] with a_j = alpha for all j, (1 - alpha^(k+1)) / (1 - alpha)
+// (k + 1 at alpha = 1).
+double single_alpha_emitted(double alpha, int k);
+
+// The cost model's choice for one sequence: k in [0, min(k_max, step.k_limit, a.size())] maximising
+// E[emitted | k] / costs.step_us(drafter, k, B, C); ties take the smaller k.
+PolicyDecision cost_model_choose(const CostTable& costs, const std::string& drafter, const PolicyStep& step,
+                                 std::span<const double> a, int k_max);
+
+// The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
+// of positions reached and accepted, each position's Beta posterior mean with its prior centred on the
+// previous position's estimate (position 1's on prior_a).
+class AcceptanceEstimator {
+ public:
+  AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay);
+  void observe(int n_proposed, int n_accepted);
+  std::vector<double> estimate() const;  // a_1 .. a_{k_max}
+
+ private:
+  double prior_a_, prior_n_, decay_;
+  std::vector<double> reached_, accepted_;
+};
+
+}  // namespace specdec

@@ -1,0 +1,545 @@
+// Speculation policies, the cost table and the oracle (core/speculative/policy.h, oracle.h): the cost model
+// against the analytic optimum of a synthetic table, each heuristic policy on scripted histories, the
+// oracle against brute force and never exceeded by a policy on seeded synthetic runs, the single-alpha
+// formula against summation, the cost table's JSON round trip and its one-line errors.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/error.h"
+#include "core/speculative/oracle.h"
+#include "core/speculative/policy.h"
+#include "tests/support/errors.h"
+
+using namespace specdec;
+
+namespace {
+
+using test::error_of;
+
+bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::string::npos; }
+
+// The synthetic machine: forward(T, B, C) = 1000 + slope(B) * T + 0.5 * C us, exactly linear in C over the
+// grid {0, 2000} (so interpolation is exact), drafter "d" costs 5 us per drafted token, k = 0..12.
+double slope(int B) { return B == 1 ? 10 : B == 4 ? 200 : 1000; }
+double synthetic_forward(int T, int B, int C) { return 1000 + slope(B) * T + 0.5 * C; }
+
+CostTable synthetic_table() {
+  CostTable c;
+  c.source = "synthetic";
+  for (int T = 1; T <= 13; ++T) c.tokens.push_back(T);
+  c.batch = {1, 4, 16};
+  c.context = {0, 2000};
+  for (int T : c.tokens)
+    for (int B : c.batch)
+      for (int C : c.context) c.forward.push_back(synthetic_forward(T, B, C));
+  for (int k = 0; k <= 12; ++k) c.drafters["d"].push_back(5.0 * k);
+  c.validate();
+  return c;
+}
+
+// The reference of the cost model: the closed-form expected tokens over the closed-form cost.
+int analytic_best_k(double alpha, int B, int C, int k_max) {
+  int best = 0;
+  double best_r = -1;
+  for (int k = 0; k <= k_max; ++k) {
+    const double r = single_alpha_emitted(alpha, k) / (synthetic_forward(k + 1, B, C) + 5.0 * k);
+    if (r > best_r) {
+      best_r = r;
+      best = k;
+    }
+  }
+  return best;
+}
+
+std::vector<int> run_script(Policy& p, const std::vector<std::pair<int, int>>& script, int B = 1) {
+  std::vector<int> ks;
+  for (const auto& [np, na] : script) {
+    ks.push_back(p.decide({.batch_size = B}).k);
+    p.observe(np, na);
+  }
+  ks.push_back(p.decide({.batch_size = B}).k);
+  return ks;
+}
+
+}  // namespace
+
+TEST_CASE("cost table lookup: nearest T and B, linear in C, clamped outside the C grid", "[policy][costs]") {
+  CostTable c;
+  c.tokens = {1, 2, 4};
+  c.batch = {1, 8};
+  c.context = {100, 300};
+  // forward[t][b][x] = 1000 t + 100 b + 10 x + 1, by grid index.
+  for (int t = 0; t < 3; ++t)
+    for (int b = 0; b < 2; ++b)
+      for (int x = 0; x < 2; ++x) c.forward.push_back(1000 * t + 100 * b + 10 * x + 1);
+  c.validate();
+  CHECK(c.forward_us(1, 1, 100) == 1);
+  CHECK(c.forward_us(4, 8, 300) == 2111);
+  CHECK(c.forward_us(3, 1, 100) == 2001);       // T = 3: tie between 2 and 4 takes 4
+  CHECK(c.forward_us(5, 1, 100) == 2001);       // past the grid: the last point
+  CHECK(c.forward_us(2, 4, 100) == 1001);       // B = 4 nearer 1 than 8
+  CHECK(c.forward_us(2, 5, 100) == 1101);       // B = 5 nearer 8
+  CHECK(c.forward_us(1, 1, 200) == Approx(6));  // halfway in C
+  CHECK(c.forward_us(1, 1, 150) == Approx(3.5));
+  CHECK(c.forward_us(1, 1, 0) == 1);      // clamped below
+  CHECK(c.forward_us(1, 1, 5000) == 11);  // clamped above
+  CHECK(c.drafter_us("", 7) == 0);
+  const std::string e = error_of([&] { c.drafter_us("eagle", 1); });
+  CHECK(one_line(e));
+  CHECK(e.find("'eagle'") != std::string::npos);
+}
+
+TEST_CASE("cost_model picks the analytically optimal k on a synthetic table", "[policy][cost_model]") {
+  const CostTable c = synthetic_table();
+  const std::vector<double> a(12, 0.8);
+  // Worked out by hand from E = (1 - 0.8^(k+1)) / 0.2 over 1000 + slope(B) (k + 1) + 5 k at C = 0: cheap
+  // tokens (B = 1) draft the whole budget, the compute-bound batch (B = 16) only 2.
+  CHECK(cost_model_choose(c, "d", {.batch_size = 1, .context_len = 0}, a, 10).k == 10);
+  CHECK(cost_model_choose(c, "d", {.batch_size = 4, .context_len = 0}, a, 10).k == 4);
+  CHECK(cost_model_choose(c, "d", {.batch_size = 16, .context_len = 0}, a, 10).k == 2);
+  for (double alpha : {0.3, 0.6, 0.8, 0.95})
+    for (int B : {1, 4, 16})
+      for (int C : {0, 700, 2000}) {
+        INFO("alpha " << alpha << " B " << B << " C " << C);
+        const std::vector<double> aa(12, alpha);
+        const PolicyDecision d = cost_model_choose(c, "d", {.batch_size = B, .context_len = C}, aa, 12);
+        CHECK(d.k == analytic_best_k(alpha, B, C, 12));
+        REQUIRE(d.expected_tps.size() == 13);
+        for (int k = 0; k <= 12; ++k) {
+          CHECK(d.expected_emitted[k] == Approx(single_alpha_emitted(alpha, k)).epsilon(1e-12));
+          CHECK(
+              d.expected_tps[k] ==
+              Approx(single_alpha_emitted(alpha, k) * 1e6 / (synthetic_forward(k + 1, B, C) + 5.0 * k)).epsilon(1e-12));
+        }
+      }
+  // The loop's limit caps the candidates.
+  CHECK(cost_model_choose(c, "d", {.batch_size = 1, .k_limit = 3}, a, 10).k == 3);
+  CHECK(cost_model_choose(c, "d", {.batch_size = 1, .k_limit = 3}, a, 10).expected_tps.size() == 4);
+  // The registered policy with a prior too strong to move decides the same.
+  const auto p = make_policy("cost_model k_max=10 prior_a=0.8 prior_n=1e12", {.costs = &c, .drafter = "d"});
+  CHECK(p->decide({.batch_size = 1}).k == 10);
+  CHECK(p->decide({.batch_size = 4}).k == 4);
+  CHECK(p->decide({.batch_size = 16}).k == 2);
+}
+
+TEST_CASE("cost_model at acceptance 0 decodes AR, and probes again as its evidence decays", "[policy][cost_model]") {
+  const CostTable c = synthetic_table();
+  const std::vector<double> zero(12, 0.0);
+  for (int B : {1, 4, 16})
+    for (int C : {0, 1000}) CHECK(cost_model_choose(c, "d", {.batch_size = B, .context_len = C}, zero, 12).k == 0);
+  // Without a drafter cost and a forward whose cost does not grow with T, every k ties: the smallest wins.
+  CostTable flat;
+  flat.tokens = {1};
+  flat.batch = {1};
+  flat.context = {0};
+  flat.forward = {100};
+  CHECK(cost_model_choose(flat, "", {.batch_size = 1}, zero, 8).k == 0);
+
+  // The policy, from its own history: every draft rejected.
+  const auto p = make_policy("cost_model k_max=8", {.costs = &c, .drafter = "d"});
+  for (int i = 0; i < 200; ++i) {
+    p->decide({.batch_size = 4});
+    p->observe(4, 0);
+  }
+  CHECK(p->decide({.batch_size = 4}).k == 0);
+  CHECK(p->decide({.batch_size = 16}).k == 0);
+  // AR steps (nothing proposed) decay the evidence (decay = 0.98): the estimate returns towards the prior
+  // and the policy drafts again, within ~100 steps at B = 4 (a_1 > ~0.17 makes k = 1 pay there).
+  int first_draft = -1;
+  for (int i = 0; i < 300 && first_draft < 0; ++i) {
+    if (p->decide({.batch_size = 4}).k > 0) first_draft = i;
+    p->observe(0, 0);
+  }
+  CHECK(first_draft > 50);
+  CHECK(first_draft < 150);
+}
+
+TEST_CASE("the acceptance estimator recovers per-position conditional acceptance", "[policy][cost_model]") {
+  const std::vector<double> truth = {0.9, 0.7, 0.5, 0.3};
+  AcceptanceEstimator est(6, 0.5, 4, 1.0);
+  std::mt19937_64 rng(14);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int i = 0; i < 40000; ++i) {
+    const int k = 1 + static_cast<int>(rng() % 4);  // proposals of 1..4: deeper positions censored
+    int n = 0;
+    while (n < k && u(rng) < truth[n]) ++n;
+    est.observe(k, n);
+  }
+  const std::vector<double> a = est.estimate();
+  REQUIRE(a.size() == 6);
+  for (int j = 0; j < 4; ++j) CHECK(a[j] == Approx(truth[j]).margin(0.03));
+  // Never reached: the estimate of the last reached position.
+  CHECK(a[4] == Approx(a[3]));
+  CHECK(a[5] == Approx(a[3]));
+  // No history: the prior everywhere.
+  for (double x : AcceptanceEstimator(3, 0.25, 4, 0.9).estimate()) CHECK(x == 0.25);
+}
+
+TEST_CASE("fixed and batch_table follow their rules", "[policy]") {
+  const auto f = make_policy("fixed k=3");
+  CHECK(f->decide({.batch_size = 1}).k == 3);
+  CHECK(f->decide({.batch_size = 64, .k_limit = 2}).k == 2);
+  CHECK(make_policy("fixed")->decide({}).k == 4);
+  CHECK(make_policy("fixed k=0")->decide({}).k == 0);
+
+  const auto t = make_policy("batch_table table=1:5,4:3,16:1");
+  const std::vector<std::pair<int, int>> want = {{1, 5}, {2, 5}, {3, 5}, {4, 3}, {15, 3}, {16, 1}, {64, 1}};
+  for (const auto& [B, k] : want) {
+    INFO("B = " << B);
+    CHECK(t->decide({.batch_size = B}).k == k);
+  }
+  CHECK(t->decide({.batch_size = 1, .k_limit = 2}).k == 2);
+  CHECK(make_policy("batch_table table=2:4,8:0")->decide({.batch_size = 1}).k == 4);  // below the first entry
+  CHECK(make_policy("batch_table table=2:4,8:0")->decide({.batch_size = 9}).k == 0);
+
+  for (const char* bad : {"batch_table table=1:5,4", "batch_table table=4:3,1:5", "batch_table table=1:x",
+                          "batch_table table=0:2", "batch_table"}) {
+    INFO(bad);
+    const std::string e = error_of([&] { make_policy(bad); });
+    CHECK(one_line(e));
+    CHECK(e.find("table") != std::string::npos);
+  }
+}
+
+TEST_CASE("accept_threshold switches off below the threshold and retries after `retry` steps", "[policy]") {
+  const auto p = make_policy("accept_threshold k=4 threshold=0.5 window=2 retry=3");
+  // (proposed, accepted) per step; the decision before each step, then the one after the last.
+  const std::vector<std::pair<int, int>> script = {
+      {4, 4},                  // window 4/4: on
+      {4, 0},                  // window (4 + 0) / 8 = 0.5 >= 0.5: on
+      {4, 1},                  // window (0 + 1) / 8 < 0.5: off
+      {0, 0}, {0, 0}, {0, 0},  // three AR steps
+      {4, 3},                  // retried with a fresh window: 3/4, on
+      {0, 0},                  // nothing proposed while on: no evidence, still on
+      {4, 1},                  // (3 + 1) / 8 = 0.5: on
+      {2, 0},                  // (1 + 0) / 6 < 0.5: off
+  };
+  CHECK(run_script(*p, script) == std::vector<int>{4, 4, 4, 0, 0, 0, 4, 4, 4, 4, 0});
+  CHECK(p->decide({.k_limit = 2}).k == 0);
+  const auto q = make_policy("accept_threshold k=6 threshold=0.9 window=4 retry=1");
+  CHECK(q->decide({.k_limit = 2}).k == 2);
+}
+
+TEST_CASE("adaptive steps through its tiers from the mean accepted length", "[policy]") {
+  const auto p = make_policy("adaptive tiers=1,2,4,8 start=2 window=2 up=0.8 down=0.4");
+  const std::vector<std::pair<int, int>> script = {
+      {2, 2}, {2, 2},  // mean 2 >= 0.8 * 2: up to 4
+      {4, 4}, {4, 3},  // mean 3.5 >= 3.2: up to 8
+      {8, 8}, {8, 8},  // top tier: stays
+      {8, 1},          // window (8, 1): mean 4.5, neither >= 6.4 nor < 3.2: stays
+      {8, 2},          // window (1, 2): mean 1.5 < 3.2: down to 4
+      {4, 0}, {4, 0},  // down to 2
+      {2, 0}, {2, 0},  // down to 1
+      {1, 0}, {1, 0},  // bottom tier: stays
+  };
+  CHECK(run_script(*p, script) == std::vector<int>{2, 2, 4, 4, 8, 8, 8, 8, 4, 4, 2, 2, 1, 1, 1});
+  CHECK(make_policy("adaptive")->decide({}).k == 4);  // default tiers 1,2,4,8 start at the middle one
+  for (const char* bad : {"adaptive tiers=1,4,2", "adaptive start=3", "adaptive up=0.3 down=0.4", "adaptive up=2"}) {
+    INFO(bad);
+    CHECK(one_line(error_of([&] { make_policy(bad); })));
+  }
+}
+
+TEST_CASE("the policy registry: unknown names and keys are one-line errors listing the known ones", "[policy]") {
+  std::vector<std::string> names;
+  for (const PolicyInfo* i : builtin_policies().list()) names.push_back(i->name);
+  CHECK(names == std::vector<std::string>{"accept_threshold", "adaptive", "batch_table", "cost_model", "fixed"});
+
+  std::string e = error_of([] { make_policy("greedy_k"); });
+  CHECK(one_line(e));
+  CHECK(e.find("unknown policy 'greedy_k'") != std::string::npos);
+  CHECK(e.find("accept_threshold, adaptive, batch_table, cost_model, fixed") != std::string::npos);
+
+  try {
+    make_policy("fixed k=2 window=3");
+    FAIL("an unknown key was accepted");
+  } catch (const UnknownOptionError& u) {
+    CHECK(u.key() == "window");
+    CHECK(u.known() == std::vector<std::string>{"k"});
+    CHECK(one_line(u.what()));
+  }
+  e = error_of([] { make_policy("fixed k=two"); });
+  CHECK(one_line(e));
+  CHECK(e.find("k = 'two'") != std::string::npos);
+  e = error_of([] { make_policy("cost_model"); });  // no cost table
+  CHECK(e.find("cost table") != std::string::npos);
+  const CostTable c = synthetic_table();
+  e = error_of([&] { make_policy("cost_model k_max=20", {.costs = &c, .drafter = "d"}); });
+  CHECK(one_line(e));
+  CHECK(e.find("up to k = 12") != std::string::npos);
+  e = error_of([&] { make_policy("cost_model", {.costs = &c, .drafter = "eagle"}); });
+  CHECK(e.find("'eagle'") != std::string::npos);
+  CHECK(one_line(error_of([] { parse_policy_spec("fixed k"); })));
+  CHECK(one_line(error_of([] { parse_policy_spec("fixed k=1 k=2"); })));
+  CHECK(one_line(error_of([] { parse_policy_spec("  "); })));
+  PolicyRegistry r;
+  register_builtin_policies(r);
+  CHECK(one_line(error_of([&] { register_builtin_policies(r); })));  // duplicates
+}
+
+TEST_CASE("the single-alpha formula equals direct summation", "[policy][oracle]") {
+  for (double alpha : {0.0, 0.1, 0.5, 0.9, 0.99, 0.999999, 1.0})
+    for (int k = 0; k <= 20; ++k) {
+      double sum = 0;
+      for (int i = 0; i <= k; ++i) sum += std::pow(alpha, i);
+      INFO("alpha " << alpha << " k " << k);
+      CHECK(single_alpha_emitted(alpha, k) == Approx(sum).epsilon(1e-9));
+      const std::vector<double> a(static_cast<size_t>(k), alpha);
+      CHECK(expected_emitted(a, k) == Approx(sum).epsilon(1e-12));
+    }
+  CHECK(single_alpha_emitted(1.0, 7) == 8);
+  CHECK(one_line(error_of([] { single_alpha_emitted(1.5, 2); })));
+}
+
+namespace {
+
+// Every choice of k_s in [0, k_proposed_s]: the best ratio of tokens to cost.
+double brute_force_tps(const std::vector<OracleStep>& steps, const CostTable& c, const std::string& d) {
+  double best = 0;
+  std::vector<int> k(steps.size(), 0);
+  while (true) {
+    double t = 0, u = 0;
+    for (size_t s = 0; s < steps.size(); ++s) {
+      t += emitted_if(steps[s], k[s]);
+      u += c.step_us(d, k[s], steps[s].batch_size, steps[s].context_len);
+    }
+    best = std::max(best, t * 1e6 / u);
+    size_t s = 0;
+    while (s < steps.size() && ++k[s] > steps[s].k_proposed) k[s++] = 0;
+    if (s == steps.size()) break;
+  }
+  return best;
+}
+
+// A seeded synthetic run of one policy: S sequences in flight (B = S), each with its own acceptance
+// alpha drifting over time; a step's latent accepted length L (the draft's first rejected position - 1, up
+// to 12) is drawn whatever the policy decides, accepted = min(L, proposed); the drafter proposes what was
+// decided except, one time in eight, fewer (nothing found). Contexts grow with the emitted tokens.
+std::vector<OracleStep> simulate(const std::string& spec, const CostTable& c, uint64_t seed, int S, int n_steps) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<std::unique_ptr<Policy>> pol;
+  std::vector<double> alpha;
+  std::vector<int> ctx;
+  for (int s = 0; s < S; ++s) {
+    pol.push_back(make_policy(spec, {.costs = &c, .drafter = "d"}));
+    alpha.push_back(u(rng));
+    ctx.push_back(static_cast<int>(rng() % 1500));
+  }
+  std::vector<OracleStep> out;
+  for (int i = 0; i < n_steps; ++i)
+    for (int s = 0; s < S; ++s) {
+      if (u(rng) < 0.05) alpha[s] = u(rng);  // the text changes character
+      const PolicyDecision d = pol[s]->decide({.batch_size = S, .context_len = ctx[s], .k_limit = 12});
+      REQUIRE(d.k >= 0);
+      REQUIRE(d.k <= 12);
+      int k = d.k;
+      if (k > 0 && rng() % 8 == 0) k = static_cast<int>(rng() % k);
+      int L = 0;
+      while (L < 12 && u(rng) < alpha[s]) ++L;
+      const int acc = std::min(L, k);
+      const int emitted = (i == n_steps - 1 && rng() % 2) ? static_cast<int>(rng() % (acc + 1)) + 1 : acc + 1;
+      out.push_back(
+          {.seq = s, .batch_size = S, .context_len = ctx[s], .k_proposed = k, .n_accepted = acc, .n_emitted = emitted});
+      pol[s]->observe(k, acc);
+      ctx[s] += emitted;
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the oracle: a worked example, censoring, and brute force on small runs", "[policy][oracle]") {
+  const CostTable c = synthetic_table();
+  // B = 1, C = 0: cost(k) = 1010 + 15 k. One step proposed 4, accepted 1: k = 1 emits 2 as k = 4 does,
+  // for less; k = 0 emits 1 for 1010 (0.990 / ms) against 2 for 1025 (1.95 / ms).
+  const std::vector<OracleStep> one = {{.k_proposed = 4, .n_accepted = 1, .n_emitted = 2}};
+  OracleResult r = oracle(one, c, "d");
+  CHECK(r.k == std::vector<int32_t>{1});
+  CHECK(r.oracle_tokens == 2);
+  CHECK(r.oracle_us == 1025);
+  CHECK(r.achieved_us == 1070);
+  CHECK(r.regret() == Approx(1070.0 / 1025.0 - 1));
+  // Censoring: past the proposal, the outcome is the proposal's.
+  CHECK(emitted_if({.k_proposed = 2, .n_accepted = 2, .n_emitted = 3}, 5) == 3);
+  CHECK(emitted_if({.k_proposed = 2, .n_accepted = 2, .n_emitted = 3}, 1) == 2);
+  CHECK(emitted_if({.k_proposed = 5, .n_accepted = 3, .n_emitted = 2}, 4) == 2);  // a step cut at 2 tokens
+  // An AR run: nothing to improve.
+  const std::vector<OracleStep> ar(5, OracleStep{.batch_size = 4, .context_len = 300});
+  r = oracle(ar, c, "d");
+  CHECK(r.regret() == 0);
+  CHECK(r.k == std::vector<int32_t>(5, 0));
+  CHECK(oracle(std::vector<OracleStep>{}, c, "d").regret() == 0);
+  CHECK(one_line(
+      error_of([&] { oracle(std::vector<OracleStep>{{.k_proposed = 1, .n_accepted = 2, .n_emitted = 3}}, c, "d"); })));
+
+  // Brute force over every choice on small random runs. The per-step best ratio is not the optimum of the
+  // run's ratio; this catches an oracle that maximised each step's own rate.
+  std::mt19937_64 rng(7);
+  int runs = 0, per_step_short = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<OracleStep> steps;
+    const int n = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < n; ++i) {
+      const int k = static_cast<int>(rng() % 4), acc = static_cast<int>(rng() % (k + 1));
+      steps.push_back({.batch_size = std::array<int, 3>{1, 4, 16}[rng() % 3],
+                       .context_len = static_cast<int>(rng() % 3000),
+                       .k_proposed = k,
+                       .n_accepted = acc,
+                       .n_emitted = acc + 1});
+    }
+    const OracleResult o = oracle(steps, c, "d");
+    INFO("trial " << trial);
+    const double best = brute_force_tps(steps, c, "d");
+    CHECK(o.oracle_tps() == Approx(best).epsilon(1e-12));
+    // The same run under each step's own best rate.
+    double t = 0, u = 0;
+    for (const OracleStep& s : steps) {
+      int kb = 0;
+      double rb = -1;
+      for (int k = 0; k <= s.k_proposed; ++k) {
+        const double r = emitted_if(s, k) / c.step_us("d", k, s.batch_size, s.context_len);
+        if (r > rb) {
+          rb = r;
+          kb = k;
+        }
+      }
+      t += emitted_if(s, kb);
+      u += c.step_us("d", kb, s.batch_size, s.context_len);
+    }
+    if (t * 1e6 / u < best * (1 - 1e-9)) ++per_step_short;
+    ++runs;
+  }
+  CHECK(runs == 300);
+  CHECK(per_step_short > 0);  // the brute force does tell the two apart on these runs
+}
+
+TEST_CASE("no policy exceeds the oracle on seeded synthetic runs", "[policy][oracle]") {
+  const CostTable c = synthetic_table();
+  const std::vector<std::string> policies = {"fixed k=1",
+                                             "fixed k=4",
+                                             "fixed k=10",
+                                             "batch_table table=1:8,4:4,16:2",
+                                             "accept_threshold k=5 threshold=0.4 window=4 retry=8",
+                                             "adaptive tiers=1,2,4,8 window=4",
+                                             "cost_model k_max=12"};
+  for (const std::string& spec : policies)
+    for (int S : {1, 4, 16})
+      for (uint64_t seed = 1; seed <= 4; ++seed) {
+        INFO(spec << " S " << S << " seed " << seed);
+        const std::vector<OracleStep> steps = simulate(spec, c, 1000 * seed + S, S, 60);
+        const OracleResult o = oracle(steps, c, "d");
+        CHECK(o.oracle_tps() >= o.achieved_tps() * (1 - 1e-12));
+        CHECK(o.regret() >= -1e-12);
+        // The achieved sums are the run's own.
+        double t = 0;
+        for (const OracleStep& s : steps) t += s.n_emitted;
+        CHECK(o.achieved_tokens == t);
+        bool within = true;
+        for (size_t i = 0; i < steps.size(); ++i) within = within && o.k[i] >= 0 && o.k[i] <= steps[i].k_proposed;
+        CHECK(within);
+      }
+}
+
+TEST_CASE("oracle steps from a batched run's records", "[policy][oracle]") {
+  BatchResult run;
+  run.results.resize(2);
+  run.results[0].steps = {StepRecord{.step = 0, .n_proposed = 3, .n_accepted = 2, .n_emitted = 3, .context_len = 10},
+                          StepRecord{.step = 1, .n_proposed = 3, .n_accepted = 0, .n_emitted = 1, .context_len = 13}};
+  run.results[1].steps = {StepRecord{.step = 0, .n_proposed = 2, .n_accepted = 1, .n_emitted = 2, .context_len = 40}};
+  run.steps = {BatchStepRecord{.step = 0, .n_sequences = 2, .tickets = {1, 0}, .seq_steps = {0, 0}},
+               BatchStepRecord{.step = 1, .n_sequences = 1, .tickets = {0}, .seq_steps = {1}}};
+  const std::vector<OracleStep> s = oracle_steps(run);
+  REQUIRE(s.size() == 3);
+  CHECK(s[0].seq == 1);
+  CHECK(s[0].batch_size == 2);
+  CHECK(s[0].context_len == 40);
+  CHECK(s[0].k_proposed == 2);
+  CHECK(s[1].seq == 0);
+  CHECK(s[1].n_accepted == 2);
+  CHECK(s[1].n_emitted == 3);
+  CHECK(s[2].batch_size == 1);
+  CHECK(s[2].context_len == 13);
+  const std::vector<OracleStep> single = oracle_steps(run.results[0], 5);
+  REQUIRE(single.size() == 2);
+  CHECK(single[1].seq == 5);
+  CHECK(single[1].batch_size == 1);
+  run.steps[1].seq_steps = {7};
+  CHECK(one_line(error_of([&] { oracle_steps(run); })));
+}
+
+TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and the key", "[policy][costs]") {
+  const CostTable c = synthetic_table();
+  const CostTable back = CostTable::from_json(c.to_json());
+  CHECK(back.source == c.source);
+  CHECK(back.tokens == c.tokens);
+  CHECK(back.batch == c.batch);
+  CHECK(back.context == c.context);
+  CHECK(back.forward == c.forward);
+  CHECK(back.drafters == c.drafters);
+
+  const auto dir = std::filesystem::temp_directory_path() / ("specdec_test_policy_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "costs.json").string();
+  c.save(path);
+  const CostTable loaded = CostTable::load(path);
+  CHECK(loaded.forward == c.forward);
+  CHECK(loaded.drafters == c.drafters);
+  CHECK(loaded.forward_us(3, 4, 700) == Approx(synthetic_forward(3, 4, 700)));
+
+  // Each bad file: the error is one line, names the file and the key.
+  const std::string good = R"({"version": 1, "forward": {"tokens": [1, 2], "batch": [1], "context": [0, 100],
+      "us": [[[10, 20]], [[11, 21]]]}, "drafters": {"ngram": [0, 1, 2]}})";
+  CHECK(CostTable::from_json(good).forward_us(2, 1, 50) == Approx(16));
+  struct Bad {
+    std::string text, key;
+  };
+  const std::vector<Bad> bad = {
+      {R"({"version": 1, "forward": {"tokens": [1, 2], "batch": [1], "us": [[[10, 20]], [[11, 21]]]}})",
+       "forward.context"},  // missing key
+      {R"({"version": 1, "forward": {"tokens": [1, 2], "batch": [1], "context": [0, 100],
+          "us": [[[10, "20"]], [[11, 21]]]}})",
+       "forward.us[0][0][1]"},  // wrong type
+      {R"({"version": 1, "forward": {"tokens": [1, 2], "batch": [4, 4], "context": [0, 100],
+          "us": [[[10, 20], [1, 2]], [[11, 21], [1, 2]]]}})",
+       "forward.batch"},  // non-increasing grid
+      {R"({"version": 1, "forward": {"tokens": [2, 1], "batch": [1], "context": [0, 100], "us": []}})",
+       "forward.tokens"},  // non-increasing grid
+      {R"({"version": 1, "forward": {"tokens": [1, 2], "batch": [1], "context": [0, 100], "us": [[[10, 20]]]}})",
+       "forward.us"},  // wrong shape
+      {R"({"version": 1, "forward": {"tokens": [1.5], "batch": [1], "context": [0], "us": [[[1]]]}})",
+       "forward.tokens[0]"},  // not an integer
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[-1]]]}})",
+       "forward.us[0][0][0]"},  // negative cost
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, "x"]}})",
+       "drafters.ngram[1]"},
+      {R"({"version": 2, "forward": {}})", "version"},
+      {R"({"forward": {}})", "version"},
+      {R"([1, 2])", "JSON object"},
+      {R"({"version": 1, "forward": )", "not valid JSON"},
+  };
+  int i = 0;
+  for (const Bad& b : bad) {
+    const std::string file = (dir / ("bad" + std::to_string(i++) + ".json")).string();
+    std::ofstream(file) << b.text;
+    const std::string e = error_of([&] { CostTable::load(file); });
+    INFO(b.text << "\n -> " << e);
+    CHECK(one_line(e));
+    CHECK(e.find(file) != std::string::npos);
+    CHECK(e.find(b.key) != std::string::npos);
+  }
+  const std::string missing = (dir / "nope.json").string();
+  const std::string e = error_of([&] { CostTable::load(missing); });
+  CHECK(one_line(e));
+  CHECK(e.find(missing) != std::string::npos);
+  std::filesystem::remove_all(dir);
+}
