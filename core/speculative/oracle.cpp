@@ -55,6 +55,7 @@ int32_t emitted_if(const OracleStep& s, int k) {
 }
 
 OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, const std::string& drafter) {
+  costs.validate("cost table (" + costs.source + ")");
   OracleResult res;
   const size_t n = steps.size();
   // Per step, every candidate's tokens and cost, computed once.

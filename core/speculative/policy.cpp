@@ -505,6 +505,7 @@ void register_builtin_policies(PolicyRegistry& r) {
                          ": expected a value in (0, 1]");
            SPECDEC_CHECK(env.costs != nullptr, "[", o.section(),
                          "] needs a cost table (`specdec bench costs`); none was given");
+           env.costs->validate("cost table (" + env.costs->source + ")");
            const int dk = env.costs->drafter_k_max(env.drafter);
            SPECDEC_CHECK(dk >= k_max, "[", o.section(), "] k_max = ", k_max, ": the cost table (", env.costs->source,
                          ") has drafter '", env.drafter, "' costs only up to k = ", dk);

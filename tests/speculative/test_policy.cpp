@@ -277,6 +277,12 @@ TEST_CASE("the policy registry: unknown names and keys are one-line errors listi
   CHECK(e.find("up to k = 12") != std::string::npos);
   e = error_of([&] { make_policy("cost_model", {.costs = &c, .drafter = "eagle"}); });
   CHECK(e.find("'eagle'") != std::string::npos);
+  CostTable ragged = c;  // a table built in code is checked as a loaded one is
+  ragged.forward.pop_back();
+  e = error_of([&] { make_policy("cost_model", {.costs = &ragged, .drafter = "d"}); });
+  CHECK(one_line(e));
+  CHECK(e.find("forward.us") != std::string::npos);
+  CHECK(error_of([&] { oracle(std::vector<OracleStep>{}, ragged, "d"); }).find("forward.us") != std::string::npos);
   CHECK(one_line(error_of([] { parse_policy_spec("fixed k"); })));
   CHECK(one_line(error_of([] { parse_policy_spec("fixed k=1 k=2"); })));
   CHECK(one_line(error_of([] { parse_policy_spec("  "); })));
