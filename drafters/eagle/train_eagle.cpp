@@ -7,16 +7,15 @@
 
 #include <Eigen/Dense>
 #include <nlohmann/json.hpp>
-#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 
 #include "core/error.h"
 #include "drafters/medusa/heads.h"
 #include "drafters/train/optim.h"
+#include "drafters/train/trainer_common.h"
 #include "kernels/cpu/ops.h"
 
 namespace specdec::eagle {
@@ -66,7 +65,7 @@ LmRows lm_rows(const std::vector<float>& lm_head, int V, int H, const std::vecto
   return l;
 }
 
-float silu(float y) { return y / (1.f + std::exp(-y)); }
+using train::silu;
 
 // cos / sin of rotate_half RoPE for `rows` positions (rows x D/2 each), the angle taken in double like
 // eagle_forward's.
@@ -573,29 +572,16 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   const auto t0 = std::chrono::steady_clock::now();
   SPECDEC_CHECK(cfg.batch >= 1, "batch >= 1 chunks, got ", cfg.batch);
   SPECDEC_CHECK(cfg.max_len >= 1, "max_len >= 1 pairs, got ", cfg.max_len);
-  SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
-                ", steps = ", cfg.steps);
-  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr,
-                "0 <= min_lr <= lr and lr > 0, got lr = ", cfg.lr, ", min_lr = ", cfg.min_lr);
-  SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
+  train::check_schedule(cfg.epochs, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup);
   SPECDEC_CHECK(cfg.w_reg >= 0.f && cfg.w_ce >= 0.f && cfg.w_reg + cfg.w_ce > 0.f, "w_reg, w_ce >= 0, not both 0, got ",
                 cfg.w_reg, " and ", cfg.w_ce);
   SPECDEC_CHECK(cfg.noise >= 0.f, "noise >= 0, got ", cfg.noise);
-  SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
-                cfg.heldout_fraction);
-  SPECDEC_CHECK(cfg.checkpoint_every >= 0, "checkpoint_every >= 0 steps, got ", cfg.checkpoint_every);
-  SPECDEC_CHECK((cfg.checkpoint_every == 0 && !resume) || !cfg.checkpoint_path.empty(),
-                "a checkpoint path with checkpoint_every > 0 or --resume");
-  for (const auto& [key, n] : {std::pair{"train_vocab", cfg.train_vocab}, std::pair{"draft_vocab", cfg.draft_vocab}})
-    SPECDEC_CHECK(n == 0 || (n >= data.topk && n <= data.vocab_size), key, " = ", n,
-                  ": must be 0 (the full vocabulary) or in [topk, V] = [", data.topk, ", ", data.vocab_size, "]");
+  train::check_split_and_checkpoints(cfg.heldout_fraction, cfg.checkpoint_every, cfg.checkpoint_path, resume);
+  train::check_vocab_option("train_vocab", cfg.train_vocab, data);
+  train::check_vocab_option("draft_vocab", cfg.draft_vocab, data);
   EagleWeights w = init_eagle_weights(layer, medusa::seed_stream(cfg.seed, 2), cfg.init_scale);
   check_inputs(w, data, embed, lm_head);
-  if (cfg.threads > 0) {
-    Eigen::setNbThreads(cfg.threads);
-    omp_set_num_threads(cfg.threads);
-  }
-  const int threads = Eigen::nbThreads();
+  const int threads = train::set_threads(cfg.threads);
 
   // The held-out split: whole sequences, chosen by the seed.
   const int S = data.n_sequences();
@@ -622,9 +608,7 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   const LmRows lm = lm_rows(lm_head, data.vocab_size, data.hidden_size, vocab.ids);
 
   const int64_t C = static_cast<int64_t>(train_chunks.size()), B = cfg.batch;
-  const int64_t steps_per_epoch = (C + B - 1) / B;
-  const int64_t total_steps = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
-  const int n_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
+  const auto [steps_per_epoch, total_steps, n_epochs] = train::plan_steps(C, B, cfg.epochs, cfg.steps);
 
   EagleWeights grad = w;
   std::vector<train::ParamSpan> params;
@@ -642,37 +626,19 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
     rep.train_vocab_coverage = vocab.coverage;
   };
 
-  const json fingerprint = {{"batch", cfg.batch},
-                            {"max_len", cfg.max_len},
-                            {"lr", cfg.lr},
-                            {"min_lr", cfg.min_lr},
-                            {"warmup", cfg.warmup},
-                            {"weight_decay", cfg.weight_decay},
-                            {"clip", cfg.clip},
-                            {"init_scale", cfg.init_scale},
-                            {"w_reg", cfg.w_reg},
-                            {"w_ce", cfg.w_ce},
-                            {"noise", cfg.noise},
-                            {"seed", cfg.seed},
-                            {"heldout_fraction", cfg.heldout_fraction},
-                            {"train_vocab", cfg.train_vocab},
-                            {"draft_vocab", cfg.draft_vocab},
-                            {"total_steps", total_steps},
-                            {"threads", threads},
-                            {"rows", data.n_rows()},
-                            {"sequences", S},
-                            {"target_sha256", data.target_sha256}};
+  json fingerprint = train::common_fingerprint(cfg, total_steps, threads, data);
+  fingerprint.update({{"max_len", cfg.max_len},
+                      {"w_reg", cfg.w_reg},
+                      {"w_ce", cfg.w_ce},
+                      {"noise", cfg.noise},
+                      {"draft_vocab", cfg.draft_vocab}});
   EagleTrainResult result;
   int64_t step = 0;
   Running running;
   if (resume) {
-    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path, ": no checkpoint to resume from");
-    const std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(cfg.checkpoint_path);
-    const auto meta = file->metadata().find("specdec_checkpoint");
-    SPECDEC_CHECK(meta != file->metadata().end(), cfg.checkpoint_path,
-                  ": not an EAGLE training checkpoint (no \"specdec_checkpoint\" metadata)");
+    const auto [file, meta] = train::open_checkpoint(cfg.checkpoint_path, "an EAGLE");
     try {
-      const json ck = json::parse(meta->second);
+      const json ck = json::parse(meta);
       const json& written = ck.at("fingerprint");
       for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
         SPECDEC_CHECK(written.contains(it.key()) && written.at(it.key()) == it.value(), cfg.checkpoint_path,
@@ -775,51 +741,20 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   result.train_rows = static_cast<int64_t>(train_pairs.size());
   result.heldout_rows = n_held_pairs;
   result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  json files = json::array();
-  for (const medusa::DataFileInfo& f : cfg.data_files) {
-    json e = {{"path", f.path}, {"bytes", f.bytes}};
-    if (!f.sha256.empty()) e["sha256"] = f.sha256;
-    files.push_back(e);
-  }
   json history = json::array();
   for (const auto& e : result.epochs) history.push_back(epoch_json(e));
   const EagleEpochReport& last = result.epochs.back();
-  const json meta = {{"format", "specdec.eagle.v1"},
-                     {"target_sha256", data.target_sha256},
-                     {"target_model", cfg.model_path},
-                     {"feature", data.feature},
-                     {"hidden_size", data.hidden_size},
-                     {"vocab_size", data.vocab_size},
-                     {"intermediate_size", layer.intermediate_size},
-                     {"data_files", files},
-                     {"train_sequences", S - n_held},
-                     {"heldout_sequences", n_held},
-                     {"train_rows", result.train_rows},
-                     {"heldout_rows", result.heldout_rows},
-                     {"train_vocab", cfg.train_vocab},
-                     {"train_vocab_coverage", vocab.coverage},
-                     {"draft_vocab", cfg.draft_vocab},
-                     {"steps", step},
-                     {"epochs", n_epochs},
-                     {"batch", cfg.batch},
-                     {"max_len", cfg.max_len},
-                     {"lr", cfg.lr},
-                     {"min_lr", cfg.min_lr},
-                     {"warmup", cfg.warmup},
-                     {"weight_decay", cfg.weight_decay},
-                     {"clip", cfg.clip},
-                     {"init_scale", cfg.init_scale},
-                     {"w_reg", cfg.w_reg},
-                     {"w_ce", cfg.w_ce},
-                     {"noise", cfg.noise},
-                     {"seed", cfg.seed},
-                     {"threads", threads},
-                     {"heldout_fraction", cfg.heldout_fraction},
-                     {"final_train", metrics_json(last.train)},
-                     {"final_heldout", metrics_json(last.heldout)},
-                     {"accuracy_by_depth", last.heldout.acc},
-                     {"history", history},
-                     {"wall_s", result.wall_s}};
+  json meta = train::common_metadata("specdec.eagle.v1", cfg, data, result, n_held, vocab.coverage, n_epochs, threads,
+                                     std::move(history));
+  meta.update({{"intermediate_size", layer.intermediate_size},
+               {"draft_vocab", cfg.draft_vocab},
+               {"max_len", cfg.max_len},
+               {"w_reg", cfg.w_reg},
+               {"w_ce", cfg.w_ce},
+               {"noise", cfg.noise},
+               {"final_train", metrics_json(last.train)},
+               {"final_heldout", metrics_json(last.heldout)},
+               {"accuracy_by_depth", last.heldout.acc}});
   w.metadata_json = meta.dump();
   result.weights = std::move(w);
   return result;

@@ -9,16 +9,15 @@
 
 #include <Eigen/Dense>
 #include <nlohmann/json.hpp>
-#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 #include <limits>
 
 #include "core/error.h"
 #include "drafters/train/optim.h"
+#include "drafters/train/trainer_common.h"
 #include "kernels/cpu/ops.h"
 
 namespace specdec::medusa {
@@ -30,12 +29,8 @@ using ConstRowMap = Eigen::Map<const RowMatrix>;
 using RowMap = Eigen::Map<RowMatrix>;
 using json = nlohmann::json;
 
-float silu(float y) { return y / (1.f + std::exp(-y)); }
-// d silu(y) / dy = s (1 + y (1 - s)), s = sigmoid(y).
-float silu_grad(float y) {
-  const float s = 1.f / (1.f + std::exp(-y));
-  return s * (1.f + y * (1.f - s));
-}
+using train::silu;
+using train::silu_grad;
 
 // splitmix64: independent, reproducible seeds for the split and each epoch's order from one seed.
 uint64_t mix(uint64_t seed, uint64_t stream) {
@@ -442,24 +437,10 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   SPECDEC_CHECK(cfg.n_heads >= 1 && cfg.n_layers >= 1, "heads >= 1 and layers >= 1, got ", cfg.n_heads, " and ",
                 cfg.n_layers);
   SPECDEC_CHECK(cfg.batch >= 1, "batch >= 1, got ", cfg.batch);
-  SPECDEC_CHECK(cfg.steps > 0 || cfg.epochs >= 1, "epochs >= 1 or steps > 0, got epochs = ", cfg.epochs,
-                ", steps = ", cfg.steps);
-  SPECDEC_CHECK(cfg.lr > 0.f && cfg.min_lr >= 0.f && cfg.min_lr <= cfg.lr,
-                "0 <= min_lr <= lr and lr > 0, got lr = ", cfg.lr, ", min_lr = ", cfg.min_lr);
-  SPECDEC_CHECK(cfg.warmup >= 0, "warmup >= 0 steps, got ", cfg.warmup);
-  SPECDEC_CHECK(cfg.heldout_fraction >= 0.0 && cfg.heldout_fraction < 1.0, "heldout_fraction in [0, 1), got ",
-                cfg.heldout_fraction);
-  SPECDEC_CHECK(cfg.checkpoint_every >= 0, "checkpoint_every >= 0 steps, got ", cfg.checkpoint_every);
-  SPECDEC_CHECK((cfg.checkpoint_every == 0 && !resume) || !cfg.checkpoint_path.empty(),
-                "a checkpoint path with checkpoint_every > 0 or --resume");
-  SPECDEC_CHECK(cfg.train_vocab == 0 || (cfg.train_vocab >= data.topk && cfg.train_vocab <= data.vocab_size),
-                "train_vocab = ", cfg.train_vocab, ": must be 0 (the full vocabulary) or in [topk, V] = [", data.topk,
-                ", ", data.vocab_size, "]");
-  if (cfg.threads > 0) {
-    Eigen::setNbThreads(cfg.threads);
-    omp_set_num_threads(cfg.threads);
-  }
-  const int threads = Eigen::nbThreads();
+  train::check_schedule(cfg.epochs, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup);
+  train::check_split_and_checkpoints(cfg.heldout_fraction, cfg.checkpoint_every, cfg.checkpoint_path, resume);
+  train::check_vocab_option("train_vocab", cfg.train_vocab, data);
+  const int threads = train::set_threads(cfg.threads);
 
   // The held-out split: whole sequences, chosen by the seed.
   const int S = data.n_sequences();
@@ -476,9 +457,7 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
                 S, " sequences, ", n_held, " held out)");
   const int64_t B = cfg.batch;
   const int64_t n_train = static_cast<int64_t>(train_rows.size());
-  const int64_t steps_per_epoch = (n_train + B - 1) / B;
-  const int64_t total_steps = cfg.steps > 0 ? cfg.steps : cfg.epochs * steps_per_epoch;
-  const int n_epochs = static_cast<int>((total_steps + steps_per_epoch - 1) / steps_per_epoch);
+  const auto [steps_per_epoch, total_steps, n_epochs] = train::plan_steps(n_train, B, cfg.epochs, cfg.steps);
 
   // The training steps' LM head: the full one, or LM_S of the training vocabulary.
   TrainVocabulary vocab;
@@ -518,37 +497,17 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   const train::LrSchedule schedule{cfg.lr, cfg.min_lr, cfg.warmup, total_steps};
 
   // What a checkpoint must match to be resumed: everything that decides the weights.
-  const json fingerprint = {{"n_heads", cfg.n_heads},
-                            {"n_layers", cfg.n_layers},
-                            {"batch", cfg.batch},
-                            {"lr", cfg.lr},
-                            {"min_lr", cfg.min_lr},
-                            {"warmup", cfg.warmup},
-                            {"weight_decay", cfg.weight_decay},
-                            {"clip", cfg.clip},
-                            {"init_scale", cfg.init_scale},
-                            {"seed", cfg.seed},
-                            {"heldout_fraction", cfg.heldout_fraction},
-                            {"response_only", cfg.response_only},
-                            {"train_vocab", cfg.train_vocab},
-                            {"total_steps", total_steps},
-                            {"threads", threads},
-                            {"rows", data.n_rows()},
-                            {"sequences", S},
-                            {"target_sha256", data.target_sha256}};
+  json fingerprint = train::common_fingerprint(cfg, total_steps, threads, data);
+  fingerprint.update({{"n_heads", cfg.n_heads}, {"n_layers", cfg.n_layers}, {"response_only", cfg.response_only}});
 
   MedusaTrainResult result;
   int64_t step = 0;
   std::vector<HeadOutcome> epoch_train(cfg.n_heads);  // running figures of the current epoch
   if (resume) {
-    SPECDEC_CHECK(std::filesystem::exists(cfg.checkpoint_path), cfg.checkpoint_path, ": no checkpoint to resume from");
-    const std::shared_ptr<SafetensorsFile> file = SafetensorsFile::open(cfg.checkpoint_path);
-    const auto meta = file->metadata().find("specdec_checkpoint");
-    SPECDEC_CHECK(meta != file->metadata().end(), cfg.checkpoint_path,
-                  ": not a Medusa training checkpoint (no \"specdec_checkpoint\" metadata)");
+    const auto [file, meta] = train::open_checkpoint(cfg.checkpoint_path, "a Medusa");
     json ck;
     try {
-      ck = json::parse(meta->second);
+      ck = json::parse(meta);
       json written = ck.at("fingerprint");
       if (!written.contains("train_vocab")) written["train_vocab"] = 0;  // written before the option existed
       for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
@@ -665,12 +624,6 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   const EpochReport& last = result.epochs.back();
-  json files = json::array();
-  for (const DataFileInfo& f : cfg.data_files) {
-    json e = {{"path", f.path}, {"bytes", f.bytes}};
-    if (!f.sha256.empty()) e["sha256"] = f.sha256;
-    files.push_back(e);
-  }
   json train_loss = json::array(), train_top1 = json::array(), held_loss = json::array(), topk = json::array();
   for (int k = 0; k < cfg.n_heads; ++k) {
     train_loss.push_back(last.train[k].loss);
@@ -680,41 +633,16 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
   }
   json history = json::array();
   for (const auto& e : result.epochs) history.push_back(epoch_json(e));
-  const json meta = {{"format", "specdec.medusa.v1"},
-                     {"target_sha256", data.target_sha256},
-                     {"target_model", cfg.model_path},
-                     {"feature", data.feature},
-                     {"hidden_size", data.hidden_size},
-                     {"vocab_size", data.vocab_size},
-                     {"n_heads", cfg.n_heads},
-                     {"n_layers", cfg.n_layers},
-                     {"own_lm_head", false},
-                     {"data_files", files},
-                     {"train_sequences", S - n_held},
-                     {"heldout_sequences", n_held},
-                     {"train_rows", n_train},
-                     {"heldout_rows", result.heldout_rows},
-                     {"response_only", cfg.response_only},
-                     {"train_vocab", cfg.train_vocab},
-                     {"train_vocab_coverage", vocab.coverage},
-                     {"steps", step},
-                     {"epochs", n_epochs},
-                     {"batch", cfg.batch},
-                     {"lr", cfg.lr},
-                     {"min_lr", cfg.min_lr},
-                     {"warmup", cfg.warmup},
-                     {"weight_decay", cfg.weight_decay},
-                     {"clip", cfg.clip},
-                     {"init_scale", cfg.init_scale},
-                     {"seed", cfg.seed},
-                     {"threads", threads},
-                     {"heldout_fraction", cfg.heldout_fraction},
-                     {"final_train_loss", train_loss},
-                     {"final_train_top1", train_top1},
-                     {"final_heldout_loss", held_loss},
-                     {"accuracy_topk", topk},
-                     {"history", history},
-                     {"wall_s", result.wall_s}};
+  json meta = train::common_metadata("specdec.medusa.v1", cfg, data, result, n_held, vocab.coverage, n_epochs, threads,
+                                     std::move(history));
+  meta.update({{"n_heads", cfg.n_heads},
+               {"n_layers", cfg.n_layers},
+               {"own_lm_head", false},
+               {"response_only", cfg.response_only},
+               {"final_train_loss", train_loss},
+               {"final_train_top1", train_top1},
+               {"final_heldout_loss", held_loss},
+               {"accuracy_topk", topk}});
   heads.metadata_json = meta.dump();
   result.heads = std::move(heads);
   return result;

@@ -15,17 +15,14 @@
 #include "core/model/loader.h"
 #include "drafters/medusa/heads.h"
 #include "drafters/train/features.h"
+#include "drafters/train/trainer_common.h"
 
 namespace specdec::medusa {
 
 constexpr int kTopAccuracies = 10;  // accuracy_topk holds top-1 .. top-10 per head
 
 // A training data file as the metadata records it (sha256 empty when not computed).
-struct DataFileInfo {
-  std::string path;
-  uint64_t bytes = 0;
-  std::string sha256;
-};
+using DataFileInfo = train::DataFileInfo;
 
 struct MedusaTrainConfig {
   int n_heads = 4;
