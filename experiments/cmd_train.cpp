@@ -328,6 +328,34 @@ void print_written(const std::string& out, int64_t steps, int64_t train_rows, in
       static_cast<long long>(heldout_rows), wall_s, step_s > 0 ? static_cast<double>(rows_stepped) / step_s : 0.0);
 }
 
+// The config keys both trainers take from the command line and the loaded inputs (recorded in the metadata).
+template <typename Config>
+void set_inputs(Config& c, const CommonOptions& o, const TrainInputs& in) {
+  c.model_path = o.model;
+  c.checkpoint_path = in.checkpoint_path;
+  c.data_files = in.data_files;
+}
+
+// Runs train(callbacks) behind the progress display; quiet: only the last epoch's table, once it is done.
+template <typename Callbacks, typename Report, typename Train>
+auto train_with_display(bool quiet, std::string (*table)(const Report&, bool), Train train) {
+  TrainDisplay display(quiet);
+  const auto cb = display_callbacks<Callbacks>(display, table);
+  auto r = train(cb);  // not const: returned by move
+  display.finish();
+  if (quiet) std::printf("%s\n", table(r.epochs.back(), true).c_str());
+  return r;
+}
+
+// Writes the trained weights with save, OUT.json beside them, then the closing line.
+template <typename Result, typename Weights>
+void write_result(const std::string& out, const Result& r, const Weights& weights,
+                  void (*save)(const Weights&, const std::string&)) {
+  save(weights, out);
+  write_metadata_json(out, weights.metadata_json);
+  print_written(out, r.steps, r.train_rows, r.heldout_rows, r.wall_s, r.rows_stepped, r.step_s);
+}
+
 int train_medusa_command(const std::vector<std::string>& args) {
   CommonOptions o;
   medusa::MedusaTrainConfig c;
@@ -340,9 +368,7 @@ int train_medusa_command(const std::vector<std::string>& args) {
       "accuracies per head; OUT gets the heads with that table in their metadata (accuracy_topk).",
       args, keys, o, c.threads);
   if (!in) return 0;
-  c.model_path = o.model;
-  c.checkpoint_path = in->checkpoint_path;
-  c.data_files = in->data_files;
+  set_inputs(c, o, *in);
   const train::FeatureData& data = in->data;
   const std::vector<float> lm = medusa::lm_head_f32(*in->model);
   std::printf(
@@ -350,15 +376,10 @@ int train_medusa_command(const std::vector<std::string>& args) {
       static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size, data.vocab_size,
       c.n_heads, c.n_layers, c.threads > 0 ? c.threads : omp_get_max_threads());
 
-  TrainDisplay display(in->quiet);
-  const auto cb = display_callbacks<medusa::TrainCallbacks>(display, &epoch_table);
-  const medusa::MedusaTrainResult r = medusa::train_medusa(data, lm, c, cb, in->resume);
-  display.finish();
-  if (in->quiet) std::printf("%s\n", epoch_table(r.epochs.back(), true).c_str());
-
-  medusa::save_medusa_heads(r.heads, o.out);
-  write_metadata_json(o.out, r.heads.metadata_json);
-  print_written(o.out, r.steps, r.train_rows, r.heldout_rows, r.wall_s, r.rows_stepped, r.step_s);
+  const medusa::MedusaTrainResult r = train_with_display<medusa::TrainCallbacks>(
+      in->quiet, &epoch_table,
+      [&](const medusa::TrainCallbacks& cb) { return medusa::train_medusa(data, lm, c, cb, in->resume); });
+  write_result(o.out, r, r.heads, &medusa::save_medusa_heads);
   return 0;
 }
 
@@ -393,9 +414,7 @@ int train_eagle_command(const std::vector<std::string>& args) {
       "EAGLE-1's tensor names with that table in its metadata (accuracy_by_depth).",
       args, keys, o, c.threads);
   if (!in) return 0;
-  c.model_path = o.model;
-  c.checkpoint_path = in->checkpoint_path;
-  c.data_files = in->data_files;
+  set_inputs(c, o, *in);
   const train::FeatureData& data = in->data;
   const std::vector<float> lm = medusa::lm_head_f32(*in->model);
   const std::vector<float> embed = eagle::embedding_f32(*in->model);
@@ -406,15 +425,11 @@ int train_eagle_command(const std::vector<std::string>& args) {
       static_cast<long long>(data.n_rows()), data.n_sequences(), o.data.c_str(), data.hidden_size, data.vocab_size,
       layer.n_heads, layer.n_kv_heads, layer.intermediate_size, c.threads > 0 ? c.threads : omp_get_max_threads());
 
-  TrainDisplay display(in->quiet);
-  const auto cb = display_callbacks<eagle::EagleTrainCallbacks>(display, &eagle_epoch_line);
-  const eagle::EagleTrainResult r = eagle::train_eagle(data, embed, lm, layer, c, cb, in->resume);
-  display.finish();
-  if (in->quiet) std::printf("%s\n", eagle_epoch_line(r.epochs.back(), true).c_str());
-
-  eagle::save_eagle_weights(r.weights, o.out);
-  write_metadata_json(o.out, r.weights.metadata_json);
-  print_written(o.out, r.steps, r.train_rows, r.heldout_rows, r.wall_s, r.rows_stepped, r.step_s);
+  const eagle::EagleTrainResult r = train_with_display<eagle::EagleTrainCallbacks>(
+      in->quiet, &eagle_epoch_line, [&](const eagle::EagleTrainCallbacks& cb) {
+        return eagle::train_eagle(data, embed, lm, layer, c, cb, in->resume);
+      });
+  write_result(o.out, r, r.weights, &eagle::save_eagle_weights);
   return 0;
 }
 
