@@ -13,28 +13,17 @@
 #include "tests/formats/gguf_writer.h"
 #include "tests/formats/tiny_llama_config.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 
 using namespace specdec;
 using Catch::Matchers::Contains;
 using specdec::test::GgufWriter;
+using specdec::test::one_line_error_of;
 using specdec::test::TinyLlama;
 
 namespace {
 
 std::string scratch(const std::string& name) { return (test::scratch_dir("formats_gguf") / name).string(); }
-
-// The message of the specdec::Error that fn throws; fails the test when it throws nothing.
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    CHECK(msg.find('\n') == std::string::npos);
-    return msg;
-  }
-  FAIL("expected a specdec::Error");
-  return "";
-}
 
 std::string write_tiny(const std::string& name, const TinyLlama& m, GgufWriter* out = nullptr) {
   GgufWriter w;
@@ -49,7 +38,7 @@ std::string write_tiny(const std::string& name, const TinyLlama& m, GgufWriter* 
 std::string open_error(const std::string& name, const std::vector<uint8_t>& bytes) {
   const std::string path = scratch(name);
   GgufWriter::write_file(path, bytes);
-  return error_of([&] { GgufFile::open(path); });
+  return one_line_error_of([&] { GgufFile::open(path); });
 }
 
 }  // namespace
@@ -139,20 +128,20 @@ TEST_CASE("gguf: typed accessors name the file, key and expected type", "[gguf]"
   w.write(path);
   auto f = GgufFile::open(path);
 
-  std::string msg = error_of([&] { f->get_u32("llama.context_length"); });
+  std::string msg = one_line_error_of([&] { f->get_u32("llama.context_length"); });
   CHECK_THAT(msg, Contains(path) && Contains("'llama.context_length'") && Contains("missing") && Contains("uint32"));
-  msg = error_of([&] { f->get_u32("llama.block_count"); });
+  msg = one_line_error_of([&] { f->get_u32("llama.block_count"); });
   CHECK_THAT(msg,
              Contains(path) && Contains("'llama.block_count'") && Contains("int32") && Contains("expected uint32"));
-  msg = error_of([&] { f->get_u32("llama.block_count", 3u); });  // present with the wrong type: still an error
+  msg = one_line_error_of([&] { f->get_u32("llama.block_count", 3u); });  // present with the wrong type: still an error
   CHECK_THAT(msg, Contains("'llama.block_count'") && Contains("expected uint32"));
-  msg = error_of([&] { f->get_string("llama.block_count"); });
+  msg = one_line_error_of([&] { f->get_string("llama.block_count"); });
   CHECK_THAT(msg, Contains("'llama.block_count'") && Contains("expected string"));
-  msg = error_of([&] { f->get_int("big"); });
+  msg = one_line_error_of([&] { f->get_int("big"); });
   CHECK_THAT(msg, Contains("'big'") && Contains("int64"));
-  msg = error_of([&] { f->get_float("llama.block_count"); });
+  msg = one_line_error_of([&] { f->get_float("llama.block_count"); });
   CHECK_THAT(msg, Contains("'llama.block_count'") && Contains("float32 or float64"));
-  msg = error_of([&] { f->get_string_array("floats"); });
+  msg = one_line_error_of([&] { f->get_string_array("floats"); });
   CHECK_THAT(msg, Contains("'floats'") && Contains("array of float32") && Contains("expected an array of string"));
 }
 
@@ -426,13 +415,13 @@ TEST_CASE("gguf: tokenizer metadata", "[gguf]") {
   w.remove_key("tokenizer.ggml.scores");
   w.add("tokenizer.ggml.scores", GgufWriter::array(GgufType::F32, std::vector<float>{0}));
   w.write(path);
-  msg = error_of([&] { read_gguf_tokenizer_metadata(*GgufFile::open(path)); });
+  msg = one_line_error_of([&] { read_gguf_tokenizer_metadata(*GgufFile::open(path)); });
   CHECK_THAT(msg, Contains(path) && Contains("'tokenizer.ggml.scores'") && Contains("one per token"));
   w.remove_key("tokenizer.ggml.scores");
   w.remove_key("tokenizer.ggml.padding_token_id");
   w.add_u32("tokenizer.ggml.padding_token_id", 4);
   w.write(path);
-  msg = error_of([&] { read_gguf_tokenizer_metadata(*GgufFile::open(path)); });
+  msg = one_line_error_of([&] { read_gguf_tokenizer_metadata(*GgufFile::open(path)); });
   CHECK_THAT(msg, Contains(path) && Contains("'tokenizer.ggml.padding_token_id'") && Contains("0..3"));
 }
 
@@ -444,7 +433,7 @@ TEST_CASE("gguf: truncated files name the part that was cut", "[gguf]") {
   const std::string path = scratch("truncated.gguf");
   auto cut = [&](size_t n) {
     GgufWriter::write_file(path, std::vector<uint8_t>(full.begin(), full.begin() + static_cast<long>(n)));
-    return error_of([&] { load_gguf(path); });
+    return one_line_error_of([&] { load_gguf(path); });
   };
   std::string msg = cut(0);
   CHECK_THAT(msg, Contains(path) && Contains("header"));
@@ -608,7 +597,7 @@ TEST_CASE("gguf: load_gguf rejects what it cannot run", "[gguf]") {
   const std::string path = scratch("bad_model.gguf");
   auto load_error = [&](GgufWriter& w) {
     w.write(path);
-    return error_of([&] { load_gguf(path); });
+    return one_line_error_of([&] { load_gguf(path); });
   };
 
   GgufWriter w = fresh();

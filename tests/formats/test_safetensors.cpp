@@ -12,6 +12,7 @@
 #include "tests/formats/safetensors_writer.h"
 #include "tests/formats/tiny_llama_config.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 
 using namespace specdec;
 using namespace specdec::test;
@@ -20,18 +21,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    CHECK(msg.find('\n') == std::string::npos);
-    return msg;
-  }
-  FAIL("expected a specdec::Error");
-  return "";
-}
 
 // A fresh, empty folder under this binary's scratch dir.
 fs::path folder(const std::string& name) {
@@ -260,25 +249,25 @@ TEST_CASE("safetensors: shards listed in model.safetensors.index.json", "[safete
   json wm2 = weight_map;
   wm2["model.norm.weight"] = "model-00001-of-00002.safetensors";
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
-  std::string msg = error_of([&] { load_safetensors(dir.string()); });
+  std::string msg = one_line_error_of([&] { load_safetensors(dir.string()); });
   CHECK_THAT(msg,
              Contains("model-00001-of-00002.safetensors") && Contains("'model.norm.weight'") && Contains("missing"));
   wm2["model.norm.weight"] = "model-00003-of-00002.safetensors";
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
-  msg = error_of([&] { load_safetensors(dir.string()); });
+  msg = one_line_error_of([&] { load_safetensors(dir.string()); });
   CHECK_THAT(msg, Contains("model-00003-of-00002.safetensors"));
   wm2["model.norm.weight"] = "../elsewhere.safetensors";
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
-  msg = error_of([&] { load_safetensors(dir.string()); });
+  msg = one_line_error_of([&] { load_safetensors(dir.string()); });
   CHECK_THAT(msg, Contains("model.safetensors.index.json") && Contains("'model.norm.weight'") &&
                       Contains("../elsewhere.safetensors"));
   wm2.erase("model.norm.weight");
   write_json(dir / "model.safetensors.index.json", {{"weight_map", wm2}});
-  msg = error_of([&] { load_safetensors(dir.string()); });
+  msg = one_line_error_of([&] { load_safetensors(dir.string()); });
   CHECK_THAT(msg, Contains("model.safetensors.index.json") && Contains("'model.norm.weight'") &&
                       Contains("missing from weight_map"));
   write_json(dir / "model.safetensors.index.json", {{"metadata", {}}});
-  msg = error_of([&] { load_safetensors(dir.string()); });
+  msg = one_line_error_of([&] { load_safetensors(dir.string()); });
   CHECK_THAT(msg, Contains("model.safetensors.index.json") && Contains("'weight_map'"));
 }
 
@@ -325,7 +314,7 @@ TEST_CASE("safetensors: SafetensorsFile reads and checks a header", "[safetensor
 
   auto open_error = [&](const StFile& s, std::optional<uint64_t> len = std::nullopt) {
     s.write(dir / "bad.safetensors", len);
-    return error_of([&] { SafetensorsFile::open((dir / "bad.safetensors").string()); });
+    return one_line_error_of([&] { SafetensorsFile::open((dir / "bad.safetensors").string()); });
   };
   // A header that lies about a tensor's size.
   StFile lie = sf;
@@ -363,7 +352,7 @@ TEST_CASE("safetensors: SafetensorsFile reads and checks a header", "[safetensor
     std::ofstream o(dir / "bad.safetensors", std::ios::binary | std::ios::trunc);
     o.write("abc", 3);
   }
-  CHECK_THAT(error_of([&] { SafetensorsFile::open((dir / "bad.safetensors").string()); }),
+  CHECK_THAT(one_line_error_of([&] { SafetensorsFile::open((dir / "bad.safetensors").string()); }),
              Contains("bad.safetensors") && Contains("truncated"));
   // A JSON header that is not an object.
   StFile arr({});
@@ -379,7 +368,7 @@ TEST_CASE("safetensors: load_safetensors rejects bad configs and tensors", "[saf
     json c = t.config();
     edit(c);
     write_json(dir / "config.json", c);
-    return error_of([&] { load_safetensors(dir.string()); });
+    return one_line_error_of([&] { load_safetensors(dir.string()); });
   };
   CHECK_THAT(with_config([](json& c) { c.erase("hidden_size"); }),
              Contains(cfg_path) && Contains("'hidden_size'") && Contains("missing"));
@@ -415,12 +404,13 @@ TEST_CASE("safetensors: load_safetensors rejects bad configs and tensors", "[saf
   write_json(dir / "config.json", t.config());
 
   fs::remove(dir / "config.json");
-  CHECK_THAT(error_of([&] { load_safetensors(dir.string()); }), Contains(cfg_path) && Contains("config.json"));
+  CHECK_THAT(one_line_error_of([&] { load_safetensors(dir.string()); }), Contains(cfg_path) && Contains("config.json"));
   {
     std::ofstream o(dir / "config.json");
     o << "{not json";
   }
-  CHECK_THAT(error_of([&] { load_safetensors(dir.string()); }), Contains(cfg_path) && Contains("not valid JSON"));
+  CHECK_THAT(one_line_error_of([&] { load_safetensors(dir.string()); }),
+             Contains(cfg_path) && Contains("not valid JSON"));
   write_json(dir / "config.json", t.config());
 
   // Tensors: missing, wrong dtype, wrong shape.
@@ -428,7 +418,7 @@ TEST_CASE("safetensors: load_safetensors rejects bad configs and tensors", "[saf
     std::vector<StTensor> ts = t.tensors;
     edit(ts);
     StFile(ts).write(dir / "model.safetensors");
-    return error_of([&] { load_safetensors(dir.string()); });
+    return one_line_error_of([&] { load_safetensors(dir.string()); });
   };
   const std::string st_path = (dir / "model.safetensors").string();
   CHECK_THAT(with_tensors([](auto& ts) {
@@ -448,7 +438,8 @@ TEST_CASE("safetensors: load_safetensors rejects bad configs and tensors", "[saf
                  Contains("expected [64, 96]"));
 
   const fs::path empty = folder("empty");
-  CHECK_THAT(error_of([&] { load_safetensors(empty.string()); }),
+  CHECK_THAT(one_line_error_of([&] { load_safetensors(empty.string()); }),
              Contains(empty.string()) && Contains("model.safetensors"));
-  CHECK_THAT(error_of([&] { load_safetensors((empty / "nope.safetensors").string()); }), Contains("nope.safetensors"));
+  CHECK_THAT(one_line_error_of([&] { load_safetensors((empty / "nope.safetensors").string()); }),
+             Contains("nope.safetensors"));
 }

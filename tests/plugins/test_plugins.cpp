@@ -17,6 +17,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 #include "tests/support/stories.h"
 #include "tests/support/run.h"
 #include "verifiers/rules.h"
@@ -24,6 +25,9 @@
 using namespace specdec;
 
 namespace {
+
+using test::error_or_empty;
+using test::one_line;
 
 std::string plugin_path() { return std::string(SPECDEC_EXAMPLE_PLUGIN_DIR) + "/libspecdec_example_drafter.so"; }
 std::string bad_abi_path() {
@@ -37,19 +41,6 @@ std::unique_ptr<DrafterRegistry> fresh_registry() {
   drafters::register_builtin(*r);
   return r;
 }
-
-// The message of the specdec::Error that f throws ("" if it throws nothing).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::string::npos; }
 
 // The absolute path of a system library this process has loaded (libm: linked by every C++ program), so
 // the "not a plugin" case names a real file without hard-coding a distribution's library folder.
@@ -100,7 +91,7 @@ TEST_CASE("the example plugin is built and resolve() loads it once", "[plugins]"
   auto other = fresh_registry();
   CHECK(other->resolve(bigram_spec()).name == "bigram");
   // A name the plugin does not register: the error names the file and lists the plugin's drafters.
-  const std::string unknown = error_of([&] { registry->resolve("plugin:" + plugin_path() + ":trigram"); });
+  const std::string unknown = error_or_empty([&] { registry->resolve("plugin:" + plugin_path() + ":trigram"); });
   CHECK_THAT(unknown, Catch::Contains(plugin_path()) && Catch::Contains("'trigram'") && Catch::Contains("bigram"));
   CHECK(one_line(unknown));
 }
@@ -166,11 +157,15 @@ TEST_CASE("a plugin's errors reach the host as specdec::Error", "[plugins][badin
   auto& s = stories();
   DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get()};
   // check_all_used is the host's function, called from the plugin.
-  const std::string unknown_key = error_of([&] { info.factory(env, DrafterOptions({{"min_cuont", "2"}}, "bigram")); });
+  const std::string unknown_key = error_or_empty([&] {
+    info.factory(env, DrafterOptions({{"min_cuont", "2"}}, "bigram"));
+  });
   CHECK_THAT(unknown_key, Catch::Contains("unknown key 'min_cuont'") && Catch::Contains("min_count"));
   CHECK(one_line(unknown_key));
   // SPECDEC_CHECK inside the plugin: thrown with the plugin's copy of the type, caught here as specdec::Error.
-  const std::string bad_value = error_of([&] { info.factory(env, DrafterOptions({{"min_count", "0"}}, "bigram")); });
+  const std::string bad_value = error_or_empty([&] {
+    info.factory(env, DrafterOptions({{"min_count", "0"}}, "bigram"));
+  });
   CHECK_THAT(bad_value, Catch::Contains("min_count >= 1, got 0"));
   CHECK(one_line(bad_value));
 }
@@ -181,7 +176,7 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
 
   SECTION("a plugin built for another ABI version names the file and both versions") {
     REQUIRE(std::filesystem::exists(bad_abi_path()));
-    const std::string e = error_of([&] { registry->resolve("plugin:" + bad_abi_path() + ":bigram"); });
+    const std::string e = error_or_empty([&] { registry->resolve("plugin:" + bad_abi_path() + ":bigram"); });
     CHECK_THAT(e, Catch::Contains(bad_abi_path()));
     CHECK_THAT(e, Catch::Contains("version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION + 1)));
     CHECK_THAT(e, Catch::Contains("version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION)));
@@ -190,25 +185,25 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
   }
   SECTION("a missing file") {
     const std::string missing = (test::scratch_dir("plugins") / "no_such_plugin.so").string();
-    const std::string e = error_of([&] { registry->resolve("plugin:" + missing + ":bigram"); });
+    const std::string e = error_or_empty([&] { registry->resolve("plugin:" + missing + ":bigram"); });
     CHECK_THAT(e, Catch::Contains(missing) && Catch::Contains("cannot load"));
     CHECK(one_line(e));
   }
   SECTION("a shared library that is not a plugin") {
     const std::string libm = loaded_library_path("libm.so.6");
-    const std::string e = error_of([&] { registry->resolve("plugin:" + libm + ":bigram"); });
+    const std::string e = error_or_empty([&] { registry->resolve("plugin:" + libm + ":bigram"); });
     CHECK_THAT(e, Catch::Contains(libm) && Catch::Contains("specdec_plugin_register"));
     CHECK(one_line(e));
   }
   SECTION("a file that is not a shared library") {
     const std::string text = (test::scratch_dir("plugins") / "not_a_library.so").string();
     std::ofstream(text) << "not an ELF file\n";
-    const std::string e = error_of([&] { registry->resolve("plugin:" + text + ":bigram"); });
+    const std::string e = error_or_empty([&] { registry->resolve("plugin:" + text + ":bigram"); });
     CHECK_THAT(e, Catch::Contains(text));
     CHECK(one_line(e));
   }
   SECTION("a malformed spec") {
-    const std::string e = error_of([&] { registry->resolve("plugin:" + plugin_path()); });
+    const std::string e = error_or_empty([&] { registry->resolve("plugin:" + plugin_path()); });
     CHECK_THAT(e, Catch::Contains("plugin:PATH.so:NAME"));
     CHECK(one_line(e));
   }
@@ -216,7 +211,7 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
     // A drafter of the same name registered first...
     registry->add({"bigram", "a built-in of the same name",
                    [](const DrafterEnv&, const DrafterOptions&) { return std::unique_ptr<Drafter>(); }});
-    const std::string e = error_of([&] { registry->resolve(bigram_spec()); });
+    const std::string e = error_or_empty([&] { registry->resolve(bigram_spec()); });
     CHECK_THAT(e, Catch::Contains("'bigram'") && Catch::Contains("twice"));
     CHECK(one_line(e));
     // ...or a copy of the library (another file, so dlopen loads it anew) registering the same name.
@@ -224,7 +219,7 @@ TEST_CASE("loading mistakes are one-line errors naming the file", "[plugins][bad
     other->resolve(bigram_spec());
     const auto copy = test::scratch_dir("plugins") / "libspecdec_example_drafter_copy.so";
     std::filesystem::copy_file(plugin_path(), copy, std::filesystem::copy_options::overwrite_existing);
-    const std::string e2 = error_of([&] { other->resolve("plugin:" + copy.string() + ":bigram"); });
+    const std::string e2 = error_or_empty([&] { other->resolve("plugin:" + copy.string() + ":bigram"); });
     CHECK_THAT(e2, Catch::Contains("'bigram'") && Catch::Contains("twice"));
     CHECK(one_line(e2));
   }
@@ -287,7 +282,7 @@ TEST_CASE("the ABI version is checked before any other symbol of the plugin is b
   const size_t n = registry->list().size();
   const std::string path = misbehaving("old_abi_unresolved");
   REQUIRE(std::filesystem::exists(path));
-  const std::string e = error_of([&] { registry->resolve("plugin:" + path + ":anything"); });
+  const std::string e = error_or_empty([&] { registry->resolve("plugin:" + path + ":anything"); });
   CHECK_THAT(e,
              Catch::Contains(path) && Catch::Contains("ABI version " + std::to_string(SPECDEC_PLUGIN_ABI_VERSION - 1)));
   CHECK_THAT(e, !Catch::Contains("undefined symbol"));
@@ -300,7 +295,7 @@ TEST_CASE("a registration that fails half-way leaves the registry unchanged and 
   auto registry = fresh_registry();
   const size_t n = registry->list().size();
   const std::string path = misbehaving("half_register");
-  const std::string e = error_of([&] { registry->resolve("plugin:" + path + ":half_registered"); });
+  const std::string e = error_or_empty([&] { registry->resolve("plugin:" + path + ":half_registered"); });
   CHECK_THAT(e, Catch::Contains(path) && Catch::Contains("registration failed") &&
                     Catch::Contains("the second drafter's setup failed"));
   CHECK(one_line(e));
@@ -312,10 +307,10 @@ TEST_CASE("a plugin drafter whose factory returns nothing is an error naming it"
   auto registry = fresh_registry();
   const std::string path = misbehaving("null_factory");
   const DrafterInfo& info = registry->resolve("plugin:" + path + ":null_drafter");
-  const std::string e = error_of([&] { make_drafter(info, DrafterEnv{}, DrafterOptions()); });
+  const std::string e = error_or_empty([&] { make_drafter(info, DrafterEnv{}, DrafterOptions()); });
   CHECK_THAT(e, Catch::Contains("null_drafter") && Catch::Contains("returned no drafter"));
   // A name the plugin does not register: the error names the file and what it does register.
   auto other = fresh_registry();
-  const std::string missing = error_of([&] { other->resolve("plugin:" + path + ":nope"); });
+  const std::string missing = error_or_empty([&] { other->resolve("plugin:" + path + ":nope"); });
   CHECK_THAT(missing, Catch::Contains(path) && Catch::Contains("no drafter 'nope'") && Catch::Contains("null_drafter"));
 }

@@ -19,12 +19,15 @@
 #include "experiments/results_journal.h"
 #include "tests/results/results_fixtures.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 
 using namespace specdec::test::results;
 using specdec::DecodeResult;
 namespace fs = std::filesystem;
 
 namespace {
+
+using specdec::test::error_or_empty;
 
 std::string fresh(const std::string& name) {
   const auto p = specdec::test::scratch_dir("results_log") / name;
@@ -33,15 +36,6 @@ std::string fresh(const std::string& name) {
 }
 
 // The error message of f(), "" when it does not throw.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const specdec::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 const RunData* find_run(const std::vector<RunData>& runs, const std::string& name) {
   for (const auto& r : runs)
@@ -159,7 +153,7 @@ TEST_CASE("resume lists finished requests and continues the file", "[results]") 
     log->declare_runs({spec_run(), ar_run()});  // same attributes: nothing to do
     append_request(*log, spec_run().name, 5);
     append_request(*log, ar_run().name, 0);
-    const auto err = error_of([&] { append_request(*log, spec_run().name, 2); });
+    const auto err = error_or_empty([&] { append_request(*log, spec_run().name, 2); });
     CHECK(err.find("request 2 of run 'ngram_k4_t0' is already recorded") != std::string::npos);
     append_request(*log, spec_run().name, 6);  // the log is still usable after a refused append
   }
@@ -179,42 +173,44 @@ TEST_CASE("user mistakes give one-line errors naming the file", "[results]") {
     log->declare_runs({spec_run()});
     append_request(*log, spec_run().name, 0);
 
-    auto err = error_of([&] { append_request(*log, "nope", 1); });
+    auto err = error_or_empty([&] { append_request(*log, "nope", 1); });
     CHECK(err.find("'nope'") != std::string::npos);
     CHECK(err.find(path) != std::string::npos);
 
     const DecodeResult res = make_result(1);
     RequestRecord rec = make_record(1, res);
     rec.prompt_id = std::string(kPromptIdBytes, 'x');
-    err = error_of([&] { log->append(spec_run().name, rec); });
+    err = error_or_empty([&] { log->append(spec_run().name, rec); });
     CHECK(err.find("prompt_id") != std::string::npos);
     CHECK(err.find("at most 63") != std::string::npos);
     rec = make_record(-1, res);
-    CHECK(error_of([&] { log->append(spec_run().name, rec); }).find("request_id must be >= 0") != std::string::npos);
+    CHECK(error_or_empty([&] { log->append(spec_run().name, rec); }).find("request_id must be >= 0") !=
+          std::string::npos);
     rec = make_record(1, res);
     rec.result = nullptr;
-    CHECK(!error_of([&] { log->append(spec_run().name, rec); }).empty());
+    CHECK(!error_or_empty([&] { log->append(spec_run().name, rec); }).empty());
 
     RunInfo changed = spec_run();
     changed.attrs["k"] = "8";
-    err = error_of([&] { log->ensure_run(changed); });
+    err = error_or_empty([&] { log->ensure_run(changed); });
     CHECK(err.find("k='4'") != std::string::npos);
     CHECK(err.find("k='8'") != std::string::npos);
-    CHECK(!error_of([&] { log->ensure_run({"a/b", {}}); }).empty());
+    CHECK(!error_or_empty([&] { log->ensure_run({"a/b", {}}); }).empty());
     append_request(*log, spec_run().name, 1);  // none of these damaged the log
     log->close();
-    CHECK(error_of([&] { append_request(*log, spec_run().name, 2); }).find("is closed") != std::string::npos);
+    CHECK(error_or_empty([&] { append_request(*log, spec_run().name, 2); }).find("is closed") != std::string::npos);
   }
   CHECK(read_all(path)[0].requests.size() == 2);
 
   // An existing file without --resume.
-  auto err = error_of([&] { ResultsLog::open(path, file_info(), false); });
+  auto err = error_or_empty([&] { ResultsLog::open(path, file_info(), false); });
   CHECK(err.find(path) != std::string::npos);
   CHECK(err.find("--resume") != std::string::npos);
   CHECK(err.find('\n') == std::string::npos);
 
   // --resume with another config.
-  err = error_of([&] { ResultsLog::open(path, file_info("[model]\npath = other.bin\n\n[sweep]\nk = 1,4\n"), true); });
+  err = error_or_empty(
+      [&] { ResultsLog::open(path, file_info("[model]\npath = other.bin\n\n[sweep]\nk = 1,4\n"), true); });
   CHECK(err.find(path) != std::string::npos);
   CHECK(err.find("different config") != std::string::npos);
   CHECK(err.find("line 2") != std::string::npos);
@@ -224,13 +220,13 @@ TEST_CASE("user mistakes give one-line errors naming the file", "[results]") {
   // Not a results log.
   const std::string junk = fresh("junk.h5");
   std::ofstream(junk) << "not hdf5";
-  err = error_of([&] { read_all(junk); });
+  err = error_or_empty([&] { read_all(junk); });
   CHECK(err.find(junk) != std::string::npos);
   CHECK(err.find('\n') == std::string::npos);
-  err = error_of([&] { ResultsLog::open(junk, file_info(), true); });
+  err = error_or_empty([&] { ResultsLog::open(junk, file_info(), true); });
   CHECK(err.find(junk) != std::string::npos);
-  CHECK(error_of([&] { read_info(fresh("missing.h5")); }).find("does not exist") != std::string::npos);
-  CHECK(error_of([&] {
+  CHECK(error_or_empty([&] { read_info(fresh("missing.h5")); }).find("does not exist") != std::string::npos);
+  CHECK(error_or_empty([&] {
           ResultsLog::open("/nonexistent_dir/x.h5", file_info(), false);
         }).find("/nonexistent_dir/x.h5") != std::string::npos);
 }
@@ -330,7 +326,7 @@ TEST_CASE("a damaged file is kept aside and rebuilt from the journal, on --resum
       } else {
         fs::remove(path);
       }
-      if (damage < 2) CHECK(!error_of([&] { read_all(path); }).empty());
+      if (damage < 2) CHECK(!error_or_empty([&] { read_all(path); }).empty());
       if (by_repair) {
         CHECK(specdec::results::repair(path) == 5);
       } else {
@@ -350,7 +346,7 @@ TEST_CASE("a damaged file is kept aside and rebuilt from the journal, on --resum
     log->declare_runs({spec_run()});
     append_request(*log, spec_run().name, 0);
   }
-  const std::string e = error_of([&] { specdec::results::repair(clean); });
+  const std::string e = error_or_empty([&] { specdec::results::repair(clean); });
   CHECK(e.find(clean) != std::string::npos);
   CHECK(e.find("no journal") != std::string::npos);
 }
@@ -360,13 +356,13 @@ TEST_CASE("one writer per file: a second writer is refused while the first holds
   auto first = ResultsLog::open(path, file_info(), false);
   first->declare_runs({spec_run()});
   append_request(*first, spec_run().name, 0);
-  const std::string e = error_of([&] { ResultsLog::open(path, file_info(), true); });
+  const std::string e = error_or_empty([&] { ResultsLog::open(path, file_info(), true); });
   CHECK(e.find(path) != std::string::npos);
   CHECK(e.find("another specdec process") != std::string::npos);
   first->close();
   CHECK(!fs::exists(path + ".lock"));
   // A refused resume (other config) releases the lock it took: the next open succeeds.
-  CHECK(!error_of([&] { ResultsLog::open(path, file_info("[model]\npath = other.bin\n"), true); }).empty());
+  CHECK(!error_or_empty([&] { ResultsLog::open(path, file_info("[model]\npath = other.bin\n"), true); }).empty());
   auto again = ResultsLog::open(path, file_info(), true);
   CHECK(again->finished(spec_run().name) == std::set<int64_t>{0});
 }
@@ -444,7 +440,7 @@ TEST_CASE("the journal: a torn or corrupt tail ends it; the records before it ar
     std::ofstream o(cut, std::ios::binary | std::ios::trunc);
     o << "hello";
   }
-  const std::string e = error_of([&] { journal::read(cut); });
+  const std::string e = error_or_empty([&] { journal::read(cut); });
   CHECK(e.find(cut) != std::string::npos);
 }
 
@@ -509,7 +505,7 @@ TEST_CASE("SIGKILL at random moments keeps every finished request", "[results][k
     // What a reader finds: the file as the kill left it, or, if the kill damaged it (HDF5 rewrites
     // metadata in place; rare), what `specdec repair` rebuilds from the journal, on a copy of both.
     std::vector<RunData> got;
-    if (const std::string e = error_of([&] { got = read_all(path); }); !e.empty()) {
+    if (const std::string e = error_or_empty([&] { got = read_all(path); }); !e.empty()) {
       ++damaged;
       INFO("round " << round << ": " << e);
       const std::string copy = fresh("killed_copy.h5");
@@ -611,15 +607,15 @@ TEST_CASE("merge refuses duplicates, other configs and an existing output", "[re
     auto log = ResultsLog::open(c, file_info("[model]\npath = x\n"), false);
     log->declare_runs({spec_run()});
   }
-  auto err = error_of([&] { merge({a, b}, out); });
+  auto err = error_or_empty([&] { merge({a, b}, out); });
   CHECK(err.find("request 2") != std::string::npos);
   CHECK(err.find(b) != std::string::npos);
   CHECK(err.find('\n') == std::string::npos);
   CHECK(!fs::exists(out));
-  err = error_of([&] { merge({a, c}, out); });
+  err = error_or_empty([&] { merge({a, c}, out); });
   CHECK(err.find(c) != std::string::npos);
   CHECK(err.find("different config") != std::string::npos);
   CHECK(!fs::exists(out));
-  err = error_of([&] { merge({a}, b); });
+  err = error_or_empty([&] { merge({a}, b); });
   CHECK(err.find("already exists") != std::string::npos);
 }

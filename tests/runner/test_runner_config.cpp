@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "drafters/register_builtin.h"
 #include "experiments/config.h"
+#include "tests/support/errors.h"
 #include "tests/support/run.h"
 #include "verifiers/rules.h"
 
@@ -15,6 +16,8 @@ using namespace specdec;
 using namespace specdec::experiments;
 
 namespace {
+
+using test::error_or_empty;
 
 const char* kBase = R"(# a comment
 [target]
@@ -45,19 +48,8 @@ ExperimentConfig parse(const std::string& text, const std::vector<ConfigOverride
   return parse_experiment_config(in, "test.ini", overrides);
 }
 
-// The message of the specdec::Error that f throws ("" when it does not throw).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::string parse_error(const std::string& text, const std::vector<ConfigOverride>& overrides = {}) {
-  return error_of([&] { parse(text, overrides); });
+  return error_or_empty([&] { parse(text, overrides); });
 }
 
 }  // namespace
@@ -117,7 +109,7 @@ TEST_CASE("command-line overrides win over the file", "[runner][config]") {
   CHECK(c.drafter_configs[1].type == "oracle");
 
   // An override of a drafter that run.drafters does not list is a typo (a file may hold unused sections).
-  CHECK_THAT(error_of([] {
+  CHECK_THAT(error_or_empty([] {
                parse(kBase, {{"drafter.ngarm.max_n", "2"}});
              }),
              Catch::Contains("--drafter.ngarm.max_n: drafter 'ngarm' is not in run.drafters (ngram, ee)") &&
@@ -125,7 +117,7 @@ TEST_CASE("command-line overrides win over the file", "[runner][config]") {
   CHECK(parse(std::string(kBase) + "[drafter.unused]\nmax_n = 2\n").drafter_configs.size() == 2);
 
   std::vector<std::string> dangling = {"--run.k"};
-  CHECK_THAT(error_of([&] { take_overrides(dangling); }), Catch::Contains("--run.k=VALUE"));
+  CHECK_THAT(error_or_empty([&] { take_overrides(dangling); }), Catch::Contains("--run.k=VALUE"));
 }
 
 TEST_CASE("the resolved INI text parses back to itself and leaves out the output path", "[runner][config]") {
@@ -199,13 +191,13 @@ TEST_CASE("a bad value names the key and the value", "[runner][config]") {
   CHECK_THAT(parse_error("[run]\nk = 2\n[prompts]\nsets = gsm8k\n"), Catch::Contains("[target] model is required"));
   CHECK_THAT(parse_error("[target]\nmodel = m\n"), Catch::Contains("[prompts] sets is required"));
   CHECK_THAT(parse_error("[target\nmodel = m\n"), Catch::Contains("test.ini"));  // INI syntax, from Boost.PO
-  CHECK_THAT(error_of([] { load_experiment_config("/nonexistent/x.ini"); }),
+  CHECK_THAT(error_or_empty([] { load_experiment_config("/nonexistent/x.ini"); }),
              Catch::Contains("/nonexistent/x.ini: cannot open"));
 }
 
 TEST_CASE("an unknown drafter type lists the known drafters", "[runner][config]") {
   auto c = parse(kBase, {{"drafter.ee.type", "early_exti"}});
-  const std::string e = error_of([&] { resolve_drafter_types(c, drafters::default_registry()); });
+  const std::string e = error_or_empty([&] { resolve_drafter_types(c, drafters::default_registry()); });
   CHECK_THAT(e,
              Catch::Contains("[drafter.ee] type = 'early_exti': unknown drafter") &&
                  Catch::Contains("known drafters: draft_model, eagle, early_exit, medusa, ngram, oracle, synthetic") &&
@@ -214,7 +206,7 @@ TEST_CASE("an unknown drafter type lists the known drafters", "[runner][config]"
 
   // A listed drafter without a section: its type is its name.
   c = parse(kBase, {{"run.drafters", "ngarm"}});
-  CHECK_THAT(error_of([&] { resolve_drafter_types(c, drafters::default_registry()); }),
+  CHECK_THAT(error_or_empty([&] { resolve_drafter_types(c, drafters::default_registry()); }),
              Catch::Contains("[drafter.ngarm] type = 'ngarm'") && Catch::Contains("did you mean 'ngram'?"));
 
   c = parse(kBase);
@@ -228,13 +220,14 @@ TEST_CASE("a misspelt drafter option names the section and the closest option", 
   const auto c = parse(kBase, {{"drafter.ngram.max_m", "3"}});
   const DrafterInfo& ngram = drafters::default_registry().get("ngram");
   const DrafterEnv env;  // ngram needs neither target nor tokenizer without a corpus
-  const std::string e = error_of([&] { make_drafter(c.drafter_configs[0], ngram, env); });
+  const std::string e = error_or_empty([&] { make_drafter(c.drafter_configs[0], ngram, env); });
   CHECK_THAT(e, Catch::Contains("[drafter.ngram] unknown key 'max_m'") && Catch::Contains("did you mean 'max_n'?"));
   CHECK(test::count_lines(e) == 1);
 
   // Other errors of a factory pass through unchanged.
   const auto bad = parse(kBase, {{"drafter.ngram.max_n", "0"}});
-  CHECK_THAT(error_of([&] { make_drafter(bad.drafter_configs[0], ngram, env); }), Catch::Contains("[drafter.ngram]"));
+  CHECK_THAT(error_or_empty([&] { make_drafter(bad.drafter_configs[0], ngram, env); }),
+             Catch::Contains("[drafter.ngram]"));
   CHECK(make_drafter(parse(kBase).drafter_configs[0], ngram, env) != nullptr);
 }
 

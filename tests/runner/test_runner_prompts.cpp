@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "experiments/prompts.h"
+#include "tests/support/errors.h"
 #include "tests/support/run.h"
 
 using namespace specdec;
@@ -15,20 +16,12 @@ using namespace specdec::experiments;
 
 namespace {
 
+using test::error_or_empty;
+
 std::map<std::string, int> count_categories(const std::vector<Prompt>& ps) {
   std::map<std::string, int> n;
   for (const auto& p : ps) ++n[p.category];
   return n;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::string write_file(const std::string& name, const std::string& text) {
@@ -100,9 +93,12 @@ TEST_CASE("per-category limits take the first prompts in file order; ids are sta
   const auto few = load_prompts({"spec_bench"}, 8, {});
   CHECK(few.size() == 6 * 8);
 
-  CHECK_THAT(error_of([] { load_prompts({"mt_bench"}, 0, {"codng"}); }),
+  CHECK_THAT(error_or_empty([] { load_prompts({"mt_bench"}, 0, {"codng"}); }),
              Catch::Contains("unknown category 'codng'") && Catch::Contains("coding"));
-  CHECK_THAT(error_of([] { load_prompts({"gsm8k", "gsm8k"}, 0, {}); }), Catch::Contains("two sets named 'gsm8k'"));
+  CHECK_THAT(error_or_empty([] {
+               load_prompts({"gsm8k", "gsm8k"}, 0, {});
+             }),
+             Catch::Contains("two sets named 'gsm8k'"));
 }
 
 TEST_CASE("a user's .jsonl: prompt/text fields, ids by line, category = the set", "[runner][prompts]") {
@@ -120,15 +116,15 @@ TEST_CASE("a user's .jsonl: prompt/text fields, ids by line, category = the set"
   CHECK(ps[2].id == "mine:q7");
 
   const std::string bad = write_file("bad.jsonl", "{\"prompt\": \"a\"}\n{not json\n");
-  std::string e = error_of([&] { load_prompt_set(bad); });
+  std::string e = error_or_empty([&] { load_prompt_set(bad); });
   CHECK_THAT(e, Catch::Contains("bad.jsonl:2: not a JSON object"));
   CHECK(test::count_lines(e) == 1);
   const std::string no_prompt = write_file("noprompt.jsonl", "{\"answer\": \"42\"}\n");
-  CHECK_THAT(error_of([&] { load_prompt_set(no_prompt); }),
+  CHECK_THAT(error_or_empty([&] { load_prompt_set(no_prompt); }),
              Catch::Contains("noprompt.jsonl:1: no prompt (expected a field turns, question, prompt or text)"));
   const std::string dup = write_file("dup.jsonl", "{\"prompt\": \"a\", \"id\": 1}\n{\"prompt\": \"b\", \"id\": 1}\n");
-  CHECK_THAT(error_of([&] { load_prompt_set(dup); }), Catch::Contains("prompt id 'dup:1' appears twice"));
-  CHECK_THAT(error_of([] { load_prompt_set("/nonexistent/p.jsonl"); }),
+  CHECK_THAT(error_or_empty([&] { load_prompt_set(dup); }), Catch::Contains("prompt id 'dup:1' appears twice"));
+  CHECK_THAT(error_or_empty([] { load_prompt_set("/nonexistent/p.jsonl"); }),
              Catch::Contains("/nonexistent/p.jsonl: cannot open prompt set"));
 }
 

@@ -14,6 +14,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/assets.h"
+#include "tests/support/errors.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
@@ -21,19 +22,10 @@ using namespace specdec;
 
 namespace {
 
+using test::error_or_empty;
+using test::one_line;
+
 using test::stories;
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool one_line(const std::string& s) { return !s.empty() && s.find('\n') == std::string::npos; }
 
 // A drafter that proposes the same proposal every step: all of it whatever max_tokens allows, or (within
 // budget) only its first max_tokens nodes, which is still a valid tree since parents[i] < i.
@@ -59,7 +51,7 @@ class FixedDrafter final : public Drafter {
 std::string decode_error(Drafter* drafter, const DecodeOptions& opts) {
   auto& s = stories();
   auto rule = verifiers::make_greedy_rule();
-  return error_of([&] { speculative_decode(s.model, drafter, *rule, s.prompt, opts); });
+  return error_or_empty([&] { speculative_decode(s.model, drafter, *rule, s.prompt, opts); });
 }
 
 // stories260K rewritten as a llama2.c version-1 checkpoint with a vocabulary of V tokens (the first V rows
@@ -92,7 +84,7 @@ std::string stories_with_vocab(int V) {
 
 TEST_CASE("an unknown drafter name lists the known ones", "[speculative][badinput]") {
   auto& registry = drafters::default_registry();
-  const std::string e = error_of([&] { registry.resolve("ngarm"); });
+  const std::string e = error_or_empty([&] { registry.resolve("ngarm"); });
   CHECK_THAT(e, Catch::Contains("unknown drafter 'ngarm'"));
   for (const DrafterInfo* info : registry.list()) CHECK_THAT(e, Catch::Contains(info->name));
   CHECK_THAT(e, Catch::Contains("plugin:PATH.so:NAME"));
@@ -181,15 +173,17 @@ TEST_CASE("a draft model with another vocabulary names the file and both sizes",
   REQUIRE(load_model(other)->config.vocab_size == 300);  // the rewritten file itself is valid
   DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get()};
   const auto& info = drafters::default_registry().get("draft_model");
-  const std::string e = error_of([&] { info.factory(env, DrafterOptions({{"model", other}}, "draft_model")); });
+  const std::string e = error_or_empty([&] { info.factory(env, DrafterOptions({{"model", other}}, "draft_model")); });
   CHECK_THAT(e, Catch::Contains(other) && Catch::Contains("300") && Catch::Contains("512"));
   CHECK(one_line(e));
 
   const std::string missing = (test::scratch_dir("decoder_errors") / "no_such_draft.bin").string();
-  const std::string e2 = error_of([&] { info.factory(env, DrafterOptions({{"model", missing}}, "draft_model")); });
+  const std::string e2 = error_or_empty([&] {
+    info.factory(env, DrafterOptions({{"model", missing}}, "draft_model"));
+  });
   CHECK_THAT(e2, Catch::Contains(missing));
   CHECK(one_line(e2));
-  const std::string e3 = error_of([&] { info.factory(env, DrafterOptions({}, "draft_model")); });
+  const std::string e3 = error_or_empty([&] { info.factory(env, DrafterOptions({}, "draft_model")); });
   CHECK_THAT(e3, Catch::Contains("model = PATH"));
   CHECK(one_line(e3));
 }
@@ -198,13 +192,13 @@ TEST_CASE("an unknown drafter option names the key and lists the known ones", "[
   auto& s = stories();
   DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get()};
   auto& registry = drafters::default_registry();
-  const std::string e = error_of([&] {
+  const std::string e = error_or_empty([&] {
     registry.get("early_exit").factory(env, DrafterOptions({{"layer", "2"}}, "drafter.ee"));
   });
   CHECK_THAT(e, Catch::Contains("[drafter.ee] unknown key 'layer'"));
   for (const char* known : {"layers", "tree_width", "tree_depth"}) CHECK_THAT(e, Catch::Contains(known));
   CHECK(one_line(e));
-  const std::string e2 = error_of([&] {
+  const std::string e2 = error_or_empty([&] {
     registry.get("draft_model")
         .factory(env, DrafterOptions({{"model", test::stories_model()}, {"tree_widht", "2"}}, "draft_model"));
   });
@@ -219,12 +213,12 @@ TEST_CASE("a prompt longer than the context is an error", "[speculative][badinpu
   auto rule = verifiers::make_greedy_rule();
   DecodeOptions opts;
   opts.max_new_tokens = 4;
-  const std::string e = error_of([&] { speculative_decode(s.model, nullptr, *rule, prompt, opts); });
+  const std::string e = error_or_empty([&] { speculative_decode(s.model, nullptr, *rule, prompt, opts); });
   CHECK_THAT(e, Catch::Contains(std::to_string(ctx)) && Catch::Contains(std::to_string(ctx + 88)));
   CHECK(one_line(e));
   // Exactly the context is too long as well (no room for one new token); one less fits.
   const std::vector<TokenId> full(ctx, 5), fits(ctx - 1, 5);
-  CHECK(one_line(error_of([&] { speculative_decode(s.model, nullptr, *rule, full, opts); })));
+  CHECK(one_line(error_or_empty([&] { speculative_decode(s.model, nullptr, *rule, full, opts); })));
   CHECK(speculative_decode(s.model, nullptr, *rule, fits, opts).tokens.size() == 1);
 }
 
@@ -288,7 +282,7 @@ TEST_CASE("a drafter factory that returns no drafter is an error, not an AR run"
   const DrafterInfo info{"null_drafter", "returns nothing",
                          [](const DrafterEnv&, const DrafterOptions&) { return std::unique_ptr<Drafter>(); }};
   DrafterEnv env{.target = &stories().model};
-  const std::string e = error_of([&] { make_drafter(info, env, DrafterOptions()); });
+  const std::string e = error_or_empty([&] { make_drafter(info, env, DrafterOptions()); });
   CHECK_THAT(e, Catch::Contains("null_drafter") && Catch::Contains("returned no drafter"));
   CHECK(one_line(e));
 }
@@ -299,14 +293,14 @@ TEST_CASE("rule greedy refuses a temperature above 0", "[speculative][badinput]"
   DecodeOptions opts;
   opts.max_new_tokens = 4;
   opts.sampling.temperature = 0.7f;
-  const std::string e = error_of([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); });
+  const std::string e = error_or_empty([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); });
   CHECK_THAT(e, Catch::Contains("greedy") && Catch::Contains("temperature 0") && Catch::Contains("0.7"));
   CHECK(one_line(e));
   opts.sampling.temperature = 0.f;
-  CHECK(error_of([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); }).empty());
+  CHECK(error_or_empty([&] { speculative_decode(s.model, nullptr, *greedy, s.prompt, opts); }).empty());
   // The other rules decode at any temperature.
   opts.sampling.temperature = 0.7f;
-  CHECK(error_of([&] {
+  CHECK(error_or_empty([&] {
           speculative_decode(s.model, nullptr, *verifiers::make_speculative_rule(), s.prompt, opts);
         }).empty());
 }
