@@ -16,6 +16,7 @@
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "tests/support/errors.h"
+#include "tests/support/steps.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
@@ -109,38 +110,6 @@ DecodeOptions options_of(const Spec& sp, const SamplingParams& sampling, uint64_
   return o;
 }
 
-void require_same(const DecodeResult& a, const DecodeResult& b) {
-  REQUIRE(a.tokens == b.tokens);
-  REQUIRE(a.stopped == b.stopped);
-  REQUIRE(a.prompt_tokens == b.prompt_tokens);
-  REQUIRE(a.steps.size() == b.steps.size());
-  for (size_t i = 0; i < a.steps.size(); ++i) {
-    CAPTURE(i);
-    const StepRecord& x = a.steps[i];
-    const StepRecord& y = b.steps[i];
-    REQUIRE(x.step == y.step);
-    REQUIRE(x.n_proposed == y.n_proposed);
-    REQUIRE(x.n_accepted == y.n_accepted);
-    REQUIRE(x.n_emitted == y.n_emitted);
-    REQUIRE(x.max_depth == y.max_depth);
-    REQUIRE(x.context_len == y.context_len);
-    REQUIRE(x.nodes.size() == y.nodes.size());
-    for (size_t j = 0; j < x.nodes.size(); ++j) {
-      const DraftTokenRecord& p = x.nodes[j];
-      const DraftTokenRecord& q = y.nodes[j];
-      REQUIRE(p.token == q.token);
-      REQUIRE(p.parent == q.parent);
-      REQUIRE(p.depth == q.depth);
-      // Bit for bit: the same logits and the same draws.
-      REQUIRE(p.p_target == q.p_target);
-      REQUIRE(p.p_test == q.p_test);
-      REQUIRE(p.q_draft == q.q_draft);
-      REQUIRE(p.u == q.u);
-      REQUIRE((p.visited == q.visited && p.passed == q.passed && p.accepted == q.accepted));
-    }
-  }
-}
-
 // Runs the mix alone (speculative_decode) and batched under each (B, tokens per step) and compares.
 void check_mix(const SamplingParams& sampling, const AcceptanceRule& rule) {
   auto& s = stories();
@@ -182,7 +151,7 @@ void check_mix(const SamplingParams& sampling, const AcceptanceRule& rule) {
     REQUIRE(res.results.size() == m.size());
     for (size_t i = 0; i < m.size(); ++i) {
       CAPTURE(i, m[i].drafter);
-      require_same(res.results[i], alone[i]);
+      test::require_same_steps(res.results[i], alone[i]);
       REQUIRE(streamed[i] == alone[i].tokens);
     }
 

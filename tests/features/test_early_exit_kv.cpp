@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
+#include "tests/support/steps.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
 
@@ -29,22 +30,9 @@ DecodeResult decode_early_exit(bool share, const SamplingParams& sampling, const
   return speculative_decode(s.model, d.get(), rule, s.prompt, o);
 }
 
-// Same tokens and, step by step, the same proposals (every node's token and parent) and verdicts.
-void require_same_steps(const DecodeResult& a, const DecodeResult& b) {
-  REQUIRE(a.tokens == b.tokens);
-  REQUIRE(a.steps.size() == b.steps.size());
-  for (size_t i = 0; i < a.steps.size(); ++i) {
-    const StepRecord& x = a.steps[i];
-    const StepRecord& y = b.steps[i];
-    REQUIRE(x.n_proposed == y.n_proposed);
-    REQUIRE(x.n_accepted == y.n_accepted);
-    REQUIRE(x.nodes.size() == y.nodes.size());
-    for (size_t j = 0; j < x.nodes.size(); ++j) {
-      REQUIRE(x.nodes[j].token == y.nodes[j].token);
-      REQUIRE(x.nodes[j].parent == y.nodes[j].parent);
-      REQUIRE(x.nodes[j].q_draft == y.nodes[j].q_draft);
-    }
-  }
+// Same tokens and, step by step, the same proposals (every node's token, parent and q) and verdicts.
+void same_proposals(const DecodeResult& a, const DecodeResult& b) {
+  test::require_same_steps(a, b, test::SameSteps::kProposals);
 }
 
 }  // namespace
@@ -62,7 +50,7 @@ TEST_CASE("early exit in the target's KV cache proposes what it proposes with it
     const std::map<std::string, std::string> chain = {{"layers", std::to_string(layers)}};
     const auto own = decode_early_exit(false, {}, *greedy, chain, 4);
     const auto shared = decode_early_exit(true, {}, *greedy, chain, 4);
-    require_same_steps(own, shared);
+    same_proposals(own, shared);
     REQUIRE(shared.tokens == ar.tokens);                               // lossless
     if (layers == L - 1) REQUIRE(shared.accepted_draft_tokens() > 0);  // real accepted paths were exercised
 
@@ -70,7 +58,7 @@ TEST_CASE("early exit in the target's KV cache proposes what it proposes with it
         {"layers", std::to_string(layers)}, {"tree_width", "2"}, {"tree_depth", "3"}};
     const auto own_t = decode_early_exit(false, {}, *greedy, tree, 8);
     const auto shared_t = decode_early_exit(true, {}, *greedy, tree, 8);
-    require_same_steps(own_t, shared_t);
+    same_proposals(own_t, shared_t);
     REQUIRE(shared_t.tokens == ar.tokens);
   }
 
@@ -78,7 +66,7 @@ TEST_CASE("early exit in the target's KV cache proposes what it proposes with it
   auto spec = verifiers::make_speculative_rule();
   const SamplingParams t1{.temperature = 1.0f, .top_k = 20};
   const std::map<std::string, std::string> chain = {{"layers", std::to_string(L - 1)}};
-  require_same_steps(decode_early_exit(false, t1, *spec, chain, 4), decode_early_exit(true, t1, *spec, chain, 4));
+  same_proposals(decode_early_exit(false, t1, *spec, chain, 4), decode_early_exit(true, t1, *spec, chain, 4));
 }
 
 TEST_CASE("a forward over the first layers of a full cache equals one over a cache of those layers", "[early_exit]") {
