@@ -43,6 +43,23 @@ void add_common_keys(po::options_description& d, CommonOptions& o, const char* m
       "checkpoint", po::value(&o.checkpoint), "the checkpoint file (default OUT.ckpt)");
 }
 
+// Keys both trainers have with the same meaning, in the places of --help where both list them.
+template <typename Config>
+void add_schedule_keys(po::options_description& d, Config& c) {
+  d.add_options()("min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")(
+      "warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps");
+}
+
+template <typename Config>
+void add_run_keys(po::options_description& d, Config& c) {
+  d.add_options()("threads", po::value(&c.threads)->default_value(c.threads),
+                  "Eigen/OpenMP threads (0: OMP_NUM_THREADS or all cores); results are reproducible per count")(
+      "checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
+      "steps between checkpoints (0: none)")("heldout_fraction",
+                                             po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
+                                             "fraction of the sequences held out for evaluation");
+}
+
 // Every config key, bound to where it goes. The same description parses the file and the command line.
 po::options_description medusa_keys(CommonOptions& o, medusa::MedusaTrainConfig& c) {
   po::options_description d("config keys (in CONFIG.ini as key = value; --key value on the command line wins)");
@@ -54,27 +71,20 @@ po::options_description medusa_keys(CommonOptions& o, medusa::MedusaTrainConfig&
       "epochs", po::value(&c.epochs)->default_value(c.epochs), "passes over the training rows")(
       "steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")(
       "batch", po::value(&c.batch)->default_value(c.batch), "rows per step")(
-      "lr", po::value(&c.lr)->default_value(c.lr, "0.001"), "peak learning rate")(
-      "min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")(
-      "warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")(
-      "weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
-      "AdamW's decoupled weight decay "
-      "(block matrices only)")("clip", po::value(&c.clip)->default_value(c.clip),
-                               "global gradient norm limit (0: none)")(
+      "lr", po::value(&c.lr)->default_value(c.lr, "0.001"), "peak learning rate");
+  add_schedule_keys(d, c);
+  d.add_options()("weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
+                  "AdamW's decoupled weight decay "
+                  "(block matrices only)")("clip", po::value(&c.clip)->default_value(c.clip),
+                                           "global gradient norm limit (0: none)")(
       "init_scale", po::value(&c.init_scale)->default_value(c.init_scale),
       "0: zero blocks (heads start as the "
       "target's next-token prediction); else "
       "uniform in [-s, s]")("seed", po::value(&c.seed)->default_value(c.seed),
-                            "held-out split, row order, initial weights")(
-      "threads", po::value(&c.threads)->default_value(c.threads),
-      "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
-      "all cores); results are reproducible per count")(
-      "checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
-      "steps between checkpoints (0: none)")("heldout_fraction",
-                                             po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
-                                             "fraction of the sequences held out for evaluation")(
-      "response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
-      "train and evaluate only where the label row is a response row")(
+                            "held-out split, row order, initial weights");
+  add_run_keys(d, c);
+  d.add_options()("response_only", po::value(&c.response_only)->default_value(c.response_only, "false"),
+                  "train and evaluate only where the label row is a response row")(
       "train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
       "0 = full vocabulary; N = the loss over the N most frequent label tokens (faster by V/N; evaluation stays "
       "full)");
@@ -90,13 +100,12 @@ po::options_description eagle_keys(CommonOptions& o, eagle::EagleTrainConfig& c)
       "steps", po::value(&c.steps)->default_value(c.steps), "optimiser steps (> 0 overrides epochs)")(
       "batch", po::value(&c.batch)->default_value(c.batch), "chunks (sequences or max_len pieces) per step")(
       "max_len", po::value(&c.max_len)->default_value(c.max_len), "pairs per chunk (longer sequences are cut)")(
-      "lr", po::value(&c.lr)->default_value(c.lr, "0.0005"), "peak learning rate")(
-      "min_lr", po::value(&c.min_lr)->default_value(c.min_lr), "the cosine decay's floor")(
-      "warmup", po::value(&c.warmup)->default_value(c.warmup), "linear warm-up steps")(
-      "weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
-      "AdamW's decoupled weight decay "
-      "(matrices only)")("clip", po::value(&c.clip)->default_value(c.clip, "0.5"),
-                         "global gradient norm limit (0: none)")(
+      "lr", po::value(&c.lr)->default_value(c.lr, "0.0005"), "peak learning rate");
+  add_schedule_keys(d, c);
+  d.add_options()("weight_decay", po::value(&c.weight_decay)->default_value(c.weight_decay),
+                  "AdamW's decoupled weight decay "
+                  "(matrices only)")("clip", po::value(&c.clip)->default_value(c.clip, "0.5"),
+                                     "global gradient norm limit (0: none)")(
       "init_scale", po::value(&c.init_scale)->default_value(c.init_scale, "0.02"),
       "std of the initial matrices "
       "(fc's feature half starts near "
@@ -104,16 +113,10 @@ po::options_description eagle_keys(CommonOptions& o, eagle::EagleTrainConfig& c)
                        "weight of the feature regression (Smooth-L1)")(
       "w_ce", po::value(&c.w_ce)->default_value(c.w_ce, "0.1"), "weight of the readout's soft cross-entropy")(
       "noise", po::value(&c.noise)->default_value(c.noise), "uniform noise in [-noise, noise] on the input features")(
-      "seed", po::value(&c.seed)->default_value(c.seed), "held-out split, chunk order, initial weights, noise")(
-      "threads", po::value(&c.threads)->default_value(c.threads),
-      "Eigen/OpenMP threads (0: OMP_NUM_THREADS or "
-      "all cores); results are reproducible per count")(
-      "checkpoint_every", po::value(&c.checkpoint_every)->default_value(c.checkpoint_every),
-      "steps between checkpoints (0: none)")("heldout_fraction",
-                                             po::value(&c.heldout_fraction)->default_value(c.heldout_fraction, "0.05"),
-                                             "fraction of the sequences held out for evaluation")(
-      "train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
-      "0 = full vocabulary; N = the cross-entropy over the N most frequent label tokens")(
+      "seed", po::value(&c.seed)->default_value(c.seed), "held-out split, chunk order, initial weights, noise");
+  add_run_keys(d, c);
+  d.add_options()("train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
+                  "0 = full vocabulary; N = the cross-entropy over the N most frequent label tokens")(
       "draft_vocab", po::value(&c.draft_vocab)->default_value(c.draft_vocab),
       "0 = the drafter reads out all V tokens; N = the N most frequent label tokens (stored as d2t)");
   return d;
