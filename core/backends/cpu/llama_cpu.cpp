@@ -202,14 +202,17 @@ void LlamaCpu::forward_batch(std::span<KVCache* const> caches, std::span<const F
                 sizeof(float) * p.sel_n[b] * H);
     r += p.sel_n[b];
   }
-  std::vector<float> logits(static_cast<size_t>(p.n_sel) * V);
+  // One sequence (every decode step): the head writes straight into its result (no block to split).
+  std::vector<float>& logits = B == 1 ? out[0].logits : logits_;
+  logits.resize(static_cast<size_t>(p.n_sel) * V);
   if (p.n_sel > 0) cpu::matmul(logits.data(), rows_.data(), w.output.data, w.output.dtype, p.n_sel, V, H);
 
   for (int b = 0, r = 0; b < B; ++b) {
     const int T = row0[b + 1] - row0[b];
     ForwardResult& o = out[b];
-    o.logits.assign(logits.begin() + static_cast<ptrdiff_t>(r) * V,
-                    logits.begin() + static_cast<ptrdiff_t>(r + p.sel_n[b]) * V);
+    if (B > 1)
+      o.logits.assign(logits.begin() + static_cast<ptrdiff_t>(r) * V,
+                      logits.begin() + static_cast<ptrdiff_t>(r + p.sel_n[b]) * V);
     r += p.sel_n[b];
     if (reqs[b].want_hidden)
       o.hidden.assign(x_.begin() + static_cast<ptrdiff_t>(row0[b]) * H,

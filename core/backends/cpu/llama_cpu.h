@@ -32,6 +32,7 @@ class LlamaCpu final : public Model {
   std::shared_ptr<const LoadedModel> model_;
   // Scratch, (R, ...) with R the tokens of the whole batch.
   std::vector<float> x_, xb_, q_, k_, v_, att_, gate_, up_, rows_;
+  std::vector<float> logits_;   // (selected rows, V) of a batch of B > 1 sequences
   std::vector<float> rope_cs_;  // (R, head_dim): RoPE (cos, sin) pairs of each row's position
   std::vector<uint8_t> mask_;
 };
