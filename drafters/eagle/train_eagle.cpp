@@ -16,7 +16,6 @@
 #include "drafters/medusa/heads.h"
 #include "drafters/train/optim.h"
 #include "drafters/train/trainer_common.h"
-#include "kernels/cpu/ops.h"
 
 namespace specdec::eagle {
 
@@ -52,14 +51,9 @@ LmRows lm_rows(const std::vector<float>& lm_head, int V, int H, const std::vecto
     l.rows = V;
     return l;
   }
-  l.column.assign(static_cast<size_t>(V), -1);
-  l.own.resize(ids.size() * static_cast<size_t>(H));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    SPECDEC_CHECK(ids[i] >= 0 && ids[i] < V && (i == 0 || ids[i] > ids[i - 1]), "an EAGLE readout vocabulary of ",
-                  "distinct ascending ids in [0, ", V, "), got ", ids[i], " at ", i);
-    l.column[ids[i]] = static_cast<int32_t>(i);
-    std::copy_n(lm_head.data() + static_cast<size_t>(ids[i]) * H, H, l.own.data() + i * H);
-  }
+  train::GatheredRows g = train::gather_rows(lm_head, V, H, ids, "an EAGLE readout vocabulary");
+  l.column = std::move(g.column);
+  l.own = std::move(g.rows);
   l.w = l.own.data();
   l.rows = static_cast<int>(ids.size());
   return l;
@@ -464,15 +458,7 @@ std::vector<EagleChunk> eagle_chunks(const train::FeatureData& data, std::span<c
 }
 
 std::vector<float> embedding_f32(const LoadedModel& model) {
-  const WeightTensor& e = model.weights.tok_embeddings;
-  const int64_t V = model.config.vocab_size, H = model.config.dim;
-  SPECDEC_CHECK(!e.empty() && e.rows == V && e.cols == H, model.path, ": a token embedding of ", V, " x ", H, ", got ",
-                e.rows, " x ", e.cols);
-  std::vector<float> out(static_cast<size_t>(V * H));
-  const size_t stride = cpu::row_bytes(e.dtype, H);
-  for (int64_t v = 0; v < V; ++v)
-    cpu::dequantize_row(out.data() + v * H, static_cast<const uint8_t*>(e.data) + v * stride, e.dtype, H);
-  return out;
+  return train::weight_f32(model, model.weights.tok_embeddings, "a token embedding");
 }
 
 EagleLossValue eagle_loss(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,

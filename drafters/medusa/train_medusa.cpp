@@ -18,7 +18,6 @@
 #include "core/error.h"
 #include "drafters/train/optim.h"
 #include "drafters/train/trainer_common.h"
-#include "kernels/cpu/ops.h"
 
 namespace specdec::medusa {
 
@@ -122,22 +121,8 @@ struct Grads {
 
 // A training vocabulary S laid out for run_head: LM_S (S's rows of the LM head, N x H) and each token id's
 // column in it (-1 outside S).
-struct SubsetHead {
-  std::vector<float> lm;
-  std::vector<int32_t> column;
-};
-
-SubsetHead gather_subset(const std::vector<float>& lm_head, int V, int H, const std::vector<int32_t>& ids) {
-  SubsetHead s;
-  s.column.assign(static_cast<size_t>(V), -1);
-  s.lm.resize(ids.size() * static_cast<size_t>(H));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    SPECDEC_CHECK(ids[i] >= 0 && ids[i] < V && (i == 0 || ids[i] > ids[i - 1]),
-                  "a training vocabulary of distinct ascending ids in [0, ", V, "), got ", ids[i], " at ", i);
-    s.column[ids[i]] = static_cast<int32_t>(i);
-    std::copy_n(lm_head.data() + static_cast<size_t>(ids[i]) * H, H, s.lm.data() + i * H);
-  }
-  return s;
+train::GatheredRows gather_subset(const std::vector<float>& lm_head, int V, int H, const std::vector<int32_t>& ids) {
+  return train::gather_rows(lm_head, V, H, ids, "a training vocabulary");
 }
 
 // What one head did over a set of rows.
@@ -328,15 +313,7 @@ TrainVocabulary select_train_vocabulary(const train::FeatureData& data, const st
 }
 
 std::vector<float> lm_head_f32(const LoadedModel& model) {
-  const WeightTensor& out = model.weights.output;
-  const int64_t V = model.config.vocab_size, H = model.config.dim;
-  SPECDEC_CHECK(!out.empty() && out.rows == V && out.cols == H, model.path, ": an LM head of ", V, " x ", H, ", got ",
-                out.rows, " x ", out.cols);
-  std::vector<float> lm(static_cast<size_t>(V * H));
-  const auto* src = static_cast<const uint8_t*>(out.data);
-  const size_t stride = cpu::row_bytes(out.dtype, H);
-  for (int64_t v = 0; v < V; ++v) cpu::dequantize_row(lm.data() + v * H, src + v * stride, out.dtype, H);
-  return lm;
+  return train::weight_f32(model, model.weights.output, "an LM head");
 }
 
 uint64_t seed_stream(uint64_t seed, uint64_t stream) { return mix(seed, stream); }
@@ -409,9 +386,9 @@ double medusa_head_loss(const MedusaHeads& heads, int k, const train::FeatureDat
   SPECDEC_CHECK(k >= 0 && k < heads.cfg.n_heads, "a Medusa head index in [0, ", heads.cfg.n_heads, "), got ", k);
   SPECDEC_CHECK((grad_w == nullptr) == (grad_b == nullptr), "both gradients (grad_w and grad_b) or neither");
   const RowBounds bounds(data, response_only);
-  const SubsetHead subset =
-      train_ids.empty() ? SubsetHead{} : gather_subset(lm_head, data.vocab_size, data.hidden_size, train_ids);
-  const ConstRowMap lm(train_ids.empty() ? lm_head.data() : subset.lm.data(),
+  const train::GatheredRows subset =
+      train_ids.empty() ? train::GatheredRows{} : gather_subset(lm_head, data.vocab_size, data.hidden_size, train_ids);
+  const ConstRowMap lm(train_ids.empty() ? lm_head.data() : subset.rows.data(),
                        train_ids.empty() ? data.vocab_size : static_cast<int64_t>(train_ids.size()), data.hidden_size);
   const int32_t* column = train_ids.empty() ? nullptr : subset.column.data();
   HeadOutcome o;
@@ -461,12 +438,12 @@ MedusaTrainResult train_medusa(const train::FeatureData& data, const std::vector
 
   // The training steps' LM head: the full one, or LM_S of the training vocabulary.
   TrainVocabulary vocab;
-  SubsetHead subset;
+  train::GatheredRows subset;
   if (cfg.train_vocab > 0) {
     vocab = select_train_vocabulary(data, train_rows, cfg.n_heads, cfg.response_only, cfg.train_vocab);
     subset = gather_subset(lm_head, data.vocab_size, data.hidden_size, vocab.ids);
   }
-  const ConstRowMap lm(cfg.train_vocab > 0 ? subset.lm.data() : lm_head.data(),
+  const ConstRowMap lm(cfg.train_vocab > 0 ? subset.rows.data() : lm_head.data(),
                        cfg.train_vocab > 0 ? cfg.train_vocab : data.vocab_size, data.hidden_size);
   const int32_t* column = cfg.train_vocab > 0 ? subset.column.data() : nullptr;
   auto stamp = [&](EpochReport& rep) {

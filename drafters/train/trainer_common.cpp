@@ -4,9 +4,11 @@
 #include <Eigen/Core>
 #include <omp.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/error.h"
+#include "kernels/cpu/ops.h"
 
 namespace specdec::train {
 
@@ -55,6 +57,30 @@ nlohmann::json data_files_json(const std::vector<DataFileInfo>& files) {
     out.push_back(e);
   }
   return out;
+}
+
+std::vector<float> weight_f32(const LoadedModel& model, const WeightTensor& t, const char* what) {
+  const int64_t V = model.config.vocab_size, H = model.config.dim;
+  SPECDEC_CHECK(!t.empty() && t.rows == V && t.cols == H, model.path, ": ", what, " of ", V, " x ", H, ", got ", t.rows,
+                " x ", t.cols);
+  std::vector<float> out(static_cast<size_t>(V * H));
+  const auto* src = static_cast<const uint8_t*>(t.data);
+  const size_t stride = cpu::row_bytes(t.dtype, H);
+  for (int64_t v = 0; v < V; ++v) cpu::dequantize_row(out.data() + v * H, src + v * stride, t.dtype, H);
+  return out;
+}
+
+GatheredRows gather_rows(const std::vector<float>& m, int V, int H, const std::vector<int32_t>& ids, const char* what) {
+  GatheredRows g;
+  g.column.assign(static_cast<size_t>(V), -1);
+  g.rows.resize(ids.size() * static_cast<size_t>(H));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SPECDEC_CHECK(ids[i] >= 0 && ids[i] < V && (i == 0 || ids[i] > ids[i - 1]), what,
+                  " of distinct ascending ids in [0, ", V, "), got ", ids[i], " at ", i);
+    g.column[ids[i]] = static_cast<int32_t>(i);
+    std::copy_n(m.data() + static_cast<size_t>(ids[i]) * H, H, g.rows.data() + i * H);
+  }
+  return g;
 }
 
 CheckpointFile open_checkpoint(const std::string& path, const char* kind) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model/loader.h"
 #include "core/model/safetensors.h"
 #include "drafters/train/features.h"
 
@@ -107,6 +108,19 @@ nlohmann::json common_metadata(const char* format, const Config& cfg, const Feat
             {"wall_s", result.wall_s}});
   return m;
 }
+
+// A weight of the target (weights.output, weights.tok_embeddings: V x H rows of any dtype, quantized rows
+// dequantized) as row-major f32; throws one line naming the model file and `what` ("an LM head") when it is
+// missing or not V x H (config.vocab_size x config.dim).
+std::vector<float> weight_f32(const LoadedModel& model, const WeightTensor& t, const char* what);
+
+// Rows `ids` of m (V x H, row-major) gathered into rows (ids.size() x H), and column: each token id's row there
+// (-1 outside). ids must be distinct, ascending and in [0, V): else one line naming `what` ("a training vocabulary").
+struct GatheredRows {
+  std::vector<float> rows;
+  std::vector<int32_t> column;
+};
+GatheredRows gather_rows(const std::vector<float>& m, int V, int H, const std::vector<int32_t>& ids, const char* what);
 
 // A training checkpoint to resume from: the file and its "specdec_checkpoint" metadata (JSON text). Throws one
 // line naming path when there is no file or no such metadata ("not <kind> training checkpoint", kind e.g.
