@@ -76,29 +76,50 @@ inline void decode16(const uint8_t* p0, int64_t rs, int last, __m512i w[8], __m5
   if constexpr (W == WKind::Q4_1) mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 }
 
-// Sixteen rows starting at p0 for tokens [t0, t0+TT): acc[tt] lane k = output (t0+tt, row k).
+// One block's integer dot for one token against the decoded weights w, scaled and added to acc in the
+// order every level uses: acc = fma(dw * da, float(dot), acc), then for Q4_1 acc = fma(mw, sa, acc).
+template <WKind W>
+inline __m512 block_token(__m512 acc, const __m512i w[8], __m512 dw, __m512 mw, const ActQ& a, int64_t ab) {
+  const int8_t* q = a.q + ab * kQK;
+  __m512i s0 = W == WKind::Q4_1 ? _mm512_setzero_si512() : _mm512_set1_epi32(a.bias[ab]);
+  __m512i s1 = _mm512_setzero_si512();
+  for (int r = 0; r < 8; r += 2) {
+    s0 = _mm512_dpbusd_epi32(s0, w[r], _mm512_set1_epi32(load_i32(q + 4 * r)));
+    s1 = _mm512_dpbusd_epi32(s1, w[r + 1], _mm512_set1_epi32(load_i32(q + 4 * r + 4)));
+  }
+  const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[ab]));
+  acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+  if constexpr (W == WKind::Q4_1) acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[ab]), acc);
+  return acc;
+}
+
+// Sixteen rows starting at p0 for tokens [t0, t0+TT): acc[tt] lane k = output (t0+tt, row k). Blocks go in
+// pairs: both are decoded, then each token takes the two in order (one accumulator load and store per
+// pair, two independent dot chains); the arithmetic per lane is the single-block order.
 template <WKind W, bool Partial>
 inline void chunk16(__m512* acc, const uint8_t* p0, int64_t rs, int last, const ActQ& a, int t0, int TT) {
   constexpr int S = Fmt<W>::kBytes;
   for (int tt = 0; tt < TT; ++tt) acc[tt] = _mm512_setzero_ps();
-  for (int j = 0; j < a.nb; ++j) {
+  int j = 0;
+  for (; j + 1 < a.nb; j += 2) {
+    prefetch_next_chunk(p0, 16 * rs, j, a.nb);
+    prefetch_next_chunk(p0, 16 * rs, j + 1, a.nb);
+    __m512i w0[8], w1[8];
+    __m512 dw0, dw1, mw0 = _mm512_setzero_ps(), mw1 = _mm512_setzero_ps();
+    decode16<W, Partial>(p0 + static_cast<int64_t>(j) * S, rs, last, w0, dw0, mw0);
+    decode16<W, Partial>(p0 + static_cast<int64_t>(j + 1) * S, rs, last, w1, dw1, mw1);
+    for (int tt = 0; tt < TT; ++tt) {
+      const int64_t ab = static_cast<int64_t>(t0 + tt) * a.nb + j;  // block index in a
+      acc[tt] = block_token<W>(block_token<W>(acc[tt], w0, dw0, mw0, a, ab), w1, dw1, mw1, a, ab + 1);
+    }
+  }
+  for (; j < a.nb; ++j) {
     prefetch_next_chunk(p0, 16 * rs, j, a.nb);
     __m512i w[8];
     __m512 dw, mw = _mm512_setzero_ps();
     decode16<W, Partial>(p0 + static_cast<int64_t>(j) * S, rs, last, w, dw, mw);
-    for (int tt = 0; tt < TT; ++tt) {
-      const int64_t ab = static_cast<int64_t>(t0 + tt) * a.nb + j;  // block index in a
-      const int8_t* q = a.q + ab * kQK;
-      __m512i s0 = W == WKind::Q4_1 ? _mm512_setzero_si512() : _mm512_set1_epi32(a.bias[ab]);
-      __m512i s1 = _mm512_setzero_si512();
-      for (int r = 0; r < 8; r += 2) {
-        s0 = _mm512_dpbusd_epi32(s0, w[r], _mm512_set1_epi32(load_i32(q + 4 * r)));
-        s1 = _mm512_dpbusd_epi32(s1, w[r + 1], _mm512_set1_epi32(load_i32(q + 4 * r + 4)));
-      }
-      const __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[ab]));
-      acc[tt] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[tt]);
-      if constexpr (W == WKind::Q4_1) acc[tt] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a.s[ab]), acc[tt]);
-    }
+    for (int tt = 0; tt < TT; ++tt)
+      acc[tt] = block_token<W>(acc[tt], w, dw, mw, a, static_cast<int64_t>(t0 + tt) * a.nb + j);
   }
 }
 
