@@ -527,9 +527,13 @@ void scores_tile(float* const* sc, const float* const* qr, int nrows, const floa
   alignas(64) float kt[256 * kKeyTile];  // D <= 256: (D, kKeyTile) transposed key tile
   for (int s0 = s_begin; s0 < s_end; s0 += kKeyTile) {
     const int ns = std::min(kKeyTile, s_end - s0);
-    for (int j = 0; j < ns; ++j) {
-      const float* kr = kbase + static_cast<int64_t>(s0 + j) * a.ld_kv;
-      for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = kr[d];
+    const float* k0 = kbase + static_cast<int64_t>(s0) * a.ld_kv;
+    if (ns == kKeyTile) {  // whole tiles: contiguous stores of strided loads (gathers where the ISA has them)
+      for (int d = 0; d < a.D; ++d)
+        for (int j = 0; j < kKeyTile; ++j) kt[d * kKeyTile + j] = k0[j * a.ld_kv + d];
+    } else {
+      for (int j = 0; j < ns; ++j)
+        for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = k0[j * a.ld_kv + d];
     }
     for (int j = ns; j < kKeyTile; ++j)
       for (int d = 0; d < a.D; ++d) kt[d * kKeyTile + j] = 0.f;
