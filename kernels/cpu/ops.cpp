@@ -667,7 +667,8 @@ void attention(float* out, const float* q, const float* k, const float* v, const
       qr[i] = q + (static_cast<int64_t>(t) * Hq + h) * D;
     }
   const int threads = omp_get_max_threads();
-  const bool par = static_cast<int64_t>(T) * Hq * s_end * D > (1 << 15);
+  const bool par = static_cast<int64_t>(T) * Hq * s_end * D >
+                   (1 << 18);     // decode: parallel from ~450 cached tokens (attention_bench)
   float* const* scp = sc.data();  // the caller's thread_local buffers, for the pool's workers
   const float* const* qrp = qr.data();
 
