@@ -103,6 +103,10 @@ bool BatchDecoder::step() {
   rec.n_in_flight = static_cast<int32_t>(active_.size());
   rec.n_queued = static_cast<int32_t>(queue_.size());
 
+  // Each sequence's policy decides its draft length first, with the sequences in flight as the batch size
+  // (who fits is known only once the blocks are): a sequence left waiting keeps its decision for the next step.
+  for (auto& s : active_) s->seq->plan_step(rec.n_in_flight);
+
   // Room is reserved for each sequence's largest block before its drafter proposes, so every proposal made
   // is verified in this step (a drafter is never asked twice for one step).
   std::vector<Sequence*> order;

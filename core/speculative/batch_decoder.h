@@ -59,7 +59,9 @@ class BatchDecoder {
   // one-line error names the ticket and the request id.
   int submit(BatchRequest req);
   // One step: admits queued requests (in submit order, each prefilled by a forward of its own) while fewer
-  // than max_sequences are in flight; then takes the sequences in flight, those that waited longest first,
+  // than max_sequences are in flight; asks each sequence's policy (opts.policy, one per sequence, made when it
+  // joins) for its draft length with the sequences in flight as the batch size (SequenceDecoder::plan_step: a
+  // sequence left waiting keeps its decision); then takes the sequences in flight, those that waited longest first,
   // whose largest blocks fit together in max_tokens_per_step (the others wait for the next step); drafts
   // for each, verifies every block in one forward_batch, finishes each step; done sequences leave.
   // Returns false, doing nothing, when no request is queued or in flight.

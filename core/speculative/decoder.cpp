@@ -52,6 +52,8 @@ void SequenceDecoder::check(const Model& target, bool has_drafter, const Accepta
   SPECDEC_CHECK(opts.max_new_tokens >= 0, "max_new_tokens >= 0, got ", opts.max_new_tokens);
   opts.sampling.validate();
   rule.check(opts.sampling);
+  // Made and dropped: a bad spec, option or cost table is an error before any forward.
+  if (!opts.policy.empty()) make_policy(opts.policy, PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter});
 }
 
 SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const AcceptanceRule& rule,
@@ -63,6 +65,8 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   check(target, drafter != nullptr, rule, n_prompt, opts);
   max_new_ = std::min(opts.max_new_tokens, ctx - n_prompt);
   k_ = drafter ? opts.k : 0;
+  if (!opts.policy.empty())
+    policy_ = make_policy(opts.policy, PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter});
   res_.prompt_tokens = n_prompt;
   t_decode_start_ = seconds_now();
   if (max_new_ == 0) {
@@ -111,21 +115,46 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   t_decode_start_ = seconds_now();
 }
 
-int SequenceDecoder::max_block() const {
+int SequenceDecoder::k_limit() const {
   if (done_) return 0;
   // Budget: never draft past the output length (the last token always comes from the target) nor past the
   // context.
   const int remaining = max_new_ - static_cast<int>(res_.tokens.size());
-  return 1 + std::max(0, std::min({k_, remaining - 1, target_.config().max_seq_len - cache_->size() - 1}));
+  return std::max(0, std::min({k_, remaining - 1, target_.config().max_seq_len - cache_->size() - 1}));
+}
+
+int SequenceDecoder::max_block() const {
+  if (done_) return 0;
+  const int limit = k_limit();
+  return 1 + (step_budget_ >= 0 ? std::min(step_budget_, limit) : limit);
+}
+
+void SequenceDecoder::set_step_budget(int k) {
+  SPECDEC_CHECK(k >= 0 && k <= opts_.k, "a step budget in 0..k = ", opts_.k,
+                " draft tokens (the target's cache is sized for k), got ", k);
+  step_budget_ = k;
+}
+
+int SequenceDecoder::plan_step(int batch_size) {
+  if (policy_ && k_policy_ < 0 && !done_) {
+    const PolicyDecision d =
+        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()});
+    // Policies clamp to k_limit; the check keeps a plugin's slip from reaching the cache.
+    SPECDEC_CHECK(d.k >= 0 && d.k <= k_limit(), "a policy decision in 0..k_limit = ", k_limit(), ", got k = ", d.k);
+    k_policy_ = d.k;
+    set_step_budget(d.k);
+  }
+  return max_block() - 1;
 }
 
 const ForwardRequest& SequenceDecoder::draft() {
   SPECDEC_CHECK(!done_, "draft() on a sequence whose output is complete");
   const int V = target_.config().vocab_size;
+  const int budget = plan_step(1);
   rec_ = StepRecord{};
   rec_.step = static_cast<int32_t>(step_);
   rec_.context_len = cache_->size();
-  const int budget = max_block() - 1;
+  rec_.k_policy = k_policy_;
 
   prop_ = DraftProposal{};
   const auto td = Clock::now();
@@ -216,6 +245,10 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
     }
   take = std::min<size_t>(take, max_new_ - res_.tokens.size());
   rec_.n_emitted = static_cast<int32_t>(take);
+  // A tree's evidence is the accepted path's depth against the proposal's depth (docs/policies.md).
+  if (policy_) policy_->observe(prop_.is_chain() ? n : rec_.max_depth, rec_.n_accepted);
+  k_policy_ = -1;
+  step_budget_ = -1;
   res_.steps.push_back(std::move(rec_));
   res_.tokens.insert(res_.tokens.end(), emitted_.begin(), emitted_.begin() + take);
   if (on_tokens_) on_tokens_(std::span<const TokenId>(emitted_.data(), take));

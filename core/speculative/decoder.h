@@ -8,12 +8,14 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/model/model.h"
 #include "core/sampling/sampling.h"
 #include "core/speculative/acceptance.h"
 #include "core/speculative/drafter.h"
+#include "core/speculative/policy.h"
 #include "core/speculative/stats.h"
 
 namespace specdec {
@@ -32,6 +34,13 @@ struct DecodeOptions {
   // prefilled_seconds plus the copy and the drafter's begin(). Null: prefill here.
   const KVCache* prefilled = nullptr;
   double prefilled_seconds = 0;
+  // A speculation policy (docs/policies.md), "NAME key=value ...", e.g. "cost_model k_max=6": one per
+  // sequence, it decides each step's draft length in [0, k] (0 = an AR step) and sees what was proposed and
+  // accepted. "" = none: k every step. costs (not owned, outlives the decode; cost_model requires it) and
+  // cost_drafter (the drafter's row in it, "" = no drafter cost) are its PolicyEnv.
+  std::string policy;
+  const CostTable* costs = nullptr;
+  std::string cost_drafter;
 };
 
 // One draft node as logged (the HDF5 draft_tokens table): the node, and the rule's test of it with every
@@ -58,6 +67,7 @@ struct StepRecord {
   int32_t context_len = 0;                 // tokens in the target's cache before the pass
   double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
   double t_forward_us = 0;  // the target forward alone (part of t_verify_us; `bench decode`, not in the log)
+  int32_t k_policy = -1;    // the policy's draft length for this step (DecodeOptions::policy); -1 = no policy
   std::vector<DraftTokenRecord> nodes;
 };
 
@@ -79,6 +89,7 @@ struct DecodeResult {
 // batched loop (core/speculative/batch_decoder.h) run the same code and give the same bits:
 //   SequenceDecoder seq(target, drafter, rule, prompt, opts);  // checks, prefill, drafter->begin
 //   while (!seq.done()) {
+//     seq.plan_step(B);                           // the policy's draft length for this step, if any
 //     const ForwardRequest& req = seq.draft();   // drafter->propose, checked; the block [last, nodes...]
 //     forward req over seq.cache() (alone, or as one row of a forward_batch) into fr;
 //     seq.finish(fr, forward_us);                // rule, cache compaction, StepRecord, stop, drafter->accept
@@ -99,9 +110,20 @@ class SequenceDecoder {
 
   // True once the output is complete (max_new_tokens, a stop token, or the context): no more steps.
   bool done() const { return done_; }
-  // The most tokens the next block can hold: the last emitted token plus the draft budget (1 for AR); 0 when
-  // done.
+  // The most tokens the next block can hold: the last emitted token plus the draft budget (1 for AR), the
+  // step budget's cap included; 0 when done.
   int max_block() const;
+  // The largest draft the next step can take: min(k, output left - 1, context left - 1), >= 0 (0 without a
+  // drafter or when done); the policy's k_limit.
+  int k_limit() const;
+  // Caps the next step's draft at k tokens (0 <= k <= opts.k; 0 = an AR step: the drafter is not asked);
+  // max_block() honours it. Cleared by finish(): without a call, a step drafts up to k_limit().
+  void set_step_budget(int k);
+  // With a policy (DecodeOptions::policy) and no decision yet for the next step: asks it for the step's draft
+  // length, with batch_size sequences verified together and this sequence's context, and sets the step budget
+  // to it. A decision holds until finish(), so a sequence that waits for room keeps it. Returns the step's
+  // budget (k_limit() without a policy). draft() calls plan_step(1) when the loop did not.
+  int plan_step(int batch_size);
   // Asks the drafter for this step's proposal (checked: valid, within the budget, the target's cache left
   // as found) and returns the verification forward of the block; it refers to this object's buffers and
   // is valid until finish(). Requires !done().
@@ -121,6 +143,9 @@ class SequenceDecoder {
   DecodeOptions opts_;
   std::function<void(std::span<const TokenId>)> on_tokens_;
   int max_new_ = 0, k_ = 0;
+  int step_budget_ = -1;  // set_step_budget's cap for the next step; -1 = none
+  std::unique_ptr<Policy> policy_;
+  int k_policy_ = -1;  // the policy's decision for the next step; -1 = none yet
   bool done_ = false;
   DecodeResult res_;
   std::unique_ptr<KVCache> cache_;
