@@ -470,20 +470,25 @@ int bench_verify(const std::vector<std::string>& args) {
 
 }  // namespace
 
+int bench_costs(const std::vector<std::string>& args);  // experiments/cmd_bench_costs.cpp
+
 int cmd_bench(const std::vector<std::string>& args) {
   const std::string usage =
-      "a benchmark name: specdec bench decode|verify --model PATH (see specdec bench decode --help, "
-      "specdec bench verify --help)";
+      "a benchmark name: specdec bench decode|verify|costs --model PATH (see specdec bench decode --help, "
+      "specdec bench verify --help, specdec bench costs --help)";
   SPECDEC_CHECK(!args.empty(), usage);
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "decode") return bench_decode(rest);
   if (args[0] == "verify") return bench_verify(rest);
+  if (args[0] == "costs") return bench_costs(rest);
   if (args[0] == "--help" || args[0] == "-h") {
     std::cout << "specdec bench: benchmarks that print a table (and append JSON lines with --out)\n\n"
                  "  specdec bench decode --model PATH [--device cpu|cuda]   AR tokens/s and the cost of a T-token "
                  "forward\n"
                  "  specdec bench verify --model PATH [--device cpu|cuda] [--batch 1,4,16] [--max-k 15]\n"
-                 "                                                         cost of B x (k+1) tokens vs B x 1\n";
+                 "                                                         cost of B x (k+1) tokens vs B x 1\n"
+                 "  specdec bench costs --model PATH [--out results/costs.json]   the cost table of the cost_model "
+                 "policy\n";
     return 0;
   }
   SPECDEC_FAIL(usage, "; got '", args[0], "'");

@@ -24,7 +24,8 @@ const Command kCommands[] = {
     {"generate", "generate text with a model (autoregressive, or speculative with --drafter)",
      specdec::cli::cmd_generate},
     {"bench",
-     "benchmarks: `bench decode` (AR tokens/s, cost of a T-token forward), `bench verify` (B x (k+1) vs B x 1)",
+     "benchmarks: `bench decode` (AR tokens/s, cost of a T-token forward), `bench verify` (B x (k+1) vs B x 1), "
+     "`bench costs` (the policies' cost table)",
      specdec::cli::cmd_bench},
     {"run", "run an experiment config (drafters x k x temperatures vs AR) and log it to HDF5", specdec::cli::cmd_run},
     {"report", "tables and plots of a results log (specdec report RESULTS.h5 [--plots DIR]; --help)",

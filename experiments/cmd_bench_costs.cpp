@@ -1,0 +1,286 @@
+// specdec bench costs: measures the cost table (core/speculative/policy.h, docs/policies.md) that the
+// cost_model policy and the oracle read: the target forward's microseconds for a batch of B sequences each
+// verifying T tokens over C cached tokens, on a grid of T x B x C, and each requested drafter's extra cost per
+// step when it drafts up to k tokens, k = 1..k-max. Writes the CostTable JSON and prints the table.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <sstream>
+
+#include <boost/program_options.hpp>
+
+#include "core/error.h"
+#include "core/loading.h"
+#include "core/speculative/decoder.h"
+#include "core/speculative/policy.h"
+#include "drafters/register_builtin.h"
+#include "experiments/backend.h"
+#include "experiments/cli.h"
+#include "experiments/options.h"
+#include "verifiers/rules.h"
+
+namespace po = boost::program_options;
+
+namespace specdec::cli {
+
+int bench_costs(const std::vector<std::string>& args);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// "1,2,4" -> {1, 2, 4}: integers >= lo, strictly increasing (the cost table's grids are); a one-line error
+// naming the option otherwise.
+std::vector<int> grid_of(const std::string& text, const std::string& option, int lo) {
+  std::vector<int> grid;
+  std::stringstream ss(text);
+  const auto bad = [&](const std::string& why) {
+    SPECDEC_FAIL(option, " = '", text, "': expected a comma-separated, strictly increasing list of integers >= ", lo,
+                 " (", why, ")");
+  };
+  for (std::string item; std::getline(ss, item, ',');) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size()) bad("'" + item + "' is not an integer");
+    if (v < lo) bad(std::to_string(v) + " < " + std::to_string(lo));
+    if (!grid.empty() && v <= grid.back()) bad(std::to_string(v) + " after " + std::to_string(grid.back()));
+    grid.push_back(v);
+  }
+  if (grid.empty()) bad("empty");
+  return grid;
+}
+
+std::vector<std::string> names_of(const std::string& text) {
+  std::vector<std::string> names;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) names.push_back(item);
+  return names;
+}
+
+// Microseconds of f(): the median (or, with use_min, the fastest) of at least 3 calls lasting min_ms in all,
+// after one warm-up call.
+template <typename F>
+double timed_us(F&& f, int min_ms, bool use_min) {
+  f();
+  std::vector<double> us;
+  const auto until = Clock::now() + std::chrono::milliseconds(min_ms);
+  while (us.size() < 3 || Clock::now() < until) {
+    const auto t0 = Clock::now();
+    f();
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  std::sort(us.begin(), us.end());
+  return use_min ? us.front() : us[us.size() / 2];
+}
+
+// A prompt of n tokens: English text repeated, so that ngram finds matches in it as it would in prose.
+std::vector<TokenId> fixed_prompt(const Tokenizer& tok, int n) {
+  const auto text = tok.encode(
+      "Once upon a time there was a little girl who liked to play in the park with her dog. One day the dog ran "
+      "after a red ball, and the little girl ran after the dog. ",
+      false);
+  std::vector<TokenId> ids;
+  if (tok.add_bos_default() && tok.bos() >= 0) ids.push_back(tok.bos());
+  while (static_cast<int>(ids.size()) < n) ids.insert(ids.end(), text.begin(), text.end());
+  ids.resize(n);
+  return ids;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+int bench_costs(const std::vector<std::string>& args) {
+  std::string model_path, tokenizer_path, out_path, tokens_text, batch_text, context_text, drafters_text, stat;
+  int k_max = 8, min_ms = 100, prompt_tokens = 64, new_tokens = 48;
+  BackendOptions backend;
+  po::options_description desc(
+      "specdec bench costs: the cost table of the cost_model policy and the oracle (docs/policies.md): the\n"
+      "target forward's us for B sequences x T tokens over C cached tokens, and each drafter's extra us per\n"
+      "step drafting up to k tokens\n\n"
+      "usage: specdec bench costs --model PATH [options]\n\noptions");
+  desc.add_options()("help,h", "show this help")("model,m", po::value(&model_path)->required(), "model file")(
+      "tokenizer,t", po::value(&tokenizer_path), "tokenizer file (llama2.c models)");
+  backend.add_to(desc);
+  desc.add_options()("tokens", po::value(&tokens_text)->default_value("1,2,3,4,5,6,7,8,9"),
+                     "grid of T, tokens per sequence in one forward (k + 1)")(
+      "batch", po::value(&batch_text)->default_value("1,2,4,8"), "grid of B, sequences per forward")(
+      "context", po::value(&context_text)->default_value("64,256,1024"), "grid of C, cached tokens per sequence")(
+      "drafters", po::value(&drafters_text)->default_value("ngram,early_exit"),
+      "drafters to measure, comma-separated, each with its default options (\"\" = none)")(
+      "k-max", po::value(&k_max)->default_value(8), "largest draft length of the drafters' rows")(
+      "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "the drafters' fixed prompt, in tokens")(
+      "new-tokens", po::value(&new_tokens)->default_value(48), "tokens each drafter decode generates")(
+      "min-ms", po::value(&min_ms)->default_value(100), "time each point for at least this long")(
+      "stat", po::value(&stat)->default_value("median"), "median | min of the repeated timings")(
+      "out", po::value(&out_path)->default_value("results/costs.json"), "the cost table's JSON file (overwritten)");
+  if (!parse_options(args, desc)) return 0;
+  const std::vector<int> ts = grid_of(tokens_text, "--tokens", 1), bs = grid_of(batch_text, "--batch", 1),
+                         cs = grid_of(context_text, "--context", 0);
+  const std::vector<std::string> drafter_names = names_of(drafters_text);
+  SPECDEC_CHECK(k_max >= 1 && min_ms >= 0 && prompt_tokens >= 2 && new_tokens >= 2,
+                "--k-max >= 1, --min-ms >= 0, --prompt-tokens >= 2 and --new-tokens >= 2, got ", k_max, ", ", min_ms,
+                ", ", prompt_tokens, ", ", new_tokens);
+  SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
+  const bool use_min = stat == "min";
+  backend.apply();
+  const std::string& device = backend.device;
+
+  auto loaded = load_model(model_path);
+  const ModelConfig& cfg = loaded->config;
+  SPECDEC_CHECK(cs.back() + ts.back() <= cfg.max_seq_len, "--context ", cs.back(), " + --tokens ", ts.back(),
+                " <= the model's context of ", cfg.max_seq_len, " tokens");
+  SPECDEC_CHECK(prompt_tokens + new_tokens + k_max + 1 <= cfg.max_seq_len, "--prompt-tokens + --new-tokens + --k-max",
+                " + 1 <= the model's context of ", cfg.max_seq_len, " tokens, got ",
+                prompt_tokens + new_tokens + k_max + 1);
+  const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
+  Model& model = *target;
+  // The drafters' fixed prompt and its greedy AR output (synthetic and oracle read it); without drafters no
+  // tokenizer is needed.
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<TokenId> prompt;
+  auto rule = verifiers::make_greedy_rule();
+  DecodeOptions opts;
+  opts.max_new_tokens = new_tokens;
+  DecodeResult ar;
+  if (!drafter_names.empty()) {
+    tok = load_tokenizer(*loaded, tokenizer_path);
+    prompt = fixed_prompt(*tok, prompt_tokens);
+    ar = speculative_decode(model, nullptr, *rule, prompt, opts);
+  }
+  const DrafterEnv env{.target = &model,
+                       .tokenizer = tok.get(),
+                       .reference = &ar.tokens,
+                       .max_context = prompt_tokens + new_tokens + k_max + 1,
+                       .make_model = experiments::model_factory(device),
+                       .target_path = model_path};
+  // Every drafter is made once before anything is timed: a bad name or a drafter that needs options is an
+  // error now.
+  std::vector<const DrafterInfo*> infos;
+  for (const auto& name : drafter_names) {
+    infos.push_back(&drafters::default_registry().resolve(name));
+    make_drafter(*infos.back(), env, DrafterOptions({}, name));
+  }
+
+  CostTable table;
+  table.source = device + ", " + std::to_string(omp_get_max_threads()) + " threads, " + model_path + " (" +
+                 cfg.describe() + "), " + utc_now() + ", " + stat;
+  table.tokens = ts;
+  table.batch = bs;
+  table.context = cs;
+  table.forward.assign(ts.size() * bs.size() * cs.size(), 0.0);
+  const size_t n_points = table.forward.size() + drafter_names.size() * k_max;
+  size_t point = 0;
+
+  // Token ids only matter for their rows of the embedding: a fixed pseudo-random sequence.
+  std::vector<TokenId> ids(cs.back() + ts.back());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<TokenId>((i * 7919 + 13) % cfg.vocab_size);
+  for (size_t bi = 0; bi < bs.size(); ++bi) {
+    const int B = bs[bi];
+    // B caches of the largest context; each smaller C truncates them (the grid is walked from the largest C).
+    std::vector<std::unique_ptr<KVCache>> caches;
+    std::vector<KVCache*> ptrs;
+    ForwardResult fr;
+    for (int b = 0; b < B; ++b) {
+      caches.push_back(model.new_cache(cs.back() + ts.back()));
+      if (cs.back() > 0)
+        model.forward(*caches.back(),
+                      {.tokens = std::span<const TokenId>(ids.data(), static_cast<size_t>(cs.back())), .n_logits = 0},
+                      fr);
+      ptrs.push_back(caches.back().get());
+    }
+    std::vector<ForwardResult> out(B);
+    for (size_t ci = cs.size(); ci-- > 0;) {
+      const int C = cs[ci];
+      for (KVCache* c : ptrs) c->truncate(C);
+      for (size_t ti = 0; ti < ts.size(); ++ti) {
+        const int T = ts[ti];
+        const std::vector<TokenId> block(ids.begin() + C, ids.begin() + C + T);
+        const std::vector<ForwardRequest> reqs(B, ForwardRequest{.tokens = block});
+        const double us = timed_us(
+            [&] {
+              model.forward_batch(ptrs, reqs, out);
+              for (KVCache* c : ptrs) c->truncate(C);
+            },
+            min_ms, use_min);
+        table.forward[(ti * bs.size() + bi) * cs.size() + ci] = us;
+        std::fprintf(stderr, "[%zu/%zu] forward T=%d B=%d C=%d: %.1f us\n", ++point, n_points, T, B, C, us);
+      }
+    }
+  }
+
+  // A drafter's cost at k: what a greedy decode drafting up to k tokens spends per step outside the target
+  // forward (propose, accept, the acceptance rule over k + 1 rows), less what AR spends there; 0 at k = 0.
+  const auto outside_us = [&](const DrafterInfo* info, int k) {
+    std::vector<double> per_step;
+    const auto until = Clock::now() + std::chrono::milliseconds(min_ms);
+    for (int rep = 0; rep < 4 || Clock::now() < until; ++rep) {  // rep 0 warms up
+      DecodeOptions o = opts;
+      o.k = std::max(k, 1);
+      const std::unique_ptr<Drafter> d = info ? make_drafter(*info, env, DrafterOptions({}, info->name)) : nullptr;
+      const DecodeResult r = speculative_decode(model, d.get(), *rule, prompt, o);
+      double forward = 0;
+      for (const StepRecord& st : r.steps) forward += st.t_forward_us;
+      if (rep > 0) per_step.push_back((r.decode_seconds * 1e6 - forward) / static_cast<double>(r.steps.size()));
+    }
+    std::sort(per_step.begin(), per_step.end());
+    return use_min ? per_step.front() : per_step[per_step.size() / 2];
+  };
+  const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, 0);
+  for (size_t di = 0; di < infos.size(); ++di) {
+    std::vector<double>& row = table.drafters[drafter_names[di]];
+    row.assign(1, 0.0);
+    for (int k = 1; k <= k_max; ++k) {
+      const double us = std::max(0.0, outside_us(infos[di], k) - ar_us);
+      row.push_back(us);
+      std::fprintf(stderr, "[%zu/%zu] drafter %s k=%d: %.1f us per step\n", ++point, n_points,
+                   drafter_names[di].c_str(), k, us);
+    }
+  }
+
+  std::printf("specdec bench costs: %s\n  target forward, us (B sequences x T tokens over C cached tokens)\n",
+              table.source.c_str());
+  for (size_t ci = 0; ci < cs.size(); ++ci) {
+    std::printf("\n  C=%d\n  %4s", cs[ci], "T");
+    for (int B : bs) std::printf("  %10s", ("B=" + std::to_string(B)).c_str());
+    std::printf("\n");
+    for (size_t ti = 0; ti < ts.size(); ++ti) {
+      std::printf("  %4d", ts[ti]);
+      for (size_t bi = 0; bi < bs.size(); ++bi)
+        std::printf("  %10.1f", table.forward[(ti * bs.size() + bi) * cs.size() + ci]);
+      std::printf("\n");
+    }
+  }
+  if (!drafter_names.empty()) {
+    std::printf("\n  drafters, us per step beyond AR's (%.1f us outside the forward)\n  %4s", ar_us, "k");
+    for (const auto& name : drafter_names) std::printf("  %12s", name.c_str());
+    std::printf("\n");
+    for (int k = 0; k <= k_max; ++k) {
+      std::printf("  %4d", k);
+      for (const auto& name : drafter_names) std::printf("  %12.1f", table.drafters.at(name)[k]);
+      std::printf("\n");
+    }
+  }
+  const std::filesystem::path dir = std::filesystem::path(out_path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir);
+  table.save(out_path);
+  std::printf("\n  wrote %s\n", out_path.c_str());
+  return 0;
+}
+
+}  // namespace specdec::cli
