@@ -107,15 +107,37 @@ uint16_t fp32_to_fp16(float f) {
   return sign | static_cast<uint16_t>(r);
 }
 
+namespace {
+
+// Rows of an elementwise op split over parallel_for's threads when there are enough of them (a block of
+// tokens); each row is computed exactly as on one thread.
+template <typename F>
+void for_rows(int T, int64_t row_elems, F&& rows) {
+  const int threads = omp_get_max_threads();
+  if (threads < 2 || T < 2 || static_cast<int64_t>(T) * row_elems < 4096) return rows(0, T);
+  const int n_tasks = std::min(T, 2 * threads);
+  parallel_for(
+      n_tasks,
+      [&](int i) {
+        rows(static_cast<int>(static_cast<int64_t>(T) * i / n_tasks),
+             static_cast<int>(static_cast<int64_t>(T) * (i + 1) / n_tasks));
+      },
+      threads);
+}
+
+}  // namespace
+
 void rmsnorm(float* out, const float* x, const float* w, int T, int H, float eps) {
-  for (int t = 0; t < T; ++t) {
-    const float* xr = x + static_cast<int64_t>(t) * H;
-    float* o = out + static_cast<int64_t>(t) * H;
-    float ss = 0.f;
-    for (int i = 0; i < H; ++i) ss += xr[i] * xr[i];
-    const float scale = 1.f / std::sqrt(ss / static_cast<float>(H) + eps);
-    for (int i = 0; i < H; ++i) o[i] = xr[i] * scale * w[i];
-  }
+  for_rows(T, H, [&](int t0, int t1) {
+    for (int t = t0; t < t1; ++t) {
+      const float* xr = x + static_cast<int64_t>(t) * H;
+      float* o = out + static_cast<int64_t>(t) * H;
+      float ss = 0.f;
+      for (int i = 0; i < H; ++i) ss += xr[i] * xr[i];
+      const float scale = 1.f / std::sqrt(ss / static_cast<float>(H) + eps);
+      for (int i = 0; i < H; ++i) o[i] = xr[i] * scale * w[i];
+    }
+  });
 }
 
 void rmsnorm_ref(float* out, const float* x, const float* w, int T, int H, float eps) {
@@ -173,6 +195,10 @@ void f32_rows_scalar(float* out, const float* x, const float* w, int T, int N, i
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12 flags the _mm512_undefined_* placeholders inside its own AVX-512 intrinsics (the lane shuffles
+// of the fold) as maybe-uninitialized: a known false positive, silenced for these kernels only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 // The SIMD levels hold the 16 lanes in registers (avx2: lanes 0-7 and 8-15 in two ymm; avx512: one zmm)
 // and fold them with the same tree: 16 -> 8 (acc[j] + acc[j+8]), 8 -> 4, 4 -> 2, 2 -> 1. A block of R
 // weight rows shares each load of the token's row. The last K % 16 elements: lane j += x * w for j <
@@ -257,6 +283,7 @@ __attribute__((target("avx512f"), always_inline)) inline void dots_avx512(float*
 SPECDEC_F32_ROWS(f32_rows_avx2, "avx2", dots_avx2)
 SPECDEC_F32_ROWS(f32_rows_avx512, "avx512f", dots_avx512)
 #undef SPECDEC_F32_ROWS
+#pragma GCC diagnostic pop
 #endif
 
 using F32Rows = void (*)(float*, const float*, const float*, int, int, int, int, int);
@@ -372,12 +399,19 @@ void add(float* x, const float* y, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #endif
-void swiglu(float* out, const float* gate, const float* up, int T, int F) {
-  const int64_t n = static_cast<int64_t>(T) * F;
+static void
+swiglu_n(float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     out[i] = g / (1.0f + exp_impl(-g)) * up[i];
   }
+}
+
+void swiglu(float* out, const float* gate, const float* up, int T, int F) {
+  for_rows(T, F, [&](int t0, int t1) {
+    const int64_t o = static_cast<int64_t>(t0) * F;
+    swiglu_n(out + o, gate + o, up + o, static_cast<int64_t>(t1 - t0) * F);
+  });
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
