@@ -17,6 +17,17 @@
 #include "core/error.h"
 #include "kernels/cpu/quant.h"
 
+// Kernels compiled once per CPU level and chosen by cpu_level() (so tests force each level): the same source
+// in functions with the level's target attribute; the always-inline bodies vectorize inside each.
+#define SPECDEC_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SPECDEC_X86_LEVELS 1
+#define SPECDEC_TARGET_AVX2 __attribute__((target("avx2")))
+#define SPECDEC_TARGET_AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512dq")))
+#else
+#define SPECDEC_X86_LEVELS 0
+#endif
+
 namespace specdec::cpu {
 
 namespace {
@@ -27,7 +38,7 @@ namespace {
 // value in all but about 1 in 2,000 arguments (then 1 ulp off), and, being plain arithmetic, one loop of
 // it vectorizes for every instruction set with the same bits (ops.cpp has no FMA contraction and no
 // trapping math, so the clamps vectorize). Below -103.9 it gives 0, above 88.72 infinity, as std::exp.
-inline float exp_impl(float xf) {
+SPECDEC_INLINE float exp_impl(float xf) {
   const double x = std::min(std::max(static_cast<double>(xf), -110.0), 90.0);
   const double magic = 6755399441055744.0;
   const double t = x * 1.4426950408889634 + magic;
@@ -396,30 +407,52 @@ void add(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
-#endif
-static void
-swiglu_n(float* out, const float* gate, const float* up, int64_t n) {
+namespace {
+
+SPECDEC_INLINE void swiglu_n_body(float* out, const float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     out[i] = g / (1.0f + exp_impl(-g)) * up[i];
   }
 }
+SPECDEC_INLINE void exp_n_body(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = exp_impl(x[i]);
+}
+
+struct ElemFns {
+  void (*swiglu_n)(float*, const float*, const float*, int64_t);
+  void (*exp_n)(float*, const float*, int64_t);
+};
+#define SPECDEC_ELEM_FNS(SUFFIX, TARGET)                                                                            \
+  TARGET void swiglu_n_##SUFFIX(float* o, const float* g, const float* u, int64_t n) { swiglu_n_body(o, g, u, n); } \
+  TARGET void exp_n_##SUFFIX(float* y, const float* x, int64_t n) { exp_n_body(y, x, n); }
+SPECDEC_ELEM_FNS(scalar, )
+#if SPECDEC_X86_LEVELS
+SPECDEC_ELEM_FNS(avx2, SPECDEC_TARGET_AVX2)
+SPECDEC_ELEM_FNS(avx512, SPECDEC_TARGET_AVX512)
+#endif
+#undef SPECDEC_ELEM_FNS
+
+ElemFns elem_fns(CpuLevel level) {
+#if SPECDEC_X86_LEVELS
+  if (level == CpuLevel::Avx512) return {swiglu_n_avx512, exp_n_avx512};
+  if (level == CpuLevel::Avx2 || level == CpuLevel::AvxVnni) return {swiglu_n_avx2, exp_n_avx2};
+#endif
+  (void)level;
+  return {swiglu_n_scalar, exp_n_scalar};
+}
+
+}  // namespace
 
 void swiglu(float* out, const float* gate, const float* up, int T, int F) {
+  const auto swiglu_n = elem_fns(cpu_level()).swiglu_n;
   for_rows(T, F, [&](int t0, int t1) {
     const int64_t o = static_cast<int64_t>(t0) * F;
     swiglu_n(out + o, gate + o, up + o, static_cast<int64_t>(t1 - t0) * F);
   });
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
-#endif
-void exp_f32_n(float* y, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = exp_impl(x[i]);
-}
+void exp_f32_n(float* y, const float* x, int64_t n) { elem_fns(cpu_level()).exp_n(y, x, n); }
 
 float exp_f32(float x) { return exp_impl(x); }
 
@@ -534,8 +567,6 @@ struct AttnShape {
   float scale;
 };
 
-#define SPECDEC_INLINE inline __attribute__((always_inline))
-
 // acc[r] (16 slots) = sum over d in order of q[r][d] * kt[d] for NR rows; kt the (D, 16) transposed tile.
 template <int NR>
 SPECDEC_INLINE void score_rows(float* const* sc, const float* const* qr, const float* kt, int ns, int s0,
@@ -553,11 +584,8 @@ SPECDEC_INLINE void score_rows(float* const* sc, const float* const* qr, const f
 // Scores of rows [0, nrows) (query pointers qr, score rows sc) against key slots [s_begin, s_end) of one
 // kv head (kbase: slot 0's key, row stride ld_kv). Every slot's score is written, masked or not (pass 2
 // never reads a masked one).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
-#endif
-void scores_tile(float* const* sc, const float* const* qr, int nrows, const float* kbase, int s_begin, int s_end,
-                 const AttnShape& a) {
+SPECDEC_INLINE void scores_tile_body(float* const* sc, const float* const* qr, int nrows, const float* kbase,
+                                     int s_begin, int s_end, const AttnShape& a) {
   alignas(64) float kt[256 * kKeyTile];  // D <= 256: (D, kKeyTile) transposed key tile
   for (int s0 = s_begin; s0 < s_end; s0 += kKeyTile) {
     const int ns = std::min(kKeyTile, s_end - s0);
@@ -646,10 +674,8 @@ SPECDEC_INLINE void weighted_rows(float* const* o, const float* const* w, const 
 }
 
 // The weighted sums of nr <= kOutRows rows (masked slots have w = 0: an exact +0 added), 64 dims at a time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
-#endif
-void weighted_sum(float* const* o, const float* const* w, int nr, const float* vbase, int s_end, const AttnShape& a) {
+SPECDEC_INLINE void weighted_sum_body(float* const* o, const float* const* w, int nr, const float* vbase, int s_end,
+                                      const AttnShape& a) {
   for (int d0 = 0; d0 < a.D; d0 += 64) {
     const int nd = std::min(64, a.D - d0);
     switch (nr) {
@@ -669,6 +695,36 @@ void weighted_sum(float* const* o, const float* const* w, int nr, const float* v
   }
 }
 static_assert(kOutRows == 4, "weighted_sum's switch covers 1..4 rows");
+
+// The two attention kernels per CPU level (same bits at each: plain IEEE lanes, no contraction).
+struct AttnFns {
+  void (*scores)(float* const*, const float* const*, int, const float*, int, int, const AttnShape&);
+  void (*weighted)(float* const*, const float* const*, int, const float*, int, const AttnShape&);
+};
+#define SPECDEC_ATTN_FNS(SUFFIX, TARGET)                                                                           \
+  TARGET void scores_tile_##SUFFIX(float* const* sc, const float* const* qr, int nrows, const float* kbase,        \
+                                   int s_begin, int s_end, const AttnShape& a) {                                   \
+    scores_tile_body(sc, qr, nrows, kbase, s_begin, s_end, a);                                                     \
+  }                                                                                                                \
+  TARGET void weighted_sum_##SUFFIX(float* const* o, const float* const* w, int nr, const float* vbase, int s_end, \
+                                    const AttnShape& a) {                                                          \
+    weighted_sum_body(o, w, nr, vbase, s_end, a);                                                                  \
+  }
+SPECDEC_ATTN_FNS(scalar, )
+#if SPECDEC_X86_LEVELS
+SPECDEC_ATTN_FNS(avx2, SPECDEC_TARGET_AVX2)
+SPECDEC_ATTN_FNS(avx512, SPECDEC_TARGET_AVX512)
+#endif
+#undef SPECDEC_ATTN_FNS
+
+AttnFns attn_fns(CpuLevel level) {
+#if SPECDEC_X86_LEVELS
+  if (level == CpuLevel::Avx512) return {scores_tile_avx512, weighted_sum_avx512};
+  if (level == CpuLevel::Avx2 || level == CpuLevel::AvxVnni) return {scores_tile_avx2, weighted_sum_avx2};
+#endif
+  (void)level;
+  return {scores_tile_scalar, weighted_sum_scalar};
+}
 
 }  // namespace
 
@@ -701,8 +757,9 @@ void attention(float* out, const float* q, const float* k, const float* v, const
       qr[i] = q + (static_cast<int64_t>(t) * Hq + h) * D;
     }
   const int threads = omp_get_max_threads();
-  const bool par = static_cast<int64_t>(T) * Hq * s_end * D >
-                   (1 << 18);     // decode: parallel from ~450 cached tokens (attention_bench)
+  const AttnFns fns = attn_fns(cpu_level());
+  // decode (T = 1) runs on one thread below ~450 cached tokens: two fork-joins cost more than they save there
+  const bool par = static_cast<int64_t>(T) * Hq * s_end * D > (1 << 18);
   float* const* scp = sc.data();  // the caller's thread_local buffers, for the pool's workers
   const float* const* qrp = qr.data();
 
@@ -710,8 +767,8 @@ void attention(float* out, const float* q, const float* k, const float* v, const
   const int n_chunks = (s_end + kSlotChunk - 1) / kSlotChunk;
   const auto score_item = [&](int item) {
     const int g = item / n_chunks, c = item % n_chunks;
-    scores_tile(scp + static_cast<size_t>(g) * R, qrp + static_cast<size_t>(g) * R, R, k + static_cast<int64_t>(g) * D,
-                c * kSlotChunk, std::min(s_end, (c + 1) * kSlotChunk), a);
+    fns.scores(scp + static_cast<size_t>(g) * R, qrp + static_cast<size_t>(g) * R, R, k + static_cast<int64_t>(g) * D,
+               c * kSlotChunk, std::min(s_end, (c + 1) * kSlotChunk), a);
   };
   parallel_for(Hkv * n_chunks, score_item, par ? threads : 1);
 
@@ -730,7 +787,7 @@ void attention(float* out, const float* q, const float* k, const float* v, const
       o[j] = out + (static_cast<int64_t>(t) * Hq + h) * D;
       w[j] = row;
     }
-    weighted_sum(o, w, nr, v + static_cast<int64_t>(g) * D, s_end, a);
+    fns.weighted(o, w, nr, v + static_cast<int64_t>(g) * D, s_end, a);
   };
   parallel_for(Hkv * n_groups, out_item, par ? threads : 1);
 }

@@ -20,6 +20,30 @@ namespace shapes = specdec::test::shapes;
 using namespace specdec::cpu;
 using specdec::test::randn;
 
+namespace {
+
+// The CPU kernel levels this machine runs (every kernel dispatched by cpu_level() is checked at each).
+std::vector<CpuLevel> levels_here() {
+  std::vector<CpuLevel> levels;
+  for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512})
+    if (cpu_level_supported(l)) levels.push_back(l);
+  return levels;
+}
+
+// Runs f at each level this machine has (set_cpu_level), then restores the level.
+template <typename F>
+void at_each_level(F&& f) {
+  const CpuLevel before = cpu_level();
+  for (CpuLevel l : levels_here()) {
+    INFO("CPU level " << cpu_level_name(l));
+    set_cpu_level(l);
+    f(l);
+  }
+  set_cpu_level(before);
+}
+
+}  // namespace
+
 TEST_CASE("rmsnorm matches the double-precision reference over awkward sizes", "[kernels]") {
   for (int H : shapes::kWidths) {
     for (int T : {1, 3}) {
@@ -75,9 +99,7 @@ float dot_contract(const float* a, const float* b, int n) {
 }
 
 TEST_CASE("f32 matmul: every CPU level gives dot_f32's defined bits, whatever the call's shape", "[kernels]") {
-  std::vector<CpuLevel> levels;
-  for (CpuLevel l : {CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::AvxVnni, CpuLevel::Avx512})
-    if (cpu_level_supported(l)) levels.push_back(l);
+  const std::vector<CpuLevel> levels = levels_here();
   std::string names;
   for (CpuLevel l : levels) names += std::string(cpu_level_name(l)) + " ";
   WARN("f32 matmul levels checked on this machine: " << names);
@@ -163,7 +185,8 @@ TEST_CASE("masked GQA attention equals a naive reference, masked slots have no i
   for (int i = 0; i < Hq * D; ++i) REQUIRE(out2[i] == out[i]);  // token 0 masks slot 6
 }
 
-TEST_CASE("fast attention equals the plain-loop reference bit for bit, for any T and thread count", "[kernels]") {
+TEST_CASE("fast attention equals the plain-loop reference bit for bit, for any T, thread count and CPU level",
+          "[kernels]") {
   // Shapes: head dims that are not multiples of the vector width, GQA groups of 1..9, key counts around
   // the 16-slot tile, causal blocks and random tree-like masks, a row stride wider than the kv heads.
   struct Shape {
@@ -184,11 +207,13 @@ TEST_CASE("fast attention equals the plain-loop reference bit for bit, for any T
           mask[static_cast<size_t>(t) * S + s] = s < sh.n_past || s == sh.n_past + t || !tree || (g() % 2);
       std::vector<float> ref(q.size()), fast(q.size());
       attention_ref(ref.data(), q.data(), k.data(), v.data(), mask.data(), sh.T, S, sh.Hq, sh.Hkv, sh.D, ld);
-      for (int threads : {1, 2}) {
-        omp_set_num_threads(threads);
-        attention(fast.data(), q.data(), k.data(), v.data(), mask.data(), sh.T, S, sh.Hq, sh.Hkv, sh.D, ld);
-        REQUIRE(std::memcmp(fast.data(), ref.data(), ref.size() * sizeof(float)) == 0);
-      }
+      at_each_level([&](CpuLevel) {
+        for (int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          attention(fast.data(), q.data(), k.data(), v.data(), mask.data(), sh.T, S, sh.Hq, sh.Hkv, sh.D, ld);
+          REQUIRE(std::memcmp(fast.data(), ref.data(), ref.size() * sizeof(float)) == 0);
+        }
+      });
       // Batch invariance: each row alone (T = 1, its own mask row, the keys up to its own slot) gives the
       // same bits as the block.
       for (int t = 0; t < sh.T; ++t) {
@@ -226,30 +251,39 @@ TEST_CASE("attention: a row's bits do not depend on where masked slots sit (tree
   }
   std::vector<uint8_t> all(n, 1);
   std::vector<float> tree(static_cast<size_t>(Hq) * D), chain(tree.size()), ref(tree.size());
-  for (int threads : {1, 2}) {
-    omp_set_num_threads(threads);
-    attention(tree.data(), q.data(), k.data(), v.data(), mask.data(), 1, S, Hq, Hkv, D, ld);
-    attention(chain.data(), q.data(), kp.data(), vp.data(), all.data(), 1, n, Hq, Hkv, D, ld);
-    REQUIRE(std::memcmp(tree.data(), chain.data(), tree.size() * sizeof(float)) == 0);
-  }
+  at_each_level([&](CpuLevel) {
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      attention(tree.data(), q.data(), k.data(), v.data(), mask.data(), 1, S, Hq, Hkv, D, ld);
+      attention(chain.data(), q.data(), kp.data(), vp.data(), all.data(), 1, n, Hq, Hkv, D, ld);
+      REQUIRE(std::memcmp(tree.data(), chain.data(), tree.size() * sizeof(float)) == 0);
+    }
+  });
   attention_ref(ref.data(), q.data(), k.data(), v.data(), mask.data(), 1, S, Hq, Hkv, D, ld);
   REQUIRE(std::memcmp(tree.data(), ref.data(), tree.size() * sizeof(float)) == 0);
   omp_set_num_threads(1);
 }
 
-TEST_CASE("exp_f32 is std::exp to 1 ulp (nearly always exactly), its vector loop gives the same bits", "[kernels]") {
+TEST_CASE("exp_f32 is std::exp to 1 ulp (nearly always exactly), its loop gives the same bits at every level",
+          "[kernels]") {
   std::mt19937 g(41);
   std::uniform_real_distribution<float> u(-104.f, 88.7f);
   const int n = 1 << 20;
   std::vector<float> x(n), y(n);
   for (float& e : x) e = u(g);
   for (int i = 0; i < 4096; ++i) x[i] = -static_cast<float>(i) / 256;  // softmax's range, densely
-  exp_f32_n(y.data(), x.data(), n);
+  at_each_level([&](CpuLevel) {
+    std::vector<float> z(n);
+    exp_f32_n(z.data(), x.data(), n);
+    for (int i = 0; i < n; ++i) {
+      const float one = exp_f32(x[i]);
+      REQUIRE(std::memcmp(&z[i], &one, sizeof one) == 0);  // the level's loop == the scalar function
+    }
+    y = z;
+  });
   int differ = 0;
   for (int i = 0; i < n; ++i) {
     const float want = std::exp(x[i]);
-    const float one = exp_f32(x[i]);
-    REQUIRE(std::memcmp(&y[i], &one, sizeof one) == 0);  // the loop == the scalar function
     if (y[i] != want) {
       ++differ;
       // one ulp (at the smaller of the two, also for subnormal results)
@@ -276,6 +310,24 @@ TEST_CASE("softmax rows sum to one and swiglu is silu(g)*u", "[kernels]") {
   std::vector<float> g{-2.f, 0.f, 3.f}, u{1.f, 2.f, -1.f}, o(3);
   swiglu(o.data(), g.data(), u.data(), 1, 3);
   for (int i = 0; i < 3; ++i) REQUIRE(o[i] == Approx(g[i] / (1 + std::exp(-g[i])) * u[i]));
+  // a block of rows (split over threads) gives the same bits at every level and thread count
+  const int T = 9, F = 1536;
+  const auto gb = randn(static_cast<size_t>(T) * F, 12, 6.f), ub = randn(gb.size(), 13);
+  std::vector<float> want(gb.size());
+  const CpuLevel before = cpu_level();
+  set_cpu_level(CpuLevel::Scalar);
+  omp_set_num_threads(1);
+  swiglu(want.data(), gb.data(), ub.data(), T, F);
+  set_cpu_level(before);
+  at_each_level([&](CpuLevel) {
+    for (int threads : {1, 2}) {
+      omp_set_num_threads(threads);
+      std::vector<float> got(gb.size(), -1.f);
+      swiglu(got.data(), gb.data(), ub.data(), T, F);
+      REQUIRE(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+    }
+  });
+  omp_set_num_threads(1);
 }
 
 TEST_CASE("parallel_for runs every task exactly once, nested and concurrent calls included", "[kernels]") {
