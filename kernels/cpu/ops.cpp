@@ -32,6 +32,18 @@ namespace specdec::cpu {
 
 namespace {
 
+// The float kernels compiled per CPU level (the f32 matmul, attention, exp, swiglu) come in three widths;
+// avxvnni adds only integer instructions, so it runs the avx2 ones. The one place this mapping is written.
+enum class FloatTier { Scalar, Avx2, Avx512 };
+FloatTier float_tier(CpuLevel level) {
+#if SPECDEC_X86_LEVELS
+  if (level == CpuLevel::Avx512) return FloatTier::Avx512;
+  if (level == CpuLevel::Avx2 || level == CpuLevel::AvxVnni) return FloatTier::Avx2;
+#endif
+  (void)level;
+  return FloatTier::Scalar;
+}
+
 // exp(x) in float, evaluated in double: x = n ln2 + r (n by the 1.5 * 2^52 rounding trick, which also leaves
 // n in the low bits), the degree-9 Taylor polynomial of e^r (|r| <= ln2/2: relative error below 2^-37),
 // times 2^n built in the exponent bits, then rounded once to float. So it is std::exp's correctly rounded
@@ -205,7 +217,7 @@ void f32_rows_scalar(float* out, const float* x, const float* w, int T, int N, i
       out[static_cast<int64_t>(t) * N + n] = dot16(x + static_cast<int64_t>(t) * K, w + static_cast<int64_t>(n) * K, K);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if SPECDEC_X86_LEVELS
 // GCC 12 flags the _mm512_undefined_* placeholders inside its own AVX-512 intrinsics (the lane shuffles
 // of the fold) as maybe-uninitialized: a known false positive, silenced for these kernels only.
 #pragma GCC diagnostic push
@@ -300,19 +312,11 @@ SPECDEC_F32_ROWS(f32_rows_avx512, "avx512f", dots_avx512)
 using F32Rows = void (*)(float*, const float*, const float*, int, int, int, int, int);
 
 F32Rows f32_rows_at(CpuLevel level) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  switch (level) {
-    case CpuLevel::Avx512:
-      return f32_rows_avx512;
-    case CpuLevel::Avx2:
-    case CpuLevel::AvxVnni:
-      return f32_rows_avx2;
-    case CpuLevel::Scalar:
-      break;
-  }
-#else
-  (void)level;
+#if SPECDEC_X86_LEVELS
+  if (float_tier(level) == FloatTier::Avx512) return f32_rows_avx512;
+  if (float_tier(level) == FloatTier::Avx2) return f32_rows_avx2;
 #endif
+  (void)level;
   return f32_rows_scalar;
 }
 
@@ -435,8 +439,8 @@ SPECDEC_ELEM_FNS(avx512, SPECDEC_TARGET_AVX512)
 
 ElemFns elem_fns(CpuLevel level) {
 #if SPECDEC_X86_LEVELS
-  if (level == CpuLevel::Avx512) return {swiglu_n_avx512, exp_n_avx512};
-  if (level == CpuLevel::Avx2 || level == CpuLevel::AvxVnni) return {swiglu_n_avx2, exp_n_avx2};
+  if (float_tier(level) == FloatTier::Avx512) return {swiglu_n_avx512, exp_n_avx512};
+  if (float_tier(level) == FloatTier::Avx2) return {swiglu_n_avx2, exp_n_avx2};
 #endif
   (void)level;
   return {swiglu_n_scalar, exp_n_scalar};
@@ -719,8 +723,8 @@ SPECDEC_ATTN_FNS(avx512, SPECDEC_TARGET_AVX512)
 
 AttnFns attn_fns(CpuLevel level) {
 #if SPECDEC_X86_LEVELS
-  if (level == CpuLevel::Avx512) return {scores_tile_avx512, weighted_sum_avx512};
-  if (level == CpuLevel::Avx2 || level == CpuLevel::AvxVnni) return {scores_tile_avx2, weighted_sum_avx2};
+  if (float_tier(level) == FloatTier::Avx512) return {scores_tile_avx512, weighted_sum_avx512};
+  if (float_tier(level) == FloatTier::Avx2) return {scores_tile_avx2, weighted_sum_avx2};
 #endif
   (void)level;
   return {scores_tile_scalar, weighted_sum_scalar};
