@@ -17,6 +17,7 @@ int cmd_report(const std::vector<std::string>& args);         // experiments/cmd
 int cmd_run(const std::vector<std::string>& args);            // experiments/cmd_run.cpp
 int cmd_merge(const std::vector<std::string>& args);          // experiments/cmd_merge.cpp
 int cmd_repair(const std::vector<std::string>& args);         // experiments/cmd_merge.cpp
+int cmd_submit(const std::vector<std::string>& args);         // experiments/cmd_submit.cpp
 int cmd_list_drafters(const std::vector<std::string>& args);  // experiments/cmd_list_drafters.cpp
 int cmd_list_rules(const std::vector<std::string>& args);     // experiments/cmd_list_drafters.cpp
 int cmd_collect(const std::vector<std::string>& args);        // experiments/cmd_collect.cpp
