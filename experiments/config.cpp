@@ -365,7 +365,8 @@ std::string config_keys_help() {
   }
   out +=
       "  [drafter.NAME]       one section per name in run.drafters\n"
-      "    type               a drafter (specdec list-drafters) or plugin:PATH.so:NAME (default: NAME)\n"
+      "    type               a drafter (specdec list-drafters), plugin:PATH.so:NAME or python:MODULE.CLASS\n"
+      "                       (default: NAME)\n"
       "    (any other key)    the drafter's own options, e.g. layers = 8 for early_exit\n";
   return out;
 }
@@ -572,12 +573,14 @@ std::string ExperimentConfig::to_ini() const {
 std::vector<const DrafterInfo*> resolve_drafter_types(const ExperimentConfig& cfg, DrafterRegistry& registry) {
   std::vector<const DrafterInfo*> out;
   for (const auto& dc : cfg.drafter_configs) {
-    if (dc.type.rfind("plugin:", 0) != 0 && !registry.contains(dc.type)) {
+    // plugin:... and python:... entries are made by resolve() (core/speculative/drafter.h).
+    if (dc.type.rfind("plugin:", 0) != 0 && dc.type.rfind("python:", 0) != 0 && !registry.contains(dc.type)) {
       std::vector<std::string> known;
       for (const DrafterInfo* info : registry.list()) known.push_back(info->name);
       const std::string suggestion = closest_match(dc.type, known);
       SPECDEC_FAIL("[", dc.section(), "] type = '", dc.type, "': unknown drafter; known drafters: ", join(known),
-                   " (or plugin:PATH.so:NAME)", suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?");
+                   " (or plugin:PATH.so:NAME, python:MODULE.CLASS)",
+                   suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?");
     }
     out.push_back(&registry.resolve(dc.type));
   }

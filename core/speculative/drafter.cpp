@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <utility>
 
@@ -154,7 +155,8 @@ const DrafterInfo& DrafterRegistry::get(const std::string& name) const {
   if (it != by_name_.end()) return it->second;
   std::string known;
   for (const auto& [n, _] : by_name_) known += (known.empty() ? "" : ", ") + n;
-  SPECDEC_FAIL("unknown drafter '", name, "'; known drafters: ", known, " (or plugin:PATH.so:NAME)");
+  SPECDEC_FAIL("unknown drafter '", name, "'; known drafters: ", known,
+               " (or plugin:PATH.so:NAME, python:MODULE.CLASS)");
 }
 
 std::vector<const DrafterInfo*> DrafterRegistry::list() const {
@@ -163,7 +165,44 @@ std::vector<const DrafterInfo*> DrafterRegistry::list() const {
   return out;
 }
 
+namespace {
+// "python:MODULE.CLASS": the entry of the drafter "python" (loading the Python plugin when no one registered
+// it), with class = MODULE.CLASS set on every use, under the spec's own name.
+const DrafterInfo& resolve_python(DrafterRegistry& registry, const std::string& spec) {
+  if (registry.contains(spec)) return registry.get(spec);
+  const std::string cls = spec.substr(7);
+  SPECDEC_CHECK(!cls.empty(), "a Python drafter as python:MODULE.CLASS, got '", spec, "'");
+  if (!registry.contains("python")) {
+    const std::string path = python_plugin_path();
+    SPECDEC_CHECK(std::filesystem::exists(path), spec, ": the Python drafter plugin ", path,
+                  " does not exist (build specdec with -DSPECDEC_PYTHON=ON, or set SPECDEC_PYTHON_PLUGIN)");
+    load_drafter_plugin(registry, path);
+    SPECDEC_CHECK(registry.contains("python"), path, ": the Python drafter plugin registered no drafter 'python'");
+  }
+  DrafterInfo info = registry.get("python");
+  info.name = spec;
+  info.help = "the Python drafter class " + cls;
+  info.factory = [base = std::move(info.factory), cls](const DrafterEnv& env, const DrafterOptions& opts) {
+    SPECDEC_CHECK(!opts.has("class"), "[", opts.section(), "] class: python:", cls,
+                  " names its class already; drop the key");
+    DrafterOptions with_class(opts.values(), opts.section());
+    with_class.set("class", cls);
+    return base(env, with_class);
+  };
+  registry.add(std::move(info));
+  return registry.get(spec);
+}
+}  // namespace
+
+std::string python_plugin_path() {
+  if (const char* env = std::getenv("SPECDEC_PYTHON_PLUGIN"); env && *env) return env;
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (ec ? std::filesystem::path("libspecdec_python.so") : exe.parent_path() / "libspecdec_python.so").string();
+}
+
 const DrafterInfo& DrafterRegistry::resolve(const std::string& spec) {
+  if (spec.rfind("python:", 0) == 0) return resolve_python(*this, spec);
   if (spec.rfind("plugin:", 0) != 0) return get(spec);
   const std::string rest = spec.substr(7);
   const size_t colon = rest.rfind(':');

@@ -218,7 +218,10 @@ class DrafterRegistry {
   bool contains(const std::string& name) const { return by_name_.count(name) != 0; }
 
   // "plugin:PATH.so:NAME" loads PATH.so once (checking its ABI version) and returns NAME's entry;
-  // any other spec is a registered name.
+  // "python:MODULE.CLASS" (a drafter written in Python, docs/python.md) is the drafter "python" with its
+  // option class = MODULE.CLASS, added under the spec's name on first use; "python" is registered by the
+  // Python module (its interpreter already runs) or else comes from the Python plugin, loaded from
+  // python_plugin_path(). Any other spec is a registered name.
   const DrafterInfo& resolve(const std::string& spec);
   // Empties the registry, returning its entries (the plugin loader's staging step).
   std::vector<DrafterInfo> take_all();
@@ -247,5 +250,10 @@ std::unique_ptr<Drafter> make_drafter(const DrafterInfo& info, const DrafterEnv&
 // an ABI version mismatch.
 // Returns the names the plugin registered.
 std::vector<std::string> load_drafter_plugin(DrafterRegistry& registry, const std::string& path);
+
+// The Python plugin (python/: it embeds an interpreter and registers the drafter "python"): the environment
+// variable SPECDEC_PYTHON_PLUGIN, else libspecdec_python.so beside the running executable (where the build
+// puts it, next to the specdec binary).
+std::string python_plugin_path();
 
 }  // namespace specdec

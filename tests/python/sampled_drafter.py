@@ -1,0 +1,26 @@
+"""A sampling drafter with real q (tests/python): proposes a chain whose tokens are drawn from a smoothed
+distribution (a fixed mixture of one token and the uniform), supplies that q, and records every q it
+returned, so a test can compare them with the verifier's log."""
+import numpy as np
+
+
+class SmoothedDrafter:
+    def __init__(self, env, favourite="13", weight="0.5"):
+        self.V = env.vocab_size
+        self.rng = np.random.default_rng([env.drafter_seed, env.request])
+        q = np.full(self.V, (1.0 - float(weight)) / self.V)
+        q[int(favourite)] += float(weight)
+        self.q = q.astype(np.float32)  # what the verifier gets
+        self.draw = self.q.astype(np.float64) / self.q.astype(np.float64).sum()  # the same law, for numpy's draw
+        self.proposed = []  # (token, q[token]) per proposed node
+
+    def begin(self, prompt, features):
+        pass
+
+    def accept(self, tokens, features):
+        pass
+
+    def propose(self, max_tokens):
+        tokens = self.rng.choice(self.V, size=max_tokens, p=self.draw)
+        self.proposed += [(int(t), float(self.q[t])) for t in tokens]
+        return tokens.astype(np.int32), None, np.tile(self.q, (max_tokens, 1))

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Python drafters in the specdec binary (the embedded interpreter of libspecdec_python.so): `generate
+--drafter python:...` is lossless at greedy and gives the C++ ngram's tau; `run` with `type = python:...`
+logs the same steps as the C++ ngram and the drafter's cost; a bad Python drafter is a one-line error
+naming it.
+
+    python3 tests/python/test_binary.py --specdec build/experiments/specdec --assets ../shared
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.join(ROOT, "experiments", "report")]
+
+from checks import run_checks  # noqa: E402
+
+ARGS = None
+PROMPT = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day,"
+
+
+def specdec(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "examples", "python_ngram"), HERE]),
+               SPECDEC_ASSETS=ARGS.assets)
+    r = subprocess.run([ARGS.specdec, *args], capture_output=True, text=True, timeout=300, env=env)
+    if check:
+        assert r.returncode == 0, f"specdec {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+    return r
+
+
+def generate(*extra, check=True):
+    m = os.path.join(ARGS.assets, "models", "stories260K")
+    return specdec("generate", "-m", os.path.join(m, "stories260K.bin"), "-t", os.path.join(m, "tok512.bin"),
+                   "-p", PROMPT, "-n", "64", "--threads", "1", *extra, check=check)
+
+
+def tau_of(stderr):
+    found = re.search(r"tau ([0-9.]+) tokens per target pass", stderr)
+    assert found, stderr
+    return float(found.group(1))
+
+
+def test_generate_lossless_with_the_cpp_ngram_tau():
+    ar = generate()
+    py = generate("--drafter", "python:ngram_drafter.NgramDrafter", "-o", "max_n=3", "--k", "4")
+    cpp = generate("--drafter", "ngram", "-o", "max_n=3", "--k", "4")
+    assert py.stdout == ar.stdout, "greedy: the same text as AR"
+    assert "output identical to AR" in py.stderr, py.stderr
+    assert tau_of(py.stderr) == tau_of(cpp.stderr) > 1, (py.stderr, cpp.stderr)
+    print(f"  tau {tau_of(py.stderr):.3f} (Python) == {tau_of(cpp.stderr):.3f} (C++)")
+
+
+def test_run_logs_the_cpp_ngram_steps():
+    import specdec_report as rep
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "log.h5")
+        specdec("run", os.path.join(HERE, "python_ngram.ini"), "--out", out, "--quiet")
+        res = rep.load(out)
+        steps = res.steps
+        cpp, py = (steps[steps.run == r].sort_values(["request_id", "step"]) for r in ("ngram_k4_t0", "pyngram_k4_t0"))
+        assert len(py) > 0 and py.n_proposed.sum() > 0
+        assert cpp.n_proposed.tolist() == py.n_proposed.tolist() and cpp.n_accepted.tolist() == py.n_accepted.tolist()
+        assert (py.t_draft_us[py.n_proposed > 0] > 0).all(), "the Python drafter's cost is logged"
+        verdicts = rep.lossless_check(res).set_index("run").verdict
+        assert verdicts["pyngram_k4_t0"] == "yes", verdicts
+        drafts = res.draft_tokens
+        for col in ("request_id", "step", "node", "token", "accepted"):
+            a = drafts[drafts.run == "ngram_k4_t0"].sort_values(["request_id", "step", "node"])[col].tolist()
+            b = drafts[drafts.run == "pyngram_k4_t0"].sort_values(["request_id", "step", "node"])[col].tolist()
+            assert a == b, col
+
+
+def test_bad_python_drafters_are_one_line_errors():
+    cases = {"python:nosuchmodule.Drafter": "nosuchmodule", "python:bad_drafters.Missing": "no class 'Missing'",
+             "python:bad_drafters.NoPropose": "no method 'propose'", "python:bad_drafters.BadIds": "node 0",
+             "python:bad_drafters.WrongVocab": "vocab_size 513", "python:ngram_drafter": "MODULE.CLASS"}
+    for spec, want in cases.items():
+        r = generate("--drafter", spec, check=False)
+        err = r.stderr.strip()
+        assert r.returncode != 0 and want in err and len(err.splitlines()) == 1, (spec, r.returncode, err)
+    r = generate("--drafter", "python:ngram_drafter.NgramDrafter", "-o", "max_m=2", check=False)
+    assert r.returncode != 0 and "max_m" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--specdec", required=True)
+    ap.add_argument("--assets", default=os.environ.get("SPECDEC_ASSETS", os.path.join(ROOT, "..", "shared")))
+    ARGS = ap.parse_args()
+    return run_checks("python drafters in the binary", [v for k, v in globals().items() if k.startswith("test_")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

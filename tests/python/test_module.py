@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""The Python module specdec (python/) on stories260K: the model's config, tokenize / detokenize, forward
+(numpy arrays without copies), greedy AR == the llama2.c golden text, speculative decoding with a C++ and a
+Python drafter (lossless at greedy; the Python n-gram proposes what the C++ one proposes, step by step; at
+T = 1 the speculative rule with the drafter's q keeps the target's distribution), experiments from Python and
+the report's loader, and every error a one-line specdec.Error.
+
+    PYTHONPATH=build/python python3 tests/python/test_module.py --assets ../shared
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import struct
+import sys
+import tempfile
+import types
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.join(ROOT, "examples", "python_ngram")]
+
+import specdec  # noqa: E402
+from checks import one_line_error, run_checks  # noqa: E402
+from ngram_drafter import NgramDrafter  # noqa: E402
+from sampled_drafter import SmoothedDrafter  # noqa: E402
+
+ARGS = None
+PROMPTS = ["Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day,",
+           "Tom and Sam were friends. Tom had a red ball and Sam had a blue ball. Tom said to Sam,",
+           "The cat sat on the mat. The cat was happy. The dog sat on the mat. The dog"]
+
+
+def stories(name):
+    return os.path.join(ARGS.assets, "models", "stories260K", name)
+
+
+_model = None
+
+
+def model():
+    global _model
+    if _model is None:
+        _model = specdec.Model(stories("stories260K.bin"), tokenizer=stories("tok512.bin"))
+    return _model
+
+
+def test_config_from_the_header():
+    # llama2.c's header, read here independently of specdec: v1 files open with the magic "ak42" and a
+    # version; then 7 int32: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size (negative when the
+    # classifier is unshared, v0), max_seq_len.
+    with open(stories("stories260K.bin"), "rb") as f:
+        head = f.read(36)
+    params = head[8:36] if head[:4] == b"ak42"[::-1] else head[:28]
+    dim, hidden, layers, heads, kv_heads, vocab, seq = struct.unpack("<7i", params)
+    c = model().config
+    assert (c["dim"], c["hidden_dim"], c["n_layers"], c["n_heads"], c["n_kv_heads"], c["vocab_size"],
+            c["max_seq_len"]) == (dim, hidden, layers, heads, kv_heads, abs(vocab), seq), c
+    assert model().vocab_size == abs(vocab) and c["bos"] == 1
+
+
+def test_tokenize_round_trip():
+    m = model()
+    for text in PROMPTS:
+        ids = m.tokenize(text)
+        assert ids.dtype == np.int32 and ids[0] == m.config["bos"], ids[:3]
+        assert m.detokenize(ids) == text, (m.detokenize(ids), text)
+        assert m.tokenize(text, bos=False).tolist() == ids[1:].tolist()
+
+
+def test_forward_arrays_without_copies():
+    m = model()
+    ids = m.tokenize(PROMPTS[0])
+    f = m.forward(ids, hidden=True, layers=[0, 2])
+    T, V, H = len(ids), m.vocab_size, m.config["dim"]
+    assert f.logits.shape == (T, V) and f.hidden.shape == (T, H) and f.layer_outputs.shape == (T, 2, H)
+    for a in (f.logits, f.hidden, f.layer_outputs):
+        assert a.dtype == np.float32 and a.flags.c_contiguous
+        assert not a.flags.owndata and a.base is not None, "a view of the C++ result (no copy)"
+    # The last row predicts the first greedy token; a prefix's rows equal the whole's (batch-invariant forward).
+    r = m.generate(ids, max_new_tokens=1)
+    assert int(np.argmax(f.logits[-1])) == int(r.tokens[0])
+    g = m.forward(ids[:5])
+    assert np.array_equal(g.logits, f.logits[:5])
+    assert m.forward(ids).hidden is None
+
+
+def test_greedy_ar_reproduces_the_golden_text():
+    with open(stories("golden_greedy_bos_200.txt"), encoding="utf-8") as f:
+        golden = f.read()
+    r = model().generate([1], max_new_tokens=200, stop_at_eos=False)
+    assert len(r.tokens) == 200 and r.text + "\n" == golden, r.text[:200]
+    assert len(r.steps) == 200 and (r.steps["n_proposed"] == 0).all() and r.tau == 1.0
+
+
+def test_cpp_and_python_ngram_lossless_and_step_for_step_equal():
+    m = model()
+    for text in PROMPTS:
+        ar = m.generate(text, max_new_tokens=64)
+        cpp = m.generate(text, max_new_tokens=64, drafter="ngram", options={"max_n": 3}, k=4)
+        by_class = m.generate(text, max_new_tokens=64, drafter=NgramDrafter, options={"max_n": 3}, k=4)
+        by_name = m.generate(text, max_new_tokens=64, drafter="python:ngram_drafter.NgramDrafter",
+                             options={"max_n": 3}, k=4)
+        env = types.SimpleNamespace(vocab_size=m.vocab_size)
+        by_object = m.generate(text, max_new_tokens=64, drafter=NgramDrafter(env, max_n="3", q="onehot"), k=4)
+        assert cpp.drafted > 0 and cpp.accepted > 0, "the prompts repeat themselves: ngram proposes"
+        for r in (cpp, by_class, by_name, by_object):
+            assert r.tokens.tolist() == ar.tokens.tolist(), "greedy speculative == AR, token for token"
+            assert int(r.steps["n_emitted"].sum()) == len(r.tokens)
+            assert math.isclose(r.tau, len(r.tokens) / len(r.steps))
+        for r in (by_class, by_name, by_object):
+            for col in ("n_proposed", "n_accepted", "n_emitted"):
+                assert r.steps[col].tolist() == cpp.steps[col].tolist(), col
+            for col in ("step", "node", "parent", "token", "accepted"):
+                assert r.draft_tokens[col].tolist() == cpp.draft_tokens[col].tolist(), col
+            assert r.tau == cpp.tau and r.acc_rate == cpp.acc_rate
+            assert (r.steps["t_draft_us"][r.steps["n_proposed"] > 0] > 0).all(), "the drafter's time is logged"
+        print(f"  tau {cpp.tau:.3f} (C++ ngram) == {by_class.tau:.3f} (Python), {len(cpp.steps)} steps")
+
+
+def chi2_critical(df, z=3.09):
+    """The chi-square quantile at 1 - 0.001 (z: the normal's), by Wilson-Hilferty."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_sampled_python_drafter_keeps_the_target_distribution():
+    # At T = 1 the first emitted token of a speculative decode must be distributed as the target's p,
+    # whatever the drafter proposes, when the rule gets the drafter's real q.
+    m = model()
+    ids = m.tokenize(PROMPTS[0])
+    p = np.exp(m.forward(ids).logits[-1].astype(np.float64))
+    p /= p.sum()
+    fav = int(np.argmax(p))
+    n, counts, drafted, accepted = 800, np.zeros(m.vocab_size), 0, 0
+    for seed in range(n):
+        env = types.SimpleNamespace(vocab_size=m.vocab_size, drafter_seed=seed, request=0)
+        d = SmoothedDrafter(env, favourite=str(fav), weight="0.6")
+        r = m.generate(ids, max_new_tokens=3, temperature=1.0, seed=seed, drafter=d, k=2)
+        counts[r.tokens[0]] += 1
+        drafted, accepted = drafted + r.drafted, accepted + r.accepted
+        # The verifier tested the drafter's tokens with the q it returned (the row over its sum), node by node.
+        nodes = r.draft_tokens
+        assert nodes["token"].tolist() == [t for t, _ in d.proposed]
+        want = np.array([q for _, q in d.proposed]) / d.q.astype(np.float64).sum()
+        assert nodes["visited"][0] and np.allclose(nodes["q_draft"][nodes["visited"]], want[nodes["visited"]],
+                                                   rtol=1e-6, atol=0)
+    assert 0 < accepted < drafted, (accepted, drafted)  # both the accept and the residual paths ran
+    expected = n * p
+    big = expected >= 5
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    chi2 = float(((obs - exp) ** 2 / exp).sum())
+    df = len(obs) - 1
+    print(f"  chi2 {chi2:.1f} over {df} df (critical {chi2_critical(df):.1f} at 0.001); acc {accepted}/{drafted}")
+    assert chi2 < chi2_critical(df)
+
+
+def test_experiment_and_the_reports_loader():
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["SPECDEC_ASSETS"] = ARGS.assets
+        out = specdec.run(os.path.join(HERE, "python_ngram.ini"), ["prompts.per_category=1", "run.max_new_tokens=24"],
+                          out=os.path.join(tmp, "log.h5"))
+        res = specdec.open_log(out)
+        assert res is not None and type(res).__module__ == "specdec_report"
+        summary = specdec.report.summarize(res, n_boot=100)
+        pr = summary.per_run.set_index("run")
+        assert set(pr.index) == {"ar_t0", "ngram_k4_t0", "pyngram_k4_t0"}, list(pr.index)
+        assert pr.loc["ngram_k4_t0", "tau"] == pr.loc["pyngram_k4_t0", "tau"] > 1
+        lossless = summary.lossless.set_index("run")
+        assert lossless.loc["pyngram_k4_t0", "verdict"] == "yes" and lossless.loc["pyngram_k4_t0", "n_compared"] > 0
+        steps = res.steps
+        cpp, py = (steps[steps.run == r].sort_values(["request_id", "step"]) for r in ("ngram_k4_t0", "pyngram_k4_t0"))
+        assert cpp.n_accepted.tolist() == py.n_accepted.tolist() and cpp.n_proposed.tolist() == py.n_proposed.tolist()
+        assert (py.t_draft_us[py.n_proposed > 0] > 0).all(), "the Python drafter's cost is logged"
+
+
+def test_errors_are_one_line():
+    m = model()
+    e, msg = one_line_error(specdec.Model, "/nonexistent/model.bin")
+    assert isinstance(e, specdec.Error) and "/nonexistent/model.bin" in msg, msg
+    e, msg = one_line_error(m.generate, "x", 4, drafter="nosuch")
+    assert isinstance(e, specdec.Error) and "'nosuch'" in msg, msg
+    e, msg = one_line_error(m.generate, "x", 4, drafter="ngram", options={"max_m": 3})
+    assert "max_m" in msg, msg
+    e, msg = one_line_error(m.generate, "x", 4, drafter="python:nosuchmodule.Drafter")
+    assert isinstance(e, specdec.Error) and "nosuchmodule" in msg, msg
+    cases = {"NoPropose": "'propose'", "BadIds": "node 0", "BadQShape": f", {m.vocab_size - 1})",
+             "NotATuple": "tuple", "WrongVocab": f"vocab_size {m.vocab_size + 1}", "Raises": "KeyError",
+             "Missing": "has no class 'Missing'"}
+    for cls, want in cases.items():
+        e, msg = one_line_error(m.generate, PROMPTS[0], 8, drafter=f"python:bad_drafters.{cls}")
+        assert isinstance(e, specdec.Error) and want in msg and "bad_drafters" in msg, (cls, msg)
+    e, msg = one_line_error(specdec.run, os.path.join(HERE, "python_ngram.ini"), ["run.nosuchkey=1"])
+    assert "nosuchkey" in msg, msg
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--assets", default=os.environ.get("SPECDEC_ASSETS", os.path.join(ROOT, "..", "shared")))
+    ARGS = ap.parse_args()
+    specdec.set_threads(1)
+    tests = [v for k, v in globals().items() if k.startswith("test_")]
+    return run_checks("python module", tests)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
