@@ -1,30 +1,33 @@
 #!/usr/bin/env python3
-"""Executes notebooks/analysis.ipynb headless (nbclient) on fake results files, with SPECDEC_RESULTS set;
-fails if any cell raises, if the committed notebook holds outputs, or if the plots did not render. The
-kernel is this interpreter's ipykernel (a private kernelspec), so it sees the same packages.
+"""Executes notebooks/analysis.ipynb headless (nbclient): once as it runs by default (a tiny stories260K
+experiment through the Python module specdec, then its analysis), then on fake results files with
+SPECDEC_RESULTS set; fails if any cell raises, if the committed notebook holds outputs, if the plots did not
+render, or if the experiment's log is not what the module's run should have written. The kernel is this
+interpreter's ipykernel (a private kernelspec), so it sees the same packages; --python-path goes first on
+its PYTHONPATH (the build's staged module, <build>/python).
 
-    python3 tests/report/run_notebook.py [--scratch DIR] [--notebook PATH]
+    python3 tests/report/run_notebook.py [--scratch DIR] [--notebook PATH] [--python-path DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
 import tempfile
-import time
-import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(ROOT, "tests", "python"), os.path.join(ROOT, "experiments", "report")]
 
 try:
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     import make_fake_results as fake
+    from checks import run_checks
 except ImportError as e:
     print(f"run_notebook: missing Python package ({e}); install experiments/report/requirements.txt into "
           f"the interpreter running this test ({sys.executable})")
@@ -55,8 +58,12 @@ def check_cleared(path):
 
 
 def execute(path, results, out_path):
+    """Runs the notebook; results: the log it analyses (SPECDEC_RESULTS), None = its own experiment."""
     nb = nbformat.read(path, as_version=4)
-    os.environ["SPECDEC_RESULTS"] = results
+    if results:
+        os.environ["SPECDEC_RESULTS"] = results
+    else:
+        os.environ.pop("SPECDEC_RESULTS", None)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}})
     try:
@@ -73,7 +80,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scratch", help="folder for generated files (default: a temporary folder)")
     ap.add_argument("--notebook", default=os.path.join(ROOT, "notebooks", "analysis.ipynb"))
+    ap.add_argument("--python-path", help="first on the kernel's PYTHONPATH (the build's module: <build>/python)")
     args = ap.parse_args()
+    if args.python_path:
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [args.python_path, os.environ.get("PYTHONPATH")]))
     tmp = None if args.scratch else tempfile.TemporaryDirectory()
     scratch = os.path.abspath(args.scratch or tmp.name)
     os.makedirs(scratch, exist_ok=True)
@@ -81,6 +91,25 @@ def main():
 
     def committed_notebook_is_cleared():
         check_cleared(args.notebook)
+
+    def tiny_experiment_from_python():
+        images, text = execute(args.notebook, None, os.path.join(scratch, "analysis_experiment.ipynb"))
+        found = re.search(r"results: +(\S+\.h5)", text)
+        assert found, "the notebook names the log its experiment wrote"
+        try:
+            import specdec_report as rep  # the loader the notebook used (experiments/report)
+            res = rep.load(found.group(1))
+            assert set(res.runs.index) == {"ar_t0", "ngram_k2_t0", "ngram_k4_t0", "pyngram_k2_t0", "pyngram_k4_t0",
+                                           "early_exit_k2_t0", "early_exit_k4_t0"}, list(res.runs.index)
+            assert (rep.lossless_check(res).verdict == "yes").all()
+            steps = res.steps.sort_values(["run", "request_id", "step"])
+            for k in (2, 4):
+                cpp, py = (steps[steps.run == f"{name}_k{k}_t0"].n_accepted.tolist() for name in ("ngram", "pyngram"))
+                assert cpp == py and sum(cpp) > 0, f"the Python n-gram accepts what the C++ one does at k = {k}"
+        finally:
+            shutil.rmtree(os.path.dirname(found.group(1)), ignore_errors=True)
+        assert images >= 5, f"{images} images rendered, expected the 3 report plots + 2 extra"
+        assert "Metric definitions" in text
 
     def full_sweep():
         results = fake.make_fake_results(os.path.join(scratch, "nb_full.h5"), seed=0, variant="full")
@@ -94,25 +123,11 @@ def main():
         images, text = execute(args.notebook, results, os.path.join(scratch, "analysis_only_ar.ipynb"))
         assert images >= 3 and "only AR baseline" in text
 
-    passed = failed = 0
-    for fn in (committed_notebook_is_cleared, full_sweep, only_ar_file):
-        t0 = time.monotonic()
-        try:
-            fn()
-        except CellExecutionError as e:
-            failed += 1
-            print(f"FAIL {fn.__name__}: a cell raised\n{e}", flush=True)
-        except Exception:  # noqa: BLE001 - report every failure, keep going
-            failed += 1
-            print(f"FAIL {fn.__name__}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-        else:
-            passed += 1
-            print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f} s)", flush=True)
-    print(f"notebook: {passed} passed, {failed} failed")
+    status = run_checks("notebook", [committed_notebook_is_cleared, tiny_experiment_from_python, full_sweep,
+                                     only_ar_file])
     if tmp:
         tmp.cleanup()
-    return 1 if failed else 0
+    return status
 
 
 if __name__ == "__main__":
