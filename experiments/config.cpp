@@ -19,6 +19,7 @@
 
 #include "core/backends/registry.h"
 #include "core/error.h"
+#include "core/speculative/policy.h"
 #include "verifiers/rules.h"
 
 namespace po = boost::program_options;
@@ -217,6 +218,50 @@ const std::vector<KeySpec>& schema() {
        [](ExperimentConfig& c, const Value& v) { c.repeats = parse_int(v, 1, 1 << 20); }},
       {{"run.max_tree_nodes", "64", "verifier limit on draft nodes per step"},
        [](ExperimentConfig& c, const Value& v) { c.max_tree_nodes = parse_int(v, 1, 1 << 16); }},
+      {{"run.batch_size", "",
+        "sequences in flight in the batched loop, a list: one run per value (closed loop unless arrival_rate or "
+        "arrivals); empty = each request alone, one after another"},
+       [](ExperimentConfig& c, const Value& v) {
+         c.batch_sizes.clear();
+         if (trim(v.text).empty()) return;  // the default: unbatched
+         c.batch_sizes = parse_each<int>(v, "a comma-separated list of integers >= 1, e.g. 1,4,16",
+                                         [](const Value& one) { return parse_int(one, 1, 1 << 12); });
+       }},
+      {{"run.arrival_rate", "",
+        "open-loop load: Poisson arrivals in requests/s (seeded by the run's seed), a list: one run per value; "
+        "needs batch_size"},
+       [](ExperimentConfig& c, const Value& v) {
+         c.arrival_rates.clear();
+         if (trim(v.text).empty()) return;
+         c.arrival_rates =
+             parse_each<double>(v, "a comma-separated list of rates > 0 (requests/s), e.g. 2,8", [](const Value& one) {
+               const double x = parse_double(one, 0, 1e9, "a number > 0");
+               if (x <= 0) one.fail("a number > 0");
+               return x;
+             });
+       }},
+      {{"run.arrivals", "",
+        "open-loop load from a file: one arrival time in seconds per line, non-decreasing, at least one per "
+        "request; needs batch_size"},
+       [](ExperimentConfig& c, const Value& v) { c.arrivals = trim(v.text); }},
+      {{"run.policy", "",
+        "speculation policies of the drafter runs, a list: one run per value (docs/policies.md; options in "
+        "[policy.NAME]); empty = k draft tokens every step"},
+       [](ExperimentConfig& c, const Value& v) {
+         c.policies.clear();
+         if (trim(v.text).empty()) return;  // the default: no policy
+         std::vector<std::string> known;
+         for (const PolicyInfo* info : builtin_policies().list()) known.push_back(info->name);
+         c.policies = parse_each<std::string>(v, "a comma-separated list of policies (" + join(known) + ")",
+                                              [](const Value& one) {
+                                                const std::string name = trim(one.text);
+                                                if (!builtin_policies().contains(name)) one.fail("a policy");
+                                                return name;
+                                              });
+       }},
+      {{"run.cost_table", "",
+        "the cost table (`specdec bench costs` JSON) of the cost_model policy and of the report's oracle"},
+       [](ExperimentConfig& c, const Value& v) { c.cost_table = trim(v.text); }},
       {{"prompts.sets", "(required)", "prompt sets: spec_bench | mt_bench | gsm8k | a path to a .jsonl file, a list"},
        [](ExperimentConfig& c, const Value& v) {
          c.prompt_sets = parse_list(v, "a comma-separated list of prompt sets");
@@ -283,12 +328,53 @@ std::string name_of(const std::string& key) {
       if (section_of(k) == section) keys.push_back(name_of(k));
     SPECDEC_FAIL(msg, " (", origin, "); [", section, "] knows: ", join(keys));
   }
-  SPECDEC_FAIL(msg, " (", origin, "); sections are [target], [run], [prompts] and [drafter.NAME]");
+  SPECDEC_FAIL(msg, " (", origin,
+               "); sections are [target], [run], [prompts], [drafter.NAME], [rule.NAME] and [policy.NAME]");
+}
+
+// What the batching, load and policy keys require of each other (the policies' own options are checked by
+// the runner, which has the cost table and the drafters: make_policy names a misspelt key).
+void check_load_keys(const ExperimentConfig& cfg, const std::string& where) {
+  const bool open_loop = !cfg.arrival_rates.empty() || !cfg.arrivals.empty();
+  SPECDEC_CHECK(!open_loop || cfg.batched(), where, ": [run] ", cfg.arrivals.empty() ? "arrival_rate" : "arrivals",
+                " needs [run] batch_size (the sequences in flight under that load)");
+  SPECDEC_CHECK(cfg.arrival_rates.empty() || cfg.arrivals.empty(), where,
+                ": [run] arrival_rate and arrivals are two loads; give one of them");
+  for (const auto& [name, opts] : cfg.policy_options)
+    SPECDEC_CHECK(std::find(cfg.policies.begin(), cfg.policies.end(), name) != cfg.policies.end(), where, ": [policy.",
+                  name, "] is not in [run] policy (", join(cfg.policies), ")");
+  const bool cost_model = std::find(cfg.policies.begin(), cfg.policies.end(), "cost_model") != cfg.policies.end();
+  SPECDEC_CHECK(!cost_model || !cfg.cost_table.empty(), where,
+                ": [run] policy = cost_model needs [run] cost_table (a `specdec bench costs` JSON file)");
 }
 
 struct Entry {
   std::string value, origin;
 };
+
+// "SECTION.NAME.key" -> {NAME, key}; a one-line error for a key without both parts.
+std::pair<std::string, std::string> split_section_key(const std::string& key, const std::string& section,
+                                                      const std::string& origin) {
+  const std::string rest = key.substr(section.size() + 1);
+  const size_t dot = rest.find('.');
+  SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(), "a ", section, " option as [", section,
+                ".NAME] key, got '", key, "' (", origin, ")");
+  return {rest.substr(0, dot), rest.substr(dot + 1)};
+}
+
+// [SECTION.NAME] key = value into options[NAME][key], for a section named after a registry entry (a rule, a
+// policy): an unknown NAME lists the known ones and suggests the closest.
+void set_named_option(const std::string& key, const Entry& e, const std::string& section, const char* what,
+                      const char* plural, const std::vector<std::string>& known,
+                      std::map<std::string, std::map<std::string, std::string>>& options) {
+  const auto [name, opt] = split_section_key(key, section, e.origin);
+  if (std::find(known.begin(), known.end(), name) == known.end()) {
+    const std::string suggestion = closest_match(name, known);
+    SPECDEC_FAIL("[", section, ".", name, "] (", e.origin, "): unknown ", what, "; known ", plural, ": ", join(known),
+                 suggestion.empty() ? "" : "; did you mean '" + section + "." + suggestion + "'?");
+  }
+  options[name][opt] = trim(e.value);
+}
 
 }  // namespace
 
@@ -437,33 +523,25 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
   for (const auto& key : order) {
     const Entry& e = entries.at(key);
     if (key.rfind("drafter.", 0) == 0) {
-      const std::string rest = key.substr(8);
-      const size_t dot = rest.find('.');
-      SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(),
-                    "a drafter option as [drafter.NAME] key, got '", key, "' (", e.origin, ")");
-      if (e.origin.rfind("from --", 0) == 0) overridden.emplace(rest.substr(0, dot), key);
-      DrafterConfig& dc = sections[rest.substr(0, dot)];
-      dc.name = rest.substr(0, dot);
-      const std::string opt = rest.substr(dot + 1);
+      const auto [name, opt] = split_section_key(key, "drafter", e.origin);
+      if (e.origin.rfind("from --", 0) == 0) overridden.emplace(name, key);
+      DrafterConfig& dc = sections[name];
+      dc.name = name;
       if (opt == "type")
         dc.type = trim(e.value);
       else
         dc.options[opt] = trim(e.value);
       continue;
     }
+    if (key.rfind("policy.", 0) == 0) {  // [policy.NAME] key: an option of speculation policy NAME
+      std::vector<std::string> known;
+      for (const PolicyInfo* info : builtin_policies().list()) known.push_back(info->name);
+      set_named_option(key, e, "policy", "policy", "policies", known, cfg.policy_options);
+      continue;
+    }
     if (key.rfind("rule.", 0) == 0) {  // [rule.NAME] key: an option of acceptance rule NAME
-      const std::string rest = key.substr(5);
-      const size_t dot = rest.find('.');
-      SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < rest.size(),
-                    "a rule option as [rule.NAME] key, got '", key, "' (", e.origin, ")");
-      const std::string rule = rest.substr(0, dot);
-      if (!verifiers::rule_registry().contains(rule)) {
-        const std::string suggestion = closest_match(rule, verifiers::rule_registry().names());
-        SPECDEC_FAIL("[rule.", rule, "] (", e.origin,
-                     "): unknown acceptance rule; known rules: ", join(verifiers::rule_registry().names()),
-                     suggestion.empty() ? "" : "; did you mean 'rule." + suggestion + "'?");
-      }
-      cfg.rule_options[rule][rest.substr(dot + 1)] = trim(e.value);
+      set_named_option(key, e, "rule", "acceptance rule", "rules", verifiers::rule_registry().names(),
+                       cfg.rule_options);
       continue;
     }
     auto it = std::find_if(schema().begin(), schema().end(), [&](const KeySpec& k) { return key == k.info.key; });
@@ -502,6 +580,7 @@ ExperimentConfig parse_experiment_config(std::istream& in, const std::string& so
       SPECDEC_FAIL(where, ": [run] rule = ", cfg.rule, " with temperature ", t, ": ", e.what());
     }
   }
+  check_load_keys(cfg, where);
   for (const auto& name : cfg.drafters) {
     DrafterConfig dc = sections.count(name) ? sections[name] : DrafterConfig{name, "", {}};
     dc.name = name;
@@ -519,6 +598,17 @@ std::string ExperimentConfig::rule_for(float temperature) const {
 DrafterOptions ExperimentConfig::rule_options_for(const std::string& name) const {
   auto it = rule_options.find(name);
   return DrafterOptions(it == rule_options.end() ? std::map<std::string, std::string>{} : it->second, "rule." + name);
+}
+
+std::string ExperimentConfig::policy_spec(const std::string& name, int k) const {
+  std::map<std::string, std::string> opts;
+  if (auto it = policy_options.find(name); it != policy_options.end()) opts = it->second;
+  // The run's k is the draft budget; a policy with a draft length of its own takes it unless the section sets it.
+  if (name == "fixed" || name == "accept_threshold") opts.emplace("k", std::to_string(k));
+  if (name == "cost_model") opts.emplace("k_max", std::to_string(k));
+  std::string spec = name;
+  for (const auto& [key, value] : opts) spec += " " + key + "=" + value;
+  return spec;
 }
 
 std::string ExperimentConfig::out_path() const { return out.empty() ? "results/" + name + ".h5" : out; }
@@ -552,7 +642,12 @@ std::string ExperimentConfig::to_ini() const {
      << "max_new_tokens = " << max_new_tokens << "\n"
      << "seeds = " << ints(seeds) << "\n"
      << "repeats = " << repeats << "\n"
-     << "max_tree_nodes = " << max_tree_nodes << "\n\n"
+     << "max_tree_nodes = " << max_tree_nodes << "\n"
+     << "batch_size = " << ints(batch_sizes) << "\n"
+     << "arrival_rate = " << floats(arrival_rates) << "\n"
+     << "arrivals = " << arrivals << "\n"
+     << "policy = " << join(policies) << "\n"
+     << "cost_table = " << cost_table << "\n\n"
      << "[prompts]\n"
      << "sets = " << join(prompt_sets) << "\n"
      << "per_category = " << per_category << "\n"
@@ -565,6 +660,10 @@ std::string ExperimentConfig::to_ini() const {
   }
   for (const auto& [rule, opts] : rule_options) {
     os << "\n[rule." << rule << "]\n";
+    for (const auto& [k, v] : opts) os << k << " = " << v << "\n";
+  }
+  for (const auto& [policy, opts] : policy_options) {
+    os << "\n[policy." << policy << "]\n";
     for (const auto& [k, v] : opts) os << k << " = " << v << "\n";
   }
   return os.str();

@@ -46,6 +46,18 @@ struct ExperimentConfig {
   std::vector<uint64_t> seeds = {0};
   int repeats = 1;
   int max_tree_nodes = 64;
+  // Batched decoding under load (docs/batching.md). Empty batch_sizes: every request decoded alone, one after
+  // another (the single-sequence loop); else each value is a run axis: B sequences in flight in the batched
+  // loop, closed loop (every request there from the start, a finished one replaced by the next) unless
+  // arrival_rates or arrivals give an open-loop load.
+  std::vector<int> batch_sizes;
+  std::vector<double> arrival_rates;  // requests/s, Poisson arrivals seeded by the run's seed; a run axis
+  std::string arrivals;               // a file of arrival times (seconds, one per line); a run axis of one value
+  // Speculation policies (core/speculative/policy.h), a run axis of drafter runs; empty = none (k every
+  // step). policy_options: [policy.NAME] key = value.
+  std::vector<std::string> policies;
+  std::map<std::string, std::map<std::string, std::string>> policy_options;
+  std::string cost_table;  // `specdec bench costs` JSON: the cost_model policy's costs and the report's oracle
   // [prompts]
   std::vector<std::string> prompt_sets;  // spec_bench | mt_bench | gsm8k | a path to a .jsonl file
   int per_category = 0;                  // 0 = every prompt
@@ -62,6 +74,10 @@ struct ExperimentConfig {
   std::string rule_for(float temperature) const;
   // The options of rule `name` ([rule.NAME]; empty when the config has none), for make_acceptance_rule.
   DrafterOptions rule_options_for(const std::string& name) const;
+  // The policy spec of drafter runs with policy `name` and draft budget k ("NAME key=value ..." for
+  // make_policy): [policy.NAME]'s options, and k as the policy's own k / k_max when the section leaves it out.
+  std::string policy_spec(const std::string& name, int k) const;
+  bool batched() const { return !batch_sizes.empty(); }
   // `out`, or results/<name>.h5.
   std::string out_path() const;
   // The whole resolved config as INI text (every key, defaults included), parseable again. `out` is left

@@ -23,8 +23,8 @@
 namespace specdec::results::journal {
 namespace {
 
-// The last byte is the journal format: 2 since schema version 2 (the rows' columns follow results_schema.h).
-constexpr char kHeader[8] = {'S', 'P', 'D', 'J', 'R', 'N', 'L', '2'};
+// The last byte is the journal format: the schema version since 2 (the rows' columns follow results_schema.h).
+constexpr char kHeader[8] = {'S', 'P', 'D', 'J', 'R', 'N', 'L', '3'};
 constexpr uint32_t kRecordMagic = 0x4345524au;
 enum : uint8_t { kInfo = 1, kRun = 2, kRequest = 3 };
 constexpr uint32_t kMaxPayload = 1u << 30;  // a sanity bound: a longer length is a torn or corrupt record

@@ -276,6 +276,7 @@ class Hdf5ResultsLog final : public ResultsLog {
     row.threads = rec.timing.threads;
     row.device = rec.timing.device;
     row.logged_at = rec.timing.logged_at;
+    row.arrival_s = rec.arrival_s;
     {  // checks the string lengths before anything is written
       const h5::Layout l = h5::layout<RequestRow>();
       std::vector<char> buf(l.size);
@@ -287,7 +288,12 @@ class Hdf5ResultsLog final : public ResultsLog {
     jr.row = row;
     jr.tokens = res.tokens;
     jr.steps.reserve(res.steps.size());
-    for (const auto& s : res.steps) {
+    SPECDEC_CHECK(rec.step_load.empty() || rec.step_load.size() == res.steps.size(), "results log '", path_,
+                  "': request ", rec.request_id, " has ", rec.step_load.size(), " step loads for ", res.steps.size(),
+                  " steps");
+    for (size_t i = 0; i < res.steps.size(); ++i) {
+      const StepRecord& s = res.steps[i];
+      const StepLoad load = rec.step_load.empty() ? StepLoad{.batch_size = rec.batch_size} : rec.step_load[i];
       jr.steps.push_back({.request_id = rec.request_id,
                           .step = s.step,
                           .n_proposed = s.n_proposed,
@@ -298,7 +304,11 @@ class Hdf5ResultsLog final : public ResultsLog {
                           .t_draft_us = s.t_draft_us,
                           .t_verify_us = s.t_verify_us,
                           .context_len = s.context_len,
-                          .batch_size = rec.batch_size});
+                          .batch_size = load.batch_size,
+                          .k_policy = s.k_policy,
+                          .t_forward_us = s.t_forward_us,
+                          .batch_step = load.batch_step,
+                          .t_emit_s = load.t_emit_s});
       for (const auto& n : s.nodes)
         jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, n.p_target, n.q_draft, n.u,
                              n.visited, n.accepted, n.p_test, n.threshold, n.passed});

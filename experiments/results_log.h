@@ -1,4 +1,4 @@
-// The HDF5 results log (schema version 2, docs/hdf5-schema.md; version 1 logs are read too): the runner writes it,
+// The HDF5 results log (schema version 3, docs/hdf5-schema.md; versions 1 and 2 are read too): the runner writes it,
 // `specdec report`, the notebooks and `specdec merge` read it. Every finished request is appended and flushed, so a run
 // killed at any moment keeps every finished request; reopening for --resume drops the rows of an
 // unfinished request and reports which requests are done.
@@ -15,7 +15,7 @@
 
 namespace specdec::results {
 
-inline constexpr int kSchemaVersion = 2;        // what this build writes
+inline constexpr int kSchemaVersion = 3;        // what this build writes
 inline constexpr int kOldestSchemaVersion = 1;  // the oldest it reads (merge upgrades a file to kSchemaVersion)
 // Fixed-length string fields of the requests table (bytes, null-terminated, so one less is usable).
 inline constexpr int kPromptIdBytes = 64;
@@ -55,6 +55,13 @@ struct RunInfo {
                                              // lossless (0/1), baseline (0/1, the AR run), target, ...
 };
 
+// Where a step of a request stood in a batched run (the steps table's batch_step, batch_size, t_emit_s).
+struct StepLoad {
+  int32_t batch_step = -1;  // the index of the batched step (one forward_batch) that verified it
+  int32_t batch_size = 1;   // sequences verified in that forward
+  double t_emit_s = -1;     // when its tokens were emitted: seconds since the run's start
+};
+
 // One finished request of one run.
 struct RequestRecord {
   int64_t request_id = 0;  // unique within the run; the same id in every run for the same prompt+repeat
@@ -67,6 +74,8 @@ struct RequestRecord {
   const DecodeResult* result = nullptr;  // tokens + steps (+ per-node draft records)
   int32_t batch_size = 1;                // sequences decoded together with this one (the steps table's batch_size)
   TimingContext timing;                  // when / where it was timed
+  double arrival_s = -1;                 // batched runs: when it arrived, seconds since the run's start
+  std::vector<StepLoad> step_load;       // batched runs: per step of result->steps; empty = unbatched
 };
 
 class ResultsLog {
@@ -132,6 +141,7 @@ struct RequestRow {
   int32_t threads = 0;
   std::string device;
   double logged_at = 0;
+  double arrival_s = -1;  // schema 3; -1 in an unbatched run or an older log
   bool operator==(const RequestRow&) const = default;
 };
 struct StepRow {
@@ -142,6 +152,11 @@ struct StepRow {
   int32_t tree_nodes = 0, max_depth = 0;
   double t_draft_us = 0, t_verify_us = 0;
   int32_t context_len = 0, batch_size = 0;
+  // schema 3 (older logs: the defaults)
+  int32_t k_policy = -1;
+  double t_forward_us = -1;
+  int32_t batch_step = -1;
+  double t_emit_s = -1;
   bool operator==(const StepRow&) const = default;
 };
 struct DraftTokenRow {

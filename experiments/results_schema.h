@@ -81,7 +81,9 @@ struct Table<RequestRow> {
       field("threads", &RequestRow::threads, 2, true, "CPU threads the decode used (OpenMP)"),
       field("device", &RequestRow::device, 2, true, "where the target ran: cpu, or the GPU's name", kDeviceBytes),
       field("logged_at", &RequestRow::logged_at, 2, true,
-            "when it was timed: UTC seconds since the epoch when the request finished (0: unknown)"));
+            "when it was timed: UTC seconds since the epoch when the request finished (0: unknown)"),
+      field("arrival_s", &RequestRow::arrival_s, 3, true,
+            "batched runs: when the request arrived, seconds since the run's start (closed loop: 0); -1 unbatched"));
 };
 
 template <>
@@ -100,7 +102,15 @@ struct Table<StepRow> {
       field("t_verify_us", &StepRow::t_verify_us, 1, true,
             "target forward + acceptance + cache compaction of the step"),
       field("context_len", &StepRow::context_len, 1, false, "tokens in the target's cache before the pass"),
-      field("batch_size", &StepRow::batch_size, 1, false, "sequences decoded together (1 without batching)"));
+      field("batch_size", &StepRow::batch_size, 1, false, "sequences decoded together (1 without batching)"),
+      field("k_policy", &StepRow::k_policy, 3, false,
+            "the speculation policy's draft length for the step ([run] policy); -1 = no policy"),
+      field("t_forward_us", &StepRow::t_forward_us, 3, true,
+            "the target forward alone (part of t_verify_us; in a batched run the whole batch's forward_batch)"),
+      field("batch_step", &StepRow::batch_step, 3, false,
+            "batched runs: index of the batched step (one forward_batch) that verified it; -1 unbatched"),
+      field("t_emit_s", &StepRow::t_emit_s, 3, true,
+            "batched runs: when the step's tokens were emitted, seconds since the run's start; -1 unbatched"));
 };
 
 template <>

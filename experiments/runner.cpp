@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <chrono>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -20,7 +23,9 @@
 
 #include "core/error.h"
 #include "core/loading.h"
+#include "core/speculative/batch_decoder.h"
 #include "core/speculative/decoder.h"
+#include "core/speculative/policy.h"
 #include "drafters/register_builtin.h"
 #include "experiments/backend.h"
 #include "experiments/progress.h"
@@ -95,7 +100,7 @@ std::string find_model_file(const std::string& path, const fs::path& config_dir,
 }
 
 results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const std::vector<RunSpec>& grid, bool chat,
-                          bool lossless, uint64_t verify_stream) {
+                          bool lossless, uint64_t verify_stream, const CostTable* costs) {
   results::RunInfo info{r.name, {}};
   auto& a = info.attrs;
   const DrafterConfig* dc = r.drafter >= 0 ? &cfg.drafter_configs[r.drafter] : nullptr;
@@ -125,6 +130,15 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
   a["max_new_tokens"] = std::to_string(cfg.max_new_tokens);
   a["max_tree_nodes"] = std::to_string(cfg.max_tree_nodes);
   a["chat"] = chat ? "1" : "0";
+  // Batching, load and policy (docs/hdf5-schema.md): batch_size 0 = unbatched.
+  a["batch_size"] = std::to_string(r.batch_size);
+  a["load"] = r.batch_size > 0 ? r.load.text() : "";
+  std::snprintf(buf, sizeof buf, "%g", r.load.rate);
+  a["arrival_rate"] = r.load.kind == LoadSpec::Kind::kPoisson ? buf : "";
+  a["arrivals"] = r.load.kind == LoadSpec::Kind::kFile ? cfg.arrivals : "";
+  a["policy"] = r.policy;
+  a["policy_spec"] = r.policy.empty() ? "" : cfg.policy_spec(r.policy, r.k);
+  a["cost_table"] = costs ? costs->to_json() : "";  // the oracle's costs (the report's regret)
   return info;
 }
 
@@ -228,22 +242,79 @@ std::string temperature_tag(float t) {
   return buf;
 }
 
+std::string LoadSpec::tag() const {
+  if (kind == Kind::kPoisson) return "r" + temperature_tag(static_cast<float>(rate));
+  return kind == Kind::kFile ? "arr" : "";
+}
+
+std::string LoadSpec::text() const {
+  return kind == Kind::kPoisson ? "poisson" : kind == Kind::kFile ? "file" : "closed";
+}
+
 std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg) {
   std::vector<RunSpec> grid;
   const bool seed_tag = cfg.seeds.size() > 1;
-  for (float t : cfg.temperatures) {
-    for (uint64_t seed : cfg.seeds) {
-      const std::string suffix = "_t" + temperature_tag(t) + (seed_tag ? "_s" + std::to_string(seed) : "");
-      const int baseline = static_cast<int>(grid.size());
-      // The AR run decodes through the same loop and rule (no draft: the rule only picks the target's token).
-      grid.push_back({"ar" + suffix, -1, 0, t, seed, cfg.rule_for(t), baseline});
-      for (size_t d = 0; d < cfg.drafter_configs.size(); ++d)
-        for (int k : cfg.k)
-          grid.push_back({cfg.drafter_configs[d].name + "_k" + std::to_string(k) + suffix, static_cast<int>(d), k, t,
-                          seed, cfg.rule_for(t), baseline});
-    }
-  }
+  // Unbatched: one "batch size" 0 and no load; batched: every batch size x every load.
+  const std::vector<int> batches = cfg.batched() ? cfg.batch_sizes : std::vector<int>{0};
+  std::vector<LoadSpec> loads;
+  for (double rate : cfg.arrival_rates) loads.push_back({LoadSpec::Kind::kPoisson, rate});
+  if (!cfg.arrivals.empty()) loads.push_back({LoadSpec::Kind::kFile, 0});
+  if (loads.empty()) loads.push_back({});
+  const std::vector<std::string> policies = cfg.policies.empty() ? std::vector<std::string>{""} : cfg.policies;
+  for (float t : cfg.temperatures)
+    for (uint64_t seed : cfg.seeds)
+      for (int batch : batches)
+        for (const LoadSpec& load : loads) {
+          std::string suffix = batch > 0 ? "_b" + std::to_string(batch) : "";
+          if (batch > 0 && !load.tag().empty()) suffix += "_" + load.tag();
+          suffix += "_t" + temperature_tag(t) + (seed_tag ? "_s" + std::to_string(seed) : "");
+          const int baseline = static_cast<int>(grid.size());
+          // The AR run decodes through the same loop and rule (no draft: the rule only picks the target's token).
+          grid.push_back({"ar" + suffix, -1, 0, t, seed, cfg.rule_for(t), baseline, batch, load, ""});
+          for (size_t d = 0; d < cfg.drafter_configs.size(); ++d)
+            for (int k : cfg.k)
+              for (const std::string& policy : policies)
+                grid.push_back({cfg.drafter_configs[d].name + "_k" + std::to_string(k) +
+                                    (policy.empty() ? "" : "_" + policy) + suffix,
+                                static_cast<int>(d), k, t, seed, cfg.rule_for(t), baseline, batch, load, policy});
+        }
   return grid;
+}
+
+std::vector<double> poisson_arrivals(size_t n, double rate, uint64_t seed) {
+  SPECDEC_CHECK(rate > 0 && std::isfinite(rate), "an arrival rate > 0, got ", rate);
+  std::mt19937_64 gen(seed);
+  std::vector<double> t;
+  double now = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) {
+      const double u = static_cast<double>(gen() >> 11) * 0x1.0p-53;  // in [0, 1)
+      now += -std::log1p(-u) / rate;
+    }
+    t.push_back(now);
+  }
+  return t;
+}
+
+std::vector<double> read_arrivals(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  SPECDEC_CHECK(in.good(), path, ": cannot open the arrivals file ([run] arrivals)");
+  std::vector<double> t;
+  std::string line;
+  for (int line_no = 1; t.size() < n && std::getline(in, line); ++line_no) {
+    const size_t b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#') continue;
+    const size_t e = line.find_last_not_of(" \t\r");
+    const std::string text = line.substr(b, e - b + 1);
+    char* end = nullptr;
+    const double x = std::strtod(text.c_str(), &end);
+    SPECDEC_CHECK(end == text.c_str() + text.size() && std::isfinite(x) && x >= 0 && (t.empty() || x >= t.back()), path,
+                  ":", line_no, ": '", text, "': expected an arrival time in seconds, >= 0 and >= the one before");
+    t.push_back(x);
+  }
+  SPECDEC_CHECK(t.size() == n, path, ": ", t.size(), " arrival times for ", n,
+                " requests ([run] arrivals needs one per request, in request order)");
+  return t;
 }
 
 namespace {
@@ -268,6 +339,7 @@ class Runner {
     open_log();
     plan_shard();
     for (int p : shard_prompts_) run_prompt(prepared_[p]);
+    run_batched();
     finish();
     return 0;
   }
@@ -303,8 +375,17 @@ class Runner {
   void run_group(size_t b, Request& q);
   DecodeResult baseline_tokens(size_t b, Request& q, bool need_reference);
   const KVCache* prefilled(PromptState& ps);
+  DecodeOptions decode_options(const RunSpec& r, const Request& q) const;
   DecodeResult decode(const RunSpec& r, Drafter* drafter, Request& q);
-  void log_result(size_t r, const DecodeResult& res, Request& q);
+  std::function<std::unique_ptr<Drafter>()> drafter_maker(const RunSpec& r, const Request& q,
+                                                          const std::vector<TokenId>* reference);
+  void run_batched();
+  void run_batched_group(size_t b, std::vector<Request>& requests);
+  std::map<int64_t, std::vector<TokenId>> run_load(size_t r, std::vector<Request>& requests,
+                                                   const std::map<int64_t, std::vector<TokenId>>& references);
+  std::vector<double> arrival_times(const RunSpec& r, size_t n) const;
+  void log_result(size_t r, const DecodeResult& res, Request& q, double arrival_s = -1,
+                  std::vector<results::StepLoad> step_load = {});
   void finish();
 
   const ExperimentConfig& cfg_;
@@ -320,6 +401,7 @@ class Runner {
   // What the drafters share across the requests of this experiment (ngram's corpus index), for its length.
   DrafterSharedState drafter_shared_;
   std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<CostTable> costs_;  // [run] cost_table; null when none
   bool chat_ = false;
   int ctx_ = 0;
   // prepare_prompts (prepared_ points into prompts_)
@@ -354,6 +436,14 @@ void Runner::check_inputs() {
   }
   if (cfg_.threads > 0) omp_set_num_threads(cfg_.threads);
   check_device(cfg_.device, "[target] device");
+  if (!cfg_.cost_table.empty()) {
+    const std::string path = find_input_file(cfg_.cost_table, config_dir_);
+    try {
+      costs_ = std::make_unique<CostTable>(CostTable::load(path));
+    } catch (const Error& e) {
+      SPECDEC_FAIL("[run] cost_table = ", cfg_.cost_table, ": ", e.what());
+    }
+  }
 }
 
 void Runner::load_target() {
@@ -382,6 +472,25 @@ void Runner::check_drafters() {
                    .shared = &drafter_shared_,
                    .target_path = model_path_};
     make_drafter(cfg_.drafter_configs[d], *infos_[d], env);
+    // Each policy with this drafter's row of the cost table: a misspelt option, or a row the table lacks, fails now.
+    for (const std::string& policy : cfg_.policies)
+      for (int k : cfg_.k) {
+        try {
+          make_policy(cfg_.policy_spec(policy, k), PolicyEnv{.costs = costs_.get(), .drafter = infos_[d]->name});
+        } catch (const UnknownOptionError& e) {
+          const std::string suggestion = closest_match(e.key(), e.known());
+          SPECDEC_FAIL(
+              "[policy.", policy, "] ", e.key(), ": unknown option; ", policy, " knows ",
+              [&] {
+                std::string known;
+                for (const auto& x : e.known()) known += (known.empty() ? "" : ", ") + x;
+                return known;
+              }(),
+              suggestion.empty() ? "" : "; did you mean '" + suggestion + "'?");
+        } catch (const Error& e) {
+          SPECDEC_FAIL("[run] policy = ", policy, " with drafter ", cfg_.drafter_configs[d].name, ": ", e.what());
+        }
+      }
   }
 }
 
@@ -442,7 +551,7 @@ void Runner::open_log() {
   std::vector<results::RunInfo> run_infos;
   for (const RunSpec& r : grid_)
     run_infos.push_back(run_info(cfg_, r, grid_, chat_, rules_.at(r.rule)->lossless(),
-                                 verify_seed(r.drafter >= 0 ? infos_[r.drafter] : nullptr, r.seed)));
+                                 verify_seed(r.drafter >= 0 ? infos_[r.drafter] : nullptr, r.seed), costs_.get()));
   log_->declare_runs(run_infos);
 }
 
@@ -488,8 +597,8 @@ void Runner::run_prompt(const PreparedPrompt& pp) {
   PromptState ps{pp, nullptr};
   for (int rep = 0; rep < cfg_.repeats; ++rep) {
     Request q{ps, rep, static_cast<int64_t>(p) * cfg_.repeats + rep};
-    for (size_t b = 0; b < grid_.size(); ++b)
-      if (grid_[b].drafter < 0) run_group(b, q);  // b: an AR baseline; its drafter runs follow it in the grid
+    for (size_t b = 0; b < grid_.size(); ++b)  // b: an AR baseline; its drafter runs follow it in the grid
+      if (grid_[b].drafter < 0 && grid_[b].batch_size == 0) run_group(b, q);
     if (q.ran) progress_->request_done(pp.prompt->id + " (" + pp.prompt->category + ")");
   }
 }
@@ -506,21 +615,27 @@ void Runner::run_group(size_t b, Request& q) {
     }
   const DecodeResult ar = baseline_tokens(b, q, need_reference);
   for (size_t r : pending) {
-    const RunSpec& run = grid_[r];
-    const DrafterEnv env{.target = target_.get(),
-                         .tokenizer = tok_.get(),
-                         .sampling = {run.temperature, cfg_.top_k, cfg_.top_p},
-                         .seed = run.seed,
-                         .request = static_cast<uint64_t>(q.id),
-                         .reference = &ar.tokens,
-                         .max_context = static_cast<int>(q.prompt.pp.ids.size()) + cfg_.max_new_tokens + run.k + 1,
-                         .make_model = drafter_models_,
-                         .shared = &drafter_shared_,
-                         .target_path = model_path_};
-    auto drafter = make_drafter(cfg_.drafter_configs[run.drafter], *infos_[run.drafter], env);
-    const DecodeResult res = decode(run, drafter.get(), q);
+    auto drafter = drafter_maker(grid_[r], q, &ar.tokens)();
+    const DecodeResult res = decode(grid_[r], drafter.get(), q);
     log_result(r, res, q);
   }
+}
+
+// Makes run r's drafter for request q (reference: the AR run's tokens of the request).
+std::function<std::unique_ptr<Drafter>()> Runner::drafter_maker(const RunSpec& r, const Request& q,
+                                                                const std::vector<TokenId>* reference) {
+  const DrafterEnv env{.target = target_.get(),
+                       .tokenizer = tok_.get(),
+                       .sampling = {r.temperature, cfg_.top_k, cfg_.top_p},
+                       .seed = r.seed,
+                       .request = static_cast<uint64_t>(q.id),
+                       .reference = reference,
+                       .max_context = static_cast<int>(q.prompt.pp.ids.size()) + cfg_.max_new_tokens + r.k + 1,
+                       .make_model = drafter_models_,
+                       .shared = &drafter_shared_,
+                       .target_path = model_path_};
+  return
+      [env, &dc = cfg_.drafter_configs[r.drafter], info = infos_[r.drafter]] { return make_drafter(dc, *info, env); };
 }
 
 // The AR run b of a request: decoded and logged unless finished; a finished one's tokens only when a
@@ -559,7 +674,8 @@ const KVCache* Runner::prefilled(PromptState& ps) {
   return ps.prefix.get();
 }
 
-DecodeResult Runner::decode(const RunSpec& r, Drafter* drafter, Request& q) {
+// How run r decodes request q (either loop): limits, sampling, the verifier's stream, stops, the policy.
+DecodeOptions Runner::decode_options(const RunSpec& r, const Request& q) const {
   const DrafterInfo* info = r.drafter >= 0 ? infos_[r.drafter] : nullptr;
   DecodeOptions d;
   d.max_new_tokens = cfg_.max_new_tokens;
@@ -569,13 +685,105 @@ DecodeResult Runner::decode(const RunSpec& r, Drafter* drafter, Request& q) {
   d.seed = verify_seed(info, r.seed);
   d.request = static_cast<uint64_t>(q.id);
   d.is_stop = [this](TokenId t) { return tok_->is_end_of_generation(t); };
+  if (!r.policy.empty()) {
+    d.policy = cfg_.policy_spec(r.policy, r.k);
+    d.costs = costs_.get();
+    d.cost_drafter = info->name;
+  }
+  return d;
+}
+
+DecodeResult Runner::decode(const RunSpec& r, Drafter* drafter, Request& q) {
+  DecodeOptions d = decode_options(r, q);
   d.prefilled = prefilled(q.prompt);
   d.prefilled_seconds = q.prompt.prefix_seconds;
   return speculative_decode(*target_, drafter, *rules_.at(r.rule), q.prompt.pp.ids, d);
 }
 
+// ---- batched runs ---------------------------------------------------------------------------------------
+// Run-major: for each AR baseline of the grid (one per temperature, seed, batch size and load), it and then
+// its drafter runs, each over all the shard's requests in the batched loop under the run's load.
+void Runner::run_batched() {
+  std::deque<PromptState> prompts;  // stable addresses: Requests refer to them
+  std::vector<Request> requests;    // request_id order
+  for (int p : shard_prompts_) {
+    prompts.push_back(PromptState{prepared_[p], nullptr});
+    for (int rep = 0; rep < cfg_.repeats; ++rep)
+      requests.push_back(Request{prompts.back(), rep, static_cast<int64_t>(p) * cfg_.repeats + rep});
+  }
+  for (size_t b = 0; b < grid_.size(); ++b)
+    if (grid_[b].drafter < 0 && grid_[b].batch_size > 0) run_batched_group(b, requests);
+}
+
+void Runner::run_batched_group(size_t b, std::vector<Request>& requests) {
+  std::map<int64_t, std::vector<TokenId>> ar = run_load(b, requests, {});
+  if (auto it = logged_ar_.find(grid_[b].name); it != logged_ar_.end())  // --resume: finished before a kill
+    for (const auto& [id, tokens] : it->second) ar.emplace(id, tokens);
+  for (size_t r = b + 1; r < grid_.size() && grid_[r].drafter >= 0; ++r) run_load(r, requests, ar);
+}
+
+std::vector<double> Runner::arrival_times(const RunSpec& r, size_t n) const {
+  switch (r.load.kind) {
+    case LoadSpec::Kind::kPoisson:
+      return poisson_arrivals(n, r.load.rate, r.seed);
+    case LoadSpec::Kind::kFile:
+      return read_arrivals(find_input_file(cfg_.arrivals, config_dir_), n);
+    case LoadSpec::Kind::kClosed:
+      break;
+  }
+  return std::vector<double>(n, 0.0);
+}
+
+// Run r over the requests it has not finished, in the batched loop: B = r.batch_size sequences in flight,
+// each request submitted at the first step after its arrival time (closed loop: all at 0, so a finished
+// sequence is replaced by the next request at once). Every request is logged when it finishes, with its
+// arrival and, per step, the batched step, its batch size and when its tokens were emitted. Returns the
+// requests' tokens (the reference of the drafter runs after an AR run).
+std::map<int64_t, std::vector<TokenId>> Runner::run_load(size_t r, std::vector<Request>& requests,
+                                                         const std::map<int64_t, std::vector<TokenId>>& references) {
+  const RunSpec& run = grid_[r];
+  std::vector<Request*> pending;
+  for (Request& q : requests)
+    if (!finished_[r].count(q.id)) pending.push_back(&q);
+  std::map<int64_t, std::vector<TokenId>> tokens;
+  if (pending.empty()) return tokens;
+  const std::vector<double> arrivals = arrival_times(run, pending.size());
+  // No sequence waits for room in a step: a block is at most 1 + max(k, max_tree_nodes) tokens.
+  BatchDecoder dec(*target_, {.max_sequences = run.batch_size,
+                              .max_tokens_per_step = run.batch_size * (1 + std::max(run.k, cfg_.max_tree_nodes))});
+  std::vector<std::vector<results::StepLoad>> loads(pending.size());  // by ticket (= index in pending)
+  const auto t0 = std::chrono::steady_clock::now();
+  auto since_start = [&t0] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  size_t next = 0;
+  while (next < pending.size() || !dec.idle()) {
+    for (double now = since_start(); next < pending.size() && arrivals[next] <= now; ++next) {
+      Request& q = *pending[next];
+      const auto ref = references.find(q.id);
+      BatchRequest br{.prompt = q.prompt.pp.ids, .opts = decode_options(run, q), .rule = rules_.at(run.rule).get()};
+      if (run.drafter >= 0) br.make_drafter = drafter_maker(run, q, ref == references.end() ? nullptr : &ref->second);
+      dec.submit(std::move(br));
+    }
+    if (dec.idle()) {  // nothing in flight: wait for the next arrival
+      std::this_thread::sleep_for(std::chrono::duration<double>(arrivals[next] - since_start()));
+      continue;
+    }
+    dec.step();
+    const double emitted_at = since_start();
+    const BatchStepRecord& step = dec.steps().back();
+    for (int32_t ticket : step.tickets) {
+      loads[ticket].push_back({.batch_step = step.step, .batch_size = step.n_sequences, .t_emit_s = emitted_at});
+      if (!dec.finished(ticket)) continue;
+      DecodeResult res = dec.take_result(ticket);
+      log_result(r, res, *pending[ticket], arrivals[ticket], std::move(loads[ticket]));
+      tokens[pending[ticket]->id] = std::move(res.tokens);
+    }
+  }
+  return tokens;
+}
+
 // Appends the (run r, request) pair to the log at once and counts it done.
-void Runner::log_result(size_t r, const DecodeResult& res, Request& q) {
+void Runner::log_result(size_t r, const DecodeResult& res, Request& q, double arrival_s,
+                        std::vector<results::StepLoad> step_load) {
   const Prompt& prompt = *q.prompt.pp.prompt;
   results::RequestRecord rec;
   rec.request_id = q.id;
@@ -589,6 +797,9 @@ void Runner::log_result(size_t r, const DecodeResult& res, Request& q) {
   rec.stopped = res.stopped;
   rec.result = &res;
   rec.timing = results::current_timing_context(device_name_, omp_get_max_threads());
+  rec.batch_size = std::max(1, grid_[r].batch_size);
+  rec.arrival_s = arrival_s;
+  rec.step_load = std::move(step_load);
   log_->append(grid_[r].name, rec);
   finished_[r].insert(q.id);
   q.ran = true;

@@ -63,6 +63,8 @@ inline DecodeResult make_result(int64_t id, int salt = 0) {
     st.context_len = ctx;
     st.t_draft_us = 10.5 * (s + 1) + id;
     st.t_verify_us = 100.25 + s + 0.5 * salt;
+    st.t_forward_us = 90.125 + s;
+    st.k_policy = (n + salt) % 4;
     std::vector<int32_t> depth(n, 1);
     for (int i = 0; i < n; ++i) {
       DraftTokenRecord d;
@@ -116,6 +118,13 @@ inline RequestRecord make_record(int64_t id, const DecodeResult& res) {
                 .threads = 2,
                 .device = "cpu",
                 .logged_at = 1.7e9 + static_cast<double>(id)};
+  if (id % 2) {  // odd ids as from a batched run: an arrival and each step's batched step, size, emission time
+    rec.arrival_s = 0.5 * static_cast<double>(id);
+    for (size_t s = 0; s < res.steps.size(); ++s)
+      rec.step_load.push_back({.batch_step = static_cast<int32_t>(10 + 2 * s),
+                               .batch_size = static_cast<int32_t>(2 + id % 3),
+                               .t_emit_s = rec.arrival_s + 0.25 * static_cast<double>(s + 1)});
+  }
   return rec;
 }
 
@@ -150,8 +159,10 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                           .load_avg = rec.timing.load_avg,
                           .threads = rec.timing.threads,
                           .device = rec.timing.device,
-                          .logged_at = rec.timing.logged_at});
+                          .logged_at = rec.timing.logged_at,
+                          .arrival_s = rec.arrival_s});
     for (const auto& s : res.steps) {
+      const StepLoad load = rec.step_load.empty() ? StepLoad{} : rec.step_load[s.step];
       bool tree = false;
       for (const auto& n : s.nodes) tree = tree || n.parent != n.node - 1;
       d.steps.push_back({.request_id = id,
@@ -164,7 +175,11 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                          .t_draft_us = s.t_draft_us,
                          .t_verify_us = s.t_verify_us,
                          .context_len = s.context_len,
-                         .batch_size = 1});
+                         .batch_size = load.batch_size,
+                         .k_policy = s.k_policy,
+                         .t_forward_us = s.t_forward_us,
+                         .batch_step = load.batch_step,
+                         .t_emit_s = load.t_emit_s});
       for (const auto& n : s.nodes)
         d.draft_tokens.push_back({.request_id = id,
                                   .step = s.step,

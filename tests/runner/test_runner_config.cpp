@@ -269,3 +269,54 @@ TEST_CASE("acceptance rules come from the registry; their options from [rule.NAM
     CHECK(parse_error(kBase, {{"run.rule", name}, {"run.temperatures", "0"}}).empty());
   CHECK_THAT(parse_error(kBase, {{"run.rule", "lenient"}}), Catch::Contains("greedy, speculative, typical or auto"));
 }
+
+TEST_CASE("batch_size, arrival_rate, arrivals, policy and [policy.NAME] parse, and round-trip", "[runner][config]") {
+  const auto c = parse(kBase, {{"run.batch_size", "1, 4,16"},
+                               {"run.arrival_rate", "2,0.5"},
+                               {"run.policy", "fixed,cost_model"},
+                               {"run.cost_table", "costs.json"},
+                               {"policy.cost_model.prior_a", "0.7"}});
+  CHECK(c.batch_sizes == std::vector<int>{1, 4, 16});
+  CHECK(c.arrival_rates == std::vector<double>{2, 0.5});
+  CHECK(c.policies == std::vector<std::string>{"fixed", "cost_model"});
+  CHECK(c.cost_table == "costs.json");
+  CHECK(c.policy_options.at("cost_model").at("prior_a") == "0.7");
+  // The run's k is the policy's k (fixed) or k_max (cost_model) unless its section sets it.
+  CHECK(c.policy_spec("fixed", 4) == "fixed k=4");
+  CHECK(c.policy_spec("cost_model", 6) == "cost_model k_max=6 prior_a=0.7");
+  std::istringstream again(c.to_ini());
+  const auto d = parse_experiment_config(again, "again.ini", {});
+  CHECK(d.to_ini() == c.to_ini());
+  CHECK(d.policy_options == c.policy_options);
+  const auto plain = parse(kBase);
+  CHECK_FALSE(plain.batched());
+  CHECK(plain.policies.empty());
+}
+
+TEST_CASE("a bad batching, load or policy key is a one-line error naming it", "[runner][config]") {
+  struct Case {
+    std::vector<ConfigOverride> overrides;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{{"run.batch_size", "0"}}, "[run] batch_size = '0': expected a comma-separated list of integers >= 1"},
+      {{{"run.batch_size", "4,4"}}, "without repeats"},
+      {{{"run.batch_size", "1"}, {"run.arrival_rate", "-2"}}, "[run] arrival_rate = '-2': expected"},
+      {{{"run.batch_size", "1"}, {"run.arrival_rate", "fast"}}, "[run] arrival_rate = 'fast'"},
+      {{{"run.arrival_rate", "2"}}, "[run] arrival_rate needs [run] batch_size"},
+      {{{"run.arrivals", "times.txt"}}, "[run] arrivals needs [run] batch_size"},
+      {{{"run.batch_size", "2"}, {"run.arrival_rate", "2"}, {"run.arrivals", "t.txt"}}, "give one of them"},
+      {{{"run.policy", "fixd"}}, "[run] policy = 'fixd': expected a comma-separated list of policies ("},
+      {{{"run.policy", "cost_model"}}, "[run] policy = cost_model needs [run] cost_table"},
+      {{{"run.policy", "fixed"}, {"policy.adaptive.window", "4"}}, "[policy.adaptive] is not in [run] policy"},
+      {{{"run.policy", "fixed"}, {"policy.fixd.k", "4"}}, "[policy.fixd] (from --policy.fixd.k): unknown policy"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.expect);
+    const std::string e = parse_error(kBase, c.overrides);
+    CHECK_THAT(e, Catch::Contains(c.expect));
+    CHECK(test::count_lines(e) == 1);
+  }
+  CHECK_THAT(parse_error(kBase, {{"run.policy", "fixed"}, {"policy.fixd.k", "4"}}),
+             Catch::Contains("did you mean 'policy.fixed'?"));
+}

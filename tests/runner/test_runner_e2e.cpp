@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/speculative/policy.h"
 #include "experiments/results_log.h"
 #include "experiments/results_metrics.h"
 #include "tests/support/run.h"
@@ -410,4 +411,164 @@ TEST_CASE("specdec run and merge: help, and one-line errors for every mistake", 
     CHECK(count_lines(r.err) == 1);
   }
   CHECK(!fs::exists(unused));  // nothing was created by a failed start
+}
+
+namespace {
+
+// A cost table with the shape of `specdec bench costs` output, by construction (not measured): a forward
+// costs 1000 us + 100 us per token verified + 50 us per sequence, a draft 10 us per token.
+std::string write_cost_table() {
+  CostTable t;
+  t.source = "test_runner_e2e (synthetic)";
+  t.tokens = {1, 2, 4, 8};
+  t.batch = {1, 2, 4};
+  t.context = {0, 512};
+  for (int T : t.tokens)
+    for (int B : t.batch)
+      for (size_t c = 0; c < t.context.size(); ++c) t.forward.push_back(1000.0 + 100.0 * T * B + 50.0 * B);
+  for (const char* d : {"ngram", "oracle"}) t.drafters[d] = {0, 10, 20, 30, 40};
+  const std::string path = (scratch_dir("runner_e2e") / "costs.json").string();
+  t.save(path);
+  return path;
+}
+
+// A batched run's invariants: every request's steps emitted later and later, in later and later batched
+// steps, after its arrival; every batched step's rows agree on its size (the rows that carry it) and time.
+void check_batched_times(const results::RunData& run, int batch) {
+  INFO(run.info.name);
+  CHECK(run.info.attrs.at("batch_size") == std::to_string(batch));
+  std::map<int64_t, double> arrival;
+  for (const auto& q : run.requests) {
+    CHECK(q.arrival_s >= 0);
+    arrival[q.request_id] = q.arrival_s;
+  }
+  std::map<int64_t, const results::StepRow*> last;
+  std::map<int32_t, std::vector<const results::StepRow*>> by_batch_step;
+  for (const auto& s : run.steps) {
+    by_batch_step[s.batch_step].push_back(&s);
+    CHECK(s.batch_size >= 1);
+    CHECK(s.batch_size <= batch);
+    CHECK(s.t_forward_us > 0);
+    const results::StepRow* prev = last[s.request_id];
+    if (prev) {
+      CHECK(s.t_emit_s > prev->t_emit_s);
+      CHECK(s.batch_step > prev->batch_step);
+    } else {
+      CHECK(s.t_emit_s > arrival.at(s.request_id));  // the first token comes after the arrival
+    }
+    last[s.request_id] = &s;
+  }
+  for (const auto& [step, rows] : by_batch_step) {
+    INFO("batch step " << step);
+    CHECK(step >= 0);
+    CHECK(static_cast<int32_t>(rows.size()) == rows[0]->batch_size);
+    for (const auto* s : rows) CHECK(s->t_emit_s == rows[0]->t_emit_s);
+  }
+}
+
+// The per-step decisions and outcomes of two runs of the same requests (timings aside).
+void check_same_steps(const results::RunData& a, const results::RunData& b) {
+  INFO(a.info.name << " vs " << b.info.name);
+  REQUIRE(a.outputs.size() == b.outputs.size());
+  CHECK(a.outputs == b.outputs);
+  std::map<std::pair<int64_t, int32_t>, const results::StepRow*> steps_of_b;
+  for (const auto& s : b.steps) steps_of_b[{s.request_id, s.step}] = &s;
+  REQUIRE(a.steps.size() == b.steps.size());
+  for (const auto& s : a.steps) {
+    const results::StepRow* t = steps_of_b.at({s.request_id, s.step});
+    CHECK(s.n_proposed == t->n_proposed);
+    CHECK(s.n_accepted == t->n_accepted);
+    CHECK(s.n_emitted == t->n_emitted);
+    CHECK(s.context_len == t->context_len);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("batched runs: each request's tokens and steps are the unbatched run's; times and batches consistent",
+          "[runner][e2e][batch]") {
+  const std::string costs = write_cost_table();
+  const std::string out = fresh("batched.h5");
+  const auto r = sh(run_cmd("--quiet --out '" + out +
+                            "' --run.drafters=ngram,oracle --run.k=4 --run.batch_size=1,4 "
+                            "--run.policy=fixed,cost_model --run.cost_table='" +
+                            costs + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto data = results::read_all(out);
+  const std::vector<std::string> names = {"ar_b1_t0",
+                                          "ngram_k4_fixed_b1_t0",
+                                          "ngram_k4_cost_model_b1_t0",
+                                          "oracle_k4_fixed_b1_t0",
+                                          "oracle_k4_cost_model_b1_t0",
+                                          "ar_b4_t0",
+                                          "ngram_k4_fixed_b4_t0",
+                                          "ngram_k4_cost_model_b4_t0",
+                                          "oracle_k4_fixed_b4_t0",
+                                          "oracle_k4_cost_model_b4_t0"};
+  REQUIRE(data.size() == names.size());
+  const auto& ref = reference();
+  for (size_t i = 0; i < names.size(); ++i) {
+    const results::RunData& run = data[i];
+    CHECK(run.info.name == names[i]);
+    CHECK(run.requests.size() == static_cast<size_t>(kRequests));
+    const int batch = i < 5 ? 1 : 4;
+    check_batched_times(run, batch);
+    CHECK(run.info.attrs.at("load") == "closed");
+    CHECK(run.info.attrs.at("baseline_run") == (batch == 1 ? "ar_b1_t0" : "ar_b4_t0"));
+    for (const auto& q : run.requests) CHECK(q.arrival_s == 0);  // closed loop: all there at the start
+    const std::string policy = run.info.attrs.at("policy");
+    CHECK(run.info.attrs.at("cost_table").find("test_runner_e2e (synthetic)") != std::string::npos);
+    if (run.info.attrs.at("drafter") == "none") {
+      check_same_steps(run, find_run(ref, "ar_t0"));
+    } else if (policy == "fixed") {
+      // The batched loop and the fixed policy change no decision and no bit: the unbatched k = 4 run's steps.
+      check_same_steps(run, find_run(ref, run.info.attrs.at("drafter") + "_k4_t0"));
+      for (const auto& s : run.steps) {
+        CHECK(s.k_policy <= 4);  // 4, or what is left of max_new_tokens near the end
+        CHECK(s.n_proposed <= s.k_policy);
+        if (s.step == 0) CHECK(s.k_policy == 4);
+      }
+    } else {
+      CHECK(policy == "cost_model");
+      CHECK(run.info.attrs.at("policy_spec") == "cost_model k_max=4");
+      CHECK(run.outputs == find_run(ref, "ar_t0").outputs);  // greedy: lossless under any policy
+      for (const auto& s : run.steps) {
+        CHECK(s.k_policy >= 0);
+        CHECK(s.k_policy <= 4);
+        CHECK(s.n_proposed <= s.k_policy);
+      }
+    }
+  }
+  // Batch 4 closed loop: four sequences verified together while 4 or more requests remain.
+  CHECK(find_run(data, "ngram_k4_fixed_b4_t0").steps.front().batch_size == 4);
+}
+
+TEST_CASE("open-loop load: Poisson arrivals, the same for AR and the drafter runs", "[runner][e2e][batch]") {
+  const std::string out = fresh("open_loop.h5");
+  const auto r = sh(run_cmd("--quiet --out '" + out + "' --run.drafters=ngram --run.k=2 --run.batch_size=4 " +
+                            "--run.arrival_rate=200"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto data = results::read_all(out);
+  REQUIRE(data.size() == 2);
+  CHECK(data[0].info.name == "ar_b4_r200_t0");
+  CHECK(data[1].info.name == "ngram_k2_b4_r200_t0");
+  std::map<int64_t, double> ar_arrival;
+  for (const auto& q : data[0].requests) ar_arrival[q.request_id] = q.arrival_s;
+  REQUIRE(ar_arrival.size() == static_cast<size_t>(kRequests));
+  CHECK(ar_arrival.begin()->second == 0);
+  double prev = 0;
+  for (const auto& [id, t] : ar_arrival) {  // request_id order is arrival order
+    CHECK(t >= prev);
+    prev = t;
+  }
+  CHECK(prev > 0);
+  for (const auto& q : data[1].requests) CHECK(q.arrival_s == ar_arrival.at(q.request_id));
+  for (const auto& run : data) {
+    CHECK(run.info.attrs.at("load") == "poisson");
+    CHECK(run.info.attrs.at("arrival_rate") == "200");
+    check_batched_times(run, 4);
+  }
+  check_same_steps(data[1], find_run(reference(), "ngram_k2_t0"));
 }

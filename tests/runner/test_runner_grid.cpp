@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <fstream>
 #include <sstream>
 
 #include "core/error.h"
@@ -54,6 +55,75 @@ TEST_CASE("the grid: per temperature the AR baseline, then every drafter x k", "
 
   const auto typical = expand_grid(parse({{"run.rule", "typical"}}));
   for (const auto& r : typical) CHECK(r.rule == "typical");
+}
+
+TEST_CASE("batched: per batch size and load an AR baseline, then every drafter x k x policy", "[runner][grid]") {
+  const auto grid = expand_grid(parse({{"run.drafters", "ngram"},
+                                       {"run.k", "4"},
+                                       {"run.batch_size", "1,4"},
+                                       {"run.arrival_rate", "2,8"},
+                                       {"run.policy", "fixed,adaptive"}}));
+  std::vector<std::string> names;
+  for (const auto& r : grid) names.push_back(r.name);
+  CHECK(names == std::vector<std::string>{"ar_b1_r2_t0", "ngram_k4_fixed_b1_r2_t0", "ngram_k4_adaptive_b1_r2_t0",  //
+                                          "ar_b1_r8_t0", "ngram_k4_fixed_b1_r8_t0", "ngram_k4_adaptive_b1_r8_t0",  //
+                                          "ar_b4_r2_t0", "ngram_k4_fixed_b4_r2_t0", "ngram_k4_adaptive_b4_r2_t0",  //
+                                          "ar_b4_r8_t0", "ngram_k4_fixed_b4_r8_t0", "ngram_k4_adaptive_b4_r8_t0"});
+  for (const auto& r : grid) {
+    INFO(r.name);
+    const RunSpec& base = grid[r.baseline];
+    CHECK(base.drafter == -1);
+    CHECK(base.batch_size == r.batch_size);  // AR at the same batch size and load: like with like
+    CHECK(base.load.kind == LoadSpec::Kind::kPoisson);
+    CHECK(base.load.rate == r.load.rate);
+    CHECK(base.policy.empty());
+  }
+  CHECK(grid[2].policy == "adaptive");
+  CHECK(grid[10].batch_size == 4);
+  CHECK(grid[10].load.rate == 8);
+
+  // Closed loop: no load tag; unbatched runs keep today's names.
+  const auto closed = expand_grid(parse({{"run.drafters", "ngram"}, {"run.k", "2"}, {"run.batch_size", "2"}}));
+  CHECK(closed[1].name == "ngram_k2_b2_t0");
+  CHECK(closed[1].load.kind == LoadSpec::Kind::kClosed);
+  const auto plain = expand_grid(parse({{"run.drafters", "ngram"}, {"run.k", "2"}}));
+  CHECK(plain[1].name == "ngram_k2_t0");
+  CHECK(plain[1].batch_size == 0);
+}
+
+TEST_CASE("arrivals: Poisson from the seed, or from a file", "[runner][grid]") {
+  const auto a = poisson_arrivals(2000, 4.0, 7);
+  CHECK(a == poisson_arrivals(2000, 4.0, 7));  // seeded
+  CHECK(a != poisson_arrivals(2000, 4.0, 8));
+  CHECK(a[0] == 0);
+  double sum = 0;
+  for (size_t i = 1; i < a.size(); ++i) {
+    CHECK(a[i] >= a[i - 1]);
+    sum += a[i] - a[i - 1];
+  }
+  // The mean gap of 1999 Exp(4) draws: 0.25 with a standard error of 0.25 / sqrt(1999) = 0.0056.
+  CHECK(sum / 1999 == Approx(0.25).margin(0.03));
+
+  const std::string path = (specdec::test::scratch_dir("runner_grid") / "arrivals.txt").string();
+  std::ofstream(path) << "# seconds\n0\n0.5\n\n0.5\n2\n";
+  CHECK(read_arrivals(path, 3) == std::vector<double>{0, 0.5, 0.5});
+  CHECK(read_arrivals(path, 4) == std::vector<double>{0, 0.5, 0.5, 2});
+  auto error_of = [](auto f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK_THAT(error_of([&] { read_arrivals(path, 5); }), Catch::Contains(path + ": 4 arrival times for 5 requests"));
+  std::ofstream(path) << "0\n1\n0.5\n";
+  CHECK_THAT(error_of([&] { read_arrivals(path, 3); }),
+             Catch::Contains(path + ":3: '0.5': expected an arrival time in seconds"));
+  std::ofstream(path) << "0\nsoon\n";
+  CHECK_THAT(error_of([&] { read_arrivals(path, 2); }), Catch::Contains(path + ":2: 'soon'"));
+  CHECK_THAT(error_of([] { read_arrivals("/nonexistent/a.txt", 1); }),
+             Catch::Contains("/nonexistent/a.txt: cannot open the arrivals file"));
 }
 
 TEST_CASE("several seeds name the runs _s<seed>, each with its own baseline", "[runner][grid]") {
