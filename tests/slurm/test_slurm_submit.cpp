@@ -1,12 +1,14 @@
 // specdec submit on a real one-node Slurm cluster (slurm_cluster.h): experiments/configs/stories_smoke.ini in
 // 3 shards (an array job and a merge job), and the merged log holds what one `specdec run` of the config holds
 // (same runs, requests, steps and tokens); a requeued shard task resumes its complete log instead of failing
-// on it or starting over; no process the test started is left. Skips (exit 77) only where Slurm cannot start.
+// on it or starting over; tasks refuse a config edited after submission and the merge job is then cancelled;
+// no process the test started is left. Skips (exit 77) only where Slurm cannot start.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <regex>
 
 #include "experiments/results_log.h"
@@ -139,6 +141,30 @@ TEST_CASE("specdec submit on a one-node Slurm cluster: 3 shards merge to one run
     REQUIRE(rerun);
     CHECK(job_states(array_id + "_0") == std::vector<std::string>{"COMPLETED"});
     CHECK(results::diff_runs(results::read_all(shard0), before, /*ignore_timings=*/false) == "");
+
+    // A config edited after submission: its tasks refuse to run (the sha256 the scripts recorded), and the
+    // merge job is cancelled rather than left pending. The array is held until the edit is made.
+    const fs::path edited = scratch_dir("slurm") / "edited";
+    fs::remove_all(edited);
+    fs::create_directories(edited);
+    const std::string copy = (edited / "smoke.ini").string();
+    fs::copy_file(smoke_config(), copy);
+    const RunResult held = run(specdec_bin() + " submit '" + copy + "' --shards 2 --out '" +
+                               (edited / "sweep").string() + "' --shard-sbatch-arg=--hold");
+    INFO(held.out << held.err);
+    REQUIRE(held.exit_code == 0);
+    const std::string held_array = job_id(held.out, "shards"), held_merge = job_id(held.out, "merge");
+    std::ofstream(copy, std::ios::app) << "# edited after submission\n";
+    REQUIRE(run("scontrol release " + held_array).exit_code == 0);
+    const bool refused =
+        wait_until([&] { return all_done(job_states(held_array)) && all_done(job_states(held_merge)); }, kJobSeconds);
+    INFO(sweep_logs(edited / "sweep"));
+    REQUIRE(refused);
+    CHECK(job_states(held_array) == std::vector<std::string>{"FAILED", "FAILED"});
+    CHECK(job_states(held_merge) == std::vector<std::string>{"CANCELLED"});
+    CHECK_THAT(slurp((edited / "sweep" / "shard-0.log").string()),
+               Catch::Contains(copy + " changed since the sweep was submitted"));
+    CHECK(!fs::exists(edited / "sweep" / "shard-0.h5"));
 
     cluster.stop();
     reached_end = true;
