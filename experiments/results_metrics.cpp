@@ -114,4 +114,17 @@ Speedup speedup(const RunData& run, const RunData& baseline, const std::string* 
   return out;
 }
 
+std::vector<OracleStep> oracle_steps(const RunData& run) {
+  std::vector<OracleStep> out;
+  out.reserve(run.steps.size());
+  for (const StepRow& s : run.steps)
+    out.push_back({.seq = static_cast<int32_t>(s.request_id),
+                   .batch_size = std::max(s.batch_size, 1),
+                   .context_len = s.context_len,
+                   .k_proposed = s.tree_nodes > 0 ? s.max_depth : s.n_proposed,
+                   .n_accepted = s.n_accepted,
+                   .n_emitted = s.n_emitted});
+  return out;
+}
+
 }  // namespace specdec::results

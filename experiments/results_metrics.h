@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/speculative/oracle.h"
 #include "core/speculative/stats.h"
 #include "experiments/results_log.h"
 
@@ -54,5 +55,10 @@ struct Speedup {
 
 // Pairs the run's requests with the baseline's by request_id (only the category's when given).
 Speedup speedup(const RunData& run, const RunData& baseline, const std::string* category = nullptr);
+
+// The oracle's view of a logged run (core/speculative/oracle.h; docs/metrics.md "regret"), every step row in
+// file order: k_proposed = the proposal's depth for a tree step (tree_nodes > 0), else n_proposed; batch_size
+// as logged (at least 1). experiments/report/specdec_load.py's oracle_steps() is the same.
+std::vector<OracleStep> oracle_steps(const RunData& run);
 
 }  // namespace specdec::results

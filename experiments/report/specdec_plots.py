@@ -1,5 +1,5 @@
 """Plots of the specdec report (experiments/report/specdec_report.py): acceptance by draft position,
-tau by category, speedup against k. Each function takes the report's Summary and returns a matplotlib
+tau by category, speedup against k, and for batched runs speedup against batch size and against arrival rate. Each function takes the report's Summary and returns a matplotlib
 Figure made without pyplot (no global state, any backend: the CLI saves PNGs, a notebook displays them).
 """
 from __future__ import annotations
@@ -174,13 +174,64 @@ def plot_speedup_vs_k(summary):
     return fig
 
 
+def _plot_load_speedup(summary, x, xlabel, series_of, title):
+    """Speedup over the AR run of the same batch size and load (95% CI as error bars) against column x of
+    the load table, one line per series_of(row)."""
+    fig = _new_figure((8, 4.8))
+    ax = fig.subplots()
+    load = summary.load
+    spec = load[(load.drafter != "none") & load.speedup.notna() & load[x].notna()] if load is not None else None
+    if spec is None or spec.empty:
+        _empty(ax, f"no speedup against {xlabel}\n(no batched speculative run with an AR baseline)")
+    else:
+        spec = spec.assign(series=[series_of(r) for r in spec.itertuples()])
+        names = sorted(spec.series.unique())
+        for name, color in zip(names, _colors(len(names))):
+            g = spec[spec.series == name].sort_values(x)
+            lo = np.clip(g.speedup - g.speedup_lo, 0, None).fillna(0)
+            hi = np.clip(g.speedup_hi - g.speedup, 0, None).fillna(0)
+            ax.errorbar(g[x], g.speedup, yerr=[lo, hi], marker="o", capsize=4, color=color, label=name)
+        ax.legend(fontsize="small", title="drafter (95% CI, bootstrap over prompts)", title_fontsize="small")
+    ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("speedup over AR at the same batch size and load")
+    ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def _load_label(r):
+    return "closed loop" if r.load == "closed" else f"{r.rate:g} req/s" if not math.isnan(r.rate) else r.load
+
+
+def plot_speedup_vs_batch_size(summary):
+    """Batched runs: speedup against the batch size, one line per drafter, k, policy and load."""
+    return _plot_load_speedup(
+        summary, "batch", "batch size (sequences in flight)",
+        lambda r: f"{r.drafter} k={r.k}{' ' + r.policy if r.policy else ''}, {_load_label(r)}",
+        "Speedup against batch size (dotted: AR = 1)")
+
+
+def plot_speedup_vs_arrival_rate(summary):
+    """Batched runs under Poisson load: speedup against the arrival rate, one line per drafter, k, policy
+    and batch size."""
+    return _plot_load_speedup(
+        summary, "rate", "arrival rate (requests/s, Poisson)",
+        lambda r: f"{r.drafter} k={r.k}{' ' + r.policy if r.policy else ''}, B={r.batch}",
+        "Speedup against arrival rate (dotted: AR = 1)")
+
+
 def write_plots(summary, directory, dpi=120):
-    """Writes acceptance_by_position.png, tau_by_category.png, speedup_vs_k.png; returns their paths."""
+    """Writes acceptance_by_position.png, tau_by_category.png, speedup_vs_k.png and, for a log with batched
+    runs, speedup_vs_batch_size.png and speedup_vs_arrival_rate.png; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
-    for name, fn in (("acceptance_by_position.png", plot_acceptance_by_position),
-                     ("tau_by_category.png", plot_tau_by_category),
-                     ("speedup_vs_k.png", plot_speedup_vs_k)):
+    plots = [("acceptance_by_position.png", plot_acceptance_by_position),
+             ("tau_by_category.png", plot_tau_by_category), ("speedup_vs_k.png", plot_speedup_vs_k)]
+    if summary.load is not None and len(summary.load):
+        plots += [("speedup_vs_batch_size.png", plot_speedup_vs_batch_size),
+                  ("speedup_vs_arrival_rate.png", plot_speedup_vs_arrival_rate)]
+    for name, fn in plots:
         path = os.path.join(directory, name)
         fn(summary).savefig(path, dpi=dpi)
         paths.append(path)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""specdec report: tables and plots from a specdec HDF5 results log (schema versions 1 and 2,
+"""specdec report: tables and plots from a specdec HDF5 results log (schema versions 1 to 3,
 docs/hdf5-schema.md; metric definitions in docs/metrics.md). Importable (the notebooks use the same
 functions) and a CLI:
 
     python3 experiments/report/specdec_report.py RESULTS.h5 [--plots DIR] [--csv FILE] [--json FILE]
-                                                 [--bootstrap 2000] [--seed 0]
+                                                 [--bootstrap 2000] [--seed 0] [--slo-ttft S] [--slo-itl S]
 
 load() reads a file into pandas DataFrames; summarize() computes every metric of the report (tau, draft
 acceptance, per-position acceptance, tokens/s, the speedup over the AR baseline per emitted token with a
@@ -16,6 +16,7 @@ runs both on one log and compares every figure.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 
 # The column list of every table, derived from experiments/results_schema.h (never restated here): a log
 # of schema version 2 carries it as its root attribute `columns`; schema.json beside this file is the same
@@ -586,6 +588,249 @@ def verdict_check(res):
     return pd.DataFrame(rows, columns=["run", "rule", "n_tested", "n_disagree"])
 
 
+# ---- batched runs under load (issue #14) ------------------------------------------------------------
+# Per batched run (batch_size > 0): throughput, TTFT, ITL, e2e latency and goodput from the raw events
+# (requests.arrival_s, steps.t_emit_s and n_emitted); the speculation oracle's regret from the steps and the
+# run's cost table (a port of core/speculative/oracle.cpp, checked against it on one log by
+# tests/results/test_metrics_parity.cpp); the single-alpha formula's tau next to the measured one.
+
+# Goodput's service-level objectives when the report is given none (specdec report --slo-ttft / --slo-itl).
+DEFAULT_SLO_TTFT_S = 1.0
+DEFAULT_SLO_ITL_S = 0.1
+
+LOAD_DEFINITIONS = """\
+Batched runs under load (docs/metrics.md; times from the log's raw events, seconds since the run's start)
+- A request arrives at arrival_s and joins the batch at the first step after it; a step emits its
+  n_emitted tokens at its t_emit_s. first token = the request's first step's t_emit_s, finish = its last.
+- throughput = emitted tokens of the run / span, span = last finish - first arrival.
+- TTFT = first token - arrival (queueing and prefill included). e2e latency = finish - arrival.
+- ITL (inter-token latency): every token after a request's first step gets (t_emit_s of its step - t_emit_s
+  of the request's previous step) / n_emitted of its step; p50 / p90 / p99 over every such token of the run.
+- goodput = requests with TTFT <= SLO_TTFT and mean ITL <= SLO_ITL, per second of span; a request's mean ITL
+  = (finish - first token) / (new_tokens - 1) (0 for one token).
+- speedup = the per-request speedup above (decode time per emitted token, paired by request with the AR run
+  of the same batch size and load, its bootstrap CI); thr-speedup = throughput / that AR run's throughput.
+- regret = oracle tokens/s / achieved tokens/s - 1 under the run's cost table: the oracle picks each step's
+  draft length in 0..what was proposed (a tree: its depth) to maximise the run's total tokens / total
+  modelled cost (Dinkelbach; longer drafts are censored, core/speculative/oracle.h).
+- alpha-tau = the single-alpha formula (1 - a^(k+1)) / (1 - a) at a = acc_rate, k = the run's k."""
+
+
+# ---- the cost table and the oracle (core/speculative/policy.h CostTable, core/speculative/oracle.h) --------
+
+class CostTable:
+    """The CostTable JSON of `specdec bench costs` (docs/policies.md), looked up as the C++ does: T and B at
+    the nearest grid point (a tie takes the larger), C linear between grid points, clamped at the ends."""
+
+    def __init__(self, text):
+        j = json.loads(text)
+        fwd = j["forward"]
+        self.source = j.get("source", "")
+        self.tokens, self.batch, self.context = list(fwd["tokens"]), list(fwd["batch"]), list(fwd["context"])
+        self.us = np.asarray(fwd["us"], dtype=float)  # [T][B][C]
+        self.drafters = {k: list(map(float, v)) for k, v in j.get("drafters", {}).items()}
+
+    @staticmethod
+    def _nearest(grid, x):
+        i = bisect.bisect_left(grid, x)
+        if i == 0:
+            return 0
+        if i == len(grid):
+            return len(grid) - 1
+        return i - 1 if x - grid[i - 1] < grid[i] - x else i
+
+    def forward_us(self, T, B, C):
+        row = self.us[self._nearest(self.tokens, T), self._nearest(self.batch, B)]
+        ctx = self.context
+        if C <= ctx[0]:
+            return float(row[0])
+        if C >= ctx[-1]:
+            return float(row[-1])
+        hi = bisect.bisect_right(ctx, C)
+        w = (C - ctx[hi - 1]) / (ctx[hi] - ctx[hi - 1])
+        return float(row[hi - 1] + w * (row[hi] - row[hi - 1]))
+
+    def drafter_us(self, name, k):
+        if not name:
+            return 0.0
+        if name not in self.drafters:
+            raise KeyError(f"cost table ({self.source}): no costs for drafter '{name}'")
+        return self.drafters[name][k]
+
+    def step_us(self, drafter, k, B, C):
+        return self.forward_us(k + 1, B, C) + self.drafter_us(drafter, k)
+
+
+def oracle_steps(steps):
+    """The oracle's view of a run's steps: columns k (proposed: a chain's length, a tree's depth), accepted,
+    emitted, batch (batch_size), context."""
+    k = np.where(steps.tree_nodes > 0, steps.max_depth, steps.n_proposed).astype(int)
+    return pd.DataFrame(dict(k=k, accepted=steps.n_accepted.to_numpy(int), emitted=steps.n_emitted.to_numpy(int),
+                             batch=np.maximum(steps.batch_size.to_numpy(int), 1),
+                             context=steps.context_len.to_numpy(int)))
+
+
+def oracle(steps, costs, drafter):
+    """dict(achieved_tps, oracle_tps, regret, k): core/speculative/oracle.cpp's oracle() on oracle_steps()."""
+    tok, us = [], []
+    for s in steps.itertuples():
+        cand = np.arange(s.k + 1)
+        tok.append(np.minimum(np.minimum(s.accepted, cand) + 1, s.emitted).astype(float))
+        us.append(np.array([costs.step_us(drafter, int(c), int(s.batch), int(s.context)) for c in cand]))
+    choice = [len(t) - 1 for t in tok]  # the run's own choices: what was proposed
+    t_sum = sum(t[c] for t, c in zip(tok, choice))
+    u_sum = sum(u[c] for u, c in zip(us, choice))
+    achieved = (t_sum, u_sum)
+    if not tok or u_sum <= 0:
+        return dict(achieved_tps=np.nan, oracle_tps=np.nan, regret=0.0 if not tok else np.nan, k=choice)
+    lam = t_sum / u_sum
+    for _ in range(100):  # Dinkelbach, as the C++ (its comments say why it stops and is exact)
+        k = [int(np.argmax(t - lam * u)) for t, u in zip(tok, us)]  # argmax: the first (smallest) of ties
+        nt = sum(t[c] for t, c in zip(tok, k))
+        nu = sum(u[c] for u, c in zip(us, k))
+        if nu <= 0:
+            break
+        nxt = nt / nu
+        if not nxt > lam * (1 + 1e-15):
+            if nxt >= lam:
+                choice, t_sum, u_sum = k, nt, nu
+            break
+        lam, choice, t_sum, u_sum = nxt, k, nt, nu
+    achieved_tps = achieved[0] * 1e6 / achieved[1]
+    oracle_tps = t_sum * 1e6 / u_sum
+    regret = oracle_tps / achieved_tps - 1 if achieved[0] > 0 else 0.0
+    return dict(achieved_tps=achieved_tps, oracle_tps=oracle_tps, regret=regret, k=choice)
+
+
+def run_oracle(res, run):
+    """The oracle on one run of a log: its `cost_table` attribute and its drafter's row; NaNs when the run
+    has no cost table (or the table no row for its drafter)."""
+    nan = dict(achieved_tps=np.nan, oracle_tps=np.nan, regret=np.nan, k=[])
+    text = str(res.runs.loc[run].get("cost_table", "") or "")
+    if not text or text == "nan":
+        return nan
+    costs = CostTable(text)
+    drafter = str(res.runs.loc[run].drafter)
+    drafter = "" if drafter in ("none", "") else drafter
+    if drafter and drafter not in costs.drafters:
+        return nan
+    st = res.steps[res.steps.run == run]
+    return oracle(oracle_steps(st), costs, drafter)
+
+
+def single_alpha_tau(alpha, k):
+    """E[emitted | k] with every position accepted with probability alpha (policy.h single_alpha_emitted)."""
+    if alpha is None or k is None or math.isnan(alpha) or math.isnan(k):
+        return np.nan
+    return k + 1.0 if alpha >= 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
+
+
+# ---- latency and throughput -----------------------------------------------------------------------------
+
+def request_times(res, run):
+    """Per request of a batched run: request_id, arrival, first (first token), finish, new_tokens, ttft, e2e,
+    mean_itl; and the per-token ITL samples (one per token after a request's first step)."""
+    req = res.requests[res.requests.run == run]
+    st = res.steps[res.steps.run == run].sort_values(["request_id", "step"])
+    rows, itl = [], []
+    for rid, g in st.groupby("request_id", sort=True):
+        t = g.t_emit_s.to_numpy(float)
+        n = g.n_emitted.to_numpy(int)
+        arrival = float(req.arrival_s[req.request_id == rid].iloc[0])
+        first, finish, tokens = t[0], t[-1], int(n.sum())
+        gaps = np.diff(t)
+        for gap, m in zip(gaps, n[1:]):
+            if m > 0:
+                itl.extend([gap / m] * int(m))
+        rows.append(dict(request_id=int(rid), arrival=arrival, first=first, finish=finish, new_tokens=tokens,
+                         ttft=first - arrival, e2e=finish - arrival,
+                         mean_itl=(finish - first) / (tokens - 1) if tokens > 1 else 0.0))
+    return pd.DataFrame(rows, columns=["request_id", "arrival", "first", "finish", "new_tokens", "ttft", "e2e",
+                                       "mean_itl"]), np.asarray(itl, dtype=float)
+
+
+def _pct(x, q):
+    return float(np.percentile(x, q)) if len(x) else np.nan
+
+
+def is_batched(runs, run):
+    return _int_attr(runs.loc[run], "batch_size") > 0
+
+
+def _int_attr(row, key):
+    x = _number(row.get(key, ""))
+    return 0 if math.isnan(x) else int(x)
+
+
+def load_table(res, per_run, slo_ttft=DEFAULT_SLO_TTFT_S, slo_itl=DEFAULT_SLO_ITL_S):
+    """One row per batched run (runs with batch_size > 0; empty for a log without any): drafter, policy,
+    batch, load, rate, requests, throughput, TTFT p50/p99, ITL p50/p90/p99, e2e p50/p99, goodput, the
+    speedup (and CI) from per_run, thr_speedup, regret with the oracle's and the achieved modelled tokens/s,
+    tau and alpha_tau. per_run: Summary.per_run (its speedup, acc_rate, tau and oracle columns)."""
+    runs = res.runs
+    pr = per_run.set_index("run") if len(per_run) else per_run
+    rows = []
+    for run in per_run.run if len(per_run) else []:
+        if not is_batched(runs, run):
+            continue
+        r = runs.loc[run]
+        times, itl = request_times(res, run)
+        span = float(times.finish.max() - times.arrival.min()) if len(times) else np.nan
+        emitted = float(res.steps.n_emitted[res.steps.run == run].sum())
+        good = int(((times.ttft <= slo_ttft) & (times.mean_itl <= slo_itl)).sum()) if len(times) else 0
+        p = pr.loc[run]
+        rows.append(dict(
+            run=run, drafter=r.drafter, policy=str(r.get("policy", "") or ""), k=r.k,
+            batch=_int_attr(r, "batch_size"), load=str(r.get("load", "") or ""),
+            rate=_number(r.get("arrival_rate", "")),
+            baseline_run=p.baseline_run, n_requests=len(times),
+            throughput=emitted / span if span and span > 0 else np.nan,
+            ttft_p50=_pct(times.ttft, 50), ttft_p99=_pct(times.ttft, 99),
+            itl_p50=_pct(itl, 50), itl_p90=_pct(itl, 90), itl_p99=_pct(itl, 99),
+            e2e_p50=_pct(times.e2e, 50), e2e_p99=_pct(times.e2e, 99),
+            goodput=good / span if span and span > 0 else np.nan, n_good=good,
+            speedup=p.speedup, speedup_lo=p.speedup_lo, speedup_hi=p.speedup_hi,
+            regret=p.regret, oracle_tps=p.oracle_tps, achieved_tps=p.achieved_tps,
+            tau=p.tau, acc_rate=p.acc_rate,
+            alpha_tau=single_alpha_tau(p.acc_rate, _number(r.k)) if str(r.drafter) != "none" else np.nan))
+    cols = ["run", "drafter", "policy", "k", "batch", "load", "rate", "baseline_run", "n_requests", "throughput",
+            "ttft_p50", "ttft_p99", "itl_p50", "itl_p90", "itl_p99", "e2e_p50", "e2e_p99", "goodput", "n_good",
+            "speedup", "speedup_lo", "speedup_hi", "regret", "oracle_tps", "achieved_tps", "tau", "acc_rate",
+            "alpha_tau", "thr_speedup"]
+    table = pd.DataFrame(rows, columns=cols[:-1])
+    thr = dict(zip(table.run, table.throughput))
+    table["thr_speedup"] = [t / thr[b] if b in thr and thr[b] and not math.isnan(thr[b]) else np.nan
+                            for t, b in zip(table.throughput, table.baseline_run)]
+    # Like with like: each load (rate, then batch size) together, its AR run first.
+    table = table.assign(_ar=table.drafter != "none", _rate=table.rate.fillna(-1.0))
+    table = table.sort_values(["load", "_rate", "batch", "_ar", "drafter", "k", "policy"], kind="stable")
+    return table[cols].reset_index(drop=True)
+
+
+def format_load(table, slo_ttft, slo_itl):
+    """The "Batched decoding under load" section (lines)."""
+    if table is None or table.empty:
+        return []
+    out = ["", f"Batched decoding under load (goodput SLOs: TTFT <= {slo_ttft:g} s, mean ITL <= {slo_itl:g} s)"]
+    header = ["run", "policy", "B", "load", "req", "tok/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p90", "ITL p99",
+              "e2e p50", "e2e p99", "goodput", "speedup [95% CI]", "thr-speedup", "regret", "tau", "alpha-tau"]
+    rows = []
+    for r in table.itertuples():
+        base = r.baseline_run == r.run
+        sp = "1.00 (baseline)" if base else (
+            "n/a" if math.isnan(r.speedup) else
+            f"{r.speedup:.2f}" + ("" if math.isnan(r.speedup_lo) else f" [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]"))
+        load = r.load + (f" {r.rate:g}/s" if not math.isnan(r.rate) else "")
+        rows.append([r.run, r.policy or "-", str(r.batch), load, str(r.n_requests), _f(r.throughput, "{:.1f}"),
+                     _f(r.ttft_p50, "{:.3f}"), _f(r.ttft_p99, "{:.3f}"), _f(r.itl_p50, "{:.4f}"),
+                     _f(r.itl_p90, "{:.4f}"), _f(r.itl_p99, "{:.4f}"), _f(r.e2e_p50, "{:.2f}"),
+                     _f(r.e2e_p99, "{:.2f}"), _f(r.goodput, "{:.2f}"), sp, "-" if base else _f(r.thr_speedup),
+                     _f(r.regret, "{:.3f}"), _f(r.tau), _f(r.alpha_tau)])
+    out.append(fixed_width(header, rows, ["l", "l", "r", "l"] + ["r"] * 15))
+    out.append("  (times in seconds; tok/s and goodput (requests/s) over the run's span; definitions below)")
+    return out
+
+
 @dataclass
 class Summary:
     """Everything the report prints: per_run and per_category tables, per-position acceptance
@@ -598,6 +843,8 @@ class Summary:
     lossless: pd.DataFrame
     notes: list
     verdicts: pd.DataFrame = None
+    load: pd.DataFrame = None  # batched runs under load (load_table); empty without any
+    slo: tuple = (DEFAULT_SLO_TTFT_S, DEFAULT_SLO_ITL_S)  # goodput's (TTFT, mean ITL) objectives, seconds
 
     def __getitem__(self, key):
         return getattr(self, key)
@@ -612,7 +859,7 @@ def _run_order(runs):
     return sorted(runs.index, key=key)
 
 
-def summarize(res, n_boot=2000, seed=0):
+def summarize(res, n_boot=2000, seed=0, slo_ttft=DEFAULT_SLO_TTFT_S, slo_itl=DEFAULT_SLO_ITL_S):
     runs = res.runs
     order = _run_order(runs)
     notes = []
@@ -654,6 +901,9 @@ def summarize(res, n_boot=2000, seed=0):
         if r.n_requests == 0:
             notes.append(f"{run}: no finished requests.")
         get = (lambda c: float(m[c])) if m is not None else (lambda c: np.nan)
+        orc = run_oracle(res, run)
+        if isinstance(orc["regret"], float) and math.isnan(orc["regret"]) and _attr(r, "cost_table"):
+            notes.append(f"{run}: its cost table has no costs for drafter {r.drafter}: no regret.")
         rows.append(dict(
             run=run, drafter=r.drafter, drafter_options=r.get("drafter_options", ""), k=r.k,
             temperature=r.temperature, rule=r.rule, lossless_rule=bool(r.is_lossless),
@@ -671,7 +921,8 @@ def summarize(res, n_boot=2000, seed=0):
             vllm_mean_acceptance_length=get("vllm_mean_acceptance_length"),
             llamacpp_accept=get("llamacpp_accept"), sglang_accept_length=get("sglang_accept_length"),
             lossless_check=("baseline" if r.is_baseline else verdicts.get(run, "-")),
-            n_mismatch=mismatches.get(run, np.nan)))
+            n_mismatch=mismatches.get(run, np.nan), regret=orc["regret"], oracle_tps=orc["oracle_tps"],
+            achieved_tps=orc["achieved_tps"]))
     per_run = pd.DataFrame(rows)
     for c in ("steps", "new_tokens", "emitted", "drafted", "accepted", "depth", "draft_steps", "n_mismatch"):
         if len(per_run):
@@ -705,7 +956,8 @@ def summarize(res, n_boot=2000, seed=0):
                             f"their own p_test, q_draft, u and threshold (rule {v.rule}): the log is not "
                             f"self-consistent.")
     return Summary(res, per_run, per_category, position_acceptance(res),
-                   position_acceptance(res, by_category=True), lossless, notes, verdicts)
+                   position_acceptance(res, by_category=True), lossless, notes, verdicts,
+                   load_table(res, per_run, slo_ttft, slo_itl), (slo_ttft, slo_itl))
 
 
 # ---- text output ------------------------------------------------------------------------------------
@@ -838,6 +1090,7 @@ def format_report(summary):
                        f"{int(checked.n_disagree.sum())} disagree")
         else:
             out.append("Verdicts: not recomputable (schema 1 log: no p_test / passed columns)")
+    out.extend(format_load(summary.load, *summary.slo))
     if summary.notes:
         out.append("")
         out.append("Notes")
@@ -846,6 +1099,9 @@ def format_report(summary):
     out.append(METRIC_DEFINITIONS)
     out.append("")
     out.append(PEER_DEFINITIONS)
+    if summary.load is not None and len(summary.load):
+        out.append("")
+        out.append(LOAD_DEFINITIONS)
     return "\n".join(out)
 
 
@@ -873,17 +1129,19 @@ def to_json(summary):
         "positions": summary.positions.to_dict("records"),
         "positions_by_category": summary.positions_by_category.to_dict("records"),
         "lossless": summary.lossless.to_dict("records"), "notes": summary.notes,
+        "load": summary.load.to_dict("records") if summary.load is not None else [],
+        "slo": {"ttft_s": summary.slo[0], "itl_s": summary.slo[1]},
         "unfinished": res.unfinished, "definitions": METRIC_DEFINITIONS, "peer_definitions": PEER_DEFINITIONS})
 
 
 # ---- plots (specdec_plots.py) -----------------------------------------------------------------------
 
 try:  # imported as part of a package
-    from .specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_k, plot_tau_by_category,  # noqa: F401
-                                write_plots)
+    from .specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_arrival_rate,  # noqa: F401
+                                plot_speedup_vs_batch_size, plot_speedup_vs_k, plot_tau_by_category, write_plots)
 except ImportError:  # run as a script, or imported with experiments/report on sys.path
-    from specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_k, plot_tau_by_category,  # noqa: F401
-                               write_plots)
+    from specdec_plots import (plot_acceptance_by_position, plot_speedup_vs_arrival_rate,  # noqa: F401
+                               plot_speedup_vs_batch_size, plot_speedup_vs_k, plot_tau_by_category, write_plots)
 
 
 # ---- CLI --------------------------------------------------------------------------------------------
@@ -896,6 +1154,10 @@ def main(argv=None):
     ap.add_argument("--json", metavar="FILE", help="write every table, the notes and definitions as JSON")
     ap.add_argument("--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (0 = none)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument("--slo-ttft", type=float, default=DEFAULT_SLO_TTFT_S, metavar="S",
+                    help="goodput's time-to-first-token objective, seconds (batched runs)")
+    ap.add_argument("--slo-itl", type=float, default=DEFAULT_SLO_ITL_S, metavar="S",
+                    help="goodput's mean inter-token latency objective, seconds (batched runs)")
     args = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -910,7 +1172,7 @@ def main(argv=None):
             hint = f"; its writer was killed: `specdec repair {args.results}` rebuilds it from its journal"
         print(f"specdec report: {args.results}: cannot read as a specdec results log ({e}){hint}", file=sys.stderr)
         return 2
-    summary = summarize(res, n_boot=args.bootstrap, seed=args.seed)
+    summary = summarize(res, n_boot=args.bootstrap, seed=args.seed, slo_ttft=args.slo_ttft, slo_itl=args.slo_itl)
     print(format_report(summary))
     if args.csv:
         summary.per_run.to_csv(args.csv, index=False)

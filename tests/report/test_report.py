@@ -743,6 +743,99 @@ def verdicts_are_recomputed_from_the_log():
     assert rep.verdict_check(rep.load(path)).set_index("run").loc["typ"].n_disagree == 0
 
 
+def _load_step(rid, step, proposed, accepted, emitted, t_emit, batch_step, context):
+    return dict(request_id=rid, step=step, n_proposed=proposed, n_accepted=accepted, n_emitted=emitted,
+                tree_nodes=0, max_depth=proposed, t_draft_us=1.0, t_verify_us=2.0, context_len=context,
+                batch_size=2, k_policy=proposed, t_forward_us=1.5, batch_step=batch_step, t_emit_s=t_emit)
+
+
+def load_file(name="load.h5"):
+    """Two batched runs (batch 2, Poisson 2/s) whose load figures are known by construction:
+    AR: request 0 arrives at 0 and emits at 0.5, 0.6, 0.7; request 1 arrives at 0.2 and emits at 0.6, 0.7,
+    0.9, 1.0. ngram k = 2: request 0 (arrival 0) emits 3 tokens at 0.3 and 1 at 0.5; request 1 (arrival 0.2)
+    2 at 0.3 and 2 (cut: accepted 2) at 0.5. The cost table: a forward of T tokens costs 1000 T us."""
+    costs = json.dumps({"version": 1, "source": "by hand", "forward": {
+        "tokens": [1, 2, 3], "batch": [1, 2], "context": [0], "us": [[[1000.0 * t]] * 2 for t in (1, 2, 3)]},
+        "drafters": {"ngram": [0, 0, 0]}})
+    load = {"batch_size": "2", "load": "poisson", "arrival_rate": "2", "cost_table": costs}
+    ar = {"name": "ar_b2_r2_t0", "attrs": {**_attrs("none", 0), **load, "baseline_run": "ar_b2_r2_t0"},
+          "requests": [{**_v2_req(0, "p:0", 0, 3, 0.7, steps=3), "arrival_s": 0.0},
+                       {**_v2_req(1, "p:1", 0, 4, 0.8, steps=4), "arrival_s": 0.2}],
+          "steps": [_load_step(0, i, 0, 0, 1, t, b, 10 + i) for i, (t, b) in enumerate([(.5, 0), (.6, 1), (.7, 2)])] +
+                   [_load_step(1, i, 0, 0, 1, t, b, 10 + i)
+                    for i, (t, b) in enumerate([(.6, 1), (.7, 2), (.9, 3), (1.0, 4)])],
+          "outputs": [(0, [5, 6, 7]), (1, [5, 6, 7, 8])]}
+    spec = {"name": "ngram_k2_b2_r2_t0", "attrs": {**_attrs("ngram", 2), **load, "policy": "fixed",
+                                                   "baseline_run": "ar_b2_r2_t0"},
+            "requests": [{**_v2_req(0, "p:0", 0, 4, 0.5, steps=2), "arrival_s": 0.0},
+                         {**_v2_req(1, "p:1", 0, 4, 0.3, steps=2), "arrival_s": 0.2}],
+            "steps": [_load_step(0, 0, 2, 2, 3, 0.3, 0, 10), _load_step(0, 1, 2, 0, 1, 0.5, 1, 13),
+                      _load_step(1, 0, 2, 1, 2, 0.3, 0, 10), _load_step(1, 1, 2, 2, 2, 0.5, 1, 12)],
+            "outputs": [(0, [5, 6, 7, 8]), (1, [5, 6, 7, 8])]}
+    path = os.path.join(SCRATCH, name)
+    fake.write_results(path, [ar, spec], schema_version=3)
+    return path
+
+
+@test
+def load_figures_by_hand():
+    res = rep.load(load_file())
+    s = rep.summarize(res, n_boot=200, slo_ttft=0.45, slo_itl=0.15)
+    t = s.load.set_index("run")
+    ar, sp = t.loc["ar_b2_r2_t0"], t.loc["ngram_k2_b2_r2_t0"]
+    check(ar.batch, 2, "batch")
+    check(ar.rate, 2.0, "rate")
+    check(ar.throughput, 7 / 1.0, "AR throughput: 7 tokens over the span 0 .. 1.0")
+    check(sp.throughput, 8 / 0.5, "spec throughput: 8 tokens over 0 .. 0.5")
+    check(sp.thr_speedup, (8 / 0.5) / 7, "throughput speedup against the AR run at the same load")
+    check(ar.ttft_p50, 0.45, "AR TTFT p50 of 0.5 and 0.4")
+    check(ar.ttft_p99, 0.4 + 0.99 * 0.1, "AR TTFT p99 (linear interpolation)")
+    check(ar.e2e_p50, 0.75, "AR e2e p50 of 0.7 and 0.8")
+    # AR ITL samples 0.1, 0.1 | 0.1, 0.2, 0.1: p50 0.1, p90 at 3.6 of 0..4 in the sorted five.
+    check(ar.itl_p50, 0.1, "AR ITL p50")
+    check(ar.itl_p90, 0.1 + 0.6 * 0.1, "AR ITL p90")
+    # spec ITL samples: request 0 one token 0.2 later; request 1 two tokens 0.2 later: 0.1 each.
+    check(sp.itl_p50, 0.1, "spec ITL p50")
+    check(sp.itl_p99, 0.1 + 0.98 * 0.1, "spec ITL p99 of [0.1, 0.1, 0.2]")
+    check(sp.ttft_p50, 0.2, "spec TTFT p50 of 0.3 and 0.1")
+    # Goodput (TTFT <= 0.45, mean ITL <= 0.15): AR request 1 only (0.4; (1.0 - 0.6) / 3); spec both.
+    check(ar.n_good, 1, "AR requests meeting the SLOs")
+    check(ar.goodput, 1 / 1.0, "AR goodput")
+    check(sp.goodput, 2 / 0.5, "spec goodput")
+    # The oracle: a step of k drafts costs 1000 (k + 1) us, so no step beats 1 token per 1000 us and drafting
+    # nothing reaches it: 4 steps, 4 tokens, 4000 us. Achieved: 3 + 1 + 2 + 2 tokens in 4 x 3000 us.
+    check(sp.oracle_tps, 1000.0, "oracle tokens/s")
+    check(sp.achieved_tps, 8 * 1e6 / 12000, "achieved modelled tokens/s")
+    check(sp.regret, 1000.0 / (8 * 1e6 / 12000) - 1, "regret")
+    check(ar.regret, 0.0, "AR: nothing to choose")
+    check(sp.tau, 2.0, "tau: 8 tokens in 4 steps")
+    a = 5 / 8
+    check(sp.alpha_tau, (1 - a ** 3) / (1 - a), "single-alpha tau at acc_rate 5/8, k = 2")
+    check(sp.speedup, s.per_run.set_index("run").speedup["ngram_k2_b2_r2_t0"], "speedup: the per-run figure")
+    text = rep.format_report(s)
+    assert "Batched decoding under load (goodput SLOs: TTFT <= 0.45 s, mean ITL <= 0.15 s)" in text, text
+    assert "regret = oracle tokens/s" in text
+    # An unbatched log has no load section.
+    assert rep.summarize(rep.load(tiny_file()), n_boot=0).load.empty
+
+
+@test
+def load_cli_options_and_plots():
+    path = load_file("load_cli.h5")
+    out_json = os.path.join(SCRATCH, "load.json")
+    plots = os.path.join(SCRATCH, "load_plots")
+    r = subprocess.run([sys.executable, os.path.join(REPORT_DIR, "specdec_report.py"), path, "--slo-ttft", "0.35",
+                        "--json", out_json, "--plots", plots, "--bootstrap", "0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    j = json.load(open(out_json))
+    assert j["slo"] == {"ttft_s": 0.35, "itl_s": 0.1}, j["slo"]
+    got = {row["run"]: row for row in j["load"]}
+    check(got["ngram_k2_b2_r2_t0"]["goodput"], 2 / 0.5, "spec goodput at TTFT <= 0.35: 0.3 and 0.1 pass")
+    check(got["ar_b2_r2_t0"]["goodput"], 0.0, "AR goodput at TTFT <= 0.35, ITL <= 0.1")
+    for name in ("speedup_vs_batch_size.png", "speedup_vs_arrival_rate.png"):
+        assert os.path.getsize(os.path.join(plots, name)) > 1000, name
+
+
 def main():
     global SCRATCH
     ap = argparse.ArgumentParser()

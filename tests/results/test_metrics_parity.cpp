@@ -1,8 +1,10 @@
 // The C++ metrics (SpecStats, results::speedup: what `specdec run` and `generate` print) and the Python
 // report (experiments/report/specdec_report.py: what `specdec report` and the notebooks print) compute
 // every figure alike on one log: chains, trees, steps without a proposal, a request that stops mid-block,
-// a pair timed by two invocations, a planted outlier and a loaded host. This writes the log and the C++
-// figures as JSON, then runs tests/report/check_cpp_parity.py, which compares each figure.
+// a pair timed by two invocations, a planted outlier and a loaded host, and the speculation oracle's regret
+// (core/speculative/oracle.h against experiments/report/specdec_load.py) over batched steps of several batch
+// sizes under a cost table. This writes the log and the C++ figures as JSON, then runs
+// tests/report/check_cpp_parity.py, which compares each figure.
 // Exits 77 (CTest: skipped) where no Python with h5py and pandas is found.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -67,9 +69,22 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
   const auto dir = specdec::test::scratch_dir("metrics_parity");
   const std::string path = (dir / "parity.h5").string(), out = (dir / "cpp_figures.json").string();
   for (const char* suffix : {"", ".journal", ".lock", ".partial"}) fs::remove(path + suffix);
+  // A cost table whose grid the steps fall between (nearest T and B, C interpolated and clamped), with
+  // drafting costly enough that the oracle would draft less than the fixture did: regret > 0.
+  CostTable costs;
+  costs.source = "test_metrics_parity";
+  costs.tokens = {1, 3, 6};
+  costs.batch = {1, 3};
+  costs.context = {4, 12, 40};
+  for (int T : costs.tokens)
+    for (int B : costs.batch)
+      for (int C : costs.context) costs.forward.push_back(500.0 + 300.0 * T + 40.0 * B * T + 2.5 * C);
+  costs.drafters["ngram"] = {0, 150, 320, 480, 700, 900};
+  RunInfo spec = spec_run(), ar = ar_run();
+  for (RunInfo* run : {&spec, &ar}) run->attrs["cost_table"] = costs.to_json();
   {
     auto log = ResultsLog::open(path, file_info(), false);
-    log->declare_runs({spec_run(), ar_run()});
+    log->declare_runs({spec, ar});
     for (int64_t id = 0; id < 12; ++id) {
       const DecodeResult ar = make_result(id, 1), res = make_result(id);
       RequestRecord a = make_record(id, ar), r = make_record(id, res);
@@ -86,12 +101,12 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
     log->close();
   }
   const auto runs = results::read_all(path);
-  const RunData& spec = runs[0].info.name == spec_run().name ? runs[0] : runs[1];
-  const RunData& ar = runs[0].info.name == spec_run().name ? runs[1] : runs[0];
+  const RunData& spec_data = runs[0].info.name == spec_run().name ? runs[0] : runs[1];
+  const RunData& ar_data = runs[0].info.name == spec_run().name ? runs[1] : runs[0];
   nlohmann::json j;
-  for (const RunData* run : {&spec, &ar}) {
+  for (const RunData* run : {&spec_data, &ar_data}) {
     nlohmann::json f = figures(results::run_stats(*run));
-    const results::Speedup sp = results::speedup(*run, ar);
+    const results::Speedup sp = results::speedup(*run, ar_data);
     f["speedup"] = number(sp.point);
     f["speedup_e2e"] = number(sp.e2e);
     f["speedup_median"] = number(sp.median);
@@ -106,8 +121,13 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
     }
     f["speedup_rep_min"] = number(lo);
     f["speedup_rep_max"] = number(hi);
+    const OracleResult o = oracle(results::oracle_steps(*run), costs, run == &ar_data ? "" : "ngram");
+    f["regret"] = o.regret();
+    f["oracle_tps"] = o.oracle_tps();
+    f["achieved_tps"] = o.achieved_tps();
     j[run->info.name] = f;
   }
+  CHECK(j[spec_run().name]["regret"].get<double>() > 0.01);  // the oracle has something to find
   // The fixture exercises what it claims to.
   CHECK(j[spec_run().name]["n_cross_invocation"] == 1);
   CHECK(j[spec_run().name]["outliers"] == nlohmann::json::array({3}));
