@@ -135,6 +135,9 @@ const std::vector<KeySpec>& schema() {
          if (t.empty() || end != t.c_str() + t.size() || !std::isfinite(x) || x < 0) v.fail("a number >= 0");
          s.cfg.temperature = static_cast<float>(x);
        }},
+      {"self.batch", "8",
+       "self mode: sequences decoded together, one target forward per step (the data does not depend on it)",
+       [](CollectSettings& s, const Value& v) { s.cfg.batch = v.integer(1, 1024); }},
       {"output.out", "results/<config name>.features.h5", "the features file (--out overrides)",
        [](CollectSettings& s, const Value& v) { s.cfg.out = trim(v.text); }},
       {"output.topk", "8", "most likely next tokens stored per token (the soft labels)",

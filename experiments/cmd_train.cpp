@@ -113,6 +113,9 @@ po::options_description eagle_keys(CommonOptions& o, eagle::EagleTrainConfig& c)
                        "weight of the feature regression (Smooth-L1)")(
       "w_ce", po::value(&c.w_ce)->default_value(c.w_ce, "0.1"), "weight of the readout's soft cross-entropy")(
       "noise", po::value(&c.noise)->default_value(c.noise), "uniform noise in [-noise, noise] on the input features")(
+      "ttt_steps", po::value(&c.ttt_steps)->default_value(c.ttt_steps),
+      "draft depths trained (EAGLE-3's training-time test: depth >= 2 reads the layer's own output; ~n x the cost)")(
+      "ttt_decay", po::value(&c.ttt_decay)->default_value(c.ttt_decay, "0.8"), "depth j's loss weight ttt_decay^j")(
       "seed", po::value(&c.seed)->default_value(c.seed), "held-out split, chunk order, initial weights, noise");
   add_run_keys(d, c);
   d.add_options()("train_vocab", po::value(&c.train_vocab)->default_value(c.train_vocab),
@@ -387,7 +390,8 @@ int train_medusa_command(const std::vector<std::string>& args) {
 }
 
 // "epoch  step  train_loss  heldout_loss  reg  ce  acc@1 .. acc@4" (held-out reg / ce: depth 1, ce over the readout;
-// acc@d: EAGLE's accuracy at draft depth d over the drafter's readout).
+// acc@d: EAGLE's accuracy at draft depth d over the drafter's readout), then a line of the held-out chain@d (right at
+// every depth 1..d) and both over the responses' starts only (EagleMetrics).
 std::string eagle_epoch_line(const eagle::EagleEpochReport& e, bool header) {
   std::string s;
   if (header && e.train_vocab > 0)
@@ -401,7 +405,11 @@ std::string eagle_epoch_line(const eagle::EagleEpochReport& e, bool header) {
                 static_cast<long long>(e.step), train.c_str(), fixed(h.loss, 4).c_str(), fixed(h.reg, 4).c_str(),
                 fixed(h.ce, 4).c_str(), fixed(h.acc[0], 3).c_str(), fixed(h.acc[1], 3).c_str(),
                 fixed(h.acc[2], 3).c_str(), fixed(h.acc[3], 3).c_str());
-  return s + buf;
+  const auto four = [](const std::array<double, eagle::kEagleDepths>& x) {
+    return fixed(x[0], 3) + " " + fixed(x[1], 3) + " " + fixed(x[2], 3) + " " + fixed(x[3], 3);
+  };
+  return s + buf + "\n      held-out chain@1..4 " + four(h.chain) + "; responses (" + std::to_string(h.resp_rows[0]) +
+         " starts): acc@1..4 " + four(h.resp_acc) + ", chain@1..4 " + four(h.resp_chain);
 }
 
 int train_eagle_command(const std::vector<std::string>& args) {

@@ -102,53 +102,71 @@ uint64_t splitmix(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-// Everything the backward pass reads, for R rows of C chunks.
-struct Activations {
-  std::vector<int64_t> begin;  // C + 1 row offsets
+// One draft depth's activations over the R rows of C chunks. Depth j's row t of a chunk reads pair first + t + j:
+// the embedding of its next token and, for j >= 1, the layer's own depth j - 1 output at row t as its feature
+// (EAGLE-3's training-time test: the drafter's depth-j input), at RoPE position position + t + j.
+struct DepthActivations {
   std::vector<float> cos, sin;
   RowMatrix xe, xf, u, q, k, v, a, hs, nh, g, up, m, out;
-  std::vector<float> rinv;   // 1 / rms of hs per row
-  std::vector<RowMatrix> p;  // chunk c, head h at c * n_heads + h: T x T attention probabilities
+  std::vector<float> rinv;  // 1 / rms of hs per row
+  // Chunk c, head h at c * n_heads + h: T x (T + j) attention probabilities. Columns 0..T-1: depth 0's keys
+  // (causal, the committed pairs); column T + i - 1: depth i's key of the same row (i = 1..j: the row's own
+  // draft chain so far), as the drafter's cache holds them.
+  std::vector<RowMatrix> p;
 };
 
-void forward(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
-             std::span<const EagleChunk> chunks, float noise, uint64_t noise_seed, Activations& f) {
+// Everything the backward pass reads.
+struct Activations {
+  std::vector<int64_t> begin;    // C + 1 row offsets
+  std::vector<int64_t> seq_end;  // per chunk: the row after its sequence's last
+  std::vector<DepthActivations> depth;
+};
+
+// Depth j's forward (depths 0..j-1 done). A row whose pair lies past its sequence's last reads the last token
+// instead; it gets no loss and only its own later depths read it.
+void forward_depth(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
+                   std::span<const EagleChunk> chunks, float noise, uint64_t noise_seed, int j, Activations& f) {
   const EagleConfig& c = w.cfg;
   const int H = c.hidden_size, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   const int C = static_cast<int>(chunks.size());
-  f.begin.assign(1, 0);
-  for (const EagleChunk& ch : chunks) f.begin.push_back(f.begin.back() + ch.length);
   const int64_t R = f.begin.back();
+  DepthActivations& x = f.depth[j];
   std::vector<int32_t> pos(static_cast<size_t>(R));
-  f.xe.resize(R, H);
-  f.xf.resize(R, H);
+  x.xe.resize(R, H);
+  if (j == 0)
+    x.xf.resize(R, H);
+  else
+    x.xf = f.depth[j - 1].out;
   for (int ci = 0; ci < C; ++ci)
     for (int t = 0; t < chunks[ci].length; ++t) {
-      const int64_t row = f.begin[ci] + t, i = chunks[ci].first + t;
-      pos[row] = chunks[ci].position + t;
-      f.xe.row(row) = Eigen::Map<const Eigen::RowVectorXf>(embed.data() + static_cast<size_t>(d.tokens[i + 1]) * H, H);
-      f.xf.row(row) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + static_cast<size_t>(i) * H, H);
+      const int64_t row = f.begin[ci] + t, i = chunks[ci].first + t + j;
+      pos[row] = chunks[ci].position + t + j;
+      const int64_t next = std::min(i + 1, f.seq_end[ci] - 1);
+      x.xe.row(row) = Eigen::Map<const Eigen::RowVectorXf>(embed.data() + static_cast<size_t>(d.tokens[next]) * H, H);
+      if (j > 0) continue;
+      x.xf.row(row) = Eigen::Map<const Eigen::RowVectorXf>(d.hidden.data() + static_cast<size_t>(i) * H, H);
       if (noise > 0.f) {
         uint64_t state = medusa::seed_stream(noise_seed, static_cast<uint64_t>(i));
-        for (int j = 0; j < H; ++j)
-          f.xf(row, j) +=
+        for (int e = 0; e < H; ++e)
+          x.xf(row, e) +=
               noise * static_cast<float>(2.0 * (static_cast<double>(splitmix(state) >> 11) * 0x1.0p-53) - 1.0);
       }
     }
-  rope_tables(pos, D, c.rope_theta, f.cos, f.sin);
+  rope_tables(pos, D, c.rope_theta, x.cos, x.sin);
 
   const ConstMap fc(w.fc_w.data(), H, 2 * H);
-  f.u.noalias() = f.xe * fc.leftCols(H).transpose();
-  f.u.noalias() += f.xf * fc.rightCols(H).transpose();
-  f.u.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.fc_b.data(), H);
-  f.q.noalias() = f.u * ConstMap(w.wq.data(), Q, H).transpose();
-  f.k.noalias() = f.u * ConstMap(w.wk.data(), KV, H).transpose();
-  f.v.noalias() = f.u * ConstMap(w.wv.data(), KV, H).transpose();
-  rope_apply(f.q, c.n_heads, D, f.cos, f.sin, false);
-  rope_apply(f.k, c.n_kv_heads, D, f.cos, f.sin, false);
+  x.u.noalias() = x.xe * fc.leftCols(H).transpose();
+  x.u.noalias() += x.xf * fc.rightCols(H).transpose();
+  x.u.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.fc_b.data(), H);
+  x.q.noalias() = x.u * ConstMap(w.wq.data(), Q, H).transpose();
+  x.k.noalias() = x.u * ConstMap(w.wk.data(), KV, H).transpose();
+  x.v.noalias() = x.u * ConstMap(w.wv.data(), KV, H).transpose();
+  rope_apply(x.q, c.n_heads, D, x.cos, x.sin, false);
+  rope_apply(x.k, c.n_kv_heads, D, x.cos, x.sin, false);
 
-  f.a.resize(R, Q);
-  f.p.resize(static_cast<size_t>(C) * c.n_heads);
+  x.a.resize(R, Q);
+  x.p.resize(static_cast<size_t>(C) * c.n_heads);
+  const DepthActivations& d0 = f.depth[0];
   const int group = c.n_heads / c.n_kv_heads;
   const float scale = 1.f / std::sqrt(static_cast<float>(D));
 #pragma omp parallel for schedule(static)
@@ -157,107 +175,174 @@ void forward(const EagleWeights& w, const train::FeatureData& d, const std::vect
     const int T = chunks[ci].length;
     for (int h = 0; h < c.n_heads; ++h) {
       const int kh = h / group;
-      RowMatrix& p = f.p[static_cast<size_t>(ci) * c.n_heads + h];
-      p.noalias() = scale * (f.q.block(r0, h * D, T, D) * f.k.block(r0, kh * D, T, D).transpose());
-      for (int t = 0; t < T; ++t) {  // causal softmax; the masked part is exactly 0
-        const float mx = p.row(t).head(t + 1).maxCoeff();
-        float sum = 0.f;
-        for (int j = 0; j <= t; ++j) sum += p(t, j) = std::exp(p(t, j) - mx);
-        p.row(t).head(t + 1) /= sum;
-        p.row(t).tail(T - t - 1).setZero();
+      RowMatrix& p = x.p[static_cast<size_t>(ci) * c.n_heads + h];
+      const auto qh = x.q.block(r0, h * D, T, D);
+      if (j == 0) {
+        p.noalias() = scale * (qh * d0.k.block(r0, kh * D, T, D).transpose());
+      } else {
+        p.resize(T, T + j);
+        p.leftCols(T).noalias() = scale * (qh * d0.k.block(r0, kh * D, T, D).transpose());
+        for (int i = 1; i <= j; ++i)
+          for (int t = 0; t < T; ++t)
+            p(t, T + i - 1) = scale * qh.row(t).dot(f.depth[i].k.block(r0, kh * D, T, D).row(t));
       }
-      f.a.block(r0, h * D, T, D).noalias() = p * f.v.block(r0, kh * D, T, D);
+      for (int t = 0; t < T; ++t) {  // the masked softmax; the masked part is exactly 0
+        float mx = p.row(t).head(t + 1).maxCoeff();
+        for (int i = 0; i < j; ++i) mx = std::max(mx, p(t, T + i));
+        float sum = 0.f;
+        for (int e = 0; e <= t; ++e) sum += p(t, e) = std::exp(p(t, e) - mx);
+        for (int i = 0; i < j; ++i) sum += p(t, T + i) = std::exp(p(t, T + i) - mx);
+        p.row(t).head(t + 1) /= sum;
+        p.row(t).segment(t + 1, T - t - 1).setZero();
+        for (int i = 0; i < j; ++i) p(t, T + i) /= sum;
+      }
+      auto ah = x.a.block(r0, h * D, T, D);
+      if (j == 0) {
+        ah.noalias() = p * d0.v.block(r0, kh * D, T, D);
+      } else {
+        ah.noalias() = p.leftCols(T) * d0.v.block(r0, kh * D, T, D);
+        for (int i = 1; i <= j; ++i)
+          for (int t = 0; t < T; ++t) ah.row(t) += p(t, T + i - 1) * f.depth[i].v.block(r0, kh * D, T, D).row(t);
+      }
     }
   }
-  f.hs = f.u;
-  f.hs.noalias() += f.a * ConstMap(w.wo.data(), H, Q).transpose();
-  f.rinv.resize(static_cast<size_t>(R));
-  f.nh.resize(R, H);
+  x.hs = x.u;
+  x.hs.noalias() += x.a * ConstMap(w.wo.data(), H, Q).transpose();
+  x.rinv.resize(static_cast<size_t>(R));
+  x.nh.resize(R, H);
   for (int64_t r = 0; r < R; ++r) {
-    f.rinv[r] = 1.f / std::sqrt(f.hs.row(r).squaredNorm() / H + c.rms_eps);
-    f.nh.row(r) = f.hs.row(r) * f.rinv[r];
+    x.rinv[r] = 1.f / std::sqrt(x.hs.row(r).squaredNorm() / H + c.rms_eps);
+    x.nh.row(r) = x.hs.row(r) * x.rinv[r];
   }
-  const RowMatrix n = f.nh * Eigen::Map<const Eigen::VectorXf>(w.post_norm.data(), H).asDiagonal();
-  f.g.noalias() = n * ConstMap(w.w_gate.data(), I, H).transpose();
-  f.up.noalias() = n * ConstMap(w.w_up.data(), I, H).transpose();
-  f.m = f.g.unaryExpr(&silu).cwiseProduct(f.up);
-  f.out = f.hs;
-  f.out.noalias() += f.m * ConstMap(w.w_down.data(), H, I).transpose();
+  const RowMatrix n = x.nh * Eigen::Map<const Eigen::VectorXf>(w.post_norm.data(), H).asDiagonal();
+  x.g.noalias() = n * ConstMap(w.w_gate.data(), I, H).transpose();
+  x.up.noalias() = n * ConstMap(w.w_up.data(), I, H).transpose();
+  x.m = x.g.unaryExpr(&silu).cwiseProduct(x.up);
+  x.out = x.hs;
+  x.out.noalias() += x.m * ConstMap(w.w_down.data(), H, I).transpose();
 }
 
-// dOut -> gradients of every tensor (added into g); f from forward().
-void backward(const EagleWeights& w, const Activations& f, std::span<const EagleChunk> chunks, RowMatrix& d_out,
-              EagleWeights& g) {
+// Depths 0 .. depths - 1 of the chunks' rows.
+void forward(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
+             std::span<const EagleChunk> chunks, float noise, uint64_t noise_seed, int depths, Activations& f) {
+  f.begin.assign(1, 0);
+  f.seq_end.clear();
+  for (const EagleChunk& ch : chunks) {
+    f.begin.push_back(f.begin.back() + ch.length);
+    f.seq_end.push_back(*std::upper_bound(d.offsets.begin(), d.offsets.end(), ch.first));
+  }
+  f.depth.assign(static_cast<size_t>(depths), {});
+  for (int j = 0; j < depths; ++j) forward_depth(w, d, embed, chunks, noise, noise_seed, j, f);
+}
+
+// d_out[j] (depth j's output gradient) -> gradients of every tensor (added into g), depth by depth from the
+// deepest: depth j's keys and values get their gradient from the queries of depths >= j, and its input feature's
+// gradient (j >= 1) is added into d_out[j - 1]. f from forward().
+void backward(const EagleWeights& w, const Activations& f, std::span<const EagleChunk> chunks,
+              std::vector<RowMatrix>& d_out, EagleWeights& g) {
   const EagleConfig& c = w.cfg;
   const int H = c.hidden_size, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   const int64_t R = f.begin.back();
-  const int C = static_cast<int>(chunks.size());
+  const int C = static_cast<int>(chunks.size()), J = static_cast<int>(f.depth.size());
   const Eigen::Map<const Eigen::RowVectorXf> post(w.post_norm.data(), H);
+  const DepthActivations& d0 = f.depth[0];
+  std::vector<RowMatrix> dk(static_cast<size_t>(J)), dv(static_cast<size_t>(J));
+  for (int j = 0; j < J; ++j) dk[j] = dv[j] = RowMatrix::Zero(R, KV);
 
-  // out = hs + m Wdown^T; m = silu(gate) * up; gate / up = n W^T; n = nh * post_norm.
-  RowMap(g.w_down.data(), H, I).noalias() += d_out.transpose() * f.m;
-  const RowMatrix dm = d_out * ConstMap(w.w_down.data(), H, I);
-  RowMatrix dg(R, I), dup(R, I);
-  for (int64_t r = 0; r < R; ++r)
-    for (int j = 0; j < I; ++j) {
-      const float x = f.g(r, j), s = 1.f / (1.f + std::exp(-x));
-      dup(r, j) = dm(r, j) * x * s;
-      dg(r, j) = dm(r, j) * f.up(r, j) * s * (1.f + x * (1.f - s));
-    }
-  const RowMatrix n = f.nh * post.asDiagonal();
-  RowMap(g.w_gate.data(), I, H).noalias() += dg.transpose() * n;
-  RowMap(g.w_up.data(), I, H).noalias() += dup.transpose() * n;
-  RowMatrix dn = dg * ConstMap(w.w_gate.data(), I, H);
-  dn.noalias() += dup * ConstMap(w.w_up.data(), I, H);
-  Eigen::Map<Eigen::RowVectorXf>(g.post_norm.data(), H) += dn.cwiseProduct(f.nh).colwise().sum();
-
-  // RMSNorm: d hs = r (d nh - nh (d nh . nh) / H), plus the residual.
-  RowMatrix dhs = d_out;
-  for (int64_t r = 0; r < R; ++r) {
-    const Eigen::RowVectorXf dnh = dn.row(r).cwiseProduct(post);
-    dhs.row(r) += f.rinv[r] * (dnh - f.nh.row(r) * (dnh.dot(f.nh.row(r)) / H));
-  }
-  // hs = u + a Wo^T.
-  RowMap(g.wo.data(), H, Q).noalias() += dhs.transpose() * f.a;
-  const RowMatrix da = dhs * ConstMap(w.wo.data(), H, Q);
-  RowMatrix du = dhs;
-
-  // Attention per chunk: dV += P^T dA, dS = P .* (dP - rowsum(dP .* P)) with dP = dA V^T, dQ = s dS K, dK += s dS^T Q.
-  RowMatrix dq(R, Q), dk = RowMatrix::Zero(R, KV), dv = RowMatrix::Zero(R, KV);
-  const int group = c.n_heads / c.n_kv_heads;
-  const float scale = 1.f / std::sqrt(static_cast<float>(D));
-#pragma omp parallel for schedule(static)
-  for (int ci = 0; ci < C; ++ci) {
-    const int64_t r0 = f.begin[ci];
-    const int T = chunks[ci].length;
-    for (int h = 0; h < c.n_heads; ++h) {
-      const int kh = h / group;
-      const RowMatrix& p = f.p[static_cast<size_t>(ci) * c.n_heads + h];
-      const auto dah = da.block(r0, h * D, T, D);
-      dv.block(r0, kh * D, T, D).noalias() += p.transpose() * dah;
-      RowMatrix ds = dah * f.v.block(r0, kh * D, T, D).transpose();
-      for (int t = 0; t < T; ++t) {
-        const float dot = ds.row(t).dot(p.row(t));
-        ds.row(t) = scale * p.row(t).cwiseProduct(ds.row(t) - Eigen::RowVectorXf::Constant(T, dot));
+  for (int j = J - 1; j >= 0; --j) {
+    const DepthActivations& x = f.depth[j];
+    const RowMatrix& dout = d_out[j];
+    // out = hs + m Wdown^T; m = silu(gate) * up; gate / up = n W^T; n = nh * post_norm.
+    RowMap(g.w_down.data(), H, I).noalias() += dout.transpose() * x.m;
+    const RowMatrix dm = dout * ConstMap(w.w_down.data(), H, I);
+    RowMatrix dg(R, I), dup(R, I);
+    for (int64_t r = 0; r < R; ++r)
+      for (int e = 0; e < I; ++e) {
+        const float xg = x.g(r, e), s = 1.f / (1.f + std::exp(-xg));
+        dup(r, e) = dm(r, e) * xg * s;
+        dg(r, e) = dm(r, e) * x.up(r, e) * s * (1.f + xg * (1.f - s));
       }
-      dq.block(r0, h * D, T, D).noalias() = ds * f.k.block(r0, kh * D, T, D);
-      dk.block(r0, kh * D, T, D).noalias() += ds.transpose() * f.q.block(r0, h * D, T, D);
-    }
-  }
-  rope_apply(dq, c.n_heads, D, f.cos, f.sin, true);
-  rope_apply(dk, c.n_kv_heads, D, f.cos, f.sin, true);
-  RowMap(g.wq.data(), Q, H).noalias() += dq.transpose() * f.u;
-  RowMap(g.wk.data(), KV, H).noalias() += dk.transpose() * f.u;
-  RowMap(g.wv.data(), KV, H).noalias() += dv.transpose() * f.u;
-  du.noalias() += dq * ConstMap(w.wq.data(), Q, H);
-  du.noalias() += dk * ConstMap(w.wk.data(), KV, H);
-  du.noalias() += dv * ConstMap(w.wv.data(), KV, H);
+    const RowMatrix n = x.nh * post.asDiagonal();
+    RowMap(g.w_gate.data(), I, H).noalias() += dg.transpose() * n;
+    RowMap(g.w_up.data(), I, H).noalias() += dup.transpose() * n;
+    RowMatrix dn = dg * ConstMap(w.w_gate.data(), I, H);
+    dn.noalias() += dup * ConstMap(w.w_up.data(), I, H);
+    Eigen::Map<Eigen::RowVectorXf>(g.post_norm.data(), H) += dn.cwiseProduct(x.nh).colwise().sum();
 
-  // u = [xe ; xf] Wfc^T + b.
-  RowMap fc(g.fc_w.data(), H, 2 * H);
-  fc.leftCols(H).noalias() += du.transpose() * f.xe;
-  fc.rightCols(H).noalias() += du.transpose() * f.xf;
-  Eigen::Map<Eigen::RowVectorXf>(g.fc_b.data(), H) += du.colwise().sum();
+    // RMSNorm: d hs = r (d nh - nh (d nh . nh) / H), plus the residual.
+    RowMatrix dhs = dout;
+    for (int64_t r = 0; r < R; ++r) {
+      const Eigen::RowVectorXf dnh = dn.row(r).cwiseProduct(post);
+      dhs.row(r) += x.rinv[r] * (dnh - x.nh.row(r) * (dnh.dot(x.nh.row(r)) / H));
+    }
+    // hs = u + a Wo^T.
+    RowMap(g.wo.data(), H, Q).noalias() += dhs.transpose() * x.a;
+    const RowMatrix da = dhs * ConstMap(w.wo.data(), H, Q);
+    RowMatrix du = dhs;
+
+    // Attention per chunk: dV += P^T dA, dS = P .* (dP - rowsum(dP .* P)) with dP = dA V^T, dQ = s dS K,
+    // dK += s dS^T Q; the extra columns (depth i's key of the same row) row by row.
+    RowMatrix dq(R, Q);
+    const int group = c.n_heads / c.n_kv_heads;
+    const float scale = 1.f / std::sqrt(static_cast<float>(D));
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < C; ++ci) {
+      const int64_t r0 = f.begin[ci];
+      const int T = chunks[ci].length;
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int kh = h / group;
+        const RowMatrix& p = x.p[static_cast<size_t>(ci) * c.n_heads + h];
+        const auto dah = da.block(r0, h * D, T, D);
+        const auto qh = x.q.block(r0, h * D, T, D);
+        RowMatrix ds;
+        if (j == 0) {
+          dv[0].block(r0, kh * D, T, D).noalias() += p.transpose() * dah;
+          ds = dah * d0.v.block(r0, kh * D, T, D).transpose();
+        } else {
+          dv[0].block(r0, kh * D, T, D).noalias() += p.leftCols(T).transpose() * dah;
+          ds.resize(T, T + j);
+          ds.leftCols(T).noalias() = dah * d0.v.block(r0, kh * D, T, D).transpose();
+          for (int i = 1; i <= j; ++i)
+            for (int t = 0; t < T; ++t) {
+              dv[i].block(r0, kh * D, T, D).row(t) += p(t, T + i - 1) * dah.row(t);
+              ds(t, T + i - 1) = dah.row(t).dot(f.depth[i].v.block(r0, kh * D, T, D).row(t));
+            }
+        }
+        for (int t = 0; t < T; ++t) {
+          const float dot = ds.row(t).dot(p.row(t));
+          ds.row(t) = scale * p.row(t).cwiseProduct(ds.row(t) - Eigen::RowVectorXf::Constant(T + j, dot));
+        }
+        if (j == 0) {
+          dq.block(r0, h * D, T, D).noalias() = ds * d0.k.block(r0, kh * D, T, D);
+          dk[0].block(r0, kh * D, T, D).noalias() += ds.transpose() * qh;
+        } else {
+          dq.block(r0, h * D, T, D).noalias() = ds.leftCols(T) * d0.k.block(r0, kh * D, T, D);
+          dk[0].block(r0, kh * D, T, D).noalias() += ds.leftCols(T).transpose() * qh;
+          for (int i = 1; i <= j; ++i)
+            for (int t = 0; t < T; ++t) {
+              dq.block(r0, h * D, T, D).row(t) += ds(t, T + i - 1) * f.depth[i].k.block(r0, kh * D, T, D).row(t);
+              dk[i].block(r0, kh * D, T, D).row(t) += ds(t, T + i - 1) * qh.row(t);
+            }
+        }
+      }
+    }
+    // Depth j's keys and values have every query's gradient now (depths >= j are done).
+    rope_apply(dq, c.n_heads, D, x.cos, x.sin, true);
+    rope_apply(dk[j], c.n_kv_heads, D, x.cos, x.sin, true);
+    RowMap(g.wq.data(), Q, H).noalias() += dq.transpose() * x.u;
+    RowMap(g.wk.data(), KV, H).noalias() += dk[j].transpose() * x.u;
+    RowMap(g.wv.data(), KV, H).noalias() += dv[j].transpose() * x.u;
+    du.noalias() += dq * ConstMap(w.wq.data(), Q, H);
+    du.noalias() += dk[j] * ConstMap(w.wk.data(), KV, H);
+    du.noalias() += dv[j] * ConstMap(w.wv.data(), KV, H);
+
+    // u = [xe ; xf] Wfc^T + b; depth j's xf is depth j - 1's output.
+    RowMap fc(g.fc_w.data(), H, 2 * H);
+    fc.leftCols(H).noalias() += du.transpose() * x.xe;
+    fc.rightCols(H).noalias() += du.transpose() * x.xf;
+    Eigen::Map<Eigen::RowVectorXf>(g.fc_b.data(), H) += du.colwise().sum();
+    if (j > 0) d_out[j - 1].noalias() += du * ConstMap(w.fc_w.data(), H, 2 * H).rightCols(H);
+  }
 }
 
 // Soft cross-entropy of logits z (n values, in place) against row `label`'s top-k restricted to the readout
@@ -293,77 +378,96 @@ bool soft_ce(float* z, int n, const train::FeatureData& d, int64_t label, const 
   return true;
 }
 
-// Smooth-L1 (beta 1) of out against the next rows' features: the mean over H per row, summed over rows; with
-// grad, adds scale * clamp(out - target, -1, 1) into it.
-double smooth_l1(const RowMatrix& out, const train::FeatureData& d, std::span<const EagleChunk> chunks,
-                 const std::vector<int64_t>& begin, RowMatrix* grad, float scale) {
+// Smooth-L1 (beta 1) of out's rows against the features of their label rows (label[r] < 0: no loss): the mean
+// over H per row, summed over rows; with grad, adds scale * clamp(out - target, -1, 1) into it.
+double smooth_l1(const RowMatrix& out, const train::FeatureData& d, const std::vector<int64_t>& label, RowMatrix* grad,
+                 float scale) {
   const int H = d.hidden_size;
   double total = 0.0;
-  for (size_t ci = 0; ci < chunks.size(); ++ci)
-    for (int t = 0; t < chunks[ci].length; ++t) {
-      const int64_t row = begin[ci] + t;
-      const float* target = d.hidden.data() + static_cast<size_t>(chunks[ci].first + t + 1) * H;
-      double s = 0.0;
-      for (int j = 0; j < H; ++j) {
-        const float x = out(row, j) - target[j], ax = std::abs(x);
-        s += ax < 1.f ? 0.5 * x * x : ax - 0.5;
-        if (grad) (*grad)(row, j) += scale * std::clamp(x, -1.f, 1.f);
-      }
-      total += s / H;
+  for (size_t row = 0; row < label.size(); ++row) {
+    if (label[row] < 0) continue;
+    const float* target = d.hidden.data() + static_cast<size_t>(label[row]) * H;
+    double s = 0.0;
+    for (int j = 0; j < H; ++j) {
+      const float x = out(row, j) - target[j], ax = std::abs(x);
+      s += ax < 1.f ? 0.5 * x * x : ax - 0.5;
+      if (grad) (*grad)(row, j) += scale * std::clamp(x, -1.f, 1.f);
     }
+    total += s / H;
+  }
   return total;
 }
 
+// The loss of depth 0 (the pairs read with the target's features) and, with ttt_steps > 1, of depths 1 ..
+// ttt_steps - 1 (each read with the layer's own previous output), depth j weighted by ttt_decay^j: each depth's
+// w_reg * mean Smooth-L1 + w_ce * mean soft cross-entropy over its rows whose label row (pair + 1) lies in the
+// sequence. The returned reg / ce / hits are depth 0's.
 EagleLossValue loss_impl(const EagleWeights& w, const train::FeatureData& d, const std::vector<float>& embed,
                          const LmRows& lm, std::span<const EagleChunk> chunks, const EagleLossOptions& opt,
                          EagleWeights* grad, std::vector<float>* out_copy) {
-  const int H = d.hidden_size;
+  const int H = d.hidden_size, J = opt.ttt_steps;
+  SPECDEC_CHECK(J >= 1, "ttt_steps >= 1 (depths trained), got ", J);
   Activations f;
-  forward(w, d, embed, chunks, opt.noise, opt.noise_seed, f);
+  forward(w, d, embed, chunks, opt.noise, opt.noise_seed, J, f);
   const int64_t R = f.begin.back();
   EagleLossValue v;
   v.rows = R;
-  if (out_copy) out_copy->assign(f.out.data(), f.out.data() + f.out.size());
+  if (out_copy) out_copy->assign(f.depth[0].out.data(), f.depth[0].out.data() + f.depth[0].out.size());
   if (R == 0) return v;
 
-  // Which rows have label mass in the readout: the cross-entropy's mean is over them.
-  std::vector<int64_t> label(static_cast<size_t>(R));
-  for (size_t ci = 0; ci < chunks.size(); ++ci)
-    for (int t = 0; t < chunks[ci].length; ++t) label[f.begin[ci] + t] = chunks[ci].first + t + 1;
-  RowMatrix z = f.out * ConstMap(lm.w, lm.rows, H).transpose();
-  std::vector<uint8_t> has(static_cast<size_t>(R), 0), hit(static_cast<size_t>(R), 0);
-  std::vector<double> ce(static_cast<size_t>(R), 0.0);
-  int64_t n_ce = 0;
-  for (int64_t r = 0; r < R; ++r) {  // the mass test only (cheap), so the gradient scale is known up front
-    const int32_t* ids = d.topk_ids.data() + label[r] * d.topk;
-    for (int j = 0; j < d.topk && !has[r]; ++j)
-      has[r] = (lm.column.empty() || lm.column[ids[j]] >= 0) && d.topk_probs[label[r] * d.topk + j] > 0.f;
-    n_ce += has[r];
-  }
-  const float ce_scale = grad && n_ce > 0 ? opt.w_ce / static_cast<float>(n_ce) : 0.f;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < R; ++r) {
-    if (!has[r]) {
-      if (grad) z.row(r).setZero();
-      continue;
+  std::vector<RowMatrix> d_out(grad ? J : 0);
+  double weight = 1.0;
+  for (int j = 0; j < J; ++j, weight *= opt.ttt_decay) {
+    const RowMatrix& out = f.depth[j].out;
+    std::vector<int64_t> label(static_cast<size_t>(R), -1);
+    int64_t n_rows = 0;
+    for (size_t ci = 0; ci < chunks.size(); ++ci)
+      for (int t = 0; t < chunks[ci].length; ++t)
+        if (const int64_t l = chunks[ci].first + t + j + 1; l < f.seq_end[ci]) label[f.begin[ci] + t] = l, ++n_rows;
+    // Which rows have label mass in the readout: the cross-entropy's mean is over them.
+    RowMatrix z = out * ConstMap(lm.w, lm.rows, H).transpose();
+    std::vector<uint8_t> has(static_cast<size_t>(R), 0), hit(static_cast<size_t>(R), 0);
+    std::vector<double> ce(static_cast<size_t>(R), 0.0);
+    int64_t n_ce = 0;
+    for (int64_t r = 0; r < R; ++r) {  // the mass test only (cheap), so the gradient scale is known up front
+      if (label[r] < 0) continue;
+      const int32_t* ids = d.topk_ids.data() + label[r] * d.topk;
+      for (int e = 0; e < d.topk && !has[r]; ++e)
+        has[r] = (lm.column.empty() || lm.column[ids[e]] >= 0) && d.topk_probs[label[r] * d.topk + e] > 0.f;
+      n_ce += has[r];
     }
-    bool h = false;
-    soft_ce(z.row(r).data(), lm.rows, d, label[r], lm.column, ce_scale, ce[r], h);
-    hit[r] = h;
+    const float wj = static_cast<float>(weight);
+    const float ce_scale = grad && n_ce > 0 ? wj * opt.w_ce / static_cast<float>(n_ce) : 0.f;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < R; ++r) {
+      if (!has[r]) {
+        if (grad) z.row(r).setZero();
+        continue;
+      }
+      bool h = false;
+      soft_ce(z.row(r).data(), lm.rows, d, label[r], lm.column, ce_scale, ce[r], h);
+      hit[r] = h;
+    }
+    if (grad && ce_scale > 0.f)
+      d_out[j].noalias() = z * ConstMap(lm.w, lm.rows, H);
+    else if (grad)
+      d_out[j] = RowMatrix::Zero(R, H);  // z holds no gradient without a cross-entropy term
+    const double reg = n_rows > 0 ? smooth_l1(out, d, label, grad ? &d_out[j] : nullptr,
+                                              wj * opt.w_reg / static_cast<float>(H * n_rows)) /
+                                        static_cast<double>(n_rows)
+                                  : 0.0;
+    double ce_sum = 0.0;
+    int64_t hits = 0;
+    for (int64_t r = 0; r < R; ++r) ce_sum += ce[r], hits += hit[r];
+    const double ce_mean = n_ce > 0 ? ce_sum / static_cast<double>(n_ce) : 0.0;
+    if (j == 0) {
+      v.hits = hits;
+      v.ce_rows = n_ce;
+      v.reg = reg;
+      v.ce = ce_mean;
+    }
+    v.loss += weight * (opt.w_reg * reg + opt.w_ce * ce_mean);
   }
-  RowMatrix d_out;
-  if (grad && ce_scale > 0.f)
-    d_out.noalias() = z * ConstMap(lm.w, lm.rows, H);
-  else if (grad)
-    d_out = RowMatrix::Zero(R, H);  // z holds no gradient without a cross-entropy term
-  const double reg =
-      smooth_l1(f.out, d, chunks, f.begin, grad ? &d_out : nullptr, opt.w_reg / static_cast<float>(H * R));
-  double ce_sum = 0.0;
-  for (int64_t r = 0; r < R; ++r) ce_sum += ce[r], v.hits += hit[r];
-  v.ce_rows = n_ce;
-  v.reg = reg / static_cast<double>(R);
-  v.ce = n_ce > 0 ? ce_sum / static_cast<double>(n_ce) : 0.0;
-  v.loss = opt.w_reg * v.reg + opt.w_ce * v.ce;
   if (grad) backward(w, f, chunks, d_out, *grad);
   return v;
 }
@@ -419,7 +523,10 @@ Running running_from_json(const json& j) {
   return r;
 }
 json metrics_json(const EagleMetrics& m) {
-  return {{"rows", m.rows}, {"reg", m.reg}, {"ce", m.ce}, {"loss", m.loss}, {"acc", m.acc}, {"acc_rows", m.acc_rows}};
+  return {{"rows", m.rows},          {"reg", m.reg},           {"ce", m.ce},
+          {"loss", m.loss},          {"acc", m.acc},           {"acc_rows", m.acc_rows},
+          {"chain", m.chain},        {"resp_acc", m.resp_acc}, {"resp_chain", m.resp_chain},
+          {"resp_rows", m.resp_rows}};
 }
 EagleMetrics metrics_from_json(const json& j) {
   EagleMetrics m;
@@ -429,6 +536,10 @@ EagleMetrics metrics_from_json(const json& j) {
   m.loss = j.at("loss").get<double>();
   m.acc = j.at("acc").get<std::array<double, kEagleDepths>>();
   m.acc_rows = j.at("acc_rows").get<std::array<int64_t, kEagleDepths>>();
+  m.chain = j.at("chain").get<std::array<double, kEagleDepths>>();
+  m.resp_acc = j.at("resp_acc").get<std::array<double, kEagleDepths>>();
+  m.resp_chain = j.at("resp_chain").get<std::array<double, kEagleDepths>>();
+  m.resp_rows = j.at("resp_rows").get<std::array<int64_t, kEagleDepths>>();
   return m;
 }
 json epoch_json(const EagleEpochReport& e) {
@@ -477,14 +588,18 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
   const LmRows readout = lm_rows(lm_head, V, H, w.draft_ids);
   const ConstMap lm_r(readout.w, readout.rows, H);
   EagleMetrics m;
-  std::array<int64_t, kEagleDepths> hits{};
+  std::array<int64_t, kEagleDepths> hits{}, chain_hits{}, resp_hits{}, resp_chain_hits{};
   double reg_sum = 0.0, ce_sum = 0.0;
   int64_t ce_rows = 0;
   for (const EagleChunk& ch : chunks) {
     const int T = ch.length;
-    const int64_t seq_end = *std::upper_bound(data.offsets.begin(), data.offsets.end(), ch.first);
+    const auto seq = std::upper_bound(data.offsets.begin(), data.offsets.end(), ch.first);
+    const int64_t seq_end = *seq;
+    // The label row of the first response token: the prompt's last row.
+    const int64_t first_response_label = seq[-1] + data.prompt_len[seq - data.offsets.begin() - 1] - 1;
     std::vector<float> emb(static_cast<size_t>(T) * H), out(emb.size()), prev;
     std::vector<int32_t> pos(T);
+    std::vector<uint8_t> chain_alive(T, 1);  // start t's argmax was right at every depth so far
     EagleCache cache;
     for (int d = 1; d <= kEagleDepths; ++d) {
       // Depth d at start t: pair first + t + d - 1 (token first + t + d) with, past depth 1, the feature the layer
@@ -538,8 +653,16 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
         Eigen::Index best = 0;
         z.row(t).maxCoeff(&best);
         const int32_t id = w.draft_ids.empty() ? static_cast<int32_t>(best) : w.draft_ids[best];
-        hits[d - 1] += id == data.topk_ids[label * K];
+        const bool hit = id == data.topk_ids[label * K];
+        chain_alive[t] &= hit;
+        hits[d - 1] += hit;
+        chain_hits[d - 1] += chain_alive[t];
         ++m.acc_rows[d - 1];
+        if (ch.first + t + 1 >= first_response_label) {
+          resp_hits[d - 1] += hit;
+          resp_chain_hits[d - 1] += chain_alive[t];
+          ++m.resp_rows[d - 1];
+        }
       }
       prev = out;
     }
@@ -547,8 +670,15 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
   m.reg = m.rows > 0 ? reg_sum / static_cast<double>(m.rows) : 0.0;
   m.ce = ce_rows > 0 ? ce_sum / static_cast<double>(ce_rows) : 0.0;
   m.loss = w_reg * m.reg + w_ce * m.ce;
-  for (int d = 0; d < kEagleDepths; ++d)
-    m.acc[d] = m.acc_rows[d] > 0 ? static_cast<double>(hits[d]) / static_cast<double>(m.acc_rows[d]) : 0.0;
+  const auto ratio = [](int64_t n, int64_t of) {
+    return of > 0 ? static_cast<double>(n) / static_cast<double>(of) : 0.0;
+  };
+  for (int d = 0; d < kEagleDepths; ++d) {
+    m.acc[d] = ratio(hits[d], m.acc_rows[d]);
+    m.chain[d] = ratio(chain_hits[d], m.acc_rows[d]);
+    m.resp_acc[d] = ratio(resp_hits[d], m.resp_rows[d]);
+    m.resp_chain[d] = ratio(resp_chain_hits[d], m.resp_rows[d]);
+  }
   return m;
 }
 
@@ -562,6 +692,9 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   SPECDEC_CHECK(cfg.w_reg >= 0.f && cfg.w_ce >= 0.f && cfg.w_reg + cfg.w_ce > 0.f, "w_reg, w_ce >= 0, not both 0, got ",
                 cfg.w_reg, " and ", cfg.w_ce);
   SPECDEC_CHECK(cfg.noise >= 0.f, "noise >= 0, got ", cfg.noise);
+  SPECDEC_CHECK(cfg.ttt_steps >= 1 && cfg.ttt_steps <= 16, "ttt_steps in 1..16 (depths trained), got ", cfg.ttt_steps);
+  SPECDEC_CHECK(cfg.ttt_decay > 0.f && cfg.ttt_decay <= 1.f,
+                "ttt_decay in (0, 1] (depth j's loss weight ttt_decay^j), got ", cfg.ttt_decay);
   train::check_split_and_checkpoints(cfg.heldout_fraction, cfg.checkpoint_every, cfg.checkpoint_path, resume);
   train::check_vocab_option("train_vocab", cfg.train_vocab, data);
   train::check_vocab_option("draft_vocab", cfg.draft_vocab, data);
@@ -617,7 +750,9 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
                       {"w_reg", cfg.w_reg},
                       {"w_ce", cfg.w_ce},
                       {"noise", cfg.noise},
-                      {"draft_vocab", cfg.draft_vocab}});
+                      {"draft_vocab", cfg.draft_vocab},
+                      {"ttt_steps", cfg.ttt_steps},
+                      {"ttt_decay", cfg.ttt_decay}});
   EagleTrainResult result;
   int64_t step = 0;
   Running running;
@@ -681,6 +816,8 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
   opt.w_reg = cfg.w_reg;
   opt.w_ce = cfg.w_ce;
   opt.noise = cfg.noise;
+  opt.ttt_steps = cfg.ttt_steps;
+  opt.ttt_decay = cfg.ttt_decay;
   std::vector<int64_t> order;
   int64_t order_epoch = -1;
   std::vector<EagleChunk> batch;
@@ -738,6 +875,8 @@ EagleTrainResult train_eagle(const train::FeatureData& data, const std::vector<f
                {"w_reg", cfg.w_reg},
                {"w_ce", cfg.w_ce},
                {"noise", cfg.noise},
+               {"ttt_steps", cfg.ttt_steps},
+               {"ttt_decay", cfg.ttt_decay},
                {"final_train", metrics_json(last.train)},
                {"final_heldout", metrics_json(last.heldout)},
                {"accuracy_by_depth", last.heldout.acc}});

@@ -25,19 +25,24 @@ namespace specdec::eagle {
 constexpr int kEagleDepths = 4;  // held-out accuracy at draft depth 1 .. 4
 
 struct EagleTrainConfig {
-  int epochs = 1;                  // passes over the training pairs (ignored when steps > 0)
-  int64_t steps = 0;               // > 0: exactly this many optimiser steps
-  int batch = 4;                   // chunks (whole sequences, or max_len pieces of longer ones) per step
-  int max_len = 256;               // pairs per chunk: longer sequences are cut into pieces read separately
-  float lr = 5e-4f;                // peak learning rate
-  float min_lr = 0.0f;             // the cosine's floor
-  int64_t warmup = 0;              // linear warm-up steps
-  float weight_decay = 0.0f;       // on the matrices (not fc.bias, post_norm)
-  float clip = 0.5f;               // global gradient norm limit (<= 0: none); EAGLE clips at 0.5
-  float init_scale = 0.02f;        // init_eagle_weights' scale
-  float w_reg = 1.0f;              // weight of the feature regression (Smooth-L1)
-  float w_ce = 0.1f;               // weight of the soft cross-entropy of the readout
-  float noise = 0.0f;              // uniform noise in [-noise, noise] added to the training input features
+  int epochs = 1;             // passes over the training pairs (ignored when steps > 0)
+  int64_t steps = 0;          // > 0: exactly this many optimiser steps
+  int batch = 4;              // chunks (whole sequences, or max_len pieces of longer ones) per step
+  int max_len = 256;          // pairs per chunk: longer sequences are cut into pieces read separately
+  float lr = 5e-4f;           // peak learning rate
+  float min_lr = 0.0f;        // the cosine's floor
+  int64_t warmup = 0;         // linear warm-up steps
+  float weight_decay = 0.0f;  // on the matrices (not fc.bias, post_norm)
+  float clip = 0.5f;          // global gradient norm limit (<= 0: none); EAGLE clips at 0.5
+  float init_scale = 0.02f;   // init_eagle_weights' scale
+  float w_reg = 1.0f;         // weight of the feature regression (Smooth-L1)
+  float w_ce = 0.1f;          // weight of the soft cross-entropy of the readout
+  float noise = 0.0f;         // uniform noise in [-noise, noise] added to the training input features
+  // EAGLE-3's training-time test: 1 = train the pairs read with the target's features only (EAGLE-1); n > 1 =
+  // also depths 1 .. n - 1, where each pair reads the layer's own previous output as the drafter does (its
+  // attention: the committed pairs and its own chain), depth j's loss weighted by ttt_decay^j. Costs ~n x.
+  int ttt_steps = 1;
+  float ttt_decay = 0.8f;
   uint64_t seed = 0;               // the held-out split, the chunk order, the initial weights, the noise
   int threads = 0;                 // Eigen / OpenMP threads; 0 = as configured
   double heldout_fraction = 0.05;  // of the sequences
@@ -63,6 +68,12 @@ struct EagleMetrics {
   // figures: depth 1 only, over the training vocabulary).
   std::array<double, kEagleDepths> acc{};
   std::array<int64_t, kEagleDepths> acc_rows{};
+  // Held-out only. chain[d-1]: P(the argmax is right at every depth 1..d) over the same starts: a greedy chain's
+  // unconditional acceptance of position d (docs/metrics.md's P(d)) on data whose tokens are the target's own
+  // greedy ones (collect's self mode). resp_*: acc and chain over the starts in the responses only (the label
+  // row of depth 1 is the prompt's last row or later), where a drafter drafts; resp_rows[d-1] starts.
+  std::array<double, kEagleDepths> chain{}, resp_acc{}, resp_chain{};
+  std::array<int64_t, kEagleDepths> resp_rows{};
 };
 
 struct EagleEpochReport {
@@ -111,6 +122,8 @@ struct EagleLossOptions {
   float noise = 0.0f;  // uniform noise on the input features, drawn from noise_seed per row
   uint64_t noise_seed = 0;
   std::vector<int32_t> train_ids;  // empty: the cross-entropy over all V ids; else over these (ascending)
+  int ttt_steps = 1;               // depths trained (EagleTrainConfig::ttt_steps), their weights ttt_decay^j
+  float ttt_decay = 0.8f;
 };
 
 struct EagleLossValue {
@@ -118,7 +131,9 @@ struct EagleLossValue {
   int64_t rows = 0, ce_rows = 0, hits = 0;  // hits: argmax of the readout (over train_ids) == the target's
 };
 
-// The training loss of the chunks' pairs with the frozen embedding (V x H) and LM head (V x H), and with grad
+// The training loss of the chunks' pairs (and, ttt_steps > 1, of their drafted depths: loss_impl in the .cpp says
+// how each is weighted; the returned reg, ce and hits are depth 0's) with the frozen embedding (V x H) and LM head
+// (V x H), and with grad
 // (laid out like w, zero-filled by the caller) its gradient with respect to every trainable tensor added in:
 // exactly what a training step computes. out (optional): the layer's output, sum of lengths x H, in chunk order.
 EagleLossValue eagle_loss(const EagleWeights& w, const train::FeatureData& data, const std::vector<float>& embed,

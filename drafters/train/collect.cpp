@@ -22,6 +22,7 @@
 #include "core/loading.h"
 #include "core/backends/cpu/llama_cpu.h"
 #include "core/sha256.h"
+#include "core/speculative/batch_decoder.h"
 #include "core/speculative/decoder.h"
 #include "drafters/train/features.h"
 #include "kernels/cpu/parallel.h"
@@ -198,6 +199,33 @@ void check_config(const CollectConfig& cfg) {
   SPECDEC_CHECK(cfg.shard_sequences >= 1, "collect: shard_sequences >= 1, got ", cfg.shard_sequences);
   SPECDEC_CHECK(cfg.prefill_chunk >= 1, "collect: prefill_chunk >= 1, got ", cfg.prefill_chunk);
   SPECDEC_CHECK(cfg.threads >= 0, "collect: threads >= 0, got ", cfg.threads);
+  SPECDEC_CHECK(cfg.batch >= 1, "collect: batch >= 1 (sequences decoded together in self mode), got ", cfg.batch);
+}
+
+// Self mode: the target's responses to seqs[first, last), decoded up to `batch` at a time by the batched loop
+// (continuous batching: a finished sequence's place goes to the next). Request ids are the sequences' indices
+// in the selection, so a sampled response does not depend on the batch or the shard.
+std::vector<std::vector<TokenId>> decode_responses(Model& model, const AcceptanceRule& rule, const Tokenizer& tok,
+                                                   const CollectConfig& cfg, std::span<const Sequence> seqs,
+                                                   int max_tokens) {
+  std::vector<BatchRequest> requests;
+  for (const Sequence& seq : seqs) {
+    BatchRequest r;
+    r.prompt = seq.tokens;
+    r.rule = &rule;
+    r.opts.max_new_tokens = std::min(cfg.max_new_tokens, max_tokens - seq.prompt_len);
+    r.opts.sampling.temperature = cfg.temperature;
+    r.opts.seed = cfg.seed;
+    r.opts.request = static_cast<uint64_t>(seq.index);
+    r.opts.is_stop = [&tok](TokenId t) { return tok.is_end_of_generation(t); };
+    requests.push_back(std::move(r));
+  }
+  // An AR step verifies one token per sequence: the step's token limit is never the binding one.
+  BatchResult done =
+      batch_decode(model, std::move(requests), {.max_sequences = cfg.batch, .max_tokens_per_step = cfg.batch});
+  std::vector<std::vector<TokenId>> out;
+  for (DecodeResult& r : done.results) out.push_back(std::move(r.tokens));
+  return out;
 }
 
 }  // namespace
@@ -430,19 +458,16 @@ CollectSummary collect(const CollectConfig& cfg, const CollectCallbacks& callbac
   for (int64_t i = 0; i < n_shards; ++i) {
     if (finished[static_cast<size_t>(i)]) continue;
     FeatureWriter shard((fs::path(parts) / shard_name(i)).string(), info);
-    for (int64_t s = i * cfg.shard_sequences; s < i * cfg.shard_sequences + shard_count(i); ++s) {
-      const Sequence& seq = sel.sequences[static_cast<size_t>(s)];
+    const int64_t first = i * cfg.shard_sequences;
+    const std::span<const Sequence> seqs =
+        std::span<const Sequence>(sel.sequences)
+            .subspan(static_cast<size_t>(first), static_cast<size_t>(shard_count(i)));
+    std::vector<std::vector<TokenId>> responses;
+    if (cfg.mode == CollectMode::kSelf) responses = decode_responses(model, *rule, *tok, cfg, seqs, max_tokens);
+    for (size_t j = 0; j < seqs.size(); ++j) {
+      const Sequence& seq = seqs[j];
       std::vector<TokenId> tokens = seq.tokens;
-      if (cfg.mode == CollectMode::kSelf) {
-        DecodeOptions opts;
-        opts.max_new_tokens = std::min(cfg.max_new_tokens, max_tokens - seq.prompt_len);
-        opts.sampling.temperature = cfg.temperature;
-        opts.seed = cfg.seed;
-        opts.request = static_cast<uint64_t>(seq.index);
-        opts.is_stop = [&](TokenId t) { return tok->is_end_of_generation(t); };
-        const DecodeResult r = speculative_decode(model, nullptr, *rule, tokens, opts);
-        tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
-      }
+      if (cfg.mode == CollectMode::kSelf) tokens.insert(tokens.end(), responses[j].begin(), responses[j].end());
       read_sequence(model, *cache, tokens, cfg.prefill_chunk, cfg.topk, hidden, ids, probs);
       SPECDEC_CHECK(std::all_of(probs.begin(), probs.end(), [](float p) { return std::isfinite(p); }),
                     "collect: the target's logits are not finite on sequence ", seq.id);

@@ -33,7 +33,10 @@ struct CollectConfig {
   std::optional<bool> chat;  // apply the chat template; unset = when the tokenizer has one
   bool shuffle = true;       // order all records by a seeded shuffle before taking max_sequences
   uint64_t seed = 0;
-  int threads = 0;            // CPU threads; 0 = OMP_NUM_THREADS or all cores (no effect on the values)
+  int threads = 0;  // CPU threads; 0 = OMP_NUM_THREADS or all cores (no effect on the values)
+  // Self mode: sequences decoded together, one forward per step (BatchDecoder: each sequence's tokens are
+  // speculative_decode's alone, so the data does not depend on it; 1 = one sequence at a time).
+  int batch = 8;
   int shard_sequences = 32;   // sequences per shard file (what a kill can lose at most)
   int prefill_chunk = 64;     // tokens per forward when reading a sequence (bounds the logits: chunk x V)
   std::string out;            // the features file; its shards go to OUT.parts/

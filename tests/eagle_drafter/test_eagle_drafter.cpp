@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,8 @@
 #include "core/sampling/sampling.h"
 #include "drafters/eagle/eagle.h"
 #include "drafters/eagle/eagle_drafter.h"
+#include "drafters/eagle/train_eagle.h"
+#include "drafters/medusa/train_medusa.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
 #include "kernels/cpu/ops.h"
@@ -473,4 +476,77 @@ TEST_CASE("a layer fitted to stories260K's states drafts tokens the target accep
     std::printf("fitted eagle layer, %s k=4: tau %.2f\n", tree, spec.tau());
     CHECK(spec.tau() > 1.5);
   }
+}
+
+TEST_CASE("held-out chain@d counts the starts whose greedy eagle chain the target accepts through position d",
+          "[eagle]") {
+  // The trainer's held-out figures read depth d >= 2 from the layer's own predicted feature and the next token
+  // (evaluate_eagle); the drafter reads its drafted token with its parent's predicted state. On data whose tokens
+  // are the target's greedy ones (collect's self mode: the responses) the two must count the same hits at every
+  // depth: a difference in the depth >= 2 feature path (position, state or token) shows here.
+  auto& s = test::stories();
+  const ModelConfig& cfg = s.model.config();
+  const int H = cfg.dim;
+  const std::string weights = test::fitted_eagle_weights();
+  const eagle::EagleWeights w = eagle::load_eagle_weights(weights, cfg);
+  train::FeatureData d;
+  d.hidden_size = H;
+  d.vocab_size = cfg.vocab_size;
+  d.topk = 1;
+  d.offsets = {0};
+  for (const char* prompt : {"Once upon a time", "The little dog", "Sam found a box", "Mom said"}) {
+    const test::StoriesSequence seq = test::stories_sequence(prompt, 24, 1);
+    d.tokens.insert(d.tokens.end(), seq.tokens.begin(), seq.tokens.end());
+    d.offsets.push_back(static_cast<int64_t>(d.tokens.size()));
+    d.prompt_len.push_back(seq.prompt_len);
+    d.hidden.insert(d.hidden.end(), seq.hidden.begin(), seq.hidden.end());
+    d.topk_ids.insert(d.topk_ids.end(), seq.topk_ids.begin(), seq.topk_ids.end());
+    d.topk_probs.insert(d.topk_probs.end(), seq.topk_probs.begin(), seq.topk_probs.end());
+  }
+  std::vector<int> all(d.n_sequences());
+  std::iota(all.begin(), all.end(), 0);
+  const eagle::EagleMetrics m =
+      eagle::evaluate_eagle(w, d, eagle::embedding_f32(*s.loaded), medusa::lm_head_f32(*s.loaded),
+                            eagle::eagle_chunks(d, all, 256), 1.f, 0.1f);
+
+  // The drafter begun on every prefix of two tokens or more, a chain of 4 each.
+  std::array<int64_t, eagle::kEagleDepths> starts{}, accepted{}, resp_starts{}, resp_accepted{};
+  for (int q = 0; q < d.n_sequences(); ++q) {
+    const int64_t b = d.offsets[q];
+    const int T = static_cast<int>(d.offsets[q + 1] - b), P = d.prompt_len[q];
+    for (int n = 2; n <= T; ++n) {  // n committed tokens: pair n - 2 gives the state that drafts token n
+      DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .target_path = test::stories_model()};
+      auto drafter =
+          make_drafter(drafters::default_registry().get("eagle"), env, DrafterOptions({{"weights", weights}}, "eagle"));
+      drafter->begin(std::span<const TokenId>(d.tokens).subspan(b, n),
+                     {.first_pos = 0,
+                      .rows = n - 1,
+                      .width = H,
+                      .data = std::span<const float>(d.hidden).subspan(b * H, static_cast<size_t>(n - 1) * H)});
+      const DraftProposal p = drafter->propose(eagle::kEagleDepths);
+      REQUIRE(p.size() == eagle::kEagleDepths);
+      bool alive = true;
+      for (int depth = 1; depth <= eagle::kEagleDepths && n - 2 + depth < T; ++depth) {
+        alive = alive && p.tokens[depth - 1] == d.topk_ids[b + n - 2 + depth];  // the target's argmax there
+        ++starts[depth - 1];
+        accepted[depth - 1] += alive;
+        if (n - 1 >= P - 1) ++resp_starts[depth - 1], resp_accepted[depth - 1] += alive;
+      }
+    }
+  }
+  for (int depth = 0; depth < eagle::kEagleDepths; ++depth) {
+    INFO("depth " << depth + 1 << ": chain " << m.chain[depth] << ", drafter " << accepted[depth] << " / "
+                  << starts[depth]);
+    CHECK(m.acc_rows[depth] == starts[depth]);
+    CHECK(m.resp_rows[depth] == resp_starts[depth]);
+    CHECK(std::llround(m.resp_chain[depth] * resp_starts[depth]) == resp_accepted[depth]);
+  }
+  // In the prompt the evaluation feeds the prompt's next token where the drafter feeds its own accepted draft
+  // (the target's argmax, another token there), so only the responses' figures must agree.
+  CHECK(resp_accepted[1] > 0);  // the layer drafts acceptable second tokens: the comparison is not of zeros
+  std::printf(
+      "fitted eagle layer on greedy stories, responses: chain@1..4 %.3f %.3f %.3f %.3f (acc@1..4 %.3f %.3f %.3f "
+      "%.3f)\n",
+      m.resp_chain[0], m.resp_chain[1], m.resp_chain[2], m.resp_chain[3], m.resp_acc[0], m.resp_acc[1], m.resp_acc[2],
+      m.resp_acc[3]);
 }

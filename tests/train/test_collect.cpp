@@ -87,6 +87,15 @@ CollectConfig base_config(const std::string& out_name) {
   return c;
 }
 
+// base_config in self mode: the target's responses of at most max_new_tokens, sequences of at most 64 tokens.
+CollectConfig self_config(const std::string& out_name, int max_new_tokens) {
+  CollectConfig c = base_config(out_name);
+  c.mode = CollectMode::kSelf;
+  c.max_new_tokens = max_new_tokens;
+  c.max_tokens = 64;
+  return c;
+}
+
 // The sequence collect builds for a record (reference mode, no chat template: stories260K has none).
 std::vector<TokenId> expected_sequence(const TrainingRecord& r, int max_tokens, int* prompt_len) {
   const Tokenizer& tok = *specdec::test::stories().tok;
@@ -286,11 +295,8 @@ TEST_CASE("collect: the seeded shuffle reorders the same sequences; prompts that
 }
 
 TEST_CASE("collect (self): the response is the target's greedy decode, and each row's top-1 is the next token") {
-  CollectConfig cfg = base_config("self.h5");
-  cfg.mode = CollectMode::kSelf;
-  cfg.max_new_tokens = 12;
+  CollectConfig cfg = self_config("self.h5", 12);  // decoded in batches of 8 (the default)
   cfg.max_sequences = 3;
-  cfg.max_tokens = 64;
   const CollectSummary sum = collect(cfg);
   REQUIRE(sum.complete);
   const FeatureData d = read_features(cfg.out);
@@ -310,6 +316,26 @@ TEST_CASE("collect (self): the response is the target's greedy decode, and each 
       INFO("sequence " << s << " row " << row - b);
       CHECK(d.topk_ids[static_cast<size_t>(row) * d.topk] == d.tokens[static_cast<size_t>(row + 1)]);
     }
+  }
+}
+
+TEST_CASE("collect (self): decoding sequences in batches gives the same data as one at a time") {
+  // 7 sequences in shards of 3: batches of 2 leave a sequence alone in a step, 5 spans a whole shard.
+  CollectConfig one = self_config("self_b1.h5", 16);
+  one.shard_sequences = 3;
+  one.batch = 1;
+  REQUIRE(collect(one).complete);
+  const FeatureData want = read_features(one.out);
+  REQUIRE(want.n_sequences() == 7);
+  for (const int batch : {2, 5}) {
+    CollectConfig many = one;
+    many.out = (scratch() / ("self_b" + std::to_string(batch) + ".h5")).string();
+    many.batch = batch;
+    fs::remove(many.out);
+    fs::remove_all(many.out + ".parts");
+    REQUIRE(collect(many).complete);
+    INFO("batch " << batch);
+    check_same_data(want, read_features(many.out));
   }
 }
 
