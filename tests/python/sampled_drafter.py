@@ -24,3 +24,24 @@ class SmoothedDrafter:
         tokens = self.rng.choice(self.V, size=max_tokens, p=self.draw)
         self.proposed += [(int(t), float(self.q[t])) for t in tokens]
         return tokens.astype(np.int32), None, np.tile(self.q, (max_tokens, 1))
+
+
+class FeatureProbe:
+    """Asks for the target's final-norm state and layer 1's output, proposes nothing, and records the
+    features begin and accept got (tests/python: they must be the forward's own states)."""
+
+    def __init__(self, env):
+        self.width = 2 * env.hidden_size
+        self.got = []  # (call, tokens, features)
+
+    def features(self):
+        return {"final_norm": True, "layers": [1]}
+
+    def begin(self, prompt, features):
+        self.got.append(("begin", prompt.copy(), features))
+
+    def accept(self, tokens, features):
+        self.got.append(("accept", tokens.copy(), features))
+
+    def propose(self, max_tokens):
+        return [], None, None

@@ -26,7 +26,7 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "examples", "python_ngram")]
 import specdec  # noqa: E402
 from checks import one_line_error, run_checks  # noqa: E402
 from ngram_drafter import NgramDrafter  # noqa: E402
-from sampled_drafter import SmoothedDrafter  # noqa: E402
+from sampled_drafter import FeatureProbe, SmoothedDrafter  # noqa: E402
 
 ARGS = None
 PROMPTS = ["Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day,",
@@ -119,6 +119,25 @@ def test_cpp_and_python_ngram_lossless_and_step_for_step_equal():
             assert r.tau == cpp.tau and r.acc_rate == cpp.acc_rate
             assert (r.steps["t_draft_us"][r.steps["n_proposed"] > 0] > 0).all(), "the drafter's time is logged"
         print(f"  tau {cpp.tau:.3f} (C++ ngram) == {by_class.tau:.3f} (Python), {len(cpp.steps)} steps")
+
+
+def test_python_drafter_gets_the_target_features():
+    # Row i of begin's features is the state after prompt token i (every token but the last); each accept's
+    # row j the state that predicts the j-th accepted token: exactly the forward's own rows (batch-invariant).
+    m = model()
+    ids = m.tokenize(PROMPTS[1])
+    env = types.SimpleNamespace(hidden_size=m.config["dim"])
+    d = FeatureProbe(env)
+    r = m.generate(ids, max_new_tokens=6, drafter=d, k=2)
+    full = m.forward(np.concatenate([ids, r.tokens[:-1]]), hidden=True, layers=[1])
+    want = np.concatenate([full.hidden, full.layer_outputs[:, 0, :]], axis=1)  # FeatureSpec's row layout
+    (call, prompt, f), accepts = d.got[0], d.got[1:]
+    assert call == "begin" and prompt.tolist() == ids.tolist() and f.shape == (len(ids) - 1, d.width)
+    assert np.array_equal(f, want[:len(ids) - 1])
+    assert [c for c, _, _ in accepts] == ["accept"] * len(r.tokens)  # nothing proposed: one token per step
+    for i, (_, tokens, f) in enumerate(accepts):
+        assert tokens.tolist() == [r.tokens[i]] and f.shape == (1, d.width)
+        assert np.array_equal(f[0], want[len(ids) - 1 + i]), i
 
 
 def chi2_critical(df, z=3.09):
