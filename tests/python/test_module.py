@@ -15,6 +15,8 @@ import os
 import struct
 import sys
 import tempfile
+import threading
+import time
 import types
 
 import numpy as np
@@ -106,6 +108,8 @@ def test_cpp_and_python_ngram_lossless_and_step_for_step_equal():
                              options={"max_n": 3}, k=4)
         env = types.SimpleNamespace(vocab_size=m.vocab_size)
         by_object = m.generate(text, max_new_tokens=64, drafter=NgramDrafter(env, max_n="3", q="onehot"), k=4)
+        oracle = m.generate(text, max_new_tokens=64, drafter="oracle", k=4)  # made after an AR run: its reference
+        assert oracle.tokens.tolist() == ar.tokens.tolist() and 0 < oracle.accepted == oracle.drafted
         assert cpp.drafted > 0 and cpp.accepted > 0, "the prompts repeat themselves: ngram proposes"
         for r in (cpp, by_class, by_name, by_object):
             assert r.tokens.tolist() == ar.tokens.tolist(), "greedy speculative == AR, token for token"
@@ -138,6 +142,43 @@ def test_python_drafter_gets_the_target_features():
     for i, (_, tokens, f) in enumerate(accepts):
         assert tokens.tolist() == [r.tokens[i]] and f.shape == (1, d.width)
         assert np.array_equal(f[0], want[len(ids) - 1 + i]), i
+
+
+def test_gil_released_during_forwards_and_decodes():
+    # With a switch interval of minutes, the interpreter never takes the GIL from a thread: another thread
+    # runs Python only while this one gives the GIL up itself (a C++ call releasing it, a sleep). A spinning
+    # thread that yields with sleep(0) then counts only during the calls that release it: none would move
+    # the count if they held it.
+    m = model()
+    long_prompt = np.concatenate([m.tokenize(p) for p in PROMPTS * 3])
+    box, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            box[0] += 1
+            time.sleep(0)  # releases the GIL (and takes it back)
+
+    calls = {"forward": lambda: m.forward(long_prompt, hidden=True),
+             "generate": lambda: m.generate(PROMPTS[0], max_new_tokens=200, drafter="ngram", k=4)}
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(300)
+    spinner = threading.Thread(target=spin)
+    try:
+        spinner.start()
+        time.sleep(0.05)
+        for name, call in calls.items():
+            moved = 0
+            for _ in range(20):  # the spinner must get a core during one call at least
+                before = box[0]
+                call()
+                moved += box[0] - before
+                if moved:
+                    break
+            assert moved > 0, f"{name}: no other Python thread ran during 20 calls (the GIL was held)"
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(old)
 
 
 def chi2_critical(df, z=3.09):
