@@ -15,9 +15,9 @@
 namespace {
 
 // The interpreter whose environment (a venv's site-packages: numpy, the user's modules) Python drafters
-// get: SPECDEC_PYTHON, else the one specdec was built with (the project's .venv).
+// get: SPECDEC_PYTHON_EXECUTABLE, else the one specdec was built with (the project's .venv).
 std::string interpreter_path() {
-  if (const char* env = std::getenv("SPECDEC_PYTHON"); env && *env) return env;
+  if (const char* env = std::getenv("SPECDEC_PYTHON_EXECUTABLE"); env && *env) return env;
   return SPECDEC_PYTHON_EXECUTABLE;
 }
 
@@ -31,8 +31,9 @@ void start_interpreter() {
   if (dladdr(reinterpret_cast<void*>(&Py_InitializeFromConfig), &info) && info.dli_fname)
     dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
   const std::string exe = interpreter_path();
-  SPECDEC_CHECK(std::filesystem::exists(exe), "python: drafters: the Python interpreter ", exe,
-                " does not exist (set SPECDEC_PYTHON to the interpreter whose packages Python drafters use)");
+  SPECDEC_CHECK(
+      std::filesystem::exists(exe), "python: drafters: the Python interpreter ", exe,
+      " does not exist (set SPECDEC_PYTHON_EXECUTABLE to the interpreter whose packages Python drafters use)");
   PyConfig config;
   PyConfig_InitPythonConfig(&config);
   config.install_signal_handlers = 0;  // Ctrl-C stays specdec's

@@ -45,3 +45,26 @@ class FeatureProbe:
 
     def propose(self, max_tokens):
         return [], None, None
+
+
+class TreeNgram:
+    """The Python n-gram's chain plus a sibling of its first token at the root (another token): a tree, to
+    check that parents reach the verifier (tests/python)."""
+
+    def __init__(self, env):
+        from ngram_drafter import NgramDrafter
+        self.chain = NgramDrafter(env)
+        self.V = env.vocab_size
+
+    def begin(self, prompt, features):
+        self.chain.begin(prompt, features)
+
+    def accept(self, tokens, features):
+        self.chain.accept(tokens, features)
+
+    def propose(self, max_tokens):
+        tokens, _, _ = self.chain.propose(max_tokens - 1)
+        if len(tokens) == 0:
+            return tokens, None, None
+        parents = list(range(-1, len(tokens) - 1)) + [-1]
+        return list(tokens) + [(int(tokens[0]) + 1) % self.V], parents, None

@@ -28,7 +28,7 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "examples", "python_ngram")]
 import specdec  # noqa: E402
 from checks import one_line_error, run_checks  # noqa: E402
 from ngram_drafter import NgramDrafter  # noqa: E402
-from sampled_drafter import FeatureProbe, SmoothedDrafter  # noqa: E402
+from sampled_drafter import FeatureProbe, SmoothedDrafter, TreeNgram  # noqa: E402
 
 ARGS = None
 PROMPTS = ["Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day,",
@@ -122,7 +122,12 @@ def test_cpp_and_python_ngram_lossless_and_step_for_step_equal():
                 assert r.draft_tokens[col].tolist() == cpp.draft_tokens[col].tolist(), col
             assert r.tau == cpp.tau and r.acc_rate == cpp.acc_rate
             assert (r.steps["t_draft_us"][r.steps["n_proposed"] > 0] > 0).all(), "the drafter's time is logged"
-        print(f"  tau {cpp.tau:.3f} (C++ ngram) == {by_class.tau:.3f} (Python), {len(cpp.steps)} steps")
+        tree = m.generate(text, max_new_tokens=64, drafter=TreeNgram, k=4)
+        assert tree.tokens.tolist() == ar.tokens.tolist(), "a Python tree drafter: greedy == AR"
+        roots = tree.draft_tokens[tree.draft_tokens["parent"] == -1]
+        assert len(roots) > len(np.unique(roots["step"])), "steps with two root candidates (a tree) were verified"
+        print(f"  tau {cpp.tau:.3f} (C++ ngram) == {by_class.tau:.3f} (Python), {len(cpp.steps)} steps; "
+              f"tree {tree.tau:.3f}")
 
 
 def test_python_drafter_gets_the_target_features():
