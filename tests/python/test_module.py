@@ -28,7 +28,7 @@ sys.path[:0] = [HERE, os.path.join(ROOT, "examples", "python_ngram")]
 import specdec  # noqa: E402
 from checks import one_line_error, run_checks  # noqa: E402
 from ngram_drafter import NgramDrafter  # noqa: E402
-from sampled_drafter import FeatureProbe, SmoothedDrafter, TreeNgram  # noqa: E402
+from probe_drafters import FeatureProbe, SmoothedDrafter, TreeNgram  # noqa: E402
 
 ARGS = None
 PROMPTS = ["Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day,",

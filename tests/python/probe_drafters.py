@@ -1,10 +1,12 @@
-"""A sampling drafter with real q (tests/python): proposes a chain whose tokens are drawn from a smoothed
-distribution (a fixed mixture of one token and the uniform), supplies that q, and records every q it
-returned, so a test can compare them with the verifier's log."""
+"""Python drafters that probe the adapter (tests/python): SmoothedDrafter samples with real q and records it,
+FeatureProbe records the target features it gets, TreeNgram proposes a tree."""
 import numpy as np
 
 
 class SmoothedDrafter:
+    """Draws a chain from a fixed mixture of one token and the uniform, supplies that q, and records every
+    (token, q[token]) it proposed, to compare with the verifier's log."""
+
     def __init__(self, env, favourite="13", weight="0.5"):
         self.V = env.vocab_size
         self.rng = np.random.default_rng([env.drafter_seed, env.request])
