@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,7 @@ class PyModel {
     ForwardResult fr;
     {
       py::gil_scoped_release nogil;
+      const std::lock_guard<std::mutex> lock(mu_);
       const auto cache = model_->new_cache(static_cast<int>(T));
       ForwardRequest req;
       req.tokens = tokens;
@@ -153,6 +155,7 @@ class PyModel {
     DecodeResult res;
     {
       py::gil_scoped_release nogil;
+      const std::lock_guard<std::mutex> lock(mu_);  // taken without the GIL: a Python drafter needs it meanwhile
       if (info && !info->needs_reference) drafter = make_drafter(*info, env, dopts);
       if (!speculative || (info && info->needs_reference))
         ar = speculative_decode(*model_, nullptr, *rule, prompt, opts);
@@ -218,6 +221,7 @@ class PyModel {
     return d;
   }
 
+  std::mutex mu_;  // one forward or decode at a time: a backend's forward uses buffers of the model's own
   std::string device_;
   std::shared_ptr<const LoadedModel> loaded_;
   std::unique_ptr<Model> model_;
