@@ -38,7 +38,8 @@ int cmd_generate(const std::vector<std::string>& args) {
       "maximum number of tokens to generate (clipped to the model's context)");
   sampling.add_sampling_to(desc);
   desc.add_options()("drafter,d", po::value(&drafter_name),
-                     "decode speculatively with this drafter (specdec list-drafters; or plugin:PATH.so:NAME)")(
+                     "decode speculatively with this drafter (specdec list-drafters; plugin:PATH.so:NAME; "
+                     "python:MODULE.CLASS, a drafter written in Python)")(
       "drafter-opt,o", po::value(&drafter_opts)->composing(),
       "a drafter option key=value (repeatable), e.g. -o model=draft.gguf -o tree_width=2")(
       "k", po::value(&opts.k)->default_value(4), "draft tokens per step (chain length or tree nodes)");
