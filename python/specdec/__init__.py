@@ -35,7 +35,8 @@ class Result:
     per target verification pass (numpy structured array: step, n_proposed, n_accepted, n_emitted, max_depth,
     context_len, t_draft_us, t_verify_us, t_forward_us). draft_tokens: one row per proposed node (step, node,
     parent, depth, token, p_target, q_draft, u, visited, accepted: the draft_tokens table of
-    docs/hdf5-schema.md; q_draft and u are set on visited nodes only). tau and acc_rate are SpecStats' (docs/metrics.md)."""
+    docs/hdf5-schema.md; q_draft and u are set on visited nodes only). tau and acc_rate are SpecStats'
+    (docs/metrics.md)."""
     tokens: np.ndarray
     text: str
     steps: np.ndarray

@@ -30,7 +30,8 @@ def specdec(*args, check=True):
                SPECDEC_ASSETS=ARGS.assets)
     r = subprocess.run([ARGS.specdec, *args], capture_output=True, text=True, timeout=300, env=env)
     if check:
-        assert r.returncode == 0, f"specdec {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        assert r.returncode == 0, \
+            f"specdec {' '.join(args)} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return r
 
 
@@ -54,6 +55,17 @@ def test_generate_lossless_with_the_cpp_ngram_tau():
     assert "output identical to AR" in py.stderr, py.stderr
     assert tau_of(py.stderr) == tau_of(cpp.stderr) > 1, (py.stderr, cpp.stderr)
     print(f"  tau {tau_of(py.stderr):.3f} (Python) == {tau_of(cpp.stderr):.3f} (C++)")
+
+
+def test_sampled_with_q_equals_the_cpp_ngram():
+    # T = 1, the speculative rule: the Python n-gram with explicit one-hot q rows is verified as the C++
+    # n-gram's deterministic proposals are, so the same seed gives the same text and tau.
+    for seed in ("1", "7"):
+        common = ("--temperature", "1", "--seed", seed, "--k", "4", "-o", "max_n=3")
+        py = generate("--drafter", "python:ngram_drafter.NgramDrafter", "-o", "q=onehot", *common)
+        cpp = generate("--drafter", "ngram", *common)
+        assert "rule speculative" in py.stderr and py.stdout == cpp.stdout, (py.stderr, cpp.stderr)
+        assert tau_of(py.stderr) == tau_of(cpp.stderr)
 
 
 def test_run_logs_the_cpp_ngram_steps():

@@ -186,6 +186,18 @@ def test_gil_released_during_forwards_and_decodes():
         sys.setswitchinterval(old)
 
 
+def test_q_supplied_at_t1_equals_the_cpp_ngram():
+    # The same proposals with explicit one-hot q rows through the speculative rule at T = 1: the same draws
+    # decide the same verdicts as for the C++ n-gram's deterministic proposals, seed by seed.
+    m = model()
+    for seed in range(10):
+        cpp = m.generate(PROMPTS[1], 48, temperature=1.0, seed=seed, drafter="ngram", k=4)
+        py = m.generate(PROMPTS[1], 48, temperature=1.0, seed=seed, drafter=NgramDrafter, options={"q": "onehot"}, k=4)
+        assert py.tokens.tolist() == cpp.tokens.tolist()
+        assert py.steps["n_accepted"].tolist() == cpp.steps["n_accepted"].tolist()
+        assert (py.draft_tokens["q_draft"][py.draft_tokens["visited"]] == 1.0).all()
+
+
 def chi2_critical(df, z=3.09):
     """The chi-square quantile at 1 - 0.001 (z: the normal's), by Wilson-Hilferty."""
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
