@@ -3,7 +3,7 @@
 # (`specdec bench costs`: the target forward over T x B x C and ngram's cost per step; Medusa's row from a
 # calibration run, since bench costs cannot give Medusa its heads file: the median drafter time per step,
 # t_draft_us, of a Medusa run at each k = 1..4), the sweep (experiments/configs/load_sweep.ini, or
-# load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*.
+# load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
 #   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]
 set -euo pipefail
 TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]}
@@ -16,6 +16,7 @@ SUFFIX=""
 if [ "$DEV" = cuda ]; then SUFFIX=_cuda; fi
 CFG=experiments/configs/load_sweep$SUFFIX.ini
 R=bench/results/load-$TAG
+L=results/load-$TAG  # the HDF5 logs (not committed: results/ is ignored)
 PY=.venv/bin/python
 mkdir -p bench/results results
 { lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400; nvidia-smi -L 2>/dev/null || true; uptime; } > "$R-machine.txt"
@@ -40,9 +41,9 @@ max_prompt_tokens = 256
 [drafter.medusa]
 heads = artifacts/medusa_smollm2.safetensors
 INI
-rm -f "$R-medusa-calibration.h5"
-"$S" run "$R-medusa-calibration.ini" --quiet --out "$R-medusa-calibration.h5" >> "$R-costs.txt" 2>&1
-"$PY" - "$R-costs-ngram.json" "$R-medusa-calibration.h5" "$R-costs.json" <<'PYEOF'
+rm -f "$L-medusa-calibration.h5"
+"$S" run "$R-medusa-calibration.ini" --quiet --out "$L-medusa-calibration.h5" >> "$R-costs.txt" 2>&1
+"$PY" - "$R-costs-ngram.json" "$L-medusa-calibration.h5" "$R-costs.json" <<'PYEOF'
 import json, sys
 sys.path.insert(0, "experiments/report")
 import specdec_report as rep
@@ -57,7 +58,7 @@ PYEOF
 cp "$R-costs.json" "results/load_sweep${SUFFIX}_costs.json"
 
 echo "== sweep"
-rm -f "$R.h5"
-{ uptime; /usr/bin/time -v "$S" run "$CFG" --out "$R.h5"; uptime; } > "$R-run.txt" 2>&1
-"$S" report "$R.h5" --json "$R-report.json" --plots "$R-plots" --slo-ttft 2 --slo-itl 0.1 > "$R-report.txt"
+rm -f "$L.h5"
+{ uptime; /usr/bin/time -v "$S" run "$CFG" --out "$L.h5"; uptime; } > "$R-run.txt" 2>&1
+"$S" report "$L.h5" --json "$R-report.json" --plots "$R-plots" --slo-ttft 2 --slo-itl 0.1 > "$R-report.txt"
 sed -n '/Batched decoding under load/,/definitions below/p' "$R-report.txt"
