@@ -178,6 +178,16 @@ std::unique_ptr<Drafter> wrap_python_drafter(py::object obj, std::string name, c
   return std::make_unique<PythonDrafter>(std::move(obj), std::move(name), env);
 }
 
+std::unique_ptr<Drafter> make_python_drafter(const py::object& klass, const std::string& name, const DrafterEnv& env,
+                                             const std::map<std::string, std::string>& options) {
+  py::object obj = with_gil(name, [&] {
+    py::dict kwargs;  // the class says which options it knows: an unknown one is its TypeError, naming the key
+    for (const auto& [key, value] : options) kwargs[py::str(key)] = value;
+    return klass(drafter_env(env), **kwargs);
+  });
+  return wrap_python_drafter(std::move(obj), name, env);
+}
+
 DrafterInfo python_drafter_info() {
   return {"python", "a drafter written in Python: class = MODULE.CLASS (or the drafter python:MODULE.CLASS)",
           [](const DrafterEnv& env, const DrafterOptions& opts) -> std::unique_ptr<Drafter> {
@@ -186,14 +196,10 @@ DrafterInfo python_drafter_info() {
                           "] class = MODULE.CLASS: the Python drafter class, got none");
             const std::string name = "python:" + cls;
             py::gil_scoped_acquire gil;  // the Python objects made here are released before the GIL is
-            py::object klass = import_class(cls, name);
-            py::object obj = with_gil(name, [&] {
-              py::dict kwargs;  // every other option, as a keyword argument: the class says which it knows
-              for (const auto& [key, value] : opts.values())
-                if (key != "class") kwargs[py::str(key)] = opts.get(key, value);
-              return klass(drafter_env(env), **kwargs);
-            });
-            return wrap_python_drafter(std::move(obj), name, env);
+            std::map<std::string, std::string> options;
+            for (const auto& [key, value] : opts.values())
+              if (key != "class") options[key] = opts.get(key, value);
+            return make_python_drafter(import_class(cls, name), name, env, options);
           }};
 }
 

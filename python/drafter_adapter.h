@@ -5,6 +5,7 @@
 // Python takes the GIL, so the decode loops run with it released.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,11 @@ DrafterInfo python_drafter_info();
 // Throws a one-line error naming the method a drafter lacks, or a vocabulary (obj.vocab_size, when it has
 // one) other than the target's.
 std::unique_ptr<Drafter> wrap_python_drafter(pybind11::object obj, std::string name, const DrafterEnv& env);
+
+// A drafter made from a Python class as the registry makes python:MODULE.CLASS: CLASS(env, **options), the
+// options as keyword strings, wrapped as above. Requires the GIL.
+std::unique_ptr<Drafter> make_python_drafter(const pybind11::object& klass, const std::string& name,
+                                             const DrafterEnv& env, const std::map<std::string, std::string>& options);
 
 // What a Python drafter's constructor gets: a types.SimpleNamespace with vocab_size, n_layers, hidden_size
 // (the target's), temperature, top_k, top_p, seed, drafter_seed (its stream: drafter_seed(seed)), request

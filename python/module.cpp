@@ -135,19 +135,16 @@ class PyModel {
                    .target_path = loaded_->path};
     const DrafterInfo* info = nullptr;
     std::unique_ptr<Drafter> drafter;
+    auto python_name = [](const py::handle& cls) { return "python:" + std::string(py::str(cls.attr("__qualname__"))); };
     if (py::isinstance<py::str>(drafter_arg)) {
       info = &drafters::default_registry().resolve(drafter_arg.cast<std::string>());
     } else if (py::isinstance<py::type>(drafter_arg)) {
-      const std::string name = "python:" + std::string(py::str(drafter_arg.attr("__qualname__")));
-      py::dict kwargs;
-      for (const auto& [key, value] : options) kwargs[py::str(key)] = value;
-      drafter = wrap_python_drafter(drafter_arg(drafter_env(env), **kwargs), name, env);
+      drafter = make_python_drafter(drafter_arg, python_name(drafter_arg), env, options);
     } else if (!drafter_arg.is_none()) {
       SPECDEC_CHECK(options.empty(),
                     "generate: options go to a drafter made here (a name or a class), not to a "
                     "drafter object");
-      const std::string name = "python:" + std::string(py::str(py::type::handle_of(drafter_arg).attr("__qualname__")));
-      drafter = wrap_python_drafter(drafter_arg, name, env);
+      drafter = wrap_python_drafter(drafter_arg, python_name(py::type::handle_of(drafter_arg)), env);
     }
     const bool speculative = info || drafter;
     SPECDEC_CHECK(!speculative || k >= 1, "generate: k >= 1 draft tokens per step, got ", k);
