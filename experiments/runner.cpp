@@ -538,6 +538,12 @@ bool Runner::accept_prompt(const Prompt& p, std::map<std::string, std::vector<To
 // before the log reopens the file.
 void Runner::plan_runs() {
   grid_ = expand_grid(cfg_);
+  if (!cfg_.arrivals.empty()) {  // a bad or short arrivals file fails before anything is logged
+    size_t shard_prompts = 0;
+    for (size_t i = 0; i < prepared_.size(); ++i)
+      shard_prompts += static_cast<int>(i) % opts_.shard_count == opts_.shard_index;
+    read_arrivals(find_input_file(cfg_.arrivals, config_dir_), shard_prompts * static_cast<size_t>(cfg_.repeats));
+  }
   for (const RunSpec& r : grid_)
     if (!rules_.count(r.rule)) rules_[r.rule] = verifiers::make_acceptance_rule(r.rule, cfg_.rule_options_for(r.rule));
   const bool any_reference = std::any_of(infos_.begin(), infos_.end(), [](auto* i) { return i->needs_reference; });

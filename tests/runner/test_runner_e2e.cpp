@@ -9,7 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -571,4 +573,41 @@ TEST_CASE("open-loop load: Poisson arrivals, the same for AR and the drafter run
     check_batched_times(run, 4);
   }
   check_same_steps(data[1], find_run(reference(), "ngram_k2_t0"));
+}
+
+TEST_CASE("open-loop load from a file of arrival times", "[runner][e2e][batch]") {
+  const fs::path times = scratch_dir("runner_e2e") / "arrivals.txt";
+  {
+    std::ofstream f(times);
+    f << "# seconds from the run's start, one per request in request order\n";
+    for (int i = 0; i < kRequests; ++i) f << 0.005 * i << "\n";
+  }
+  const std::string out = fresh("arrivals.h5");
+  const auto r = sh(run_cmd("--quiet --out '" + out + "' --run.drafters= --run.batch_size=3 --run.arrivals='" +
+                            times.string() + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  const auto data = results::read_all(out);
+  REQUIRE(data.size() == 1);
+  const results::RunData& ar = data[0];
+  CHECK(ar.info.name == "ar_b3_arr_t0");
+  CHECK(ar.info.attrs.at("load") == "file");
+  CHECK(ar.info.attrs.at("arrivals") == times.string());
+  REQUIRE(ar.requests.size() == static_cast<size_t>(kRequests));
+  std::vector<int64_t> ids;
+  for (const auto& q : ar.requests) ids.push_back(q.request_id);
+  std::sort(ids.begin(), ids.end());
+  std::map<int64_t, double> arrival;
+  for (const auto& q : ar.requests) arrival[q.request_id] = q.arrival_s;
+  for (size_t i = 0; i < ids.size(); ++i) CHECK(arrival.at(ids[i]) == Approx(0.005 * static_cast<double>(i)));
+  check_batched_times(ar, 3);
+  check_same_steps(ar, find_run(reference(), "ar_t0"));
+
+  // Fewer times than requests: a one-line error naming the file.
+  { std::ofstream(times) << "0\n1\n"; }
+  const auto bad = sh(run_cmd("--quiet --out '" + fresh("arrivals_bad.h5") +
+                              "' --run.drafters= --run.batch_size=3 --run.arrivals='" + times.string() + "'"));
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.err, Catch::Contains(times.string() + ": 2 arrival times for 16 requests"));
+  CHECK_FALSE(fs::exists(scratch_dir("runner_e2e") / "arrivals_bad.h5"));  // refused before the log is made
 }
