@@ -202,3 +202,22 @@ TEST_CASE("progress: an updating line on a terminal, plain lines otherwise", "[r
   CHECK(read_file(quiet).empty());
   std::fclose(quiet);
 }
+
+TEST_CASE("the load sweep configs parse; the CUDA one is the CPU one on the GPU", "[runner][grid]") {
+  const std::string dir = std::string(SPECDEC_SOURCE_DIR) + "/experiments/configs/";
+  const ExperimentConfig cpu = load_experiment_config(dir + "load_sweep.ini");
+  const ExperimentConfig gpu = load_experiment_config(dir + "load_sweep_cuda.ini");
+  const auto grid = expand_grid(cpu);
+  // 4 batch sizes x 2 arrival rates, each: AR + 2 drafters x 2 policies.
+  CHECK(grid.size() == 4 * 2 * 5);
+  CHECK(cpu.batch_sizes == std::vector<int>{1, 2, 4, 8});
+  CHECK(cpu.policies == std::vector<std::string>{"fixed", "cost_model"});
+  CHECK(cpu.device == "cpu");
+  CHECK(gpu.device == "cuda");
+  ExperimentConfig same = gpu;
+  same.device = cpu.device;
+  same.name = cpu.name;
+  same.cost_table = cpu.cost_table;
+  same.source = cpu.source;
+  CHECK(same.to_ini() == cpu.to_ini());
+}
