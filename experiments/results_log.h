@@ -190,7 +190,9 @@ std::vector<RunData> read_all(const std::string& path);  // runs in creation ord
 // The first difference between two files' contents ("" when equal): runs matched by name (order
 // ignored), requests matched by request_id (order ignored), each request's steps, draft tokens and output
 // compared in order. ignore_timings skips the columns results_schema.h marks as timings (wall_time_s,
-// prefill_s, decode_s, t_draft_us, t_verify_us and the timing context: invocation, host, load, ...).
+// prefill_s, decode_s, t_draft_us, t_verify_us and the timing context: invocation, host, load, ...; since schema 3
+// also arrival_s, t_forward_us, t_emit_s and a step's batch_size and batch_step, which under an open-loop load
+// depend on when requests arrived relative to the steps).
 std::string diff_runs(const std::vector<RunData>& a, const std::vector<RunData>& b, bool ignore_timings);
 
 namespace testing {

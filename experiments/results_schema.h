@@ -102,12 +102,14 @@ struct Table<StepRow> {
       field("t_verify_us", &StepRow::t_verify_us, 1, true,
             "target forward + acceptance + cache compaction of the step"),
       field("context_len", &StepRow::context_len, 1, false, "tokens in the target's cache before the pass"),
-      field("batch_size", &StepRow::batch_size, 1, false, "sequences decoded together (1 without batching)"),
+      // batch_size and batch_step count as timings: under an open-loop load which sequences share a step
+      // depends on when the requests arrived relative to the steps (closed loop: always the same).
+      field("batch_size", &StepRow::batch_size, 1, true, "sequences decoded together (1 without batching)"),
       field("k_policy", &StepRow::k_policy, 3, false,
             "the speculation policy's draft length for the step ([run] policy); -1 = no policy"),
       field("t_forward_us", &StepRow::t_forward_us, 3, true,
             "the target forward alone (part of t_verify_us; in a batched run the whole batch's forward_batch)"),
-      field("batch_step", &StepRow::batch_step, 3, false,
+      field("batch_step", &StepRow::batch_step, 3, true,
             "batched runs: index of the batched step (one forward_batch) that verified it; -1 unbatched"),
       field("t_emit_s", &StepRow::t_emit_s, 3, true,
             "batched runs: when the step's tokens were emitted, seconds since the run's start; -1 unbatched"));
