@@ -409,7 +409,8 @@ std::string eagle_epoch_line(const eagle::EagleEpochReport& e, bool header) {
     return fixed(x[0], 3) + " " + fixed(x[1], 3) + " " + fixed(x[2], 3) + " " + fixed(x[3], 3);
   };
   return s + buf + "\n      held-out chain@1..4 " + four(h.chain) + "; responses (" + std::to_string(h.resp_rows[0]) +
-         " starts): acc@1..4 " + four(h.resp_acc) + ", chain@1..4 " + four(h.resp_chain);
+         " starts): acc@1..4 " + four(h.resp_acc) + ", chain@1..4 " + four(h.resp_chain) + ", a decode's P(1..4) " +
+         four(h.walk);
 }
 
 int train_eagle_command(const std::vector<std::string>& args) {

@@ -523,10 +523,10 @@ Running running_from_json(const json& j) {
   return r;
 }
 json metrics_json(const EagleMetrics& m) {
-  return {{"rows", m.rows},          {"reg", m.reg},           {"ce", m.ce},
-          {"loss", m.loss},          {"acc", m.acc},           {"acc_rows", m.acc_rows},
-          {"chain", m.chain},        {"resp_acc", m.resp_acc}, {"resp_chain", m.resp_chain},
-          {"resp_rows", m.resp_rows}};
+  return {{"rows", m.rows},           {"reg", m.reg},           {"ce", m.ce},
+          {"loss", m.loss},           {"acc", m.acc},           {"acc_rows", m.acc_rows},
+          {"chain", m.chain},         {"resp_acc", m.resp_acc}, {"resp_chain", m.resp_chain},
+          {"resp_rows", m.resp_rows}, {"walk", m.walk},         {"walk_rows", m.walk_rows}};
 }
 EagleMetrics metrics_from_json(const json& j) {
   EagleMetrics m;
@@ -536,10 +536,13 @@ EagleMetrics metrics_from_json(const json& j) {
   m.loss = j.at("loss").get<double>();
   m.acc = j.at("acc").get<std::array<double, kEagleDepths>>();
   m.acc_rows = j.at("acc_rows").get<std::array<int64_t, kEagleDepths>>();
-  m.chain = j.at("chain").get<std::array<double, kEagleDepths>>();
-  m.resp_acc = j.at("resp_acc").get<std::array<double, kEagleDepths>>();
-  m.resp_chain = j.at("resp_chain").get<std::array<double, kEagleDepths>>();
-  m.resp_rows = j.at("resp_rows").get<std::array<int64_t, kEagleDepths>>();
+  // Figures added later: a checkpoint written before them reads as zeros.
+  m.chain = j.value("chain", m.chain);
+  m.resp_acc = j.value("resp_acc", m.resp_acc);
+  m.resp_chain = j.value("resp_chain", m.resp_chain);
+  m.resp_rows = j.value("resp_rows", m.resp_rows);
+  m.walk = j.value("walk", m.walk);
+  m.walk_rows = j.value("walk_rows", m.walk_rows);
   return m;
 }
 json epoch_json(const EagleEpochReport& e) {
@@ -588,7 +591,7 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
   const LmRows readout = lm_rows(lm_head, V, H, w.draft_ids);
   const ConstMap lm_r(readout.w, readout.rows, H);
   EagleMetrics m;
-  std::array<int64_t, kEagleDepths> hits{}, chain_hits{}, resp_hits{}, resp_chain_hits{};
+  std::array<int64_t, kEagleDepths> hits{}, chain_hits{}, resp_hits{}, resp_chain_hits{}, walk_hits{};
   double reg_sum = 0.0, ce_sum = 0.0;
   int64_t ce_rows = 0;
   for (const EagleChunk& ch : chunks) {
@@ -599,7 +602,8 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
     const int64_t first_response_label = seq[-1] + data.prompt_len[seq - data.offsets.begin() - 1] - 1;
     std::vector<float> emb(static_cast<size_t>(T) * H), out(emb.size()), prev;
     std::vector<int32_t> pos(T);
-    std::vector<uint8_t> chain_alive(T, 1);  // start t's argmax was right at every depth so far
+    std::vector<uint8_t> chain_alive(T, 1);        // start t's argmax was right at every depth so far
+    std::vector<int> accepted(T, 0), reach(T, 0);  // start t's leading hits, its deepest depth with a label
     EagleCache cache;
     for (int d = 1; d <= kEagleDepths; ++d) {
       // Depth d at start t: pair first + t + d - 1 (token first + t + d) with, past depth 1, the feature the layer
@@ -655,6 +659,8 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
         const int32_t id = w.draft_ids.empty() ? static_cast<int32_t>(best) : w.draft_ids[best];
         const bool hit = id == data.topk_ids[label * K];
         chain_alive[t] &= hit;
+        reach[t] = d;
+        if (chain_alive[t]) accepted[t] = d;
         hits[d - 1] += hit;
         chain_hits[d - 1] += chain_alive[t];
         ++m.acc_rows[d - 1];
@@ -666,6 +672,11 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
       }
       prev = out;
     }
+    // A greedy chain decoding the chunk's response: the step at start t accepts accepted[t] drafts plus the
+    // target's token, so the next step starts accepted[t] + 1 on (a response cut into chunks restarts).
+    for (int t = static_cast<int>(std::max<int64_t>(0, first_response_label - ch.first - 1)); t < T;
+         t += accepted[t] + 1)
+      for (int d = 0; d < reach[t]; ++d) ++m.walk_rows[d], walk_hits[d] += accepted[t] > d;
   }
   m.reg = m.rows > 0 ? reg_sum / static_cast<double>(m.rows) : 0.0;
   m.ce = ce_rows > 0 ? ce_sum / static_cast<double>(ce_rows) : 0.0;
@@ -678,6 +689,7 @@ EagleMetrics evaluate_eagle(const EagleWeights& w, const train::FeatureData& dat
     m.chain[d] = ratio(chain_hits[d], m.acc_rows[d]);
     m.resp_acc[d] = ratio(resp_hits[d], m.resp_rows[d]);
     m.resp_chain[d] = ratio(resp_chain_hits[d], m.resp_rows[d]);
+    m.walk[d] = ratio(walk_hits[d], m.walk_rows[d]);
   }
   return m;
 }

@@ -74,6 +74,12 @@ struct EagleMetrics {
   // row of depth 1 is the prompt's last row or later), where a drafter drafts; resp_rows[d-1] starts.
   std::array<double, kEagleDepths> chain{}, resp_acc{}, resp_chain{};
   std::array<int64_t, kEagleDepths> resp_rows{};
+  // walk[d-1]: the decode loop's P(d) for a greedy chain of 4 on the responses (the target's own greedy text):
+  // steps only at the starts a decode reaches (each step skips the tokens it accepted), over walk_rows[d-1]
+  // such steps with a label at depth d. Lower than resp_chain, which weighs every start alike: a decode
+  // spends more steps where drafts fail.
+  std::array<double, kEagleDepths> walk{};
+  std::array<int64_t, kEagleDepths> walk_rows{};
 };
 
 struct EagleEpochReport {

@@ -478,7 +478,7 @@ TEST_CASE("a layer fitted to stories260K's states drafts tokens the target accep
   }
 }
 
-TEST_CASE("held-out chain@d counts the starts whose greedy eagle chain the target accepts through position d",
+TEST_CASE("held-out chain@d and walk count what the eagle drafter gets accepted on the target's greedy output",
           "[eagle]") {
   // The trainer's held-out figures read depth d >= 2 from the layer's own predicted feature and the next token
   // (evaluate_eagle); the drafter reads its drafted token with its parent's predicted state. On data whose tokens
@@ -544,9 +544,37 @@ TEST_CASE("held-out chain@d counts the starts whose greedy eagle chain the targe
   // In the prompt the evaluation feeds the prompt's next token where the drafter feeds its own accepted draft
   // (the target's argmax, another token there), so only the responses' figures must agree.
   CHECK(resp_accepted[1] > 0);  // the layer drafts acceptable second tokens: the comparison is not of zeros
+
+  // walk: the decode loop itself (greedy, a chain of 4) over each response; its steps' P(d) (docs/metrics.md)
+  // must count what walk counts. Two tokens past the data's end keep the last drafts' depths equal to walk's.
+  std::array<int64_t, eagle::kEagleDepths> proposed{}, reached{};
+  const auto rule = verifiers::make_greedy_rule();
+  for (int q = 0; q < d.n_sequences(); ++q) {
+    const int64_t b = d.offsets[q];
+    const int T = static_cast<int>(d.offsets[q + 1] - b), P = d.prompt_len[q];
+    DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .target_path = test::stories_model()};
+    auto drafter =
+        make_drafter(drafters::default_registry().get("eagle"), env, DrafterOptions({{"weights", weights}}, "eagle"));
+    DecodeOptions opts;
+    opts.k = eagle::kEagleDepths;
+    opts.max_new_tokens = T - P + 2;
+    const DecodeResult r =
+        speculative_decode(s.model, drafter.get(), *rule, std::span<const TokenId>(d.tokens).subspan(b, P), opts);
+    REQUIRE(std::equal(d.tokens.begin() + b + P, d.tokens.begin() + b + T, r.tokens.begin()));
+    for (const StepRecord& st : r.steps)
+      for (int depth = 0; depth < std::min(st.n_proposed, eagle::kEagleDepths); ++depth)
+        ++proposed[depth], reached[depth] += st.n_accepted > depth;
+  }
+  for (int depth = 0; depth < eagle::kEagleDepths; ++depth) {
+    INFO("depth " << depth + 1 << ": walk " << m.walk[depth] << ", decode " << reached[depth] << " / "
+                  << proposed[depth]);
+    CHECK(m.walk_rows[depth] == proposed[depth]);
+    CHECK(std::llround(m.walk[depth] * proposed[depth]) == reached[depth]);
+  }
+  CHECK(reached[1] > 0);
   std::printf(
-      "fitted eagle layer on greedy stories, responses: chain@1..4 %.3f %.3f %.3f %.3f (acc@1..4 %.3f %.3f %.3f "
-      "%.3f)\n",
-      m.resp_chain[0], m.resp_chain[1], m.resp_chain[2], m.resp_chain[3], m.resp_acc[0], m.resp_acc[1], m.resp_acc[2],
-      m.resp_acc[3]);
+      "fitted eagle layer on greedy stories, responses: acc@1..4 %.3f %.3f %.3f %.3f, chain@1..4 %.3f %.3f %.3f "
+      "%.3f, a decode's P(1..4) %.3f %.3f %.3f %.3f\n",
+      m.resp_acc[0], m.resp_acc[1], m.resp_acc[2], m.resp_acc[3], m.resp_chain[0], m.resp_chain[1], m.resp_chain[2],
+      m.resp_chain[3], m.walk[0], m.walk[1], m.walk[2], m.walk[3]);
 }
