@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include <boost/program_options.hpp>
@@ -107,6 +108,7 @@ std::string utc_now() {
 
 int bench_costs(const std::vector<std::string>& args) {
   std::string model_path, tokenizer_path, out_path, tokens_text, batch_text, context_text, drafters_text, stat;
+  std::vector<std::string> drafter_opts;
   int k_max = 8, min_ms = 100, prompt_tokens = 64, new_tokens = 48;
   BackendOptions backend;
   po::options_description desc(
@@ -122,8 +124,11 @@ int bench_costs(const std::vector<std::string>& args) {
       "batch", po::value(&batch_text)->default_value("1,2,4,8"), "grid of B, sequences per forward")(
       "context", po::value(&context_text)->default_value("64,256,1024"), "grid of C, cached tokens per sequence")(
       "drafters", po::value(&drafters_text)->default_value("ngram,early_exit"),
-      "drafters to measure, comma-separated, each with its default options (\"\" = none)")(
-      "k-max", po::value(&k_max)->default_value(8), "largest draft length of the drafters' rows")(
+      "drafters to measure, comma-separated (\"\" = none)")(
+      "drafter-opt,o", po::value(&drafter_opts)->composing(),
+      "a drafter's option NAME.KEY=VALUE (repeatable), e.g. -o medusa.heads=artifacts/medusa_smollm2.safetensors; "
+      "the others keep their defaults")("k-max", po::value(&k_max)->default_value(8),
+                                        "largest draft length of the drafters' rows")(
       "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "the drafters' fixed prompt, in tokens")(
       "new-tokens", po::value(&new_tokens)->default_value(48), "tokens each drafter decode generates")(
       "min-ms", po::value(&min_ms)->default_value(100), "time each point for at least this long")(
@@ -133,6 +138,21 @@ int bench_costs(const std::vector<std::string>& args) {
   const std::vector<int> ts = grid_of(tokens_text, "--tokens", 1), bs = grid_of(batch_text, "--batch", 1),
                          cs = grid_of(context_text, "--context", 0);
   const std::vector<std::string> drafter_names = names_of(drafters_text);
+  // -o NAME.KEY=VALUE: the options of drafter NAME (one of --drafters).
+  std::map<std::string, std::map<std::string, std::string>> options_of;
+  for (const auto& [name_key, value] : parse_key_values(drafter_opts, "--drafter-opt")) {
+    const size_t dot = name_key.find('.');
+    SPECDEC_CHECK(dot != std::string::npos && dot > 0 && dot + 1 < name_key.size(), "--drafter-opt '", name_key, "=",
+                  value, "': expected NAME.KEY=VALUE, a drafter of --drafters and one of its options");
+    const std::string name = name_key.substr(0, dot);
+    SPECDEC_CHECK(std::find(drafter_names.begin(), drafter_names.end(), name) != drafter_names.end(), "--drafter-opt '",
+                  name_key, "=", value, "': drafter '", name, "' is not in --drafters (", drafters_text, ")");
+    options_of[name][name_key.substr(dot + 1)] = value;
+  }
+  const auto options_for = [&](const std::string& name) {
+    const auto it = options_of.find(name);
+    return DrafterOptions(it == options_of.end() ? std::map<std::string, std::string>{} : it->second, name);
+  };
   SPECDEC_CHECK(k_max >= 1 && min_ms >= 0 && prompt_tokens >= 2 && new_tokens >= 2,
                 "--k-max >= 1, --min-ms >= 0, --prompt-tokens >= 2 and --new-tokens >= 2, got ", k_max, ", ", min_ms,
                 ", ", prompt_tokens, ", ", new_tokens);
@@ -174,7 +194,7 @@ int bench_costs(const std::vector<std::string>& args) {
   std::vector<const DrafterInfo*> infos;
   for (const auto& name : drafter_names) {
     infos.push_back(&drafters::default_registry().resolve(name));
-    make_drafter(*infos.back(), env, DrafterOptions({}, name));
+    make_drafter(*infos.back(), env, options_for(name));
   }
 
   CostTable table;
@@ -226,13 +246,13 @@ int bench_costs(const std::vector<std::string>& args) {
 
   // A drafter's cost at k: what a greedy decode drafting up to k tokens spends per step outside the target
   // forward (propose, accept, the acceptance rule over k + 1 rows), less what AR spends there; 0 at k = 0.
-  const auto outside_us = [&](const DrafterInfo* info, int k) {
+  const auto outside_us = [&](const DrafterInfo* info, const std::string& name, int k) {
     std::vector<double> per_step;
     const auto until = Clock::now() + std::chrono::milliseconds(min_ms);
     for (int rep = 0; rep < 4 || Clock::now() < until; ++rep) {  // rep 0 warms up
       DecodeOptions o = opts;
       o.k = std::max(k, 1);
-      const std::unique_ptr<Drafter> d = info ? make_drafter(*info, env, DrafterOptions({}, info->name)) : nullptr;
+      const std::unique_ptr<Drafter> d = info ? make_drafter(*info, env, options_for(name)) : nullptr;
       const DecodeResult r = speculative_decode(model, d.get(), *rule, prompt, o);
       double forward = 0;
       for (const StepRecord& st : r.steps) forward += st.t_forward_us;
@@ -241,12 +261,12 @@ int bench_costs(const std::vector<std::string>& args) {
     std::sort(per_step.begin(), per_step.end());
     return use_min ? per_step.front() : per_step[per_step.size() / 2];
   };
-  const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, 0);
+  const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, "", 0);
   for (size_t di = 0; di < infos.size(); ++di) {
     std::vector<double>& row = table.drafters[drafter_names[di]];
     row.assign(1, 0.0);
     for (int k = 1; k <= k_max; ++k) {
-      const double us = std::max(0.0, outside_us(infos[di], k) - ar_us);
+      const double us = std::max(0.0, outside_us(infos[di], drafter_names[di], k) - ar_us);
       row.push_back(us);
       std::fprintf(stderr, "[%zu/%zu] drafter %s k=%d: %.1f us per step\n", ++point, n_points,
                    drafter_names[di].c_str(), k, us);

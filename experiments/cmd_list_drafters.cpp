@@ -78,7 +78,9 @@ int cmd_list_drafters(const std::vector<std::string>& args) {
       "config section; its help names the main ones. A key the drafter does not use is an error that lists\n"
       "every key it knows, so -o help=1 shows them.\n"
       "plugins: --drafter plugin:/abs/path/libX.so:NAME loads a drafter library without rebuilding specdec\n"
-      "(plugin ABI version %d; see examples/plugin_drafter).\n",
+      "(plugin ABI version %d; see examples/plugin_drafter).\n"
+      "python: --drafter python:MODULE.CLASS (in a config, a type) runs a drafter class written in Python, imported\n"
+      "from PYTHONPATH (see examples/python_ngram and docs/python.md).\n",
       SPECDEC_PLUGIN_ABI_VERSION);
   return 0;
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -117,13 +118,21 @@ Speedup speedup(const RunData& run, const RunData& baseline, const std::string* 
 std::vector<OracleStep> oracle_steps(const RunData& run) {
   std::vector<OracleStep> out;
   out.reserve(run.steps.size());
-  for (const StepRow& s : run.steps)
+  // One forward_batch: its batch_step and its emission time (a resumed or sharded run numbers its batched
+  // steps from 0 again, at other times).
+  std::map<std::pair<int32_t, double>, int64_t> groups;
+  for (const StepRow& s : run.steps) {
+    int64_t group = -1;
+    if (s.batch_step >= 0)
+      group = groups.try_emplace({s.batch_step, s.t_emit_s}, static_cast<int64_t>(groups.size())).first->second;
     out.push_back({.seq = static_cast<int32_t>(s.request_id),
                    .batch_size = std::max(s.batch_size, 1),
                    .context_len = s.context_len,
                    .k_proposed = s.tree_nodes > 0 ? s.max_depth : s.n_proposed,
                    .n_accepted = s.n_accepted,
-                   .n_emitted = s.n_emitted});
+                   .n_emitted = s.n_emitted,
+                   .group = group});
+  }
   return out;
 }
 

@@ -58,7 +58,8 @@ Speedup speedup(const RunData& run, const RunData& baseline, const std::string* 
 
 // The oracle's view of a logged run (core/speculative/oracle.h; docs/metrics.md "regret"), every step row in
 // file order: k_proposed = the proposal's depth for a tree step (tree_nodes > 0), else n_proposed; batch_size
-// as logged (at least 1). experiments/report/specdec_load.py's oracle_steps() is the same.
+// as logged (at least 1); the group of a batched step is its (batch_step, t_emit_s), -1 without a batch_step.
+// experiments/report/specdec_report.py's oracle_steps() is the same.
 std::vector<OracleStep> oracle_steps(const RunData& run);
 
 }  // namespace specdec::results

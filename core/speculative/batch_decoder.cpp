@@ -94,6 +94,40 @@ void BatchDecoder::admit() {
   }
 }
 
+void BatchDecoder::plan(int batch_size) {
+  std::vector<JointModel> models(active_.size());
+  std::vector<char> joint(active_.size(), 0);
+  const CostTable* costs = nullptr;
+  bool one_table = true;
+  for (size_t i = 0; i < active_.size(); ++i) {
+    joint[i] = active_[i]->seq->joint_model(models[i]);
+    if (!joint[i]) continue;
+    if (costs != nullptr && models[i].costs != costs) one_table = false;
+    costs = models[i].costs;
+  }
+  // Sequences with no joint model decide alone; so does everyone when the joint ones disagree on the table.
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (!joint[i] || !one_table) active_[i]->seq->plan_step(batch_size);
+  if (costs == nullptr || !one_table) return;
+
+  std::vector<PlanMember> members(active_.size());
+  for (size_t i = 0; i < active_.size(); ++i) {
+    SequenceDecoder& seq = *active_[i]->seq;
+    PlanMember& m = members[i];
+    m.context_len = seq.context_len();
+    if (joint[i]) {
+      m.drafter = models[i].drafter;
+      m.a = std::move(models[i].a);
+      m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
+    } else {
+      m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
+    }
+  }
+  const BatchPlan p = plan_batch(*costs, members, batch_size);
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (joint[i]) active_[i]->seq->apply_plan(p.k[i]);
+}
+
 bool BatchDecoder::step() {
   admit();
   if (active_.empty()) return false;
@@ -105,7 +139,8 @@ bool BatchDecoder::step() {
 
   // Each sequence's policy decides its draft length first, with the sequences in flight as the batch size
   // (who fits is known only once the blocks are): a sequence left waiting keeps its decision for the next step.
-  for (auto& s : active_) s->seq->plan_step(rec.n_in_flight);
+  // Policies that plan jointly (cost_model plan = batch) are planned together, after the others.
+  plan(rec.n_in_flight);
 
   // Room is reserved for each sequence's largest block before its drafter proposes, so every proposal made
   // is verified in this step (a drafter is never asked twice for one step).

@@ -61,8 +61,9 @@ class BatchDecoder {
   // One step: admits queued requests (in submit order, each prefilled by a forward of its own) while fewer
   // than max_sequences are in flight; asks each sequence's policy (opts.policy, one per sequence, made when it
   // joins) for its draft length with the sequences in flight as the batch size (SequenceDecoder::plan_step: a
-  // sequence left waiting keeps its decision); then takes the sequences in flight, those that waited longest first,
-  // whose largest blocks fit together in max_tokens_per_step (the others wait for the next step); drafts
+  // sequence left waiting keeps its decision), the sequences whose policies plan jointly (cost_model plan =
+  // batch) together by plan_batch (core/speculative/policy.h); then takes the sequences in flight, those that waited
+  // longest first, whose largest blocks fit together in max_tokens_per_step (the others wait for the next step); drafts
   // for each, verifies every block in one forward_batch, finishes each step; done sequences leave.
   // Returns false, doing nothing, when no request is queued or in flight.
   bool step();
@@ -75,6 +76,7 @@ class BatchDecoder {
  private:
   struct Sequence;
   void admit();
+  void plan(int batch_size);  // every sequence's draft length for the step (policies; joint plans together)
   void retire(Sequence& s);
 
   Model& target_;

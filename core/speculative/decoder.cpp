@@ -136,16 +136,25 @@ void SequenceDecoder::set_step_budget(int k) {
 }
 
 int SequenceDecoder::plan_step(int batch_size) {
-  if (policy_ && k_policy_ < 0 && !done_) {
-    const PolicyDecision d =
-        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()});
-    // Policies clamp to k_limit; the check keeps a plugin's slip from reaching the cache.
-    SPECDEC_CHECK(d.k >= 0 && d.k <= k_limit(), "a policy decision in 0..k_limit = ", k_limit(), ", got k = ", d.k);
-    k_policy_ = d.k;
-    set_step_budget(d.k);
-  }
+  if (policy_ && k_policy_ < 0 && !done_)
+    apply_plan(
+        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()}).k);
   return max_block() - 1;
 }
+
+bool SequenceDecoder::joint_model(JointModel& out) const {
+  return policy_ && k_policy_ < 0 && !done_ && policy_->joint_model(out);
+}
+
+void SequenceDecoder::apply_plan(int k) {
+  SPECDEC_CHECK(policy_ != nullptr, "a sequence with a policy to plan its draft length");
+  // Policies clamp to k_limit; the check keeps a plugin's slip from reaching the cache.
+  SPECDEC_CHECK(k >= 0 && k <= k_limit(), "a policy decision in 0..k_limit = ", k_limit(), ", got k = ", k);
+  k_policy_ = k;
+  set_step_budget(k);
+}
+
+int SequenceDecoder::context_len() const { return cache_ ? cache_->size() : 0; }
 
 const ForwardRequest& SequenceDecoder::draft() {
   SPECDEC_CHECK(!done_, "draft() on a sequence whose output is complete");

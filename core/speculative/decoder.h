@@ -124,11 +124,17 @@ class SequenceDecoder {
   // to it. A decision holds until finish(), so a sequence that waits for room keeps it. Returns the step's
   // budget (k_limit() without a policy). draft() calls plan_step(1) when the loop did not.
   int plan_step(int batch_size);
+  // For the batched loop's joint plan (core/speculative/policy.h plan_batch): true, with `out` filled, when the
+  // sequence's policy can be planned with its batch (JointModel) and has no decision yet for the next step.
+  bool joint_model(JointModel& out) const;
+  // Sets the next step's decision from a joint plan, as plan_step would from decide(): 0 <= k <= k_limit().
+  void apply_plan(int k);
   // Asks the drafter for this step's proposal (checked: valid, within the budget, the target's cache left
   // as found) and returns the verification forward of the block; it refers to this object's buffers and
   // is valid until finish(). Requires !done().
   const ForwardRequest& draft();
   KVCache& cache() { return *cache_; }
+  int context_len() const;  // tokens in the target's cache (0 before a cache exists)
   // After the forward of draft()'s request over cache() wrote fr (forward_us: its time, for the record):
   // applies the rule, keeps the accepted path in the cache, records the step, streams the emitted tokens,
   // and hands the drafter the tokens and their features.

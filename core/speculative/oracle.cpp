@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <utility>
 
 #include "core/error.h"
 
@@ -38,7 +40,8 @@ std::vector<OracleStep> oracle_steps(const BatchResult& run) {
                      .context_len = r.context_len,
                      .k_proposed = r.n_proposed,
                      .n_accepted = r.n_accepted,
-                     .n_emitted = r.n_emitted});
+                     .n_emitted = r.n_emitted,
+                     .group = b.step});
     }
   }
   return out;
@@ -54,12 +57,74 @@ int32_t emitted_if(const OracleStep& s, int k) {
   return std::min(std::min(s.n_accepted, kk) + 1, s.n_emitted);
 }
 
+namespace {
+
+// One unit of the modelled time: a step on its own, or a batched step's members together.
+struct Unit {
+  std::vector<size_t> members;  // step indices
+  bool joint = false;
+  int context = 0;  // a joint unit's mean C (rounded, as plan_batch)
+};
+
+// A joint unit's best choices at ratio lambda: maximise sum_i tok_i(k_i) - lambda * (F(sum (k_i + 1)) +
+// sum_i D(k_i)) by dynamic programming over the members' total draft m (F depends on the total only).
+// Fills k (per member) and returns (tokens, us).
+std::pair<double, double> best_joint(const Unit& u, std::span<const OracleStep> steps, const CostTable& costs,
+                                     const std::string& drafter, double lambda, std::vector<int32_t>& k) {
+  const size_t n = u.members.size();
+  int total = 0;
+  for (size_t i : u.members) total += steps[i].k_proposed;
+  constexpr double kNone = -INFINITY;
+  std::vector<double> dp(total + 1, kNone), next(total + 1);
+  std::vector<std::vector<int>> pick(n, std::vector<int>(total + 1, -1));  // member's k at each running total
+  dp[0] = 0;
+  int reach = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const OracleStep& s = steps[u.members[j]];
+    std::vector<double> value(s.k_proposed + 1);
+    for (int c = 0; c <= s.k_proposed; ++c) value[c] = emitted_if(s, c) - lambda * costs.drafter_us(drafter, c);
+    std::fill(next.begin(), next.end(), kNone);
+    for (int t = 0; t <= reach + s.k_proposed; ++t)
+      for (int c = 0; c <= std::min(s.k_proposed, t); ++c) {
+        if (t - c > reach || dp[t - c] == kNone) continue;
+        const double v = dp[t - c] + value[c];
+        if (v > next[t]) {  // strict: the member's smaller c on a tie
+          next[t] = v;
+          pick[j][t] = c;
+        }
+      }
+    reach += s.k_proposed;
+    dp.swap(next);
+  }
+  const int B = static_cast<int>(n);
+  int best_m = 0;
+  double best_v = kNone;
+  for (int m = 0; m <= total; ++m) {
+    if (dp[m] == kNone) continue;
+    const double v = dp[m] - lambda * costs.ragged_forward_us(B + m, B, u.context);
+    if (v > best_v) {
+      best_v = v;
+      best_m = m;
+    }
+  }
+  double tok = 0, us = costs.ragged_forward_us(B + best_m, B, u.context);
+  for (size_t j = n; j-- > 0;) {
+    const int c = pick[j][best_m];
+    const OracleStep& s = steps[u.members[j]];
+    k[u.members[j]] = c;
+    tok += emitted_if(s, c);
+    us += costs.drafter_us(drafter, c);
+    best_m -= c;
+  }
+  return {tok, us};
+}
+
+}  // namespace
+
 OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, const std::string& drafter) {
   costs.validate("cost table (" + costs.source + ")");
   OracleResult res;
   const size_t n = steps.size();
-  // Per step, every candidate's tokens and cost, computed once.
-  std::vector<size_t> first(n + 1, 0);
   for (size_t s = 0; s < n; ++s) {
     const OracleStep& st = steps[s];
     SPECDEC_CHECK(st.k_proposed >= 0 && st.n_accepted >= 0 && st.n_accepted <= st.k_proposed && st.n_emitted >= 0 &&
@@ -68,25 +133,68 @@ OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, c
                   ": 0 <= n_accepted <= k_proposed, n_emitted <= n_accepted + 1, batch_size >= 1; got ",
                   "k_proposed = ", st.k_proposed, ", n_accepted = ", st.n_accepted, ", n_emitted = ", st.n_emitted,
                   ", batch_size = ", st.batch_size);
-    first[s + 1] = first[s] + static_cast<size_t>(st.k_proposed) + 1;
   }
-  std::vector<double> tok(first[n]), us(first[n]);
-  for (size_t s = 0; s < n; ++s)
-    for (int k = 0; k <= steps[s].k_proposed; ++k) {
-      tok[first[s] + k] = emitted_if(steps[s], k);
-      us[first[s] + k] = costs.step_us(drafter, k, steps[s].batch_size, steps[s].context_len);
+  // The units, in order of their first step: a group whose size is its members' batch size is one joint
+  // unit; every other step is a unit of its own.
+  std::vector<Unit> units;
+  {
+    std::map<int64_t, std::vector<size_t>> by_group;
+    for (size_t s = 0; s < n; ++s) {
+      if (steps[s].group < 0) continue;
+      by_group[steps[s].group].push_back(s);
     }
+    std::vector<char> done(n, 0);
+    for (size_t s = 0; s < n; ++s) {
+      if (done[s]) continue;
+      const std::vector<size_t>* g = steps[s].group >= 0 ? &by_group.at(steps[s].group) : nullptr;
+      bool joint = g != nullptr;
+      if (joint)
+        for (size_t i : *g) joint = joint && steps[i].batch_size == static_cast<int32_t>(g->size());
+      if (!joint) {
+        units.push_back({.members = {s}});
+        done[s] = 1;
+        continue;
+      }
+      Unit u{.members = *g, .joint = true};
+      double c = 0;
+      for (size_t i : *g) c += steps[i].context_len, done[i] = 1;
+      u.context = static_cast<int>(std::lround(c / static_cast<double>(g->size())));
+      units.push_back(std::move(u));
+    }
+  }
+  // Per step on its own, every candidate's tokens and cost, computed once.
+  std::vector<std::vector<double>> tok(n), us(n);
+  for (const Unit& u : units) {
+    if (u.joint) continue;
+    const OracleStep& st = steps[u.members[0]];
+    for (int k = 0; k <= st.k_proposed; ++k) {
+      tok[u.members[0]].push_back(emitted_if(st, k));
+      us[u.members[0]].push_back(costs.step_us(drafter, k, st.batch_size, st.context_len));
+    }
+  }
+  // The run's own choices: what was proposed.
   res.k.resize(n);
-  for (size_t s = 0; s < n; ++s) {
-    res.k[s] = steps[s].k_proposed;
-    res.achieved_tokens += tok[first[s] + steps[s].k_proposed];
-    res.achieved_us += us[first[s] + steps[s].k_proposed];
+  for (size_t s = 0; s < n; ++s) res.k[s] = steps[s].k_proposed;
+  for (const Unit& u : units) {
+    if (!u.joint) {
+      const size_t s = u.members[0];
+      res.achieved_tokens += tok[s].back();
+      res.achieved_us += us[s].back();
+      continue;
+    }
+    int blocks = 0;
+    for (size_t s : u.members) {
+      res.achieved_tokens += emitted_if(steps[s], steps[s].k_proposed);
+      res.achieved_us += costs.drafter_us(drafter, steps[s].k_proposed);
+      blocks += steps[s].k_proposed + 1;
+    }
+    res.achieved_us += costs.ragged_forward_us(blocks, static_cast<int>(u.members.size()), u.context);
   }
   res.oracle_tokens = res.achieved_tokens;
   res.oracle_us = res.achieved_us;
   if (n == 0 || res.oracle_us <= 0) return res;
 
-  // Dinkelbach: at the current ratio lambda, choose per step argmax tokens - lambda * us; the new sums'
+  // Dinkelbach: at the current ratio lambda, choose per unit argmax tokens - lambda * us; the new sums'
   // ratio is >= lambda (the previous choices score 0 there), equal only at the optimum. Starting from the
   // run's own choices makes the oracle >= the achieved throughput by construction. Finitely many choices:
   // it stops; the iteration cap only guards against floating-point cycling.
@@ -94,19 +202,26 @@ OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, c
   for (int iter = 0; iter < 100; ++iter) {
     std::vector<int32_t> k(n);
     double t_sum = 0, u_sum = 0;
-    for (size_t s = 0; s < n; ++s) {
+    for (const Unit& u : units) {
+      if (u.joint) {
+        const auto [t, c] = best_joint(u, steps, costs, drafter, lambda, k);
+        t_sum += t;
+        u_sum += c;
+        continue;
+      }
+      const size_t s = u.members[0];
       int best = 0;
-      double best_v = tok[first[s]] - lambda * us[first[s]];
+      double best_v = tok[s][0] - lambda * us[s][0];
       for (int c = 1; c <= steps[s].k_proposed; ++c) {
-        const double v = tok[first[s] + c] - lambda * us[first[s] + c];
+        const double v = tok[s][c] - lambda * us[s][c];
         if (v > best_v) {
           best_v = v;
           best = c;
         }
       }
       k[s] = best;
-      t_sum += tok[first[s] + best];
-      u_sum += us[first[s] + best];
+      t_sum += tok[s][best];
+      u_sum += us[s][best];
     }
     if (u_sum <= 0) break;
     const double next = t_sum / u_sum;

@@ -23,13 +23,16 @@ struct OracleStep {
   int32_t k_proposed = 0;   // StepRecord::n_proposed (chains; for trees the caller passes the max depth)
   int32_t n_accepted = 0;   // StepRecord::n_accepted, <= k_proposed
   int32_t n_emitted = 1;    // StepRecord::n_emitted, <= n_accepted + 1 (less on a step cut by a stop or the limit)
+  // The batched step (one forward_batch) that verified it, an id shared by the steps of one forward; -1 = a
+  // step on its own (single-sequence runs, logs before schema 3).
+  int64_t group = -1;
 };
 
 // The steps of a single-sequence run (batch size 1), in order.
 std::vector<OracleStep> oracle_steps(const DecodeResult& result, int32_t seq = 0);
 // The steps of a batched run: every sequence's step of every BatchStepRecord with that record's batch size
-// (n_sequences), in batch-step then block order. results[ticket] must be the ticket's result (batch_decode's
-// order).
+// (n_sequences) and its step as the group, in batch-step then block order. results[ticket] must be the ticket's result
+// (batch_decode's order).
 std::vector<OracleStep> oracle_steps(const BatchResult& run);
 
 struct OracleResult {
@@ -45,11 +48,16 @@ struct OracleResult {
 // k > k_proposed the log cannot say (censored) and this is min(n_accepted, k_proposed) + 1.
 int32_t emitted_if(const OracleStep& s, int k);
 
-// The oracle: choices k_s in [0, k_proposed_s] maximising (sum_s emitted_if(s, k_s)) / (sum_s cost(s, k_s)),
-// cost(s, k) = costs.step_us(drafter, k, s.batch_size, s.context_len); exact (Dinkelbach's iteration on
-// the ratio, which is not the per-step maximum of each step's own ratio); ties take the smaller k.
-// Longer drafts than were proposed are never better under the censored outcome, so they are not candidates.
-// achieved_*: the same sums at k_s = k_proposed.
+// The oracle: choices k_s in [0, k_proposed_s] maximising the run's modelled throughput, its emitted tokens
+// (sum_s emitted_if(s, k_s)) over the modelled time of its forwards (docs/policies.md "The oracle"):
+//  - a batched step (steps sharing a group id, as many as their batch_size) costs one ragged forward of its
+//    blocks plus every member's drafter, costs.ragged_forward_us(sum (k + 1), B, mean C) + sum drafter(k):
+//    the model of the cost_model policy's joint plan (plan_batch);
+//  - a step on its own (group -1, or a group whose size is not its batch_size: a log merged from shards or
+//    resumed, where the step's partners are not all known) costs costs.step_us(drafter, k, B, C).
+// Exact: Dinkelbach's iteration on the ratio, each batched step's best choices at a given ratio by dynamic
+// programming over its members' total draft; ties take the smaller k. Longer drafts than were proposed are
+// never better under the censored outcome, so they are not candidates. achieved_*: the sums at k_proposed.
 OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, const std::string& drafter);
 
 }  // namespace specdec

@@ -106,6 +106,16 @@ double CostTable::step_us(const std::string& drafter, int k, int B, int C) const
   return forward_us(k + 1, B, C) + drafter_us(drafter, k);
 }
 
+double CostTable::ragged_forward_us(int n_tokens, int B, int C) const {
+  SPECDEC_CHECK(B >= 1 && n_tokens >= B, "a batch of B >= 1 sequences verifying at least B tokens, got B = ", B, ", ",
+                n_tokens, " tokens");
+  const int lo = n_tokens / B, rest = n_tokens % B;
+  const double f_lo = forward_us(lo, B, C);
+  if (rest == 0) return f_lo;
+  const double w = static_cast<double>(rest) / B;
+  return (1 - w) * f_lo + w * forward_us(lo + 1, B, C);
+}
+
 void CostTable::validate(const std::string& where) const {
   check_grid(tokens, "forward.tokens", 1, where);
   check_grid(batch, "forward.batch", 1, where);
@@ -250,6 +260,69 @@ PolicyDecision cost_model_choose(const CostTable& costs, const std::string& draf
     }
   }
   return d;
+}
+
+BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k) {
+  SPECDEC_CHECK(k.size() == members.size(), "a draft length per member, got ", k.size(), " for ", members.size());
+  SPECDEC_CHECK(!members.empty(), "a batch of at least one sequence to plan");
+  BatchPlan p;
+  int n_tokens = 0;
+  double context = 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const PlanMember& m = members[i];
+    SPECDEC_CHECK(k[i] >= m.k_lo && k[i] <= m.k_hi, "member ", i, ": k in ", m.k_lo, "..", m.k_hi, ", got ", k[i]);
+    n_tokens += k[i] + 1;
+    context += m.context_len;
+    p.expected_emitted += static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
+    p.step_us += costs.drafter_us(m.drafter, k[i]);
+  }
+  const int B = std::max(batch_size, static_cast<int>(members.size()));
+  // A batch whose members are fewer than its B (others wait for room) still verifies >= 1 token each.
+  n_tokens += B - static_cast<int>(members.size());
+  const int C = static_cast<int>(std::lround(context / static_cast<double>(members.size())));
+  p.step_us += costs.ragged_forward_us(n_tokens, B, C);
+  p.k = std::move(k);
+  return p;
+}
+
+BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members, int batch_size) {
+  std::vector<int> k;
+  int widest = 0;
+  for (const PlanMember& m : members) {
+    SPECDEC_CHECK(m.k_lo >= 0 && m.k_lo <= m.k_hi, "a member's range of k with 0 <= k_lo <= k_hi, got ", m.k_lo, "..",
+                  m.k_hi);
+    SPECDEC_CHECK(m.k_lo == m.k_hi || static_cast<int>(m.a.size()) >= m.k_hi, "a member planned up to k = ", m.k_hi,
+                  " with as many acceptance estimates, got ", m.a.size());
+    k.push_back(m.k_lo);
+    widest = std::max(widest, m.k_hi);
+  }
+  BatchPlan best = score_plan(costs, members, batch_size, k);
+  // Every uniform plan: the guarantee against any one fixed k.
+  for (int u = 1; u <= widest; ++u) {
+    std::vector<int> ku;
+    for (const PlanMember& m : members) ku.push_back(std::clamp(u, m.k_lo, m.k_hi));
+    BatchPlan p = score_plan(costs, members, batch_size, std::move(ku));
+    if (p.expected_tps() > best.expected_tps()) best = std::move(p);
+  }
+  // The greedy walk.
+  for (;;) {
+    int move = -1;
+    BatchPlan next;
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (k[i] >= members[i].k_hi) continue;
+      std::vector<int> ki = k;
+      ++ki[i];
+      BatchPlan p = score_plan(costs, members, batch_size, std::move(ki));
+      if (move < 0 || p.expected_tps() > next.expected_tps()) {
+        move = static_cast<int>(i);
+        next = std::move(p);
+      }
+    }
+    if (move < 0) break;
+    k = next.k;
+    if (next.expected_tps() > best.expected_tps()) best = std::move(next);
+  }
+  return best;
 }
 
 AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay)
@@ -397,18 +470,29 @@ class AdaptivePolicy final : public Policy {
 
 class CostModelPolicy final : public Policy {
  public:
-  CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay)
-      : costs_(costs), drafter_(std::move(drafter)), k_max_(k_max), est_(k_max, prior_a, prior_n, decay) {}
+  CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
+                  bool joint)
+      : costs_(costs),
+        drafter_(std::move(drafter)),
+        k_max_(k_max),
+        joint_(joint),
+        est_(k_max, prior_a, prior_n, decay) {}
   PolicyDecision decide(const PolicyStep& s) override {
     const std::vector<double> a = est_.estimate();
     return cost_model_choose(costs_, drafter_, s, a, k_max_);
   }
   void observe(int n_proposed, int n_accepted) override { est_.observe(n_proposed, n_accepted); }
+  bool joint_model(JointModel& out) const override {
+    if (!joint_) return false;
+    out = JointModel{.costs = &costs_, .drafter = drafter_, .a = est_.estimate(), .k_max = k_max_};
+    return true;
+  }
 
  private:
   const CostTable& costs_;
   std::string drafter_;
   int k_max_;
+  bool joint_;
   AcceptanceEstimator est_;
 };
 
@@ -494,7 +578,8 @@ void register_builtin_policies(PolicyRegistry& r) {
            return std::make_unique<AdaptivePolicy>(tiers, static_cast<int>(it - tiers.begin()), window, up, down);
          }});
   r.add({"cost_model",
-         "per sequence per step, k in 0..k_max maximising E[emitted | k] / (forward(k+1, B, C) + drafter(k))",
+         "k in 0..k_max per sequence per step maximising expected tokens/s from the cost table: the batch's "
+         "lengths jointly (plan = batch) or each sequence alone (plan = sequence)",
          [](const PolicyEnv& env, const DrafterOptions& o) {
            const int k_max = checked_int(o, "k_max", 8, 0);
            const double prior_a = checked_unit(o, "prior_a", 0.5);
@@ -503,13 +588,17 @@ void register_builtin_policies(PolicyRegistry& r) {
            const double decay = o.get_double("decay", 0.98);
            SPECDEC_CHECK(decay > 0 && decay <= 1, "[", o.section(), "] decay = ", decay,
                          ": expected a value in (0, 1]");
+           const std::string plan = o.get("plan", "batch");
+           SPECDEC_CHECK(plan == "batch" || plan == "sequence", "[", o.section(), "] plan = ", plan,
+                         ": expected batch (the batch's lengths jointly) or sequence (each alone)");
            SPECDEC_CHECK(env.costs != nullptr, "[", o.section(),
                          "] needs a cost table (`specdec bench costs`); none was given");
            env.costs->validate("cost table (" + env.costs->source + ")");
            const int dk = env.costs->drafter_k_max(env.drafter);
            SPECDEC_CHECK(dk >= k_max, "[", o.section(), "] k_max = ", k_max, ": the cost table (", env.costs->source,
                          ") has drafter '", env.drafter, "' costs only up to k = ", dk);
-           return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay);
+           return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay,
+                                                    plan == "batch");
          }});
 }
 

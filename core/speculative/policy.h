@@ -5,6 +5,7 @@
 #pragma once
 
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -43,6 +44,11 @@ struct CostTable {
   // forward_us(k + 1, B, C) + drafter_us(drafter, k): what one step of one sequence drafting k tokens costs
   // in the model the cost_model policy and the oracle share.
   double step_us(const std::string& drafter, int k, int B, int C) const;
+  // A ragged batch: B sequences verifying n_tokens in all (blocks of different lengths) over C cached tokens
+  // each (a mean). The cost at T = n_tokens / B tokens per sequence, linear between forward_us at the two
+  // integers around T (equal to forward_us(T, B, C) when T is an integer): the matmuls, most of a forward on
+  // both backends, cost by the batch's total tokens.
+  double ragged_forward_us(int n_tokens, int B, int C) const;
 
   // Throws a one-line specdec::Error naming `where` (a file) and the offending key.
   void validate(const std::string& where = "cost table") const;
@@ -73,11 +79,27 @@ struct PolicyDecision {
 // decide() before the drafter proposes and observe() after the verification with what was really proposed
 // (a drafter may propose fewer than decided; 0 when it proposed nothing) and accepted (the chain's accepted
 // prefix; for a tree, the accepted path's depth against its max depth).
+// What a policy that can be planned jointly with the rest of its batch exposes (cost_model with plan = batch):
+// the model it would score its own choice with. The batched loop then picks the draft lengths of all such
+// sequences together (plan_batch) instead of asking each one's decide().
+struct JointModel {
+  const CostTable* costs = nullptr;  // not owned
+  std::string drafter;               // its row in costs->drafters; "" = no drafter cost
+  std::vector<double> a;             // a_1 .. a_K: the sequence's per-position acceptance estimates
+  int k_max = 0;                     // the policy's largest k (<= a.size())
+};
+
 class Policy {
  public:
   virtual ~Policy() = default;
   virtual PolicyDecision decide(const PolicyStep& step) = 0;
   virtual void observe(int n_proposed, int n_accepted) = 0;
+  // True, with `out` filled, for a policy the batched loop may plan jointly; decide() then is not called
+  // for the steps it plans (observe() is, as always).
+  virtual bool joint_model(JointModel& out) const {
+    (void)out;
+    return false;
+  }
 };
 
 // What a policy may use when it is made.
@@ -134,6 +156,35 @@ double single_alpha_emitted(double alpha, int k);
 // E[emitted | k] / costs.step_us(drafter, k, B, C); ties take the smaller k.
 PolicyDecision cost_model_choose(const CostTable& costs, const std::string& drafter, const PolicyStep& step,
                                  std::span<const double> a, int k_max);
+
+// ---- planning a batch jointly --------------------------------------------------------------------------
+
+// One sequence of a step's batch, for plan_batch. A sequence planned with the others has its model and a
+// range of k; one whose length is already fixed (a decision kept while it waited for room, or a policy
+// that is not joint) has k_lo = k_hi, and with no model (a.size() < k_lo) it counts as 1 expected token.
+struct PlanMember {
+  std::string drafter;    // its row in the cost table; "" = no drafter cost
+  std::vector<double> a;  // per-position acceptance estimates a_1 .. (at least k_hi of them, or none)
+  int k_lo = 0, k_hi = 0;
+  int context_len = 0;  // C of its cache before the pass
+};
+
+struct BatchPlan {
+  std::vector<int> k;           // per member, in [k_lo, k_hi]
+  double expected_emitted = 0;  // sum over members of E[emitted | k]
+  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k)
+  double expected_tps() const { return step_us > 0 ? expected_emitted * 1e6 / step_us : INFINITY; }
+};
+
+// The draft lengths of one step's batch maximising the batch's expected tokens per second,
+// sum E[emitted | k_i] / (ragged forward + every drafter's cost), with batch_size sequences in the forward's
+// B (docs/policies.md "Planning a batch"). A greedy walk from every k at k_lo: each move adds one draft token
+// to the member whose move gives the best objective, until every member is at k_hi; the best point seen
+// wins, and so does any better uniform plan (every member at min(k, its range) for one k): the plan is never
+// worse, under the model, than drafting any one k everywhere. Ties keep the earlier (shorter) plan.
+BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members, int batch_size);
+// The objective of a given plan (k per member), as plan_batch scores it.
+BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k);
 
 // The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
 // of positions reached and accepted, each position's Beta posterior mean with its prior centred on the

@@ -660,34 +660,129 @@ class CostTable:
     def step_us(self, drafter, k, B, C):
         return self.forward_us(k + 1, B, C) + self.drafter_us(drafter, k)
 
+    def ragged_forward_us(self, n_tokens, B, C):
+        """B sequences verifying n_tokens in all: forward_us at n_tokens / B per sequence, linear between the
+        integers around it (core/speculative/policy.h)."""
+        lo, rest = divmod(n_tokens, B)
+        f_lo = self.forward_us(lo, B, C)
+        if rest == 0:
+            return f_lo
+        w = rest / B
+        return (1 - w) * f_lo + w * self.forward_us(lo + 1, B, C)
+
 
 def oracle_steps(steps):
     """The oracle's view of a run's steps: columns k (proposed: a chain's length, a tree's depth), accepted,
-    emitted, batch (batch_size), context."""
+    emitted, batch (batch_size), context, group (one forward_batch: its batch_step and t_emit_s; -1 without a
+    batch_step)."""
     k = np.where(steps.tree_nodes > 0, steps.max_depth, steps.n_proposed).astype(int)
+    group = np.full(len(steps), -1, dtype=np.int64)
+    if "batch_step" in steps and len(steps):
+        bs = steps.batch_step.fillna(-1).to_numpy(np.int64)
+        has = bs >= 0
+        if has.any():
+            keys = pd.MultiIndex.from_arrays([bs[has], steps.t_emit_s.to_numpy(float)[has]])
+            group[has] = pd.factorize(keys)[0]
     return pd.DataFrame(dict(k=k, accepted=steps.n_accepted.to_numpy(int), emitted=steps.n_emitted.to_numpy(int),
                              batch=np.maximum(steps.batch_size.to_numpy(int), 1),
-                             context=steps.context_len.to_numpy(int)))
+                             context=steps.context_len.to_numpy(int), group=group))
+
+
+def _round_half_up(x):
+    return int(np.floor(x + 0.5))  # std::lround for x >= 0
 
 
 def oracle(steps, costs, drafter):
-    """dict(achieved_tps, oracle_tps, regret, k): core/speculative/oracle.cpp's oracle() on oracle_steps()."""
-    tok, us = [], []
-    for s in steps.itertuples():
-        cand = np.arange(s.k + 1)
-        tok.append(np.minimum(np.minimum(s.accepted, cand) + 1, s.emitted).astype(float))
-        us.append(np.array([costs.step_us(drafter, int(c), int(s.batch), int(s.context)) for c in cand]))
-    choice = [len(t) - 1 for t in tok]  # the run's own choices: what was proposed
-    t_sum = sum(t[c] for t, c in zip(tok, choice))
-    u_sum = sum(u[c] for u, c in zip(us, choice))
+    """dict(achieved_tps, oracle_tps, regret, k): core/speculative/oracle.cpp's oracle() on oracle_steps(): a
+    batched step (a group as large as its batch size) costs one ragged forward plus every member's drafter,
+    any other step step_us; Dinkelbach over the ratio, a batched step's best choices by dynamic programming."""
+    n = len(steps)
+    k_prop = steps.k.to_numpy(int)
+    acc = steps.accepted.to_numpy(int)
+    emi = steps.emitted.to_numpy(int)
+    batch = steps.batch.to_numpy(int)
+    ctx = steps.context.to_numpy(int)
+    grp = steps.group.to_numpy(np.int64) if "group" in steps else np.full(n, -1, dtype=np.int64)
+
+    def tok_of(i):  # emitted_if(step i, k) for k = 0..k_proposed
+        return np.minimum(np.minimum(acc[i], np.arange(k_prop[i] + 1)) + 1, emi[i]).astype(float)
+
+    members = {}
+    for i in range(n):
+        if grp[i] >= 0:
+            members.setdefault(int(grp[i]), []).append(i)
+    units, seen = [], np.zeros(n, dtype=bool)  # (joint, members, mean context), in order of first step
+    for i in range(n):
+        if seen[i]:
+            continue
+        g = members.get(int(grp[i])) if grp[i] >= 0 else None
+        if g is not None and all(batch[j] == len(g) for j in g):
+            units.append((True, g, _round_half_up(sum(int(ctx[j]) for j in g) / len(g))))
+            seen[g] = True
+        else:
+            units.append((False, [i], 0))
+            seen[i] = True
+    tok = [tok_of(i) for i in range(n)]
+    dcost = [np.array([costs.drafter_us(drafter, c) for c in range(k_prop[i] + 1)]) for i in range(n)]
+    alone_us = {}
+    for joint, g, _ in units:
+        if not joint:
+            i = g[0]
+            alone_us[i] = np.array([costs.step_us(drafter, c, int(batch[i]), int(ctx[i])) for c in range(k_prop[i] + 1)])
+    fwd = {}  # per joint unit: the ragged forward at every total of blocks
+    for u, (joint, g, c) in enumerate(units):
+        if joint:
+            B = len(g)
+            fwd[u] = np.array([costs.ragged_forward_us(B + m, B, c) for m in range(int(k_prop[g].sum()) + 1)])
+
+    choice = k_prop.copy()  # the run's own choices: what was proposed
+    t_sum = float(sum(tok[i][k_prop[i]] for i in range(n)))
+    u_sum = 0.0
+    for u, (joint, g, _) in enumerate(units):
+        if joint:
+            u_sum += sum(dcost[i][k_prop[i]] for i in g) + fwd[u][int(k_prop[g].sum())]
+        else:
+            u_sum += alone_us[g[0]][k_prop[g[0]]]
     achieved = (t_sum, u_sum)
-    if not tok or u_sum <= 0:
-        return dict(achieved_tps=np.nan, oracle_tps=np.nan, regret=0.0 if not tok else np.nan, k=choice)
+    if n == 0 or u_sum <= 0:
+        return dict(achieved_tps=np.nan, oracle_tps=np.nan, regret=0.0 if n == 0 else np.nan, k=list(choice))
+
+    def best_joint(u, g, lam, k):
+        dp = np.zeros(1)
+        picks = []
+        for i in g:  # max-plus convolution over the running total; argmax: the member's smaller k on a tie
+            value = tok[i] - lam * dcost[i]
+            cand = np.full((len(value), len(dp) + len(value) - 1), -np.inf)
+            for c in range(len(value)):
+                cand[c, c:c + len(dp)] = dp + value[c]
+            pick = np.argmax(cand, axis=0)
+            dp = cand[pick, np.arange(cand.shape[1])]
+            picks.append(pick)
+        m = int(np.argmax(dp - lam * fwd[u]))
+        t, us = 0.0, float(fwd[u][m])
+        for i, pick in zip(reversed(g), reversed(picks)):
+            c = int(pick[m])
+            k[i] = c
+            t += tok[i][c]
+            us += dcost[i][c]
+            m -= c
+        return t, us
+
     lam = t_sum / u_sum
     for _ in range(100):  # Dinkelbach, as the C++ (its comments say why it stops and is exact)
-        k = [int(np.argmax(t - lam * u)) for t, u in zip(tok, us)]  # argmax: the first (smallest) of ties
-        nt = sum(t[c] for t, c in zip(tok, k))
-        nu = sum(u[c] for u, c in zip(us, k))
+        k = np.zeros(n, dtype=int)
+        nt = nu = 0.0
+        for u, (joint, g, _) in enumerate(units):
+            if joint:
+                t, us = best_joint(u, g, lam, k)
+                nt += t
+                nu += us
+            else:
+                i = g[0]
+                c = int(np.argmax(tok[i] - lam * alone_us[i]))  # argmax: the first (smallest) of ties
+                k[i] = c
+                nt += tok[i][c]
+                nu += alone_us[i][c]
         if nu <= 0:
             break
         nxt = nt / nu
@@ -699,7 +794,7 @@ def oracle(steps, costs, drafter):
     achieved_tps = achieved[0] * 1e6 / achieved[1]
     oracle_tps = t_sum * 1e6 / u_sum
     regret = oracle_tps / achieved_tps - 1 if achieved[0] > 0 else 0.0
-    return dict(achieved_tps=achieved_tps, oracle_tps=oracle_tps, regret=regret, k=choice)
+    return dict(achieved_tps=achieved_tps, oracle_tps=oracle_tps, regret=regret, k=[int(x) for x in choice])
 
 
 def run_oracle(res, run):
@@ -828,6 +923,65 @@ def format_load(table, slo_ttft, slo_itl):
                      _f(r.regret, "{:.3f}"), _f(r.tau), _f(r.alpha_tau)])
     out.append(fixed_width(header, rows, ["l", "l", "r", "l"] + ["r"] * 15))
     out.append("  (times in seconds; tok/s and goodput (requests/s) over the run's span; definitions below)")
+    return out
+
+
+def policy_check(table):
+    """Each adaptive policy's run (a policy other than `fixed`) against the bar of issue #14: the better of AR
+    (speedup 1) and the best `fixed` run of the same drafter, batch size and load (any k). One row per such
+    run: its speedup and CI, the best fixed run and speedup, the bar, verdict "ok" when the run's CI reaches
+    the bar (its upper end >= bar) and "below" otherwise. Beside it, drift-free: its modelled tokens/s under the
+    cost table (achieved_tps, the oracle's) against the best of the AR and fixed runs' (model_verdict), and
+    the throughput speedups (points)."""
+    cols = ["load", "rate", "batch", "drafter", "run", "policy", "speedup", "speedup_lo", "speedup_hi",
+            "best_fixed_run", "best_fixed", "bar", "verdict", "model_tps", "model_bar", "model_verdict",
+            "thr_speedup", "best_fixed_thr"]
+    if table is None or table.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    t = table.assign(_rate=table.rate.fillna(-1.0))
+    for (load, rate, batch, drafter), g in t[t.drafter != "none"].groupby(["load", "_rate", "batch", "drafter"],
+                                                                          sort=False):
+        fixed = g[g.policy == "fixed"]
+        best = fixed.loc[fixed.speedup.idxmax()] if len(fixed) and fixed.speedup.notna().any() else None
+        best_thr = float(fixed.thr_speedup.max()) if len(fixed) else np.nan
+        # The AR run of the cell: the drafter runs' baseline.
+        base = t[t.run.isin(g.baseline_run)]
+        model_bar = float(pd.concat([fixed.achieved_tps, base.achieved_tps]).max()) if len(fixed) + len(base) else np.nan
+        for r in g[(g.policy != "fixed") & (g.policy != "")].itertuples():
+            bar = max(1.0, best.speedup) if best is not None else 1.0
+            hi = r.speedup_hi if not math.isnan(r.speedup_hi) else r.speedup
+            model_verdict = ("-" if math.isnan(model_bar) or math.isnan(r.achieved_tps) else
+                             "ok" if r.achieved_tps >= model_bar else "below")
+            rows.append(dict(load=load, rate=r.rate, batch=batch, drafter=drafter, run=r.run, policy=r.policy,
+                             speedup=r.speedup, speedup_lo=r.speedup_lo, speedup_hi=r.speedup_hi,
+                             best_fixed_run=best.run if best is not None else "",
+                             best_fixed=best.speedup if best is not None else np.nan, bar=bar,
+                             verdict="ok" if hi >= bar else "below", model_tps=r.achieved_tps,
+                             model_bar=model_bar, model_verdict=model_verdict, thr_speedup=r.thr_speedup,
+                             best_fixed_thr=best_thr))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def format_policy_check(check):
+    """The "Policies against AR and the best fixed k" section (lines)."""
+    if check is None or check.empty:
+        return []
+    out = ["", "Policies against AR and the best fixed k (bar = max(1, the best fixed run's speedup); ok = the "
+               "policy's CI reaches the bar)"]
+    header = ["run", "B", "load", "speedup [95% CI]", "best fixed", "bar", "verdict", "model tok/s",
+              "model bar", "model verdict", "thr-speedup", "best fixed thr"]
+    rows = []
+    for r in check.itertuples():
+        load = r.load + (f" {r.rate:g}/s" if not math.isnan(r.rate) else "")
+        sp = _f(r.speedup) + ("" if math.isnan(r.speedup_lo) else f" [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]")
+        fixed = f"{_f(r.best_fixed)} ({r.best_fixed_run})" if r.best_fixed_run else "-"
+        rows.append([r.run, str(r.batch), load, sp, fixed, _f(r.bar), r.verdict, _f(r.model_tps, "{:.0f}"),
+                     _f(r.model_bar, "{:.0f}"), r.model_verdict, _f(r.thr_speedup), _f(r.best_fixed_thr)])
+    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 9))
+    out.append(f"  {int((check.verdict == 'ok').sum())} of {len(check)} policy runs reach the bar within their CI "
+               f"(measured); {int((check.model_verdict == 'ok').sum())} of {len(check)} under the cost table "
+               "(modelled tokens/s, free of the machine's drift between runs)")
     return out
 
 
@@ -1091,6 +1245,7 @@ def format_report(summary):
         else:
             out.append("Verdicts: not recomputable (schema 1 log: no p_test / passed columns)")
     out.extend(format_load(summary.load, *summary.slo))
+    out.extend(format_policy_check(policy_check(summary.load)))
     if summary.notes:
         out.append("")
         out.append("Notes")
@@ -1130,6 +1285,7 @@ def to_json(summary):
         "positions_by_category": summary.positions_by_category.to_dict("records"),
         "lossless": summary.lossless.to_dict("records"), "notes": summary.notes,
         "load": summary.load.to_dict("records") if summary.load is not None else [],
+        "policy_check": policy_check(summary.load).to_dict("records"),
         "slo": {"ttft_s": summary.slo[0], "itl_s": summary.slo[1]},
         "unfinished": res.unfinished, "definitions": METRIC_DEFINITIONS, "peer_definitions": PEER_DEFINITIONS})
 

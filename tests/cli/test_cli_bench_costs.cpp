@@ -68,7 +68,8 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
 TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cli][bench][badinput]") {
   const auto help = run(specdec_bin() + " bench costs --help");
   CHECK(help.exit_code == 0);
-  for (const char* opt : {"--tokens", "--batch", "--context", "--drafters", "--k-max", "--out", "--device"})
+  for (const char* opt :
+       {"--tokens", "--batch", "--context", "--drafters", "--drafter-opt", "--k-max", "--out", "--device"})
     CHECK_THAT(help.out, Catch::Contains(opt));
   CHECK_THAT(run(specdec_bin() + " bench --help").out, Catch::Contains("bench costs"));
 
@@ -84,6 +85,10 @@ TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cl
       {"--drafters ngram,draft_model --context 8", "draft_model"},
       {"--k-max 0 --context 8", "--k-max"},
       {"--stat mean --context 8", "--stat"},
+      // -o NAME.KEY=VALUE reaches the drafter: its unknown key is the drafter's own error
+      {"--drafters ngram --context 8 -o ngram.bogus=1", "bogus"},
+      {"--drafters ngram --context 8 -o max_n=3", "NAME.KEY=VALUE"},
+      {"--drafters ngram --context 8 -o medusa.heads=x", "'medusa' is not in --drafters"},
   };
   for (const auto& [args, expect] : bad) {
     const auto r = run(costs_cmd(args));

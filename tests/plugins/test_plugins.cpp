@@ -253,6 +253,7 @@ TEST_CASE("specdec generate --drafter plugin:... and list-drafters --plugin", "[
     CHECK_THAT(list.out, Catch::Contains(info->name) && Catch::Contains(info->help));
   }
   CHECK_THAT(list.out, Catch::Contains("-o key=value"));
+  CHECK_THAT(list.out, Catch::Contains("--drafter python:MODULE.CLASS"));
   CHECK_THAT(list.out, !Catch::Contains("bigram"));
 
   const auto with_plugin = run_cmd(test::specdec_bin() + " list-drafters --plugin " + plugin_path());

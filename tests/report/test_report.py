@@ -802,11 +802,14 @@ def load_figures_by_hand():
     check(ar.n_good, 1, "AR requests meeting the SLOs")
     check(ar.goodput, 1 / 1.0, "AR goodput")
     check(sp.goodput, 2 / 0.5, "spec goodput")
-    # The oracle: a step of k drafts costs 1000 (k + 1) us, so no step beats 1 token per 1000 us and drafting
-    # nothing reaches it: 4 steps, 4 tokens, 4000 us. Achieved: 3 + 1 + 2 + 2 tokens in 4 x 3000 us.
-    check(sp.oracle_tps, 1000.0, "oracle tokens/s")
-    check(sp.achieved_tps, 8 * 1e6 / 12000, "achieved modelled tokens/s")
-    check(sp.regret, 1000.0 / (8 * 1e6 / 12000) - 1, "regret")
+    # The oracle: both requests share each batched step (batch_step 0 at 0.3 s, 1 at 0.5 s: B = 2), which
+    # costs one ragged forward, 1000 us per token per sequence at the mean T = blocks / 2. Achieved: blocks of
+    # 3 + 3 tokens (T = 3, 3000 us) twice, 3 + 2 and 1 + 2 tokens: 8 tokens in 6000 us. No choice beats 2
+    # tokens per 1000 us (each extra block token costs 500 us and earns at most one token); drafting nothing
+    # reaches it (2 tokens, T = 1, 1000 us per step).
+    check(sp.oracle_tps, 2000.0, "oracle tokens/s")
+    check(sp.achieved_tps, 8 * 1e6 / 6000, "achieved modelled tokens/s")
+    check(sp.regret, 2000.0 / (8 * 1e6 / 6000) - 1, "regret")
     check(ar.regret, 0.0, "AR: nothing to choose")
     check(sp.tau, 2.0, "tau: 8 tokens in 4 steps")
     a = 5 / 8
@@ -817,6 +820,37 @@ def load_figures_by_hand():
     assert "regret = oracle tokens/s" in text
     # An unbatched log has no load section.
     assert rep.summarize(rep.load(tiny_file()), n_boot=0).load.empty
+
+
+@test
+def policy_check_against_ar_and_the_best_fixed_k():
+    def row(run, drafter, policy, batch, sp, lo, hi, tps, base):
+        return dict(run=run, drafter=drafter, policy=policy, batch=batch, load="poisson", rate=4.0, speedup=sp,
+                    speedup_lo=lo, speedup_hi=hi, thr_speedup=np.nan, achieved_tps=tps, baseline_run=base)
+    t = pd.DataFrame([
+        row("ar_b4", "none", "", 4, 1.0, np.nan, np.nan, 300, "ar_b4"),
+        row("ng_k1_fixed_b4", "ngram", "fixed", 4, 0.9, 0.8, 1.0, 310, "ar_b4"),
+        row("ng_k4_fixed_b4", "ngram", "fixed", 4, 1.3, 1.2, 1.4, 330, "ar_b4"),
+        row("ng_k4_cm_b4", "ngram", "cost_model", 4, 1.05, 0.95, 1.25, 340, "ar_b4"),  # CI below 1.3; model ok
+        row("md_k4_fixed_b4", "medusa", "fixed", 4, 0.6, 0.5, 0.7, 250, "ar_b4"),
+        row("md_k4_cm_b4", "medusa", "cost_model", 4, 0.97, 0.9, 1.02, 290, "ar_b4"),  # reaches 1; model: AR's 300
+        row("ar_b8", "none", "", 8, 1.0, np.nan, np.nan, 200, "ar_b8"),
+        row("md_k4_cm_b8", "medusa", "cost_model", 8, 1.2, 1.1, 1.3, 210, "ar_b8"),  # no fixed run: bar 1
+    ])
+    c = rep.policy_check(t).set_index("run")
+    assert list(c.index) == ["ng_k4_cm_b4", "md_k4_cm_b4", "md_k4_cm_b8"], list(c.index)
+    check(c.bar["ng_k4_cm_b4"], 1.3, "bar: the best fixed k's speedup")
+    assert c.best_fixed_run["ng_k4_cm_b4"] == "ng_k4_fixed_b4"
+    assert c.verdict["ng_k4_cm_b4"] == "below" and c.model_verdict["ng_k4_cm_b4"] == "ok"
+    check(c.model_bar["ng_k4_cm_b4"], 330, "model bar: the best of AR's and the fixed runs' modelled tokens/s")
+    check(c.bar["md_k4_cm_b4"], 1.0, "bar: AR when every fixed k is slower")
+    assert c.verdict["md_k4_cm_b4"] == "ok" and c.model_verdict["md_k4_cm_b4"] == "below"
+    check(c.model_bar["md_k4_cm_b4"], 300, "model bar: AR's")
+    assert c.verdict["md_k4_cm_b8"] == "ok" and c.best_fixed_run["md_k4_cm_b8"] == ""
+    assert c.model_verdict["md_k4_cm_b8"] == "ok"
+    text = "\n".join(rep.format_policy_check(rep.policy_check(t)))
+    assert "2 of 3 policy runs reach the bar within their CI (measured); 2 of 3 under the cost table" in text, text
+    assert rep.policy_check(t[t.policy != "cost_model"]).empty
 
 
 @test

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -95,6 +96,10 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
       if (id == 3) r.decode_s *= 40.0, r.wall_time_s = r.prefill_s + r.decode_s;  // the planted outlier
       if (id == 9) r.timing.invocation = "resumed";                               // the other invocation
       if (id == 5) r.timing.load_avg = 7.5;                                       // a loaded host (2 cores)
+      if (id == 1 || id == 3)  // requests 1 and 3 share their batched steps (B = 2) while both run
+        for (size_t s = 0; s < r.step_load.size(); ++s)
+          r.step_load[s] = {
+              .batch_step = static_cast<int32_t>(100 + s), .batch_size = 2, .t_emit_s = 7.0 + static_cast<double>(s)};
       log->append(ar_run().name, a);
       log->append(spec_run().name, r);
     }
@@ -128,6 +133,16 @@ TEST_CASE("C++ and the Python report give the same figures on one log", "[metric
     j[run->info.name] = f;
   }
   CHECK(j[spec_run().name]["regret"].get<double>() > 0.01);  // the oracle has something to find
+  {  // Both kinds of oracle step: batched steps whose partners are all logged, and steps costed alone.
+    const std::vector<OracleStep> os = results::oracle_steps(spec_data);
+    std::map<int64_t, int> size;
+    for (const OracleStep& o : os)
+      if (o.group >= 0) ++size[o.group];
+    int joint = 0, alone = 0;
+    for (const OracleStep& o : os) (o.group >= 0 && size[o.group] == o.batch_size ? joint : alone) += 1;
+    CHECK(joint >= 4);
+    CHECK(alone >= 4);
+  }
   // The fixture exercises what it claims to.
   CHECK(j[spec_run().name]["n_cross_invocation"] == 1);
   CHECK(j[spec_run().name]["outliers"] == nlohmann::json::array({3}));

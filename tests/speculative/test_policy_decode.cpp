@@ -206,7 +206,7 @@ TEST_CASE("in BatchDecoder each sequence's tokens equal its solo decode under th
     int max_new;
   };
   const std::vector<Req> reqs = {
-      {"ngram", "Lily and Ben went to the park. Lily and Ben", "cost_model k_max=6", 40},
+      {"ngram", "Lily and Ben went to the park. Lily and Ben", "cost_model k_max=6 plan=sequence", 40},
       {"synthetic", "Once upon a time", "accept_threshold k=4 threshold=0.7 window=2 retry=3", 30},
       {"synthetic", "The little dog was sad because", "batch_table table=1:5,2:3,3:1", 44},
   };
@@ -243,6 +243,87 @@ TEST_CASE("in BatchDecoder each sequence's tokens equal its solo decode under th
   test::require_same_steps(run.results[1], solo(reqs[1].drafter, batch[1].prompt, opts[1]));
   // batch_table: k = 1 while all three are in flight.
   REQUIRE(run.results[2].steps.front().k_policy == 1);
+}
+
+TEST_CASE("in BatchDecoder cost_model plans the batch jointly: each step's lengths are plan_batch's",
+          "[speculative][policy][batch]") {
+  // Three sequences under `cost_model` (plan = batch, the default): prompt lookup, a good synthetic drafter
+  // and a poor one. Replayed with fresh policies, every batched step's draft lengths must be plan_batch's
+  // over the three estimates, and each sequence's tokens its solo decode's (greedy: lossless whatever k).
+  struct Req {
+    std::string drafter, prompt, profile;
+    int max_new;
+  };
+  const std::vector<Req> reqs = {{"ngram", "Lily and Ben went to the park. Lily and Ben", "", 40},
+                                 {"synthetic", "Once upon a time", "0.95,0.9,0.9,0.9", 44},
+                                 {"synthetic", "The little dog was sad because", "0.15,0.1,0.1,0.1", 36}};
+  auto rule = verifiers::make_greedy_rule();
+  std::vector<BatchRequest> batch;
+  std::vector<DecodeOptions> opts;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto prompt = stories().tok->encode(reqs[i].prompt, true);
+    DecodeOptions d = options(6, "cost_model k_max=6", reqs[i].drafter);
+    d.max_new_tokens = reqs[i].max_new;
+    d.request = i;
+    opts.push_back(d);
+    const Req r = reqs[i];
+    batch.push_back(BatchRequest{.prompt = prompt, .opts = d, .rule = rule.get(), .make_drafter = [r, prompt] {
+                                   return make_drafter(r.drafter, prompt, r.profile);
+                                 }});
+  }
+  const BatchResult run = batch_decode(stories().model, batch, BatchLimits{.max_sequences = 3});
+  REQUIRE(run.results.size() == reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    CAPTURE(i);
+    auto dr = make_drafter(reqs[i].drafter, batch[i].prompt, reqs[i].profile);
+    REQUIRE(run.results[i].tokens ==
+            speculative_decode(stories().model, dr.get(), *rule, batch[i].prompt, opts[i]).tokens);
+  }
+
+  std::vector<std::unique_ptr<Policy>> pol;
+  for (const DecodeOptions& d : opts)
+    pol.push_back(make_policy(d.policy, PolicyEnv{.costs = d.costs, .drafter = d.cost_drafter}));
+  std::vector<int> emitted(reqs.size(), 0);
+  const int ctx = stories().model.config().max_seq_len;
+  int differs = 0, drafted_poor = 0, drafted_good = 0;
+  for (const BatchStepRecord& b : run.steps) {
+    CAPTURE(b.step);
+    REQUIRE(b.n_sequences == b.n_in_flight);  // no token limit binds: every sequence in flight is verified
+    std::vector<int32_t> tickets = b.tickets;
+    std::sort(tickets.begin(), tickets.end());  // the loop plans its sequences in the order they joined
+    std::vector<PlanMember> members;
+    for (int32_t t : tickets) {
+      const StepRecord& s =
+          run.results[t].steps[b.seq_steps[std::find(b.tickets.begin(), b.tickets.end(), t) - b.tickets.begin()]];
+      JointModel jm;
+      REQUIRE(pol[t]->joint_model(jm));
+      const int limit = std::max(
+          0, std::min({opts[t].k, opts[t].max_new_tokens - emitted[t] - 1, ctx - static_cast<int>(s.context_len) - 1}));
+      members.push_back({.drafter = jm.drafter,
+                         .a = jm.a,
+                         .k_hi = std::min({jm.k_max, limit, static_cast<int>(jm.a.size())}),
+                         .context_len = s.context_len});
+      if (pol[t]->decide({.batch_size = b.n_in_flight, .context_len = s.context_len, .k_limit = limit}).k != s.k_policy)
+        ++differs;
+    }
+    const BatchPlan plan = plan_batch(synthetic_costs(), members, b.n_in_flight);
+    for (size_t i = 0; i < tickets.size(); ++i) {
+      const int32_t t = tickets[i];
+      const StepRecord& s =
+          run.results[t].steps[b.seq_steps[std::find(b.tickets.begin(), b.tickets.end(), t) - b.tickets.begin()]];
+      CAPTURE(t);
+      REQUIRE(s.k_policy == plan.k[i]);
+      REQUIRE(s.n_proposed <= s.k_policy);
+      pol[t]->observe(s.n_proposed, s.n_accepted);
+      emitted[t] += s.n_emitted;
+      if (t == 1) drafted_good += s.n_proposed;
+      if (t == 2) drafted_poor += s.n_proposed;
+    }
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) REQUIRE(emitted[i] == static_cast<int>(run.results[i].tokens.size()));
+  // The joint plan is not each sequence's own choice: it spends the drafts where they pay.
+  CHECK(differs > 0);
+  CHECK(drafted_good > 3 * drafted_poor);
 }
 
 TEST_CASE("a bad policy spec, option or missing cost table is a one-line error before any forward",
