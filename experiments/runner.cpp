@@ -408,6 +408,8 @@ class Runner {
   DrafterSharedState drafter_shared_;
   std::unique_ptr<Tokenizer> tok_;
   std::unique_ptr<CostTable> costs_;  // [run] cost_table; null when none
+  // What the policies of each run's sequences share (cost_model pool = run), by run name.
+  mutable std::map<std::string, std::shared_ptr<PolicyShared>> policy_shared_;
   bool chat_ = false;
   int ctx_ = 0;
   // prepare_prompts (prepared_ points into prompts_)
@@ -701,6 +703,9 @@ DecodeOptions Runner::decode_options(const RunSpec& r, const Request& q) const {
     d.policy = cfg_.policy_spec(r.policy, r.k);
     d.costs = costs_.get();
     d.cost_drafter = info->name;
+    std::shared_ptr<PolicyShared>& shared = policy_shared_[r.name];  // one per run
+    if (!shared) shared = std::make_shared<PolicyShared>();
+    d.policy_shared = shared;
   }
   return d;
 }

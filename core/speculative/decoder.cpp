@@ -66,7 +66,8 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   max_new_ = std::min(opts.max_new_tokens, ctx - n_prompt);
   k_ = drafter ? opts.k : 0;
   if (!opts.policy.empty())
-    policy_ = make_policy(opts.policy, PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter});
+    policy_ = make_policy(opts.policy,
+                          PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter, .shared = opts.policy_shared});
   res_.prompt_tokens = n_prompt;
   t_decode_start_ = seconds_now();
   if (max_new_ == 0) {

@@ -37,10 +37,12 @@ struct DecodeOptions {
   // A speculation policy (docs/policies.md), "NAME key=value ...", e.g. "cost_model k_max=6": one per
   // sequence, it decides each step's draft length in [0, k] (0 = an AR step) and sees what was proposed and
   // accepted. "" = none: k every step. costs (not owned, outlives the decode; cost_model requires it) and
-  // cost_drafter (the drafter's row in it, "" = no drafter cost) are its PolicyEnv.
+  // cost_drafter (the drafter's row in it, "" = no drafter cost) are its PolicyEnv, with policy_shared: what
+  // the policies of one run share (cost_model pool = run; the runner gives each run one), null = nothing.
   std::string policy;
   const CostTable* costs = nullptr;
   std::string cost_drafter;
+  std::shared_ptr<PolicyShared> policy_shared;
 };
 
 // One draft node as logged (the HDF5 draft_tokens table): the node, and the rule's test of it with every

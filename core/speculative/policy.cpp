@@ -325,8 +325,17 @@ BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members
   return best;
 }
 
-AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay)
-    : prior_a_(prior_a), prior_n_(prior_n), decay_(decay), reached_(k_max, 0.0), accepted_(k_max, 0.0) {
+AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay,
+                                         std::shared_ptr<AcceptanceEstimator> pool)
+    : prior_a_(prior_a),
+      prior_n_(prior_n),
+      decay_(decay),
+      reached_(k_max, 0.0),
+      accepted_(k_max, 0.0),
+      pool_(std::move(pool)) {
+  // With a pool: the prior is the pool's estimate when the sequence joins, frozen, so that its own steps,
+  // which the pool sees too, are not counted twice.
+  if (pool_) prior_ = pool_->estimate();
   SPECDEC_CHECK(k_max >= 0, "k_max >= 0, got ", k_max);
   SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
   SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
@@ -334,6 +343,7 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
 }
 
 void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
+  if (pool_) pool_->observe(n_proposed, n_accepted);
   // Every step decays the evidence, AR steps included: an estimate that sent the sequence to AR drifts
   // back to its prior, so the policy tries drafting again (exploration) instead of staying AR for good.
   for (size_t j = 0; j < reached_.size(); ++j) {
@@ -353,6 +363,7 @@ std::vector<double> AcceptanceEstimator::estimate() const {
   std::vector<double> a(reached_.size());
   double prior = prior_a_;
   for (size_t j = 0; j < a.size(); ++j) {
+    if (j < prior_.size()) prior = prior_[j];  // the run's estimate of this position when the sequence joined
     a[j] = (accepted_[j] + prior_n_ * prior) / (reached_[j] + prior_n_);
     prior = a[j];  // a position never reached inherits the estimate of the one before it
   }
@@ -471,12 +482,12 @@ class AdaptivePolicy final : public Policy {
 class CostModelPolicy final : public Policy {
  public:
   CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
-                  bool joint)
+                  bool joint, std::shared_ptr<AcceptancePool> pool)
       : costs_(costs),
         drafter_(std::move(drafter)),
         k_max_(k_max),
         joint_(joint),
-        est_(k_max, prior_a, prior_n, decay) {}
+        est_(k_max, prior_a, prior_n, decay, std::move(pool)) {}
   PolicyDecision decide(const PolicyStep& s) override {
     const std::vector<double> a = est_.estimate();
     return cost_model_choose(costs_, drafter_, s, a, k_max_);
@@ -591,14 +602,25 @@ void register_builtin_policies(PolicyRegistry& r) {
            const std::string plan = o.get("plan", "batch");
            SPECDEC_CHECK(plan == "batch" || plan == "sequence", "[", o.section(), "] plan = ", plan,
                          ": expected batch (the batch's lengths jointly) or sequence (each alone)");
+           const std::string pool = o.get("pool", "sequence");
+           SPECDEC_CHECK(pool == "sequence" || pool == "run", "[", o.section(), "] pool = ", pool,
+                         ": expected sequence (each sequence's own evidence) or run (shared by the run's sequences)");
            SPECDEC_CHECK(env.costs != nullptr, "[", o.section(),
                          "] needs a cost table (`specdec bench costs`); none was given");
            env.costs->validate("cost table (" + env.costs->source + ")");
            const int dk = env.costs->drafter_k_max(env.drafter);
            SPECDEC_CHECK(dk >= k_max, "[", o.section(), "] k_max = ", k_max, ": the cost table (", env.costs->source,
                          ") has drafter '", env.drafter, "' costs only up to k = ", dk);
+           std::shared_ptr<AcceptancePool> shared;
+           if (pool == "run" && env.shared) {
+             if (!env.shared->pool) env.shared->pool = std::make_shared<AcceptancePool>(k_max, prior_a, prior_n, decay);
+             shared = env.shared->pool;
+             SPECDEC_CHECK(static_cast<int>(shared->estimate().size()) == k_max, "[", o.section(), "] k_max = ", k_max,
+                           ": the run's pooled evidence covers ", shared->estimate().size(),
+                           " positions (one k_max per run)");
+           }
            return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay,
-                                                    plan == "batch");
+                                                    plan == "batch", std::move(shared));
          }});
 }
 

@@ -60,6 +60,9 @@ struct CostTable {
 
 // ---- policies ----------------------------------------------------------------------------------------
 
+class AcceptanceEstimator;
+using AcceptancePool = AcceptanceEstimator;  // see below
+
 // What the loop knows about the step it asks a policy about.
 struct PolicyStep {
   int batch_size = 1;     // B: sequences verified together in this step
@@ -103,9 +106,16 @@ class Policy {
 };
 
 // What a policy may use when it is made.
+// What the policies of one run's sequences share (one per run, handed to each sequence's policy): cost_model
+// pool = run keeps its pooled acceptance evidence here, made by the first policy that needs it.
+struct PolicyShared {
+  std::shared_ptr<AcceptancePool> pool;
+};
+
 struct PolicyEnv {
-  const CostTable* costs = nullptr;  // required by cost_model; not owned, outlives the policy
-  std::string drafter;               // the drafter's row in costs->drafters; "" = no drafter cost
+  const CostTable* costs = nullptr;      // required by cost_model; not owned, outlives the policy
+  std::string drafter;                   // the drafter's row in costs->drafters; "" = no drafter cost
+  std::shared_ptr<PolicyShared> shared;  // null: nothing shared (every sequence on its own)
 };
 
 using PolicyFactory = std::function<std::unique_ptr<Policy>(const PolicyEnv&, const DrafterOptions&)>;
@@ -188,16 +198,26 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
 
 // The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
 // of positions reached and accepted, each position's Beta posterior mean with its prior centred on the
-// previous position's estimate (position 1's on prior_a).
+// previous position's estimate (position 1's on prior_a), or, with a pool, on the pool's estimate of that
+// position when this estimator was made.
 class AcceptanceEstimator {
  public:
-  AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay);
+  // pool (may be null, shared by the sequences of a run): fed by every observe; its estimate now is the prior.
+  AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay,
+                      std::shared_ptr<AcceptanceEstimator> pool = nullptr);
   void observe(int n_proposed, int n_accepted);
   std::vector<double> estimate() const;  // a_1 .. a_{k_max}
 
  private:
   double prior_a_, prior_n_, decay_;
   std::vector<double> reached_, accepted_;
+  std::shared_ptr<AcceptanceEstimator> pool_;
+  std::vector<double> prior_;  // per position, from the pool when made; empty without one
 };
+
+// The evidence a run's sequences share under cost_model pool = run: one estimator (the same prior, weight and
+// decay per observation) that every sequence's observations feed and whose estimate, when a sequence joins,
+// is that sequence's prior: it starts from what the drafter did for the others instead of prior_a (the alias
+// AcceptancePool, declared above).
 
 }  // namespace specdec

@@ -88,6 +88,26 @@ def test_run_logs_the_cpp_ngram_steps():
             assert a == b, col
 
 
+def test_batched_run_equals_the_cpp_ngram():
+    # The batched loop (four sequences in flight per forward) calls the Python drafter as it calls the C++
+    # one: the same steps per request, and the tokens of the unbatched runs.
+    import specdec_report as rep
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "batched.h5")
+        specdec("run", os.path.join(HERE, "python_ngram.ini"), "--out", out, "--quiet", "--run.batch_size=4")
+        res = rep.load(out)
+        names = list(res.runs.index)
+        cpp_run = next(n for n in names if n.startswith("ngram_"))
+        py_run = next(n for n in names if n.startswith("pyngram_"))
+        assert int(res.runs.loc[py_run].batch_size) == 4, res.runs.loc[py_run]
+        steps = res.steps
+        cpp, py = (steps[steps.run == r].sort_values(["request_id", "step"]) for r in (cpp_run, py_run))
+        assert len(py) > 0 and py.n_proposed.sum() > 0
+        assert (py.batch_size > 1).any(), "some steps verified several sequences together"
+        assert cpp.n_proposed.tolist() == py.n_proposed.tolist() and cpp.n_accepted.tolist() == py.n_accepted.tolist()
+        assert rep.lossless_check(res).set_index("run").verdict[py_run] == "yes"
+
+
 def test_bad_python_drafters_are_one_line_errors():
     cases = {"python:nosuchmodule.Drafter": "nosuchmodule", "python:bad_drafters.Missing": "no class 'Missing'",
              "python:bad_drafters.NoPropose": "no method 'propose'", "python:bad_drafters.BadIds": "node 0",

@@ -299,6 +299,48 @@ TEST_CASE("the acceptance estimator recovers per-position conditional acceptance
   for (double x : AcceptanceEstimator(3, 0.25, 4, 0.9).estimate()) CHECK(x == 0.25);
 }
 
+TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of them", "[policy][cost_model]") {
+  auto pool = std::make_shared<AcceptancePool>(4, 0.5, 4, 0.98);
+  AcceptanceEstimator first(4, 0.5, 4, 0.98, pool), alone(4, 0.5, 4, 0.98);
+  for (int i = 0; i < 60; ++i) {  // a drafter whose first token is almost never accepted
+    first.observe(4, i % 20 == 0 ? 1 : 0);
+    alone.observe(4, i % 20 == 0 ? 1 : 0);
+  }
+  // The pool saw what `first` saw: the same counts and prior, so the same estimate.
+  CHECK(pool->estimate() == alone.estimate());
+  CHECK(pool->estimate()[0] < 0.1);
+  // A sequence that joins now starts from the pool, not from prior_a = 0.5.
+  AcceptanceEstimator late(4, 0.5, 4, 0.98, pool);
+  CHECK(late.estimate() == pool->estimate());
+  CHECK(AcceptanceEstimator(4, 0.5, 4, 0.98).estimate()[0] == 0.5);
+  // Its own evidence moves it away from that prior (counted once: the prior stays what the pool said when it
+  // joined), and feeds the pool too.
+  const double before = pool->estimate()[0];
+  for (int i = 0; i < 10; ++i) late.observe(4, 4);
+  AcceptanceEstimator own(4, before, 4, 0.98);  // the same prior at position 1 and the same ten steps
+  for (int i = 0; i < 10; ++i) own.observe(4, 4);
+  CHECK(late.estimate()[0] == Approx(own.estimate()[0]));
+  CHECK(late.estimate()[0] > 0.5);
+  CHECK(pool->estimate()[0] > before);
+
+  // Through the registry: pool = run shares one pool among the policies made with the same PolicyShared, and
+  // a policy made after the others' bad steps drafts nothing from its first step (it would draft at the prior).
+  const CostTable c = synthetic_table();
+  auto shared = std::make_shared<PolicyShared>();
+  const PolicyEnv env{.costs = &c, .drafter = "d", .shared = shared};
+  // At B = 4 (200 us per verified token, 1000 us a forward) k = 1 pays from an acceptance of about 0.2.
+  auto p1 = make_policy("cost_model k_max=8 pool=run", env);
+  REQUIRE(shared->pool != nullptr);
+  CHECK(p1->decide({.batch_size = 4}).k > 0);
+  for (int i = 0; i < 40; ++i) p1->observe(8, 0);
+  auto p2 = make_policy("cost_model k_max=8 pool=run", env);
+  CHECK(p2->decide({.batch_size = 4}).k == 0);
+  CHECK(make_policy("cost_model k_max=8", env)->decide({.batch_size = 4}).k > 0);  // pool = sequence
+  CHECK(make_policy("cost_model k_max=8 pool=run", {.costs = &c, .drafter = "d"})->decide({.batch_size = 4}).k > 0);
+  CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 pool=everyone", env); })));
+  CHECK(one_line(error_of([&] { make_policy("cost_model k_max=6 pool=run", env); })));  // another k_max
+}
+
 TEST_CASE("fixed and batch_table follow their rules", "[policy]") {
   const auto f = make_policy("fixed k=3");
   CHECK(f->decide({.batch_size = 1}).k == 3);

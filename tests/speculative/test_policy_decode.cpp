@@ -326,6 +326,41 @@ TEST_CASE("in BatchDecoder cost_model plans the batch jointly: each step's lengt
   CHECK(drafted_good > 3 * drafted_poor);
 }
 
+TEST_CASE("cost_model pool = run: a request that joins late starts from the run's evidence",
+          "[speculative][policy][batch]") {
+  // Five requests one after another (max_sequences = 1) with a synthetic drafter that is never right, the
+  // evidence never decayed (decay = 1) and a light prior (prior_n = 1): the first request drafts from
+  // prior_a = 0.5 until its evidence says no (k = 1 pays from an acceptance of about 0.23 here); with
+  // pool = run every later request starts from that evidence and its first step is AR; with pool = sequence
+  // each one starts over.
+  auto rule = verifiers::make_greedy_rule();
+  for (const std::string pool : {"run", "sequence"}) {
+    auto shared = std::make_shared<PolicyShared>();
+    std::vector<BatchRequest> batch;
+    for (int i = 0; i < 5; ++i) {
+      const auto prompt = stories().tok->encode(i % 2 ? "Once upon a time" : "The little dog was sad because", true);
+      DecodeOptions d = options(6, "cost_model k_max=6 decay=1 prior_n=1 pool=" + pool, "synthetic");
+      d.max_new_tokens = 24;
+      d.request = static_cast<uint64_t>(i);
+      d.policy_shared = shared;
+      batch.push_back(BatchRequest{.prompt = prompt, .opts = d, .rule = rule.get(), .make_drafter = [prompt] {
+                                     return make_drafter("synthetic", prompt, "0,0,0,0");
+                                   }});
+    }
+    const std::vector<BatchRequest> copy = batch;
+    const BatchResult run = batch_decode(stories().model, batch, BatchLimits{.max_sequences = 1});
+    CAPTURE(pool);
+    REQUIRE(run.results.front().steps.front().k_policy > 0);
+    for (size_t i = 0; i < run.results.size(); ++i) {
+      CAPTURE(i);
+      const std::vector<TokenId>& ref = ar_reference(copy[i].prompt);
+      REQUIRE(run.results[i].tokens == std::vector<TokenId>(ref.begin(), ref.begin() + 24));  // lossless
+      if (i > 0) CHECK((run.results[i].steps.front().k_policy == 0) == (pool == "run"));
+    }
+    CHECK((shared->pool != nullptr) == (pool == "run"));
+  }
+}
+
 TEST_CASE("a bad policy spec, option or missing cost table is a one-line error before any forward",
           "[speculative][policy]") {
   auto rule = verifiers::make_greedy_rule();
