@@ -1,7 +1,11 @@
 // specdec bench costs: measures the cost table (core/speculative/policy.h, docs/policies.md) that the
 // cost_model policy and the oracle read: the target forward's microseconds for a batch of B sequences each
 // verifying T tokens over C cached tokens, on a grid of T x B x C, and each requested drafter's extra cost per
-// step when it drafts up to k tokens, k = 1..k-max. Writes the CostTable JSON and prints the table.
+// step when it drafts up to k tokens, k = 1..k-max. The whole grid is timed --passes times, pass after pass,
+// and each point keeps the median of its passes: a drift of the machine's speed over the minutes it takes
+// reaches every point alike instead of the points timed while it lasted. --fit monotone (the default) then
+// writes the nearest table whose costs never fall as T, B, C or k grow (CostTable::monotone). Writes the
+// CostTable JSON and prints the table.
 #include <omp.h>
 
 #include <algorithm>
@@ -109,7 +113,8 @@ std::string utc_now() {
 int bench_costs(const std::vector<std::string>& args) {
   std::string model_path, tokenizer_path, out_path, tokens_text, batch_text, context_text, drafters_text, stat;
   std::vector<std::string> drafter_opts;
-  int k_max = 8, min_ms = 100, prompt_tokens = 64, new_tokens = 48;
+  std::string fit;
+  int k_max = 8, min_ms = 100, prompt_tokens = 64, new_tokens = 48, passes = 3;
   BackendOptions backend;
   po::options_description desc(
       "specdec bench costs: the cost table of the cost_model policy and the oracle (docs/policies.md): the\n"
@@ -131,8 +136,12 @@ int bench_costs(const std::vector<std::string>& args) {
                                         "largest draft length of the drafters' rows")(
       "prompt-tokens", po::value(&prompt_tokens)->default_value(64), "the drafters' fixed prompt, in tokens")(
       "new-tokens", po::value(&new_tokens)->default_value(48), "tokens each drafter decode generates")(
-      "min-ms", po::value(&min_ms)->default_value(100), "time each point for at least this long")(
-      "stat", po::value(&stat)->default_value("median"), "median | min of the repeated timings")(
+      "min-ms", po::value(&min_ms)->default_value(100), "time each point for at least this long in each pass")(
+      "stat", po::value(&stat)->default_value("median"), "median | min of the repeated timings in a pass")(
+      "passes", po::value(&passes)->default_value(3),
+      "time the whole grid this many times, pass after pass; a point's cost is the median of its passes")(
+      "fit", po::value(&fit)->default_value("monotone"),
+      "monotone: write the nearest table never falling as T, B, C or k grow | none: as measured")(
       "out", po::value(&out_path)->default_value("results/costs.json"), "the cost table's JSON file (overwritten)");
   if (!parse_options(args, desc)) return 0;
   const std::vector<int> ts = grid_of(tokens_text, "--tokens", 1), bs = grid_of(batch_text, "--batch", 1),
@@ -157,6 +166,8 @@ int bench_costs(const std::vector<std::string>& args) {
                 "--k-max >= 1, --min-ms >= 0, --prompt-tokens >= 2 and --new-tokens >= 2, got ", k_max, ", ", min_ms,
                 ", ", prompt_tokens, ", ", new_tokens);
   SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
+  SPECDEC_CHECK(passes >= 1, "--passes >= 1, got ", passes);
+  SPECDEC_CHECK(fit == "monotone" || fit == "none", "--fit monotone or none, got '", fit, "'");
   const bool use_min = stat == "min";
   backend.apply();
   const std::string& device = backend.device;
@@ -199,50 +210,60 @@ int bench_costs(const std::vector<std::string>& args) {
 
   CostTable table;
   table.source = device + ", " + std::to_string(omp_get_max_threads()) + " threads, " + model_path + " (" +
-                 cfg.describe() + "), " + utc_now() + ", " + stat;
+                 cfg.describe() + "), " + utc_now() + ", " + stat + " per pass, median of " + std::to_string(passes) +
+                 " pass(es)" + (fit == "monotone" ? ", monotone fit" : "");
   table.tokens = ts;
   table.batch = bs;
   table.context = cs;
-  table.forward.assign(ts.size() * bs.size() * cs.size(), 0.0);
-  const size_t n_points = table.forward.size() + drafter_names.size() * k_max;
+  const size_t n_forward = ts.size() * bs.size() * cs.size();
+  const size_t n_points = (n_forward + drafter_names.size() * k_max) * passes;
   size_t point = 0;
+  const auto pass_tag = [&](int pass) {
+    return passes == 1 ? std::string() : "pass " + std::to_string(pass + 1) + "/" + std::to_string(passes) + " ";
+  };
 
   // Token ids only matter for their rows of the embedding: a fixed pseudo-random sequence.
   std::vector<TokenId> ids(cs.back() + ts.back());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<TokenId>((i * 7919 + 13) % cfg.vocab_size);
-  for (size_t bi = 0; bi < bs.size(); ++bi) {
-    const int B = bs[bi];
-    // B caches of the largest context; each smaller C truncates them (the grid is walked from the largest C).
-    std::vector<std::unique_ptr<KVCache>> caches;
-    std::vector<KVCache*> ptrs;
-    ForwardResult fr;
-    for (int b = 0; b < B; ++b) {
-      caches.push_back(model.new_cache(cs.back() + ts.back()));
-      if (cs.back() > 0)
-        model.forward(*caches.back(),
-                      {.tokens = std::span<const TokenId>(ids.data(), static_cast<size_t>(cs.back())), .n_logits = 0},
-                      fr);
-      ptrs.push_back(caches.back().get());
-    }
-    std::vector<ForwardResult> out(B);
-    for (size_t ci = cs.size(); ci-- > 0;) {
-      const int C = cs[ci];
-      for (KVCache* c : ptrs) c->truncate(C);
-      for (size_t ti = 0; ti < ts.size(); ++ti) {
-        const int T = ts[ti];
-        const std::vector<TokenId> block(ids.begin() + C, ids.begin() + C + T);
-        const std::vector<ForwardRequest> reqs(B, ForwardRequest{.tokens = block});
-        const double us = timed_us(
-            [&] {
-              model.forward_batch(ptrs, reqs, out);
-              for (KVCache* c : ptrs) c->truncate(C);
-            },
-            min_ms, use_min);
-        table.forward[(ti * bs.size() + bi) * cs.size() + ci] = us;
-        std::fprintf(stderr, "[%zu/%zu] forward T=%d B=%d C=%d: %.1f us\n", ++point, n_points, T, B, C, us);
+  // samples[i]: point i's cost in every pass so far (forward points, then each drafter's k = 1..k_max).
+  std::vector<std::vector<double>> samples(n_forward + drafter_names.size() * k_max);
+  const auto forward_pass = [&](int pass) {
+    for (size_t bi = 0; bi < bs.size(); ++bi) {
+      const int B = bs[bi];
+      // B caches of the largest context, filled anew in every pass; each smaller C truncates them (the grid is
+      // walked from the largest C) and the timed forward's tokens are truncated away after each call.
+      std::vector<std::unique_ptr<KVCache>> caches;
+      std::vector<KVCache*> ptrs;
+      ForwardResult fr;
+      for (int b = 0; b < B; ++b) {
+        caches.push_back(model.new_cache(cs.back() + ts.back()));
+        if (cs.back() > 0)
+          model.forward(*caches.back(),
+                        {.tokens = std::span<const TokenId>(ids.data(), static_cast<size_t>(cs.back())), .n_logits = 0},
+                        fr);
+        ptrs.push_back(caches.back().get());
+      }
+      std::vector<ForwardResult> out(B);
+      for (size_t ci = cs.size(); ci-- > 0;) {
+        const int C = cs[ci];
+        for (KVCache* c : ptrs) c->truncate(C);
+        for (size_t ti = 0; ti < ts.size(); ++ti) {
+          const int T = ts[ti];
+          const std::vector<TokenId> block(ids.begin() + C, ids.begin() + C + T);
+          const std::vector<ForwardRequest> reqs(B, ForwardRequest{.tokens = block});
+          const double us = timed_us(
+              [&] {
+                model.forward_batch(ptrs, reqs, out);
+                for (KVCache* c : ptrs) c->truncate(C);
+              },
+              min_ms, use_min);
+          samples[(ti * bs.size() + bi) * cs.size() + ci].push_back(us);
+          std::fprintf(stderr, "[%zu/%zu] %sforward T=%d B=%d C=%d: %.1f us\n", ++point, n_points,
+                       pass_tag(pass).c_str(), T, B, C, us);
+        }
       }
     }
-  }
+  };
 
   // A drafter's cost at k: what a greedy decode drafting up to k tokens spends per step outside the target
   // forward (propose, accept, the acceptance rule over k + 1 rows), less what AR spends there; 0 at k = 0.
@@ -261,20 +282,68 @@ int bench_costs(const std::vector<std::string>& args) {
     std::sort(per_step.begin(), per_step.end());
     return use_min ? per_step.front() : per_step[per_step.size() / 2];
   };
-  const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, "", 0);
+  const auto drafter_pass = [&](int pass) {
+    const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, "", 0);
+    for (size_t di = 0; di < infos.size(); ++di)
+      for (int k = 1; k <= k_max; ++k) {
+        const double us = std::max(0.0, outside_us(infos[di], drafter_names[di], k) - ar_us);
+        samples[n_forward + di * k_max + (k - 1)].push_back(us);
+        std::fprintf(stderr, "[%zu/%zu] %sdrafter %s k=%d: %.1f us per step\n", ++point, n_points,
+                     pass_tag(pass).c_str(), drafter_names[di].c_str(), k, us);
+      }
+    return ar_us;
+  };
+  std::vector<double> ar_samples;
+  for (int pass = 0; pass < passes; ++pass) {
+    forward_pass(pass);
+    ar_samples.push_back(drafter_pass(pass));
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+  };
+  table.forward.resize(n_forward);
+  for (size_t i = 0; i < n_forward; ++i) table.forward[i] = median(samples[i]);
   for (size_t di = 0; di < infos.size(); ++di) {
     std::vector<double>& row = table.drafters[drafter_names[di]];
     row.assign(1, 0.0);
-    for (int k = 1; k <= k_max; ++k) {
-      const double us = std::max(0.0, outside_us(infos[di], drafter_names[di], k) - ar_us);
-      row.push_back(us);
-      std::fprintf(stderr, "[%zu/%zu] drafter %s k=%d: %.1f us per step\n", ++point, n_points,
-                   drafter_names[di].c_str(), k, us);
+    for (int k = 1; k <= k_max; ++k) row.push_back(median(samples[n_forward + di * k_max + (k - 1)]));
+  }
+  const double ar_us = median(ar_samples);
+  // The spread of the passes: the largest (max - min) / median of a forward point, the machine's drift over
+  // the grid's minutes (passes = 1: none to report).
+  double spread = 0;
+  for (size_t i = 0; i < n_forward && passes > 1; ++i) {
+    const auto [lo, hi] = std::minmax_element(samples[i].begin(), samples[i].end());
+    if (table.forward[i] > 0) spread = std::max(spread, (*hi - *lo) / table.forward[i]);
+  }
+  // The fit: how far it moved the measured medians (the largest change, relative to the measured point).
+  std::string fit_line = "as measured (--fit none)";
+  if (fit == "monotone") {
+    const CostTable fitted = table.monotone();
+    size_t moved = 0;
+    double largest = 0;
+    for (size_t i = 0; i < n_forward; ++i) {
+      const double d = std::abs(fitted.forward[i] - table.forward[i]);
+      if (d > 1e-9 * std::max(1.0, table.forward[i])) ++moved;
+      if (table.forward[i] > 0) largest = std::max(largest, d / table.forward[i]);
     }
+    for (const auto& [name, row] : table.drafters)
+      for (size_t k = 0; k < row.size(); ++k)
+        if (std::abs(fitted.drafters.at(name)[k] - row[k]) > 1e-9 * std::max(1.0, row[k])) ++moved;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "monotone fit: %zu point(s) moved, a forward point by at most %.1f%%", moved,
+                  100 * largest);
+    fit_line = buf;
+    table = fitted;
   }
 
-  std::printf("specdec bench costs: %s\n  target forward, us (B sequences x T tokens over C cached tokens)\n",
-              table.source.c_str());
+  std::printf("specdec bench costs: %s\n", table.source.c_str());
+  if (passes > 1)
+    std::printf("  passes: %d; the largest spread of a forward point over them: %.1f%% of its median\n", passes,
+                100 * spread);
+  std::printf("  %s\n  target forward, us (B sequences x T tokens over C cached tokens)\n", fit_line.c_str());
   for (size_t ci = 0; ci < cs.size(); ++ci) {
     std::printf("\n  C=%d\n  %4s", cs[ci], "T");
     for (int B : bs) std::printf("  %10s", ("B=" + std::to_string(B)).c_str());

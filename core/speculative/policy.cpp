@@ -116,6 +116,67 @@ double CostTable::ragged_forward_us(int n_tokens, int B, int C) const {
   return (1 - w) * f_lo + w * forward_us(lo + 1, B, C);
 }
 
+namespace {
+
+// Isotonic regression in place: the non-decreasing sequence nearest (least squares, equal weights) to
+// v[0], v[stride], ..., v[(n - 1) * stride]. Pool adjacent violators: blocks of (mean, size), merged while a
+// block's mean is below its predecessor's.
+void isotonic(double* v, size_t n, size_t stride) {
+  std::vector<double> mean;
+  std::vector<size_t> size;
+  for (size_t i = 0; i < n; ++i) {
+    mean.push_back(v[i * stride]);
+    size.push_back(1);
+    while (mean.size() > 1 && mean[mean.size() - 2] > mean.back()) {
+      const size_t s = size.back(), s0 = size[size.size() - 2];
+      const double m = (mean[mean.size() - 2] * static_cast<double>(s0) + mean.back() * static_cast<double>(s)) /
+                       static_cast<double>(s0 + s);
+      mean.pop_back();
+      size.pop_back();
+      mean.back() = m;
+      size.back() = s0 + s;
+    }
+  }
+  size_t i = 0;
+  for (size_t blk = 0; blk < mean.size(); ++blk)
+    for (size_t j = 0; j < size[blk]; ++j) v[(i++) * stride] = mean[blk];
+}
+
+}  // namespace
+
+CostTable CostTable::monotone(double tol_us) const {
+  validate("cost table to fit");
+  CostTable out = *this;
+  const size_t nT = tokens.size(), nB = batch.size(), nC = context.size(), n = forward.size();
+  // Axis a of the flat T x B x C array (C fastest): its length, stride, and the first index of every line.
+  const size_t len[3] = {nT, nB, nC}, stride[3] = {nB * nC, nC, 1};
+  const auto project = [&](std::vector<double>& x, int a) {
+    for (size_t start = 0; start < n; ++start) {
+      // A line starts where the axis' index is 0.
+      if ((start / stride[a]) % len[a] != 0) continue;
+      isotonic(x.data() + start, len[a], stride[a]);
+    }
+  };
+  std::vector<double>& x = out.forward;
+  std::vector<std::vector<double>> incr(3, std::vector<double>(n, 0.0));  // Dykstra's increments, one per cone
+  std::vector<double> z(n), before(n);
+  for (int cycle = 0; cycle < 10000; ++cycle) {
+    before = x;
+    for (int a = 0; a < 3; ++a) {
+      for (size_t i = 0; i < n; ++i) z[i] = x[i] + incr[a][i];
+      x = z;
+      project(x, a);
+      for (size_t i = 0; i < n; ++i) incr[a][i] = z[i] - x[i];
+    }
+    double moved = 0;
+    for (size_t i = 0; i < n; ++i) moved = std::max(moved, std::abs(x[i] - before[i]));
+    if (moved <= tol_us) break;
+  }
+  for (int a = 0; a < 3; ++a) project(x, a);  // exactly monotone along every axis, whatever tol_us left
+  for (auto& [name, row] : out.drafters) isotonic(row.data(), row.size(), 1);
+  return out;
+}
+
 void CostTable::validate(const std::string& where) const {
   check_grid(tokens, "forward.tokens", 1, where);
   check_grid(batch, "forward.batch", 1, where);

@@ -50,6 +50,14 @@ struct CostTable {
   // both backends, cost by the batch's total tokens.
   double ragged_forward_us(int n_tokens, int B, int C) const;
 
+  // The table nearest to this one (least squares over every point, equal weights) whose forward cost never
+  // falls as T, B or C grows and whose drafter rows never fall as k grows: a measured table's noise (a point
+  // costlier than its neighbour with more tokens) removed with no model of the cost's shape. The forward grid:
+  // Dykstra's alternating projections onto the three monotone cones (each an exact isotonic regression along
+  // one axis, pool adjacent violators), which converge to that projection; stops when a cycle moves no point by
+  // more than tol_us. Each drafter row: one isotonic regression along k. A monotone table comes back unchanged.
+  CostTable monotone(double tol_us = 1e-6) const;
+
   // Throws a one-line specdec::Error naming `where` (a file) and the offending key.
   void validate(const std::string& where = "cost table") const;
   std::string to_json() const;

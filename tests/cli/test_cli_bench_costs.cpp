@@ -1,7 +1,8 @@
 // specdec bench costs through the binary: on stories260K with a tiny grid it writes a cost table that
 // CostTable::load reads back with the requested grids, a positive forward cost at every point and a drafter row
 // per requested drafter reaching --k-max (times are noisy: only structure and signs are checked, never timings);
-// a progress line per point; bad lists and names are one-line errors before anything is timed.
+// a progress line per point and pass; with --fit monotone (the default) costs never fall as T, B, C or k grow;
+// bad lists and names are one-line errors before anything is timed.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -26,14 +27,17 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
   std::filesystem::remove_all(std::filesystem::path(out).parent_path());
   const auto r =
       run(costs_cmd("--tokens 1,2,5 --batch 1,3 --context 0,16,40 --drafters ngram,early_exit --k-max 3 "
-                    "--new-tokens 12 --out '" +
+                    "--new-tokens 12 --passes 2 --out '" +
                     out + "'"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  // One progress line per point: 3 x 2 x 3 forwards and 2 x 3 drafter points.
-  CHECK(count_lines(r.err) == 24);
-  CHECK_THAT(r.err, Catch::Contains("[24/24] drafter early_exit k=3"));
+  // One progress line per point and pass: 3 x 2 x 3 forwards and 2 x 3 drafter points, twice.
+  CHECK(count_lines(r.err) == 48);
+  CHECK_THAT(r.err, Catch::Contains("[1/48] pass 1/2 forward") && Catch::Contains("[24/48] pass 1/2 drafter "
+                                                                                  "early_exit k=3"));
+  CHECK_THAT(r.err, Catch::Contains("[48/48] pass 2/2 drafter early_exit k=3"));
   CHECK_THAT(r.out, Catch::Contains("C=40") && Catch::Contains("B=3") && Catch::Contains("early_exit"));
+  CHECK_THAT(r.out, Catch::Contains("passes: 2") && Catch::Contains("monotone fit: "));
   CHECK_THAT(r.out, Catch::Contains("wrote " + out));
 
   const specdec::CostTable t = specdec::CostTable::load(out);
@@ -53,23 +57,38 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
     CHECK(t.drafter_us(name, 0) == 0);
     for (int k = 1; k <= 3; ++k) CHECK(t.drafter_us(name, k) >= 0);
   }
-  CHECK_THAT(t.source, Catch::Contains("stories260K"));
+  CHECK_THAT(t.source, Catch::Contains("stories260K") && Catch::Contains("median of 2 pass(es), monotone fit"));
+  // The monotone fit: never cheaper with more tokens, sequences or context, nor with a longer draft.
+  for (size_t ti = 0; ti < 3; ++ti)
+    for (size_t bi = 0; bi < 2; ++bi)
+      for (size_t ci = 0; ci < 3; ++ci) {
+        const double here = t.forward_us(t.tokens[ti], t.batch[bi], t.context[ci]);
+        if (ti + 1 < 3) CHECK(t.forward_us(t.tokens[ti + 1], t.batch[bi], t.context[ci]) >= here);
+        if (bi + 1 < 2) CHECK(t.forward_us(t.tokens[ti], t.batch[bi + 1], t.context[ci]) >= here);
+        if (ci + 1 < 3) CHECK(t.forward_us(t.tokens[ti], t.batch[bi], t.context[ci + 1]) >= here);
+      }
+  for (const auto& [name, row] : t.drafters)
+    for (size_t k = 1; k < row.size(); ++k) CHECK(row[k] >= row[k - 1]);
   // The table is usable by the policy that reads it.
   CHECK(specdec::make_policy("cost_model k_max=3", {.costs = &t, .drafter = "ngram"}) != nullptr);
 
   // No drafters: no tokenizer needed.
-  const auto none = run(specdec_bin() + " bench costs --model '" + stories_model() +
-                        "' --min-ms 0 --tokens 1 --batch 1 --context 8 --drafters '' --out '" + out + "'");
+  const auto none =
+      run(specdec_bin() + " bench costs --model '" + stories_model() +
+          "' --min-ms 0 --tokens 1 --batch 1 --context 8 --drafters '' --passes 1 --fit none --out '" + out + "'");
   INFO(none.err);
   REQUIRE(none.exit_code == 0);
+  CHECK(count_lines(none.err) == 1);
+  CHECK_THAT(none.err, Catch::Contains("[1/1] forward T=1 B=1 C=8"));
+  CHECK_THAT(none.out, Catch::Contains("as measured (--fit none)"));
   CHECK(specdec::CostTable::load(out).drafters.empty());
 }
 
 TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cli][bench][badinput]") {
   const auto help = run(specdec_bin() + " bench costs --help");
   CHECK(help.exit_code == 0);
-  for (const char* opt :
-       {"--tokens", "--batch", "--context", "--drafters", "--drafter-opt", "--k-max", "--out", "--device"})
+  for (const char* opt : {"--tokens", "--batch", "--context", "--drafters", "--drafter-opt", "--k-max", "--passes",
+                          "--fit", "--out", "--device"})
     CHECK_THAT(help.out, Catch::Contains(opt));
   CHECK_THAT(run(specdec_bin() + " bench --help").out, Catch::Contains("bench costs"));
 
@@ -85,6 +104,8 @@ TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cl
       {"--drafters ngram,draft_model --context 8", "draft_model"},
       {"--k-max 0 --context 8", "--k-max"},
       {"--stat mean --context 8", "--stat"},
+      {"--passes 0 --context 8", "--passes >= 1, got 0"},
+      {"--fit cubic --context 8", "--fit monotone or none, got 'cubic'"},
       // -o NAME.KEY=VALUE reaches the drafter: its unknown key is the drafter's own error
       {"--drafters ngram --context 8 -o ngram.bogus=1", "bogus"},
       {"--drafters ngram --context 8 -o max_n=3", "NAME.KEY=VALUE"},
