@@ -308,7 +308,8 @@ class Hdf5ResultsLog final : public ResultsLog {
                           .k_policy = s.k_policy,
                           .t_forward_us = s.t_forward_us,
                           .batch_step = load.batch_step,
-                          .t_emit_s = load.t_emit_s});
+                          .t_emit_s = load.t_emit_s,
+                          .k_expected = s.k_expected});
       for (const auto& n : s.nodes)
         jr.drafts.push_back({rec.request_id, s.step, n.node, n.parent, n.depth, n.token, n.p_target, n.q_draft, n.u,
                              n.visited, n.accepted, n.p_test, n.threshold, n.passed});

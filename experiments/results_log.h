@@ -15,7 +15,7 @@
 
 namespace specdec::results {
 
-inline constexpr int kSchemaVersion = 3;        // what this build writes
+inline constexpr int kSchemaVersion = 4;        // what this build writes
 inline constexpr int kOldestSchemaVersion = 1;  // the oldest it reads (merge upgrades a file to kSchemaVersion)
 // Fixed-length string fields of the requests table (bytes, null-terminated, so one less is usable).
 inline constexpr int kPromptIdBytes = 64;
@@ -157,6 +157,7 @@ struct StepRow {
   double t_forward_us = -1;
   int32_t batch_step = -1;
   double t_emit_s = -1;
+  double k_expected = -1;  // schema 4 (older logs: -1)
   bool operator==(const StepRow&) const = default;
 };
 struct DraftTokenRow {

@@ -112,7 +112,10 @@ struct Table<StepRow> {
       field("batch_step", &StepRow::batch_step, 3, true,
             "batched runs: index of the batched step (one forward_batch) that verified it; -1 unbatched"),
       field("t_emit_s", &StepRow::t_emit_s, 3, true,
-            "batched runs: when the step's tokens were emitted, seconds since the run's start; -1 unbatched"));
+            "batched runs: when the step's tokens were emitted, seconds since the run's start; -1 unbatched"),
+      field("k_expected", &StepRow::k_expected, 4, false,
+            "E[emitted | k_policy]: the tokens the policy expected the step to emit, from its acceptance estimates "
+            "when it decided (cost_model); -1 = no model or no policy"));
 };
 
 template <>

@@ -125,7 +125,7 @@ void BatchDecoder::plan(int batch_size) {
   }
   const BatchPlan p = plan_batch(*costs, members, batch_size);
   for (size_t i = 0; i < active_.size(); ++i)
-    if (joint[i]) active_[i]->seq->apply_plan(p.k[i]);
+    if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(members[i].a, p.k[i]));
 }
 
 bool BatchDecoder::step() {

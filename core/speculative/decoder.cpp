@@ -137,9 +137,11 @@ void SequenceDecoder::set_step_budget(int k) {
 }
 
 int SequenceDecoder::plan_step(int batch_size) {
-  if (policy_ && k_policy_ < 0 && !done_)
-    apply_plan(
-        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()}).k);
+  if (policy_ && k_policy_ < 0 && !done_) {
+    const PolicyDecision d =
+        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()});
+    apply_plan(d.k, d.k >= 0 && d.k < static_cast<int>(d.expected_emitted.size()) ? d.expected_emitted[d.k] : -1);
+  }
   return max_block() - 1;
 }
 
@@ -147,11 +149,12 @@ bool SequenceDecoder::joint_model(JointModel& out) const {
   return policy_ && k_policy_ < 0 && !done_ && policy_->joint_model(out);
 }
 
-void SequenceDecoder::apply_plan(int k) {
+void SequenceDecoder::apply_plan(int k, double expected) {
   SPECDEC_CHECK(policy_ != nullptr, "a sequence with a policy to plan its draft length");
   // Policies clamp to k_limit; the check keeps a plugin's slip from reaching the cache.
   SPECDEC_CHECK(k >= 0 && k <= k_limit(), "a policy decision in 0..k_limit = ", k_limit(), ", got k = ", k);
   k_policy_ = k;
+  k_expected_ = expected;
   set_step_budget(k);
 }
 
@@ -165,6 +168,7 @@ const ForwardRequest& SequenceDecoder::draft() {
   rec_.step = static_cast<int32_t>(step_);
   rec_.context_len = cache_->size();
   rec_.k_policy = k_policy_;
+  rec_.k_expected = k_expected_;
 
   prop_ = DraftProposal{};
   const auto td = Clock::now();
@@ -258,6 +262,7 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
   // A tree's evidence is the accepted path's depth against the proposal's depth (docs/policies.md).
   if (policy_) policy_->observe(prop_.is_chain() ? n : rec_.max_depth, rec_.n_accepted);
   k_policy_ = -1;
+  k_expected_ = -1;
   step_budget_ = -1;
   res_.steps.push_back(std::move(rec_));
   res_.tokens.insert(res_.tokens.end(), emitted_.begin(), emitted_.begin() + take);

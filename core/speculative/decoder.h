@@ -70,6 +70,9 @@ struct StepRecord {
   double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
   double t_forward_us = 0;  // the target forward alone (part of t_verify_us; `bench decode`, not in the log)
   int32_t k_policy = -1;    // the policy's draft length for this step (DecodeOptions::policy); -1 = no policy
+  // E[emitted | k_policy]: the tokens the policy expected the step to emit, from its acceptance estimates when
+  // it decided (cost_model, alone or in a joint plan); -1 = a policy without a model, or none.
+  double k_expected = -1;
   std::vector<DraftTokenRecord> nodes;
 };
 
@@ -129,8 +132,9 @@ class SequenceDecoder {
   // For the batched loop's joint plan (core/speculative/policy.h plan_batch): true, with `out` filled, when the
   // sequence's policy can be planned with its batch (JointModel) and has no decision yet for the next step.
   bool joint_model(JointModel& out) const;
-  // Sets the next step's decision from a joint plan, as plan_step would from decide(): 0 <= k <= k_limit().
-  void apply_plan(int k);
+  // Sets the next step's decision from a joint plan, as plan_step would from decide(): 0 <= k <= k_limit();
+  // expected: E[emitted | k] under the plan's model (StepRecord::k_expected; -1 = none).
+  void apply_plan(int k, double expected = -1);
   // Asks the drafter for this step's proposal (checked: valid, within the budget, the target's cache left
   // as found) and returns the verification forward of the block; it refers to this object's buffers and
   // is valid until finish(). Requires !done().
@@ -153,7 +157,8 @@ class SequenceDecoder {
   int max_new_ = 0, k_ = 0;
   int step_budget_ = -1;  // set_step_budget's cap for the next step; -1 = none
   std::unique_ptr<Policy> policy_;
-  int k_policy_ = -1;  // the policy's decision for the next step; -1 = none yet
+  int k_policy_ = -1;       // the policy's decision for the next step; -1 = none yet
+  double k_expected_ = -1;  // its E[emitted | k]; -1 = no model
   bool done_ = false;
   DecodeResult res_;
   std::unique_ptr<KVCache> cache_;

@@ -857,11 +857,23 @@ def _int_attr(row, key):
     return 0 if math.isnan(x) else int(x)
 
 
+def planner_calibration(steps):
+    """The planner's calibration over a run's steps (docs/metrics.md): sum(k_expected) / sum(n_emitted) over the
+    steps whose policy had a model (k_expected >= 0; schema 4): 1 = its expected tokens were emitted, > 1 it
+    expected more (optimistic), < 1 fewer. NaN without such steps (no cost_model, or a log before schema 4)."""
+    if "k_expected" not in steps or not len(steps):
+        return np.nan
+    m = steps.k_expected >= 0
+    emitted = float(steps.n_emitted[m].sum())
+    return float(steps.k_expected[m].sum()) / emitted if m.any() and emitted > 0 else np.nan
+
+
 def load_table(res, per_run, slo_ttft=DEFAULT_SLO_TTFT_S, slo_itl=DEFAULT_SLO_ITL_S):
     """One row per batched run (runs with batch_size > 0; empty for a log without any): drafter, policy,
     batch, load, rate, requests, throughput, TTFT p50/p99, ITL p50/p90/p99, e2e p50/p99, goodput, the
     speedup (and CI) from per_run, thr_speedup, regret with the oracle's and the achieved modelled tokens/s,
-    tau and alpha_tau. per_run: Summary.per_run (its speedup, acc_rate, tau and oracle columns)."""
+    tau, alpha_tau and the planner's calibration (planner_calibration). per_run: Summary.per_run (its
+    speedup, acc_rate, tau and oracle columns)."""
     runs = res.runs
     pr = per_run.set_index("run") if len(per_run) else per_run
     rows = []
@@ -887,11 +899,12 @@ def load_table(res, per_run, slo_ttft=DEFAULT_SLO_TTFT_S, slo_itl=DEFAULT_SLO_IT
             speedup=p.speedup, speedup_lo=p.speedup_lo, speedup_hi=p.speedup_hi,
             regret=p.regret, oracle_tps=p.oracle_tps, achieved_tps=p.achieved_tps,
             tau=p.tau, acc_rate=p.acc_rate,
-            alpha_tau=single_alpha_tau(p.acc_rate, _number(r.k)) if str(r.drafter) != "none" else np.nan))
+            alpha_tau=single_alpha_tau(p.acc_rate, _number(r.k)) if str(r.drafter) != "none" else np.nan,
+            calibration=planner_calibration(res.steps[res.steps.run == run])))
     cols = ["run", "drafter", "policy", "k", "batch", "load", "rate", "baseline_run", "n_requests", "throughput",
             "ttft_p50", "ttft_p99", "itl_p50", "itl_p90", "itl_p99", "e2e_p50", "e2e_p99", "goodput", "n_good",
             "speedup", "speedup_lo", "speedup_hi", "regret", "oracle_tps", "achieved_tps", "tau", "acc_rate",
-            "alpha_tau", "thr_speedup"]
+            "alpha_tau", "calibration", "thr_speedup"]
     table = pd.DataFrame(rows, columns=cols[:-1])
     thr = dict(zip(table.run, table.throughput))
     table["thr_speedup"] = [t / thr[b] if b in thr and thr[b] and not math.isnan(thr[b]) else np.nan
@@ -932,10 +945,10 @@ def policy_check(table):
     run: its speedup and CI, the best fixed run and speedup, the bar, verdict "ok" when the run's CI reaches
     the bar (its upper end >= bar) and "below" otherwise. Beside it, drift-free: its modelled tokens/s under the
     cost table (achieved_tps, the oracle's) against the best of the AR and fixed runs' (model_verdict), and
-    the throughput speedups (points)."""
+    the throughput speedups (points) and the planner's calibration (planner_calibration)."""
     cols = ["load", "rate", "batch", "drafter", "run", "policy", "speedup", "speedup_lo", "speedup_hi",
             "best_fixed_run", "best_fixed", "bar", "verdict", "model_tps", "model_bar", "model_verdict",
-            "thr_speedup", "best_fixed_thr"]
+            "thr_speedup", "best_fixed_thr", "calibration"]
     if table is None or table.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -959,7 +972,7 @@ def policy_check(table):
                              best_fixed=best.speedup if best is not None else np.nan, bar=bar,
                              verdict="ok" if hi >= bar else "below", model_tps=r.achieved_tps,
                              model_bar=model_bar, model_verdict=model_verdict, thr_speedup=r.thr_speedup,
-                             best_fixed_thr=best_thr))
+                             best_fixed_thr=best_thr, calibration=getattr(r, "calibration", np.nan)))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -970,18 +983,20 @@ def format_policy_check(check):
     out = ["", "Policies against AR and the best fixed k (bar = max(1, the best fixed run's speedup); ok = the "
                "policy's CI reaches the bar)"]
     header = ["run", "B", "load", "speedup [95% CI]", "best fixed", "bar", "verdict", "model tok/s",
-              "model bar", "model verdict", "thr-speedup", "best fixed thr"]
+              "model bar", "model verdict", "thr-speedup", "best fixed thr", "expected/emitted"]
     rows = []
     for r in check.itertuples():
         load = r.load + (f" {r.rate:g}/s" if not math.isnan(r.rate) else "")
         sp = _f(r.speedup) + ("" if math.isnan(r.speedup_lo) else f" [{r.speedup_lo:.2f}, {r.speedup_hi:.2f}]")
         fixed = f"{_f(r.best_fixed)} ({r.best_fixed_run})" if r.best_fixed_run else "-"
         rows.append([r.run, str(r.batch), load, sp, fixed, _f(r.bar), r.verdict, _f(r.model_tps, "{:.0f}"),
-                     _f(r.model_bar, "{:.0f}"), r.model_verdict, _f(r.thr_speedup), _f(r.best_fixed_thr)])
-    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 9))
+                     _f(r.model_bar, "{:.0f}"), r.model_verdict, _f(r.thr_speedup), _f(r.best_fixed_thr),
+                     _f(r.calibration)])
+    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 10))
     out.append(f"  {int((check.verdict == 'ok').sum())} of {len(check)} policy runs reach the bar within their CI "
                f"(measured); {int((check.model_verdict == 'ok').sum())} of {len(check)} under the cost table "
-               "(modelled tokens/s, free of the machine's drift between runs)")
+               "(modelled tokens/s, free of the machine's drift between runs); expected/emitted: the planner's "
+               "calibration, its expected tokens per emitted token (1 = calibrated, > 1 optimistic)")
     return out
 
 

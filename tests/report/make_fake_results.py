@@ -50,7 +50,10 @@ DRAFT_TOKENS_DTYPE_V2 = np.dtype([
 REQUESTS_DTYPE_V3 = np.dtype(REQUESTS_DTYPE_V2.descr + [("arrival_s", "<f8")])
 STEPS_DTYPE_V3 = np.dtype(STEPS_DTYPE_V2.descr + [("k_policy", "<i4"), ("t_forward_us", "<f8"),
                                                   ("batch_step", "<i4"), ("t_emit_s", "<f8")])
-V3_DEFAULTS = {"arrival_s": -1.0, "k_policy": -1, "t_forward_us": -1.0, "batch_step": -1, "t_emit_s": -1.0}
+# Version 4: steps.k_expected (E[emitted | k_policy] of the policy's model; -1 = none).
+STEPS_DTYPE_V4 = np.dtype(STEPS_DTYPE_V3.descr + [("k_expected", "<f8")])
+V3_DEFAULTS = {"arrival_s": -1.0, "k_policy": -1, "t_forward_us": -1.0, "batch_step": -1, "t_emit_s": -1.0,
+               "k_expected": -1.0}
 V2_DEFAULTS = {"threshold": -1.0, "invocation": "inv0", "host": "fakehost", "host_cores": 2, "load_avg": 0.5, "threads": 2,
                "device": "cpu", "logged_at": 1.7e9, **V3_DEFAULTS}
 SCHEMA_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "experiments", "report",
@@ -94,12 +97,12 @@ def _dataset(group, name, data):
 
 def write_results(path, runs, root_attrs=None, schema_version=SCHEMA_VERSION):
     """runs: list of dicts {name, attrs: {str: str}, requests: [row dict], steps: [...], draft_tokens:
-    [...], outputs: [(request_id, [tokens])]}. Rows are written in the order given. Version 2 and 3 files
+    [...], outputs: [(request_id, [tokens])]}. Rows are written in the order given. Version 2 to 4 files
     get the `columns` attribute the C++ writer stores (experiments/report/schema.json)."""
     v2 = schema_version >= 2
     req_dtype, steps_dtype = (REQUESTS_DTYPE_V2, STEPS_DTYPE_V2) if v2 else (REQUESTS_DTYPE, STEPS_DTYPE)
     if schema_version >= 3:
-        req_dtype, steps_dtype = REQUESTS_DTYPE_V3, STEPS_DTYPE_V3
+        req_dtype, steps_dtype = REQUESTS_DTYPE_V3, STEPS_DTYPE_V3 if schema_version == 3 else STEPS_DTYPE_V4
     with h5py.File(path, "w") as f:
         attrs = {
             "schema_version": np.int32(schema_version),

@@ -749,11 +749,12 @@ def _load_step(rid, step, proposed, accepted, emitted, t_emit, batch_step, conte
                 batch_size=2, k_policy=proposed, t_forward_us=1.5, batch_step=batch_step, t_emit_s=t_emit)
 
 
-def load_file(name="load.h5"):
+def load_file(name="load.h5", schema_version=3):
     """Two batched runs (batch 2, Poisson 2/s) whose load figures are known by construction:
     AR: request 0 arrives at 0 and emits at 0.5, 0.6, 0.7; request 1 arrives at 0.2 and emits at 0.6, 0.7,
     0.9, 1.0. ngram k = 2: request 0 (arrival 0) emits 3 tokens at 0.3 and 1 at 0.5; request 1 (arrival 0.2)
-    2 at 0.3 and 2 (cut: accepted 2) at 0.5. The cost table: a forward of T tokens costs 1000 T us."""
+    2 at 0.3 and 2 (cut: accepted 2) at 0.5. The cost table: a forward of T tokens costs 1000 T us. Schema 4:
+    the ngram run's steps expected 3, 2, 2.5 and 2.5 tokens (k_expected) where they emitted 3, 1, 2, 2."""
     costs = json.dumps({"version": 1, "source": "by hand", "forward": {
         "tokens": [1, 2, 3], "batch": [1, 2], "context": [0], "us": [[[1000.0 * t]] * 2 for t in (1, 2, 3)]},
         "drafters": {"ngram": [0, 0, 0]}})
@@ -772,9 +773,26 @@ def load_file(name="load.h5"):
             "steps": [_load_step(0, 0, 2, 2, 3, 0.3, 0, 10), _load_step(0, 1, 2, 0, 1, 0.5, 1, 13),
                       _load_step(1, 0, 2, 1, 2, 0.3, 0, 10), _load_step(1, 1, 2, 2, 2, 0.5, 1, 12)],
             "outputs": [(0, [5, 6, 7, 8]), (1, [5, 6, 7, 8])]}
+    if schema_version >= 4:
+        for st, e in zip(spec["steps"], (3.0, 2.0, 2.5, 2.5)):
+            st["k_expected"] = e
     path = os.path.join(SCRATCH, name)
-    fake.write_results(path, [ar, spec], schema_version=3)
+    fake.write_results(path, [ar, spec], schema_version=schema_version)
     return path
+
+
+@test
+def planner_calibration_by_hand():
+    steps = pd.DataFrame({"n_emitted": [3, 1, 2, 2], "k_expected": [2.5, 2.0, -1.0, np.nan]})
+    check(rep.planner_calibration(steps), 4.5 / 4, "sum(k_expected) / sum(n_emitted) over steps with a model")
+    assert math.isnan(rep.planner_calibration(steps.assign(k_expected=-1.0))), "no step with a model: NaN"
+    assert math.isnan(rep.planner_calibration(steps.drop(columns="k_expected"))), "a log before schema 4: NaN"
+    # Through a log: schema 4 carries k_expected; schema 3 reads it as NaN.
+    t = rep.summarize(rep.load(load_file("load_v4.h5", schema_version=4)), n_boot=0).load.set_index("run")
+    check(t.calibration["ngram_k2_b2_r2_t0"], 10.0 / 8, "expected 3 + 2 + 2.5 + 2.5 against 8 emitted")
+    assert math.isnan(t.calibration["ar_b2_r2_t0"]), "AR: no model"
+    t3 = rep.summarize(rep.load(load_file("load_v3.h5")), n_boot=0).load.set_index("run")
+    assert math.isnan(t3.calibration["ngram_k2_b2_r2_t0"]), "schema 3: no k_expected"
 
 
 @test
@@ -848,8 +866,12 @@ def policy_check_against_ar_and_the_best_fixed_k():
     check(c.model_bar["md_k4_cm_b4"], 300, "model bar: AR's")
     assert c.verdict["md_k4_cm_b8"] == "ok" and c.best_fixed_run["md_k4_cm_b8"] == ""
     assert c.model_verdict["md_k4_cm_b8"] == "ok"
+    t["calibration"] = [np.nan, np.nan, np.nan, 1.5, np.nan, 0.75, np.nan, np.nan]
+    c = rep.policy_check(t).set_index("run")
+    check(c.calibration["ng_k4_cm_b4"], 1.5, "the run's calibration carried to the check")
     text = "\n".join(rep.format_policy_check(rep.policy_check(t)))
     assert "2 of 3 policy runs reach the bar within their CI (measured); 2 of 3 under the cost table" in text, text
+    assert "expected/emitted" in text and " 1.50" in text and " 0.75" in text, text
     assert rep.policy_check(t[t.policy != "cost_model"]).empty
 
 

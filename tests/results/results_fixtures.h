@@ -65,6 +65,7 @@ inline DecodeResult make_result(int64_t id, int salt = 0) {
     st.t_verify_us = 100.25 + s + 0.5 * salt;
     st.t_forward_us = 90.125 + s;
     st.k_policy = (n + salt) % 4;
+    st.k_expected = 1 + 0.375 * st.k_policy;
     std::vector<int32_t> depth(n, 1);
     for (int i = 0; i < n; ++i) {
       DraftTokenRecord d;
@@ -179,7 +180,8 @@ inline RunData expected_run(const RunInfo& info, const std::vector<int64_t>& ids
                          .k_policy = s.k_policy,
                          .t_forward_us = s.t_forward_us,
                          .batch_step = load.batch_step,
-                         .t_emit_s = load.t_emit_s});
+                         .t_emit_s = load.t_emit_s,
+                         .k_expected = s.k_expected});
       for (const auto& n : s.nodes)
         d.draft_tokens.push_back({.request_id = id,
                                   .step = s.step,

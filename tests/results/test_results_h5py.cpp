@@ -27,18 +27,18 @@ import json, sys, h5py, numpy as np
 # A file whose writer was killed (or still writes) keeps the "open for write" flags: SWMR read opens it.
 f = h5py.File(sys.argv[1], "r", swmr=(sys.argv[2] == "swmr"), libver="latest")
 a = f.attrs
-assert int(a["schema_version"]) == 3, a["schema_version"]
+assert int(a["schema_version"]) == 4, a["schema_version"]
 for k in ("specdec_version", "config", "host", "seeds", "start_time", "columns"):
     assert isinstance(a[k], str), (k, type(a[k]))
 print("config", repr(a["config"]))
 print("runs", " ".join(f["runs"].keys()))
 # The column list every log carries (derived from experiments/results_schema.h) names each table's fields.
 columns = json.loads(a["columns"])
-assert columns["schema_version"] == 3, columns["schema_version"]
+assert columns["schema_version"] == 4, columns["schema_version"]
 fields = {t: [c["name"] for c in cols] for t, cols in columns["tables"].items()}
 assert "n_emitted" in fields["steps"] and "invocation" in fields["requests"], fields
 assert "arrival_s" in fields["requests"], fields
-assert all(c in fields["steps"] for c in ("k_policy", "t_forward_us", "batch_step", "t_emit_s")), fields
+assert all(c in fields["steps"] for c in ("k_policy", "t_forward_us", "batch_step", "t_emit_s", "k_expected")), fields
 for name, g in f["runs"].items():
     print("attrs", name, " ".join(f"{k}={g.attrs[k]}" for k in sorted(g.attrs)))
     for t in ("requests", "steps", "draft_tokens", "outputs", "output_tokens"):
@@ -162,7 +162,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
   }
 
   SECTION("another schema_version is refused, naming the file") {
-    const std::string path = (dir / "v4.h5").string();
+    const std::string path = (dir / "v5.h5").string();
     fs::remove(path);
     {
       auto log = ResultsLog::open(path, file_info(), false);
@@ -171,7 +171,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
     }
     const auto r = specdec::test::run(
         "python3 -c 'import sys, h5py, numpy as np; "
-        "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(4)' " +
+        "h5py.File(sys.argv[1], \"r+\").attrs[\"schema_version\"] = np.int32(5)' " +
         path);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -184,11 +184,11 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
         err = e.what();
       }
       CHECK(err.find(path) != std::string::npos);
-      CHECK(err.find("schema_version 4") != std::string::npos);
+      CHECK(err.find("schema_version 5") != std::string::npos);
     }
   }
 
-  SECTION("a version 1 log reads (n_emitted rebuilt, no timing context, no load); merge rewrites it as version 3") {
+  SECTION("a version 1 log reads (n_emitted rebuilt, no timing context, no load); merge rewrites it as version 4") {
     const std::string path = (dir / "v1.h5").string(), merged = (dir / "v1_merged.h5").string();
     fs::remove(path);
     fs::remove(merged);
@@ -209,6 +209,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
     CHECK(run.steps[0].k_policy == -1);
     CHECK(run.steps[0].batch_step == -1);
     CHECK(run.steps[0].t_emit_s == -1);
+    CHECK(run.steps[0].k_expected == -1);
     // steps accepted 2, 0, 3 draft tokens; the request stopped after 5 tokens: the last step emitted 1.
     CHECK(run.steps[0].n_emitted == 3);
     CHECK(run.steps[1].n_emitted == 1);
@@ -224,7 +225,7 @@ TEST_CASE("h5py reads the results log", "[results][h5py]") {
     CHECK(err.find("schema_version 1") != std::string::npos);
     CHECK(err.find("specdec merge") != std::string::npos);
     specdec::results::merge({path}, merged);
-    CHECK(read_schema_version(merged) == 3);
+    CHECK(read_schema_version(merged) == 4);
     CHECK(diff_runs(read_all(merged), runs, false) == "");
   }
 

@@ -88,7 +88,8 @@ DecodeResult solo(const std::string& drafter, const std::vector<TokenId>& prompt
 }
 
 // Replays a fresh copy of the run's policy over its step records (batch size per step from batch_sizes, 1 when
-// empty): every k_policy must be its decision, and no step may propose more than it.
+// empty): every k_policy must be its decision, every k_expected its E[emitted | k] (-1 for a policy without a
+// model), and no step may propose more than it.
 void require_follows_policy(const DecodeResult& res, const DecodeOptions& d, bool has_drafter,
                             const std::vector<int>& batch_sizes = {}) {
   auto p = make_policy(d.policy, PolicyEnv{.costs = d.costs, .drafter = d.cost_drafter});
@@ -104,6 +105,12 @@ void require_follows_policy(const DecodeResult& res, const DecodeOptions& d, boo
     const int B = batch_sizes.empty() ? 1 : batch_sizes[i];
     const PolicyDecision dec = p->decide({.batch_size = B, .context_len = s.context_len, .k_limit = limit});
     REQUIRE(s.k_policy == dec.k);
+    if (dec.expected_emitted.empty()) {
+      REQUIRE(s.k_expected == -1);
+    } else {
+      REQUIRE(s.k_expected == dec.expected_emitted[dec.k]);
+      REQUIRE(s.k_expected >= 1);
+    }
     REQUIRE(s.n_proposed <= s.k_policy);
     if (s.k_policy == 0) {  // an AR step: nothing drafted, one token from the target
       REQUIRE(s.n_proposed == 0);
@@ -126,7 +133,7 @@ TEST_CASE("no policy and fixed k=K give the same tokens and step records", "[spe
       const DecodeOptions fixed = options(k, "fixed k=" + std::to_string(k));
       const DecodeResult with = solo(drafter, prompt, fixed);
       test::require_same_steps(plain, with);
-      for (const StepRecord& s : plain.steps) REQUIRE(s.k_policy == -1);
+      for (const StepRecord& s : plain.steps) REQUIRE((s.k_policy == -1 && s.k_expected == -1));
       require_follows_policy(with, fixed, true);
       // fixed k=K is K wherever the output left allows it.
       REQUIRE(with.steps.front().k_policy == k);
@@ -313,6 +320,7 @@ TEST_CASE("in BatchDecoder cost_model plans the batch jointly: each step's lengt
           run.results[t].steps[b.seq_steps[std::find(b.tickets.begin(), b.tickets.end(), t) - b.tickets.begin()]];
       CAPTURE(t);
       REQUIRE(s.k_policy == plan.k[i]);
+      REQUIRE(s.k_expected == expected_emitted(members[i].a, plan.k[i]));  // what the plan expected of it
       REQUIRE(s.n_proposed <= s.k_policy);
       pol[t]->observe(s.n_proposed, s.n_accepted);
       emitted[t] += s.n_emitted;
