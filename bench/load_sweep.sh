@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The batched-decoding-under-load sweep of BENCHMARKS.md (issue #14), one run: the machine, the cost table
 # (`specdec bench costs`: the target forward over T x B x C, and ngram's and Medusa's cost per step, Medusa
-# with the shipped heads; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda)
-# and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
+# with the shipped heads; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep
+# (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
 #   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]
 set -euo pipefail
 TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]}

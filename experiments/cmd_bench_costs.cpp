@@ -26,6 +26,7 @@
 #include "experiments/backend.h"
 #include "experiments/cli.h"
 #include "experiments/options.h"
+#include "experiments/results_metrics.h"
 #include "verifiers/rules.h"
 
 namespace po = boost::program_options;
@@ -298,19 +299,14 @@ int bench_costs(const std::vector<std::string>& args) {
     forward_pass(pass);
     ar_samples.push_back(drafter_pass(pass));
   }
-  const auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-  };
   table.forward.resize(n_forward);
-  for (size_t i = 0; i < n_forward; ++i) table.forward[i] = median(samples[i]);
+  for (size_t i = 0; i < n_forward; ++i) table.forward[i] = results::median_of(samples[i]);
   for (size_t di = 0; di < infos.size(); ++di) {
     std::vector<double>& row = table.drafters[drafter_names[di]];
     row.assign(1, 0.0);
-    for (int k = 1; k <= k_max; ++k) row.push_back(median(samples[n_forward + di * k_max + (k - 1)]));
+    for (int k = 1; k <= k_max; ++k) row.push_back(results::median_of(samples[n_forward + di * k_max + (k - 1)]));
   }
-  const double ar_us = median(ar_samples);
+  const double ar_us = results::median_of(ar_samples);
   // The spread of the passes: the largest (max - min) / median of a forward point, the machine's drift over
   // the grid's minutes (passes = 1: none to report).
   double spread = 0;

@@ -8,7 +8,6 @@
 #include <tuple>
 
 namespace specdec::results {
-namespace {
 
 double median_of(std::vector<double> v) {
   if (v.empty()) return kNaN;
@@ -16,6 +15,8 @@ double median_of(std::vector<double> v) {
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
+
+namespace {
 
 // The run's own threads are part of the load average, and the 1-minute average lags: a run using every core
 // reads about host_cores on a quiet machine. Loaded = a quarter more runnable threads than cores on average.

@@ -34,6 +34,9 @@ struct SpeedupPair {
 };
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// The median of v (the mean of the two middle values for an even count); NaN for an empty v.
+double median_of(std::vector<double> v);
 // Outlier rule on per-request ratios r_i (at least kOutlierMinPairs pairs): the modified z-score
 // 0.6745 * |ln r_i - median(ln r)| / MAD > 3.5, MAD = median |ln r_j - median(ln r)| (Iglewicz and Hoaglin);
 // with MAD = 0, any r_i whose ln differs from the median.
