@@ -394,9 +394,6 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
       reached_(k_max, 0.0),
       accepted_(k_max, 0.0),
       pool_(std::move(pool)) {
-  // With a pool: the prior is the pool's estimate when the sequence joins, frozen, so that its own steps,
-  // which the pool sees too, are not counted twice.
-  if (pool_) prior_ = pool_->estimate();
   SPECDEC_CHECK(k_max >= 0, "k_max >= 0, got ", k_max);
   SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
   SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
@@ -404,7 +401,11 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
 }
 
 void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
-  if (pool_) pool_->observe(n_proposed, n_accepted);
+  // The pool learns from drafted steps only: its sequences' AR steps say nothing about the drafter, and
+  // decaying it on them would pull the run's estimate back to prior_a while its sequences sit in AR, so each
+  // request joining after an AR stretch would again pay for drafting at prior_a (what the pool is for is
+  // that it does not). A sequence's own estimate still decays on its AR steps, towards that pool estimate.
+  if (pool_ && n_proposed > 0) pool_->observe(n_proposed, n_accepted);
   // Every step decays the evidence, AR steps included: an estimate that sent the sequence to AR drifts
   // back to its prior, so the policy tries drafting again (exploration) instead of staying AR for good.
   for (size_t j = 0; j < reached_.size(); ++j) {
@@ -422,9 +423,13 @@ void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
 
 std::vector<double> AcceptanceEstimator::estimate() const {
   std::vector<double> a(reached_.size());
+  // With a pool the prior is the run's estimate now. The pool holds this sequence's own steps too, so they
+  // count twice; the mean stays between the sequence's own rate and the run's (only its confidence would be
+  // overstated, and the policy uses only the mean).
+  const std::vector<double> pooled = pool_ ? pool_->estimate() : std::vector<double>{};
   double prior = prior_a_;
   for (size_t j = 0; j < a.size(); ++j) {
-    if (j < prior_.size()) prior = prior_[j];  // the run's estimate of this position when the sequence joined
+    if (j < pooled.size()) prior = pooled[j];
     a[j] = (accepted_[j] + prior_n_ * prior) / (reached_[j] + prior_n_);
     prior = a[j];  // a position never reached inherits the estimate of the one before it
   }

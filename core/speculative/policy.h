@@ -206,11 +206,12 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
 
 // The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
 // of positions reached and accepted, each position's Beta posterior mean with its prior centred on the
-// previous position's estimate (position 1's on prior_a), or, with a pool, on the pool's estimate of that
-// position when this estimator was made.
+// previous position's estimate (position 1's on prior_a), or, with a pool, on the pool's current estimate of
+// that position.
 class AcceptanceEstimator {
  public:
-  // pool (may be null, shared by the sequences of a run): fed by every observe; its estimate now is the prior.
+  // pool (may be null, shared by the sequences of a run): fed by every observe of a drafted step (n_proposed >
+  // 0); its current estimate is the prior.
   AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay,
                       std::shared_ptr<AcceptanceEstimator> pool = nullptr);
   void observe(int n_proposed, int n_accepted);
@@ -220,12 +221,12 @@ class AcceptanceEstimator {
   double prior_a_, prior_n_, decay_;
   std::vector<double> reached_, accepted_;
   std::shared_ptr<AcceptanceEstimator> pool_;
-  std::vector<double> prior_;  // per position, from the pool when made; empty without one
 };
 
 // The evidence a run's sequences share under cost_model pool = run: one estimator (the same prior, weight and
-// decay per observation) that every sequence's observations feed and whose estimate, when a sequence joins,
-// is that sequence's prior: it starts from what the drafter did for the others instead of prior_a (the alias
-// AcceptancePool, declared above).
+// decay per observation) that every sequence's drafted steps feed and whose current estimate is each
+// sequence's prior: a sequence starts from what the drafter did for the others instead of prior_a, and its
+// estimate drifts back to the run's, not to prior_a, while it sits in AR (the alias AcceptancePool, declared
+// above).
 
 }  // namespace specdec

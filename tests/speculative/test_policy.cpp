@@ -396,15 +396,22 @@ TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of t
   AcceptanceEstimator late(4, 0.5, 4, 0.98, pool);
   CHECK(late.estimate() == pool->estimate());
   CHECK(AcceptanceEstimator(4, 0.5, 4, 0.98).estimate()[0] == 0.5);
-  // Its own evidence moves it away from that prior (counted once: the prior stays what the pool said when it
-  // joined), and feeds the pool too.
+  // Its own evidence moves it away from that prior, and feeds the pool too; its prior is the pool's estimate
+  // now (which holds those steps as well), so it stays between its own rate and the run's.
   const double before = pool->estimate()[0];
   for (int i = 0; i < 10; ++i) late.observe(4, 4);
-  AcceptanceEstimator own(4, before, 4, 0.98);  // the same prior at position 1 and the same ten steps
-  for (int i = 0; i < 10; ++i) own.observe(4, 4);
-  CHECK(late.estimate()[0] == Approx(own.estimate()[0]));
+  const double pooled = pool->estimate()[0];
+  CHECK(pooled > before);
+  const double weight = (1 - std::pow(0.98, 10)) / (1 - 0.98);  // ten accepted steps, decayed
+  CHECK(late.estimate()[0] == Approx((weight + 4 * pooled) / (weight + 4)));
   CHECK(late.estimate()[0] > 0.5);
-  CHECK(pool->estimate()[0] > before);
+  CHECK(late.estimate()[0] > pooled);
+  // AR steps (nothing proposed) say nothing about the drafter: the pool does not move, and the sequence's own
+  // evidence decays towards the run's estimate, not towards prior_a.
+  const std::vector<double> pool_now = pool->estimate();
+  for (int i = 0; i < 500; ++i) late.observe(0, 0);
+  CHECK(pool->estimate() == pool_now);
+  for (int j = 0; j < 4; ++j) CHECK(late.estimate()[j] == Approx(pool_now[j]).margin(1e-3));
 
   // Through the registry: pool = run shares one pool among the policies made with the same PolicyShared, and
   // a policy made after the others' bad steps drafts nothing from its first step (it would draft at the prior).
@@ -418,6 +425,14 @@ TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of t
   for (int i = 0; i < 40; ++i) p1->observe(8, 0);
   auto p2 = make_policy("cost_model k_max=8 pool=run", env);
   CHECK(p2->decide({.batch_size = 4}).k == 0);
+  // Long AR stretches leave the run's evidence as it was: neither p2 nor a later sequence drafts again at
+  // prior_a (with pool = sequence p2 would probe again within ~100 steps, as tested above).
+  for (int i = 0; i < 500; ++i) {
+    CHECK(p2->decide({.batch_size = 4}).k == 0);
+    p2->observe(0, 0);
+    p1->observe(0, 0);
+  }
+  CHECK(make_policy("cost_model k_max=8 pool=run", env)->decide({.batch_size = 4}).k == 0);
   CHECK(make_policy("cost_model k_max=8", env)->decide({.batch_size = 4}).k > 0);  // pool = sequence
   CHECK(make_policy("cost_model k_max=8 pool=run", {.costs = &c, .drafter = "d"})->decide({.batch_size = 4}).k > 0);
   CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 pool=everyone", env); })));
