@@ -813,6 +813,41 @@ def run_oracle(res, run):
     return oracle(oracle_steps(st), costs, drafter)
 
 
+def forward_pace(steps, costs):
+    """The run's pace against its cost table (docs/metrics.md): the measured time of its target forwards over
+    what the table says those forwards cost, sum(t_forward_us) / sum(modelled us), one forward per batched step
+    (the rows sharing a batch_step and t_emit_s, whose t_forward_us is the same: counted once, modelled
+    ragged_forward_us(sum(1 + n_proposed), rows, mean context_len), when the rows are as many as their
+    batch_size) and per other step (forward_us(1 + n_proposed, batch_size, context_len)). 1: the machine ran at the table's speed; 1.2: 20% slower. NaN
+    without forward times (a log before schema 3)."""
+    if "t_forward_us" not in steps or not len(steps):
+        return np.nan
+    st = oracle_steps(steps).assign(tokens=1 + steps.n_proposed.to_numpy(int),
+                                    measured=steps.t_forward_us.to_numpy(float))
+    measured = modelled = 0.0
+    alone = st[st.group < 0]
+    for r in alone.itertuples():
+        measured += r.measured
+        modelled += costs.forward_us(int(r.tokens), int(r.batch), int(r.context))
+    for _, g in st[st.group >= 0].groupby("group", sort=False):
+        if (g.batch == len(g)).all():  # one forward of the whole batch, as the oracle costs it
+            measured += float(g.measured.iloc[0])
+            modelled += costs.ragged_forward_us(int(g.tokens.sum()), len(g), _round_half_up(g.context.mean()))
+        else:  # a partial record of a batched step (the oracle costs such rows alone too)
+            for r in g.itertuples():
+                measured += r.measured
+                modelled += costs.forward_us(int(r.tokens), int(r.batch), int(r.context))
+    return measured / modelled if modelled > 0 and measured > 0 else np.nan
+
+
+def run_pace(res, run):
+    """forward_pace of one run of a log under its `cost_table` attribute; NaN without one."""
+    text = str(res.runs.loc[run].get("cost_table", "") or "")
+    if not text or text == "nan":
+        return np.nan
+    return forward_pace(res.steps[res.steps.run == run], CostTable(text))
+
+
 def single_alpha_tau(alpha, k):
     """E[emitted | k] with every position accepted with probability alpha (policy.h single_alpha_emitted)."""
     if alpha is None or k is None or math.isnan(alpha) or math.isnan(k):
@@ -900,15 +935,21 @@ def load_table(res, per_run, slo_ttft=DEFAULT_SLO_TTFT_S, slo_itl=DEFAULT_SLO_IT
             regret=p.regret, oracle_tps=p.oracle_tps, achieved_tps=p.achieved_tps,
             tau=p.tau, acc_rate=p.acc_rate,
             alpha_tau=single_alpha_tau(p.acc_rate, _number(r.k)) if str(r.drafter) != "none" else np.nan,
-            calibration=planner_calibration(res.steps[res.steps.run == run])))
+            calibration=planner_calibration(res.steps[res.steps.run == run]), pace=run_pace(res, run)))
     cols = ["run", "drafter", "policy", "k", "batch", "load", "rate", "baseline_run", "n_requests", "throughput",
             "ttft_p50", "ttft_p99", "itl_p50", "itl_p90", "itl_p99", "e2e_p50", "e2e_p99", "goodput", "n_good",
             "speedup", "speedup_lo", "speedup_hi", "regret", "oracle_tps", "achieved_tps", "tau", "acc_rate",
-            "alpha_tau", "calibration", "thr_speedup"]
-    table = pd.DataFrame(rows, columns=cols[:-1])
+            "alpha_tau", "calibration", "pace", "thr_speedup", "paced", "paced_lo", "paced_hi"]
+    table = pd.DataFrame(rows, columns=cols[:-4])
     thr = dict(zip(table.run, table.throughput))
     table["thr_speedup"] = [t / thr[b] if b in thr and thr[b] and not math.isnan(thr[b]) else np.nan
                             for t, b in zip(table.throughput, table.baseline_run)]
+    # The speedup at the table's speed (docs/metrics.md "paced speedup"): each side's time divided by its pace.
+    pace = dict(zip(table.run, table.pace))
+    factor = np.array([p / pace[b] if b in pace and pace[b] > 0 else np.nan
+                       for p, b in zip(table.pace, table.baseline_run)], dtype=float)
+    table["paced"], table["paced_lo"], table["paced_hi"] = (table.speedup * factor, table.speedup_lo * factor,
+                                                            table.speedup_hi * factor)
     # Like with like: each load (rate, then batch size) together, its AR run first.
     table = table.assign(_ar=table.drafter != "none", _rate=table.rate.fillna(-1.0))
     table = table.sort_values(["load", "_rate", "batch", "_ar", "drafter", "k", "policy"], kind="stable")
@@ -945,10 +986,13 @@ def policy_check(table):
     run: its speedup and CI, the best fixed run and speedup, the bar, verdict "ok" when the run's CI reaches
     the bar (its upper end >= bar) and "below" otherwise. Beside it, drift-free: its modelled tokens/s under the
     cost table (achieved_tps, the oracle's) against the best of the AR and fixed runs' (model_verdict), and
-    the throughput speedups (points) and the planner's calibration (planner_calibration)."""
+    the throughput speedups (points) and the planner's calibration (planner_calibration). And paced: the same
+    check on the paced speedups (each run's time at the cost table's speed, docs/metrics.md), the bar max(1,
+    the best fixed run's paced speedup), "ok" when the paced CI reaches it ("-" without paces)."""
     cols = ["load", "rate", "batch", "drafter", "run", "policy", "speedup", "speedup_lo", "speedup_hi",
             "best_fixed_run", "best_fixed", "bar", "verdict", "model_tps", "model_bar", "model_verdict",
-            "thr_speedup", "best_fixed_thr", "calibration"]
+            "thr_speedup", "best_fixed_thr", "calibration", "pace", "paced", "paced_lo", "paced_hi", "paced_bar",
+            "paced_verdict"]
     if table is None or table.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -958,6 +1002,8 @@ def policy_check(table):
         fixed = g[g.policy == "fixed"]
         best = fixed.loc[fixed.speedup.idxmax()] if len(fixed) and fixed.speedup.notna().any() else None
         best_thr = float(fixed.thr_speedup.max()) if len(fixed) else np.nan
+        fixed_paced = fixed.paced if "paced" in fixed else pd.Series(dtype=float)
+        paced_bar = max(1.0, float(fixed_paced.max())) if fixed_paced.notna().any() else 1.0
         # The AR run of the cell: the drafter runs' baseline.
         base = t[t.run.isin(g.baseline_run)]
         model_bar = float(pd.concat([fixed.achieved_tps, base.achieved_tps]).max()) if len(fixed) + len(base) else np.nan
@@ -966,13 +1012,18 @@ def policy_check(table):
             hi = r.speedup_hi if not math.isnan(r.speedup_hi) else r.speedup
             model_verdict = ("-" if math.isnan(model_bar) or math.isnan(r.achieved_tps) else
                              "ok" if r.achieved_tps >= model_bar else "below")
+            paced, paced_lo, paced_hi = (getattr(r, c, np.nan) for c in ("paced", "paced_lo", "paced_hi"))
+            paced_top = paced_hi if not math.isnan(paced_hi) else paced
+            paced_verdict = "-" if math.isnan(paced_top) else "ok" if paced_top >= paced_bar else "below"
             rows.append(dict(load=load, rate=r.rate, batch=batch, drafter=drafter, run=r.run, policy=r.policy,
                              speedup=r.speedup, speedup_lo=r.speedup_lo, speedup_hi=r.speedup_hi,
                              best_fixed_run=best.run if best is not None else "",
                              best_fixed=best.speedup if best is not None else np.nan, bar=bar,
                              verdict="ok" if hi >= bar else "below", model_tps=r.achieved_tps,
                              model_bar=model_bar, model_verdict=model_verdict, thr_speedup=r.thr_speedup,
-                             best_fixed_thr=best_thr, calibration=getattr(r, "calibration", np.nan)))
+                             best_fixed_thr=best_thr, calibration=getattr(r, "calibration", np.nan),
+                             pace=getattr(r, "pace", np.nan), paced=paced, paced_lo=paced_lo, paced_hi=paced_hi,
+                             paced_bar=paced_bar, paced_verdict=paced_verdict))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -983,7 +1034,8 @@ def format_policy_check(check):
     out = ["", "Policies against AR and the best fixed k (bar = max(1, the best fixed run's speedup); ok = the "
                "policy's CI reaches the bar)"]
     header = ["run", "B", "load", "speedup [95% CI]", "best fixed", "bar", "verdict", "model tok/s",
-              "model bar", "model verdict", "thr-speedup", "best fixed thr", "expected/emitted"]
+              "model bar", "model verdict", "thr-speedup", "best fixed thr", "expected/emitted", "pace",
+              "paced speedup [95% CI]", "paced bar", "paced verdict"]
     rows = []
     for r in check.itertuples():
         load = r.load + (f" {r.rate:g}/s" if not math.isnan(r.rate) else "")
@@ -991,12 +1043,16 @@ def format_policy_check(check):
         fixed = f"{_f(r.best_fixed)} ({r.best_fixed_run})" if r.best_fixed_run else "-"
         rows.append([r.run, str(r.batch), load, sp, fixed, _f(r.bar), r.verdict, _f(r.model_tps, "{:.0f}"),
                      _f(r.model_bar, "{:.0f}"), r.model_verdict, _f(r.thr_speedup), _f(r.best_fixed_thr),
-                     _f(r.calibration)])
-    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 10))
+                     _f(r.calibration), _f(r.pace),
+                     _f(r.paced) + ("" if math.isnan(r.paced_lo) else f" [{r.paced_lo:.2f}, {r.paced_hi:.2f}]"),
+                     _f(r.paced_bar), r.paced_verdict])
+    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 14))
     out.append(f"  {int((check.verdict == 'ok').sum())} of {len(check)} policy runs reach the bar within their CI "
                f"(measured); {int((check.model_verdict == 'ok').sum())} of {len(check)} under the cost table "
                "(modelled tokens/s, free of the machine's drift between runs); expected/emitted: the planner's "
-               "calibration, its expected tokens per emitted token (1 = calibrated, > 1 optimistic)")
+               "calibration, its expected tokens per emitted token (1 = calibrated, > 1 optimistic); "
+               f"{int((check.paced_verdict == 'ok').sum())} of {len(check)} paced (each run's measured times at the "
+               "cost table's speed: divided by its pace, its forwards' measured time over their modelled time)")
     return out
 
 

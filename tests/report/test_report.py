@@ -841,6 +841,26 @@ def load_figures_by_hand():
 
 
 @test
+def forward_pace_and_paced_speedup_by_hand():
+    # load_file: the table costs 1000 T us whatever B and C; every step's t_forward_us is 1.5. AR: batched
+    # steps 0 (one row), 1 and 2 (two rows each: one forward), 3 and 4 (one row of batch_size 2: alone):
+    # 5 forwards of 1 token per sequence, measured 7.5 us against 5000 us modelled.
+    res = rep.load(load_file("load_pace.h5"))
+    check(rep.run_pace(res, "ar_b2_r2_t0"), 7.5 / 5000, "AR pace")
+    # ngram: two batched steps of two rows, 3 + 3 tokens each: ragged_forward_us(6, 2) = 3000 us each.
+    check(rep.run_pace(res, "ngram_k2_b2_r2_t0"), 3.0 / 6000, "spec pace")
+    t = rep.summarize(res, n_boot=200).load.set_index("run")
+    factor = (3.0 / 6000) / (7.5 / 5000)
+    check(t.paced["ngram_k2_b2_r2_t0"], t.speedup["ngram_k2_b2_r2_t0"] * factor, "paced = speedup x pace / AR's")
+    check(t.paced_lo["ngram_k2_b2_r2_t0"], t.speedup_lo["ngram_k2_b2_r2_t0"] * factor, "the CI scaled alike")
+    check(t.paced["ar_b2_r2_t0"], 1.0, "AR against itself")
+    # No forward times (a log before schema 3): NaN.
+    st = res.steps[res.steps.run == "ar_b2_r2_t0"]
+    assert math.isnan(rep.forward_pace(st.drop(columns="t_forward_us"), rep.CostTable(
+        str(res.runs.loc["ar_b2_r2_t0"].cost_table))))
+
+
+@test
 def policy_check_against_ar_and_the_best_fixed_k():
     def row(run, drafter, policy, batch, sp, lo, hi, tps, base):
         return dict(run=run, drafter=drafter, policy=policy, batch=batch, load="poisson", rate=4.0, speedup=sp,
@@ -866,11 +886,22 @@ def policy_check_against_ar_and_the_best_fixed_k():
     check(c.model_bar["md_k4_cm_b4"], 300, "model bar: AR's")
     assert c.verdict["md_k4_cm_b8"] == "ok" and c.best_fixed_run["md_k4_cm_b8"] == ""
     assert c.model_verdict["md_k4_cm_b8"] == "ok"
+    assert (c.paced_verdict == "-").all(), "no paces: no paced verdict"
     t["calibration"] = [np.nan, np.nan, np.nan, 1.5, np.nan, 0.75, np.nan, np.nan]
+    # Paced: ngram's fixed k4 ran fast (1.1 after pacing), the cost model slow (its CI reaches 1.35 paced).
+    t["pace"] = [1.0, 1.0, 0.9, 1.2, 1.0, 1.0, 1.0, 1.0]
+    for col, src in (("paced", "speedup"), ("paced_lo", "speedup_lo"), ("paced_hi", "speedup_hi")):
+        t[col] = t[src] * t.pace
     c = rep.policy_check(t).set_index("run")
+    check(c.paced_bar["ng_k4_cm_b4"], 1.3 * 0.9, "paced bar: the best fixed run's paced speedup")
+    check(c.paced["ng_k4_cm_b4"], 1.05 * 1.2, "the run's paced speedup")
+    assert c.paced_verdict["ng_k4_cm_b4"] == "ok" and c.verdict["ng_k4_cm_b4"] == "below"
+    check(c.paced_bar["md_k4_cm_b4"], 1.0, "paced bar: AR when every fixed k is slower")
+    assert c.paced_verdict["md_k4_cm_b4"] == "ok"
     check(c.calibration["ng_k4_cm_b4"], 1.5, "the run's calibration carried to the check")
     text = "\n".join(rep.format_policy_check(rep.policy_check(t)))
     assert "2 of 3 policy runs reach the bar within their CI (measured); 2 of 3 under the cost table" in text, text
+    assert "; 3 of 3 paced" in text, text
     assert "expected/emitted" in text and " 1.50" in text and " 0.75" in text, text
     assert rep.policy_check(t[t.policy != "cost_model"]).empty
 
