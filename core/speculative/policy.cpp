@@ -393,47 +393,82 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
       decay_(decay),
       reached_(k_max, 0.0),
       accepted_(k_max, 0.0),
-      pool_(std::move(pool)) {
+      pool_(std::move(pool)),
+      mine_reached_(pool_ ? k_max : 0, 0.0),
+      mine_accepted_(pool_ ? k_max : 0, 0.0) {
   SPECDEC_CHECK(k_max >= 0, "k_max >= 0, got ", k_max);
   SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
   SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
   SPECDEC_CHECK(decay > 0 && decay <= 1, "decay in (0, 1], got ", decay);
 }
 
+namespace {
+
+// Position j (1-based) of a step that proposed n_proposed and had n_accepted accepted was reached when the first
+// j - 1 were accepted and j was proposed; it was accepted when j <= n_accepted. Positions past the proposal say
+// nothing (censored). Decays the counts by `decay` first.
+void add_step(std::vector<double>& reached, std::vector<double>& accepted, double decay, int n_proposed,
+              int n_accepted) {
+  for (size_t j = 0; j < reached.size(); ++j) {
+    reached[j] *= decay;
+    accepted[j] *= decay;
+  }
+  const int n = std::min({n_proposed, n_accepted + 1, static_cast<int>(reached.size())});
+  for (int j = 0; j < n; ++j) {
+    reached[j] += 1;
+    if (j < n_accepted) accepted[j] += 1;
+  }
+}
+
+// Each position's posterior mean, its prior centred on `priors[j]` where given, else on the previous position's
+// estimate (position 1's on prior_a).
+std::vector<double> posterior(const std::vector<double>& reached, const std::vector<double>& accepted, double prior_a,
+                              double prior_n, const std::vector<double>& priors) {
+  std::vector<double> a(reached.size());
+  double prior = prior_a;
+  for (size_t j = 0; j < a.size(); ++j) {
+    if (j < priors.size()) prior = priors[j];
+    a[j] = (accepted[j] + prior_n * prior) / (reached[j] + prior_n);
+    prior = a[j];  // a position never reached inherits the estimate of the one before it
+  }
+  return a;
+}
+
+}  // namespace
+
 void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
   // The pool learns from drafted steps only: its sequences' AR steps say nothing about the drafter, and
   // decaying it on them would pull the run's estimate back to prior_a while its sequences sit in AR, so each
   // request joining after an AR stretch would again pay for drafting at prior_a (what the pool is for is
-  // that it does not). A sequence's own estimate still decays on its AR steps, towards that pool estimate.
-  if (pool_ && n_proposed > 0) pool_->observe(n_proposed, n_accepted);
-  // Every step decays the evidence, AR steps included: an estimate that sent the sequence to AR drifts
-  // back to its prior, so the policy tries drafting again (exploration) instead of staying AR for good.
-  for (size_t j = 0; j < reached_.size(); ++j) {
-    reached_[j] *= decay_;
-    accepted_[j] *= decay_;
+  // that it does not). This sequence's share of the pool is kept on the pool's clock, to be left out of its
+  // prior (estimate()).
+  if (pool_ && n_proposed > 0) {
+    const double catch_up = std::pow(decay_, static_cast<double>(pool_->n_observed_ - pool_clock_));
+    for (size_t j = 0; j < mine_reached_.size(); ++j) {
+      mine_reached_[j] *= catch_up;
+      mine_accepted_[j] *= catch_up;
+    }
+    pool_->observe(n_proposed, n_accepted);
+    add_step(mine_reached_, mine_accepted_, decay_, n_proposed, n_accepted);
+    pool_clock_ = pool_->n_observed_;
   }
-  // Position j (1-based) was reached when the first j - 1 were accepted and j was proposed; it was accepted
-  // when j <= n_accepted. Positions past the proposal say nothing (censored).
-  const int reached = std::min({n_proposed, n_accepted + 1, static_cast<int>(reached_.size())});
-  for (int j = 0; j < reached; ++j) {
-    reached_[j] += 1;
-    if (j < n_accepted) accepted_[j] += 1;
-  }
+  if (n_proposed > 0) ++n_observed_;
+  // Every step decays the sequence's own evidence, AR steps included: an estimate that sent it to AR drifts
+  // back to its prior, so the policy tries drafting again (exploration) if that prior pays.
+  add_step(reached_, accepted_, decay_, n_proposed, n_accepted);
 }
 
 std::vector<double> AcceptanceEstimator::estimate() const {
-  std::vector<double> a(reached_.size());
-  // With a pool the prior is the run's estimate now. The pool holds this sequence's own steps too, so they
-  // count twice; the mean stays between the sequence's own rate and the run's (only its confidence would be
-  // overstated, and the policy uses only the mean).
-  const std::vector<double> pooled = pool_ ? pool_->estimate() : std::vector<double>{};
-  double prior = prior_a_;
-  for (size_t j = 0; j < a.size(); ++j) {
-    if (j < pooled.size()) prior = pooled[j];
-    a[j] = (accepted_[j] + prior_n_ * prior) / (reached_[j] + prior_n_);
-    prior = a[j];  // a position never reached inherits the estimate of the one before it
+  if (!pool_) return posterior(reached_, accepted_, prior_a_, prior_n_, {});
+  // The prior: the run's estimate now, from the pool's evidence less this sequence's own share of it (its own
+  // steps count once, in its own counts).
+  const double f = std::pow(decay_, static_cast<double>(pool_->n_observed_ - pool_clock_));
+  std::vector<double> r(pool_->reached_), acc(pool_->accepted_);
+  for (size_t j = 0; j < r.size() && j < mine_reached_.size(); ++j) {
+    r[j] = std::max(0.0, r[j] - f * mine_reached_[j]);
+    acc[j] = std::clamp(acc[j] - f * mine_accepted_[j], 0.0, r[j]);
   }
-  return a;
+  return posterior(reached_, accepted_, prior_a_, prior_n_, posterior(r, acc, prior_a_, prior_n_, {}));
 }
 
 // ---- built-in policies -------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
 // The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
 // of positions reached and accepted, each position's Beta posterior mean with its prior centred on the
 // previous position's estimate (position 1's on prior_a), or, with a pool, on the pool's current estimate of
-// that position.
+// that position from the other sequences' evidence (this one's own share of the pool left out).
 class AcceptanceEstimator {
  public:
   // pool (may be null, shared by the sequences of a run): fed by every observe of a drafted step (n_proposed >
@@ -221,6 +221,11 @@ class AcceptanceEstimator {
   double prior_a_, prior_n_, decay_;
   std::vector<double> reached_, accepted_;
   std::shared_ptr<AcceptanceEstimator> pool_;
+  // With a pool: this sequence's share of the pool's counts, as decayed at the pool's observation pool_clock_,
+  // left out of its prior so that its own steps count once.
+  std::vector<double> mine_reached_, mine_accepted_;
+  uint64_t pool_clock_ = 0;
+  uint64_t n_observed_ = 0;  // drafted steps observed (a pool's clock)
 };
 
 // The evidence a run's sequences share under cost_model pool = run: one estimator (the same prior, weight and

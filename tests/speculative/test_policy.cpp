@@ -396,22 +396,31 @@ TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of t
   AcceptanceEstimator late(4, 0.5, 4, 0.98, pool);
   CHECK(late.estimate() == pool->estimate());
   CHECK(AcceptanceEstimator(4, 0.5, 4, 0.98).estimate()[0] == 0.5);
-  // Its own evidence moves it away from that prior, and feeds the pool too; its prior is the pool's estimate
-  // now (which holds those steps as well), so it stays between its own rate and the run's.
+  // Its own evidence moves it away from that prior and feeds the pool too; its prior stays the pool's
+  // estimate without its own share (the other sequences' evidence, decayed as the pool decays it), so its own
+  // steps count once.
   const double before = pool->estimate()[0];
   for (int i = 0; i < 10; ++i) late.observe(4, 4);
-  const double pooled = pool->estimate()[0];
-  CHECK(pooled > before);
+  CHECK(pool->estimate()[0] > before);
+  for (int i = 0; i < 10; ++i) alone.observe(0, 0);  // `first`'s evidence decayed ten times, as in the pool
+  const double others = alone.estimate()[0];
   const double weight = (1 - std::pow(0.98, 10)) / (1 - 0.98);  // ten accepted steps, decayed
-  CHECK(late.estimate()[0] == Approx((weight + 4 * pooled) / (weight + 4)));
+  CHECK(late.estimate()[0] == Approx((weight + 4 * others) / (weight + 4)));
+  CHECK(late.estimate()[0] > pool->estimate()[0]);  // the pool, which counts late's steps once, is between
   CHECK(late.estimate()[0] > 0.5);
-  CHECK(late.estimate()[0] > pooled);
   // AR steps (nothing proposed) say nothing about the drafter: the pool does not move, and the sequence's own
-  // evidence decays towards the run's estimate, not towards prior_a.
+  // evidence decays towards the others' estimate, not towards prior_a.
   const std::vector<double> pool_now = pool->estimate();
   for (int i = 0; i < 500; ++i) late.observe(0, 0);
   CHECK(pool->estimate() == pool_now);
-  for (int j = 0; j < 4; ++j) CHECK(late.estimate()[j] == Approx(pool_now[j]).margin(1e-3));
+  for (int j = 0; j < 4; ++j) CHECK(late.estimate()[j] == Approx(alone.estimate()[j]).margin(1e-3));
+  // `first`, still in the run: its prior is the pool less its own share, i.e. late's ten good steps.
+  AcceptanceEstimator late_only(4, 0.5, 4, 0.98);
+  for (int i = 0; i < 10; ++i) late_only.observe(4, 4);
+  const double first_prior = late_only.estimate()[0];
+  AcceptanceEstimator first_alone(4, first_prior, 4, 0.98);
+  for (int i = 0; i < 60; ++i) first_alone.observe(4, i % 20 == 0 ? 1 : 0);
+  CHECK(first.estimate()[0] == Approx(first_alone.estimate()[0]).epsilon(1e-9));
 
   // Through the registry: pool = run shares one pool among the policies made with the same PolicyShared, and
   // a policy made after the others' bad steps drafts nothing from its first step (it would draft at the prior).
