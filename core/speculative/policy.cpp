@@ -443,13 +443,9 @@ void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
   // that it does not). This sequence's share of the pool is kept on the pool's clock, to be left out of its
   // prior (estimate()).
   if (pool_ && n_proposed > 0) {
-    const double catch_up = std::pow(decay_, static_cast<double>(pool_->n_observed_ - pool_clock_));
-    for (size_t j = 0; j < mine_reached_.size(); ++j) {
-      mine_reached_[j] *= catch_up;
-      mine_accepted_[j] *= catch_up;
-    }
+    // The pool decays once more as it takes this step: the share catches up with the pool's clock, then that.
+    add_step(mine_reached_, mine_accepted_, share_decay() * decay_, n_proposed, n_accepted);
     pool_->observe(n_proposed, n_accepted);
-    add_step(mine_reached_, mine_accepted_, decay_, n_proposed, n_accepted);
     pool_clock_ = pool_->n_observed_;
   }
   if (n_proposed > 0) ++n_observed_;
@@ -458,11 +454,15 @@ void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
   add_step(reached_, accepted_, decay_, n_proposed, n_accepted);
 }
 
+double AcceptanceEstimator::share_decay() const {
+  return std::pow(decay_, static_cast<double>(pool_->n_observed_ - pool_clock_));
+}
+
 std::vector<double> AcceptanceEstimator::estimate() const {
   if (!pool_) return posterior(reached_, accepted_, prior_a_, prior_n_, {});
   // The prior: the run's estimate now, from the pool's evidence less this sequence's own share of it (its own
   // steps count once, in its own counts).
-  const double f = std::pow(decay_, static_cast<double>(pool_->n_observed_ - pool_clock_));
+  const double f = share_decay();
   std::vector<double> r(pool_->reached_), acc(pool_->accepted_);
   for (size_t j = 0; j < r.size() && j < mine_reached_.size(); ++j) {
     r[j] = std::max(0.0, r[j] - f * mine_reached_[j]);

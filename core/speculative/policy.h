@@ -226,6 +226,8 @@ class AcceptanceEstimator {
   std::vector<double> mine_reached_, mine_accepted_;
   uint64_t pool_clock_ = 0;
   uint64_t n_observed_ = 0;  // drafted steps observed (a pool's clock)
+  // What the pool's decay has done to this sequence's share since pool_clock_.
+  double share_decay() const;
 };
 
 // The evidence a run's sequences share under cost_model pool = run: one estimator (the same prior, weight and

@@ -692,6 +692,29 @@ def _round_half_up(x):
     return int(np.floor(x + 0.5))  # std::lround for x >= 0
 
 
+def _forward_units(grp, batch, ctx):
+    """The forwards of oracle_steps' columns group, batch and context, in order of first step: (joint, members,
+    mean context). A group with as many rows as their batch size is one joint forward of the whole batch
+    (its mean context rounded half up); any other row is a unit alone (context 0: unused)."""
+    n = len(grp)
+    members = {}
+    for i in range(n):
+        if grp[i] >= 0:
+            members.setdefault(int(grp[i]), []).append(i)
+    units, seen = [], np.zeros(n, dtype=bool)
+    for i in range(n):
+        if seen[i]:
+            continue
+        g = members.get(int(grp[i])) if grp[i] >= 0 else None
+        if g is not None and all(batch[j] == len(g) for j in g):
+            units.append((True, g, _round_half_up(sum(int(ctx[j]) for j in g) / len(g))))
+            seen[g] = True
+        else:
+            units.append((False, [i], 0))
+            seen[i] = True
+    return units
+
+
 def oracle(steps, costs, drafter):
     """dict(achieved_tps, oracle_tps, regret, k): core/speculative/oracle.cpp's oracle() on oracle_steps(): a
     batched step (a group as large as its batch size) costs one ragged forward plus every member's drafter,
@@ -707,21 +730,7 @@ def oracle(steps, costs, drafter):
     def tok_of(i):  # emitted_if(step i, k) for k = 0..k_proposed
         return np.minimum(np.minimum(acc[i], np.arange(k_prop[i] + 1)) + 1, emi[i]).astype(float)
 
-    members = {}
-    for i in range(n):
-        if grp[i] >= 0:
-            members.setdefault(int(grp[i]), []).append(i)
-    units, seen = [], np.zeros(n, dtype=bool)  # (joint, members, mean context), in order of first step
-    for i in range(n):
-        if seen[i]:
-            continue
-        g = members.get(int(grp[i])) if grp[i] >= 0 else None
-        if g is not None and all(batch[j] == len(g) for j in g):
-            units.append((True, g, _round_half_up(sum(int(ctx[j]) for j in g) / len(g))))
-            seen[g] = True
-        else:
-            units.append((False, [i], 0))
-            seen[i] = True
+    units = _forward_units(grp, batch, ctx)
     tok = [tok_of(i) for i in range(n)]
     dcost = [np.array([costs.drafter_us(drafter, c) for c in range(k_prop[i] + 1)]) for i in range(n)]
     alone_us = {}
@@ -815,28 +824,24 @@ def run_oracle(res, run):
 
 def forward_pace(steps, costs):
     """The run's pace against its cost table (docs/metrics.md): the measured time of its target forwards over
-    what the table says those forwards cost, sum(t_forward_us) / sum(modelled us), one forward per batched step
-    (the rows sharing a batch_step and t_emit_s, whose t_forward_us is the same: counted once, modelled
-    ragged_forward_us(sum(1 + n_proposed), rows, mean context_len), when the rows are as many as their
-    batch_size) and per other step (forward_us(1 + n_proposed, batch_size, context_len)). 1: the machine ran at the table's speed; 1.2: 20% slower. NaN
-    without forward times (a log before schema 3)."""
+    what the table says those forwards cost, sum(t_forward_us) / sum(modelled us), over the forwards the oracle
+    costs (_forward_units): a batched step whose rows are as many as their batch_size once (its rows share
+    one t_forward_us), modelled ragged_forward_us(sum(1 + n_proposed), rows, mean context_len); any other
+    step forward_us(1 + n_proposed, batch_size, context_len). 1: the machine ran at the table's speed; 1.2:
+    20% slower. NaN without forward times (a log before schema 3)."""
     if "t_forward_us" not in steps or not len(steps):
         return np.nan
-    st = oracle_steps(steps).assign(tokens=1 + steps.n_proposed.to_numpy(int),
-                                    measured=steps.t_forward_us.to_numpy(float))
+    st = oracle_steps(steps)
+    tokens = 1 + steps.n_proposed.to_numpy(int)
+    measured_us = steps.t_forward_us.to_numpy(float)
+    batch, ctx = st.batch.to_numpy(int), st.context.to_numpy(int)
     measured = modelled = 0.0
-    alone = st[st.group < 0]
-    for r in alone.itertuples():
-        measured += r.measured
-        modelled += costs.forward_us(int(r.tokens), int(r.batch), int(r.context))
-    for _, g in st[st.group >= 0].groupby("group", sort=False):
-        if (g.batch == len(g)).all():  # one forward of the whole batch, as the oracle costs it
-            measured += float(g.measured.iloc[0])
-            modelled += costs.ragged_forward_us(int(g.tokens.sum()), len(g), _round_half_up(g.context.mean()))
-        else:  # a partial record of a batched step (the oracle costs such rows alone too)
-            for r in g.itertuples():
-                measured += r.measured
-                modelled += costs.forward_us(int(r.tokens), int(r.batch), int(r.context))
+    for joint, g, c in _forward_units(st.group.to_numpy(np.int64), batch, ctx):
+        measured += float(measured_us[g[0]])
+        if joint:
+            modelled += costs.ragged_forward_us(int(tokens[g].sum()), len(g), c)
+        else:
+            modelled += costs.forward_us(int(tokens[g[0]]), int(batch[g[0]]), int(ctx[g[0]]))
     return measured / modelled if modelled > 0 and measured > 0 else np.nan
 
 
