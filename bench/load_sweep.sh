@@ -3,11 +3,13 @@
 # (`specdec bench costs`: the target forward over T x B x C, and ngram's and Medusa's cost per step, Medusa
 # with the shipped heads; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep
 # (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
-#   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]
+#   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]
+# OVERRIDEs go to `specdec run`, e.g. --run.interleave=false for the runs one after another.
 set -euo pipefail
-TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda]}
+TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]}
 B=${2:-build}
 DEV=${3:-cpu}
+shift $(($# < 3 ? $# : 3))
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 S=$B/experiments/specdec
 M=models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -27,6 +29,6 @@ cp "$R-costs.json" "results/load_sweep${SUFFIX}_costs.json"
 
 echo "== sweep"
 rm -f "$L.h5"
-{ uptime; /usr/bin/time -v "$S" run "$CFG" --out "$L.h5"; uptime; } > "$R-run.txt" 2>&1
+{ uptime; /usr/bin/time -v "$S" run "$CFG" --out "$L.h5" "$@"; uptime; } > "$R-run.txt" 2>&1
 "$S" report "$L.h5" --json "$R-report.json" --plots "$R-plots" --slo-ttft 2 --slo-itl 0.1 > "$R-report.txt"
 sed -n '/Batched decoding under load/,/policy runs reach the bar/p' "$R-report.txt"

@@ -244,6 +244,11 @@ const std::vector<KeySpec>& schema() {
         "open-loop load from a file: one arrival time in seconds per line, non-decreasing, at least one per "
         "request; needs batch_size"},
        [](ExperimentConfig& c, const Value& v) { c.arrivals = trim(v.text); }},
+      {{"run.interleave", "false",
+        "batched runs of one batch size and load advance together, a step each in turn, each timed on its own "
+        "clock (its own work; idle, it jumps to the next arrival): drift hits the compared runs alike; needs "
+        "batch_size"},
+       [](ExperimentConfig& c, const Value& v) { c.interleave = parse_bool(v); }},
       {{"run.policy", "",
         "speculation policies of the drafter runs, a list: one run per value (docs/policies.md; options in "
         "[policy.NAME]); empty = k draft tokens every step"},
@@ -338,6 +343,8 @@ void check_load_keys(const ExperimentConfig& cfg, const std::string& where) {
   const bool open_loop = !cfg.arrival_rates.empty() || !cfg.arrivals.empty();
   SPECDEC_CHECK(!open_loop || cfg.batched(), where, ": [run] ", cfg.arrivals.empty() ? "arrival_rate" : "arrivals",
                 " needs [run] batch_size (the sequences in flight under that load)");
+  SPECDEC_CHECK(!cfg.interleave || cfg.batched(), where,
+                ": [run] interleave needs [run] batch_size (it interleaves the batched runs of one load)");
   SPECDEC_CHECK(cfg.arrival_rates.empty() || cfg.arrivals.empty(), where,
                 ": [run] arrival_rate and arrivals are two loads; give one of them");
   for (const auto& [name, opts] : cfg.policy_options)
@@ -646,6 +653,7 @@ std::string ExperimentConfig::to_ini() const {
      << "batch_size = " << ints(batch_sizes) << "\n"
      << "arrival_rate = " << floats(arrival_rates) << "\n"
      << "arrivals = " << arrivals << "\n"
+     << "interleave = " << (interleave ? "true" : "false") << "\n"
      << "policy = " << join(policies) << "\n"
      << "cost_table = " << cost_table << "\n\n"
      << "[prompts]\n"

@@ -53,6 +53,10 @@ struct ExperimentConfig {
   std::vector<int> batch_sizes;
   std::vector<double> arrival_rates;  // requests/s, Poisson arrivals seeded by the run's seed; a run axis
   std::string arrivals;               // a file of arrival times (seconds, one per line); a run axis of one value
+  // The runs of one batch size and load advance together, a batched step each in turn, each on its own clock
+  // (the seconds of its own work; idle, it jumps to the next arrival), so that the machine's drift hits the
+  // AR run and the drafter runs it is compared with alike (docs/batching.md "Interleaved runs").
+  bool interleave = false;
   // Speculation policies (core/speculative/policy.h), a run axis of drafter runs; empty = none (k every
   // step). policy_options: [policy.NAME] key = value.
   std::vector<std::string> policies;

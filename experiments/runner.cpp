@@ -139,6 +139,8 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
   std::snprintf(buf, sizeof buf, "%g", r.load.rate);
   a["arrival_rate"] = r.load.kind == LoadSpec::Kind::kPoisson ? buf : "";
   a["arrivals"] = r.load.kind == LoadSpec::Kind::kFile ? cfg.arrivals : "";
+  // [run] interleave: the run's times are on its own clock (docs/batching.md "Interleaved runs").
+  a["interleaved"] = r.batch_size > 0 && cfg.interleave ? "1" : "0";
   a["policy"] = r.policy;
   a["policy_spec"] = r.policy.empty() ? "" : cfg.policy_spec(r.policy, r.k);
   a["cost_table"] = costs ? costs->to_json() : "";  // the oracle's costs (the report's regret)
@@ -387,8 +389,9 @@ class Runner {
                                                           const std::vector<TokenId>* reference);
   void run_batched();
   void run_batched_group(size_t b, std::vector<Request>& requests);
-  std::map<int64_t, std::vector<TokenId>> run_load(size_t r, std::vector<Request>& requests,
-                                                   const std::map<int64_t, std::vector<TokenId>>& references);
+  void run_interleaved_group(size_t b, std::vector<Request>& requests);
+  std::map<int64_t, std::vector<TokenId>> reference_tokens(size_t b, std::vector<Request>& requests);
+  class LoadRun;
   std::vector<double> arrival_times(const RunSpec& r, size_t n) const;
   void log_result(size_t r, const DecodeResult& res, Request& q, double arrival_s = -1,
                   std::vector<results::StepLoad> step_load = {});
@@ -732,11 +735,170 @@ void Runner::run_batched() {
     if (grid_[b].drafter < 0 && grid_[b].batch_size > 0) run_batched_group(b, requests);
 }
 
+// A batched run's clock, in seconds since the run started: the wall clock, or (an interleaved run) the run's
+// own, which runs only between resume() and pause() and jumps over idle time instead of waiting.
+class RunClock {
+ public:
+  explicit RunClock(bool own) : own_(own), t0_(Clock::now()) {}
+  double now() const {
+    const double since = std::chrono::duration<double>(Clock::now() - t0_).count();
+    return own_ ? base_ + (running_ ? since : 0.0) : since;
+  }
+  void resume() {
+    if (!own_ || running_) return;
+    t0_ = Clock::now();
+    running_ = true;
+  }
+  void pause() {
+    if (!own_ || !running_) return;
+    base_ = now();
+    running_ = false;
+  }
+  // Nothing to do until t: the wall clock sleeps, the own clock moves to t at once (resumed from there).
+  void wait_until(double t) {
+    if (!own_) {
+      std::this_thread::sleep_for(std::chrono::duration<double>(t - now()));
+      return;
+    }
+    base_ = std::max(now(), t);
+    t0_ = Clock::now();
+    running_ = true;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  bool own_;
+  bool running_ = false;
+  Clock::time_point t0_;  // the wall clock's start; the own clock's last resume
+  double base_ = 0;       // the own clock's seconds before the last resume
+};
+
+// Batched run r over the requests it has not finished, in the batched loop, one turn at a time: B =
+// r.batch_size sequences in flight, each request submitted at the first step after its arrival time (closed
+// loop: all at 0, so a finished sequence is replaced by the next request at once). Every request is logged
+// when it finishes, with its arrival and, per step, the batched step, its batch size and when its tokens were
+// emitted, all on the run's clock (its decode_s too). tokens: the finished requests' tokens (the reference of
+// the drafter runs after an AR run).
+class Runner::LoadRun {
+ public:
+  LoadRun(Runner& runner, size_t r, std::vector<Request>& requests,
+          const std::map<int64_t, std::vector<TokenId>>& references, bool own_clock)
+      : rn_(runner),
+        r_(r),
+        run_(runner.grid_[r]),
+        references_(references),
+        clock_(own_clock),
+        // No sequence waits for room in a step: a block is at most 1 + max(k, max_tree_nodes) tokens.
+        dec_(*runner.target_,
+             {.max_sequences = run_.batch_size,
+              .max_tokens_per_step = run_.batch_size * (1 + std::max(run_.k, runner.cfg_.max_tree_nodes))}) {
+    for (Request& q : requests)
+      if (!rn_.finished_[r].count(q.id)) pending_.push_back(&q);
+    arrivals_ = rn_.arrival_times(run_, pending_.size());
+    loads_.resize(pending_.size());
+  }
+
+  bool done() const { return next_ >= pending_.size() && dec_.idle(); }
+
+  // Admits the requests that have arrived (idle: waits for the next one), runs one batched step and logs the
+  // requests it finished. Requires !done(). Only the turn's own work runs on an own clock.
+  void turn() {
+    clock_.resume();
+    admit_arrived();
+    while (dec_.idle()) {
+      clock_.wait_until(arrivals_[next_]);
+      admit_arrived();
+    }
+    dec_.step();
+    const double emitted_at = clock_.now();
+    const BatchStepRecord& step = dec_.steps().back();
+    for (int32_t ticket : step.tickets) {
+      loads_[ticket].push_back({.batch_step = step.step, .batch_size = step.n_sequences, .t_emit_s = emitted_at});
+      if (!dec_.finished(ticket)) continue;
+      DecodeResult res = dec_.take_result(ticket);
+      rn_.log_result(r_, res, *pending_[ticket], arrivals_[ticket], std::move(loads_[ticket]));
+      tokens[pending_[ticket]->id] = std::move(res.tokens);
+    }
+    clock_.pause();
+  }
+
+  std::map<int64_t, std::vector<TokenId>> tokens;
+
+ private:
+  void admit_arrived() {
+    for (const double now = clock_.now(); next_ < pending_.size() && arrivals_[next_] <= now; ++next_) {
+      Request& q = *pending_[next_];
+      const auto ref = references_.find(q.id);
+      BatchRequest br{
+          .prompt = q.prompt.pp.ids, .opts = rn_.decode_options(run_, q), .rule = rn_.rules_.at(run_.rule).get()};
+      br.opts.clock = [this] { return clock_.now(); };
+      if (run_.drafter >= 0)
+        br.make_drafter = rn_.drafter_maker(run_, q, ref == references_.end() ? nullptr : &ref->second);
+      dec_.submit(std::move(br));
+    }
+  }
+
+  Runner& rn_;
+  const size_t r_;
+  const RunSpec& run_;
+  const std::map<int64_t, std::vector<TokenId>>& references_;
+  RunClock clock_;
+  BatchDecoder dec_;
+  std::vector<Request*> pending_;
+  std::vector<double> arrivals_;                       // by ticket (= index in pending_)
+  std::vector<std::vector<results::StepLoad>> loads_;  // by ticket
+  size_t next_ = 0;                                    // the next request to submit
+};
+
+// One load, one run after another on the wall clock: the AR run, then its drafter runs.
 void Runner::run_batched_group(size_t b, std::vector<Request>& requests) {
-  std::map<int64_t, std::vector<TokenId>> ar = run_load(b, requests, {});
+  if (cfg_.interleave) return run_interleaved_group(b, requests);
+  const std::map<int64_t, std::vector<TokenId>> none;
+  LoadRun ar_run(*this, b, requests, none, false);
+  while (!ar_run.done()) ar_run.turn();
+  std::map<int64_t, std::vector<TokenId>> ar = std::move(ar_run.tokens);
   if (auto it = logged_ar_.find(grid_[b].name); it != logged_ar_.end())  // --resume: finished before a kill
     for (const auto& [id, tokens] : it->second) ar.emplace(id, tokens);
-  for (size_t r = b + 1; r < grid_.size() && grid_[r].drafter >= 0; ++r) run_load(r, requests, ar);
+  for (size_t r = b + 1; r < grid_.size() && grid_[r].drafter >= 0; ++r) {
+    LoadRun run(*this, r, requests, ar, false);
+    while (!run.done()) run.turn();
+  }
+}
+
+// One load, its runs interleaved ([run] interleave): each takes a turn (one batched step) in grid order while
+// any is unfinished, each on its own clock, so a slow spell of the machine falls on all of them. A drafter
+// that reads the AR run's tokens gets them beforehand, decoded alone outside every clock.
+void Runner::run_interleaved_group(size_t b, std::vector<Request>& requests) {
+  std::map<int64_t, std::vector<TokenId>> refs;
+  size_t end = b + 1;
+  for (; end < grid_.size() && grid_[end].drafter >= 0; ++end)
+    if (infos_[grid_[end].drafter]->needs_reference && refs.empty()) refs = reference_tokens(b, requests);
+  std::deque<LoadRun> runs;  // stable addresses: their requests' clocks refer to them
+  for (size_t r = b; r < end; ++r) runs.emplace_back(*this, r, requests, refs, true);
+  for (bool any = true; any;) {
+    any = false;
+    for (LoadRun& run : runs) {
+      if (run.done()) continue;
+      run.turn();
+      any = true;
+    }
+  }
+}
+
+// The AR run b's tokens of every request: logged before a kill (--resume), else decoded alone (unlogged,
+// untimed; bit-identical to the batched loop's, which is batch-invariant).
+std::map<int64_t, std::vector<TokenId>> Runner::reference_tokens(size_t b, std::vector<Request>& requests) {
+  std::map<int64_t, std::vector<TokenId>> refs;
+  const auto logged = logged_ar_.find(grid_[b].name);
+  for (Request& q : requests) {
+    if (logged != logged_ar_.end())
+      if (auto it = logged->second.find(q.id); it != logged->second.end()) {
+        refs[q.id] = it->second;
+        continue;
+      }
+    refs[q.id] = decode(grid_[b], nullptr, q).tokens;
+  }
+  return refs;
 }
 
 std::vector<double> Runner::arrival_times(const RunSpec& r, size_t n) const {
@@ -749,53 +911,6 @@ std::vector<double> Runner::arrival_times(const RunSpec& r, size_t n) const {
       break;
   }
   return std::vector<double>(n, 0.0);
-}
-
-// Run r over the requests it has not finished, in the batched loop: B = r.batch_size sequences in flight,
-// each request submitted at the first step after its arrival time (closed loop: all at 0, so a finished
-// sequence is replaced by the next request at once). Every request is logged when it finishes, with its
-// arrival and, per step, the batched step, its batch size and when its tokens were emitted. Returns the
-// requests' tokens (the reference of the drafter runs after an AR run).
-std::map<int64_t, std::vector<TokenId>> Runner::run_load(size_t r, std::vector<Request>& requests,
-                                                         const std::map<int64_t, std::vector<TokenId>>& references) {
-  const RunSpec& run = grid_[r];
-  std::vector<Request*> pending;
-  for (Request& q : requests)
-    if (!finished_[r].count(q.id)) pending.push_back(&q);
-  std::map<int64_t, std::vector<TokenId>> tokens;
-  if (pending.empty()) return tokens;
-  const std::vector<double> arrivals = arrival_times(run, pending.size());
-  // No sequence waits for room in a step: a block is at most 1 + max(k, max_tree_nodes) tokens.
-  BatchDecoder dec(*target_, {.max_sequences = run.batch_size,
-                              .max_tokens_per_step = run.batch_size * (1 + std::max(run.k, cfg_.max_tree_nodes))});
-  std::vector<std::vector<results::StepLoad>> loads(pending.size());  // by ticket (= index in pending)
-  const auto t0 = std::chrono::steady_clock::now();
-  auto since_start = [&t0] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-  size_t next = 0;
-  while (next < pending.size() || !dec.idle()) {
-    for (double now = since_start(); next < pending.size() && arrivals[next] <= now; ++next) {
-      Request& q = *pending[next];
-      const auto ref = references.find(q.id);
-      BatchRequest br{.prompt = q.prompt.pp.ids, .opts = decode_options(run, q), .rule = rules_.at(run.rule).get()};
-      if (run.drafter >= 0) br.make_drafter = drafter_maker(run, q, ref == references.end() ? nullptr : &ref->second);
-      dec.submit(std::move(br));
-    }
-    if (dec.idle()) {  // nothing in flight: wait for the next arrival
-      std::this_thread::sleep_for(std::chrono::duration<double>(arrivals[next] - since_start()));
-      continue;
-    }
-    dec.step();
-    const double emitted_at = since_start();
-    const BatchStepRecord& step = dec.steps().back();
-    for (int32_t ticket : step.tickets) {
-      loads[ticket].push_back({.batch_step = step.step, .batch_size = step.n_sequences, .t_emit_s = emitted_at});
-      if (!dec.finished(ticket)) continue;
-      DecodeResult res = dec.take_result(ticket);
-      log_result(r, res, *pending[ticket], arrivals[ticket], std::move(loads[ticket]));
-      tokens[pending[ticket]->id] = std::move(res.tokens);
-    }
-  }
-  return tokens;
 }
 
 // Appends the (run r, request) pair to the log at once and counts it done.

@@ -69,7 +69,7 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
     policy_ = make_policy(opts.policy,
                           PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter, .shared = opts.policy_shared});
   res_.prompt_tokens = n_prompt;
-  t_decode_start_ = seconds_now();
+  t_decode_start_ = now();
   if (max_new_ == 0) {
     done_ = true;
     return;
@@ -113,8 +113,10 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   res_.prefill_seconds =
       std::chrono::duration<double>(Clock::now() - t0).count() + (copy_prefill ? opts.prefilled_seconds : 0.0);
   last_ = prompt.back();
-  t_decode_start_ = seconds_now();
+  t_decode_start_ = now();
 }
+
+double SequenceDecoder::now() const { return opts_.clock ? opts_.clock() : seconds_now(); }
 
 int SequenceDecoder::k_limit() const {
   if (done_) return 0;
@@ -287,7 +289,7 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
 }
 
 DecodeResult SequenceDecoder::take_result() {
-  res_.decode_seconds = seconds_now() - t_decode_start_;
+  res_.decode_seconds = now() - t_decode_start_;
   return std::move(res_);
 }
 

@@ -43,6 +43,9 @@ struct DecodeOptions {
   const CostTable* costs = nullptr;
   std::string cost_drafter;
   std::shared_ptr<PolicyShared> policy_shared;
+  // The clock of decode_seconds (seconds; only differences are read): empty = the steady clock. The runner's
+  // interleaved load runs give each run its own clock, one that runs only while the run computes.
+  std::function<double()> clock;
 };
 
 // One draft node as logged (the HDF5 draft_tokens table): the node, and the rule's test of it with every
@@ -149,6 +152,7 @@ class SequenceDecoder {
   DecodeResult take_result();  // sets decode_seconds (the time since the prefill ended)
 
  private:
+  double now() const;  // seconds on opts.clock (the steady clock without one)
   Model& target_;
   Drafter* drafter_;
   const AcceptanceRule& rule_;
@@ -167,7 +171,7 @@ class SequenceDecoder {
   std::vector<int32_t> feature_rows_;
   TokenId last_ = 0;
   uint32_t step_ = 0;
-  double t_decode_start_ = 0;  // steady-clock seconds at the end of the prefill
+  double t_decode_start_ = 0;  // now() at the end of the prefill
   // This step's state, between draft() and finish().
   DraftProposal prop_;
   StepRecord rec_;

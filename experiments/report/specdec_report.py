@@ -600,6 +600,8 @@ DEFAULT_SLO_ITL_S = 0.1
 
 LOAD_DEFINITIONS = """\
 Batched runs under load (docs/metrics.md; times from the log's raw events, seconds since the run's start)
+- A run with interleaved = 1 ([run] interleave) took turns with the other runs of its load: its times are
+  seconds on its own clock (its own work; idle time skipped), so drift falls on the compared runs alike.
 - A request arrives at arrival_s and joins the batch at the first step after it; a step emits its
   n_emitted tokens at its t_emit_s. first token = the request's first step's t_emit_s, finish = its last.
 - throughput = emitted tokens of the run / span, span = last finish - first arrival.

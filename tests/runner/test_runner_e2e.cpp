@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -610,4 +611,84 @@ TEST_CASE("open-loop load from a file of arrival times", "[runner][e2e][batch]")
   CHECK(bad.exit_code != 0);
   CHECK_THAT(bad.err, Catch::Contains(times.string() + ": 2 arrival times for 16 requests"));
   CHECK_FALSE(fs::exists(scratch_dir("runner_e2e") / "arrivals_bad.h5"));  // refused before the log is made
+}
+
+namespace {
+
+// Runs `specdec run` with the extra arguments; its wall-clock seconds.
+double timed_run(const std::string& extra) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = sh(run_cmd(extra));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  return seconds;
+}
+
+// The last emission of a batched run, seconds on its clock.
+double last_emit(const results::RunData& run) {
+  double t = 0;
+  for (const auto& s : run.steps) t = std::max(t, s.t_emit_s);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("interleaved runs: the same tokens and steps as alone, each timed on its own clock", "[runner][e2e][batch]") {
+  // Nine runs of one load (AR; ngram and oracle at k = 2, 4, fixed and cost_model) take turns; the oracle
+  // reads the AR tokens.
+  const std::string costs = write_cost_table();
+  const std::string out = fresh("interleaved.h5");
+  const double wall = timed_run("--quiet --out '" + out +
+                                "' --run.drafters=ngram,oracle --run.k=2,4 --run.policy=fixed,cost_model "
+                                "--run.cost_table='" +
+                                costs + "' --run.batch_size=4 --run.interleave=true");
+  const auto data = results::read_all(out);
+  REQUIRE(data.size() == 9);
+  CHECK(data[0].info.name == "ar_b4_t0");
+  const auto& ref = reference();
+  double spans = 0;
+  for (const auto& run : data) {
+    INFO(run.info.name);
+    CHECK(run.info.attrs.at("interleaved") == "1");
+    CHECK(run.requests.size() == static_cast<size_t>(kRequests));
+    check_batched_times(run, 4);
+    const std::string drafter = run.info.attrs.at("drafter");
+    if (run.info.attrs.at("policy") == "cost_model")
+      CHECK(run.outputs == find_run(ref, "ar_t0").outputs);  // greedy: lossless
+    else
+      check_same_steps(run,
+                       find_run(ref, drafter == "none" ? "ar_t0" : drafter + "_k" + run.info.attrs.at("k") + "_t0"));
+    // A request's decode_s is on its run's clock too: within the time from its arrival to its last token.
+    std::map<int64_t, double> finish;
+    for (const auto& s : run.steps) finish[s.request_id] = std::max(finish[s.request_id], s.t_emit_s);
+    for (const auto& q : run.requests) CHECK(q.decode_s <= finish.at(q.request_id) - q.arrival_s + 1e-6);
+    spans += last_emit(run);
+  }
+  // Each run's clock ran only in its own turns: the nine spans add up to less than the command took. On a
+  // clock shared by the runs each span would be about the whole group's time, nine times that in sum.
+  CHECK(spans < wall);
+}
+
+TEST_CASE("interleaved runs under an open-loop load jump over idle time instead of waiting", "[runner][e2e][batch]") {
+  const std::string out = fresh("interleaved_open.h5");
+  const double wall = timed_run("--quiet --out '" + out +
+                                "' --run.drafters=ngram --run.k=2 --run.batch_size=2 --run.arrival_rate=0.5 "
+                                "--run.interleave=true");
+  const auto data = results::read_all(out);
+  REQUIRE(data.size() == 2);
+  double last_arrival = 0;
+  for (const auto& q : data[0].requests) last_arrival = std::max(last_arrival, q.arrival_s);
+  CHECK(last_arrival > 10);  // 16 requests at 0.5/s: about 30 s of arrivals
+  for (const auto& run : data) {
+    INFO(run.info.name);
+    check_batched_times(run, 2);
+    CHECK(last_emit(run) > last_arrival);
+  }
+  std::map<int64_t, double> ar_arrival;
+  for (const auto& q : data[0].requests) ar_arrival[q.request_id] = q.arrival_s;
+  for (const auto& q : data[1].requests) CHECK(q.arrival_s == ar_arrival.at(q.request_id));  // the same load
+  check_same_steps(data[1], find_run(reference(), "ngram_k2_t0"));
+  // The wall clock would have waited for the last arrival; the own clocks skipped the idle stretches.
+  CHECK(wall < last_arrival / 3);
 }
