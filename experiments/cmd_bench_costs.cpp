@@ -1,9 +1,10 @@
 // specdec bench costs: measures the cost table (core/speculative/policy.h, docs/policies.md) that the
 // cost_model policy and the oracle read: the target forward's microseconds for a batch of B sequences each
 // verifying T tokens over C cached tokens, on a grid of T x B x C, and each requested drafter's extra cost per
-// step when it drafts up to k tokens, k = 1..k-max. The whole grid is timed --passes times, pass after pass,
-// and each point keeps the median of its passes: a drift of the machine's speed over the minutes it takes
-// reaches every point alike instead of the points timed while it lasted. --fit monotone (the default) then
+// step when it drafts up to k tokens, k = 1..k-max. Within a pass the points the cost model weighs against
+// each other are timed in turns (every T of one B and C; AR and every drafter's k), call by call, so a drift
+// of the machine's speed falls on them alike; the whole grid is timed --passes times, pass after pass, and
+// each point keeps the median of its passes. --fit monotone (the default) then
 // writes the nearest table whose costs never fall as T, B, C or k grow (CostTable::monotone). Writes the
 // CostTable JSON and prints the table.
 #include <omp.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -26,6 +28,7 @@
 #include "experiments/backend.h"
 #include "experiments/cli.h"
 #include "experiments/options.h"
+#include "experiments/timed_turns.h"
 #include "experiments/results_metrics.h"
 #include "verifiers/rules.h"
 
@@ -73,20 +76,12 @@ std::vector<std::string> names_of(const std::string& text) {
   return names;
 }
 
-// Microseconds of f(): the median (or, with use_min, the fastest) of at least 3 calls lasting min_ms in all,
-// after one warm-up call.
+// Microseconds of one call of f.
 template <typename F>
-double timed_us(F&& f, int min_ms, bool use_min) {
+double call_us(F&& f) {
+  const auto t0 = Clock::now();
   f();
-  std::vector<double> us;
-  const auto until = Clock::now() + std::chrono::milliseconds(min_ms);
-  while (us.size() < 3 || Clock::now() < until) {
-    const auto t0 = Clock::now();
-    f();
-    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-  }
-  std::sort(us.begin(), us.end());
-  return use_min ? us.front() : us[us.size() / 2];
+  return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
 }
 
 // A prompt of n tokens: English text repeated, so that ngram finds matches in it as it would in prose.
@@ -248,19 +243,25 @@ int bench_costs(const std::vector<std::string>& args) {
       for (size_t ci = cs.size(); ci-- > 0;) {
         const int C = cs[ci];
         for (KVCache* c : ptrs) c->truncate(C);
+        // Every T of this (B, C) in turns: the cost model weighs T against T + 1.
+        std::vector<std::vector<ForwardRequest>> reqs;
+        std::vector<std::function<double()>> calls;
+        for (const int T : ts) {
+          const std::span<const TokenId> block(ids.data() + C, static_cast<size_t>(T));
+          reqs.emplace_back(B, ForwardRequest{.tokens = block});
+        }
+        for (const auto& r : reqs)
+          calls.emplace_back([&] {
+            return call_us([&] {
+              model.forward_batch(ptrs, r, out);
+              for (KVCache* c : ptrs) c->truncate(C);
+            });
+          });
+        const std::vector<double> us = experiments::timed_in_turns(calls, min_ms, use_min);
         for (size_t ti = 0; ti < ts.size(); ++ti) {
-          const int T = ts[ti];
-          const std::vector<TokenId> block(ids.begin() + C, ids.begin() + C + T);
-          const std::vector<ForwardRequest> reqs(B, ForwardRequest{.tokens = block});
-          const double us = timed_us(
-              [&] {
-                model.forward_batch(ptrs, reqs, out);
-                for (KVCache* c : ptrs) c->truncate(C);
-              },
-              min_ms, use_min);
-          samples[(ti * bs.size() + bi) * cs.size() + ci].push_back(us);
+          samples[(ti * bs.size() + bi) * cs.size() + ci].push_back(us[ti]);
           std::fprintf(stderr, "[%zu/%zu] %sforward T=%d B=%d C=%d: %.1f us\n", ++point, n_points,
-                       pass_tag(pass).c_str(), T, B, C, us);
+                       pass_tag(pass).c_str(), ts[ti], B, C, us[ti]);
         }
       }
     }
@@ -268,29 +269,30 @@ int bench_costs(const std::vector<std::string>& args) {
 
   // A drafter's cost at k: what a greedy decode drafting up to k tokens spends per step outside the target
   // forward (propose, accept, the acceptance rule over k + 1 rows), less what AR spends there; 0 at k = 0.
+  // One decode is one call; AR and every drafter's k = 1..k_max are timed in turns.
   const auto outside_us = [&](const DrafterInfo* info, const std::string& name, int k) {
-    std::vector<double> per_step;
-    const auto until = Clock::now() + std::chrono::milliseconds(min_ms);
-    for (int rep = 0; rep < 4 || Clock::now() < until; ++rep) {  // rep 0 warms up
-      DecodeOptions o = opts;
-      o.k = std::max(k, 1);
-      const std::unique_ptr<Drafter> d = info ? make_drafter(*info, env, options_for(name)) : nullptr;
-      const DecodeResult r = speculative_decode(model, d.get(), *rule, prompt, o);
-      double forward = 0;
-      for (const StepRecord& st : r.steps) forward += st.t_forward_us;
-      if (rep > 0) per_step.push_back((r.decode_seconds * 1e6 - forward) / static_cast<double>(r.steps.size()));
-    }
-    std::sort(per_step.begin(), per_step.end());
-    return use_min ? per_step.front() : per_step[per_step.size() / 2];
+    DecodeOptions o = opts;
+    o.k = std::max(k, 1);
+    const std::unique_ptr<Drafter> d = info ? make_drafter(*info, env, options_for(name)) : nullptr;
+    const DecodeResult r = speculative_decode(model, d.get(), *rule, prompt, o);
+    double forward = 0;
+    for (const StepRecord& st : r.steps) forward += st.t_forward_us;
+    return (r.decode_seconds * 1e6 - forward) / static_cast<double>(r.steps.size());
   };
   const auto drafter_pass = [&](int pass) {
-    const double ar_us = drafter_names.empty() ? 0.0 : outside_us(nullptr, "", 0);
+    if (drafter_names.empty()) return 0.0;
+    std::vector<std::function<double()>> calls{[&] { return outside_us(nullptr, "", 0); }};
+    for (size_t di = 0; di < infos.size(); ++di)
+      for (int k = 1; k <= k_max; ++k)
+        calls.emplace_back([&, di, k] { return outside_us(infos[di], drafter_names[di], k); });
+    const std::vector<double> us = experiments::timed_in_turns(calls, min_ms, use_min);
+    const double ar_us = us[0];
     for (size_t di = 0; di < infos.size(); ++di)
       for (int k = 1; k <= k_max; ++k) {
-        const double us = std::max(0.0, outside_us(infos[di], drafter_names[di], k) - ar_us);
-        samples[n_forward + di * k_max + (k - 1)].push_back(us);
+        const double extra = std::max(0.0, us[1 + di * k_max + (k - 1)] - ar_us);
+        samples[n_forward + di * k_max + (k - 1)].push_back(extra);
         std::fprintf(stderr, "[%zu/%zu] %sdrafter %s k=%d: %.1f us per step\n", ++point, n_points,
-                     pass_tag(pass).c_str(), drafter_names[di].c_str(), k, us);
+                     pass_tag(pass).c_str(), drafter_names[di].c_str(), k, extra);
       }
     return ar_us;
   };
