@@ -111,6 +111,7 @@ void BatchDecoder::plan(int batch_size) {
   if (costs == nullptr || !one_table) return;
 
   std::vector<PlanMember> members(active_.size());
+  std::vector<std::vector<double>> means(active_.size());  // what each expects to emit is computed from
   for (size_t i = 0; i < active_.size(); ++i) {
     SequenceDecoder& seq = *active_[i]->seq;
     PlanMember& m = members[i];
@@ -118,6 +119,7 @@ void BatchDecoder::plan(int batch_size) {
     if (joint[i]) {
       m.drafter = models[i].drafter;
       m.a = std::move(models[i].a);
+      means[i] = models[i].a_mean.empty() ? m.a : std::move(models[i].a_mean);
       m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
     } else {
       m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
@@ -125,7 +127,7 @@ void BatchDecoder::plan(int batch_size) {
   }
   const BatchPlan p = plan_batch(*costs, members, batch_size);
   for (size_t i = 0; i < active_.size(); ++i)
-    if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(members[i].a, p.k[i]));
+    if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(means[i], p.k[i]));
 }
 
 bool BatchDecoder::step() {

@@ -471,6 +471,14 @@ std::vector<double> AcceptanceEstimator::estimate() const {
   return posterior(reached_, accepted_, prior_a_, prior_n_, posterior(r, acc, prior_a_, prior_n_, {}));
 }
 
+std::vector<double> AcceptanceEstimator::optimistic(double z) const {
+  std::vector<double> a = estimate();
+  if (z <= 0) return a;
+  for (size_t j = 0; j < a.size(); ++j)
+    a[j] = std::min(1.0, a[j] + z * std::sqrt(a[j] * (1 - a[j]) / (prior_n_ + reached_[j] + 1)));
+  return a;
+}
+
 // ---- built-in policies -------------------------------------------------------------------------------------
 
 namespace {
@@ -583,20 +591,31 @@ class AdaptivePolicy final : public Policy {
 class CostModelPolicy final : public Policy {
  public:
   CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
-                  bool joint, std::shared_ptr<AcceptancePool> pool)
+                  double explore, bool joint, std::shared_ptr<AcceptancePool> pool)
       : costs_(costs),
         drafter_(std::move(drafter)),
         k_max_(k_max),
+        explore_(explore),
         joint_(joint),
         est_(k_max, prior_a, prior_n, decay, std::move(pool)) {}
+  // Chosen with the optimistic estimates (explore > 0); what it expects to emit, from the posterior means.
   PolicyDecision decide(const PolicyStep& s) override {
-    const std::vector<double> a = est_.estimate();
-    return cost_model_choose(costs_, drafter_, s, a, k_max_);
+    PolicyDecision d = cost_model_choose(costs_, drafter_, s, est_.optimistic(explore_), k_max_);
+    if (explore_ > 0) {
+      const std::vector<double> mean = est_.estimate();
+      for (size_t k = 0; k < d.expected_emitted.size(); ++k)
+        d.expected_emitted[k] = expected_emitted(mean, static_cast<int>(k));
+    }
+    return d;
   }
   void observe(int n_proposed, int n_accepted) override { est_.observe(n_proposed, n_accepted); }
   bool joint_model(JointModel& out) const override {
     if (!joint_) return false;
-    out = JointModel{.costs = &costs_, .drafter = drafter_, .a = est_.estimate(), .k_max = k_max_};
+    out = JointModel{.costs = &costs_,
+                     .drafter = drafter_,
+                     .a = est_.optimistic(explore_),
+                     .k_max = k_max_,
+                     .a_mean = explore_ > 0 ? est_.estimate() : std::vector<double>{}};
     return true;
   }
 
@@ -604,6 +623,7 @@ class CostModelPolicy final : public Policy {
   const CostTable& costs_;
   std::string drafter_;
   int k_max_;
+  double explore_;
   bool joint_;
   AcceptanceEstimator est_;
 };
@@ -700,6 +720,8 @@ void register_builtin_policies(PolicyRegistry& r) {
            const double decay = o.get_double("decay", 0.98);
            SPECDEC_CHECK(decay > 0 && decay <= 1, "[", o.section(), "] decay = ", decay,
                          ": expected a value in (0, 1]");
+           const double explore = o.get_double("explore", 0);
+           SPECDEC_CHECK(explore >= 0, "[", o.section(), "] explore = ", explore, ": expected >= 0");
            const std::string plan = o.get("plan", "batch");
            SPECDEC_CHECK(plan == "batch" || plan == "sequence", "[", o.section(), "] plan = ", plan,
                          ": expected batch (the batch's lengths jointly) or sequence (each alone)");
@@ -720,7 +742,7 @@ void register_builtin_policies(PolicyRegistry& r) {
                            ": the run's pooled evidence covers ", shared->estimate().size(),
                            " positions (one k_max per run)");
            }
-           return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay,
+           return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay, explore,
                                                     plan == "batch", std::move(shared));
          }});
 }

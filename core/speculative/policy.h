@@ -96,8 +96,11 @@ struct PolicyDecision {
 struct JointModel {
   const CostTable* costs = nullptr;  // not owned
   std::string drafter;               // its row in costs->drafters; "" = no drafter cost
-  std::vector<double> a;             // a_1 .. a_K: the sequence's per-position acceptance estimates
+  std::vector<double> a;             // a_1 .. a_K: the per-position acceptance the plan is scored with
   int k_max = 0;                     // the policy's largest k (<= a.size())
+  // The estimates' posterior means when `a` is optimistic (cost_model explore > 0; empty = `a` itself): what
+  // the sequence expects to emit (StepRecord::k_expected) is computed from these.
+  std::vector<double> a_mean;
 };
 
 class Policy {
@@ -216,6 +219,12 @@ class AcceptanceEstimator {
                       std::shared_ptr<AcceptanceEstimator> pool = nullptr);
   void observe(int n_proposed, int n_accepted);
   std::vector<double> estimate() const;  // a_1 .. a_{k_max}
+  // An upper confidence bound per position (cost_model explore = z): the posterior mean plus z of its
+  // standard deviation, sqrt(a (1 - a) / (prior_n + reached_j + 1)) with reached_j this sequence's own
+  // (decayed) evidence at position j, clamped to [0, 1]. A sequence with little evidence of its own is
+  // planned as if its drafter were better than the prior says, so it drafts and learns what it accepts;
+  // the bonus shrinks as its own evidence grows. z = 0: estimate().
+  std::vector<double> optimistic(double z) const;
 
  private:
   double prior_a_, prior_n_, decay_;

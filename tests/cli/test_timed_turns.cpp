@@ -9,7 +9,8 @@
 
 using specdec::experiments::timed_in_turns;
 
-TEST_CASE("timed_in_turns: one warm-up round, then at least three rounds in turns; median or smallest", "[cli][bench]") {
+TEST_CASE("timed_in_turns: one warm-up round, then at least three rounds in turns; median or smallest",
+          "[cli][bench]") {
   std::vector<int> order;
   std::vector<std::vector<double>> figures = {{100, 5, 1, 3}, {200, 30, 10, 20}};  // the first: the warm-up
   std::vector<size_t> next(2, 0);

@@ -448,6 +448,60 @@ TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of t
   CHECK(one_line(error_of([&] { make_policy("cost_model k_max=6 pool=run", env); })));  // another k_max
 }
 
+TEST_CASE("cost_model explore: a sequence with little evidence of its own drafts to learn, and stops if it is bad",
+          "[policy][cost_model]") {
+  // The bound itself: the posterior mean plus z standard deviations of a Beta with prior_n + own counts.
+  AcceptanceEstimator fresh(3, 0.25, 4, 0.98);
+  CHECK(fresh.optimistic(0) == fresh.estimate());
+  for (double x : fresh.optimistic(2)) CHECK(x == Approx(0.25 + 2 * std::sqrt(0.25 * 0.75 / 5)));
+  AcceptanceEstimator sure(3, 0.25, 4, 1.0);
+  for (int i = 0; i < 400; ++i) sure.observe(3, 1);
+  CHECK(sure.optimistic(2)[0] - sure.estimate()[0] < 0.05);  // much evidence of its own: a small bonus
+  CHECK(sure.optimistic(2)[0] > sure.estimate()[0]);
+
+  // A run whose first sequence had every draft rejected: the pool's a_1 is about 0.05. At B = 4 k = 1 pays
+  // from an acceptance of about 0.2, so without the bonus a new sequence never drafts (tested above).
+  const CostTable c = synthetic_table();
+  auto shared = std::make_shared<PolicyShared>();
+  const PolicyEnv env{.costs = &c, .drafter = "d", .shared = shared};
+  auto first = make_policy("cost_model k_max=8 pool=run", env);
+  for (int i = 0; i < 40; ++i) first->observe(8, 0);
+  REQUIRE(shared->pool->estimate()[0] < 0.1);
+  CHECK(make_policy("cost_model k_max=8 pool=run", env)->decide({.batch_size = 4}).k == 0);
+  // With explore = 2 a new sequence drafts, and what it expects to emit is the posterior mean's, not the bound's.
+  auto good = make_policy("cost_model k_max=8 pool=run explore=2", env);
+  const PolicyDecision d = good->decide({.batch_size = 4});
+  CHECK(d.k > 0);
+  REQUIRE(d.expected_emitted.size() >= 2);
+  CHECK(d.expected_emitted[1] == Approx(1 + shared->pool->estimate()[0]));
+  // A drafter that does well for this sequence: it keeps drafting, longer as its evidence grows.
+  int k = d.k;
+  for (int i = 0; i < 20; ++i) {
+    good->observe(k, k);
+    k = good->decide({.batch_size = 4}).k;
+    CHECK(k > 0);
+  }
+  CHECK(k > d.k);
+  // One that does badly (in a run of its own, whose pool `good` did not feed): a few rejected drafts and it
+  // stops; as its own evidence decays in AR steps it probes now and then.
+  auto other_run = std::make_shared<PolicyShared>();
+  const PolicyEnv env2{.costs = &c, .drafter = "d", .shared = other_run};
+  auto first2 = make_policy("cost_model k_max=8 pool=run", env2);
+  for (int i = 0; i < 40; ++i) first2->observe(8, 0);
+  auto bad = make_policy("cost_model k_max=8 pool=run explore=2", env2);
+  int drafted = 0, drafted_first10 = 0;
+  for (int i = 0; i < 50; ++i) {
+    const int kb = bad->decide({.batch_size = 4}).k;
+    drafted += kb > 0;
+    if (i < 10) drafted_first10 += kb > 0;
+    bad->observe(kb, 0);
+  }
+  CHECK(drafted_first10 >= 1);
+  CHECK(drafted_first10 <= 5);
+  CHECK(drafted <= 10);  // 4 at first, then a probe every ~15 steps
+  CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 explore=-1", env); })));
+}
+
 TEST_CASE("fixed and batch_table follow their rules", "[policy]") {
   const auto f = make_policy("fixed k=3");
   CHECK(f->decide({.batch_size = 1}).k == 3);
