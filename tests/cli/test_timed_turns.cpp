@@ -29,14 +29,19 @@ TEST_CASE("timed_in_turns: one warm-up round, then at least three rounds in turn
 }
 
 TEST_CASE("timed_in_turns: a drift of the machine's speed leaves the ratio of two costs as it is", "[cli][bench]") {
-  // Two "costs" of 1 and 2 units, each call's figure scaled by a slowdown that grows with time, from 1 to
-  // about 3 over the 2 x 30 ms of timing (a VM slowing down). In turns, both medians come from the same
-  // moments; timed one after another, the second would look about 1.6 times dearer than it is.
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  const auto slowdown = [&] { return 1 + 30 * std::chrono::duration<double>(Clock::now() - t0).count(); };
+  // Two "costs" of 1 and 2 units, each call's figure scaled by a slowdown that grows call by call from 1 to 3
+  // over the 2 x 101 timed calls (a VM slowing down; a counted clock, so the test does not hang on the
+  // machine's own speed). In turns, both medians come from neighbouring calls; timed one after another, the
+  // second looks far dearer than it is.
+  int calls = 0;
+  const auto slowdown = [&] { return 1 + 2.0 * calls++ / 202; };
   const std::vector<std::function<double()>> fs = {[&] { return 1 * slowdown(); }, [&] { return 2 * slowdown(); }};
-  const std::vector<double> us = timed_in_turns(fs, 30, false);
+  const std::vector<double> us = timed_in_turns(fs, 0, false, 101);
   CHECK(us[1] / us[0] == Approx(2).epsilon(0.01));
-  CHECK(us[0] > 1.2);  // the drift was there: the median call ran slowed down
+  CHECK(us[0] > 1.9);  // the drift was there: the median call ran slowed down (by ~2x)
+
+  calls = 0;
+  const double first = timed_in_turns({fs[0]}, 0, false, 101)[0];
+  const double second = timed_in_turns({fs[1]}, 0, false, 101)[0];
+  CHECK(second / first > 3);  // one after another: ~3.3 instead of 2
 }
