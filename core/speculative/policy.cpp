@@ -400,10 +400,6 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
   SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
   SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
   SPECDEC_CHECK(decay > 0 && decay <= 1, "decay in (0, 1], got ", decay);
-  if (pool_) {
-    member_ = pool_->members_.size();
-    pool_->members_.push_back({0.0, 0.0});
-  }
 }
 
 namespace {
@@ -451,8 +447,6 @@ void AcceptanceEstimator::observe(int n_proposed, int n_accepted) {
     add_step(mine_reached_, mine_accepted_, share_decay() * decay_, n_proposed, n_accepted);
     pool_->observe(n_proposed, n_accepted);
     pool_clock_ = pool_->n_observed_;
-    pool_->members_[member_][0] += 1;
-    pool_->members_[member_][1] += n_accepted > 0;
   }
   if (n_proposed > 0) ++n_observed_;
   // Every step decays the sequence's own evidence, AR steps included: an estimate that sent it to AR drifts
@@ -477,39 +471,12 @@ std::vector<double> AcceptanceEstimator::estimate() const {
   return posterior(reached_, accepted_, prior_a_, prior_n_, posterior(r, acc, prior_a_, prior_n_, {}));
 }
 
-std::vector<double> AcceptanceEstimator::optimistic(double z, bool use_spread) const {
+std::vector<double> AcceptanceEstimator::optimistic(double z) const {
   std::vector<double> a = estimate();
   if (z <= 0) return a;
-  // The prior's weight in the bound: prior_n + 1 pseudo-observations, or 1 / rho where the pool has measured
-  // how much its sequences differ (never a larger bonus than the prior's).
-  double weight = prior_n_ + 1;
-  if (use_spread && pool_) {
-    const double rho = pool_->spread();
-    if (!std::isnan(rho)) weight = rho > 0 ? std::max(weight, 1 / rho) : INFINITY;
-  }
   for (size_t j = 0; j < a.size(); ++j)
-    a[j] = std::min(1.0, a[j] + z * std::sqrt(a[j] * (1 - a[j]) / (weight + reached_[j])));
+    a[j] = std::min(1.0, a[j] + z * std::sqrt(a[j] * (1 - a[j]) / (prior_n_ + reached_[j] + 1)));
   return a;
-}
-
-double AcceptanceEstimator::spread() const {
-  double n = 0, x = 0, n2 = 0;
-  int m = 0;
-  for (const auto& [r, acc] : members_)
-    if (r > 0) {
-      ++m;
-      n += r;
-      x += acc;
-      n2 += r * r;
-    }
-  if (m < kSpreadMembers) return NAN;
-  const double p = x / n, var = p * (1 - p);
-  if (var <= 0) return 0;  // every draft of every member accepted, or none: no spread
-  double s = 0;
-  for (const auto& [r, acc] : members_)
-    if (r > 0) s += r * (acc / r - p) * (acc / r - p);
-  const double tau2 = (s - (m - 1) * var) / (n - n2 / n);
-  return std::clamp(tau2 / var, 0.0, 1.0);
 }
 
 // ---- built-in policies -------------------------------------------------------------------------------------
@@ -624,17 +591,16 @@ class AdaptivePolicy final : public Policy {
 class CostModelPolicy final : public Policy {
  public:
   CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
-                  double explore, bool explore_spread, bool joint, std::shared_ptr<AcceptancePool> pool)
+                  double explore, bool joint, std::shared_ptr<AcceptancePool> pool)
       : costs_(costs),
         drafter_(std::move(drafter)),
         k_max_(k_max),
         explore_(explore),
-        explore_spread_(explore_spread),
         joint_(joint),
         est_(k_max, prior_a, prior_n, decay, std::move(pool)) {}
   // Chosen with the optimistic estimates (explore > 0); what it expects to emit, from the posterior means.
   PolicyDecision decide(const PolicyStep& s) override {
-    PolicyDecision d = cost_model_choose(costs_, drafter_, s, est_.optimistic(explore_, explore_spread_), k_max_);
+    PolicyDecision d = cost_model_choose(costs_, drafter_, s, est_.optimistic(explore_), k_max_);
     if (explore_ > 0) {
       const std::vector<double> mean = est_.estimate();
       for (size_t k = 0; k < d.expected_emitted.size(); ++k)
@@ -647,7 +613,7 @@ class CostModelPolicy final : public Policy {
     if (!joint_) return false;
     out = JointModel{.costs = &costs_,
                      .drafter = drafter_,
-                     .a = est_.optimistic(explore_, explore_spread_),
+                     .a = est_.optimistic(explore_),
                      .k_max = k_max_,
                      .a_mean = explore_ > 0 ? est_.estimate() : std::vector<double>{}};
     return true;
@@ -658,7 +624,6 @@ class CostModelPolicy final : public Policy {
   std::string drafter_;
   int k_max_;
   double explore_;
-  bool explore_spread_;
   bool joint_;
   AcceptanceEstimator est_;
 };
@@ -757,10 +722,6 @@ void register_builtin_policies(PolicyRegistry& r) {
                          ": expected a value in (0, 1]");
            const double explore = o.get_double("explore", 0);
            SPECDEC_CHECK(explore >= 0, "[", o.section(), "] explore = ", explore, ": expected >= 0");
-           const std::string spread = o.get("explore_spread", "pool");
-           SPECDEC_CHECK(spread == "pool" || spread == "prior", "[", o.section(), "] explore_spread = ", spread,
-                         ": expected pool (the bonus sized by how much the run's sequences differ) or prior "
-                         "(by prior_n alone)");
            const std::string plan = o.get("plan", "batch");
            SPECDEC_CHECK(plan == "batch" || plan == "sequence", "[", o.section(), "] plan = ", plan,
                          ": expected batch (the batch's lengths jointly) or sequence (each alone)");
@@ -782,7 +743,7 @@ void register_builtin_policies(PolicyRegistry& r) {
                            " positions (one k_max per run)");
            }
            return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay, explore,
-                                                    spread == "pool", plan == "batch", std::move(shared));
+                                                    plan == "batch", std::move(shared));
          }});
 }
 

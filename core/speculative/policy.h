@@ -6,7 +6,6 @@
 
 #include <climits>
 #include <cmath>
-#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -225,15 +224,7 @@ class AcceptanceEstimator {
   // (decayed) evidence at position j, clamped to [0, 1]. A sequence with little evidence of its own is
   // planned as if its drafter were better than the prior says, so it drafts and learns what it accepts;
   // the bonus shrinks as its own evidence grows. z = 0: estimate().
-  // With use_spread and a pool holding evidence of at least kSpreadMembers sequences, the prior's weight in
-  // the bound is 1 / rho instead of prior_n + 1, rho the pool's spread() (capped there: it only ever lowers the
-  // bonus): sequences that all accept alike (rho ~ 0) learn nothing of their own worth paying for.
-  std::vector<double> optimistic(double z, bool use_spread = false) const;
-  // A pool's between-sequence spread of position 1's acceptance, as a share of its binomial variance:
-  // rho = tau^2 / (p (1 - p)), tau^2 the method-of-moments (DerSimonian-Laird) estimate over its member
-  // sequences' own counts, clamped to [0, 1]; NaN while fewer than kSpreadMembers members have drafted.
-  double spread() const;
-  static constexpr int kSpreadMembers = 3;
+  std::vector<double> optimistic(double z) const;
 
  private:
   double prior_a_, prior_n_, decay_;
@@ -244,10 +235,6 @@ class AcceptanceEstimator {
   std::vector<double> mine_reached_, mine_accepted_;
   uint64_t pool_clock_ = 0;
   uint64_t n_observed_ = 0;  // drafted steps observed (a pool's clock)
-  // A pool's members' undecayed position-1 counts (reached, accepted), one entry per sequence; member_: this
-  // sequence's entry in its pool's.
-  std::vector<std::array<double, 2>> members_;
-  size_t member_ = 0;
   // What the pool's decay has done to this sequence's share since pool_clock_.
   double share_decay() const;
 };

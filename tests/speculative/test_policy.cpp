@@ -500,69 +500,6 @@ TEST_CASE("cost_model explore: a sequence with little evidence of its own drafts
   CHECK(drafted_first10 <= 5);
   CHECK(drafted <= 10);  // 4 at first, then a probe every ~15 steps
   CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 explore=-1", env); })));
-  CHECK(error_of([&] {
-          make_policy("cost_model k_max=8 explore=1 explore_spread=wide", env);
-        }).find("explore_spread = wide") != std::string::npos);
-}
-
-TEST_CASE("cost_model explore_spread: the bonus sized by how much the run's sequences differ", "[policy][cost_model]") {
-  // spread(): the DerSimonian-Laird between-sequence variance of position 1's acceptance over its binomial
-  // variance. By hand for members (reached, accepted) = (10, 1), (10, 5), (20, 18): N = 40, p = 24 / 40 = 0.6,
-  // S = 10 (0.1 - 0.6)^2 + 10 (0.5 - 0.6)^2 + 20 (0.9 - 0.6)^2 = 4.4, tau^2 = (S - 2 * 0.24) / (40 - 600 / 40)
-  // = 3.92 / 25, rho = tau^2 / 0.24.
-  const auto pool = std::make_shared<AcceptancePool>(2, 0.5, 4, 1.0);
-  std::vector<AcceptanceEstimator> seqs;
-  for (int i = 0; i < 4; ++i) seqs.emplace_back(2, 0.5, 4, 1.0, pool);
-  CHECK(std::isnan(pool->spread()));  // nobody drafted yet
-  const int counts[3][2] = {{10, 1}, {10, 5}, {20, 18}};
-  for (int i = 0; i < 3; ++i)
-    for (int r = 0; r < counts[i][0]; ++r) {
-      seqs[i].observe(2, r < counts[i][1] ? 1 : 0);
-      if (i == 1 && r == 9) CHECK(std::isnan(pool->spread()));  // two members so far
-    }
-  CHECK(pool->spread() == Approx(3.92 / 25 / 0.24));
-  // The fourth sequence (no evidence of its own) gets the bound with 1 / rho for the prior's weight, since
-  // 1 / rho = 1.53 is below prior_n + 1 = 5 the prior's (the cap: the spread only ever lowers the bonus).
-  CHECK(seqs[3].optimistic(1, true) == seqs[3].optimistic(1, false));
-
-  // Sequences that accept alike: rho = 0 and no bonus at all; by prior_n alone the bonus would still be there.
-  const auto alike = std::make_shared<AcceptancePool>(2, 0.5, 4, 1.0);
-  std::vector<AcceptanceEstimator> same;
-  for (int i = 0; i < 4; ++i) same.emplace_back(2, 0.5, 4, 1.0, alike);
-  for (int i = 0; i < 3; ++i)
-    for (int r = 0; r < 10; ++r) same[i].observe(1, r < 2 ? 1 : 0);  // 2 of 10 each
-  CHECK(alike->spread() == 0);
-  CHECK(same[3].optimistic(2, true) == same[3].estimate());
-  CHECK(same[3].optimistic(2, false)[0] > same[3].estimate()[0] + 0.1);
-  // A little spread: a bonus between none and the prior's.
-  const auto some = std::make_shared<AcceptancePool>(2, 0.5, 4, 1.0);
-  std::vector<AcceptanceEstimator> near;
-  for (int i = 0; i < 4; ++i) near.emplace_back(2, 0.5, 4, 1.0, some);
-  const int acc[3] = {2, 4, 6};
-  for (int i = 0; i < 3; ++i)
-    for (int r = 0; r < 40; ++r) near[i].observe(1, r < acc[i] ? 1 : 0);
-  const double rho = some->spread();
-  REQUIRE(rho > 0);
-  REQUIRE(1 / rho > 5);
-  const double a = near[3].estimate()[0];
-  CHECK(near[3].optimistic(1, true)[0] == Approx(a + std::sqrt(a * (1 - a) * rho)));
-
-  // In the policy: a run of Medusa-like sequences (every draft rejected) stops exploring once three of them
-  // have drafted; a run whose sequences differ keeps exploring for a new one.
-  const CostTable c = synthetic_table();
-  const auto new_drafts = [&](const int accepted_per_member[3]) {
-    auto shared = std::make_shared<PolicyShared>();
-    const PolicyEnv env{.costs = &c, .drafter = "d", .shared = shared};
-    std::vector<std::unique_ptr<Policy>> members;
-    for (int i = 0; i < 3; ++i) {
-      members.push_back(make_policy("cost_model k_max=8 pool=run explore=2", env));
-      for (int r = 0; r < 12; ++r) members.back()->observe(1, r < accepted_per_member[i] ? 1 : 0);
-    }
-    return make_policy("cost_model k_max=8 pool=run explore=2", env)->decide({.batch_size = 4}).k;
-  };
-  const int none[3] = {0, 0, 0}, mixed[3] = {0, 0, 11};
-  CHECK(new_drafts(none) == 0);
-  CHECK(new_drafts(mixed) > 0);
 }
 
 TEST_CASE("fixed and batch_table follow their rules", "[policy]") {
