@@ -19,16 +19,27 @@ DrafterInfo draft_model_info() {
             p.n_layers = opt.get_int("layers", -1);
             opt.check_all_used();
             SPECDEC_CHECK(!path.empty(), "[", opt.section(), "] model = PATH: the draft model file is required");
-            auto loaded = load_model(path);
-            const int V = env.target->config().vocab_size;
-            SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ",
-                          loaded->config.vocab_size, " tokens does not match the target's ", V,
-                          " (a drafter must share the target's tokenizer)");
-            // On the target's device when the caller says how (DrafterEnv::make_model), else on the CPU.
-            std::shared_ptr<Model> model = env.make_model ? env.make_model(loaded) : std::make_shared<LlamaCpu>(loaded);
-            SPECDEC_CHECK(model != nullptr, path, ": the model factory made no draft model");
-            Model& ref = *model;
-            return std::make_unique<ModelDrafter>(ref, model, env, p);
+            // The model is loaded once per run (DrafterEnv::shared) and shared by the run's drafters, which then
+            // draft their chains in one forward_batch per position in the batched loop.
+            struct Shared {
+              std::shared_ptr<Model> model;
+            };
+            const auto make = [&] {
+              auto loaded = load_model(path);
+              const int V = env.target->config().vocab_size;
+              SPECDEC_CHECK(loaded->config.vocab_size == V, path, ": draft model vocabulary of ",
+                            loaded->config.vocab_size, " tokens does not match the target's ", V,
+                            " (a drafter must share the target's tokenizer)");
+              // On the target's device when the caller says how (DrafterEnv::make_model), else on the CPU.
+              auto sh = std::make_shared<Shared>();
+              sh->model = env.make_model ? env.make_model(loaded) : std::make_shared<LlamaCpu>(loaded);
+              SPECDEC_CHECK(sh->model != nullptr, path, ": the model factory made no draft model");
+              return sh;
+            };
+            const std::shared_ptr<const Shared> shared =
+                env.shared ? env.shared->get_or_make<Shared>("draft_model:" + path, make) : make();
+            Model& ref = *shared->model;
+            return std::make_unique<ModelDrafter>(ref, std::const_pointer_cast<Shared>(shared), env, p);
           }};
 }
 

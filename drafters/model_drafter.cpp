@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "core/error.h"
@@ -67,12 +68,16 @@ void ModelDrafter::forward_pending(std::vector<float>& last_logits) {
   last_logits = std::move(fr.logits);
 }
 
-DraftProposal ModelDrafter::propose(int max_tokens) {
-  // Never draft past the draft cache either.
-  const int n_target = cache_->size();  // sharing: the slots to hand back
+// The draft length a proposal of max_tokens can take: never past the draft cache either.
+int ModelDrafter::draft_room(int max_tokens) const {
   const int room = cache_->capacity() - cache_->size() - static_cast<int>(pending_.size());
-  const int k = std::min(max_tokens, room);
-  last_ = (k <= 0) ? DraftProposal{} : (params_.tree_width > 1 ? propose_tree(k) : propose_chain(k));
+  return std::min(max_tokens, room);
+}
+
+// What every proposal ends with: the target's cache handed back as it was (sharing), or the pending tokens
+// forwarded when nothing was drafted (own cache); the step counted.
+DraftProposal ModelDrafter::finish_proposal(DraftProposal p, int k, int n_target) {
+  last_ = std::move(p);
   if (params_.share_target_kv) {
     cache_->truncate(n_target);  // the target's cache as it was; the next step re-reads only its last token
   } else if (k <= 0 && !pending_.empty()) {
@@ -83,39 +88,120 @@ DraftProposal ModelDrafter::propose(int max_tokens) {
   return last_;
 }
 
-DraftProposal ModelDrafter::propose_chain(int k) {
+DraftProposal ModelDrafter::propose(int max_tokens) {
+  const int n_target = cache_->size();  // sharing: the slots to hand back
+  const int k = draft_room(max_tokens);
+  DraftProposal p = (k <= 0) ? DraftProposal{} : (params_.tree_width > 1 ? propose_tree(k) : propose_chain(k));
+  return finish_proposal(std::move(p), k, n_target);
+}
+
+// Position i of a chain, from the draft's logits after its parent: false where the chain stops instead.
+// The decision to stop looks at the draft distribution only, never at the token drawn from it: the token of
+// a position that is drafted is then drawn from exactly the q reported to the verifier. (A rule on the drawn
+// token's own probability would draft from q restricted to likely tokens while reporting q, which the
+// chi-square test of test_statistical catches: chi2 = 807.)
+bool ModelDrafter::chain_token(int i, std::span<const float> logits, DraftProposal& p) {
   const int V = model_.config().vocab_size;
+  TokenId t;
+  if (!env_.sampling.greedy()) {
+    probs_.resize(V);
+    logits_to_probs(logits, env_.sampling, probs_);
+    if (params_.min_confidence > 0 && *std::max_element(probs_.begin(), probs_.end()) < params_.min_confidence)
+      return false;  // an unsure draft: stop the chain here
+    t = sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step_, static_cast<uint32_t>(i)));
+    p.q.insert(p.q.end(), probs_.begin(), probs_.end());
+  } else {
+    t = argmax(logits);
+    if (params_.min_confidence > 0 && top_probability(logits, t) < params_.min_confidence) return false;
+  }
+  p.tokens.push_back(t);
+  return true;
+}
+
+DraftProposal ModelDrafter::propose_chain(int k) {
   DraftProposal p;
   std::vector<float> logits;
   forward_pending(logits);
-  const bool sample = !env_.sampling.greedy();
   for (int i = 0; i < k; ++i) {
-    // The decision to stop looks at the draft distribution only, never at the token drawn from it: the
-    // token of a position that is drafted is then drawn from exactly the q reported to the verifier. (A
-    // rule on the drawn token's own probability would draft from q restricted to likely tokens while
-    // reporting q, which the chi-square test of test_statistical catches: chi2 = 807.)
-    TokenId t;
-    if (sample) {
-      probs_.resize(V);
-      logits_to_probs(logits, env_.sampling, probs_);
-      if (params_.min_confidence > 0 && *std::max_element(probs_.begin(), probs_.end()) < params_.min_confidence)
-        break;  // an unsure draft: stop the chain here
-      t = sample_from_probs(probs_, uniform(drafter_seed(env_.seed), env_.request, step_, static_cast<uint32_t>(i)));
-      p.q.insert(p.q.end(), probs_.begin(), probs_.end());
-    } else {
-      t = argmax(logits);
-      if (params_.min_confidence > 0 && top_probability(logits, t) < params_.min_confidence) break;
-    }
-    p.tokens.push_back(t);
+    if (!chain_token(i, logits, p)) break;
     if (i + 1 < k) {
       ForwardResult fr;
-      model_.forward(*cache_, {.tokens = {&t, 1}, .n_layers = params_.n_layers}, fr);
+      model_.forward(*cache_, {.tokens = {&p.tokens.back(), 1}, .n_layers = params_.n_layers}, fr);
       logits = std::move(fr.logits);
     }
   }
   slot_.assign(p.tokens.size(), 0);
   std::iota(slot_.begin(), slot_.end(), 0);
   return p;
+}
+
+// Chains draft in lockstep, one forward_batch per position over every member still drafting whose cache has
+// the same layers (each member's rows are its own: the forward is batch-invariant); trees and members with
+// nothing to draft propose alone.
+void ModelDrafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                                 std::span<DraftProposal> out) {
+  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
+                "propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
+                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  struct Member {
+    ModelDrafter* d;
+    size_t index;
+    int k, n_target;
+    DraftProposal p;
+    ForwardResult fr;
+    bool drafting = true;
+  };
+  std::map<std::pair<int, int>, std::vector<Member>> chains;  // (cache layers, forward layers) -> members
+  for (size_t i = 0; i < group.size(); ++i) {
+    auto* d = static_cast<ModelDrafter*>(group[i]);
+    SPECDEC_CHECK(&d->model_ == &model_, "propose_batch over drafters of other models");
+    const int k = d->draft_room(max_tokens[i]);
+    if (k <= 0 || d->params_.tree_width > 1) {
+      out[i] = d->propose(max_tokens[i]);
+      continue;
+    }
+    SPECDEC_CHECK(!d->pending_.empty(), "a drafter step after accept() (no pending token to continue from)");
+    const ForwardRequest probe{.n_layers = d->params_.n_layers};
+    chains[{d->cache_->n_layers(), forward_layers(probe, *d->cache_)}].push_back({d, i, k, d->cache_->size(), {}, {}});
+  }
+  std::vector<KVCache*> caches;
+  std::vector<ForwardRequest> reqs;
+  std::vector<ForwardResult> results;
+  std::vector<Member*> live;
+  for (auto& [layers, members] : chains) {
+    // Position 0 reads the pending tokens; position i + 1 the token drafted at i.
+    for (int i = 0;; ++i) {
+      live.clear();
+      caches.clear();
+      reqs.clear();
+      for (Member& m : members) {
+        if (!m.drafting) continue;
+        live.push_back(&m);
+        caches.push_back(m.d->cache_);
+        const std::span<const TokenId> toks =
+            i == 0 ? std::span<const TokenId>(m.d->pending_) : std::span<const TokenId>(&m.p.tokens.back(), 1);
+        reqs.push_back({.tokens = toks, .n_logits = 1, .n_layers = m.d->params_.n_layers});
+      }
+      if (live.empty()) break;
+      results.resize(live.size());
+      model_.forward_batch(caches, reqs, results);
+      for (size_t j = 0; j < live.size(); ++j) {
+        Member& m = *live[j];
+        if (i == 0) {
+          m.d->committed_ = m.d->cache_->size();
+          m.d->pending_.clear();
+        }
+        const int V = model_.config().vocab_size;
+        const std::span<const float> logits(results[j].logits.data() + results[j].logits.size() - V, V);
+        m.drafting = m.d->chain_token(i, logits, m.p) && i + 1 < m.k;
+      }
+    }
+    for (Member& m : members) {
+      m.d->slot_.assign(m.p.tokens.size(), 0);
+      std::iota(m.d->slot_.begin(), m.d->slot_.end(), 0);
+      out[m.index] = m.d->finish_proposal(std::move(m.p), m.k, m.n_target);
+    }
+  }
 }
 
 DraftProposal ModelDrafter::propose_tree(int k) {

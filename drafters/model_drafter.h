@@ -37,8 +37,16 @@ class ModelDrafter final : public Drafter {
   void begin(std::span<const TokenId> prompt, const TargetFeatures&) override;
   DraftProposal propose(int max_tokens) override;
   void accept(std::span<const TokenId> accepted, const TargetFeatures&) override;
+  // Drafters of one model (a run's draft_model drafters share it; early exit runs the target) draft their
+  // chains batched: one forward_batch per position (docs/batching.md). Trees propose alone.
+  const void* batch_key() const override { return &model_; }
+  void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                     std::span<DraftProposal> out) override;
 
  private:
+  int draft_room(int max_tokens) const;
+  DraftProposal finish_proposal(DraftProposal p, int k, int n_target);
+  bool chain_token(int i, std::span<const float> logits, DraftProposal& p);
   DraftProposal propose_chain(int k);
   DraftProposal propose_tree(int k);
   void forward_pending(std::vector<float>& last_logits);

@@ -22,6 +22,7 @@
 
 #include "core/error.h"
 #include "core/loading.h"
+#include "core/speculative/batch_decoder.h"
 #include "core/speculative/decoder.h"
 #include "core/speculative/policy.h"
 #include "drafters/register_builtin.h"
@@ -190,19 +191,27 @@ int bench_costs(const std::vector<std::string>& args) {
     prompt = fixed_prompt(*tok, prompt_tokens);
     ar = speculative_decode(model, nullptr, *rule, prompt, opts);
   }
+  // The drafters share their weights as a run's do (so that the batched ones batch).
+  DrafterSharedState shared;
   const DrafterEnv env{.target = &model,
                        .tokenizer = tok.get(),
                        .reference = &ar.tokens,
                        .max_context = prompt_tokens + new_tokens + k_max + 1,
                        .make_model = experiments::model_factory(device),
+                       .shared = &shared,
                        .target_path = model_path};
   // Every drafter is made once before anything is timed: a bad name or a drafter that needs options is an
-  // error now.
+  // error now. Those that draft batched (Drafter::batch_key) also get rows at each B >= 2 of the grid.
   std::vector<const DrafterInfo*> infos;
-  for (const auto& name : drafter_names) {
-    infos.push_back(&drafters::default_registry().resolve(name));
-    make_drafter(*infos.back(), env, options_for(name));
+  std::vector<size_t> batched;  // indices into drafter_names
+  for (size_t di = 0; di < drafter_names.size(); ++di) {
+    infos.push_back(&drafters::default_registry().resolve(drafter_names[di]));
+    if (make_drafter(*infos.back(), env, options_for(drafter_names[di]))->batch_key() != nullptr) batched.push_back(di);
   }
+  std::vector<int> bs_batched;  // the grid's B >= 2
+  for (const int B : bs)
+    if (B >= 2) bs_batched.push_back(B);
+  if (batched.empty()) bs_batched.clear();
 
   CostTable table;
   table.source = device + ", " + std::to_string(omp_get_max_threads()) + " threads, " + model_path + " (" +
@@ -212,7 +221,8 @@ int bench_costs(const std::vector<std::string>& args) {
   table.batch = bs;
   table.context = cs;
   const size_t n_forward = ts.size() * bs.size() * cs.size();
-  const size_t n_points = (n_forward + drafter_names.size() * k_max) * passes;
+  const size_t n_batched = batched.size() * bs_batched.size() * k_max;
+  const size_t n_points = (n_forward + drafter_names.size() * k_max + n_batched) * passes;
   size_t point = 0;
   const auto pass_tag = [&](int pass) {
     return passes == 1 ? std::string() : "pass " + std::to_string(pass + 1) + "/" + std::to_string(passes) + " ";
@@ -221,8 +231,13 @@ int bench_costs(const std::vector<std::string>& args) {
   // Token ids only matter for their rows of the embedding: a fixed pseudo-random sequence.
   std::vector<TokenId> ids(cs.back() + ts.back());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<TokenId>((i * 7919 + 13) % cfg.vocab_size);
-  // samples[i]: point i's cost in every pass so far (forward points, then each drafter's k = 1..k_max).
-  std::vector<std::vector<double>> samples(n_forward + drafter_names.size() * k_max);
+  // samples[i]: point i's cost in every pass so far (forward points, then each drafter's k = 1..k_max, then
+  // each batched drafter's k = 1..k_max at each B of bs_batched).
+  const size_t first_batched = n_forward + drafter_names.size() * k_max;
+  std::vector<std::vector<double>> samples(first_batched + n_batched);
+  const auto batched_index = [&](size_t j, size_t bi, int k) {
+    return first_batched + (j * bs_batched.size() + bi) * k_max + (k - 1);
+  };
   const auto forward_pass = [&](int pass) {
     for (size_t bi = 0; bi < bs.size(); ++bi) {
       const int B = bs[bi];
@@ -296,10 +311,56 @@ int bench_costs(const std::vector<std::string>& args) {
       }
     return ar_us;
   };
+  // A batched drafter's cost at k and B: the same per sequence-step, from a batched decode of B copies of
+  // the prompt (requests 0 .. B - 1), outside the batched forwards and the prefills; less AR's at that B.
+  const auto outside_batched_us = [&](const DrafterInfo* info, const std::string& name, int k, int B) {
+    std::vector<BatchRequest> reqs;
+    for (int b = 0; b < B; ++b) {
+      BatchRequest r{.prompt = prompt, .opts = opts, .rule = rule.get()};
+      r.opts.k = std::max(k, 1);
+      r.opts.request = static_cast<uint64_t>(b);
+      if (info)
+        r.make_drafter = [&, info, b] {
+          DrafterEnv e = env;
+          e.request = static_cast<uint64_t>(b);
+          return make_drafter(*info, e, options_for(name));
+        };
+      reqs.push_back(std::move(r));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const BatchResult res =
+        batch_decode(model, std::move(reqs), {.max_sequences = B, .max_tokens_per_step = B * (k + 1)});
+    double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    double seq_steps = 0;
+    for (const BatchStepRecord& st : res.steps) {
+      us -= st.t_forward_us;
+      seq_steps += st.n_sequences;
+    }
+    for (const DecodeResult& r : res.results) us -= r.prefill_seconds * 1e6;
+    return us / seq_steps;
+  };
+  const auto batched_pass = [&](int pass) {
+    for (size_t bi = 0; bi < bs_batched.size(); ++bi) {
+      const int B = bs_batched[bi];
+      std::vector<std::function<double()>> calls{[&, B] { return outside_batched_us(nullptr, "", 0, B); }};
+      for (const size_t di : batched)
+        for (int k = 1; k <= k_max; ++k)
+          calls.emplace_back([&, di, k, B] { return outside_batched_us(infos[di], drafter_names[di], k, B); });
+      const std::vector<double> us = experiments::timed_in_turns(calls, min_ms, use_min);
+      for (size_t j = 0; j < batched.size(); ++j)
+        for (int k = 1; k <= k_max; ++k) {
+          const double extra = std::max(0.0, us[1 + j * k_max + (k - 1)] - us[0]);
+          samples[batched_index(j, bi, k)].push_back(extra);
+          std::fprintf(stderr, "[%zu/%zu] %sdrafter %s k=%d B=%d: %.1f us per sequence-step\n", ++point, n_points,
+                       pass_tag(pass).c_str(), drafter_names[batched[j]].c_str(), k, B, extra);
+        }
+    }
+  };
   std::vector<double> ar_samples;
   for (int pass = 0; pass < passes; ++pass) {
     forward_pass(pass);
     ar_samples.push_back(drafter_pass(pass));
+    batched_pass(pass);
   }
   table.forward.resize(n_forward);
   for (size_t i = 0; i < n_forward; ++i) table.forward[i] = results::median_of(samples[i]);
@@ -308,6 +369,12 @@ int bench_costs(const std::vector<std::string>& args) {
     row.assign(1, 0.0);
     for (int k = 1; k <= k_max; ++k) row.push_back(results::median_of(samples[n_forward + di * k_max + (k - 1)]));
   }
+  for (size_t j = 0; j < batched.size(); ++j)
+    for (size_t bi = 0; bi < bs_batched.size(); ++bi) {
+      std::vector<double>& row = table.drafters_batched[drafter_names[batched[j]]][bs_batched[bi]];
+      row.assign(1, 0.0);
+      for (int k = 1; k <= k_max; ++k) row.push_back(results::median_of(samples[batched_index(j, bi, k)]));
+    }
   const double ar_us = results::median_of(ar_samples);
   // The spread of the passes: the largest (max - min) / median of a forward point, the machine's drift over
   // the grid's minutes (passes = 1: none to report).
@@ -330,6 +397,10 @@ int bench_costs(const std::vector<std::string>& args) {
     for (const auto& [name, row] : table.drafters)
       for (size_t k = 0; k < row.size(); ++k)
         if (std::abs(fitted.drafters.at(name)[k] - row[k]) > 1e-9 * std::max(1.0, row[k])) ++moved;
+    for (const auto& [name, rows] : table.drafters_batched)
+      for (const auto& [B, row] : rows)
+        for (size_t k = 0; k < row.size(); ++k)
+          if (std::abs(fitted.drafters_batched.at(name).at(B)[k] - row[k]) > 1e-9 * std::max(1.0, row[k])) ++moved;
     char buf[160];
     std::snprintf(buf, sizeof buf, "monotone fit: %zu point(s) moved, a forward point by at most %.1f%%", moved,
                   100 * largest);
@@ -360,6 +431,17 @@ int bench_costs(const std::vector<std::string>& args) {
     for (int k = 0; k <= k_max; ++k) {
       std::printf("  %4d", k);
       for (const auto& name : drafter_names) std::printf("  %12.1f", table.drafters.at(name)[k]);
+      std::printf("\n");
+    }
+  }
+  for (const auto& [name, rows] : table.drafters_batched) {
+    std::printf("\n  %s drafting batched, us per sequence-step beyond AR's at the same B\n  %4s  %10s", name.c_str(),
+                "k", "B=1");
+    for (const auto& [B, row] : rows) std::printf("  %10s", ("B=" + std::to_string(B)).c_str());
+    std::printf("\n");
+    for (int k = 0; k <= k_max; ++k) {
+      std::printf("  %4d  %10.1f", k, table.drafters.at(name)[k]);
+      for (const auto& [B, row] : rows) std::printf("  %10.1f", row[k]);
       std::printf("\n");
     }
   }

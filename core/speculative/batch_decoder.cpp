@@ -130,6 +130,52 @@ void BatchDecoder::plan(int batch_size) {
     if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(means[i], p.k[i]));
 }
 
+// Every sequence of the batch drafts: those whose drafters share a batch key (Drafter::batch_key) propose in
+// one propose_batch per key, the others alone. A group's time is shared equally among its members' records.
+std::vector<ForwardRequest> BatchDecoder::draft(std::span<Sequence* const> batch) {
+  const size_t n = batch.size();
+  std::vector<int> budget(n);
+  std::vector<DraftProposal> props(n);
+  std::vector<double> draft_us(n, 0.0);
+  std::vector<char> done(n, 0);
+  for (size_t i = 0; i < n; ++i) budget[i] = batch[i]->seq->begin_draft();
+  std::vector<Drafter*> group;
+  std::vector<int> group_budget;
+  std::vector<size_t> members;
+  for (size_t i = 0; i < n; ++i) {
+    if (done[i] || budget[i] == 0) continue;
+    Drafter* d = batch[i]->seq->drafter();
+    const void* key = d->batch_key();
+    members.assign(1, i);
+    if (key != nullptr)
+      for (size_t j = i + 1; j < n; ++j)
+        if (!done[j] && budget[j] > 0 && batch[j]->seq->drafter()->batch_key() == key) members.push_back(j);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (members.size() == 1) {
+      props[i] = d->propose(budget[i]);
+    } else {
+      group.clear();
+      group_budget.clear();
+      for (const size_t m : members) {
+        group.push_back(batch[m]->seq->drafter());
+        group_budget.push_back(budget[m]);
+      }
+      std::vector<DraftProposal> out(members.size());
+      d->propose_batch(group, group_budget, out);
+      for (size_t g = 0; g < members.size(); ++g) props[members[g]] = std::move(out[g]);
+    }
+    const double us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    for (const size_t m : members) {
+      draft_us[m] = us / static_cast<double>(members.size());
+      done[m] = 1;
+    }
+  }
+  std::vector<ForwardRequest> reqs;
+  reqs.reserve(n);
+  for (size_t i = 0; i < n; ++i) reqs.push_back(batch[i]->seq->end_draft(std::move(props[i]), draft_us[i]));
+  return reqs;
+}
+
 bool BatchDecoder::step() {
   admit();
   if (active_.empty()) return false;
@@ -159,11 +205,8 @@ bool BatchDecoder::step() {
     }
 
   std::vector<KVCache*> caches;
-  std::vector<ForwardRequest> reqs;
-  for (Sequence* s : batch) {
-    reqs.push_back(s->seq->draft());
-    caches.push_back(&s->seq->cache());
-  }
+  std::vector<ForwardRequest> reqs = draft(batch);
+  for (Sequence* s : batch) caches.push_back(&s->seq->cache());
   out_.resize(batch.size());
   const auto t0 = std::chrono::steady_clock::now();
   target_.forward_batch(caches, reqs, std::span<ForwardResult>(out_.data(), batch.size()));

@@ -78,6 +78,8 @@ class BatchDecoder {
   void admit();
   void plan(int batch_size);  // every sequence's draft length for the step (policies; joint plans together)
   void retire(Sequence& s);
+  // The batch's proposals (batched per Drafter::batch_key) and their verification forwards, in batch order.
+  std::vector<ForwardRequest> draft(std::span<Sequence* const> batch);
 
   Model& target_;
   BatchLimits limits_;

@@ -162,29 +162,34 @@ void SequenceDecoder::apply_plan(int k, double expected) {
 
 int SequenceDecoder::context_len() const { return cache_ ? cache_->size() : 0; }
 
-const ForwardRequest& SequenceDecoder::draft() {
+int SequenceDecoder::begin_draft() {
   SPECDEC_CHECK(!done_, "draft() on a sequence whose output is complete");
-  const int V = target_.config().vocab_size;
   const int budget = plan_step(1);
   rec_ = StepRecord{};
   rec_.step = static_cast<int32_t>(step_);
   rec_.context_len = cache_->size();
   rec_.k_policy = k_policy_;
   rec_.k_expected = k_expected_;
-
   prop_ = DraftProposal{};
-  const auto td = Clock::now();
-  if (drafter_ && budget > 0) {
-    const int n_cached = cache_->size();
-    prop_ = drafter_->propose(budget);
-    SPECDEC_CHECK(cache_->size() == n_cached, "a drafter that leaves the target's KV cache as it found it (", n_cached,
-                  " slots), got ", cache_->size());
-    prop_.validate(V);
-    SPECDEC_CHECK(prop_.size() <= budget, "a proposal of at most ", budget, " draft nodes (k = ", k_,
+  draft_budget_ = drafter_ && budget > 0 ? budget : 0;
+  return draft_budget_;
+}
+
+const ForwardRequest& SequenceDecoder::end_draft(DraftProposal proposal, double draft_us) {
+  const int V = target_.config().vocab_size;
+  if (draft_budget_ > 0) {
+    SPECDEC_CHECK(cache_->size() == rec_.context_len, "a drafter that leaves the target's KV cache as it found it (",
+                  rec_.context_len, " slots), got ", cache_->size());
+    proposal.validate(V);
+    SPECDEC_CHECK(proposal.size() <= draft_budget_, "a proposal of at most ", draft_budget_, " draft nodes (k = ", k_,
                   ", max_tree_nodes = ", opts_.max_tree_nodes, ", and the remaining output budget), got ",
-                  prop_.size());
+                  proposal.size());
+    prop_ = std::move(proposal);
+  } else {
+    SPECDEC_CHECK(proposal.size() == 0, "no proposal in a step without a draft budget, got ", proposal.size(),
+                  " nodes");
   }
-  rec_.t_draft_us = us_since(td);
+  rec_.t_draft_us = draft_us;
 
   const int n = prop_.size();
   block_.assign(1, last_);
@@ -199,6 +204,14 @@ const ForwardRequest& SequenceDecoder::draft() {
     req_.mask = mask_;
   }
   return req_;
+}
+
+const ForwardRequest& SequenceDecoder::draft() {
+  const int budget = begin_draft();
+  const auto td = Clock::now();
+  DraftProposal p;
+  if (budget > 0) p = drafter_->propose(budget);
+  return end_draft(std::move(p), us_since(td));
 }
 
 void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {

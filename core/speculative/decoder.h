@@ -142,6 +142,14 @@ class SequenceDecoder {
   // as found) and returns the verification forward of the block; it refers to this object's buffers and
   // is valid until finish(). Requires !done().
   const ForwardRequest& draft();
+  // draft() in two halves, for a loop that drafts many sequences at once (Drafter::propose_batch):
+  // begin_draft() starts the step's record and returns the draft budget the drafter is to be asked with
+  // (0: no drafter, an AR step or a zero budget; the drafter must not be asked); end_draft() takes the
+  // drafter's proposal (empty when the budget was 0) and the time spent drafting it, checks it as draft()
+  // does and returns the verification forward. draft() == end_draft(drafter()->propose(begin_draft()), t).
+  int begin_draft();
+  const ForwardRequest& end_draft(DraftProposal proposal, double draft_us);
+  Drafter* drafter() const { return drafter_; }
   KVCache& cache() { return *cache_; }
   int context_len() const;  // tokens in the target's cache (0 before a cache exists)
   // After the forward of draft()'s request over cache() wrote fr (forward_us: its time, for the record):
@@ -174,6 +182,7 @@ class SequenceDecoder {
   double t_decode_start_ = 0;  // now() at the end of the prefill
   // This step's state, between draft() and finish().
   DraftProposal prop_;
+  int draft_budget_ = 0;  // begin_draft()'s
   StepRecord rec_;
   int n_past_ = 0;
   std::vector<TokenId> block_, emitted_;

@@ -42,6 +42,14 @@ int check_q_row(const float* row, int V, double& sum) {
 }
 }  // namespace
 
+void Drafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                            std::span<DraftProposal> out) {
+  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
+                "propose_batch: one budget and one output per drafter of the group, got ", group.size(), " drafters, ",
+                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  for (size_t i = 0; i < group.size(); ++i) out[i] = group[i]->propose(max_tokens[i]);
+}
+
 void DraftProposal::validate(int V) const {
   const size_t n = tokens.size();
   SPECDEC_CHECK(parents.empty() || parents.size() == n, "a drafter proposal with one parent per token (", n, "), got ",

@@ -96,6 +96,18 @@ class Drafter {
   // ForwardRequest::n_layers below the target's) and must truncate it back to that size before returning;
   // it must not change the cache at any other time. Ignored by default. Added in plugin ABI version 5.
   virtual void share_target_cache(KVCache* cache) { (void)cache; }
+  // Batched drafting (added in plugin ABI version 6). A drafter that can propose for several sequences in
+  // one pass (its weights read once for all of them) returns a non-null key, the same for every instance it
+  // can be batched with (e.g. the address of the weights they share); only instances of one class may share
+  // a key. The batched loop groups a step's drafting sequences by key and calls propose_batch on one member
+  // with the whole group. Null (the default): the drafter is asked alone.
+  virtual const void* batch_key() const { return nullptr; }
+  // out[i] = group[i]'s proposal for max_tokens[i] (group includes this drafter; every member's batch_key()
+  // equals this one's). Each proposal must be exactly what group[i]->propose(max_tokens[i]) would return,
+  // bit for bit: a request's output never depends on its batch (docs/batching.md). By default each member
+  // proposes in turn.
+  virtual void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                             std::span<DraftProposal> out);
 };
 
 // Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).
@@ -240,7 +252,8 @@ class DrafterRegistry {
 // Version 3: DrafterEnv::shared (state shared across a run's requests).
 // Version 4: target features (Drafter::features, TargetFeatures in begin and accept).
 // Version 5: Drafter::share_target_cache (drafters that run the target's layers in its own KV cache).
-#define SPECDEC_PLUGIN_ABI_VERSION 5
+// Version 6: Drafter::batch_key and propose_batch (batched drafting in the batched loop).
+#define SPECDEC_PLUGIN_ABI_VERSION 6
 
 // Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
 // otherwise decode as AR under the drafter's name).

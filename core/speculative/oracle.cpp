@@ -82,7 +82,8 @@ std::pair<double, double> best_joint(const Unit& u, std::span<const OracleStep> 
   for (size_t j = 0; j < n; ++j) {
     const OracleStep& s = steps[u.members[j]];
     std::vector<double> value(s.k_proposed + 1);
-    for (int c = 0; c <= s.k_proposed; ++c) value[c] = emitted_if(s, c) - lambda * costs.drafter_us(drafter, c);
+    for (int c = 0; c <= s.k_proposed; ++c)
+      value[c] = emitted_if(s, c) - lambda * costs.drafter_us(drafter, c, static_cast<int>(n));
     std::fill(next.begin(), next.end(), kNone);
     for (int t = 0; t <= reach + s.k_proposed; ++t)
       for (int c = 0; c <= std::min(s.k_proposed, t); ++c) {
@@ -113,7 +114,7 @@ std::pair<double, double> best_joint(const Unit& u, std::span<const OracleStep> 
     const OracleStep& s = steps[u.members[j]];
     k[u.members[j]] = c;
     tok += emitted_if(s, c);
-    us += costs.drafter_us(drafter, c);
+    us += costs.drafter_us(drafter, c, B);
     best_m -= c;
   }
   return {tok, us};
@@ -185,7 +186,7 @@ OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, c
     int blocks = 0;
     for (size_t s : u.members) {
       res.achieved_tokens += emitted_if(steps[s], steps[s].k_proposed);
-      res.achieved_us += costs.drafter_us(drafter, steps[s].k_proposed);
+      res.achieved_us += costs.drafter_us(drafter, steps[s].k_proposed, static_cast<int>(u.members.size()));
       blocks += steps[s].k_proposed + 1;
     }
     res.achieved_us += costs.ragged_forward_us(blocks, static_cast<int>(u.members.size()), u.context);

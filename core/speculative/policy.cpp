@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <iterator>
@@ -82,8 +83,18 @@ double CostTable::forward_us(int T, int B, int C) const {
   return row[hi - 1] + w * (row[hi] - row[hi - 1]);
 }
 
-double CostTable::drafter_us(const std::string& name, int k) const {
+double CostTable::drafter_us(const std::string& name, int k, int B) const {
   if (name.empty()) return 0;
+  if (const auto b = drafters_batched.find(name); B > 1 && b != drafters_batched.end()) {
+    // The row of the largest measured batch size <= B (B = 1: drafters' own row).
+    auto row = b->second.upper_bound(B);
+    if (row != b->second.begin()) {
+      --row;
+      SPECDEC_CHECK(k >= 0 && k < static_cast<int>(row->second.size()), "cost table (", source, "): drafter '", name,
+                    "' costs at B = ", row->first, " for k in 0..", row->second.size() - 1, ", asked for k = ", k);
+      return row->second[k];
+    }
+  }
   const auto it = drafters.find(name);
   if (it == drafters.end()) {
     std::string known;
@@ -103,7 +114,7 @@ int CostTable::drafter_k_max(const std::string& name) const {
 }
 
 double CostTable::step_us(const std::string& drafter, int k, int B, int C) const {
-  return forward_us(k + 1, B, C) + drafter_us(drafter, k);
+  return forward_us(k + 1, B, C) + drafter_us(drafter, k, B);
 }
 
 double CostTable::ragged_forward_us(int n_tokens, int B, int C) const {
@@ -174,6 +185,8 @@ CostTable CostTable::monotone(double tol_us) const {
   }
   for (int a = 0; a < 3; ++a) project(x, a);  // exactly monotone along every axis, whatever tol_us left
   for (auto& [name, row] : out.drafters) isotonic(row.data(), row.size(), 1);
+  for (auto& [name, rows] : out.drafters_batched)
+    for (auto& [B, row] : rows) isotonic(row.data(), row.size(), 1);
   return out;
 }
 
@@ -193,6 +206,20 @@ void CostTable::validate(const std::string& where) const {
       SPECDEC_CHECK(std::isfinite(row[k]) && row[k] >= 0, where, ": key 'drafters.", name, "[", k,
                     "]': expected a finite cost >= 0, got ", row[k]);
   }
+  for (const auto& [name, rows] : drafters_batched) {
+    const auto base = drafters.find(name);
+    SPECDEC_CHECK(base != drafters.end(), where, ": key 'drafters_batched.", name,
+                  "': expected a drafter of 'drafters' (its B = 1 row), got none of that name");
+    for (const auto& [B, row] : rows) {
+      const std::string path = "drafters_batched." + name + "." + std::to_string(B);
+      SPECDEC_CHECK(B >= 2, where, ": key '", path, "': expected a batch size >= 2 (B = 1 is 'drafters')");
+      SPECDEC_CHECK(row.size() == base->second.size(), where, ": key '", path, "': expected ", base->second.size(),
+                    " costs (k = 0 .. ", base->second.size() - 1, ", as drafters.", name, "), got ", row.size());
+      for (size_t k = 0; k < row.size(); ++k)
+        SPECDEC_CHECK(std::isfinite(row[k]) && row[k] >= 0, where, ": key '", path, "[", k,
+                      "]': expected a finite cost >= 0, got ", row[k]);
+    }
+  }
 }
 
 std::string CostTable::to_json() const {
@@ -211,6 +238,14 @@ std::string CostTable::to_json() const {
             {"forward", {{"tokens", tokens}, {"batch", batch}, {"context", context}, {"us", us}}},
             {"drafters", json::object()}};
   for (const auto& [name, row] : drafters) j["drafters"][name] = row;
+  if (!drafters_batched.empty()) {
+    j["drafters_batched"] = json::object();
+    for (const auto& [name, rows] : drafters_batched) {
+      json per_b = json::object();
+      for (const auto& [B, row] : rows) per_b[std::to_string(B)] = row;
+      j["drafters_batched"][name] = per_b;
+    }
+  }
   return j.dump(1);
 }
 
@@ -264,6 +299,25 @@ CostTable CostTable::from_json(const std::string& text, const std::string& where
       std::vector<double>& out = c.drafters[name];
       for (size_t k = 0; k < row.size(); ++k)
         out.push_back(number(row[k], path + "[" + std::to_string(k) + "]", where));
+    }
+  }
+  if (const auto it = j.find("drafters_batched"); it != j.end()) {
+    SPECDEC_CHECK(it->is_object(), where, ": key 'drafters_batched': expected an object, got ", type_name(*it));
+    for (const auto& [name, rows] : it->items()) {
+      SPECDEC_CHECK(rows.is_object(), where, ": key 'drafters_batched.", name,
+                    "': expected an object of batch size -> costs, got ", type_name(rows));
+      for (const auto& [b, row] : rows.items()) {
+        const std::string path = "drafters_batched." + name + "." + b;
+        char* end = nullptr;
+        const long B = std::strtol(b.c_str(), &end, 10);
+        SPECDEC_CHECK(!b.empty() && end == b.c_str() + b.size() && B >= 2 && B <= 1000000, where, ": key '", path,
+                      "': expected a batch size >= 2 as the key");
+        SPECDEC_CHECK(row.is_array() && !row.empty(), where, ": key '", path,
+                      "': expected a non-empty array of costs at k = 0, 1, ..., got ", row.dump());
+        std::vector<double>& out = c.drafters_batched[name][static_cast<int>(B)];
+        for (size_t k = 0; k < row.size(); ++k)
+          out.push_back(number(row[k], path + "[" + std::to_string(k) + "]", where));
+      }
     }
   }
   c.validate(where);
@@ -335,9 +389,9 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
     n_tokens += k[i] + 1;
     context += m.context_len;
     p.expected_emitted += static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
-    p.step_us += costs.drafter_us(m.drafter, k[i]);
   }
   const int B = std::max(batch_size, static_cast<int>(members.size()));
+  for (size_t i = 0; i < members.size(); ++i) p.step_us += costs.drafter_us(members[i].drafter, k[i], B);
   // A batch whose members are fewer than its B (others wait for room) still verifies >= 1 token each.
   n_tokens += B - static_cast<int>(members.size());
   const int C = static_cast<int>(std::lround(context / static_cast<double>(members.size())));

@@ -21,27 +21,33 @@ namespace specdec {
 // ---- the cost table --------------------------------------------------------------------------------
 
 // Measured costs in microseconds. forward_us(T, B, C): one target forward (verification pass) of a batch of
-// B sequences, each verifying T tokens over a cached context of C tokens. drafter_us(name, k): one drafter
-// step proposing k tokens for one sequence (k = 0: the drafter is not called; usually 0).
+// B sequences, each verifying T tokens over a cached context of C tokens. drafter_us(name, k, B): one drafter
+// step proposing k tokens for one sequence (k = 0: the drafter is not called; usually 0) in a batch of B
+// sequences: drafters that draft batched (Drafter::batch_key) cost less per sequence as B grows.
 // Lookup: T and B exact when on their grid, else the nearest grid point (a tie takes the larger: the
 // costlier, the conservative choice); C linear between grid points and clamped to the ends outside the grid
 // (no extrapolation). JSON layout (docs/policies.md):
 //   {"version": 1, "source": "...",
 //    "forward": {"tokens": [1, 2, ...], "batch": [1, 4, ...], "context": [128, 1024, ...],
 //                "us": [[[..C..] for each B] for each T]},
-//    "drafters": {"ngram": [us at k = 0, 1, ..., K], ...}}
+//    "drafters": {"ngram": [us at k = 0, 1, ..., K], ...},
+//    "drafters_batched": {"medusa": {"2": [us at k = 0 .. K], "8": [...]}, ...}}   (optional)
+// drafters is the cost at B = 1; drafters_batched the per-sequence cost at other batch sizes (B >= 2, each
+// row as long as the drafter's B = 1 row). Lookup at B: the row of the largest measured batch size <= B (a
+// drafter's per-sequence cost falls with B, so this never reads a cheaper row than B's own).
 // Every grid strictly increasing and >= 1 (context >= 0); every cost finite and >= 0.
 struct CostTable {
   std::string source;                                   // free text: the machine, the model, the date
   std::vector<int> tokens, batch, context;              // the grids of T, B, C
   std::vector<double> forward;                          // T x B x C, C fastest
-  std::map<std::string, std::vector<double>> drafters;  // name -> cost at k = 0 .. size - 1
+  std::map<std::string, std::vector<double>> drafters;  // name -> cost at k = 0 .. size - 1 (at B = 1)
+  std::map<std::string, std::map<int, std::vector<double>>> drafters_batched;  // name -> B >= 2 -> cost at k
 
   double forward_us(int T, int B, int C) const;
   // name "" = no drafter cost (0). Throws for an unknown name (listing the known ones) or a k past its row.
-  double drafter_us(const std::string& name, int k) const;
+  double drafter_us(const std::string& name, int k, int B = 1) const;
   int drafter_k_max(const std::string& name) const;  // the largest k of its row; INT_MAX for ""
-  // forward_us(k + 1, B, C) + drafter_us(drafter, k): what one step of one sequence drafting k tokens costs
+  // forward_us(k + 1, B, C) + drafter_us(drafter, k, B): what one step of one sequence drafting k tokens costs
   // in the model the cost_model policy and the oracle share.
   double step_us(const std::string& drafter, int k, int B, int C) const;
   // A ragged batch: B sequences verifying n_tokens in all (blocks of different lengths) over C cached tokens
@@ -193,7 +199,7 @@ struct PlanMember {
 struct BatchPlan {
   std::vector<int> k;           // per member, in [k_lo, k_hi]
   double expected_emitted = 0;  // sum over members of E[emitted | k]
-  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k)
+  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k, B)
   double expected_tps() const { return step_us > 0 ? expected_emitted * 1e6 / step_us : INFINITY; }
 };
 

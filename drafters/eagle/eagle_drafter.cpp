@@ -83,7 +83,8 @@ EagleDrafter::EagleDrafter(const DrafterEnv& env, std::shared_ptr<const EagleAss
       opt_(std::move(opt)),
       H_(env.target->config().dim),
       V_(env.target->config().vocab_size),
-      N_(a_->w.draft_ids.empty() ? V_ : static_cast<int>(a_->w.draft_ids.size())) {
+      N_(a_->w.draft_ids.empty() ? V_ : static_cast<int>(a_->w.draft_ids.size())),
+      walk_(std::make_unique<Walk>()) {
   const int L = env.target->config().n_layers;
   if (!a_->w.cfg.eagle3()) {
     SPECDEC_CHECK(opt_.layers.empty(), "eagle: layers = a,b,c applies to EAGLE-3 weights; these are EAGLE-1's");
@@ -149,9 +150,10 @@ void EagleDrafter::embed(std::span<const TokenId> tokens, std::vector<float>& ou
   dequantize_rows(a_->target->weights.tok_embeddings, tokens, out.data());
 }
 
-// logits_ (n x N) = the readout of n predicted states (n x H); with_lse: lse_ (n) = each row's log-sum-exp.
-// EAGLE-3 reads the states through its final norm first.
-void EagleDrafter::draft_logits(std::span<const float> states, int n, bool with_lse) {
+// logits (n x N) = the readout of n predicted states (n x H): the target's LM head (its draft-vocabulary rows
+// when the layer has them). EAGLE-3 reads the states through its final norm first. Row-invariant: a row's
+// logits do not depend on the others.
+void EagleDrafter::read_out(std::span<const float> states, int n, std::vector<float>& logits) {
   states = states.first(static_cast<size_t>(n) * H_);
   if (a_->w.cfg.eagle3()) {
     head_in_.resize(states.size());
@@ -159,12 +161,15 @@ void EagleDrafter::draft_logits(std::span<const float> states, int n, bool with_
     states = head_in_;
   }
   if (a_->draft_lm.empty()) {
-    env_.target->lm_head(states.first(static_cast<size_t>(n) * H_), n, logits_);
+    env_.target->lm_head(states.first(static_cast<size_t>(n) * H_), n, logits);
   } else {
-    logits_.resize(static_cast<size_t>(n) * N_);
-    cpu::matmul(logits_.data(), states.data(), a_->draft_lm.data(), a_->draft_lm_dtype, n, N_, H_);
+    logits.resize(static_cast<size_t>(n) * N_);
+    cpu::matmul(logits.data(), states.data(), a_->draft_lm.data(), a_->draft_lm_dtype, n, N_, H_);
   }
-  if (!with_lse) return;
+}
+
+// lse_ (n) = the log-sum-exp of each of logits_'s first n rows.
+void EagleDrafter::row_lse(int n) {
   lse_.resize(n);
   for (int r = 0; r < n; ++r) {
     const float* z = logits_.data() + static_cast<size_t>(r) * N_;
@@ -179,52 +184,196 @@ TokenId EagleDrafter::target_id(int draft_index) const {
   return a_->w.draft_ids.empty() ? draft_index : a_->w.draft_ids[draft_index];
 }
 
-DraftProposal EagleDrafter::propose(int max_tokens) {
-  const uint32_t step = step_++;
+// A proposal is drafted in rounds: each round reads out some predicted states (the readout, the LM-head
+// GEMM, is most of a draft's cost), then the walk takes their logits, chooses tokens and, for the next round,
+// runs the layer over the pairs of the tokens that get children. propose() runs one walk alone;
+// propose_batch() runs a group's walks in lockstep and reads out each round's states of every member in one
+// GEMM (each row's logits do not depend on the other rows, so a member's proposal is its own alone).
+struct EagleDrafter::Walk {
+  enum class Phase { kRoot, kLevel, kDone };
+  Phase phase = Phase::kDone;
+  int max_tokens = 0;
+  uint32_t step = 0;
+  int round = 0;  // chain: the position drafted next; trees: the depth whose children come next
+  std::vector<Node> nodes;
+  std::vector<int> level, next;  // trees: the nodes whose children the pending round reads
+  std::vector<float> state;      // chain: the state read out next
+  DraftProposal p;               // chain: the tokens so far
+  // The pending round: rows states of H floats to read out (with each row's log-sum-exp for trees).
+  std::span<const float> states;
+  int rows = 0;
+};
+
+void EagleDrafter::walk_start(int max_tokens) {
+  Walk& w = *walk_;
+  w = Walk{};
+  w.step = step_++;
   cache_.truncate(committed_);
-  if (fhat_.empty() || max_tokens <= 0) return {};  // no state yet (a one-token prompt)
-  switch (opt_.tree) {
-    case EagleTree::kChain:
-      return chain(max_tokens, step);
-    case EagleTree::kStatic:
-      return static_tree(max_tokens);
-    case EagleTree::kDynamic:
-      return dynamic_tree(max_tokens);
-  }
-  return {};
+  node_feat_.clear();
+  if (fhat_.empty() || max_tokens <= 0) return;  // no state yet (a one-token prompt): nothing to propose
+  w.max_tokens = max_tokens;
+  w.phase = Walk::Phase::kRoot;
+  if (opt_.tree == EagleTree::kChain) w.state = fhat_;
+  w.states = opt_.tree == EagleTree::kChain ? std::span<const float>(w.state) : std::span<const float>(fhat_);
+  w.rows = 1;
 }
 
-// Greedy: each position's argmax. T > 0: a draw from the draft softmax filtered like the target's (zero outside
-// the draft vocabulary), reported as q. Each token's pair (its parent's predicted state, its embedding) gives the
-// next position's state.
-DraftProposal EagleDrafter::chain(int max_tokens, uint32_t step) {
-  DraftProposal p;
-  const bool sample = !env_.sampling.greedy();
-  std::vector<float> state = fhat_;
-  for (int j = 0; j < max_tokens; ++j) {
-    draft_logits(state, 1, /*with_lse=*/false);
+// The round's readout: logits_ (rows x N) for the pending states and, for trees, lse_.
+void EagleDrafter::walk_read_out() {
+  const Walk& w = *walk_;
+  read_out(w.states, w.rows, logits_);
+  if (opt_.tree != EagleTree::kChain) row_lse(w.rows);
+}
+
+// Takes the pending round's readout (logits_, lse_) and prepares the next round, or ends the walk.
+void EagleDrafter::walk_take() {
+  Walk& w = *walk_;
+  if (opt_.tree == EagleTree::kChain) {
+    // Greedy: each position's argmax. T > 0: a draw from the draft softmax filtered like the target's (zero
+    // outside the draft vocabulary), reported as q. Each token's pair (its parent's predicted state, its
+    // embedding) gives the next position's state.
+    const int j = w.round;
     const std::span<const float> lg(logits_.data(), N_);
     TokenId t;
-    if (!sample) {
+    if (env_.sampling.greedy()) {
       t = target_id(argmax(lg));
     } else {
       probs_.resize(N_);
       logits_to_probs(lg, env_.sampling, probs_);
-      const size_t row = p.q.size();
-      p.q.resize(row + V_, 0.f);
-      for (int d = 0; d < N_; ++d) p.q[row + target_id(d)] = probs_[d];
-      t = sample_from_probs(std::span<const float>(p.q.data() + row, V_),
-                            uniform(drafter_seed(env_.seed), env_.request, step, static_cast<uint32_t>(j)));
+      const size_t row = w.p.q.size();
+      w.p.q.resize(row + V_, 0.f);
+      for (int d = 0; d < N_; ++d) w.p.q[row + target_id(d)] = probs_[d];
+      t = sample_from_probs(std::span<const float>(w.p.q.data() + row, V_),
+                            uniform(drafter_seed(env_.seed), env_.request, w.step, static_cast<uint32_t>(j)));
     }
-    p.tokens.push_back(t);
-    if (j + 1 == max_tokens) break;
+    w.p.tokens.push_back(t);
+    if (j + 1 == w.max_tokens) {
+      w.phase = Walk::Phase::kDone;
+      return;
+    }
     embed({&t, 1}, emb_);
     const int32_t pos = next_pos_ + j;
     out_.resize(H_);
-    eagle_forward(a_->w, cache_, emb_, state, {&pos, 1}, {}, out_);
-    state = out_;
+    eagle_forward(a_->w, cache_, emb_, w.state, {&pos, 1}, {}, out_);
+    w.state = out_;
+    w.states = w.state;
+    w.rows = 1;
+    w.round = j + 1;
+    return;
   }
-  return p;
+  const bool dynamic = opt_.tree == EagleTree::kDynamic;
+  const int k = std::min(opt_.topk, w.max_tokens);
+  if (w.phase == Walk::Phase::kRoot) {
+    // Static: depth d's nodes are the branching[d - 1] most likely children of each node of depth d - 1, cut
+    // to max_tokens in breadth-first order. Dynamic (EAGLE-2): per level, the top-k nodes of the newest depth
+    // by cumulative probability get their top-k children.
+    children(w.nodes, -1, 0, dynamic ? k : std::min(opt_.branching[0], w.max_tokens), w.level);
+    w.round = 1;
+  } else {
+    w.next.clear();
+    const int n_parents = w.rows;
+    const int room = w.max_tokens - static_cast<int>(w.nodes.size());
+    for (int t = 0; t < n_parents; ++t) {
+      const int count = dynamic ? k : std::min(opt_.branching[w.round], room - static_cast<int>(w.next.size()));
+      children(w.nodes, w.level[t], t, count, w.next);
+    }
+    w.level.swap(w.next);
+    ++w.round;
+  }
+  // The next round: the nodes that get children, read by the layer (only those).
+  int n_parents = 0;
+  if (dynamic) {
+    // Neither a node deeper than max_tokens nor a rank past max_tokens can be kept, so the depth is cut to
+    // max_tokens (same result).
+    if (w.round < std::min(opt_.depth, w.max_tokens)) {
+      n_parents = std::min(k, static_cast<int>(w.level.size()));
+      const auto better = [&](int x, int y) {
+        return w.nodes[x].score > w.nodes[y].score || (w.nodes[x].score == w.nodes[y].score && x < y);
+      };
+      std::partial_sort(w.level.begin(), w.level.begin() + n_parents, w.level.end(), better);
+      w.level.resize(n_parents);
+    }
+  } else if (w.round < static_cast<int>(opt_.branching.size()) && static_cast<int>(w.nodes.size()) < w.max_tokens &&
+             !w.level.empty()) {
+    const int room = w.max_tokens - static_cast<int>(w.nodes.size());
+    const int b = opt_.branching[w.round];
+    n_parents = std::min(static_cast<int>(w.level.size()), (room + b - 1) / b);
+  }
+  if (n_parents == 0) {
+    w.phase = Walk::Phase::kDone;
+    return;
+  }
+  expand(w.nodes, std::span<const int>(w.level).first(n_parents));
+  w.phase = Walk::Phase::kLevel;
+  w.states = out_;
+  w.rows = n_parents;
+}
+
+// The walk's proposal. Static: every node made. Dynamic: the best max_tokens nodes of all; a child's
+// cumulative probability never exceeds its parent's and ties go to the node made first (an ancestor), so
+// the kept set is closed under parents.
+DraftProposal EagleDrafter::walk_result() {
+  Walk& w = *walk_;
+  if (opt_.tree == EagleTree::kChain) return std::move(w.p);
+  std::vector<int> keep(w.nodes.size());
+  std::iota(keep.begin(), keep.end(), 0);
+  if (opt_.tree == EagleTree::kDynamic) {
+    const auto better = [&](int x, int y) {
+      return w.nodes[x].score > w.nodes[y].score || (w.nodes[x].score == w.nodes[y].score && x < y);
+    };
+    const int n_keep = std::min(w.max_tokens, static_cast<int>(keep.size()));
+    std::partial_sort(keep.begin(), keep.begin() + n_keep, keep.end(), better);
+    keep.resize(n_keep);
+    std::sort(keep.begin(), keep.end());
+  }
+  return emit(w.nodes, keep);
+}
+
+DraftProposal EagleDrafter::propose(int max_tokens) {
+  walk_start(max_tokens);
+  while (walk_->phase != Walk::Phase::kDone) {
+    walk_read_out();
+    walk_take();
+  }
+  return walk_result();
+}
+
+void EagleDrafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                                 std::span<DraftProposal> out) {
+  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
+                "eagle: propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
+                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  std::vector<EagleDrafter*> g;
+  for (Drafter* d : group) {
+    g.push_back(static_cast<EagleDrafter*>(d));
+    SPECDEC_CHECK(g.back()->a_ == a_, "eagle: propose_batch over drafters of other weights");
+  }
+  for (size_t i = 0; i < g.size(); ++i) g[i]->walk_start(max_tokens[i]);
+  std::vector<float>& states = batch_states_;
+  for (;;) {
+    // Every pending round's states in one readout, then each member takes its rows.
+    states.clear();
+    int rows = 0;
+    for (EagleDrafter* d : g)
+      if (d->walk_->phase != Walk::Phase::kDone) {
+        states.insert(states.end(), d->walk_->states.begin(),
+                      d->walk_->states.begin() + static_cast<ptrdiff_t>(d->walk_->rows) * H_);
+        rows += d->walk_->rows;
+      }
+    if (rows == 0) break;
+    read_out(states, rows, batch_logits_);
+    int row = 0;
+    for (EagleDrafter* d : g) {
+      if (d->walk_->phase == Walk::Phase::kDone) continue;
+      const int n = d->walk_->rows;
+      d->logits_.assign(batch_logits_.begin() + static_cast<ptrdiff_t>(row) * N_,
+                        batch_logits_.begin() + static_cast<ptrdiff_t>(row + n) * N_);
+      if (d->opt_.tree != EagleTree::kChain) d->row_lse(n);
+      row += n;
+      d->walk_take();
+    }
+  }
+  for (size_t i = 0; i < g.size(); ++i) out[i] = g[i]->walk_result();
 }
 
 // Appends node `parent`'s `count` most likely children (row `row` of logits_; ties: the lower draft index) to
@@ -246,7 +395,7 @@ void EagleDrafter::children(std::vector<Node>& nodes, int parent, int row, int c
 
 // The layer over the pairs of nodes `which` (each: its parent's predicted state, its token's embedding), one
 // block after the cache's slots; each attends the committed pairs, its ancestors' slots and itself. Records
-// their slots and predicted states; logits_ / lse_ then hold their readouts, row t for which[t].
+// their slots and predicted states (out_, row t for which[t]); the next round reads them out.
 void EagleDrafter::expand(std::vector<Node>& nodes, std::span<const int> which) {
   const int T = static_cast<int>(which.size()), base = cache_.n, S = base + T;
   emb_.resize(static_cast<size_t>(T) * H_);
@@ -273,7 +422,6 @@ void EagleDrafter::expand(std::vector<Node>& nodes, std::span<const int> which) 
     nodes[which[t]].slot = base + t;
     nodes[which[t]].feat = first_feat + t;
   }
-  draft_logits(out_, T, true);
 }
 
 // The proposal of nodes `keep` (ascending indices, closed under parents): parents precede children.
@@ -288,61 +436,6 @@ DraftProposal EagleDrafter::emit(const std::vector<Node>& nodes, std::span<const
     p.parents.push_back(parent);
   }
   return p;
-}
-
-// Depth d's nodes are the branching[d - 1] most likely children of each node of depth d - 1, cut to max_tokens
-// in breadth-first order; the layer reads only the nodes that get children.
-DraftProposal EagleDrafter::static_tree(int max_tokens) {
-  const std::vector<int>& b = opt_.branching;
-  std::vector<Node> nodes;
-  std::vector<int> level, next;
-  node_feat_.clear();
-  draft_logits(fhat_, 1, true);
-  children(nodes, -1, 0, std::min(b[0], max_tokens), level);
-  for (size_t d = 1; d < b.size() && static_cast<int>(nodes.size()) < max_tokens && !level.empty(); ++d) {
-    const int room = max_tokens - static_cast<int>(nodes.size());
-    const int n_parents = std::min(static_cast<int>(level.size()), (room + b[d] - 1) / b[d]);
-    expand(nodes, std::span<const int>(level).first(n_parents));
-    next.clear();
-    for (int t = 0; t < n_parents; ++t)
-      children(nodes, level[t], t, std::min(b[d], room - static_cast<int>(next.size())), next);
-    level.swap(next);
-  }
-  std::vector<int> all(nodes.size());
-  std::iota(all.begin(), all.end(), 0);
-  return emit(nodes, all);
-}
-
-// EAGLE-2: per level, the top-k nodes of the newest depth by cumulative probability get their top-k children;
-// then the best max_tokens nodes of all. A child's cumulative probability never exceeds its parent's and ties
-// go to the node made first (an ancestor), so the kept set is closed under parents. Neither a node deeper than
-// max_tokens nor a rank past max_tokens can be kept, so depth and top-k are cut to max_tokens (same result).
-DraftProposal EagleDrafter::dynamic_tree(int max_tokens) {
-  const int depth = std::min(opt_.depth, max_tokens), k = std::min(opt_.topk, max_tokens);
-  std::vector<Node> nodes;
-  std::vector<int> frontier, next;
-  node_feat_.clear();
-  const auto better = [&](int x, int y) {
-    return nodes[x].score > nodes[y].score || (nodes[x].score == nodes[y].score && x < y);
-  };
-  draft_logits(fhat_, 1, true);
-  children(nodes, -1, 0, k, frontier);
-  for (int d = 1; d < depth; ++d) {
-    const int n_expand = std::min(k, static_cast<int>(frontier.size()));
-    std::partial_sort(frontier.begin(), frontier.begin() + n_expand, frontier.end(), better);
-    frontier.resize(n_expand);
-    expand(nodes, frontier);
-    next.clear();
-    for (int t = 0; t < n_expand; ++t) children(nodes, frontier[t], t, k, next);
-    frontier.swap(next);
-  }
-  std::vector<int> keep(nodes.size());
-  std::iota(keep.begin(), keep.end(), 0);
-  const int n_keep = std::min(max_tokens, static_cast<int>(keep.size()));
-  std::partial_sort(keep.begin(), keep.begin() + n_keep, keep.end(), better);
-  keep.resize(n_keep);
-  std::sort(keep.begin(), keep.end());
-  return emit(nodes, keep);
 }
 
 DrafterInfo eagle_info() {

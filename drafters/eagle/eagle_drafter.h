@@ -45,6 +45,11 @@ class EagleDrafter final : public Drafter {
   void begin(std::span<const TokenId> prompt, const TargetFeatures& features) override;
   DraftProposal propose(int max_tokens) override;
   void accept(std::span<const TokenId> accepted, const TargetFeatures& features) override;
+  // Drafters of the same weights (a run's, which share them) draft batched: each round's readout of every
+  // member's states is one GEMM.
+  const void* batch_key() const override { return a_.get(); }
+  void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                     std::span<DraftProposal> out) override;
 
   // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
   // also when it hands no rows), and the predicted state after the last committed token (empty before any
@@ -54,13 +59,16 @@ class EagleDrafter final : public Drafter {
 
  private:
   struct Node;
+  struct Walk;  // a proposal in the making (eagle_drafter.cpp)
   void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
   void embed(std::span<const TokenId> tokens, std::vector<float>& out) const;
-  void draft_logits(std::span<const float> states, int n, bool with_lse);
+  void read_out(std::span<const float> states, int n, std::vector<float>& logits);
+  void row_lse(int n);
   TokenId target_id(int draft_index) const;
-  DraftProposal chain(int max_tokens, uint32_t step);
-  DraftProposal static_tree(int max_tokens);
-  DraftProposal dynamic_tree(int max_tokens);
+  void walk_start(int max_tokens);
+  void walk_read_out();
+  void walk_take();
+  DraftProposal walk_result();
   void expand(std::vector<Node>& nodes, std::span<const int> which);
   void children(std::vector<Node>& nodes, int parent, int row, int count, std::vector<int>& out);
   static DraftProposal emit(const std::vector<Node>& nodes, std::span<const int> keep);
@@ -76,7 +84,8 @@ class EagleDrafter final : public Drafter {
   int next_pos_ = 0;   // the RoPE position of the next pair (the first draft token's)
   std::vector<float> fhat_;
   // Work space.
-  std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_, head_in_;
+  std::unique_ptr<Walk> walk_;
+  std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_, head_in_, batch_states_, batch_logits_;
   std::vector<double> lse_;
   std::vector<int32_t> pos_, order_;
   std::vector<uint8_t> mask_;

@@ -66,20 +66,97 @@ class MedusaDrafter final : public Drafter {
   void accept(std::span<const TokenId>, const TargetFeatures& f) override { take_state(f); }
 
   DraftProposal propose(int max_tokens) override {
+    Drafter* self = this;
+    DraftProposal p;
+    propose_batch(std::span<Drafter* const>(&self, 1), std::span<const int>(&max_tokens, 1),
+                  std::span<DraftProposal>(&p, 1));
+    return p;
+  }
+
+  // A group's head states go through the LM head in one pass: its weights are read once for every sequence.
+  // Each row's logits do not depend on the other rows (the CPU and CUDA matmuls are row-invariant, as the
+  // batch-invariant forward needs), so a member's proposal is the one it makes alone.
+  const void* batch_key() const override { return a_.get(); }
+  void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                     std::span<DraftProposal> out) override {
+    SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
+                  "medusa: propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
+                  max_tokens.size(), " budgets, ", out.size(), " outputs");
+    std::vector<int> first_row(group.size() + 1, 0);
+    head_of_row_.clear();
+    for (size_t i = 0; i < group.size(); ++i) {
+      const auto* d = static_cast<const MedusaDrafter*>(group[i]);
+      SPECDEC_CHECK(d->a_ == a_, "medusa: propose_batch over drafters of other heads");
+      const int n = d->heads_needed(max_tokens[i]);
+      first_row[i + 1] = first_row[i] + n;
+      for (int k = 0; k < n; ++k) head_of_row_.push_back(k);
+    }
+    const int rows = first_row.back();
+    states_.resize(static_cast<size_t>(rows) * H_);
+    for (size_t i = 0; i < group.size(); ++i) {
+      const auto* d = static_cast<const MedusaDrafter*>(group[i]);
+      for (int r = first_row[i]; r < first_row[i + 1]; ++r)
+        a_->heads.head_state(head_of_row_[r], d->state_.data(), states_.data() + static_cast<size_t>(r) * H_);
+    }
+    if (rows > 0) readout(rows);
+    for (size_t i = 0; i < group.size(); ++i) {
+      auto* d = static_cast<MedusaDrafter*>(group[i]);
+      out[i] = d->select(max_tokens[i], first_row[i + 1] - first_row[i],
+                         logits_.data() + static_cast<size_t>(first_row[i]) * V_);
+    }
+  }
+
+ private:
+  void take_state(const TargetFeatures& f) {
+    if (f.rows == 0) {
+      state_.clear();
+      return;
+    }
+    SPECDEC_CHECK(f.width == H_, "medusa: features of ", H_, " floats (the final-norm state), got ", f.width);
+    const auto last = f.row(f.rows - 1);  // the state that predicts the step's last token
+    state_.assign(last.begin(), last.end());
+  }
+
+  // The heads a proposal of max_tokens reads: the chain's length, or the deepest node of the tree's first
+  // max_tokens nodes; 0 without a state (a one-token prompt) or without a budget.
+  int heads_needed(int max_tokens) const {
+    if (state_.empty() || max_tokens <= 0) return 0;
+    const SparseTree& tree = a_->tree;
+    if (tree.size() == 0) return std::min(a_->heads.cfg.n_heads, max_tokens);
+    const int n_tree = std::min(tree.size(), max_tokens);
+    return *std::max_element(tree.depth.begin(), tree.depth.begin() + n_tree);
+  }
+
+  // logits_ (rows x V): the LM head over states_'s first rows rows, row r a state of head head_of_row_[r].
+  void readout(int rows) {
+    const MedusaHeads& h = a_->heads;
+    if (!h.cfg.own_lm_head) {
+      env_.target->lm_head(std::span<const float>(states_.data(), static_cast<size_t>(rows) * H_), rows, logits_);
+      return;
+    }
+    logits_.resize(static_cast<size_t>(rows) * V_);
+    for (int r = 0; r < rows; ++r) {
+      const float* x = states_.data() + static_cast<size_t>(r) * H_;
+      const std::vector<float>& w = h.lm_head[static_cast<size_t>(head_of_row_[r])];
+      for (int v = 0; v < V_; ++v) {
+        const float* row = w.data() + static_cast<size_t>(v) * H_;
+        float s = 0.f;
+        for (int i = 0; i < H_; ++i) s += row[i] * x[i];
+        logits_[static_cast<size_t>(r) * V_ + v] = s;
+      }
+    }
+  }
+
+  // The step's proposal from its n_heads heads' logits (n_heads x V). Counts the step (the sampling stream).
+  DraftProposal select(int max_tokens, int n_heads, const float* logits) {
     DraftProposal p;
     const uint32_t step = step_++;
-    if (state_.empty() || max_tokens <= 0) return p;  // a one-token prompt: no state yet
-    const SparseTree& tree = a_->tree;
-    const int n_tree = std::min(tree.size(), max_tokens);
-    // Heads needed: the chain's length, or the deepest node of the tree's first n_tree nodes.
-    int n_heads = std::min(a_->heads.cfg.n_heads, max_tokens);
-    if (tree.size() > 0) n_heads = n_tree == 0 ? 0 : *std::max_element(tree.depth.begin(), tree.depth.begin() + n_tree);
     if (n_heads == 0) return p;
-    head_logits(n_heads);
+    const SparseTree& tree = a_->tree;
     if (tree.size() == 0) {
       const bool sample = !env_.sampling.greedy();
       for (int j = 0; j < n_heads; ++j) {
-        const std::span<const float> lg(logits_.data() + static_cast<size_t>(j) * V_, V_);
+        const std::span<const float> lg(logits + static_cast<size_t>(j) * V_, V_);
         if (!sample) {
           p.tokens.push_back(argmax(lg));
           continue;
@@ -93,12 +170,13 @@ class MedusaDrafter final : public Drafter {
       return p;
     }
     // Tree: node i is the rank-th most likely token of head depth - 1 (ties: the lower id).
+    const int n_tree = std::min(tree.size(), max_tokens);
     std::vector<int> ranks_needed(n_heads, 0);
     for (int i = 0; i < n_tree; ++i)
       ranks_needed[tree.depth[i] - 1] = std::max(ranks_needed[tree.depth[i] - 1], tree.rank[i] + 1);
     std::vector<std::vector<int32_t>> ranked(n_heads);
     for (int j = 0; j < n_heads; ++j) {
-      const float* lg = logits_.data() + static_cast<size_t>(j) * V_;
+      const float* lg = logits + static_cast<size_t>(j) * V_;
       order_.resize(V_);
       std::iota(order_.begin(), order_.end(), 0);
       const int take = std::min(ranks_needed[j], V_);
@@ -113,45 +191,13 @@ class MedusaDrafter final : public Drafter {
     return p;
   }
 
- private:
-  void take_state(const TargetFeatures& f) {
-    if (f.rows == 0) {
-      state_.clear();
-      return;
-    }
-    SPECDEC_CHECK(f.width == H_, "medusa: features of ", H_, " floats (the final-norm state), got ", f.width);
-    const auto last = f.row(f.rows - 1);  // the state that predicts the step's last token
-    state_.assign(last.begin(), last.end());
-  }
-
-  // logits_ (n x V): the LM head over each of the first n heads' states.
-  void head_logits(int n) {
-    const MedusaHeads& h = a_->heads;
-    states_.resize(static_cast<size_t>(n) * H_);
-    for (int k = 0; k < n; ++k) h.head_state(k, state_.data(), states_.data() + static_cast<size_t>(k) * H_);
-    if (!h.cfg.own_lm_head) {
-      env_.target->lm_head(std::span<const float>(states_.data(), states_.size()), n, logits_);
-      return;
-    }
-    logits_.resize(static_cast<size_t>(n) * V_);
-    for (int k = 0; k < n; ++k) {
-      const float* x = states_.data() + static_cast<size_t>(k) * H_;
-      const std::vector<float>& w = h.lm_head[static_cast<size_t>(k)];
-      for (int v = 0; v < V_; ++v) {
-        const float* row = w.data() + static_cast<size_t>(v) * H_;
-        float s = 0.f;
-        for (int i = 0; i < H_; ++i) s += row[i] * x[i];
-        logits_[static_cast<size_t>(k) * V_ + v] = s;
-      }
-    }
-  }
-
   DrafterEnv env_;
   std::shared_ptr<const MedusaAssets> a_;
   int H_, V_;
   uint32_t step_ = 0;
   std::vector<float> state_, states_, logits_, probs_;
   std::vector<int32_t> order_;
+  std::vector<int> head_of_row_;
 };
 
 }  // namespace

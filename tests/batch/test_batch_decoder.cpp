@@ -1,9 +1,10 @@
 // The batched decode loop (core/speculative/batch_decoder.h) against the single-sequence loop: for batch sizes
 // 1, 2, 3, 5 with mixed drafters (AR, ngram, early_exit chain and tree, draft_model, a drafter that reads
-// target features), greedy and sampled (T = 1), requests of different lengths that finish at different steps
-// and queued ones that join mid-run, every request's tokens and step records (every node's token, parent,
-// verdict and draws) equal speculative_decode's for it alone, bit for bit; the limits hold; bad input is a
-// one-line error.
+// target features; Medusa chains and trees, EAGLE chains and trees, and the model drafters' chains draft
+// batched: one propose_batch per group of drafters sharing weights), greedy and sampled (T = 1), requests of different
+// lengths that finish at different steps and queued ones that join mid-run, every request's tokens and step records
+// (every node's token, parent, verdict and draws) equal speculative_decode's for it alone, bit for bit; the limits
+// hold; bad input is a one-line error.
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -15,7 +16,9 @@
 #include "core/speculative/batch_decoder.h"
 #include "core/speculative/decoder.h"
 #include "drafters/register_builtin.h"
+#include "tests/eagle_drafter/random_eagle.h"
 #include "tests/support/errors.h"
+#include "tests/support/medusa_heads.h"
 #include "tests/support/steps.h"
 #include "tests/support/stories.h"
 #include "verifiers/rules.h"
@@ -78,8 +81,24 @@ const std::vector<Spec>& mix() {
       {"", {}, "Sue", 0},  // nothing to generate: leaves without a step
       {"early_exit", {{"layers", "2"}}, "Once upon a time, in a small house", 60, 5, true},
       {"ngram", {}, "Ben said hello. Ben said", 9, 3},
+      {"medusa", {{"heads", "@medusa"}}, "The little bird sang", 26, 3},
+      {"medusa", {{"heads", "@medusa"}, {"tree_nodes", "6"}}, "Lily saw a big tree", 33, 6},
+      {"medusa", {{"heads", "@medusa"}}, "Once upon a time there was a girl named Sue", 31, 4},
+      {"medusa", {{"heads", "@medusa"}, {"tree_nodes", "6"}}, "Ben had a toy car", 20, 5},
+      {"eagle", {{"weights", "@eagle"}, {"tree", "static"}}, "Tom and his mom went", 29, 6},
+      {"eagle", {{"weights", "@eagle"}, {"tree", "dynamic"}, {"depth", "3"}, {"topk", "2"}}, "The sun was hot", 24, 4},
+      {"eagle", {{"weights", "@eagle"}, {"tree", "static"}}, "A little dog ran", 35, 5},
+      {"eagle", {{"weights", "@eagle"}}, "Lily and Ben", 22, 3},
+      {"draft_model", {{"model", test::stories_model()}, {"layers", "2"}}, "Sue liked to sing", 27, 4},
   };
   return m;
+}
+
+// Drafters sharing weights (one DrafterSharedState, as a run's) share a Drafter::batch_key, and so draft
+// batched in the batched loop. The keys that proposed in groups of two or more.
+std::set<const void*>& batched_keys() {
+  static std::set<const void*> keys;
+  return keys;
 }
 
 struct Mode {
@@ -91,8 +110,46 @@ std::unique_ptr<Drafter> make(const Spec& sp, const SamplingParams& sampling, ui
   auto& s = stories();
   if (sp.drafter.empty()) return nullptr;
   if (sp.drafter == "features") return std::make_unique<FeatureChecksumDrafter>(s.model.config().vocab_size);
-  DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .sampling = sampling, .seed = 11, .request = request};
-  return make_drafter(drafters::default_registry().get(sp.drafter), env, DrafterOptions(sp.opts, sp.drafter));
+  static DrafterSharedState shared;
+  DrafterEnv env{.target = &s.model,
+                 .tokenizer = s.tok.get(),
+                 .sampling = sampling,
+                 .seed = 11,
+                 .request = request,
+                 .shared = &shared,
+                 .target_path = test::stories_model()};
+  std::map<std::string, std::string> opts = sp.opts;
+  for (auto& [key, value] : opts) {
+    if (value == "@medusa") value = test::random_medusa_heads(s.model.config(), "batch_medusa", 0.02f);
+    if (value == "@eagle") value = test::random_eagle_weights(s.model.config(), "batch_eagle", 0.02f);
+  }
+  auto d = make_drafter(drafters::default_registry().get(sp.drafter), env, DrafterOptions(opts, sp.drafter));
+  if (d->batch_key() == nullptr) return d;
+  // Counts the batched calls (and checks the group) around the drafter's own propose_batch.
+  class Counting final : public Drafter {
+   public:
+    explicit Counting(std::unique_ptr<Drafter> d) : d_(std::move(d)) {}
+    FeatureSpec features() const override { return d_->features(); }
+    void begin(std::span<const TokenId> p, const TargetFeatures& f) override { d_->begin(p, f); }
+    DraftProposal propose(int max_tokens) override { return d_->propose(max_tokens); }
+    void accept(std::span<const TokenId> a, const TargetFeatures& f) override { d_->accept(a, f); }
+    void share_target_cache(KVCache* c) override { d_->share_target_cache(c); }
+    const void* batch_key() const override { return d_->batch_key(); }
+    void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
+                       std::span<DraftProposal> out) override {
+      std::vector<Drafter*> inner;
+      for (Drafter* g : group) {
+        REQUIRE(g->batch_key() == batch_key());
+        inner.push_back(static_cast<Counting*>(g)->d_.get());
+      }
+      if (group.size() > 1) batched_keys().insert(batch_key());
+      d_->propose_batch(inner, max_tokens, out);
+    }
+
+   private:
+    std::unique_ptr<Drafter> d_;
+  };
+  return std::make_unique<Counting>(std::move(d));
 }
 
 DecodeOptions options_of(const Spec& sp, const SamplingParams& sampling, uint64_t request,
@@ -134,9 +191,10 @@ void check_mix(const SamplingParams& sampling, const AcceptanceRule& rule) {
   for (const auto& r : alone) accepted += r.accepted_draft_tokens();
   REQUIRE(accepted > 0);  // real accepted paths, not only rejections
 
-  const std::vector<std::pair<int, int>> limits = {{1, 256}, {2, 256}, {3, 10}, {5, 12}};
+  const std::vector<std::pair<int, int>> limits = {{1, 256}, {2, 256}, {3, 10}, {5, 12}, {18, 512}};
   for (const auto& [B, max_tokens] : limits) {
     CAPTURE(B, max_tokens);
+    batched_keys().clear();
     std::vector<BatchRequest> reqs;
     std::vector<std::vector<TokenId>> streamed(m.size());
     for (size_t i = 0; i < m.size(); ++i) {
@@ -186,6 +244,12 @@ void check_mix(const SamplingParams& sampling, const AcceptanceRule& rule) {
       waited += b.n_in_flight - b.n_sequences;
     }
     for (size_t i = 0; i < m.size(); ++i) REQUIRE(next_step[i] == static_cast<int>(alone[i].steps.size()));
+    // With every request in flight at once, five keys drafted in groups: the Medusa chains, the Medusa trees,
+    // the EAGLE layers (chain, static and dynamic trees alike), the draft model's chains and early exit (the
+    // target's first layers: the chains in the target's cache and in their own, the tree alone); one at a
+    // time, never.
+    if (B >= static_cast<int>(m.size())) REQUIRE(batched_keys().size() == 5);
+    if (B == 1) REQUIRE(batched_keys().empty());
     if (B < static_cast<int>(m.size())) REQUIRE(first_step_of_last > 0);  // a queued request joined mid-run
     if (max_tokens < 20) REQUIRE(waited > 0);  // the token limit made some sequence wait a step
   }

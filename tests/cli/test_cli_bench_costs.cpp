@@ -31,11 +31,14 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
                     out + "'"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  // One progress line per point and pass: 3 x 2 x 3 forwards and 2 x 3 drafter points, twice.
-  CHECK(count_lines(r.err) == 48);
-  CHECK_THAT(r.err, Catch::Contains("[1/48] pass 1/2 forward") && Catch::Contains("[24/48] pass 1/2 drafter "
+  // One progress line per point and pass: 3 x 2 x 3 forwards, 2 x 3 drafter points and early exit's 3 at
+  // B = 3 (it drafts batched: Drafter::batch_key; ngram does not), twice.
+  CHECK(count_lines(r.err) == 54);
+  CHECK_THAT(r.err, Catch::Contains("[1/54] pass 1/2 forward") && Catch::Contains("[24/54] pass 1/2 drafter "
                                                                                   "early_exit k=3"));
-  CHECK_THAT(r.err, Catch::Contains("[48/48] pass 2/2 drafter early_exit k=3"));
+  CHECK_THAT(r.err, Catch::Contains("[27/54] pass 1/2 drafter early_exit k=3 B=3: "));
+  CHECK_THAT(r.err, Catch::Contains("[54/54] pass 2/2 drafter early_exit k=3 B=3"));
+  CHECK_THAT(r.out, Catch::Contains("early_exit drafting batched"));
   CHECK_THAT(r.out, Catch::Contains("C=40") && Catch::Contains("B=3") && Catch::Contains("early_exit"));
   CHECK_THAT(r.out, Catch::Contains("passes: 2") && Catch::Contains("monotone fit: "));
   CHECK_THAT(r.out, Catch::Contains("wrote " + out));
@@ -69,6 +72,14 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
       }
   for (const auto& [name, row] : t.drafters)
     for (size_t k = 1; k < row.size(); ++k) CHECK(row[k] >= row[k - 1]);
+  REQUIRE(t.drafters_batched.size() == 1);
+  REQUIRE(t.drafters_batched.count("early_exit") == 1);
+  REQUIRE(t.drafters_batched.at("early_exit").size() == 1);
+  const std::vector<double>& b3 = t.drafters_batched.at("early_exit").at(3);
+  REQUIRE(b3.size() == 4);
+  CHECK(b3[0] == 0);
+  for (size_t k = 1; k < b3.size(); ++k) CHECK(b3[k] >= b3[k - 1]);
+  CHECK(t.drafter_us("early_exit", 2, 3) == b3[2]);
   // The table is usable by the policy that reads it.
   CHECK(specdec::make_policy("cost_model k_max=3", {.costs = &t, .drafter = "ngram"}) != nullptr);
 

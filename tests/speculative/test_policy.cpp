@@ -915,6 +915,36 @@ TEST_CASE("oracle steps from a batched run's records", "[policy][oracle]") {
   CHECK(one_line(error_of([&] { oracle_steps(run); })));
 }
 
+TEST_CASE("batched drafter rows: the largest measured B <= the batch's, round trip, the fit, the models",
+          "[policy][costs]") {
+  CostTable c = synthetic_table();
+  c.drafters["medusa"] = {0, 2000, 2400};
+  c.drafters_batched["medusa"][2] = {0, 1200, 1500};
+  c.drafters_batched["medusa"][8] = {0, 500, 450};  // not monotone in k: the fit pools it
+  CHECK(c.drafter_us("medusa", 1) == 2000);
+  CHECK(c.drafter_us("medusa", 1, 1) == 2000);
+  CHECK(c.drafter_us("medusa", 1, 2) == 1200);
+  CHECK(c.drafter_us("medusa", 2, 3) == 1500);  // B = 3: the B = 2 row, never a cheaper one
+  CHECK(c.drafter_us("medusa", 1, 7) == 1200);
+  CHECK(c.drafter_us("medusa", 1, 8) == 500);
+  CHECK(c.drafter_us("medusa", 1, 64) == 500);
+  CHECK(c.drafter_us("d", 1, 8) == c.drafter_us("d", 1));  // no batched rows: the B = 1 row
+  CHECK(c.step_us("medusa", 1, 8, 100) == Approx(c.forward_us(2, 8, 100) + 500));
+  CHECK_THROWS_WITH(c.drafter_us("medusa", 3, 8), Catch::Contains("B = 8") && Catch::Contains("k = 3"));
+
+  const CostTable back = CostTable::from_json(c.to_json());
+  CHECK(back.drafters_batched == c.drafters_batched);
+  const CostTable fit = c.monotone();
+  CHECK(fit.drafters_batched.at("medusa").at(8) == std::vector<double>{0, 475, 475});
+  CHECK(fit.drafters_batched.at("medusa").at(2) == c.drafters_batched.at("medusa").at(2));
+
+  // The joint plan of a batch of 8 charges each member the B = 8 row.
+  const std::vector<PlanMember> members(
+      8, PlanMember{.drafter = "medusa", .a = {0.5, 0.5}, .k_lo = 0, .k_hi = 2, .context_len = 100});
+  const BatchPlan p = score_plan(c, members, 8, std::vector<int>(8, 1));
+  CHECK(p.step_us == Approx(c.ragged_forward_us(16, 8, 100) + 8 * 500));
+}
+
 TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and the key", "[policy][costs]") {
   const CostTable c = synthetic_table();
   const CostTable back = CostTable::from_json(c.to_json());
@@ -924,6 +954,7 @@ TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and 
   CHECK(back.context == c.context);
   CHECK(back.forward == c.forward);
   CHECK(back.drafters == c.drafters);
+  CHECK(back.drafters_batched.empty());
 
   const auto dir = std::filesystem::temp_directory_path() / ("specdec_test_policy_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
@@ -961,6 +992,21 @@ TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and 
       {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
           "drafters": {"ngram": [0, "x"]}})",
        "drafters.ngram[1]"},
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_batched": {"ngram": {"4": [0, 1, 2]}}})",
+       "drafters_batched.ngram.4"},  // not as long as its B = 1 row
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_batched": {"ngram": {"1": [0, 1]}}})",
+       "drafters_batched.ngram.1"},  // B = 1 belongs to drafters
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_batched": {"ngram": {"x2": [0, 1]}}})",
+       "drafters_batched.ngram.x2"},  // not a batch size
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_batched": {"medusa": {"2": [0, 1]}}})",
+       "drafters_batched.medusa"},  // no B = 1 row
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_batched": {"ngram": {"2": [0, -1]}}})",
+       "drafters_batched.ngram.2[1]"},  // negative cost
       {R"({"version": 2, "forward": {}})", "version"},
       {R"({"forward": {}})", "version"},
       {R"([1, 2])", "JSON object"},
