@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The batched-decoding-under-load sweep of BENCHMARKS.md (issue #14), one run: the machine, the cost table
-# (`specdec bench costs`: the target forward over T x B x C, and ngram's and Medusa's cost per step, Medusa
-# with the shipped heads; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep
+# (`specdec bench costs`: the target forward over T x B x C, and ngram's, Medusa's and EAGLE's cost per step,
+# Medusa with the shipped heads, EAGLE with results/eagle_smollm2.safetensors (a static tree), the batched
+# drafters also per batch size; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep
 # (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
 #   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]
 # OVERRIDEs go to `specdec run`, e.g. --run.interleave=false for the runs one after another.
@@ -21,9 +22,15 @@ L=results/load-$TAG  # the HDF5 logs (not committed: results/ is ignored)
 mkdir -p bench/results results
 { lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400; nvidia-smi -L 2>/dev/null || true; uptime; } > "$R-machine.txt"
 
+EAGLE=results/eagle_smollm2.safetensors
+if [ ! -f "$EAGLE" ]; then
+  echo "load_sweep.sh: $EAGLE is missing: train the EAGLE layer first (BENCHMARKS.md, specdec collect + specdec train eagle)" >&2
+  exit 2
+fi
 echo "== cost table"
 "$S" bench costs --model "$M" --threads 2 --device "$DEV" --tokens 1,2,3,4,5 --batch 1,2,4,8 --context 64,256,512 \
-  --drafters ngram,medusa -o medusa.heads=artifacts/medusa_smollm2.safetensors --k-max 4 --min-ms 200 \
+  --drafters ngram,medusa,eagle -o medusa.heads=artifacts/medusa_smollm2.safetensors -o eagle.weights=$EAGLE \
+  -o eagle.tree=static --k-max 4 --min-ms 200 \
   --out "$R-costs.json" > "$R-costs.txt" 2>&1
 cp "$R-costs.json" "results/load_sweep${SUFFIX}_costs.json"
 

@@ -98,7 +98,7 @@ struct Table<StepRow> {
             "tokens the step appended to the output: n_accepted + 1 less what a stop token or max_new_tokens cut"),
       field("tree_nodes", &StepRow::tree_nodes, 1, false, "nodes of a branching proposal; 0 for a chain"),
       field("max_depth", &StepRow::max_depth, 1, false, "depth of the proposal (a chain's length)"),
-      field("t_draft_us", &StepRow::t_draft_us, 1, true, "drafter time of the step"),
+      field("t_draft_us", &StepRow::t_draft_us, 1, true, "drafter time of the step: propose + accept"),
       field("t_verify_us", &StepRow::t_verify_us, 1, true,
             "target forward + acceptance + cache compaction of the step"),
       field("context_len", &StepRow::context_len, 1, false, "tokens in the target's cache before the pass"),

@@ -286,7 +286,9 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
   done_ = res_.stopped || static_cast<int>(res_.tokens.size()) >= max_new_;
   if (res_.stopped) return;
   if (drafter_) {
-    // The features of the pass's root and accepted nodes: the states that predict each emitted token.
+    // The features of the pass's root and accepted nodes: the states that predict each emitted token. The
+    // drafter's accept of the step's tokens is the drafter's work of this step: its time goes to t_draft_us.
+    const auto ta = Clock::now();
     features_.clear();
     if (!spec_.empty()) {
       feature_rows_.assign(1, 0);
@@ -297,6 +299,7 @@ void SequenceDecoder::finish(const ForwardResult& fr, double forward_us) {
                                               .rows = spec_.empty() ? 0 : static_cast<int>(feature_rows_.size()),
                                               .width = spec_.width(target_.config().dim),
                                               .data = features_});
+    res_.steps.back().t_draft_us += us_since(ta);
   }
   last_ = emitted_.back();
 }

@@ -68,9 +68,11 @@ struct StepRecord {
   // Tokens this step appended to the output: n_accepted + 1, less what a stop token or the max_new_tokens
   // limit cut off (the last step of a request can emit fewer). Every "tokens emitted" metric counts these.
   int32_t n_emitted = 0;
-  int32_t max_depth = 0;                   // depth of the proposal (chain length for chains)
-  int32_t context_len = 0;                 // tokens in the target's cache before the pass
-  double t_draft_us = 0, t_verify_us = 0;  // verify = target forward + acceptance + cache compaction
+  int32_t max_depth = 0;    // depth of the proposal (chain length for chains)
+  int32_t context_len = 0;  // tokens in the target's cache before the pass
+  // draft = the drafter's propose before the forward and its accept of the step's tokens after it (with the
+  // gathering of the features it reads); verify = target forward + acceptance + cache compaction.
+  double t_draft_us = 0, t_verify_us = 0;
   double t_forward_us = 0;  // the target forward alone (part of t_verify_us; `bench decode`, not in the log)
   int32_t k_policy = -1;    // the policy's draft length for this step (DecodeOptions::policy); -1 = no policy
   // E[emitted | k_policy]: the tokens the policy expected the step to emit, from its acceptance estimates when

@@ -208,8 +208,8 @@ TEST_CASE("the load sweep configs parse; the CUDA one is the CPU one on the GPU"
   const ExperimentConfig cpu = load_experiment_config(dir + "load_sweep.ini");
   const ExperimentConfig gpu = load_experiment_config(dir + "load_sweep_cuda.ini");
   const auto grid = expand_grid(cpu);
-  // 4 batch sizes x 2 arrival rates, each: AR + 2 drafters x 3 draft lengths x 2 policies.
-  CHECK(grid.size() == 4 * 2 * 13);
+  // 4 batch sizes x 2 arrival rates, each: AR + 3 drafters (ngram, medusa, eagle) x 3 draft lengths x 2 policies.
+  CHECK(grid.size() == 4 * 2 * 19);
   CHECK(cpu.k == std::vector<int>{1, 2, 4});
   CHECK(cpu.batch_sizes == std::vector<int>{1, 2, 4, 8});
   CHECK(cpu.policies == std::vector<std::string>{"fixed", "cost_model"});
