@@ -1,7 +1,8 @@
 // The EAGLE draft layer (eagle.h), EAGLE-1's and EAGLE-3's: its initialisation, its safetensors files (both
 // layouts read and written, EAGLE-3's d2t / t2d read) and its forward over a block of pairs with its own KV cache,
-// in f32 with Eigen. The trainer (train_eagle.cpp, EAGLE-1 only) has its own batched forward with saved
-// activations; its tests check the two agree.
+// in f32: its matrices through cpu::matmul (vectorised per CPU level, multi-threaded, row-invariant: a pair's
+// output does not depend on the block's other rows), the rest with Eigen. The trainer (train_eagle.cpp, EAGLE-1 only)
+// has its own batched forward with saved activations; its tests check the two agree.
 #include "drafters/eagle/eagle.h"
 
 #include <Eigen/Dense>
@@ -14,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/model/safetensors.h"
+#include "kernels/cpu/ops.h"
 #include "drafters/medusa/heads.h"
 
 namespace specdec::eagle {
@@ -22,6 +24,11 @@ namespace {
 
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const RowMatrix>;
+
+// out (T x N) = x (T x K) . W^T for the layer's row-major f32 W (N x K): cpu::matmul.
+void linear(float* out, const float* x, const std::vector<float>& W, int T, int N, int K) {
+  cpu::matmul(out, x, W.data(), cpu::DType::F32, T, N, K);
+}
 
 const char* const kFcW = "fc.weight";
 const char* const kFcB = "fc.bias";  // EAGLE-1 only
@@ -387,19 +394,21 @@ void eagle_forward(const EagleWeights& w, EagleCache& cache, std::span<const flo
     rms_norm_rows(ConstMap(emb.data(), T, H), w.input_norm, c.rms_eps, u.leftCols(H));
     rms_norm_rows(ConstMap(feat.data(), T, H), w.hidden_norm, c.rms_eps, u.rightCols(H));
   } else {
-    const ConstMap fc(w.fc_w.data(), H, 2 * H);
-    u.noalias() = ConstMap(emb.data(), T, H) * fc.leftCols(H).transpose();
-    u.noalias() += ConstMap(feat.data(), T, H) * fc.rightCols(H).transpose();
+    RowMatrix ef(T, 2 * H);  // [e ; f] per pair: fc reads both halves in one dot
+    ef.leftCols(H) = ConstMap(emb.data(), T, H);
+    ef.rightCols(H) = ConstMap(feat.data(), T, H);
+    linear(u.data(), ef.data(), w.fc_w, T, H, 2 * H);
     u.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.fc_b.data(), H);
   }
 
-  RowMatrix q = u * ConstMap(w.wq.data(), Q, A).transpose();
+  RowMatrix q(T, Q);
+  linear(q.data(), u.data(), w.wq, T, Q, A);
   cache.k.resize(static_cast<size_t>(S) * KV);
   cache.v.resize(static_cast<size_t>(S) * KV);
   Eigen::Map<RowMatrix> k_new(cache.k.data() + static_cast<size_t>(n0) * KV, T, KV);
   Eigen::Map<RowMatrix> v_new(cache.v.data() + static_cast<size_t>(n0) * KV, T, KV);
-  k_new.noalias() = u * ConstMap(w.wk.data(), KV, A).transpose();
-  v_new.noalias() = u * ConstMap(w.wv.data(), KV, A).transpose();
+  linear(k_new.data(), u.data(), w.wk, T, KV, A);
+  linear(v_new.data(), u.data(), w.wv, T, KV, A);
   for (int t = 0; t < T; ++t) {
     for (int h = 0; h < c.n_heads; ++h) rope_rotate_half(&q(t, h * D), D, positions[t], c.rope_theta);
     for (int h = 0; h < c.n_kv_heads; ++h) rope_rotate_half(&k_new(t, h * D), D, positions[t], c.rope_theta);
@@ -432,17 +441,19 @@ void eagle_forward(const EagleWeights& w, EagleCache& cache, std::span<const flo
     }
   }
   RowMatrix hs = c.eagle3() ? RowMatrix(ConstMap(feat.data(), T, H)) : u;
-  hs.noalias() += a * ConstMap(w.wo.data(), H, Q).transpose();
+  RowMatrix proj(T, H);
+  linear(proj.data(), a.data(), w.wo, T, H, Q);
+  hs += proj;
 
   // n = RMSNorm(h) * post_norm; out = h + down(SiLU(gate n) * up n).
   RowMatrix nrm(T, H);
   rms_norm_rows(hs, w.post_norm, c.rms_eps, nrm);
-  RowMatrix g = nrm * ConstMap(w.w_gate.data(), I, H).transpose();
-  const RowMatrix up = nrm * ConstMap(w.w_up.data(), I, H).transpose();
+  RowMatrix g(T, I), up(T, I);
+  linear(g.data(), nrm.data(), w.w_gate, T, I, H);
+  linear(up.data(), nrm.data(), w.w_up, T, I, H);
   g = g.unaryExpr([](float x) { return x / (1.f + std::exp(-x)); }).cwiseProduct(up);
-  Eigen::Map<RowMatrix> o(out.data(), T, H);
-  o = hs;
-  o.noalias() += g * ConstMap(w.w_down.data(), H, I).transpose();
+  linear(proj.data(), g.data(), w.w_down, T, H, I);
+  Eigen::Map<RowMatrix>(out.data(), T, H) = hs + proj;
 }
 
 void eagle3_fuse(const EagleWeights& w, std::span<const float> feats, std::span<float> out) {
@@ -453,8 +464,7 @@ void eagle3_fuse(const EagleWeights& w, std::span<const float> feats, std::span<
   SPECDEC_CHECK(out.size() == static_cast<size_t>(T * H) && feats.size() == static_cast<size_t>(3 * T * H),
                 "eagle3_fuse: feats of T x 3H and out of T x H floats (H = ", H, "), got ", feats.size(), " and ",
                 out.size());
-  Eigen::Map<RowMatrix>(out.data(), T, H).noalias() =
-      ConstMap(feats.data(), T, 3 * H) * ConstMap(w.fc_w.data(), H, 3 * H).transpose();
+  linear(out.data(), feats.data(), w.fc_w, static_cast<int>(T), static_cast<int>(H), static_cast<int>(3 * H));
 }
 
 void eagle_head_input(const EagleWeights& w, std::span<const float> states, std::span<float> out) {

@@ -106,6 +106,8 @@ void EagleDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures& 
   cache_.truncate(0);
   committed_ = next_pos_ = 0;
   fhat_.clear();
+  pending_feats_.clear();
+  pending_tokens_.clear();
   if (f.rows == 0) return;  // a one-token prompt: no state until the first accept
   SPECDEC_CHECK(f.first_pos == 0 && f.rows == static_cast<int>(prompt.size()) - 1,
                 "eagle: begin's features: rows for "
@@ -114,12 +116,38 @@ void EagleDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures& 
   read_pairs(f, prompt.subspan(1));
 }
 
+// The step's pairs are queued, not read: a step the policy does not draft in (k = 0) then costs the drafter a
+// copy, and the next proposal reads every queued pair in one block, the layer's weights read once for all of
+// them. The same states as reading each step's pairs at once, bit for bit: the layer's matrices are
+// row-invariant and its attention reads each pair's row alone.
 void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeatures& f) {
   cache_.truncate(committed_);  // drop the last proposal's slots
   if (f.rows == 0) return;
   SPECDEC_CHECK(f.rows == static_cast<int>(accepted.size()), "eagle: accept's features: one row per emitted token (",
                 accepted.size(), "), got ", f.rows);
-  read_pairs(f, accepted);
+  const int width = spec_.width(H_);
+  SPECDEC_CHECK(f.width == width, "eagle: features of ", width, " floats (",
+                a_->w.cfg.eagle3() ? "three target layers' outputs" : "the final-norm state", "), got ", f.width);
+  if (pending_tokens_.empty()) pending_pos_ = f.first_pos;
+  SPECDEC_CHECK(f.first_pos == pending_pos_ + static_cast<int>(pending_tokens_.size()),
+                "eagle: accept's features from position ", pending_pos_ + pending_tokens_.size(),
+                " (the next "
+                "position), got ",
+                f.first_pos);
+  pending_feats_.insert(pending_feats_.end(), f.data.begin(), f.data.begin() + static_cast<ptrdiff_t>(f.rows) * width);
+  pending_tokens_.insert(pending_tokens_.end(), accepted.begin(), accepted.end());
+}
+
+void EagleDrafter::read_pending() {
+  if (pending_tokens_.empty()) return;
+  cache_.truncate(committed_);
+  const TargetFeatures f{.first_pos = pending_pos_,
+                         .rows = static_cast<int>(pending_tokens_.size()),
+                         .width = spec_.width(H_),
+                         .data = pending_feats_};
+  read_pairs(f, pending_tokens_);
+  pending_feats_.clear();
+  pending_tokens_.clear();
 }
 
 // Pairs (row i, next_tokens[i]) at positions first_pos + i + 1: row i predicts next_tokens[i].
@@ -209,6 +237,7 @@ void EagleDrafter::walk_start(int max_tokens) {
   w = Walk{};
   w.step = step_++;
   cache_.truncate(committed_);
+  if (max_tokens > 0) read_pending();  // an AR step (no budget) leaves them queued
   node_feat_.clear();
   if (fhat_.empty() || max_tokens <= 0) return;  // no state yet (a one-token prompt): nothing to propose
   w.max_tokens = max_tokens;

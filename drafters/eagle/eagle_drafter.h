@@ -53,14 +53,22 @@ class EagleDrafter final : public Drafter {
 
   // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
   // also when it hands no rows), and the predicted state after the last committed token (empty before any
-  // pair was read: a one-token prompt).
-  const EagleCache& cache() const { return cache_; }
-  std::span<const float> predicted() const { return fhat_; }
+  // pair was read: a one-token prompt). accept() only queues its pairs; the layer reads them at the next
+  // propose (one block for every step since the last), or here.
+  const EagleCache& cache() {
+    read_pending();
+    return cache_;
+  }
+  std::span<const float> predicted() {
+    read_pending();
+    return fhat_;
+  }
 
  private:
   struct Node;
   struct Walk;  // a proposal in the making (eagle_drafter.cpp)
   void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
+  void read_pending();  // the queued pairs of accept(), read by the layer in one block
   void embed(std::span<const TokenId> tokens, std::vector<float>& out) const;
   void read_out(std::span<const float> states, int n, std::vector<float>& logits);
   void row_lse(int n);
@@ -83,6 +91,10 @@ class EagleDrafter final : public Drafter {
   int committed_ = 0;  // cache slots of committed pairs
   int next_pos_ = 0;   // the RoPE position of the next pair (the first draft token's)
   std::vector<float> fhat_;
+  // Pairs accept() queued: consecutive positions from pending_pos_, their feature rows and next tokens.
+  int pending_pos_ = 0;
+  std::vector<float> pending_feats_;
+  std::vector<TokenId> pending_tokens_;
   // Work space.
   std::unique_ptr<Walk> walk_;
   std::vector<float> emb_, feat_, out_, logits_, probs_, node_feat_, head_in_, batch_states_, batch_logits_;

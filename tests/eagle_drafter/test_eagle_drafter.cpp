@@ -578,3 +578,34 @@ TEST_CASE("held-out chain@d and walk count what the eagle drafter gets accepted 
       m.resp_acc[0], m.resp_acc[1], m.resp_acc[2], m.resp_acc[3], m.resp_chain[0], m.resp_chain[1], m.resp_chain[2],
       m.resp_chain[3], m.walk[0], m.walk[1], m.walk[2], m.walk[3]);
 }
+
+TEST_CASE("accepts queued over several steps give the states of reading each step at once, bit for bit", "[eagle]") {
+  // accept() queues its pairs and the next propose reads them in one block; a drafter read after every accept
+  // (predicted() reads the queue), one read only when it drafts again, and a fresh one begun on the whole
+  // sequence (every pair in one block) hold the same cache and state, bit for bit: the layer's matrices are
+  // row-invariant and its attention reads each pair's row alone.
+  Setup u;
+  for (const char* tree : {"chain", "static", "dynamic"}) {
+    INFO("tree = " << tree);
+    auto eager = u.begun(u.n, {{"tree", tree}});
+    auto lazy = u.begun(u.n, {{"tree", tree}});
+    int len = u.n;
+    for (const int emitted : {2, 1, 3}) {  // three AR-like steps: nothing proposed in between
+      eager->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
+      REQUIRE(eager->predicted().size() == static_cast<size_t>(u.H));  // reads the step's pairs now
+      lazy->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
+      len += emitted;
+    }
+    auto fresh = u.begun(len, {{"tree", tree}});
+    const DraftProposal p = lazy->propose(6);
+    CHECK(p.tokens == eager->propose(6).tokens);
+    CHECK(p.tokens == fresh->propose(6).tokens);
+    CHECK(max_diff(lazy->predicted(), eager->predicted()) == 0.0f);
+    CHECK(max_diff(lazy->predicted(), fresh->predicted()) == 0.0f);
+    const size_t used = static_cast<size_t>(len - 1) * u.w.cfg.kv_dim();
+    CHECK(max_diff(std::span<const float>(lazy->cache().k).first(used),
+                   std::span<const float>(fresh->cache().k).first(used)) == 0.0f);
+    CHECK(max_diff(std::span<const float>(lazy->cache().v).first(used),
+                   std::span<const float>(eager->cache().v).first(used)) == 0.0f);
+  }
+}
