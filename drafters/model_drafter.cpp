@@ -140,9 +140,7 @@ DraftProposal ModelDrafter::propose_chain(int k) {
 // nothing to draft propose alone.
 void ModelDrafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                                  std::span<DraftProposal> out) {
-  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
-                "propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
-                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  check_batch("model drafter", group, max_tokens, out);
   struct Member {
     ModelDrafter* d;
     size_t index;

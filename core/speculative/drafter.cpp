@@ -42,11 +42,16 @@ int check_q_row(const float* row, int V, double& sum) {
 }
 }  // namespace
 
+void Drafter::check_batch(const char* who, std::span<Drafter* const> group, std::span<const int> max_tokens,
+                          std::span<DraftProposal> out) {
+  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(), who,
+                ": propose_batch: one budget and one output per drafter of the group, got ", group.size(),
+                " drafters, ", max_tokens.size(), " budgets, ", out.size(), " outputs");
+}
+
 void Drafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                             std::span<DraftProposal> out) {
-  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
-                "propose_batch: one budget and one output per drafter of the group, got ", group.size(), " drafters, ",
-                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  check_batch("drafter", group, max_tokens, out);
   for (size_t i = 0; i < group.size(); ++i) out[i] = group[i]->propose(max_tokens[i]);
 }
 

@@ -108,6 +108,12 @@ class Drafter {
   // proposes in turn.
   virtual void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                              std::span<DraftProposal> out);
+
+ protected:
+  // propose_batch's arguments: one budget and one output per drafter of the group (a one-line error naming
+  // who, e.g. "medusa", otherwise). Every implementation checks them with this.
+  static void check_batch(const char* who, std::span<Drafter* const> group, std::span<const int> max_tokens,
+                          std::span<DraftProposal> out);
 };
 
 // Options of one drafter: the key=value pairs of its config section (or CLI --drafter-opt k=v).

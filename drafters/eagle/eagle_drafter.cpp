@@ -125,9 +125,7 @@ void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeature
   if (f.rows == 0) return;
   SPECDEC_CHECK(f.rows == static_cast<int>(accepted.size()), "eagle: accept's features: one row per emitted token (",
                 accepted.size(), "), got ", f.rows);
-  const int width = spec_.width(H_);
-  SPECDEC_CHECK(f.width == width, "eagle: features of ", width, " floats (",
-                a_->w.cfg.eagle3() ? "three target layers' outputs" : "the final-norm state", "), got ", f.width);
+  const int width = check_width(f);
   if (pending_tokens_.empty()) pending_pos_ = f.first_pos;
   SPECDEC_CHECK(f.first_pos == pending_pos_ + static_cast<int>(pending_tokens_.size()),
                 "eagle: accept's features from position ", pending_pos_ + pending_tokens_.size(),
@@ -136,6 +134,15 @@ void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeature
                 f.first_pos);
   pending_feats_.insert(pending_feats_.end(), f.data.begin(), f.data.begin() + static_cast<ptrdiff_t>(f.rows) * width);
   pending_tokens_.insert(pending_tokens_.end(), accepted.begin(), accepted.end());
+}
+
+// The width of a feature row this layer reads (checked against f's): the final-norm state, or EAGLE-3's three
+// target layers' outputs.
+int EagleDrafter::check_width(const TargetFeatures& f) const {
+  const int width = spec_.width(H_);
+  SPECDEC_CHECK(f.width == width, "eagle: features of ", width, " floats (",
+                a_->w.cfg.eagle3() ? "three target layers' outputs" : "the final-norm state", "), got ", f.width);
+  return width;
 }
 
 void EagleDrafter::read_pending() {
@@ -153,9 +160,7 @@ void EagleDrafter::read_pending() {
 // Pairs (row i, next_tokens[i]) at positions first_pos + i + 1: row i predicts next_tokens[i].
 // EAGLE-3: the pair's feature is fc(low ; mid ; high) of the target's layer outputs.
 void EagleDrafter::read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens) {
-  const int width = spec_.width(H_);
-  SPECDEC_CHECK(f.width == width, "eagle: features of ", width, " floats (",
-                a_->w.cfg.eagle3() ? "three target layers' outputs" : "the final-norm state", "), got ", f.width);
+  const int width = check_width(f);
   const int T = f.rows;
   embed(next_tokens, emb_);
   pos_.resize(T);
@@ -230,6 +235,11 @@ struct EagleDrafter::Walk {
   // The pending round: rows states of H floats to read out (with each row's log-sum-exp for trees).
   std::span<const float> states;
   int rows = 0;
+
+  // Node x before node y: the higher cumulative draft probability; ties go to the node made first.
+  bool better(int x, int y) const {
+    return nodes[x].score > nodes[y].score || (nodes[x].score == nodes[y].score && x < y);
+  }
 };
 
 void EagleDrafter::walk_start(int max_tokens) {
@@ -316,10 +326,8 @@ void EagleDrafter::walk_take() {
     // max_tokens (same result).
     if (w.round < std::min(opt_.depth, w.max_tokens)) {
       n_parents = std::min(k, static_cast<int>(w.level.size()));
-      const auto better = [&](int x, int y) {
-        return w.nodes[x].score > w.nodes[y].score || (w.nodes[x].score == w.nodes[y].score && x < y);
-      };
-      std::partial_sort(w.level.begin(), w.level.begin() + n_parents, w.level.end(), better);
+      std::partial_sort(w.level.begin(), w.level.begin() + n_parents, w.level.end(),
+                        [&](int x, int y) { return w.better(x, y); });
       w.level.resize(n_parents);
     }
   } else if (w.round < static_cast<int>(opt_.branching.size()) && static_cast<int>(w.nodes.size()) < w.max_tokens &&
@@ -347,11 +355,8 @@ DraftProposal EagleDrafter::walk_result() {
   std::vector<int> keep(w.nodes.size());
   std::iota(keep.begin(), keep.end(), 0);
   if (opt_.tree == EagleTree::kDynamic) {
-    const auto better = [&](int x, int y) {
-      return w.nodes[x].score > w.nodes[y].score || (w.nodes[x].score == w.nodes[y].score && x < y);
-    };
     const int n_keep = std::min(w.max_tokens, static_cast<int>(keep.size()));
-    std::partial_sort(keep.begin(), keep.begin() + n_keep, keep.end(), better);
+    std::partial_sort(keep.begin(), keep.begin() + n_keep, keep.end(), [&](int x, int y) { return w.better(x, y); });
     keep.resize(n_keep);
     std::sort(keep.begin(), keep.end());
   }
@@ -369,9 +374,7 @@ DraftProposal EagleDrafter::propose(int max_tokens) {
 
 void EagleDrafter::propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                                  std::span<DraftProposal> out) {
-  SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
-                "eagle: propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
-                max_tokens.size(), " budgets, ", out.size(), " outputs");
+  check_batch("eagle", group, max_tokens, out);
   std::vector<EagleDrafter*> g;
   for (Drafter* d : group) {
     g.push_back(static_cast<EagleDrafter*>(d));

@@ -69,6 +69,7 @@ class EagleDrafter final : public Drafter {
   struct Walk;  // a proposal in the making (eagle_drafter.cpp)
   void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
   void read_pending();  // the queued pairs of accept(), read by the layer in one block
+  int check_width(const TargetFeatures& f) const;
   void embed(std::span<const TokenId> tokens, std::vector<float>& out) const;
   void read_out(std::span<const float> states, int n, std::vector<float>& logits);
   void row_lse(int n);

@@ -79,9 +79,7 @@ class MedusaDrafter final : public Drafter {
   const void* batch_key() const override { return a_.get(); }
   void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                      std::span<DraftProposal> out) override {
-    SPECDEC_CHECK(group.size() == max_tokens.size() && group.size() == out.size(),
-                  "medusa: propose_batch: one budget and one output per drafter, got ", group.size(), " drafters, ",
-                  max_tokens.size(), " budgets, ", out.size(), " outputs");
+    check_batch("medusa", group, max_tokens, out);
     std::vector<int> first_row(group.size() + 1, 0);
     head_of_row_.clear();
     for (size_t i = 0; i < group.size(); ++i) {
