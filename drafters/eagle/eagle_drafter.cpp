@@ -113,27 +113,31 @@ void EagleDrafter::begin(std::span<const TokenId> prompt, const TargetFeatures& 
                 "eagle: begin's features: rows for "
                 "positions 0..",
                 prompt.size() - 2, ", got ", f.rows, " from position ", f.first_pos);
-  read_pairs(f, prompt.subspan(1));
+  queue(f, prompt.subspan(1));
 }
 
-// The step's pairs are queued, not read: a step the policy does not draft in (k = 0) then costs the drafter a
-// copy, and the next proposal reads every queued pair in one block, the layer's weights read once for all of
-// them. The same states as reading each step's pairs at once, bit for bit: the layer's matrices are
-// row-invariant and its attention reads each pair's row alone.
+// The pairs are queued, not read: a prompt or a step the policy does not draft in (k = 0) then costs the
+// drafter a copy, and the next proposal reads every queued pair in one block, the layer's weights read once
+// for all of them. A sequence that never drafts never runs the layer, not even over its prompt (which would
+// stall every other sequence of the batch while the request joins). The same states as reading each call's
+// pairs at once, bit for bit: the layer's matrices are row-invariant and its attention reads each pair's row
+// alone.
 void EagleDrafter::accept(std::span<const TokenId> accepted, const TargetFeatures& f) {
   cache_.truncate(committed_);  // drop the last proposal's slots
   if (f.rows == 0) return;
   SPECDEC_CHECK(f.rows == static_cast<int>(accepted.size()), "eagle: accept's features: one row per emitted token (",
                 accepted.size(), "), got ", f.rows);
+  SPECDEC_CHECK(f.first_pos == pending_pos_ + static_cast<int>(pending_tokens_.size()) || pending_tokens_.empty(),
+                "eagle: accept's features from position ", pending_pos_ + pending_tokens_.size(),
+                " (the next position), got ", f.first_pos);
+  queue(f, accepted);
+}
+
+void EagleDrafter::queue(const TargetFeatures& f, std::span<const TokenId> next_tokens) {
   const int width = check_width(f);
   if (pending_tokens_.empty()) pending_pos_ = f.first_pos;
-  SPECDEC_CHECK(f.first_pos == pending_pos_ + static_cast<int>(pending_tokens_.size()),
-                "eagle: accept's features from position ", pending_pos_ + pending_tokens_.size(),
-                " (the next "
-                "position), got ",
-                f.first_pos);
   pending_feats_.insert(pending_feats_.end(), f.data.begin(), f.data.begin() + static_cast<ptrdiff_t>(f.rows) * width);
-  pending_tokens_.insert(pending_tokens_.end(), accepted.begin(), accepted.end());
+  pending_tokens_.insert(pending_tokens_.end(), next_tokens.begin(), next_tokens.end());
 }
 
 // The width of a feature row this layer reads (checked against f's): the final-norm state, or EAGLE-3's three

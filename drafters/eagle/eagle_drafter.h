@@ -53,7 +53,7 @@ class EagleDrafter final : public Drafter {
 
   // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
   // also when it hands no rows), and the predicted state after the last committed token (empty before any
-  // pair was read: a one-token prompt). accept() only queues its pairs; the layer reads them at the next
+  // pair was read: a one-token prompt). begin() and accept() only queue their pairs; the layer reads them at the next
   // propose (one block for every step since the last), or here.
   const EagleCache& cache() {
     read_pending();
@@ -63,12 +63,15 @@ class EagleDrafter final : public Drafter {
     read_pending();
     return fhat_;
   }
+  // The pairs queued and not yet read by the layer.
+  int queued() const { return static_cast<int>(pending_tokens_.size()); }
 
  private:
   struct Node;
   struct Walk;  // a proposal in the making (eagle_drafter.cpp)
   void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
-  void read_pending();  // the queued pairs of accept(), read by the layer in one block
+  void queue(const TargetFeatures& f, std::span<const TokenId> next_tokens);  // pairs to read at the next propose
+  void read_pending();  // the queued pairs of begin() and accept(), read by the layer in one block
   int check_width(const TargetFeatures& f) const;
   void embed(std::span<const TokenId> tokens, std::vector<float>& out) const;
   void read_out(std::span<const float> states, int n, std::vector<float>& logits);
@@ -92,7 +95,7 @@ class EagleDrafter final : public Drafter {
   int committed_ = 0;  // cache slots of committed pairs
   int next_pos_ = 0;   // the RoPE position of the next pair (the first draft token's)
   std::vector<float> fhat_;
-  // Pairs accept() queued: consecutive positions from pending_pos_, their feature rows and next tokens.
+  // Pairs begin() and accept() queued: consecutive positions from pending_pos_, their feature rows and next tokens.
   int pending_pos_ = 0;
   std::vector<float> pending_feats_;
   std::vector<TokenId> pending_tokens_;

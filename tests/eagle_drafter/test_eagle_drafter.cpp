@@ -579,25 +579,33 @@ TEST_CASE("held-out chain@d and walk count what the eagle drafter gets accepted 
       m.resp_chain[3], m.walk[0], m.walk[1], m.walk[2], m.walk[3]);
 }
 
-TEST_CASE("accepts queued over several steps give the states of reading each step at once, bit for bit", "[eagle]") {
-  // accept() queues its pairs and the next propose reads them in one block; a drafter read after every accept
-  // (predicted() reads the queue), one read only when it drafts again, and a fresh one begun on the whole
-  // sequence (every pair in one block) hold the same cache and state, bit for bit: the layer's matrices are
+TEST_CASE("a prompt and accepts queued over several steps give the states of reading each step at once, bit for bit",
+          "[eagle]") {
+  // begin() and accept() queue their pairs and the next propose reads them in one block; a drafter read after
+  // begin and every accept (predicted() reads the queue), one read only when it drafts again, and a fresh one begun on
+  // the whole sequence (every pair in one block) hold the same cache and state, bit for bit: the layer's matrices are
   // row-invariant and its attention reads each pair's row alone.
   Setup u;
   for (const char* tree : {"chain", "static", "dynamic"}) {
     INFO("tree = " << tree);
     auto eager = u.begun(u.n, {{"tree", tree}});
+    REQUIRE(eager->predicted().size() == static_cast<size_t>(u.H));  // reads the prompt's pairs now
     auto lazy = u.begun(u.n, {{"tree", tree}});
+    CHECK(lazy->queued() == u.n - 1);  // begin() runs no layer: the prompt's pairs wait for a proposal
     int len = u.n;
     for (const int emitted : {2, 1, 3}) {  // three AR-like steps: nothing proposed in between
       eager->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
       REQUIRE(eager->predicted().size() == static_cast<size_t>(u.H));  // reads the step's pairs now
+      CHECK(eager->queued() == 0);
       lazy->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
       len += emitted;
     }
+    CHECK(lazy->queued() == len - 1);
+    CHECK(lazy->propose(0).tokens.empty());  // an AR step's proposal leaves them queued
+    CHECK(lazy->queued() == len - 1);
     auto fresh = u.begun(len, {{"tree", tree}});
     const DraftProposal p = lazy->propose(6);
+    CHECK(lazy->queued() == 0);
     CHECK(p.tokens == eager->propose(6).tokens);
     CHECK(p.tokens == fresh->propose(6).tokens);
     CHECK(max_diff(lazy->predicted(), eager->predicted()) == 0.0f);
