@@ -67,55 +67,73 @@ struct Unit {
 };
 
 // A joint unit's best choices at ratio lambda: maximise sum_i tok_i(k_i) - lambda * (F(sum (k_i + 1)) +
-// sum_i D(k_i)) by dynamic programming over the members' total draft m (F depends on the total only).
-// Fills k (per member) and returns (tokens, us).
+// sum_i D(k_i, G)), G the number of members that draft (k_i > 0: they draft as one group, each at the
+// per-sequence cost of a group of G, CostTable::drafter_us). For each G, dynamic programming over the
+// members' total draft m and the count of drafting members (F depends on the total only), keeping the plans
+// where exactly G draft. Fills k (per member) and returns (tokens, us).
 std::pair<double, double> best_joint(const Unit& u, std::span<const OracleStep> steps, const CostTable& costs,
                                      const std::string& drafter, double lambda, std::vector<int32_t>& k) {
   const size_t n = u.members.size();
+  const int B = static_cast<int>(n);
   int total = 0;
   for (size_t i : u.members) total += steps[i].k_proposed;
   constexpr double kNone = -INFINITY;
-  std::vector<double> dp(total + 1, kNone), next(total + 1);
-  std::vector<std::vector<int>> pick(n, std::vector<int>(total + 1, -1));  // member's k at each running total
-  dp[0] = 0;
-  int reach = 0;
-  for (size_t j = 0; j < n; ++j) {
-    const OracleStep& s = steps[u.members[j]];
-    std::vector<double> value(s.k_proposed + 1);
-    for (int c = 0; c <= s.k_proposed; ++c)
-      value[c] = emitted_if(s, c) - lambda * costs.drafter_us(drafter, c, static_cast<int>(n));
-    std::fill(next.begin(), next.end(), kNone);
-    for (int t = 0; t <= reach + s.k_proposed; ++t)
-      for (int c = 0; c <= std::min(s.k_proposed, t); ++c) {
-        if (t - c > reach || dp[t - c] == kNone) continue;
-        const double v = dp[t - c] + value[c];
-        if (v > next[t]) {  // strict: the member's smaller c on a tie
-          next[t] = v;
-          pick[j][t] = c;
-        }
-      }
-    reach += s.k_proposed;
-    dp.swap(next);
-  }
-  const int B = static_cast<int>(n);
-  int best_m = 0;
+  const size_t W = static_cast<size_t>(total + 1) * (n + 1);  // (running total, drafting so far)
+  std::vector<double> dp(W), next(W);
+  std::vector<std::vector<int>> pick(n, std::vector<int>(W));  // member's k at each (running total, count)
   double best_v = kNone;
-  for (int m = 0; m <= total; ++m) {
-    if (dp[m] == kNone) continue;
-    const double v = dp[m] - lambda * costs.ragged_forward_us(B + m, B, u.context);
-    if (v > best_v) {
-      best_v = v;
-      best_m = m;
+  int best_G = 0, best_m = 0;
+  std::vector<std::vector<int>> best_pick;
+  for (int G = 0; G <= B; ++G) {
+    std::fill(dp.begin(), dp.end(), kNone);
+    dp[0] = 0;
+    int reach = 0;
+    for (size_t j = 0; j < n; ++j) {
+      const OracleStep& s = steps[u.members[j]];
+      std::vector<double> value(s.k_proposed + 1);
+      for (int c = 0; c <= s.k_proposed; ++c)
+        value[c] = emitted_if(s, c) - lambda * costs.drafter_us(drafter, c, std::max(G, 1));
+      std::fill(next.begin(), next.end(), kNone);
+      std::fill(pick[j].begin(), pick[j].end(), -1);
+      for (int t = 0; t <= reach + s.k_proposed; ++t)
+        for (size_t g = 0; g <= std::min<size_t>(j + 1, G); ++g)
+          for (int c = 0; c <= std::min(s.k_proposed, t); ++c) {
+            const size_t g0 = g - (c > 0 ? 1 : 0);
+            if ((c > 0 && g == 0) || t - c > reach) continue;
+            const double prev = dp[static_cast<size_t>(t - c) * (n + 1) + g0];
+            if (prev == kNone) continue;
+            const double v = prev + value[c];
+            double& slot = next[static_cast<size_t>(t) * (n + 1) + g];
+            if (v > slot) {  // strict: the member's smaller c on a tie
+              slot = v;
+              pick[j][static_cast<size_t>(t) * (n + 1) + g] = c;
+            }
+          }
+      reach += s.k_proposed;
+      dp.swap(next);
+    }
+    for (int m = 0; m <= total; ++m) {
+      const double d = dp[static_cast<size_t>(m) * (n + 1) + G];
+      if (d == kNone) continue;
+      const double v = d - lambda * costs.ragged_forward_us(B + m, B, u.context);
+      if (v > best_v) {  // strict: the smaller G, then the smaller total, on a tie
+        best_v = v;
+        best_G = G;
+        best_m = m;
+        best_pick = pick;
+      }
     }
   }
   double tok = 0, us = costs.ragged_forward_us(B + best_m, B, u.context);
+  int g = best_G;
   for (size_t j = n; j-- > 0;) {
-    const int c = pick[j][best_m];
+    const int c = best_pick[j][static_cast<size_t>(best_m) * (n + 1) + g];
     const OracleStep& s = steps[u.members[j]];
     k[u.members[j]] = c;
     tok += emitted_if(s, c);
-    us += costs.drafter_us(drafter, c, B);
+    us += costs.drafter_us(drafter, c, c > 0 ? best_G : 1);
     best_m -= c;
+    g -= c > 0 ? 1 : 0;
   }
   return {tok, us};
 }
@@ -183,11 +201,13 @@ OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, c
       res.achieved_us += us[s].back();
       continue;
     }
-    int blocks = 0;
+    int blocks = 0, drafting = 0;
+    for (size_t s : u.members) drafting += steps[s].k_proposed > 0 ? 1 : 0;
     for (size_t s : u.members) {
-      res.achieved_tokens += emitted_if(steps[s], steps[s].k_proposed);
-      res.achieved_us += costs.drafter_us(drafter, steps[s].k_proposed, static_cast<int>(u.members.size()));
-      blocks += steps[s].k_proposed + 1;
+      const int c = steps[s].k_proposed;
+      res.achieved_tokens += emitted_if(steps[s], c);
+      res.achieved_us += costs.drafter_us(drafter, c, c > 0 ? drafting : 1);
+      blocks += c + 1;
     }
     res.achieved_us += costs.ragged_forward_us(blocks, static_cast<int>(u.members.size()), u.context);
   }

@@ -51,13 +51,14 @@ int32_t emitted_if(const OracleStep& s, int k);
 // The oracle: choices k_s in [0, k_proposed_s] maximising the run's modelled throughput, its emitted tokens
 // (sum_s emitted_if(s, k_s)) over the modelled time of its forwards (docs/policies.md "The oracle"):
 //  - a batched step (steps sharing a group id, as many as their batch_size) costs one ragged forward of its
-//    blocks plus every member's drafter, costs.ragged_forward_us(sum (k + 1), B, mean C) + sum drafter(k):
-//    the model of the cost_model policy's joint plan (plan_batch);
+//    blocks plus every member's drafter, costs.ragged_forward_us(sum (k + 1), B, mean C) + sum drafter(k, G),
+//    G the number of members that draft (they draft as one group): the model of the cost_model policy's
+//    joint plan (plan_batch);
 //  - a step on its own (group -1, or a group whose size is not its batch_size: a log merged from shards or
 //    resumed, where the step's partners are not all known) costs costs.step_us(drafter, k, B, C).
 // Exact: Dinkelbach's iteration on the ratio, each batched step's best choices at a given ratio by dynamic
-// programming over its members' total draft; ties take the smaller k. Longer drafts than were proposed are
-// never better under the censored outcome, so they are not candidates. achieved_*: the sums at k_proposed.
+// programming over its members' total draft and how many draft; ties take the smaller k. Longer drafts than were
+// proposed are never better under the censored outcome, so they are not candidates. achieved_*: the sums at k_proposed.
 OracleResult oracle(std::span<const OracleStep> steps, const CostTable& costs, const std::string& drafter);
 
 }  // namespace specdec

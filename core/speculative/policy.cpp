@@ -8,7 +8,9 @@
 #include <deque>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
+#include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -391,7 +393,13 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
     p.expected_emitted += static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
   }
   const int B = std::max(batch_size, static_cast<int>(members.size()));
-  for (size_t i = 0; i < members.size(); ++i) p.step_us += costs.drafter_us(members[i].drafter, k[i], B);
+  // The members of one drafter that draft (k > 0) draft as one group: each at the per-sequence cost of a group
+  // of that size, whatever B is.
+  std::map<std::string_view, int> drafting;
+  for (size_t i = 0; i < members.size(); ++i)
+    if (k[i] > 0) ++drafting[members[i].drafter];
+  for (size_t i = 0; i < members.size(); ++i)
+    p.step_us += costs.drafter_us(members[i].drafter, k[i], k[i] > 0 ? drafting[members[i].drafter] : 1);
   // A batch whose members are fewer than its B (others wait for room) still verifies >= 1 token each.
   n_tokens += B - static_cast<int>(members.size());
   const int C = static_cast<int>(std::lround(context / static_cast<double>(members.size())));

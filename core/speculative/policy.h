@@ -199,13 +199,14 @@ struct PlanMember {
 struct BatchPlan {
   std::vector<int> k;           // per member, in [k_lo, k_hi]
   double expected_emitted = 0;  // sum over members of E[emitted | k]
-  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k, B)
+  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k, G)
   double expected_tps() const { return step_us > 0 ? expected_emitted * 1e6 / step_us : INFINITY; }
 };
 
 // The draft lengths of one step's batch maximising the batch's expected tokens per second,
-// sum E[emitted | k_i] / (ragged forward + every drafter's cost), with batch_size sequences in the forward's
-// B (docs/policies.md "Planning a batch"). A greedy walk from every k at k_lo: each move adds one draft token
+// sum E[emitted | k_i] / (ragged forward + every drafter's cost), with batch_size sequences in the forward's B
+// and a drafter's members that draft costing as one group of their number (docs/policies.md "Planning a
+// batch"). A greedy walk from every k at k_lo: each move adds one draft token
 // to the member whose move gives the best objective, until every member is at k_hi; the best point seen
 // wins, and so does any better uniform plan (every member at min(k, its range) for one k): the plan is never
 // worse, under the model, than drafting any one k everywhere. Ties keep the earlier (shorter) plan.

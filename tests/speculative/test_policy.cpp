@@ -772,7 +772,9 @@ std::pair<double, double> modelled(const std::vector<OracleStep>& steps, const C
       u += c.step_us(d, k[s], st.batch_size, st.context_len);
       continue;
     }
-    u += c.drafter_us(d, k[s]);
+    int drafting = 0;  // the members that draft: one group, each at its size's row
+    for (size_t i : groups[st.group]) drafting += k[i] > 0 ? 1 : 0;
+    u += c.drafter_us(d, k[s], k[s] > 0 ? drafting : 1);
     if (!costed.insert(st.group).second) continue;
     int blocks = 0;
     double ctx = 0;
@@ -813,9 +815,22 @@ TEST_CASE("the oracle of batched steps: one ragged forward per step, brute force
   r = oracle(partial, c, "d");
   CHECK(r.achieved_us == Approx(2 * (synthetic_forward(4, 4, 0) + 15)));
 
-  // Brute force over every choice on small random runs of batched steps, some logged without partners.
+  // Brute force over every choice on small random runs of batched steps, some logged without partners; on
+  // the synthetic table, and on one whose drafter costs much less per sequence when several draft together
+  // (rows at B = 2 and 3), where the best plan drafts for several members or none.
+  CostTable cg = c;
+  cg.drafters["d"] = {0};
+  cg.drafters_batched["d"][2] = {0};
+  cg.drafters_batched["d"][3] = {0};
+  for (int k = 1; k <= 12; ++k) {
+    cg.drafters["d"].push_back(900 + 40.0 * k);
+    cg.drafters_batched["d"][2].push_back(350 + 25.0 * k);
+    cg.drafters_batched["d"][3].push_back(150 + 20.0 * k);
+  }
+  cg.validate();
   std::mt19937_64 rng(11);
-  for (int trial = 0; trial < 300; ++trial) {
+  for (int trial = 0; trial < 600; ++trial) {
+    const CostTable& c = trial % 2 ? cg : synthetic_table();
     std::vector<OracleStep> steps;
     const int n_groups = 1 + static_cast<int>(rng() % 3);
     for (int g = 0; g < n_groups; ++g) {
@@ -938,11 +953,21 @@ TEST_CASE("batched drafter rows: the largest measured B <= the batch's, round tr
   CHECK(fit.drafters_batched.at("medusa").at(8) == std::vector<double>{0, 475, 475});
   CHECK(fit.drafters_batched.at("medusa").at(2) == c.drafters_batched.at("medusa").at(2));
 
-  // The joint plan of a batch of 8 charges each member the B = 8 row.
-  const std::vector<PlanMember> members(
+  // The joint plan charges a drafter's members that draft the row of their number, not of the batch's B: all
+  // 8 of a batch of 8 drafting, the B = 8 row; two of them, the B = 2 row; one, the B = 1 row.
+  std::vector<PlanMember> members(
       8, PlanMember{.drafter = "medusa", .a = {0.5, 0.5}, .k_lo = 0, .k_hi = 2, .context_len = 100});
-  const BatchPlan p = score_plan(c, members, 8, std::vector<int>(8, 1));
+  BatchPlan p = score_plan(c, members, 8, std::vector<int>(8, 1));
   CHECK(p.step_us == Approx(c.ragged_forward_us(16, 8, 100) + 8 * 500));
+  p = score_plan(c, members, 8, {1, 0, 2, 0, 0, 0, 0, 0});
+  CHECK(p.step_us == Approx(c.ragged_forward_us(11, 8, 100) + 1200 + 1500));
+  p = score_plan(c, members, 8, {0, 0, 0, 0, 0, 0, 0, 1});
+  CHECK(p.step_us == Approx(c.ragged_forward_us(9, 8, 100) + 2000));
+  // Two drafters in one batch: each group its own size (one ngram-like "d" drafting does not make medusa's
+  // lone member a group of two).
+  members[1].drafter = "d";
+  p = score_plan(c, members, 8, {1, 1, 0, 0, 0, 0, 0, 0});
+  CHECK(p.step_us == Approx(c.ragged_forward_us(10, 8, 100) + 2000 + c.drafter_us("d", 1)));
 }
 
 TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and the key", "[policy][costs]") {
