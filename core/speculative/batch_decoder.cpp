@@ -121,6 +121,8 @@ void BatchDecoder::plan(int batch_size) {
       m.a = std::move(models[i].a);
       means[i] = models[i].a_mean.empty() ? m.a : std::move(models[i].a_mean);
       m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
+      m.backlog = models[i].backlog;
+      m.remaining = models[i].remaining;
     } else {
       m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
     }

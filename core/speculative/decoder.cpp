@@ -122,8 +122,7 @@ int SequenceDecoder::k_limit() const {
   if (done_) return 0;
   // Budget: never draft past the output length (the last token always comes from the target) nor past the
   // context.
-  const int remaining = max_new_ - static_cast<int>(res_.tokens.size());
-  return std::max(0, std::min({k_, remaining - 1, target_.config().max_seq_len - cache_->size() - 1}));
+  return std::max(0, std::min({k_, remaining() - 1, target_.config().max_seq_len - cache_->size() - 1}));
 }
 
 int SequenceDecoder::max_block() const {
@@ -140,16 +139,24 @@ void SequenceDecoder::set_step_budget(int k) {
 
 int SequenceDecoder::plan_step(int batch_size) {
   if (policy_ && k_policy_ < 0 && !done_) {
-    const PolicyDecision d =
-        policy_->decide(PolicyStep{.batch_size = batch_size, .context_len = cache_->size(), .k_limit = k_limit()});
+    const PolicyDecision d = policy_->decide(PolicyStep{.batch_size = batch_size,
+                                                        .context_len = cache_->size(),
+                                                        .k_limit = k_limit(),
+                                                        .backlog = drafter_ ? drafter_->backlog() : 0,
+                                                        .remaining = remaining()});
     apply_plan(d.k, d.k >= 0 && d.k < static_cast<int>(d.expected_emitted.size()) ? d.expected_emitted[d.k] : -1);
   }
   return max_block() - 1;
 }
 
 bool SequenceDecoder::joint_model(JointModel& out) const {
-  return policy_ && k_policy_ < 0 && !done_ && policy_->joint_model(out);
+  if (!(policy_ && k_policy_ < 0 && !done_ && policy_->joint_model(out))) return false;
+  out.backlog = drafter_ ? drafter_->backlog() : 0;
+  out.remaining = remaining();
+  return true;
 }
+
+int SequenceDecoder::remaining() const { return std::max(1, max_new_ - static_cast<int>(res_.tokens.size())); }
 
 void SequenceDecoder::apply_plan(int k, double expected) {
   SPECDEC_CHECK(policy_ != nullptr, "a sequence with a policy to plan its draft length");
@@ -172,6 +179,7 @@ int SequenceDecoder::begin_draft() {
   rec_.k_expected = k_expected_;
   prop_ = DraftProposal{};
   draft_budget_ = drafter_ && budget > 0 ? budget : 0;
+  rec_.backlog = draft_budget_ > 0 ? drafter_->backlog() : 0;
   return draft_budget_;
 }
 

@@ -78,6 +78,9 @@ struct StepRecord {
   // E[emitted | k_policy]: the tokens the policy expected the step to emit, from its acceptance estimates when
   // it decided (cost_model, alone or in a joint plan); -1 = a policy without a model, or none.
   double k_expected = -1;
+  // The drafter's backlog when it was asked to propose (Drafter::backlog; 0 for an AR step). Not logged: read
+  // by `specdec bench costs` to price a backlog token (CostTable::drafters_backlog).
+  int32_t backlog = 0;
   std::vector<DraftTokenRecord> nodes;
 };
 
@@ -126,6 +129,8 @@ class SequenceDecoder {
   // The largest draft the next step can take: min(k, output left - 1, context left - 1), >= 0 (0 without a
   // drafter or when done); the policy's k_limit.
   int k_limit() const;
+  // Output tokens still to come (at least 1 while the sequence is not done).
+  int remaining() const;
   // Caps the next step's draft at k tokens (0 <= k <= opts.k; 0 = an AR step: the drafter is not asked);
   // max_block() honours it. Cleared by finish(): without a call, a step drafts up to k_limit().
   void set_step_budget(int k);

@@ -108,6 +108,11 @@ class Drafter {
   // proposes in turn.
   virtual void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                              std::span<DraftProposal> out);
+  // Tokens this drafter was handed (begin's prompt, accept's tokens) and has not read yet: its next proposal
+  // reads them first, at a cost the cost_model policy prices per token (CostTable::drafters_backlog; EAGLE
+  // queues its pairs so that a sequence that does not draft does not run its layer). 0 (the default): the
+  // drafter reads what it is handed at once. Added in plugin ABI version 7.
+  virtual int backlog() const { return 0; }
 
  protected:
   // propose_batch's arguments: one budget and one output per drafter of the group (a one-line error naming
@@ -259,7 +264,8 @@ class DrafterRegistry {
 // Version 4: target features (Drafter::features, TargetFeatures in begin and accept).
 // Version 5: Drafter::share_target_cache (drafters that run the target's layers in its own KV cache).
 // Version 6: Drafter::batch_key and propose_batch (batched drafting in the batched loop).
-#define SPECDEC_PLUGIN_ABI_VERSION 6
+// Version 7: Drafter::backlog (a drafter that reads what it is handed lazily tells the policy how much).
+#define SPECDEC_PLUGIN_ABI_VERSION 7
 
 // Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
 // otherwise decode as AR under the drafter's name).

@@ -115,6 +115,15 @@ int CostTable::drafter_k_max(const std::string& name) const {
   return static_cast<int>(drafters.at(name).size()) - 1;
 }
 
+double CostTable::backlog_us(const std::string& name, int n) const {
+  const auto it = drafters_backlog.find(name);
+  return it == drafters_backlog.end() || n <= 0 ? 0.0 : it->second * n;
+}
+
+double CostTable::backlog_charge_us(const std::string& name, int n, double emitted, int remaining) const {
+  return backlog_us(name, n) * emitted / std::max(1, remaining);
+}
+
 double CostTable::step_us(const std::string& drafter, int k, int B, int C) const {
   return forward_us(k + 1, B, C) + drafter_us(drafter, k, B);
 }
@@ -222,6 +231,12 @@ void CostTable::validate(const std::string& where) const {
                       "]': expected a finite cost >= 0, got ", row[k]);
     }
   }
+  for (const auto& [name, us] : drafters_backlog) {
+    SPECDEC_CHECK(drafters.count(name) == 1, where, ": key 'drafters_backlog.", name,
+                  "': expected a drafter of 'drafters', got none of that name");
+    SPECDEC_CHECK(std::isfinite(us) && us >= 0, where, ": key 'drafters_backlog.", name,
+                  "': expected a finite cost per token >= 0, got ", us);
+  }
 }
 
 std::string CostTable::to_json() const {
@@ -247,6 +262,10 @@ std::string CostTable::to_json() const {
       for (const auto& [B, row] : rows) per_b[std::to_string(B)] = row;
       j["drafters_batched"][name] = per_b;
     }
+  }
+  if (!drafters_backlog.empty()) {
+    j["drafters_backlog"] = json::object();
+    for (const auto& [name, us] : drafters_backlog) j["drafters_backlog"][name] = us;
   }
   return j.dump(1);
 }
@@ -322,6 +341,10 @@ CostTable CostTable::from_json(const std::string& text, const std::string& where
       }
     }
   }
+  if (const auto it = j.find("drafters_backlog"); it != j.end()) {
+    SPECDEC_CHECK(it->is_object(), where, ": key 'drafters_backlog': expected an object, got ", type_name(*it));
+    for (const auto& [name, us] : it->items()) c.drafters_backlog[name] = number(us, "drafters_backlog." + name, where);
+  }
   c.validate(where);
   return c;
 }
@@ -367,7 +390,8 @@ PolicyDecision cost_model_choose(const CostTable& costs, const std::string& draf
   double best = -1;
   for (int k = 0; k <= top; ++k) {
     const double e = expected_emitted(a, k);
-    const double us = costs.step_us(drafter, k, step.batch_size, step.context_len);
+    const double us = costs.step_us(drafter, k, step.batch_size, step.context_len) +
+                      (k > 0 ? costs.backlog_charge_us(drafter, step.backlog, e, step.remaining) : 0.0);
     const double tps = us > 0 ? e * 1e6 / us : INFINITY;
     d.expected_emitted.push_back(e);
     d.expected_tps.push_back(tps);
@@ -390,7 +414,9 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
     SPECDEC_CHECK(k[i] >= m.k_lo && k[i] <= m.k_hi, "member ", i, ": k in ", m.k_lo, "..", m.k_hi, ", got ", k[i]);
     n_tokens += k[i] + 1;
     context += m.context_len;
-    p.expected_emitted += static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
+    const double e = static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
+    p.expected_emitted += e;
+    if (k[i] > 0) p.step_us += costs.backlog_charge_us(m.drafter, m.backlog, e, m.remaining);
   }
   const int B = std::max(batch_size, static_cast<int>(members.size()));
   // The members of one drafter that draft (k > 0) draft as one group: each at the per-sequence cost of a group

@@ -31,10 +31,13 @@ namespace specdec {
 //    "forward": {"tokens": [1, 2, ...], "batch": [1, 4, ...], "context": [128, 1024, ...],
 //                "us": [[[..C..] for each B] for each T]},
 //    "drafters": {"ngram": [us at k = 0, 1, ..., K], ...},
-//    "drafters_batched": {"medusa": {"2": [us at k = 0 .. K], "8": [...]}, ...}}   (optional)
+//    "drafters_batched": {"medusa": {"2": [us at k = 0 .. K], "8": [...]}, ...},   (optional)
+//    "drafters_backlog": {"eagle": us per token, ...}}                              (optional)
 // drafters is the cost at B = 1; drafters_batched the per-sequence cost at other batch sizes (B >= 2, each
 // row as long as the drafter's B = 1 row). Lookup at B: the row of the largest measured batch size <= B (a
 // drafter's per-sequence cost falls with B, so this never reads a cheaper row than B's own).
+// drafters_backlog: what a drafter's proposal spends per token of its backlog (Drafter::backlog, the tokens it
+// was handed and has not read yet: EAGLE's queued prompt and accepts) on top of its row; absent = 0.
 // Every grid strictly increasing and >= 1 (context >= 0); every cost finite and >= 0.
 struct CostTable {
   std::string source;                                   // free text: the machine, the model, the date
@@ -42,11 +45,20 @@ struct CostTable {
   std::vector<double> forward;                          // T x B x C, C fastest
   std::map<std::string, std::vector<double>> drafters;  // name -> cost at k = 0 .. size - 1 (at B = 1)
   std::map<std::string, std::map<int, std::vector<double>>> drafters_batched;  // name -> B >= 2 -> cost at k
+  std::map<std::string, double> drafters_backlog;                              // name -> us per backlog token
 
   double forward_us(int T, int B, int C) const;
   // name "" = no drafter cost (0). Throws for an unknown name (listing the known ones) or a k past its row.
   double drafter_us(const std::string& name, int k, int B = 1) const;
   int drafter_k_max(const std::string& name) const;  // the largest k of its row; INT_MAX for ""
+  // The one-time cost of reading a backlog of n tokens before a proposal: n x drafters_backlog[name] (0 for a
+  // drafter without the entry, or n = 0).
+  double backlog_us(const std::string& name, int n) const;
+  // The backlog's charge on a step that drafts (k > 0) and is expected to emit `emitted` tokens, with
+  // `remaining` tokens of the output still to come: backlog_us(name, n) x emitted / remaining. The backlog is
+  // read once and serves every later drafting step, so it is charged per emitted token of the output still
+  // to come, as if the sequence went on drafting (docs/policies.md "The backlog").
+  double backlog_charge_us(const std::string& name, int n, double emitted, int remaining) const;
   // forward_us(k + 1, B, C) + drafter_us(drafter, k, B): what one step of one sequence drafting k tokens costs
   // in the model the cost_model policy and the oracle share.
   double step_us(const std::string& drafter, int k, int B, int C) const;
@@ -79,9 +91,11 @@ using AcceptancePool = AcceptanceEstimator;  // see below
 
 // What the loop knows about the step it asks a policy about.
 struct PolicyStep {
-  int batch_size = 1;     // B: sequences verified together in this step
-  int context_len = 0;    // C: tokens in the sequence's target cache before the pass (StepRecord::context_len)
-  int k_limit = INT_MAX;  // the largest k the loop can apply (its draft budget less the output left); >= 0
+  int batch_size = 1;       // B: sequences verified together in this step
+  int context_len = 0;      // C: tokens in the sequence's target cache before the pass (StepRecord::context_len)
+  int k_limit = INT_MAX;    // the largest k the loop can apply (its draft budget less the output left); >= 0
+  int backlog = 0;          // the drafter's backlog (Drafter::backlog): tokens its next proposal reads first
+  int remaining = INT_MAX;  // output tokens still to come (>= 1)
 };
 
 // One decision, small enough to log per sequence per step.
@@ -107,6 +121,9 @@ struct JointModel {
   // The estimates' posterior means when `a` is optimistic (cost_model explore > 0; empty = `a` itself): what
   // the sequence expects to emit (StepRecord::k_expected) is computed from these.
   std::vector<double> a_mean;
+  // Filled by the sequence (SequenceDecoder::joint_model), as in PolicyStep.
+  int backlog = 0;
+  int remaining = INT_MAX;
 };
 
 class Policy {
@@ -193,13 +210,15 @@ struct PlanMember {
   std::string drafter;    // its row in the cost table; "" = no drafter cost
   std::vector<double> a;  // per-position acceptance estimates a_1 .. (at least k_hi of them, or none)
   int k_lo = 0, k_hi = 0;
-  int context_len = 0;  // C of its cache before the pass
+  int context_len = 0;      // C of its cache before the pass
+  int backlog = 0;          // its drafter's backlog: charged when it drafts (CostTable::backlog_charge_us)
+  int remaining = INT_MAX;  // output tokens still to come
 };
 
 struct BatchPlan {
   std::vector<int> k;           // per member, in [k_lo, k_hi]
   double expected_emitted = 0;  // sum over members of E[emitted | k]
-  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k, G)
+  double step_us = 0;           // ragged_forward_us(sum (k + 1), B, mean C) + sum drafter_us(k, G) + backlog charges
   double expected_tps() const { return step_us > 0 ? expected_emitted * 1e6 / step_us : INFINITY; }
 };
 

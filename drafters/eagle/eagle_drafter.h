@@ -50,6 +50,8 @@ class EagleDrafter final : public Drafter {
   const void* batch_key() const override { return a_.get(); }
   void propose_batch(std::span<Drafter* const> group, std::span<const int> max_tokens,
                      std::span<DraftProposal> out) override;
+  // The pairs begin() and accept() queued and the layer has not read yet.
+  int backlog() const override { return static_cast<int>(pending_tokens_.size()); }
 
   // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
   // also when it hands no rows), and the predicted state after the last committed token (empty before any
@@ -63,8 +65,6 @@ class EagleDrafter final : public Drafter {
     read_pending();
     return fhat_;
   }
-  // The pairs queued and not yet read by the layer.
-  int queued() const { return static_cast<int>(pending_tokens_.size()); }
 
  private:
   struct Node;

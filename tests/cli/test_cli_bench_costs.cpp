@@ -2,13 +2,15 @@
 // CostTable::load reads back with the requested grids, a positive forward cost at every point and a drafter row
 // per requested drafter reaching --k-max (times are noisy: only structure and signs are checked, never timings);
 // a progress line per point and pass; with --fit monotone (the default) costs never fall as T, B, C or k grow;
-// bad lists and names are one-line errors before anything is timed.
+// bad lists and names are one-line errors before anything is timed; a drafter that reads its prompt lazily
+// (eagle) gets a backlog price, the others none.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <string>
 
 #include "core/speculative/policy.h"
+#include "tests/eagle_drafter/fitted_eagle.h"
 #include "tests/support/run.h"
 
 using namespace specdec::test;
@@ -21,6 +23,22 @@ std::string costs_cmd(const std::string& extra) {
 }
 
 }  // namespace
+
+TEST_CASE("bench costs prices the backlog of a drafter that reads its prompt lazily", "[cli][bench]") {
+  const std::string out = (scratch_dir("cli_bench_costs_backlog") / "costs.json").string();
+  const auto r =
+      run(costs_cmd("--tokens 1,2 --batch 1 --context 0 --drafters ngram,eagle --k-max 1 --new-tokens 12 "
+                    "--passes 1 -o eagle.weights='" +
+                    fitted_eagle_weights() + "' --out '" + out + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("eagle reads its backlog"));
+  const specdec::CostTable t = specdec::CostTable::load(out);
+  REQUIRE(t.drafters_backlog.size() == 1);  // ngram reads what it is handed at once: no entry
+  REQUIRE(t.drafters_backlog.count("eagle") == 1);
+  CHECK(t.drafters_backlog.at("eagle") > 0);
+  CHECK(t.backlog_us("eagle", 10) == Approx(10 * t.drafters_backlog.at("eagle")));
+}
 
 TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]") {
   const std::string out = (scratch_dir("cli_bench_costs") / "sub" / "costs.json").string();

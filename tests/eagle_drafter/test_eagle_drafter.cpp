@@ -475,6 +475,13 @@ TEST_CASE("a layer fitted to stories260K's states drafts tokens the target accep
     REQUIRE(spec.tokens == ar.tokens);
     std::printf("fitted eagle layer, %s k=4: tau %.2f\n", tree, spec.tau());
     CHECK(spec.tau() > 1.5);
+    // The backlog each proposal found (StepRecord::backlog): the prompt's pairs at the first, then the pairs
+    // of the step before, every step drafting.
+    REQUIRE(spec.steps.size() > 2);
+    CHECK(spec.steps[0].backlog == static_cast<int>(s.prompt.size()) - 1);
+    for (size_t i = 1; i < spec.steps.size(); ++i)
+      if (spec.steps[i].n_proposed > 0 && spec.steps[i - 1].n_proposed > 0)
+        CHECK(spec.steps[i].backlog == spec.steps[i - 1].n_emitted);
   }
 }
 
@@ -591,21 +598,21 @@ TEST_CASE("a prompt and accepts queued over several steps give the states of rea
     auto eager = u.begun(u.n, {{"tree", tree}});
     REQUIRE(eager->predicted().size() == static_cast<size_t>(u.H));  // reads the prompt's pairs now
     auto lazy = u.begun(u.n, {{"tree", tree}});
-    CHECK(lazy->queued() == u.n - 1);  // begin() runs no layer: the prompt's pairs wait for a proposal
+    CHECK(lazy->backlog() == u.n - 1);  // begin() runs no layer: the prompt's pairs wait for a proposal
     int len = u.n;
     for (const int emitted : {2, 1, 3}) {  // three AR-like steps: nothing proposed in between
       eager->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
       REQUIRE(eager->predicted().size() == static_cast<size_t>(u.H));  // reads the step's pairs now
-      CHECK(eager->queued() == 0);
+      CHECK(eager->backlog() == 0);
       lazy->accept(u.tokens(len, emitted), u.rows(len - 1, emitted));
       len += emitted;
     }
-    CHECK(lazy->queued() == len - 1);
+    CHECK(lazy->backlog() == len - 1);
     CHECK(lazy->propose(0).tokens.empty());  // an AR step's proposal leaves them queued
-    CHECK(lazy->queued() == len - 1);
+    CHECK(lazy->backlog() == len - 1);
     auto fresh = u.begun(len, {{"tree", tree}});
     const DraftProposal p = lazy->propose(6);
-    CHECK(lazy->queued() == 0);
+    CHECK(lazy->backlog() == 0);
     CHECK(p.tokens == eager->propose(6).tokens);
     CHECK(p.tokens == fresh->propose(6).tokens);
     CHECK(max_diff(lazy->predicted(), eager->predicted()) == 0.0f);

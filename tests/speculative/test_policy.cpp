@@ -970,6 +970,50 @@ TEST_CASE("batched drafter rows: the largest measured B <= the batch's, round tr
   CHECK(p.step_us == Approx(c.ragged_forward_us(10, 8, 100) + 2000 + c.drafter_us("d", 1)));
 }
 
+TEST_CASE("the backlog: priced per token, charged per emitted token of the output left, only to a draft",
+          "[policy][costs][cost_model][plan]") {
+  // The synthetic machine at B = 1, C = 0: a forward of T tokens costs 1000 + 10 T us, drafter "d" 5 us per
+  // token, and "d" reads its backlog at 100 us per token.
+  CostTable c = synthetic_table();
+  c.drafters_backlog["d"] = 100;
+  CHECK(c.backlog_us("d", 0) == 0);
+  CHECK(c.backlog_us("d", 64) == 6400);
+  CHECK(c.backlog_us("o", 64) == 0);  // a drafter without the entry
+  CHECK(c.backlog_charge_us("d", 64, 1.5, 48) == Approx(6400 * 1.5 / 48));
+  CHECK(c.backlog_charge_us("d", 64, 1.5, 0) == Approx(6400 * 1.5));  // remaining counts as >= 1
+  const CostTable back = CostTable::from_json(c.to_json());
+  CHECK(back.drafters_backlog == c.drafters_backlog);
+  CHECK(c.monotone().drafters_backlog == c.drafters_backlog);
+
+  // a = 0.5 at every position: k = 1 expects 1.5 tokens for 1025 us (1463 tok/s) against AR's 1 for 1010 (990
+  // tok/s). A backlog of 64 tokens (6400 us) with 48 tokens to come adds 6400 * 1.5 / 48 = 200 us: still
+  // worth it (1226 tok/s). With 4 tokens to come it adds 2400 us: AR.
+  const std::vector<double> a(4, 0.5);
+  CHECK(cost_model_choose(c, "d", {.k_limit = 1}, a, 1).k == 1);
+  CHECK(cost_model_choose(c, "d", {.k_limit = 1, .backlog = 64, .remaining = 48}, a, 1).k == 1);
+  CHECK(cost_model_choose(c, "d", {.k_limit = 1, .backlog = 64, .remaining = 4}, a, 1).k == 0);
+  const PolicyDecision d = cost_model_choose(c, "d", {.k_limit = 1, .backlog = 64, .remaining = 48}, a, 1);
+  CHECK(d.expected_tps[1] == Approx(1.5e6 / (1025 + 200)));
+  CHECK(d.expected_tps[0] == Approx(1e6 / 1010));  // AR pays no backlog
+
+  // The joint plan charges a member its backlog only when it drafts.
+  const std::vector<PlanMember> m = {
+      {.drafter = "d", .a = a, .k_hi = 4, .backlog = 64, .remaining = 48},
+      {.drafter = "d", .a = a, .k_hi = 4},
+  };
+  BatchPlan p = score_plan(c, m, 1, {0, 1});
+  const double base = p.step_us;
+  p = score_plan(c, m, 1, {1, 1});
+  const BatchPlan no_backlog = score_plan(c, std::vector<PlanMember>{m[1], m[1]}, 1, {1, 1});
+  CHECK(p.step_us == Approx(no_backlog.step_us + 6400 * 1.5 / 48));
+  CHECK(base < no_backlog.step_us);
+  // With 2 tokens left the first member's draft does not pay; the second's does.
+  std::vector<PlanMember> late = m;
+  late[0].remaining = 2;
+  late[0].k_hi = late[1].k_hi = 1;
+  CHECK(plan_batch(c, late, 2).k == std::vector<int>{0, 1});
+}
+
 TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and the key", "[policy][costs]") {
   const CostTable c = synthetic_table();
   const CostTable back = CostTable::from_json(c.to_json());
@@ -1032,6 +1076,15 @@ TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and 
       {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
           "drafters": {"ngram": [0, 1]}, "drafters_batched": {"ngram": {"2": [0, -1]}}})",
        "drafters_batched.ngram.2[1]"},  // negative cost
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_backlog": {"eagle": 90}})",
+       "drafters_backlog.eagle"},  // no such drafter
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_backlog": {"ngram": -2}})",
+       "drafters_backlog.ngram"},  // negative cost
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "drafters_backlog": {"ngram": "fast"}})",
+       "drafters_backlog.ngram"},  // not a number
       {R"({"version": 2, "forward": {}})", "version"},
       {R"({"forward": {}})", "version"},
       {R"([1, 2])", "JSON object"},
