@@ -8,9 +8,7 @@
 #include <deque>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <sstream>
-#include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -403,7 +401,22 @@ PolicyDecision cost_model_choose(const CostTable& costs, const std::string& draf
   return d;
 }
 
-BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k) {
+namespace {
+
+// group[i]: the first member whose drafter is members[i]'s. The members of one drafter that draft (k > 0) draft
+// as one group: computed once per plan, not in every score.
+std::vector<int> drafter_groups(std::span<const PlanMember> members) {
+  std::vector<int> group(members.size());
+  for (size_t i = 0; i < members.size(); ++i) {
+    size_t j = 0;
+    while (members[j].drafter != members[i].drafter) ++j;
+    group[i] = static_cast<int>(j);
+  }
+  return group;
+}
+
+BatchPlan score(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k,
+                std::span<const int> group) {
   SPECDEC_CHECK(k.size() == members.size(), "a draft length per member, got ", k.size(), " for ", members.size());
   SPECDEC_CHECK(!members.empty(), "a batch of at least one sequence to plan");
   BatchPlan p;
@@ -419,19 +432,25 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
     if (k[i] > 0) p.step_us += costs.backlog_charge_us(m.drafter, m.backlog, e, m.remaining);
   }
   const int B = std::max(batch_size, static_cast<int>(members.size()));
-  // The members of one drafter that draft (k > 0) draft as one group: each at the per-sequence cost of a group
-  // of that size, whatever B is.
-  std::map<std::string_view, int> drafting;
+  // Each drafting member at the per-sequence cost of its group's size (the members of its drafter that draft),
+  // whatever B is.
+  std::vector<int> drafting(members.size(), 0);
   for (size_t i = 0; i < members.size(); ++i)
-    if (k[i] > 0) ++drafting[members[i].drafter];
+    if (k[i] > 0) ++drafting[group[i]];
   for (size_t i = 0; i < members.size(); ++i)
-    p.step_us += costs.drafter_us(members[i].drafter, k[i], k[i] > 0 ? drafting[members[i].drafter] : 1);
+    p.step_us += costs.drafter_us(members[i].drafter, k[i], k[i] > 0 ? drafting[group[i]] : 1);
   // A batch whose members are fewer than its B (others wait for room) still verifies >= 1 token each.
   n_tokens += B - static_cast<int>(members.size());
   const int C = static_cast<int>(std::lround(context / static_cast<double>(members.size())));
   p.step_us += costs.ragged_forward_us(n_tokens, B, C);
   p.k = std::move(k);
   return p;
+}
+
+}  // namespace
+
+BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k) {
+  return score(costs, members, batch_size, std::move(k), drafter_groups(members));
 }
 
 BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members, int batch_size) {
@@ -445,12 +464,13 @@ BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members
     k.push_back(m.k_lo);
     widest = std::max(widest, m.k_hi);
   }
-  BatchPlan best = score_plan(costs, members, batch_size, k);
+  const std::vector<int> group = drafter_groups(members);
+  BatchPlan best = score(costs, members, batch_size, k, group);
   // Every uniform plan: the guarantee against any one fixed k.
   for (int u = 1; u <= widest; ++u) {
     std::vector<int> ku;
     for (const PlanMember& m : members) ku.push_back(std::clamp(u, m.k_lo, m.k_hi));
-    BatchPlan p = score_plan(costs, members, batch_size, std::move(ku));
+    BatchPlan p = score(costs, members, batch_size, std::move(ku), group);
     if (p.expected_tps() > best.expected_tps()) best = std::move(p);
   }
   // The greedy walk.
@@ -461,7 +481,7 @@ BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members
       if (k[i] >= members[i].k_hi) continue;
       std::vector<int> ki = k;
       ++ki[i];
-      BatchPlan p = score_plan(costs, members, batch_size, std::move(ki));
+      BatchPlan p = score(costs, members, batch_size, std::move(ki), group);
       if (move < 0 || p.expected_tps() > next.expected_tps()) {
         move = static_cast<int>(i);
         next = std::move(p);

@@ -149,28 +149,17 @@ int EagleDrafter::check_width(const TargetFeatures& f) const {
   return width;
 }
 
+// The queued pairs (row i, pending_tokens_[i]) at positions pending_pos_ + i + 1, in one block: row i predicts
+// pending_tokens_[i]. EAGLE-3: the pair's feature is fc(low ; mid ; high) of the target's layer outputs.
 void EagleDrafter::read_pending() {
   if (pending_tokens_.empty()) return;
   cache_.truncate(committed_);
-  const TargetFeatures f{.first_pos = pending_pos_,
-                         .rows = static_cast<int>(pending_tokens_.size()),
-                         .width = spec_.width(H_),
-                         .data = pending_feats_};
-  read_pairs(f, pending_tokens_);
-  pending_feats_.clear();
-  pending_tokens_.clear();
-}
-
-// Pairs (row i, next_tokens[i]) at positions first_pos + i + 1: row i predicts next_tokens[i].
-// EAGLE-3: the pair's feature is fc(low ; mid ; high) of the target's layer outputs.
-void EagleDrafter::read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens) {
-  const int width = check_width(f);
-  const int T = f.rows;
-  embed(next_tokens, emb_);
+  const int T = static_cast<int>(pending_tokens_.size());
+  embed(pending_tokens_, emb_);
   pos_.resize(T);
-  std::iota(pos_.begin(), pos_.end(), f.first_pos + 1);
+  std::iota(pos_.begin(), pos_.end(), pending_pos_ + 1);
   out_.resize(static_cast<size_t>(T) * H_);
-  std::span<const float> feat = f.data.first(static_cast<size_t>(T) * width);
+  std::span<const float> feat = pending_feats_;  // queue() checked the width
   if (a_->w.cfg.eagle3()) {
     feat_.resize(static_cast<size_t>(T) * H_);
     eagle3_fuse(a_->w, feat, feat_);
@@ -179,7 +168,9 @@ void EagleDrafter::read_pairs(const TargetFeatures& f, std::span<const TokenId> 
   eagle_forward(a_->w, cache_, emb_, feat, pos_, {}, out_);
   fhat_.assign(out_.end() - H_, out_.end());
   committed_ = cache_.n;
-  next_pos_ = f.first_pos + T + 1;
+  next_pos_ = pending_pos_ + T + 1;
+  pending_feats_.clear();
+  pending_tokens_.clear();
 }
 
 void EagleDrafter::embed(std::span<const TokenId> tokens, std::vector<float>& out) const {

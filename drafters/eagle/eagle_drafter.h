@@ -69,7 +69,6 @@ class EagleDrafter final : public Drafter {
  private:
   struct Node;
   struct Walk;  // a proposal in the making (eagle_drafter.cpp)
-  void read_pairs(const TargetFeatures& f, std::span<const TokenId> next_tokens);
   void queue(const TargetFeatures& f, std::span<const TokenId> next_tokens);  // pairs to read at the next propose
   void read_pending();  // the queued pairs of begin() and accept(), read by the layer in one block
   int check_width(const TargetFeatures& f) const;
