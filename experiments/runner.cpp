@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -287,6 +288,19 @@ std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg) {
                                 static_cast<int>(d), k, t, seed, cfg.rule_for(t), baseline, batch, load, policy});
         }
   return grid;
+}
+
+std::vector<size_t> interleave_order(size_t n, uint64_t seed, uint64_t round) {
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  // Fisher-Yates with draws of our own (std::shuffle's use of the engine is the library's choice): the same
+  // order on every platform.
+  std::mt19937_64 gen(seed ^ (0x9e3779b97f4a7c15ULL * (round + 1)));
+  for (size_t i = n; i > 1; --i) {
+    const size_t j = static_cast<size_t>(gen() % i);
+    std::swap(order[i - 1], order[j]);
+  }
+  return order;
 }
 
 std::vector<double> poisson_arrivals(size_t n, double rate, uint64_t seed) {
@@ -865,9 +879,11 @@ void Runner::run_batched_group(size_t b, std::vector<Request>& requests) {
   }
 }
 
-// One load, its runs interleaved ([run] interleave): each takes a turn (one batched step) in grid order while
-// any is unfinished, each on its own clock, so a slow spell of the machine falls on all of them. A drafter
-// that reads the AR run's tokens gets them beforehand, decoded alone outside every clock.
+// One load, its runs interleaved ([run] interleave): in each round every unfinished run takes a turn (one
+// batched step), each on its own clock, so a slow spell of the machine falls on all of them. The order of a
+// round's turns is a fresh permutation (interleave_order): a turn is slowed by what the turn before it left in
+// the caches, and in a fixed order each run would always follow the same neighbour. A drafter that reads the
+// AR run's tokens gets them beforehand, decoded alone outside every clock.
 void Runner::run_interleaved_group(size_t b, std::vector<Request>& requests) {
   std::map<int64_t, std::vector<TokenId>> refs;
   size_t end = b + 1;
@@ -875,12 +891,12 @@ void Runner::run_interleaved_group(size_t b, std::vector<Request>& requests) {
     if (infos_[grid_[end].drafter]->needs_reference && refs.empty()) refs = reference_tokens(b, requests);
   std::deque<LoadRun> runs;  // stable addresses: their requests' clocks refer to them
   for (size_t r = b; r < end; ++r) runs.emplace_back(*this, r, requests, refs, true);
-  for (bool any = true; any;) {
-    any = false;
-    for (LoadRun& run : runs) {
-      if (run.done()) continue;
-      run.turn();
-      any = true;
+  for (uint64_t round = 0, any = 1; any; ++round) {
+    any = 0;
+    for (size_t i : interleave_order(runs.size(), grid_[b].seed, round)) {
+      if (runs[i].done()) continue;
+      runs[i].turn();
+      any = 1;
     }
   }
 }

@@ -58,6 +58,11 @@ std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg);
 // "%g" of a temperature as it appears in run names: 0 -> "0", 0.7 -> "0.7".
 std::string temperature_tag(float temperature);
 
+// The order of the turns of round `round` of an interleaved group of n runs ([run] interleave): a permutation
+// of 0..n-1 drawn from `seed` and the round, so that no run always follows the same one (a turn is slowed by
+// the caches the turn before it left), and the same on every platform.
+std::vector<size_t> interleave_order(size_t n, uint64_t seed, uint64_t round);
+
 // Arrival times of n requests, seconds from the run's start. Poisson: t_0 = 0, t_i = t_{i-1} + E_i with
 // E_i = -ln(1 - u_i) / rate, u_i the top 53 bits of a std::mt19937_64 seeded with `seed` over 2^53.
 std::vector<double> poisson_arrivals(size_t n, double rate, uint64_t seed);

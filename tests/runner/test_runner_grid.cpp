@@ -1,5 +1,6 @@
 // The runner's pieces without a model: the grid of runs (names, order, baselines, rules), --shard
 // parsing, and the progress display in both modes.
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -89,6 +90,34 @@ TEST_CASE("batched: per batch size and load an AR baseline, then every drafter x
   const auto plain = expand_grid(parse({{"run.drafters", "ngram"}, {"run.k", "2"}}));
   CHECK(plain[1].name == "ngram_k2_t0");
   CHECK(plain[1].batch_size == 0);
+}
+
+TEST_CASE("interleaved turns: a seeded permutation per round, no run always after the same one", "[runner][grid]") {
+  constexpr size_t n = 5;
+  constexpr int rounds = 4000;
+  CHECK(interleave_order(n, 3, 0) == interleave_order(n, 3, 0));
+  CHECK(interleave_order(1, 3, 0) == std::vector<size_t>{0});
+  CHECK(interleave_order(0, 3, 0).empty());
+  int differ = 0, first0 = 0;
+  int follows[n][n] = {};  // follows[i][j]: rounds in which run j's turn came right after run i's
+  for (int r = 0; r < rounds; ++r) {
+    const auto o = interleave_order(n, 3, r);
+    auto sorted = o;
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(sorted == std::vector<size_t>{0, 1, 2, 3, 4});  // a permutation
+    differ += o != interleave_order(n, 4, r);
+    first0 += o[0] == 0;
+    for (size_t p = 1; p < n; ++p) ++follows[o[p - 1]][o[p]];
+  }
+  CHECK(differ > rounds / 2);  // the seed matters
+  // A uniform permutation: run 0 first in 1/5 of the rounds, j right after i in 1/5 (800 of 4000, sd 25).
+  CHECK(std::abs(first0 - rounds / 5) < 150);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      INFO("run " << j << " after run " << i);
+      CHECK(std::abs(follows[i][j] - rounds / 5) < 150);
+    }
 }
 
 TEST_CASE("arrivals: Poisson from the seed, or from a file", "[runner][grid]") {
