@@ -249,6 +249,10 @@ const std::vector<KeySpec>& schema() {
         "clock (its own work; idle, it jumps to the next arrival): drift hits the compared runs alike; needs "
         "batch_size"},
        [](ExperimentConfig& c, const Value& v) { c.interleave = parse_bool(v); }},
+      {{"run.aa_control", "false",
+        "an A/A control: a second AR run in each batch size and load (ar_aa_...), compared with the AR run "
+        "like a drafter run; its speedup and CI show the comparison's noise floor; needs batch_size"},
+       [](ExperimentConfig& c, const Value& v) { c.aa_control = parse_bool(v); }},
       {{"run.policy", "",
         "speculation policies of the drafter runs, a list: one run per value (docs/policies.md; options in "
         "[policy.NAME]); empty = k draft tokens every step"},
@@ -345,6 +349,8 @@ void check_load_keys(const ExperimentConfig& cfg, const std::string& where) {
                 " needs [run] batch_size (the sequences in flight under that load)");
   SPECDEC_CHECK(!cfg.interleave || cfg.batched(), where,
                 ": [run] interleave needs [run] batch_size (it interleaves the batched runs of one load)");
+  SPECDEC_CHECK(!cfg.aa_control || cfg.batched(), where,
+                ": [run] aa_control needs [run] batch_size (it adds a second AR run to each batched group)");
   SPECDEC_CHECK(cfg.arrival_rates.empty() || cfg.arrivals.empty(), where,
                 ": [run] arrival_rate and arrivals are two loads; give one of them");
   for (const auto& [name, opts] : cfg.policy_options)
@@ -654,6 +660,7 @@ std::string ExperimentConfig::to_ini() const {
      << "arrival_rate = " << floats(arrival_rates) << "\n"
      << "arrivals = " << arrivals << "\n"
      << "interleave = " << (interleave ? "true" : "false") << "\n"
+     << "aa_control = " << (aa_control ? "true" : "false") << "\n"
      << "policy = " << join(policies) << "\n"
      << "cost_table = " << cost_table << "\n\n"
      << "[prompts]\n"

@@ -57,6 +57,7 @@ struct ExperimentConfig {
   // (the seconds of its own work; idle, it jumps to the next arrival), so that the machine's drift hits the
   // AR run and the drafter runs it is compared with alike (docs/batching.md "Interleaved runs").
   bool interleave = false;
+  bool aa_control = false;  // a second AR run in each batched group, compared with the first (RunSpec::aa)
   // Speculation policies (core/speculative/policy.h), a run axis of drafter runs; empty = none (k every
   // step). policy_options: [policy.NAME] key = value.
   std::vector<std::string> policies;

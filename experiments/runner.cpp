@@ -125,7 +125,8 @@ results::RunInfo run_info(const ExperimentConfig& cfg, const RunSpec& r, const s
     a["rule_options"] = ro;
   }
   a["lossless"] = lossless ? "1" : "0";
-  a["baseline"] = dc ? "0" : "1";
+  a["baseline"] = r.is_baseline() ? "1" : "0";
+  a["aa_control"] = r.aa ? "1" : "0";
   a["baseline_run"] = grid[r.baseline].name;
   a["target"] = cfg.model;
   a["seed"] = std::to_string(r.seed);
@@ -186,7 +187,7 @@ void print_summary(const std::vector<RunSpec>& grid, const std::string& path) {
     char accept[16] = "-", speedup[16] = "-", e2e[16] = "-", median[16] = "-", same[24] = "-";
     if (r.drafter >= 0 && st.drafted() > 0) std::snprintf(accept, sizeof accept, "%.1f%%", 100.0 * st.acc_rate());
     auto base = by_name.find(grid[r.baseline].name);
-    if (base != by_name.end() && r.drafter >= 0) {
+    if (base != by_name.end() && r.compared()) {
       const results::Speedup sp = results::speedup(d, *base->second);
       if (!sp.pairs.empty()) {
         std::snprintf(speedup, sizeof speedup, "%.2fx", sp.point);
@@ -280,6 +281,8 @@ std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg) {
           const int baseline = static_cast<int>(grid.size());
           // The AR run decodes through the same loop and rule (no draft: the rule only picks the target's token).
           grid.push_back({"ar" + suffix, -1, 0, t, seed, cfg.rule_for(t), baseline, batch, load, ""});
+          if (cfg.aa_control)
+            grid.push_back({"ar_aa" + suffix, -1, 0, t, seed, cfg.rule_for(t), baseline, batch, load, "", true});
           for (size_t d = 0; d < cfg.drafter_configs.size(); ++d)
             for (int k : cfg.k)
               for (const std::string& policy : policies)
@@ -629,7 +632,7 @@ void Runner::run_prompt(const PreparedPrompt& pp) {
   for (int rep = 0; rep < cfg_.repeats; ++rep) {
     Request q{ps, rep, static_cast<int64_t>(p) * cfg_.repeats + rep};
     for (size_t b = 0; b < grid_.size(); ++b)  // b: an AR baseline; its drafter runs follow it in the grid
-      if (grid_[b].drafter < 0 && grid_[b].batch_size == 0) run_group(b, q);
+      if (grid_[b].is_baseline() && grid_[b].batch_size == 0) run_group(b, q);
     if (q.ran) progress_->request_done(pp.prompt->id + " (" + pp.prompt->category + ")");
   }
 }
@@ -746,7 +749,7 @@ void Runner::run_batched() {
       requests.push_back(Request{prompts.back(), rep, static_cast<int64_t>(p) * cfg_.repeats + rep});
   }
   for (size_t b = 0; b < grid_.size(); ++b)
-    if (grid_[b].drafter < 0 && grid_[b].batch_size > 0) run_batched_group(b, requests);
+    if (grid_[b].is_baseline() && grid_[b].batch_size > 0) run_batched_group(b, requests);
 }
 
 // A batched run's clock, in seconds since the run started: the wall clock, or (an interleaved run) the run's
@@ -873,7 +876,7 @@ void Runner::run_batched_group(size_t b, std::vector<Request>& requests) {
   std::map<int64_t, std::vector<TokenId>> ar = std::move(ar_run.tokens);
   if (auto it = logged_ar_.find(grid_[b].name); it != logged_ar_.end())  // --resume: finished before a kill
     for (const auto& [id, tokens] : it->second) ar.emplace(id, tokens);
-  for (size_t r = b + 1; r < grid_.size() && grid_[r].drafter >= 0; ++r) {
+  for (size_t r = b + 1; r < grid_.size() && grid_[r].compared(); ++r) {
     LoadRun run(*this, r, requests, ar, false);
     while (!run.done()) run.turn();
   }
@@ -887,8 +890,9 @@ void Runner::run_batched_group(size_t b, std::vector<Request>& requests) {
 void Runner::run_interleaved_group(size_t b, std::vector<Request>& requests) {
   std::map<int64_t, std::vector<TokenId>> refs;
   size_t end = b + 1;
-  for (; end < grid_.size() && grid_[end].drafter >= 0; ++end)
-    if (infos_[grid_[end].drafter]->needs_reference && refs.empty()) refs = reference_tokens(b, requests);
+  for (; end < grid_.size() && grid_[end].compared(); ++end)
+    if (grid_[end].drafter >= 0 && infos_[grid_[end].drafter]->needs_reference && refs.empty())
+      refs = reference_tokens(b, requests);
   std::deque<LoadRun> runs;  // stable addresses: their requests' clocks refer to them
   for (size_t r = b; r < end; ++r) runs.emplace_back(*this, r, requests, refs, true);
   for (uint64_t round = 0, any = 1; any; ++round) {

@@ -49,10 +49,16 @@ struct RunSpec {
   int batch_size = 0;  // sequences in flight in the batched loop; 0 = unbatched (each request alone)
   LoadSpec load;       // batched runs only
   std::string policy;  // a drafter run's policy ([run] policy); "" = none
+  // [run] aa_control: a second AR run of its batch size and load ("ar_aa..."), compared with the AR run like a
+  // drafter run: two runs of the same work, whose speedup is the comparison's noise floor (docs/batching.md).
+  bool aa = false;
+
+  bool is_baseline() const { return drafter < 0 && !aa; }
+  bool compared() const { return drafter >= 0 || aa; }  // a run that follows its baseline in the grid
 };
 
-// The runs in execution order: for each temperature, for each seed: the AR baseline, then every drafter
-// (config order) x k (config order).
+// The runs in execution order: for each temperature, for each seed: the AR baseline, its A/A control when
+// [run] aa_control (batched runs only), then every drafter (config order) x k (config order).
 std::vector<RunSpec> expand_grid(const ExperimentConfig& cfg);
 
 // "%g" of a temperature as it appears in run names: 0 -> "0", 0.7 -> "0.7".

@@ -987,6 +987,33 @@ def format_load(table, slo_ttft, slo_itl):
     return out
 
 
+def is_aa_control(table):
+    """The A/A control runs of a load table ([run] aa_control): drafter none, compared with another AR run."""
+    return (table.drafter == "none") & (table.run != table.baseline_run)
+
+
+def aa_noise(table):
+    """The run-to-run noise measured by the A/A control runs (docs/metrics.md "A/A control"): (sigma, n) with
+    sigma = sqrt(mean(ln(s)^2)) over the n A/A runs' speedups s (two runs of the same work: any s != 1 is the
+    machine's noise between runs, which the prompt bootstrap of one comparison does not see). (NaN, 0) without
+    an A/A run."""
+    if table is None or table.empty:
+        return np.nan, 0
+    s = table.speedup[is_aa_control(table)].dropna()
+    s = s[s > 0]
+    return (float(np.sqrt(np.mean(np.log(s) ** 2))), len(s)) if len(s) else (np.nan, 0)
+
+
+def widened_hi(point, hi, sigma):
+    """A speedup CI's upper end widened by the A/A noise: point * exp(sqrt(ln(hi / point)^2 + (1.96 sigma)^2)),
+    the bootstrap's half-width and the run-to-run noise's added in quadrature on the log scale (NaN without
+    sigma)."""
+    if math.isnan(sigma) or math.isnan(point) or point <= 0:
+        return np.nan
+    h = math.log(hi / point) if not math.isnan(hi) and hi > 0 else 0.0
+    return point * math.exp(math.sqrt(h * h + (1.96 * sigma) ** 2))
+
+
 def policy_check(table):
     """Each adaptive policy's run (a policy other than `fixed`) against the bar of issue #14: the better of AR
     (speedup 1) and the best `fixed` run of the same drafter, batch size and load (any k). One row per such
@@ -995,17 +1022,23 @@ def policy_check(table):
     cost table (achieved_tps, the oracle's) against the best of the AR and fixed runs' (model_verdict), and
     the throughput speedups (points) and the planner's calibration (planner_calibration). And paced: the same
     check on the paced speedups (each run's time at the cost table's speed, docs/metrics.md), the bar max(1,
-    the best fixed run's paced speedup), "ok" when the paced CI reaches it ("-" without paces)."""
+    the best fixed run's paced speedup), "ok" when the paced CI reaches it ("-" without paces). And with an A/A
+    control ([run] aa_control): the cell's A/A run (aa_run, aa_speedup and CI) and the verdict of the run's CI
+    widened by the A/A noise of the whole table (aa_noise, widened_hi): aa_hi, aa_verdict ("-" without)."""
     cols = ["load", "rate", "batch", "drafter", "run", "policy", "speedup", "speedup_lo", "speedup_hi",
             "best_fixed_run", "best_fixed", "bar", "verdict", "model_tps", "model_bar", "model_verdict",
             "thr_speedup", "best_fixed_thr", "calibration", "pace", "paced", "paced_lo", "paced_hi", "paced_bar",
-            "paced_verdict"]
+            "paced_verdict", "aa_run", "aa_speedup", "aa_lo", "aa_hi_ci", "aa_sigma", "aa_hi", "aa_verdict"]
     if table is None or table.empty:
         return pd.DataFrame(columns=cols)
     rows = []
     t = table.assign(_rate=table.rate.fillna(-1.0))
+    sigma, _ = aa_noise(t)
+    aa_runs = t[is_aa_control(t)]
     for (load, rate, batch, drafter), g in t[t.drafter != "none"].groupby(["load", "_rate", "batch", "drafter"],
                                                                           sort=False):
+        aa = aa_runs[aa_runs.baseline_run.isin(g.baseline_run)]
+        aa = aa.iloc[0] if len(aa) else None
         fixed = g[g.policy == "fixed"]
         best = fixed.loc[fixed.speedup.idxmax()] if len(fixed) and fixed.speedup.notna().any() else None
         best_thr = float(fixed.thr_speedup.max()) if len(fixed) else np.nan
@@ -1022,6 +1055,7 @@ def policy_check(table):
             paced, paced_lo, paced_hi = (getattr(r, c, np.nan) for c in ("paced", "paced_lo", "paced_hi"))
             paced_top = paced_hi if not math.isnan(paced_hi) else paced
             paced_verdict = "-" if math.isnan(paced_top) else "ok" if paced_top >= paced_bar else "below"
+            aa_hi = widened_hi(r.speedup, r.speedup_hi, sigma)
             rows.append(dict(load=load, rate=r.rate, batch=batch, drafter=drafter, run=r.run, policy=r.policy,
                              speedup=r.speedup, speedup_lo=r.speedup_lo, speedup_hi=r.speedup_hi,
                              best_fixed_run=best.run if best is not None else "",
@@ -1030,7 +1064,12 @@ def policy_check(table):
                              model_bar=model_bar, model_verdict=model_verdict, thr_speedup=r.thr_speedup,
                              best_fixed_thr=best_thr, calibration=getattr(r, "calibration", np.nan),
                              pace=getattr(r, "pace", np.nan), paced=paced, paced_lo=paced_lo, paced_hi=paced_hi,
-                             paced_bar=paced_bar, paced_verdict=paced_verdict))
+                             paced_bar=paced_bar, paced_verdict=paced_verdict,
+                             aa_run=aa.run if aa is not None else "",
+                             aa_speedup=aa.speedup if aa is not None else np.nan,
+                             aa_lo=aa.speedup_lo if aa is not None else np.nan,
+                             aa_hi_ci=aa.speedup_hi if aa is not None else np.nan, aa_sigma=sigma, aa_hi=aa_hi,
+                             aa_verdict="-" if math.isnan(aa_hi) else "ok" if aa_hi >= bar else "below"))
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -1043,6 +1082,9 @@ def format_policy_check(check):
     header = ["run", "B", "load", "speedup [95% CI]", "best fixed", "bar", "verdict", "model tok/s",
               "model bar", "model verdict", "thr-speedup", "best fixed thr", "expected/emitted", "pace",
               "paced speedup [95% CI]", "paced bar", "paced verdict"]
+    with_aa = check.aa_sigma.notna().any()
+    if with_aa:
+        header += ["A/A [95% CI]", "CI top + A/A noise", "A/A verdict"]
     rows = []
     for r in check.itertuples():
         load = r.load + (f" {r.rate:g}/s" if not math.isnan(r.rate) else "")
@@ -1053,13 +1095,22 @@ def format_policy_check(check):
                      _f(r.calibration), _f(r.pace),
                      _f(r.paced) + ("" if math.isnan(r.paced_lo) else f" [{r.paced_lo:.2f}, {r.paced_hi:.2f}]"),
                      _f(r.paced_bar), r.paced_verdict])
-    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * 14))
+        if with_aa:
+            aa = "-" if not r.aa_run else _f(r.aa_speedup) + (
+                "" if math.isnan(r.aa_lo) else f" [{r.aa_lo:.2f}, {r.aa_hi_ci:.2f}]")
+            rows[-1] += [aa, _f(r.aa_hi), r.aa_verdict]
+    out.append(fixed_width(header, rows, ["l", "r", "l"] + ["r"] * (len(header) - 3)))
     out.append(f"  {int((check.verdict == 'ok').sum())} of {len(check)} policy runs reach the bar within their CI "
                f"(measured); {int((check.model_verdict == 'ok').sum())} of {len(check)} under the cost table "
                "(modelled tokens/s, free of the machine's drift between runs); expected/emitted: the planner's "
                "calibration, its expected tokens per emitted token (1 = calibrated, > 1 optimistic); "
                f"{int((check.paced_verdict == 'ok').sum())} of {len(check)} paced (each run's measured times at the "
                "cost table's speed: divided by its pace, its forwards' measured time over their modelled time)")
+    if with_aa:
+        sigma = float(check.aa_sigma.dropna().iloc[0])
+        out.append(f"  A/A control: run-to-run noise sigma = {sigma:.4f} (RMS of ln speedup over the A/A runs, two "
+                   "runs of the same work); each CI's top widened by it (1.96 sigma, in quadrature with the "
+                   f"bootstrap's): {int((check.aa_verdict == 'ok').sum())} of {len(check)} policy runs reach the bar")
     return out
 
 

@@ -907,6 +907,39 @@ def policy_check_against_ar_and_the_best_fixed_k():
 
 
 @test
+def policy_check_widened_by_the_aa_control():
+    def row(run, drafter, policy, batch, sp, lo, hi, base):
+        return dict(run=run, drafter=drafter, policy=policy, batch=batch, load="poisson", rate=4.0, speedup=sp,
+                    speedup_lo=lo, speedup_hi=hi, thr_speedup=np.nan, achieved_tps=np.nan, baseline_run=base)
+    t = pd.DataFrame([
+        row("ar_b4", "none", "", 4, 1.0, np.nan, np.nan, "ar_b4"),
+        row("ar_aa_b4", "none", "", 4, 0.98, 0.97, 0.99, "ar_b4"),  # the A/A control: 2% apart
+        row("md_k4_cm_b4", "medusa", "cost_model", 4, 0.98, 0.97, 0.99, "ar_b4"),  # CI below 1
+        row("ar_b8", "none", "", 8, 1.0, np.nan, np.nan, "ar_b8"),
+        row("ar_aa_b8", "none", "", 8, 1.0 / 0.99, 1.0, 1.02, "ar_b8"),
+        row("md_k4_cm_b8", "medusa", "cost_model", 8, 0.90, 0.88, 0.92, "ar_b8"),  # 10% below: stays below
+    ])
+    assert list(rep.is_aa_control(t)) == [False, True, False, False, True, False]
+    sigma, n = rep.aa_noise(t)
+    assert n == 2
+    check(sigma, math.sqrt((math.log(0.98) ** 2 + math.log(0.99) ** 2) / 2), "sigma: RMS of ln A/A speedup")
+    c = rep.policy_check(t).set_index("run")
+    assert c.verdict["md_k4_cm_b4"] == "below" and c.aa_verdict["md_k4_cm_b4"] == "ok"
+    h = math.log(0.99 / 0.98)
+    check(c.aa_hi["md_k4_cm_b4"], 0.98 * math.exp(math.sqrt(h * h + (1.96 * sigma) ** 2)), "the widened top")
+    assert c.aa_run["md_k4_cm_b4"] == "ar_aa_b4" and c.aa_run["md_k4_cm_b8"] == "ar_aa_b8"
+    check(c.aa_speedup["md_k4_cm_b4"], 0.98, "the cell's own A/A speedup")
+    assert c.aa_verdict["md_k4_cm_b8"] == "below"
+    text = "\n".join(rep.format_policy_check(rep.policy_check(t)))
+    assert "A/A [95% CI]" in text and "0.98 [0.97, 0.99]" in text, text
+    assert f"sigma = {sigma:.4f}" in text and "1 of 2 policy runs reach the bar" in text, text
+    # Without an A/A run: no sigma, no A/A verdict, no A/A columns.
+    c = rep.policy_check(t[~rep.is_aa_control(t)])
+    assert (c.aa_verdict == "-").all() and c.aa_sigma.isna().all()
+    assert "A/A" not in "\n".join(rep.format_policy_check(c))
+
+
+@test
 def load_cli_options_and_plots():
     path = load_file("load_cli.h5")
     out_json = os.path.join(SCRATCH, "load.json")

@@ -276,9 +276,11 @@ TEST_CASE("batch_size, arrival_rate, arrivals, policy and [policy.NAME] parse, a
                                {"run.policy", "fixed,cost_model"},
                                {"run.cost_table", "costs.json"},
                                {"run.interleave", "true"},
+                               {"run.aa_control", "true"},
                                {"policy.cost_model.prior_a", "0.7"}});
   CHECK(c.batch_sizes == std::vector<int>{1, 4, 16});
   CHECK(c.interleave);
+  CHECK(c.aa_control);
   CHECK(c.arrival_rates == std::vector<double>{2, 0.5});
   CHECK(c.policies == std::vector<std::string>{"fixed", "cost_model"});
   CHECK(c.cost_table == "costs.json");
@@ -293,6 +295,7 @@ TEST_CASE("batch_size, arrival_rate, arrivals, policy and [policy.NAME] parse, a
   const auto plain = parse(kBase);
   CHECK_FALSE(plain.batched());
   CHECK_FALSE(plain.interleave);
+  CHECK_FALSE(plain.aa_control);
   CHECK(plain.policies.empty());
 }
 
@@ -309,6 +312,8 @@ TEST_CASE("a bad batching, load or policy key is a one-line error naming it", "[
       {{{"run.arrival_rate", "2"}}, "[run] arrival_rate needs [run] batch_size"},
       {{{"run.arrivals", "times.txt"}}, "[run] arrivals needs [run] batch_size"},
       {{{"run.interleave", "true"}}, "[run] interleave needs [run] batch_size"},
+      {{{"run.aa_control", "true"}}, "[run] aa_control needs [run] batch_size"},
+      {{{"run.batch_size", "2"}, {"run.aa_control", "twice"}}, "[run] aa_control = 'twice': expected true or false"},
       {{{"run.batch_size", "2"}, {"run.interleave", "often"}}, "[run] interleave = 'often': expected true or false"},
       {{{"run.batch_size", "2"}, {"run.arrival_rate", "2"}, {"run.arrivals", "t.txt"}}, "give one of them"},
       {{{"run.policy", "fixd"}}, "[run] policy = 'fixd': expected a comma-separated list of policies ("},

@@ -547,15 +547,28 @@ TEST_CASE("batched runs: each request's tokens and steps are the unbatched run's
   CHECK(find_run(data, "ngram_k4_fixed_b4_t0").steps.front().batch_size == 4);
 }
 
-TEST_CASE("open-loop load: Poisson arrivals, the same for AR and the drafter runs", "[runner][e2e][batch]") {
+TEST_CASE("open-loop load: Poisson arrivals, the same for AR, its A/A control and the drafter runs",
+          "[runner][e2e][batch]") {
   const std::string out = fresh("open_loop.h5");
   const auto r = sh(run_cmd("--quiet --out '" + out + "' --run.drafters=ngram --run.k=2 --run.batch_size=4 " +
-                            "--run.arrival_rate=200"));
+                            "--run.arrival_rate=200 --run.aa_control=true"));
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  const auto data = results::read_all(out);
-  REQUIRE(data.size() == 2);
+  auto data = results::read_all(out);
+  REQUIRE(data.size() == 3);
   CHECK(data[0].info.name == "ar_b4_r200_t0");
+  // The A/A control: a second AR run of the same load, compared with the first (not a baseline itself).
+  const results::RunData aa = data[1];
+  CHECK(aa.info.name == "ar_aa_b4_r200_t0");
+  CHECK(aa.info.attrs.at("baseline") == "0");
+  CHECK(data[0].info.attrs.at("baseline") == "1");
+  CHECK(aa.info.attrs.at("aa_control") == "1");
+  CHECK(aa.info.attrs.at("baseline_run") == "ar_b4_r200_t0");
+  CHECK(aa.info.attrs.at("drafter") == "none");
+  check_same_steps(aa, find_run(reference(), "ar_t0"));
+  for (const auto& q : aa.requests) CHECK(q.arrival_s == data[0].requests[&q - aa.requests.data()].arrival_s);
+  check_batched_times(aa, 4);
+  data.erase(data.begin() + 1);
   CHECK(data[1].info.name == "ngram_k2_b4_r200_t0");
   std::map<int64_t, double> ar_arrival;
   for (const auto& q : data[0].requests) ar_arrival[q.request_id] = q.arrival_s;
@@ -635,17 +648,18 @@ double last_emit(const results::RunData& run) {
 }  // namespace
 
 TEST_CASE("interleaved runs: the same tokens and steps as alone, each timed on its own clock", "[runner][e2e][batch]") {
-  // Nine runs of one load (AR; ngram and oracle at k = 2, 4, fixed and cost_model) take turns; the oracle
-  // reads the AR tokens.
+  // Ten runs of one load (AR and its A/A control; ngram and oracle at k = 2, 4, fixed and cost_model) take turns;
+  // the oracle reads the AR tokens.
   const std::string costs = write_cost_table();
   const std::string out = fresh("interleaved.h5");
   const double wall = timed_run("--quiet --out '" + out +
                                 "' --run.drafters=ngram,oracle --run.k=2,4 --run.policy=fixed,cost_model "
                                 "--run.cost_table='" +
-                                costs + "' --run.batch_size=4 --run.interleave=true");
+                                costs + "' --run.batch_size=4 --run.interleave=true --run.aa_control=true");
   const auto data = results::read_all(out);
-  REQUIRE(data.size() == 9);
+  REQUIRE(data.size() == 10);  // and the A/A control, a second AR run
   CHECK(data[0].info.name == "ar_b4_t0");
+  CHECK(data[1].info.name == "ar_aa_b4_t0");
   const auto& ref = reference();
   double spans = 0;
   for (const auto& run : data) {
@@ -665,8 +679,8 @@ TEST_CASE("interleaved runs: the same tokens and steps as alone, each timed on i
     for (const auto& q : run.requests) CHECK(q.decode_s <= finish.at(q.request_id) - q.arrival_s + 1e-6);
     spans += last_emit(run);
   }
-  // Each run's clock ran only in its own turns: the nine spans add up to less than the command took. On a
-  // clock shared by the runs each span would be about the whole group's time, nine times that in sum.
+  // Each run's clock ran only in its own turns: the ten spans add up to less than the command took. On a
+  // clock shared by the runs each span would be about the whole group's time, ten times that in sum.
   CHECK(spans < wall);
 }
 

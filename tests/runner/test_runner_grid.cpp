@@ -83,6 +83,23 @@ TEST_CASE("batched: per batch size and load an AR baseline, then every drafter x
   CHECK(grid[10].batch_size == 4);
   CHECK(grid[10].load.rate == 8);
 
+  // [run] aa_control: each AR run followed by its A/A control, compared with it, not a baseline itself.
+  const auto aa = expand_grid(
+      parse({{"run.drafters", "ngram"}, {"run.k", "2"}, {"run.batch_size", "1,4"}, {"run.aa_control", "true"}}));
+  std::vector<std::string> aa_names;
+  for (const auto& r : aa) aa_names.push_back(r.name);
+  CHECK(aa_names == std::vector<std::string>{"ar_b1_t0", "ar_aa_b1_t0", "ngram_k2_b1_t0", "ar_b4_t0", "ar_aa_b4_t0",
+                                             "ngram_k2_b4_t0"});
+  CHECK(aa[1].aa);
+  CHECK(aa[1].drafter == -1);
+  CHECK(aa[1].baseline == 0);
+  CHECK(aa[4].baseline == 3);
+  CHECK(aa[1].compared());
+  CHECK_FALSE(aa[1].is_baseline());
+  CHECK(aa[3].is_baseline());
+  CHECK_FALSE(aa[3].compared());
+  CHECK(aa[5].baseline == 3);
+
   // Closed loop: no load tag; unbatched runs keep today's names.
   const auto closed = expand_grid(parse({{"run.drafters", "ngram"}, {"run.k", "2"}, {"run.batch_size", "2"}}));
   CHECK(closed[1].name == "ngram_k2_b2_t0");
@@ -237,8 +254,10 @@ TEST_CASE("the load sweep configs parse; the CUDA one is the CPU one on the GPU"
   const ExperimentConfig cpu = load_experiment_config(dir + "load_sweep.ini");
   const ExperimentConfig gpu = load_experiment_config(dir + "load_sweep_cuda.ini");
   const auto grid = expand_grid(cpu);
-  // 4 batch sizes x 2 arrival rates, each: AR + 3 drafters (ngram, medusa, eagle) x 3 draft lengths x 2 policies.
-  CHECK(grid.size() == 4 * 2 * 19);
+  // 4 batch sizes x 2 arrival rates, each: AR, its A/A control + 3 drafters (ngram, medusa, eagle) x 3 draft
+  // lengths x 2 policies.
+  CHECK(grid.size() == 4 * 2 * 20);
+  CHECK(cpu.aa_control);
   CHECK(cpu.k == std::vector<int>{1, 2, 4});
   CHECK(cpu.batch_sizes == std::vector<int>{1, 2, 4, 8});
   CHECK(cpu.policies == std::vector<std::string>{"fixed", "cost_model"});
