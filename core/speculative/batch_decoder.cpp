@@ -112,6 +112,8 @@ void BatchDecoder::plan(int batch_size) {
 
   std::vector<PlanMember> members(active_.size());
   std::vector<std::vector<double>> means(active_.size());  // what each expects to emit is computed from
+  bool exploring = false;
+  double cap = 1;  // the tightest explore_cap of the exploring members
   for (size_t i = 0; i < active_.size(); ++i) {
     SequenceDecoder& seq = *active_[i]->seq;
     PlanMember& m = members[i];
@@ -119,6 +121,10 @@ void BatchDecoder::plan(int batch_size) {
     if (joint[i]) {
       m.drafter = models[i].drafter;
       m.a = std::move(models[i].a);
+      if (!models[i].a_mean.empty()) {
+        exploring = true;
+        cap = std::min(cap, models[i].explore_cap);
+      }
       means[i] = models[i].a_mean.empty() ? m.a : std::move(models[i].a_mean);
       m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
       m.backlog = models[i].backlog;
@@ -127,7 +133,15 @@ void BatchDecoder::plan(int batch_size) {
       m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
     }
   }
-  const BatchPlan p = plan_batch(*costs, members, batch_size);
+  BatchPlan p;
+  if (exploring) {
+    std::vector<PlanMember> safe = members;
+    for (size_t i = 0; i < safe.size(); ++i)
+      if (joint[i]) safe[i].a = means[i];
+    p = plan_batch_explore(*costs, members, safe, batch_size, cap);
+  } else {
+    p = plan_batch(*costs, members, batch_size);
+  }
   for (size_t i = 0; i < active_.size(); ++i)
     if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(means[i], p.k[i]));
 }

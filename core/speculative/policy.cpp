@@ -453,6 +453,19 @@ BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members
   return score(costs, members, batch_size, std::move(k), drafter_groups(members));
 }
 
+bool within_explore_cap(double tps, double best_tps, double cap) { return tps >= (1 - cap) * best_tps; }
+
+BatchPlan plan_batch_explore(const CostTable& costs, std::span<const PlanMember> optimistic,
+                             std::span<const PlanMember> mean, int batch_size, double cap) {
+  SPECDEC_CHECK(optimistic.size() == mean.size(), "as many members planned with the means as with the bounds, got ",
+                mean.size(), " and ", optimistic.size());
+  BatchPlan bold = plan_batch(costs, optimistic, batch_size);
+  const BatchPlan safe = plan_batch(costs, mean, batch_size);
+  if (bold.k == safe.k) return safe;
+  BatchPlan scored = score_plan(costs, mean, batch_size, bold.k);
+  return within_explore_cap(scored.expected_tps(), safe.expected_tps(), cap) ? scored : safe;
+}
+
 BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members, int batch_size) {
   std::vector<int> k;
   int widest = 0;
@@ -699,20 +712,23 @@ class AdaptivePolicy final : public Policy {
 class CostModelPolicy final : public Policy {
  public:
   CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
-                  double explore, bool joint, std::shared_ptr<AcceptancePool> pool)
+                  double explore, double explore_cap, bool joint, std::shared_ptr<AcceptancePool> pool)
       : costs_(costs),
         drafter_(std::move(drafter)),
         k_max_(k_max),
         explore_(explore),
+        explore_cap_(explore_cap),
         joint_(joint),
         est_(k_max, prior_a, prior_n, decay, std::move(pool)) {}
-  // Chosen with the optimistic estimates (explore > 0); what it expects to emit, from the posterior means.
+  // Chosen with the optimistic estimates (explore > 0) unless that choice, scored with the posterior means,
+  // gives up more than explore_cap of the means' best; what it expects to emit, from the posterior means.
   PolicyDecision decide(const PolicyStep& s) override {
     PolicyDecision d = cost_model_choose(costs_, drafter_, s, est_.optimistic(explore_), k_max_);
     if (explore_ > 0) {
       const std::vector<double> mean = est_.estimate();
-      for (size_t k = 0; k < d.expected_emitted.size(); ++k)
-        d.expected_emitted[k] = expected_emitted(mean, static_cast<int>(k));
+      const PolicyDecision m = cost_model_choose(costs_, drafter_, s, mean, k_max_);
+      if (!within_explore_cap(m.expected_tps[d.k], m.expected_tps[m.k], explore_cap_)) d.k = m.k;
+      d.expected_emitted = m.expected_emitted;
     }
     return d;
   }
@@ -723,7 +739,8 @@ class CostModelPolicy final : public Policy {
                      .drafter = drafter_,
                      .a = est_.optimistic(explore_),
                      .k_max = k_max_,
-                     .a_mean = explore_ > 0 ? est_.estimate() : std::vector<double>{}};
+                     .a_mean = explore_ > 0 ? est_.estimate() : std::vector<double>{},
+                     .explore_cap = explore_cap_};
     return true;
   }
 
@@ -731,7 +748,7 @@ class CostModelPolicy final : public Policy {
   const CostTable& costs_;
   std::string drafter_;
   int k_max_;
-  double explore_;
+  double explore_, explore_cap_;
   bool joint_;
   AcceptanceEstimator est_;
 };
@@ -830,6 +847,9 @@ void register_builtin_policies(PolicyRegistry& r) {
                          ": expected a value in (0, 1]");
            const double explore = o.get_double("explore", 0);
            SPECDEC_CHECK(explore >= 0, "[", o.section(), "] explore = ", explore, ": expected >= 0");
+           const double explore_cap = o.get_double("explore_cap", 1);
+           SPECDEC_CHECK(explore_cap >= 0 && explore_cap <= 1, "[", o.section(), "] explore_cap = ", explore_cap,
+                         ": expected a fraction in [0, 1] (of the step's expected tokens/s exploring may give up)");
            const std::string plan = o.get("plan", "batch");
            SPECDEC_CHECK(plan == "batch" || plan == "sequence", "[", o.section(), "] plan = ", plan,
                          ": expected batch (the batch's lengths jointly) or sequence (each alone)");
@@ -851,7 +871,7 @@ void register_builtin_policies(PolicyRegistry& r) {
                            " positions (one k_max per run)");
            }
            return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay, explore,
-                                                    plan == "batch", std::move(shared));
+                                                    explore_cap, plan == "batch", std::move(shared));
          }});
 }
 

@@ -121,6 +121,9 @@ struct JointModel {
   // The estimates' posterior means when `a` is optimistic (cost_model explore > 0; empty = `a` itself): what
   // the sequence expects to emit (StepRecord::k_expected) is computed from these.
   std::vector<double> a_mean;
+  // cost_model explore_cap: the plan made with `a` is kept only if, scored with a_mean, it gives up at most this
+  // fraction of the expected tokens/s of the plan made with a_mean (plan_batch_explore).
+  double explore_cap = 1;
   // Filled by the sequence (SequenceDecoder::joint_model), as in PolicyStep.
   int backlog = 0;
   int remaining = INT_MAX;
@@ -232,6 +235,15 @@ struct BatchPlan {
 BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members, int batch_size);
 // The objective of a given plan (k per member), as plan_batch scores it.
 BatchPlan score_plan(const CostTable& costs, std::span<const PlanMember> members, int batch_size, std::vector<int> k);
+
+// Exploration with a bounded price (cost_model explore with explore_cap, docs/policies.md): the plan made with
+// the members' optimistic estimates (`optimistic`) if, scored with their posterior means (`mean`: the same
+// members, a = the means), its expected tokens/s is at least (1 - cap) of the best plan under the means; that
+// plan otherwise. The returned plan is scored with the means.
+BatchPlan plan_batch_explore(const CostTable& costs, std::span<const PlanMember> optimistic,
+                             std::span<const PlanMember> mean, int batch_size, double cap);
+// tps >= (1 - cap) * best_tps: an exploring choice whose price under the means is within the cap.
+bool within_explore_cap(double tps, double best_tps, double cap);
 
 // The running per-position acceptance estimate of the cost_model policy (docs/policies.md): decayed counts
 // of positions reached and accepted, each position's Beta posterior mean with its prior centred on the

@@ -502,6 +502,79 @@ TEST_CASE("cost_model explore: a sequence with little evidence of its own drafts
   CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 explore=-1", env); })));
 }
 
+TEST_CASE("cost_model explore_cap: a probe only where its price under the posterior means is within the cap",
+          "[policy][cost_model]") {
+  // The synthetic table plus a dear drafter "o" (400 us a call): each run's pool is trapped as above (a_1 about
+  // 0.05), so under the means no sequence drafts, and with explore = 5 a new one probes, even with the dear drafter.
+  CostTable c = synthetic_table();
+  c.drafters["o"] = {0};
+  for (int k = 1; k <= 12; ++k) c.drafters["o"].push_back(400 + 5.0 * k);
+  const auto trapped = [&](const std::string& drafter) {
+    PolicyEnv env{.costs = &c, .drafter = drafter, .shared = std::make_shared<PolicyShared>()};
+    auto first = make_policy("cost_model k_max=8 pool=run", env);
+    for (int i = 0; i < 40; ++i) first->observe(8, 0);
+    return env;
+  };
+  const PolicyStep step{.batch_size = 4, .context_len = 100};
+  // The price of the uncapped probe: 1 - its expected tokens/s under the means / the means' best.
+  const auto price = [&](const PolicyEnv& env, int k_probe) {
+    const std::vector<double> mean = env.shared->pool->estimate();
+    const PolicyDecision m = cost_model_choose(c, env.drafter, step, mean, 8);
+    REQUIRE(m.k == 0);
+    return 1 - m.expected_tps[k_probe] / m.expected_tps[0];
+  };
+  double prices[2];
+  int probes[2];
+  for (int i = 0; i < 2; ++i) {
+    const PolicyEnv env = trapped(i == 0 ? "d" : "o");
+    probes[i] = make_policy("cost_model k_max=8 pool=run explore=5", env)->decide(step).k;
+    REQUIRE(probes[i] > 0);
+    prices[i] = price(env, probes[i]);
+    // The cap at the boundary: just above the price the probe stands, just below it the means' choice.
+    CHECK(make_policy("cost_model k_max=8 pool=run explore=5 explore_cap=" + std::to_string(prices[i] * 1.01), env)
+              ->decide(step)
+              .k == probes[i]);
+    const PolicyDecision held =
+        make_policy("cost_model k_max=8 pool=run explore=5 explore_cap=" + std::to_string(prices[i] * 0.99), env)
+            ->decide(step);
+    CHECK(held.k == 0);
+    CHECK(held.expected_emitted[1] == Approx(1 + env.shared->pool->estimate()[0]));  // the means'
+  }
+  INFO("price of the cheap drafter's probe " << prices[0] << ", of the dear one's " << prices[1]);
+  CHECK(prices[1] > 2 * prices[0]);  // the dear drafter's probe costs its 400 us too
+  const double between = std::sqrt(prices[0] * prices[1]);
+  CHECK(make_policy("cost_model k_max=8 pool=run explore=5 explore_cap=" + std::to_string(between), trapped("d"))
+            ->decide(step)
+            .k == probes[0]);
+  CHECK(make_policy("cost_model k_max=8 pool=run explore=5 explore_cap=" + std::to_string(between), trapped("o"))
+            ->decide(step)
+            .k == 0);
+
+  // The joint plan: a batch of three, one sequence with a bound well above its mean.
+  std::vector<PlanMember> mean(3), bold(3);
+  for (int i = 0; i < 3; ++i) {
+    mean[i] = {.drafter = "d", .a = std::vector<double>(6, i == 0 ? 0.05 : 0.02), .k_hi = 6, .context_len = 100};
+    bold[i] = mean[i];
+  }
+  bold[0].a.assign(6, 0.5);
+  const BatchPlan safe = plan_batch(c, mean, 4), optimistic = plan_batch(c, bold, 4);
+  REQUIRE(safe.k == std::vector<int>{0, 0, 0});
+  REQUIRE(optimistic.k[0] > 0);
+  const BatchPlan priced = score_plan(c, mean, 4, optimistic.k);
+  const double joint_price = 1 - priced.expected_tps() / safe.expected_tps();
+  REQUIRE(joint_price > 0);
+  const BatchPlan kept = plan_batch_explore(c, bold, mean, 4, joint_price * 1.01);
+  CHECK(kept.k == optimistic.k);
+  CHECK(kept.expected_tps() == Approx(priced.expected_tps()));  // scored with the means
+  CHECK(plan_batch_explore(c, bold, mean, 4, joint_price * 0.99).k == safe.k);
+  CHECK(plan_batch_explore(c, bold, mean, 4, 1).k == optimistic.k);  // cap = 1: any price (the default)
+  CHECK(one_line(error_of([&] { plan_batch_explore(c, bold, std::span(mean).first(2), 4, 0.1); })));
+
+  const PolicyEnv env{.costs = &c, .drafter = "d"};
+  CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 explore=1 explore_cap=1.5", env); })));
+  CHECK(one_line(error_of([&] { make_policy("cost_model k_max=8 explore=1 explore_cap=-0.1", env); })));
+}
+
 TEST_CASE("fixed and batch_table follow their rules", "[policy]") {
   const auto f = make_policy("fixed k=3");
   CHECK(f->decide({.batch_size = 1}).k == 3);
