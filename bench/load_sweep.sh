@@ -6,6 +6,10 @@
 # (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
 #   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]
 # OVERRIDEs go to `specdec run`, e.g. --run.interleave=false for the runs one after another.
+# Environment: DRAFTERS (ngram,medusa,eagle: the drafters of the cost table and the sweep; without eagle no
+# EAGLE weights are needed), REPLICATES (1: the sweep this many times with the same cost table, seed and
+# arrivals, logs results/load-<TAG>-r<i>.h5, reports bench/results/load-<TAG>-r<i>-report.*, and the verdict
+# over them, bench/load_sweep_replicates.py, in bench/results/load-<TAG>-replicates.md).
 set -euo pipefail
 TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]}
 B=${2:-build}
@@ -22,20 +26,41 @@ L=results/load-$TAG  # the HDF5 logs (not committed: results/ is ignored)
 mkdir -p bench/results results
 { lscpu | grep -E "Model name|^CPU\(s\)|Flags" | cut -c1-400; nvidia-smi -L 2>/dev/null || true; uptime; } > "$R-machine.txt"
 
+DRAFTERS=${DRAFTERS:-ngram,medusa,eagle}
+REPLICATES=${REPLICATES:-1}
 EAGLE=results/eagle_smollm2.safetensors
-if [ ! -f "$EAGLE" ]; then
-  echo "load_sweep.sh: $EAGLE is missing: train the EAGLE layer first (BENCHMARKS.md, specdec collect + specdec train eagle)" >&2
-  exit 2
+opts=(-o medusa.heads=artifacts/medusa_smollm2.safetensors)
+if [[ ",$DRAFTERS," == *,eagle,* ]]; then
+  if [ ! -f "$EAGLE" ]; then
+    echo "load_sweep.sh: $EAGLE is missing: train the EAGLE layer first (BENCHMARKS.md, specdec collect + specdec train eagle)" >&2
+    exit 2
+  fi
+  opts+=(-o eagle.weights=$EAGLE -o eagle.tree=static)
 fi
 echo "== cost table"
 "$S" bench costs --model "$M" --threads 2 --device "$DEV" --tokens 1,2,3,4,5 --batch 1,2,4,8 --context 64,256,512 \
-  --drafters ngram,medusa,eagle -o medusa.heads=artifacts/medusa_smollm2.safetensors -o eagle.weights=$EAGLE \
-  -o eagle.tree=static --k-max 4 --min-ms 200 \
+  --drafters "$DRAFTERS" "${opts[@]}" --k-max 4 --min-ms 200 \
   --out "$R-costs.json" > "$R-costs.txt" 2>&1
 cp "$R-costs.json" "results/load_sweep${SUFFIX}_costs.json"
 
-echo "== sweep"
-rm -f "$L.h5"
-{ uptime; /usr/bin/time -v "$S" run "$CFG" --out "$L.h5" "$@"; uptime; } > "$R-run.txt" 2>&1
-"$S" report "$L.h5" --json "$R-report.json" --plots "$R-plots" --slo-ttft 2 --slo-itl 0.1 > "$R-report.txt"
-sed -n '/Batched decoding under load/,/policy runs reach the bar/p' "$R-report.txt"
+# sweep OUT_PREFIX LOG: one invocation of the sweep, its raw output and report under OUT_PREFIX
+sweep() {
+  rm -f "$2.h5"
+  { uptime; /usr/bin/time -v "$S" run "$CFG" --out "$2.h5" --run.drafters="$DRAFTERS" "${@:3}"; uptime; } > "$1-run.txt" 2>&1
+  "$S" report "$2.h5" --json "$1-report.json" --plots "$1-plots" --slo-ttft 2 --slo-itl 0.1 > "$1-report.txt"
+  sed -n '/Batched decoding under load/,/policy runs reach the bar/p' "$1-report.txt"
+}
+if [ "$REPLICATES" -le 1 ]; then
+  echo "== sweep"
+  sweep "$R" "$L" "$@"
+  exit 0
+fi
+reports=()
+for i in $(seq 1 "$REPLICATES"); do
+  echo "== sweep, invocation $i of $REPLICATES"
+  sweep "$R-r$i" "$L-r$i" "$@" > /dev/null
+  reports+=("$R-r$i-report.json")
+done
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+"$python" bench/load_sweep_replicates.py "${reports[@]}" --plot "$R-replicates.png" | tee "$R-replicates.md"

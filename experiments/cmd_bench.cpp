@@ -342,8 +342,64 @@ int bench_decode(const std::vector<std::string>& args) {
   return 0;
 }
 
+// One ragged batch (sequence b verifies blocks[b] tokens) timed against what the cost table charges for it:
+// CostTable::ragged_forward_us over a table of the uniform blocks of floor(N/B) and floor(N/B) + 1 tokens at
+// the same B and context, timed in the same invocation (three alternating rounds, the median of each).
+struct RaggedTiming {
+  std::vector<int> blocks;
+  int tokens = 0;
+  double measured_us = 0, priced_us = 0;
+};
+
+std::vector<RaggedTiming> time_ragged(Model& model, const std::vector<std::vector<int>>& raggeds,
+                                      const std::vector<TokenId>& ids, int context, int longest, int min_ms) {
+  std::vector<RaggedTiming> out;
+  const std::vector<TokenId> prompt(ids.begin(), ids.begin() + context);
+  for (const std::vector<int>& blocks : raggeds) {
+    const int B = static_cast<int>(blocks.size());
+    int N = 0;
+    for (int t : blocks) N += t;
+    const int lo = N / B;
+    std::vector<std::unique_ptr<KVCache>> caches;
+    std::vector<KVCache*> ptrs;
+    ForwardResult fr;
+    for (int b = 0; b < B; ++b) {
+      caches.push_back(model.new_cache(context + longest));
+      model.forward(*caches.back(), {.tokens = prompt, .n_logits = 0}, fr);
+      ptrs.push_back(caches.back().get());
+    }
+    std::vector<ForwardResult> res(B);
+    const auto timed = [&](const std::vector<int>& lengths) {
+      std::vector<ForwardRequest> reqs;
+      for (int t : lengths) reqs.push_back({.tokens = std::span(ids).subspan(context, t)});
+      return time_us(
+          [&] {
+            model.forward_batch(ptrs, reqs, res);
+            for (KVCache* cache : ptrs) cache->truncate(context);
+          },
+          min_ms);
+    };
+    // Uniform blocks of lo and lo + 1 tokens (lo = 0 cannot happen: every block has >= 1 token).
+    std::array<std::vector<double>, 3> rounds;
+    for (int round = 0; round < 3; ++round) {
+      rounds[0].push_back(timed(blocks));
+      rounds[1].push_back(timed(std::vector<int>(B, lo)));
+      rounds[2].push_back(timed(std::vector<int>(B, lo + 1)));
+    }
+    CostTable table;
+    table.source = "bench verify --ragged";
+    table.tokens = {lo, lo + 1};
+    table.batch = {B};
+    table.context = {context};
+    table.forward = {median(rounds[1]), median(rounds[2])};
+    out.push_back({blocks, N, median(rounds[0]), table.ragged_forward_us(N, B, context)});
+  }
+  return out;
+}
+
 int bench_verify(const std::vector<std::string>& args) {
   std::string model_path, out_path, batches_text, llamacpp, stat;
+  std::vector<std::string> ragged_text;
   int max_k = 15, context = 128, min_ms = 300;
   BackendOptions backend;
   po::options_description desc(
@@ -361,9 +417,14 @@ int bench_verify(const std::vector<std::string>& args) {
       "python with llama-cpp-python for llama.cpp's cost of the same blocks: auto | off | a python executable")(
       "stat", po::value(&stat)->default_value("median"),
       "median | min of the repeated block timings (min: on a machine with other load)")(
-      "out", po::value(&out_path), "append one JSON line per (B, k) to this file");
+      "ragged", po::value(&ragged_text)->composing(),
+      "a ragged batch: each sequence's block length, e.g. 1,1,1,1,1,1,3,3 (repeatable); timed against the "
+      "cost table's price for it (CostTable::ragged_forward_us over the uniform blocks around it, timed "
+      "in the same invocation)")("out", po::value(&out_path), "append one JSON line per (B, k) to this file");
   if (!parse_options(args, desc)) return 0;
   const std::vector<int> batches = parse_ints(batches_text, "--batch");
+  std::vector<std::vector<int>> raggeds;
+  for (const std::string& r : ragged_text) raggeds.push_back(parse_ints(r, "--ragged"));
   SPECDEC_CHECK(max_k >= 1 && context >= 1 && min_ms >= 0, "--max-k >= 1, --context >= 1 and --min-ms >= 0, got ",
                 max_k, ", ", context, ", ", min_ms);
   SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
@@ -373,12 +434,16 @@ int bench_verify(const std::vector<std::string>& args) {
 
   auto loaded = load_model(model_path);
   const ModelConfig& c = loaded->config;
-  SPECDEC_CHECK(context + max_k + 1 <= c.max_seq_len, "--context + --max-k + 1 <= the model's context of ",
-                c.max_seq_len, ", got ", context + max_k + 1);
+  int longest = max_k + 1;
+  for (const std::vector<int>& r : raggeds) longest = std::max(longest, *std::max_element(r.begin(), r.end()) + 1);
+  SPECDEC_CHECK(context + longest <= c.max_seq_len,
+                "--context + the longest block (--max-k + 1, --ragged) <= the "
+                "model's context of ",
+                c.max_seq_len, ", got ", context + longest);
   const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
   Model& model = *target;
   // Token ids only matter for their rows of the embedding: a fixed pseudo-random sequence, no tokenizer.
-  std::vector<TokenId> ids(context + max_k + 1);
+  std::vector<TokenId> ids(context + longest);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<TokenId>((i * 7919 + 13) % c.vocab_size);
   const std::vector<TokenId> prompt(ids.begin(), ids.begin() + context);
 
@@ -406,6 +471,8 @@ int bench_verify(const std::vector<std::string>& args) {
           min_ms);
     }
   }
+
+  const std::vector<RaggedTiming> ragged = time_ragged(model, raggeds, ids, context, longest, min_ms);
 
   std::vector<int> ts;
   for (int k = 0; k <= max_k; ++k) ts.push_back(k + 1);
@@ -446,6 +513,18 @@ int bench_verify(const std::vector<std::string>& args) {
   std::printf("  llama.cpp: %s\n", ref.why.empty()
                                        ? (ref.engine + ", one llama_decode of B x T tokens, all logits").c_str()
                                        : ref.why.c_str());
+  if (!ragged.empty()) {
+    std::printf(
+        "\n  ragged batches: measured against the cost table's price (CostTable::ragged_forward_us of the\n"
+        "  uniform blocks of floor(N/B) and floor(N/B) + 1 tokens, timed with it)\n");
+    std::printf("  %-28s %3s %4s  %12s %12s %8s\n", "blocks", "B", "N", "ragged us", "table us", "ratio");
+    for (const RaggedTiming& r : ragged) {
+      std::string blocks;
+      for (int t : r.blocks) blocks += (blocks.empty() ? "" : ",") + std::to_string(t);
+      std::printf("  %-28s %3zu %4d  %12.1f %12.1f %8.3f\n", blocks.c_str(), r.blocks.size(), r.tokens, r.measured_us,
+                  r.priced_us, r.measured_us / r.priced_us);
+    }
+  }
   if (!out_path.empty()) {
     std::ofstream f(out_path, std::ios::app);
     for (size_t bi = 0; bi < batches.size(); ++bi)

@@ -895,12 +895,13 @@ void Runner::run_interleaved_group(size_t b, std::vector<Request>& requests) {
       refs = reference_tokens(b, requests);
   std::deque<LoadRun> runs;  // stable addresses: their requests' clocks refer to them
   for (size_t r = b; r < end; ++r) runs.emplace_back(*this, r, requests, refs, true);
-  for (uint64_t round = 0, any = 1; any; ++round) {
-    any = 0;
+  bool any = true;  // a run took a turn in the last round
+  for (uint64_t round = 0; any; ++round) {
+    any = false;
     for (size_t i : interleave_order(runs.size(), grid_[b].seed, round)) {
       if (runs[i].done()) continue;
       runs[i].turn();
-      any = 1;
+      any = true;
     }
   }
 }

@@ -3,11 +3,15 @@
 // per requested drafter reaching --k-max (times are noisy: only structure and signs are checked, never timings);
 // a progress line per point and pass; with --fit monotone (the default) costs never fall as T, B, C or k grow;
 // bad lists and names are one-line errors before anything is timed; a drafter that reads its prompt lazily
-// (eagle) gets a backlog price, the others none.
+// (eagle) gets a backlog price, the others none. bench verify --ragged: a row per ragged batch, priced by the
+// cost table's ragged_forward_us over uniform blocks timed with it.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <map>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/speculative/policy.h"
 #include "tests/eagle_drafter/fitted_eagle.h"
@@ -147,4 +151,36 @@ TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cl
     CHECK(count_lines(r.err) == 1);  // non-empty lines
     CHECK_THAT(r.err, Catch::Contains(expect));
   }
+}
+
+TEST_CASE("bench verify --ragged times a ragged batch against the cost table's price for it", "[cli][bench]") {
+  const auto r = run(specdec_bin() + " bench verify --model '" + stories_model() +
+                     "' --batch 2 --max-k 1 --context 16 --min-ms 0 --llamacpp off --ragged 1,3 --ragged 2,2,1");
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  // One row per --ragged: its blocks, B, N and two positive times (never compared: timings are noise here).
+  std::istringstream in(r.out.substr(r.out.find("ragged batches")));
+  std::map<std::string, std::vector<double>> rows;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string blocks;
+    double b = 0, n = 0, measured = 0, priced = 0, ratio = 0;
+    if (f >> blocks >> b >> n >> measured >> priced >> ratio) rows[blocks] = {b, n, measured, priced, ratio};
+  }
+  REQUIRE(rows.size() == 2);
+  CHECK(rows.at("1,3")[0] == 2);
+  CHECK(rows.at("1,3")[1] == 4);
+  CHECK(rows.at("2,2,1")[0] == 3);
+  CHECK(rows.at("2,2,1")[1] == 5);
+  for (const auto& [blocks, v] : rows) {
+    INFO(blocks);
+    CHECK(v[2] > 0);
+    CHECK(v[3] > 0);
+    CHECK(v[4] == Approx(v[2] / v[3]).epsilon(0.01));
+  }
+  // A block of no tokens is a one-line error naming the option.
+  const auto bad = run(specdec_bin() + " bench verify --model '" + stories_model() + "' --ragged 1,0");
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.err, Catch::Contains("--ragged as a comma-separated list of integers >= 1, got '1,0'"));
+  CHECK(count_lines(bad.err) == 1);
 }

@@ -956,6 +956,69 @@ def load_cli_options_and_plots():
         assert os.path.getsize(os.path.join(plots, name)) > 1000, name
 
 
+def _load_row(run, policy, k, drafter, speedup, rate=4.0, batch=8):
+    return {"run": run, "policy": policy, "k": str(k), "drafter": drafter, "rate": rate, "batch": batch,
+            "baseline_run": f"ar_b{batch}_r{rate:g}_t0", "speedup": speedup}
+
+
+@test
+def replicated_verdict_by_hand():
+    """bench/load_sweep_replicates.py: bar = the fixed run with the best mean (else AR), the paired t interval
+    of cost_model - bar, computed here by hand for three invocations."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import load_sweep_replicates as lr
+    # cell 1 (ngram): fixed k2 has the best mean (1.10 vs 1.05); cost_model k2 = 1.12, 1.015, 1.075, below it
+    # in every invocation by about the same amount
+    # cell 2 (medusa): no fixed mean above 1: the bar is AR (1)
+    inv = [
+        {"ng_f1": 1.04, "ng_f2": 1.15, "ng_c2": 1.12, "me_f1": 0.90, "me_c2": 0.99, "aa": 1.01},
+        {"ng_f1": 1.08, "ng_f2": 1.05, "ng_c2": 1.015, "me_f1": 0.85, "me_c2": 0.97, "aa": 0.99},
+        {"ng_f1": 1.03, "ng_f2": 1.10, "ng_c2": 1.075, "me_f1": 0.88, "me_c2": 1.02, "aa": 1.00},
+    ]
+    paths = []
+    for i, v in enumerate(inv):
+        load = [_load_row("ar_b8_r4_t0", "", 0, "none", 1.0), _load_row("ar_aa_b8_r4_t0", "", 0, "none", v["aa"]),
+                _load_row("ngram_k1_fixed_b8_r4_t0", "fixed", 1, "ngram", v["ng_f1"]),
+                _load_row("ngram_k2_fixed_b8_r4_t0", "fixed", 2, "ngram", v["ng_f2"]),
+                _load_row("ngram_k2_cost_model_b8_r4_t0", "cost_model", 2, "ngram", v["ng_c2"]),
+                _load_row("medusa_k1_fixed_b8_r4_t0", "fixed", 1, "medusa", v["me_f1"]),
+                _load_row("medusa_k2_cost_model_b8_r4_t0", "cost_model", 2, "medusa", v["me_c2"])]
+        paths.append(os.path.join(SCRATCH, f"rep{i}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"load": load}, f)
+    rows = {r["drafter"]: r for r in lr.verdicts(lr.load_reports(paths), 2)}
+    assert set(rows) == {"ngram", "medusa"}, rows.keys()
+    ng, me = rows["ngram"], rows["medusa"]
+    assert ng["bar_run"] == "ngram_k2_fixed_b8_r4_t0", ng["bar_run"]
+    d = [v["ng_c2"] - v["ng_f2"] for v in inv]  # -0.03, -0.035, -0.025
+    m = sum(d) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / 2)
+    h = 4.303 * sd / math.sqrt(3)  # Student's t, 2 degrees of freedom
+    check(ng["diff"][0], m, "mean paired difference")
+    check(ng["diff"][2], m + h, "upper end of its t interval", 1e-12)
+    assert m + h < 0 and ng["verdict"] == "below", (m, h, ng["verdict"])
+    check(ng["single_ok"], 0, "invocations at or above the bar")
+    check(ng["speedup"][0], (1.12 + 1.015 + 1.075) / 3, "the cost model's mean speedup")
+    check(ng["aa"][0], 1.0, "A/A mean")
+    assert me["bar_run"] == "AR" and me["bar"][:3] == (1.0, 1.0, 1.0), me["bar"]
+    dm = [v["me_c2"] - 1 for v in inv]  # -0.01, -0.03, +0.02
+    mm = sum(dm) / 3
+    hm = 4.303 * math.sqrt(sum((x - mm) ** 2 for x in dm) / 2) / math.sqrt(3)
+    check(me["diff"][2], mm + hm, "medusa: upper end against AR", 1e-12)
+    assert me["verdict"] == "ok" and me["single_ok"] == 1, me
+    # the CLI: the table and the count; a report with other runs is refused with the file named
+    png = os.path.join(SCRATCH, "replicates.png")
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "load_sweep_replicates.py"), *paths,
+                          "--k-max", "2", "--plot", png], capture_output=True, text=True, check=True).stdout
+    assert "1 of 2 cells reach the bar" in out, out
+    assert os.path.getsize(png) > 1000, png
+    with open(paths[2], "w") as f:
+        json.dump({"load": [_load_row("ar_b8_r4_t0", "", 0, "none", 1.0)]}, f)
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "load_sweep_replicates.py"), *paths],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "rep2.json holds other runs" in bad.stderr, bad.stderr
+
+
 def main():
     global SCRATCH
     ap = argparse.ArgumentParser()
