@@ -71,16 +71,31 @@ void check_grid(const std::vector<int>& g, const std::string& path, int lowest, 
 
 }  // namespace
 
+namespace {
+
+// The two grid points around x and the weight of the upper one: (i, i, 0) on a point or clamped outside the
+// grid, else (lo, lo + 1, w) with x = (1 - w) grid[lo] + w grid[lo + 1].
+struct Bracket {
+  size_t lo, hi;
+  double w;
+};
+
+Bracket bracket(const std::vector<int>& grid, int x) {
+  if (x <= grid.front()) return {0, 0, 0.0};
+  if (x >= grid.back()) return {grid.size() - 1, grid.size() - 1, 0.0};
+  const size_t hi = static_cast<size_t>(std::upper_bound(grid.begin(), grid.end(), x) - grid.begin());
+  return {hi - 1, hi, static_cast<double>(x - grid[hi - 1]) / (grid[hi] - grid[hi - 1])};
+}
+
+}  // namespace
+
 double CostTable::forward_us(int T, int B, int C) const {
   SPECDEC_CHECK(!tokens.empty() && !batch.empty() && !context.empty(), "a cost table with forward costs");
-  const size_t t = nearest(tokens, T), b = nearest(batch, B);
-  const size_t nC = context.size();
-  const double* row = forward.data() + (t * batch.size() + b) * nC;
-  if (C <= context.front()) return row[0];
-  if (C >= context.back()) return row[nC - 1];
-  const size_t hi = static_cast<size_t>(std::upper_bound(context.begin(), context.end(), C) - context.begin());
-  const double w = static_cast<double>(C - context[hi - 1]) / (context[hi] - context[hi - 1]);
-  return row[hi - 1] + w * (row[hi] - row[hi - 1]);
+  const size_t t = nearest(tokens, T), nB = batch.size(), nC = context.size();
+  const Bracket b = bracket(batch, B), c = bracket(context, C);
+  const auto at = [&](size_t bi, size_t ci) { return forward[(t * nB + bi) * nC + ci]; };
+  const auto in_c = [&](size_t bi) { return (1 - c.w) * at(bi, c.lo) + c.w * at(bi, c.hi); };
+  return (1 - b.w) * in_c(b.lo) + b.w * in_c(b.hi);
 }
 
 double CostTable::drafter_us(const std::string& name, int k, int B) const {

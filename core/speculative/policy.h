@@ -24,9 +24,10 @@ namespace specdec {
 // B sequences, each verifying T tokens over a cached context of C tokens. drafter_us(name, k, B): one drafter
 // step proposing k tokens for one sequence (k = 0: the drafter is not called; usually 0) in a batch of B
 // sequences: drafters that draft batched (Drafter::batch_key) cost less per sequence as B grows.
-// Lookup: T and B exact when on their grid, else the nearest grid point (a tie takes the larger: the
-// costlier, the conservative choice); C linear between grid points and clamped to the ends outside the grid
-// (no extrapolation). JSON layout (docs/policies.md):
+// Lookup: T exact when on its grid, else the nearest grid point (a tie takes the larger: the costlier, the
+// conservative choice); B and C linear between grid points (bilinear in B and C) and clamped to the ends
+// outside their grids (no extrapolation). B was the nearest point until 2026-12-05: a batch of 5 priced at
+// B = 4 ran 16-31% above its price (BENCHMARKS.md, sweep 21). JSON layout (docs/policies.md):
 //   {"version": 1, "source": "...",
 //    "forward": {"tokens": [1, 2, ...], "batch": [1, 4, ...], "context": [128, 1024, ...],
 //                "us": [[[..C..] for each B] for each T]},

@@ -621,8 +621,9 @@ Batched runs under load (docs/metrics.md; times from the log's raw events, secon
 # ---- the cost table and the oracle (core/speculative/policy.h CostTable, core/speculative/oracle.h) --------
 
 class CostTable:
-    """The CostTable JSON of `specdec bench costs` (docs/policies.md), looked up as the C++ does: T and B at
-    the nearest grid point (a tie takes the larger), C linear between grid points, clamped at the ends."""
+    """The CostTable JSON of `specdec bench costs` (docs/policies.md), looked up as the C++ does: T at the
+    nearest grid point (a tie takes the larger), B and C linear between grid points (bilinear), clamped at
+    the ends."""
 
     def __init__(self, text):
         j = json.loads(text)
@@ -641,16 +642,25 @@ class CostTable:
             return len(grid) - 1
         return i - 1 if x - grid[i - 1] < grid[i] - x else i
 
+    @staticmethod
+    def _bracket(grid, x):
+        """(lo, hi, w): the grid points around x and the weight of hi; (i, i, 0) on a point or outside."""
+        if x <= grid[0]:
+            return 0, 0, 0.0
+        if x >= grid[-1]:
+            return len(grid) - 1, len(grid) - 1, 0.0
+        hi = bisect.bisect_right(grid, x)
+        return hi - 1, hi, (x - grid[hi - 1]) / (grid[hi] - grid[hi - 1])
+
     def forward_us(self, T, B, C):
-        row = self.us[self._nearest(self.tokens, T), self._nearest(self.batch, B)]
-        ctx = self.context
-        if C <= ctx[0]:
-            return float(row[0])
-        if C >= ctx[-1]:
-            return float(row[-1])
-        hi = bisect.bisect_right(ctx, C)
-        w = (C - ctx[hi - 1]) / (ctx[hi] - ctx[hi - 1])
-        return float(row[hi - 1] + w * (row[hi] - row[hi - 1]))
+        block = self.us[self._nearest(self.tokens, T)]  # [B][C]
+        b0, b1, wb = self._bracket(self.batch, B)
+        c0, c1, wc = self._bracket(self.context, C)
+
+        def in_c(b):
+            return (1 - wc) * block[b, c0] + wc * block[b, c1]
+
+        return float((1 - wb) * in_c(b0) + wb * in_c(b1))
 
     def drafter_us(self, name, k):
         if not name:

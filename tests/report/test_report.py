@@ -956,6 +956,21 @@ def load_cli_options_and_plots():
         assert os.path.getsize(os.path.join(plots, name)) > 1000, name
 
 
+@test
+def cost_table_lookup_nearest_t_bilinear_b_and_c():
+    """The report's CostTable looks up as core/speculative/policy.cpp does: the same cases as test_policy."""
+    fwd = [[[1000 * t + 100 * b + 10 * x + 1 for x in range(2)] for b in range(2)] for t in range(3)]
+    c = rep.CostTable(json.dumps({"forward": {"tokens": [1, 2, 4], "batch": [1, 8], "context": [100, 300],
+                                              "us": fwd}}))
+    check(c.forward_us(1, 1, 100), 1, "on the grid")
+    check(c.forward_us(4, 8, 300), 2111, "on the grid")
+    check(c.forward_us(3, 1, 100), 2001, "T = 3: the tie takes 4")
+    check(c.forward_us(2, 4, 100), 1001 + 100 * 3 / 7, "B = 4: linear from 1 to 8")
+    check(c.forward_us(2, 16, 100), 1101, "past the B grid")
+    check(c.forward_us(1, 4, 200), 1 + 100 * 3 / 7 + 5, "bilinear in B and C", 1e-9)
+    check(c.forward_us(1, 1, 0), 1, "clamped below in C")
+
+
 def _load_row(run, policy, k, drafter, speedup, rate=4.0, batch=8):
     return {"run": run, "policy": policy, "k": str(k), "drafter": drafter, "rate": rate, "batch": batch,
             "baseline_run": f"ar_b{batch}_r{rate:g}_t0", "speedup": speedup}

@@ -79,7 +79,7 @@ std::vector<int> run_script(Policy& p, const std::vector<std::pair<int, int>>& s
 
 }  // namespace
 
-TEST_CASE("cost table lookup: nearest T and B, linear in C, clamped outside the C grid", "[policy][costs]") {
+TEST_CASE("cost table lookup: nearest T, bilinear in B and C, clamped outside their grids", "[policy][costs]") {
   CostTable c;
   c.tokens = {1, 2, 4};
   c.batch = {1, 8};
@@ -91,10 +91,14 @@ TEST_CASE("cost table lookup: nearest T and B, linear in C, clamped outside the 
   c.validate();
   CHECK(c.forward_us(1, 1, 100) == 1);
   CHECK(c.forward_us(4, 8, 300) == 2111);
-  CHECK(c.forward_us(3, 1, 100) == 2001);       // T = 3: tie between 2 and 4 takes 4
-  CHECK(c.forward_us(5, 1, 100) == 2001);       // past the grid: the last point
-  CHECK(c.forward_us(2, 4, 100) == 1001);       // B = 4 nearer 1 than 8
-  CHECK(c.forward_us(2, 5, 100) == 1101);       // B = 5 nearer 8
+  CHECK(c.forward_us(3, 1, 100) == 2001);                          // T = 3: tie between 2 and 4 takes 4
+  CHECK(c.forward_us(5, 1, 100) == 2001);                          // past the grid: the last point
+  CHECK(c.forward_us(2, 4, 100) == Approx(1001 + 100 * 3.0 / 7));  // B = 4: 3/7 of the way from 1 to 8
+  CHECK(c.forward_us(2, 5, 100) == Approx(1001 + 100 * 4.0 / 7));
+  CHECK(c.forward_us(2, 16, 100) == 1101);  // past the B grid: the last point
+  CHECK(c.forward_us(2, 8, 100) == 1101);   // on the grid: exact
+  // bilinear: B = 4 (3/7 of the way from 1 to 8) and C halfway at once
+  CHECK(c.forward_us(1, 4, 200) == Approx(1 + 100 * 3.0 / 7 + 5));
   CHECK(c.forward_us(1, 1, 200) == Approx(6));  // halfway in C
   CHECK(c.forward_us(1, 1, 150) == Approx(3.5));
   CHECK(c.forward_us(1, 1, 0) == 1);      // clamped below
