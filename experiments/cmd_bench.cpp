@@ -342,6 +342,35 @@ int bench_decode(const std::vector<std::string>& args) {
   return 0;
 }
 
+// B caches of `capacity` tokens, each holding `prompt` (the context a verification block is timed over).
+struct PrefilledBatch {
+  std::vector<std::unique_ptr<KVCache>> caches;
+  std::vector<KVCache*> ptrs;
+};
+
+PrefilledBatch prefilled_batch(Model& model, int B, std::span<const TokenId> prompt, int capacity) {
+  PrefilledBatch p;
+  ForwardResult fr;
+  for (int b = 0; b < B; ++b) {
+    p.caches.push_back(model.new_cache(capacity));
+    model.forward(*p.caches.back(), {.tokens = prompt, .n_logits = 0}, fr);
+    p.ptrs.push_back(p.caches.back().get());
+  }
+  return p;
+}
+
+// One forward_batch of `reqs` over the batch's caches, timed (time_us), each cache cut back to `context`
+// after every repetition.
+double time_block(Model& model, const PrefilledBatch& batch, std::span<const ForwardRequest> reqs,
+                  std::vector<ForwardResult>& out, int context, int min_ms) {
+  return time_us(
+      [&] {
+        model.forward_batch(batch.ptrs, reqs, out);
+        for (KVCache* cache : batch.ptrs) cache->truncate(context);
+      },
+      min_ms);
+}
+
 // One ragged batch (sequence b verifies blocks[b] tokens) timed against what the cost table charges for it:
 // CostTable::ragged_forward_us over a table of the uniform blocks of floor(N/B) and floor(N/B) + 1 tokens at
 // the same B and context, timed in the same invocation (three alternating rounds, the median of each).
@@ -354,30 +383,17 @@ struct RaggedTiming {
 std::vector<RaggedTiming> time_ragged(Model& model, const std::vector<std::vector<int>>& raggeds,
                                       const std::vector<TokenId>& ids, int context, int longest, int min_ms) {
   std::vector<RaggedTiming> out;
-  const std::vector<TokenId> prompt(ids.begin(), ids.begin() + context);
   for (const std::vector<int>& blocks : raggeds) {
     const int B = static_cast<int>(blocks.size());
     int N = 0;
     for (int t : blocks) N += t;
     const int lo = N / B;
-    std::vector<std::unique_ptr<KVCache>> caches;
-    std::vector<KVCache*> ptrs;
-    ForwardResult fr;
-    for (int b = 0; b < B; ++b) {
-      caches.push_back(model.new_cache(context + longest));
-      model.forward(*caches.back(), {.tokens = prompt, .n_logits = 0}, fr);
-      ptrs.push_back(caches.back().get());
-    }
+    const PrefilledBatch batch = prefilled_batch(model, B, std::span(ids).first(context), context + longest);
     std::vector<ForwardResult> res(B);
     const auto timed = [&](const std::vector<int>& lengths) {
       std::vector<ForwardRequest> reqs;
       for (int t : lengths) reqs.push_back({.tokens = std::span(ids).subspan(context, t)});
-      return time_us(
-          [&] {
-            model.forward_batch(ptrs, reqs, res);
-            for (KVCache* cache : ptrs) cache->truncate(context);
-          },
-          min_ms);
+      return time_block(model, batch, reqs, res, context, min_ms);
     };
     // Uniform blocks of lo and lo + 1 tokens (lo = 0 cannot happen: every block has >= 1 token).
     std::array<std::vector<double>, 3> rounds;
@@ -437,9 +453,8 @@ int bench_verify(const std::vector<std::string>& args) {
   int longest = max_k + 1;
   for (const std::vector<int>& r : raggeds) longest = std::max(longest, *std::max_element(r.begin(), r.end()) + 1);
   SPECDEC_CHECK(context + longest <= c.max_seq_len,
-                "--context + the longest block (--max-k + 1, --ragged) <= the "
-                "model's context of ",
-                c.max_seq_len, ", got ", context + longest);
+                "--context + the longest block (--max-k + 1, --ragged) <= the model's context of ", c.max_seq_len,
+                ", got ", context + longest);
   const std::unique_ptr<Model> target = experiments::make_model(loaded, device);
   Model& model = *target;
   // Token ids only matter for their rows of the embedding: a fixed pseudo-random sequence, no tokenizer.
@@ -451,24 +466,12 @@ int bench_verify(const std::vector<std::string>& args) {
   std::vector<std::vector<double>> us(batches.size(), std::vector<double>(max_k + 1));
   for (size_t bi = 0; bi < batches.size(); ++bi) {
     const int B = batches[bi];
-    std::vector<std::unique_ptr<KVCache>> caches;
-    std::vector<KVCache*> ptrs;
-    ForwardResult fr;
-    for (int b = 0; b < B; ++b) {
-      caches.push_back(model.new_cache(context + max_k + 1));
-      model.forward(*caches.back(), {.tokens = prompt, .n_logits = 0}, fr);
-      ptrs.push_back(caches.back().get());
-    }
+    const PrefilledBatch batch = prefilled_batch(model, B, prompt, context + max_k + 1);
     std::vector<ForwardResult> out(B);
     for (int k = 0; k <= max_k; ++k) {
       const std::vector<TokenId> block(ids.begin() + context, ids.begin() + context + k + 1);
       const std::vector<ForwardRequest> reqs(B, ForwardRequest{.tokens = block});
-      us[bi][k] = time_us(
-          [&] {
-            model.forward_batch(ptrs, reqs, out);
-            for (KVCache* cache : ptrs) cache->truncate(context);
-          },
-          min_ms);
+      us[bi][k] = time_block(model, batch, reqs, out, context, min_ms);
     }
   }
 

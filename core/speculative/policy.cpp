@@ -69,10 +69,6 @@ void check_grid(const std::vector<int>& g, const std::string& path, int lowest, 
                   " after ", g[i - 1]);
 }
 
-}  // namespace
-
-namespace {
-
 // The two grid points around x and the weight of the upper one: (i, i, 0) on a point or clamped outside the
 // grid, else (lo, lo + 1, w) with x = (1 - w) grid[lo] + w grid[lo + 1].
 struct Bracket {
