@@ -2,14 +2,16 @@
 # The batched-decoding-under-load sweep of BENCHMARKS.md (issue #14), one run: the machine, the cost table
 # (`specdec bench costs`: the target forward over T x B x C, and ngram's, Medusa's and EAGLE's cost per step,
 # Medusa with the shipped heads, EAGLE with results/eagle_smollm2.safetensors (a static tree), the batched
-# drafters also per batch size; the median of 3 passes over the grid, fitted monotone: its defaults), the sweep
+# drafters also per batch size; the median of 3 passes over the grid, fitted monotone: its defaults; each
+# drafter's acceptance by position on training prompts, the cost model's prior = table), the sweep
 # (experiments/configs/load_sweep.ini, or load_sweep_cuda.ini with cuda) and its report. Raw output: bench/results/load-<TAG>-*; the logs: results/load-<TAG>*.h5.
 #   bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]
 # OVERRIDEs go to `specdec run`, e.g. --run.interleave=false for the runs one after another.
 # Environment: DRAFTERS (ngram,medusa,eagle: the drafters of the cost table and the sweep; without eagle no
 # EAGLE weights are needed), REPLICATES (1: the sweep this many times with the same cost table, seed and
 # arrivals, logs results/load-<TAG>-r<i>.h5, reports bench/results/load-<TAG>-r<i>-report.*, and the verdict
-# over them, bench/load_sweep_replicates.py, in bench/results/load-<TAG>-replicates.md).
+# over them, bench/load_sweep_replicates.py, in bench/results/load-<TAG>-replicates.md), COSTS (a cost table
+# measured earlier on this machine by the same command: used instead of measuring one).
 set -euo pipefail
 TAG=${1:?usage: bench/load_sweep.sh TAG [BUILD_DIR] [cpu|cuda] [OVERRIDE...]}
 B=${2:-build}
@@ -37,10 +39,16 @@ if [[ ",$DRAFTERS," == *,eagle,* ]]; then
   fi
   opts+=(-o eagle.weights=$EAGLE -o eagle.tree=static)
 fi
-echo "== cost table"
-"$S" bench costs --model "$M" --threads 2 --device "$DEV" --tokens 1,2,3,4,5 --batch 1,2,4,8 --context 64,256,512 \
-  --drafters "$DRAFTERS" "${opts[@]}" --k-max 4 --min-ms 200 \
-  --out "$R-costs.json" > "$R-costs.txt" 2>&1
+if [ -n "${COSTS:-}" ]; then
+  echo "== cost table: $COSTS (COSTS=, measured earlier on this machine)"
+  [ "$COSTS" -ef "$R-costs.json" ] || cp "$COSTS" "$R-costs.json"
+else
+  echo "== cost table"
+  "$S" bench costs --model "$M" --threads 2 --device "$DEV" --tokens 1,2,3,4,5 --batch 1,2,4,8 --context 64,256,512 \
+    --drafters "$DRAFTERS" "${opts[@]}" --k-max 4 --min-ms 200 \
+    --acceptance-prompts data/train/gsm8k_train.jsonl,data/train/self_instruct_user_oriented.jsonl,data/train/t0_mix.jsonl \
+    --out "$R-costs.json" > "$R-costs.txt" 2>&1
+fi
 cp "$R-costs.json" "results/load_sweep${SUFFIX}_costs.json"
 
 # sweep OUT_PREFIX LOG: one invocation of the sweep, its raw output and report under OUT_PREFIX

@@ -5,8 +5,9 @@
 // each other are timed in turns (every T of one B and C; AR and every drafter's k), call by call, so a drift
 // of the machine's speed falls on them alike; the whole grid is timed --passes times, pass after pass, and
 // each point keeps the median of its passes. --fit monotone (the default) then
-// writes the nearest table whose costs never fall as T, B, C or k grow (CostTable::monotone). Writes the
-// CostTable JSON and prints the table.
+// writes the nearest table whose costs never fall as T, B, C or k grow (CostTable::monotone). With
+// --acceptance-prompts it also measures each drafter's per-position acceptance on training prompts (the
+// cost_model's prior = table; never an evaluation set). Writes the CostTable JSON and prints the table.
 #include <omp.h>
 
 #include <algorithm>
@@ -26,9 +27,11 @@
 #include "core/speculative/decoder.h"
 #include "core/speculative/policy.h"
 #include "drafters/register_builtin.h"
+#include "drafters/train/collect.h"
 #include "experiments/backend.h"
 #include "experiments/cli.h"
 #include "experiments/options.h"
+#include "experiments/prompts.h"
 #include "experiments/timed_turns.h"
 #include "experiments/results_metrics.h"
 #include "verifiers/rules.h"
@@ -105,6 +108,47 @@ std::string utc_now() {
   return buf;
 }
 
+// --acceptance-prompts: the training files and how many prompts of each.
+struct AcceptancePrompts {
+  std::vector<std::string> files;
+  int per_file = 8;
+  int max_prompt_tokens = 256;  // a longer prompt is skipped (the file's next one is taken)
+};
+
+// --acceptance-per-file prompts of each training file (evaluation sets refused, drafters/train/collect.h),
+// spread evenly over the file, each as a run encodes it (the tokenizer's chat template, when it has one); `described`
+// gets each file's name and count.
+std::vector<std::vector<TokenId>> training_prompts(const AcceptancePrompts& ap, const Tokenizer& tok,
+                                                   std::string& described) {
+  std::vector<std::vector<TokenId>> out;
+  const bool chat = tok.chat_template() != ChatTemplateKind::kPlain;
+  for (const std::string& f : ap.files) {
+    const std::string path = experiments::find_input_file(f);
+    train::check_training_file(path);
+    const std::vector<train::TrainingRecord> recs = train::load_training_records(path);
+    // Slot s starts at record s * size / per_file; an over-long record passes the slot to the next one.
+    size_t taken = 0, i = 0;
+    for (; i < recs.size() && taken < static_cast<size_t>(ap.per_file); ++i) {
+      i = std::max(i, taken * recs.size() / static_cast<size_t>(ap.per_file));
+      if (i >= recs.size()) break;
+      std::string text = recs[i].prompt;
+      if (chat) {
+        const ChatMessage msg{"user", text};
+        text = tok.apply_chat_template({&msg, 1}, true);
+      }
+      std::vector<TokenId> ids = tok.encode(text, tok.add_bos_default(), /*parse_special=*/chat);
+      if (ids.empty() || static_cast<int>(ids.size()) > ap.max_prompt_tokens) continue;
+      out.push_back(std::move(ids));
+      ++taken;
+    }
+    SPECDEC_CHECK(taken > 0, path, ": no prompt of at most --acceptance-max-prompt = ", ap.max_prompt_tokens,
+                  " tokens");
+    described += (described.empty() ? "" : ", ") + std::filesystem::path(path).filename().string() + " (" +
+                 std::to_string(taken) + ")";
+  }
+  return out;
+}
+
 }  // namespace
 
 int bench_costs(const std::vector<std::string>& args) {
@@ -113,6 +157,8 @@ int bench_costs(const std::vector<std::string>& args) {
   std::string fit;
   int k_max = 8, min_ms = 100, prompt_tokens = 64, new_tokens = 48, passes = 3;
   BackendOptions backend;
+  AcceptancePrompts acceptance;
+  std::string acceptance_text;
   po::options_description desc(
       "specdec bench costs: the cost table of the cost_model policy and the oracle (docs/policies.md): the\n"
       "target forward's us for B sequences x T tokens over C cached tokens, and each drafter's extra us per\n"
@@ -139,6 +185,12 @@ int bench_costs(const std::vector<std::string>& args) {
       "time the whole grid this many times, pass after pass; a point's cost is the median of its passes")(
       "fit", po::value(&fit)->default_value("monotone"),
       "monotone: write the nearest table never falling as T, B, C or k grow | none: as measured")(
+      "acceptance-prompts", po::value(&acceptance_text)->default_value(""),
+      "training prompt files, comma-separated (data/train/...; evaluation sets are refused): each drafter's "
+      "per-position acceptance on them, greedy at k = --k-max, for cost_model prior = table (\"\" = not measured)")(
+      "acceptance-per-file", po::value(&acceptance.per_file)->default_value(8), "prompts taken from each file")(
+      "acceptance-max-prompt", po::value(&acceptance.max_prompt_tokens)->default_value(256),
+      "skip a training prompt longer than this many tokens")(
       "out", po::value(&out_path)->default_value("results/costs.json"), "the cost table's JSON file (overwritten)");
   if (!parse_options(args, desc)) return 0;
   const std::vector<int> ts = grid_of(tokens_text, "--tokens", 1), bs = grid_of(batch_text, "--batch", 1),
@@ -162,6 +214,12 @@ int bench_costs(const std::vector<std::string>& args) {
   SPECDEC_CHECK(k_max >= 1 && min_ms >= 0 && prompt_tokens >= 2 && new_tokens >= 2,
                 "--k-max >= 1, --min-ms >= 0, --prompt-tokens >= 2 and --new-tokens >= 2, got ", k_max, ", ", min_ms,
                 ", ", prompt_tokens, ", ", new_tokens);
+  acceptance.files = names_of(acceptance_text);
+  SPECDEC_CHECK(acceptance.files.empty() || !drafter_names.empty(),
+                "--acceptance-prompts needs at least one drafter in --drafters");
+  SPECDEC_CHECK(acceptance.per_file >= 1 && acceptance.max_prompt_tokens >= 2,
+                "--acceptance-per-file >= 1 and --acceptance-max-prompt >= 2, got ", acceptance.per_file, " and ",
+                acceptance.max_prompt_tokens);
   SPECDEC_CHECK(stat == "median" || stat == "min", "--stat median or min, got '", stat, "'");
   SPECDEC_CHECK(passes >= 1, "--passes >= 1, got ", passes);
   SPECDEC_CHECK(fit == "monotone" || fit == "none", "--fit monotone or none, got '", fit, "'");
@@ -182,6 +240,8 @@ int bench_costs(const std::vector<std::string>& args) {
   // tokenizer is needed.
   std::unique_ptr<Tokenizer> tok;
   std::vector<TokenId> prompt;
+  std::vector<std::vector<TokenId>> calib;  // --acceptance-prompts, encoded
+  std::string calib_described;
   auto rule = verifiers::make_greedy_rule();
   DecodeOptions opts;
   opts.max_new_tokens = new_tokens;
@@ -189,6 +249,16 @@ int bench_costs(const std::vector<std::string>& args) {
   if (!drafter_names.empty()) {
     tok = load_tokenizer(*loaded, tokenizer_path);
     prompt = fixed_prompt(*tok, prompt_tokens);
+    // Read (and an evaluation set refused) before anything is timed; decoded after the timings.
+    if (!acceptance.files.empty()) {
+      calib = training_prompts(acceptance, *tok, calib_described);
+      for (const auto& p : calib)
+        SPECDEC_CHECK(static_cast<int>(p.size()) + new_tokens + k_max + 1 <= cfg.max_seq_len,
+                      "--acceptance-prompts: a prompt of ", p.size(),
+                      " tokens + --new-tokens + --k-max + 1 exceeds "
+                      "the model's context of ",
+                      cfg.max_seq_len, " tokens (lower --acceptance-max-prompt)");
+    }
     ar = speculative_decode(model, nullptr, *rule, prompt, opts);
   }
   // The drafters share their weights as a run's do (so that the batched ones batch).
@@ -394,6 +464,42 @@ int bench_costs(const std::vector<std::string>& args) {
   for (size_t di = 0; di < infos.size(); ++di)
     if (!backlog_samples[di].empty())
       table.drafters_backlog[drafter_names[di]] = results::median_of(backlog_samples[di]);
+  // Each drafter's acceptance on the training prompts: a greedy decode of every prompt drafting up to k_max
+  // tokens each step; a_j = accepted_j / reached_j over all of them, counted as the cost_model's estimator
+  // counts its evidence (AcceptanceEstimator, undecayed, a vanishing prior: a position never reached takes
+  // the one before it). Not timed; run after the timings so it cannot disturb them.
+  if (!calib.empty()) {
+    size_t longest = 0;
+    for (const auto& p : calib) longest = std::max(longest, p.size());
+    DrafterEnv cenv = env;
+    cenv.max_context = static_cast<int>(longest) + new_tokens + k_max + 1;
+    std::vector<int64_t> drafted(infos.size(), 0);
+    for (size_t di = 0; di < infos.size(); ++di) {
+      AcceptanceEstimator counts(k_max, 0.5, 1e-9, 1.0);
+      for (size_t i = 0; i < calib.size(); ++i) {
+        DecodeOptions o = opts;
+        o.k = k_max;
+        o.request = static_cast<uint64_t>(i);
+        cenv.request = static_cast<uint64_t>(i);
+        cenv.reference = nullptr;
+        const std::unique_ptr<Drafter> d = make_drafter(*infos[di], cenv, options_for(drafter_names[di]));
+        const DecodeResult r = speculative_decode(model, d.get(), *rule, calib[i], o);
+        for (const StepRecord& st : r.steps)
+          if (st.n_proposed > 0) {
+            counts.observe(st.max_depth, st.n_accepted);
+            ++drafted[di];
+          }
+        std::fprintf(stderr, "\racceptance: drafter %s, prompt %zu/%zu", drafter_names[di].c_str(), i + 1,
+                     calib.size());
+      }
+      std::fprintf(stderr, "\n");
+      table.acceptance[drafter_names[di]] = counts.estimate();
+    }
+    table.acceptance_source = calib_described + "; greedy, k = " + std::to_string(k_max) + ", " +
+                              std::to_string(new_tokens) + " new tokens each; drafted steps:";
+    for (size_t di = 0; di < infos.size(); ++di)
+      table.acceptance_source += " " + drafter_names[di] + " " + std::to_string(drafted[di]);
+  }
   const double ar_us = results::median_of(ar_samples);
   // The spread of the passes: the largest (max - min) / median of a forward point, the machine's drift over
   // the grid's minutes (passes = 1: none to report).
@@ -461,6 +567,16 @@ int bench_costs(const std::vector<std::string>& args) {
     for (int k = 0; k <= k_max; ++k) {
       std::printf("  %4d  %10.1f", k, table.drafters.at(name)[k]);
       for (const auto& [B, row] : rows) std::printf("  %10.1f", row[k]);
+      std::printf("\n");
+    }
+  }
+  if (!table.acceptance.empty()) {
+    std::printf("\n  acceptance by position on training prompts (%s)\n  %4s", table.acceptance_source.c_str(), "j");
+    for (const auto& [name, a] : table.acceptance) std::printf("  %12s", name.c_str());
+    std::printf("\n");
+    for (int j = 0; j < k_max; ++j) {
+      std::printf("  %4d", j + 1);
+      for (const auto& [name, a] : table.acceptance) std::printf("  %12.3f", a[j]);
       std::printf("\n");
     }
   }

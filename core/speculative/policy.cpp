@@ -246,6 +246,15 @@ void CostTable::validate(const std::string& where) const {
     SPECDEC_CHECK(std::isfinite(us) && us >= 0, where, ": key 'drafters_backlog.", name,
                   "': expected a finite cost per token >= 0, got ", us);
   }
+  for (const auto& [name, a] : acceptance) {
+    SPECDEC_CHECK(drafters.count(name) == 1, where, ": key 'acceptance.drafters.", name,
+                  "': expected a drafter of 'drafters', got none of that name");
+    SPECDEC_CHECK(!a.empty(), where, ": key 'acceptance.drafters.", name,
+                  "': expected the acceptance at positions 1, 2, ..., got none");
+    for (size_t j = 0; j < a.size(); ++j)
+      SPECDEC_CHECK(std::isfinite(a[j]) && a[j] >= 0 && a[j] <= 1, where, ": key 'acceptance.drafters.", name, "[", j,
+                    "]': expected a probability in [0, 1], got ", a[j]);
+  }
 }
 
 std::string CostTable::to_json() const {
@@ -275,6 +284,10 @@ std::string CostTable::to_json() const {
   if (!drafters_backlog.empty()) {
     j["drafters_backlog"] = json::object();
     for (const auto& [name, us] : drafters_backlog) j["drafters_backlog"][name] = us;
+  }
+  if (!acceptance.empty()) {
+    j["acceptance"] = {{"source", acceptance_source}, {"drafters", json::object()}};
+    for (const auto& [name, a] : acceptance) j["acceptance"]["drafters"][name] = a;
   }
   return j.dump(1);
 }
@@ -353,6 +366,23 @@ CostTable CostTable::from_json(const std::string& text, const std::string& where
   if (const auto it = j.find("drafters_backlog"); it != j.end()) {
     SPECDEC_CHECK(it->is_object(), where, ": key 'drafters_backlog': expected an object, got ", type_name(*it));
     for (const auto& [name, us] : it->items()) c.drafters_backlog[name] = number(us, "drafters_backlog." + name, where);
+  }
+  if (const auto it = j.find("acceptance"); it != j.end()) {
+    SPECDEC_CHECK(it->is_object(), where, ": key 'acceptance': expected an object, got ", type_name(*it));
+    if (const auto src = it->find("source"); src != it->end()) {
+      SPECDEC_CHECK(src->is_string(), where, ": key 'acceptance.source': expected a string, got ", type_name(*src));
+      c.acceptance_source = src->get<std::string>();
+    }
+    const json& per = member(*it, "drafters", "acceptance", where);
+    SPECDEC_CHECK(per.is_object(), where, ": key 'acceptance.drafters': expected an object, got ", type_name(per));
+    for (const auto& [name, row] : per.items()) {
+      const std::string path = "acceptance.drafters." + name;
+      SPECDEC_CHECK(row.is_array(), where, ": key '", path, "': expected an array of probabilities, got ",
+                    type_name(row));
+      std::vector<double>& out = c.acceptance[name];
+      for (size_t k = 0; k < row.size(); ++k)
+        out.push_back(number(row[k], path + "[" + std::to_string(k) + "]", where));
+    }
   }
   c.validate(where);
   return c;
@@ -519,10 +549,11 @@ BatchPlan plan_batch(const CostTable& costs, std::span<const PlanMember> members
 }
 
 AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay,
-                                         std::shared_ptr<AcceptanceEstimator> pool)
+                                         std::shared_ptr<AcceptanceEstimator> pool, std::vector<double> priors)
     : prior_a_(prior_a),
       prior_n_(prior_n),
       decay_(decay),
+      priors_(std::move(priors)),
       reached_(k_max, 0.0),
       accepted_(k_max, 0.0),
       pool_(std::move(pool)),
@@ -532,6 +563,8 @@ AcceptanceEstimator::AcceptanceEstimator(int k_max, double prior_a, double prior
   SPECDEC_CHECK(prior_a >= 0 && prior_a <= 1, "prior_a in [0, 1], got ", prior_a);
   SPECDEC_CHECK(prior_n > 0, "prior_n > 0, got ", prior_n);
   SPECDEC_CHECK(decay > 0 && decay <= 1, "decay in (0, 1], got ", decay);
+  for (size_t j = 0; j < priors_.size(); ++j)
+    SPECDEC_CHECK(priors_[j] >= 0 && priors_[j] <= 1, "priors[", j, "] in [0, 1], got ", priors_[j]);
 }
 
 namespace {
@@ -591,7 +624,7 @@ double AcceptanceEstimator::share_decay() const {
 }
 
 std::vector<double> AcceptanceEstimator::estimate() const {
-  if (!pool_) return posterior(reached_, accepted_, prior_a_, prior_n_, {});
+  if (!pool_) return posterior(reached_, accepted_, prior_a_, prior_n_, priors_);
   // The prior: the run's estimate now, from the pool's evidence less this sequence's own share of it (its own
   // steps count once, in its own counts).
   const double f = share_decay();
@@ -600,7 +633,7 @@ std::vector<double> AcceptanceEstimator::estimate() const {
     r[j] = std::max(0.0, r[j] - f * mine_reached_[j]);
     acc[j] = std::clamp(acc[j] - f * mine_accepted_[j], 0.0, r[j]);
   }
-  return posterior(reached_, accepted_, prior_a_, prior_n_, posterior(r, acc, prior_a_, prior_n_, {}));
+  return posterior(reached_, accepted_, prior_a_, prior_n_, posterior(r, acc, prior_a_, prior_n_, priors_));
 }
 
 std::vector<double> AcceptanceEstimator::optimistic(double z) const {
@@ -723,14 +756,15 @@ class AdaptivePolicy final : public Policy {
 class CostModelPolicy final : public Policy {
  public:
   CostModelPolicy(const CostTable& costs, std::string drafter, int k_max, double prior_a, double prior_n, double decay,
-                  double explore, double explore_cap, bool joint, std::shared_ptr<AcceptancePool> pool)
+                  double explore, double explore_cap, bool joint, std::shared_ptr<AcceptancePool> pool,
+                  std::vector<double> priors)
       : costs_(costs),
         drafter_(std::move(drafter)),
         k_max_(k_max),
         explore_(explore),
         explore_cap_(explore_cap),
         joint_(joint),
-        est_(k_max, prior_a, prior_n, decay, std::move(pool)) {}
+        est_(k_max, prior_a, prior_n, decay, std::move(pool), std::move(priors)) {}
   // Chosen with the optimistic estimates (explore > 0) unless that choice, scored with the posterior means,
   // gives up more than explore_cap of the means' best; what it expects to emit, from the posterior means.
   PolicyDecision decide(const PolicyStep& s) override {
@@ -873,16 +907,31 @@ void register_builtin_policies(PolicyRegistry& r) {
            const int dk = env.costs->drafter_k_max(env.drafter);
            SPECDEC_CHECK(dk >= k_max, "[", o.section(), "] k_max = ", k_max, ": the cost table (", env.costs->source,
                          ") has drafter '", env.drafter, "' costs only up to k = ", dk);
+           const std::string prior = o.get("prior", "prior_a");
+           SPECDEC_CHECK(prior == "prior_a" || prior == "table", "[", o.section(), "] prior = ", prior,
+                         ": expected prior_a (position 1 centred on prior_a) or table (the cost table's measured "
+                         "acceptance of the drafter)");
+           std::vector<double> priors;
+           if (prior == "table") {
+             const auto it = env.costs->acceptance.find(env.drafter);
+             SPECDEC_CHECK(it != env.costs->acceptance.end(), "[", o.section(), "] prior = table: the cost table (",
+                           env.costs->source, ") has no measured acceptance of drafter '", env.drafter,
+                           "' (measure it: specdec bench costs --drafters ", env.drafter,
+                           " --acceptance-prompts data/train/...)");
+             priors = it->second;
+             priors.resize(std::min(priors.size(), static_cast<size_t>(k_max)));
+           }
            std::shared_ptr<AcceptancePool> shared;
            if (pool == "run" && env.shared) {
-             if (!env.shared->pool) env.shared->pool = std::make_shared<AcceptancePool>(k_max, prior_a, prior_n, decay);
+             if (!env.shared->pool)
+               env.shared->pool = std::make_shared<AcceptancePool>(k_max, prior_a, prior_n, decay, nullptr, priors);
              shared = env.shared->pool;
              SPECDEC_CHECK(static_cast<int>(shared->estimate().size()) == k_max, "[", o.section(), "] k_max = ", k_max,
                            ": the run's pooled evidence covers ", shared->estimate().size(),
                            " positions (one k_max per run)");
            }
            return std::make_unique<CostModelPolicy>(*env.costs, env.drafter, k_max, prior_a, prior_n, decay, explore,
-                                                    explore_cap, plan == "batch", std::move(shared));
+                                                    explore_cap, plan == "batch", std::move(shared), std::move(priors));
          }});
 }
 

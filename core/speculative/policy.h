@@ -47,6 +47,11 @@ struct CostTable {
   std::map<std::string, std::vector<double>> drafters;  // name -> cost at k = 0 .. size - 1 (at B = 1)
   std::map<std::string, std::map<int, std::vector<double>>> drafters_batched;  // name -> B >= 2 -> cost at k
   std::map<std::string, double> drafters_backlog;                              // name -> us per backlog token
+  // name -> a_1 .. a_K: the drafter's per-position acceptance (position j accepted given it was reached),
+  // measured by `specdec bench costs --acceptance-prompts` on training prompts (never an evaluation set);
+  // the cost_model policy's prior with prior = table (docs/policies.md "A measured prior").
+  std::map<std::string, std::vector<double>> acceptance;
+  std::string acceptance_source;  // free text: the prompt files, how many prompts and drafted steps
 
   double forward_us(int T, int B, int C) const;
   // name "" = no drafter cost (0). Throws for an unknown name (listing the known ones) or a k past its row.
@@ -254,8 +259,11 @@ class AcceptanceEstimator {
  public:
   // pool (may be null, shared by the sequences of a run): fed by every observe of a drafted step (n_proposed >
   // 0); its current estimate is the prior.
+  // priors (may be empty): each position's prior centre, a measured profile (CostTable::acceptance; cost_model
+  // prior = table) instead of prior_a for position 1 and the previous position's estimate for the others; a
+  // position past its end inherits the estimate before it.
   AcceptanceEstimator(int k_max, double prior_a, double prior_n, double decay,
-                      std::shared_ptr<AcceptanceEstimator> pool = nullptr);
+                      std::shared_ptr<AcceptanceEstimator> pool = nullptr, std::vector<double> priors = {});
   void observe(int n_proposed, int n_accepted);
   std::vector<double> estimate() const;  // a_1 .. a_{k_max}
   // An upper confidence bound per position (cost_model explore = z): the posterior mean plus z of its
@@ -267,6 +275,7 @@ class AcceptanceEstimator {
 
  private:
   double prior_a_, prior_n_, decay_;
+  std::vector<double> priors_;
   std::vector<double> reached_, accepted_;
   std::shared_ptr<AcceptanceEstimator> pool_;
   // With a pool: this sequence's share of the pool's counts, as decayed at the pool's observation pool_clock_,

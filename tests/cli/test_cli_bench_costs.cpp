@@ -117,6 +117,45 @@ TEST_CASE("bench costs writes a cost table CostTable::load reads", "[cli][bench]
   CHECK(specdec::CostTable::load(out).drafters.empty());
 }
 
+TEST_CASE("bench costs --acceptance-prompts: each drafter's acceptance by position on training prompts",
+          "[cli][bench]") {
+  const std::string out = (scratch_dir("cli_bench_costs_acceptance") / "costs.json").string();
+  const auto r =
+      run(costs_cmd("--tokens 1,2 --batch 1 --context 0 --drafters ngram,early_exit --k-max 3 "
+                    "--new-tokens 16 --passes 1 --acceptance-prompts data/train/gsm8k_train.jsonl,"
+                    "data/train/self_instruct_user_oriented.jsonl --acceptance-per-file 2 --out '" +
+                    out + "'"));
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.out, Catch::Contains("acceptance by position on training prompts"));
+  const specdec::CostTable t = specdec::CostTable::load(out);
+  REQUIRE(t.acceptance.size() == 2);
+  for (const char* name : {"ngram", "early_exit"}) {
+    const std::vector<double>& a = t.acceptance.at(name);
+    REQUIRE(a.size() == 3);  // positions 1 .. --k-max
+    for (double x : a) CHECK((x >= 0 && x <= 1));
+  }
+  // Early exit on stories260K (its exit layer's argmax) agrees with the target often: positions 1.. are
+  // accepted at a rate between "never" and "always".
+  CHECK(t.acceptance.at("early_exit")[0] > 0);
+  CHECK(t.acceptance.at("early_exit")[0] < 1);
+  CHECK_THAT(t.acceptance_source, Catch::Contains("gsm8k_train.jsonl (2)") &&
+                                      Catch::Contains("self_instruct_user_oriented.jsonl (2)") &&
+                                      Catch::Contains("drafted steps: ngram ") && Catch::Contains(" early_exit "));
+
+  // An evaluation set is refused before anything is timed, naming the file; so is a bad count.
+  const auto refused =
+      run(costs_cmd("--tokens 1 --batch 1 --context 0 --drafters ngram --k-max 1 --passes 1 "
+                    "--acceptance-prompts data/prompts/spec_bench_question.jsonl --out '" +
+                    out + "'"));
+  CHECK((refused.exit_code > 0 && refused.exit_code < 128));
+  CHECK(count_lines(refused.err) == 1);
+  CHECK_THAT(refused.err, Catch::Contains("spec_bench_question.jsonl") && Catch::Contains("refused as training data"));
+  const auto none = run(costs_cmd("--tokens 1 --batch 1 --context 0 --drafters '' --acceptance-prompts x.jsonl"));
+  CHECK(count_lines(none.err) == 1);
+  CHECK_THAT(none.err, Catch::Contains("--acceptance-prompts needs at least one drafter"));
+}
+
 TEST_CASE("bench costs: help, and one-line errors for bad lists and names", "[cli][bench][badinput]") {
   const auto help = run(specdec_bin() + " bench costs --help");
   CHECK(help.exit_code == 0);

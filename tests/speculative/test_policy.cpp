@@ -386,6 +386,49 @@ TEST_CASE("the acceptance estimator recovers per-position conditional acceptance
   for (double x : AcceptanceEstimator(3, 0.25, 4, 0.9).estimate()) CHECK(x == 0.25);
 }
 
+TEST_CASE("a measured prior: each position centred on the profile, evidence moves it by its weight",
+          "[policy][cost_model]") {
+  const std::vector<double> profile = {0.3, 0.6, 0.8};
+  // No evidence: the profile, and a position past its end inherits the last.
+  AcceptanceEstimator est(5, 0.5, 8, 1.0, nullptr, profile);
+  CHECK(est.estimate() == std::vector<double>{0.3, 0.6, 0.8, 0.8, 0.8});
+  // Evidence at position 1 only: position 1 is (accepted + n * 0.3) / (reached + n), the others keep their
+  // own centres (not the previous position's estimate, as without a profile).
+  for (int i = 0; i < 4; ++i) est.observe(1, 1);
+  const std::vector<double> a = est.estimate();
+  CHECK(a[0] == Approx((4 + 8 * 0.3) / (4 + 8)));
+  CHECK(a[1] == 0.6);
+  CHECK(a[2] == 0.8);
+  // A pool made with the profile gives it to a sequence that joins before any evidence.
+  auto pool = std::make_shared<AcceptancePool>(3, 0.5, 8, 1.0, nullptr, profile);
+  CHECK(AcceptanceEstimator(3, 0.5, 8, 1.0, pool, profile).estimate() == profile);
+  CHECK_THROWS(AcceptanceEstimator(3, 0.5, 8, 1.0, nullptr, {0.5, 1.2}));
+
+  // Through the registry: prior = table reads the cost table's profile of the policy's drafter. At B = 1 the
+  // synthetic machine's verified token costs 10 us of a 1000 us forward, so k = 1 pays from about 0.015: a
+  // drafter measured at 0.001 does not draft, one measured at 0.9 drafts deep, both from their first step,
+  // where prior_a = 0.5 would draft at once.
+  CostTable c = synthetic_table();
+  c.acceptance["d"] = {0.001};
+  const PolicyEnv env{.costs = &c, .drafter = "d"};
+  CHECK(make_policy("cost_model k_max=4 prior=table prior_n=16", env)->decide({.batch_size = 1}).k == 0);
+  CHECK(make_policy("cost_model k_max=4 prior_n=16", env)->decide({.batch_size = 1}).k > 0);
+  c.acceptance["d"] = {0.9, 0.9};
+  CHECK(make_policy("cost_model k_max=4 prior=table", env)->decide({.batch_size = 1}).k == 4);
+  auto shared = std::make_shared<PolicyShared>();
+  c.acceptance["d"] = {0.001};
+  CHECK(
+      make_policy("cost_model k_max=4 prior=table pool=run prior_n=16", {.costs = &c, .drafter = "d", .shared = shared})
+          ->decide({.batch_size = 1})
+          .k == 0);
+  // One-line errors: an unknown prior, and a table without the drafter's profile.
+  CHECK(one_line(error_of([&] { make_policy("cost_model prior=measured", env); })));
+  c.acceptance.clear();
+  const std::string e = error_of([&] { make_policy("cost_model k_max=4 prior=table", env); });
+  CHECK(one_line(e));
+  CHECK(e.find("no measured acceptance of drafter 'd'") != std::string::npos);
+}
+
 TEST_CASE("a run's pooled evidence: the prior of every sequence, fed by all of them", "[policy][cost_model]") {
   auto pool = std::make_shared<AcceptancePool>(4, 0.5, 4, 0.98);
   AcceptanceEstimator first(4, 0.5, 4, 0.98, pool), alone(4, 0.5, 4, 0.98);
@@ -1101,6 +1144,14 @@ TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and 
   CHECK(back.forward == c.forward);
   CHECK(back.drafters == c.drafters);
   CHECK(back.drafters_batched.empty());
+  CHECK(back.acceptance.empty());
+  CostTable with_a = c;
+  with_a.acceptance["d"] = {0.8, 0.6, 0.4};
+  with_a.acceptance_source = "train.jsonl (8)";
+  const CostTable back_a = CostTable::from_json(with_a.to_json());
+  CHECK(back_a.acceptance == with_a.acceptance);
+  CHECK(back_a.acceptance_source == with_a.acceptance_source);
+  CHECK(with_a.monotone().acceptance == with_a.acceptance);
 
   const auto dir = std::filesystem::temp_directory_path() / ("specdec_test_policy_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
@@ -1162,6 +1213,18 @@ TEST_CASE("cost table JSON: round trip, and one-line errors naming the file and 
       {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
           "drafters": {"ngram": [0, 1]}, "drafters_backlog": {"ngram": "fast"}})",
        "drafters_backlog.ngram"},  // not a number
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "acceptance": {"drafters": {"ngram": [0.5, 1.5]}}})",
+       "acceptance.drafters.ngram[1]"},  // not a probability
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "acceptance": {"drafters": {"medusa": [0.5]}}})",
+       "acceptance.drafters.medusa"},  // no such drafter
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "acceptance": {"drafters": {"ngram": []}}})",
+       "acceptance.drafters.ngram"},  // empty
+      {R"({"version": 1, "forward": {"tokens": [1], "batch": [1], "context": [0], "us": [[[1]]]},
+          "drafters": {"ngram": [0, 1]}, "acceptance": {"source": "x"}})",
+       "acceptance.drafters"},  // missing
       {R"({"version": 2, "forward": {}})", "version"},
       {R"({"forward": {}})", "version"},
       {R"([1, 2])", "JSON object"},
