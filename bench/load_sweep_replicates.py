@@ -15,7 +15,9 @@ verdict"):
 - a cell's bar: the fixed-k run with the highest mean, or AR (1) when no fixed run's mean is above 1;
 - the verdict of a cost-model run: the invocations paired (one machine state each), d_i = its speedup minus
   the bar run's (minus 1 for AR) in invocation i; `ok` when the upper end of the t interval of mean(d)
-  reaches 0, i.e. the policy is not shown below the bar.
+  reaches 0, i.e. the policy is not shown below the bar;
+- beside it, the cost-model run's steps that drafted, over all invocations (0 against an AR bar: the policy
+  made AR's decisions at every step, and what separates it from AR is not a decision).
 
 Every per-invocation speedup is the report's own (experiments/report); only the mean, the interval and the
 verdict are computed here, by the definitions above.
@@ -48,7 +50,13 @@ def load_reports(paths):
     reps = []
     for p in paths:
         with open(p) as f:
-            reps.append({r["run"]: r for r in json.load(f)["load"]})
+            j = json.load(f)
+        rows = {r["run"]: dict(r) for r in j["load"]}
+        # the run's steps and its steps that drafted (the report's runs table), where the report has them
+        for r in j.get("runs", []):
+            if r["run"] in rows and "draft_steps" in r and "steps" in r:
+                rows[r["run"]]["drafted"] = (r["draft_steps"], r["steps"])
+        reps.append(rows)
     names = set(reps[0])
     for p, r in zip(paths, reps):
         if set(r) != names:
@@ -82,6 +90,9 @@ def verdicts(reps, k_max):
             "diff": (dm, dlo, dhi), "verdict": "ok" if dhi >= 0 else "below",
             "single_ok": sum(a >= b for a, b in zip(sp[name], bar)),
             "aa": mean_ci([rep[aa[0]]["speedup"] for rep in reps]) if aa else None,
+            # steps that drafted / steps, over every invocation (None: a report without its runs table)
+            "drafted": tuple(map(sum, zip(*(rep[name]["drafted"] for rep in reps))))
+            if all("drafted" in rep[name] for rep in reps) else None,
         })
     rows.sort(key=lambda c: (c["rate"], c["batch"], c["drafter"] != "ngram", c["drafter"]))
     return rows
@@ -124,13 +135,15 @@ def main():
     rows = verdicts(reps, args.k_max)
     print(f"| load | B | drafter | bar (mean of {R}) | bar: speedup [95% t CI] | cost_model k<={args.k_max}: speedup "
           f"[95% t CI] | sd between invocations: cost_model / bar | cost_model - bar [95% t CI] | verdict | "
-          f"invocations at or above the bar | A/A [95% t CI] |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"invocations at or above the bar | A/A [95% t CI] | cost_model: steps that drafted, all invocations |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in rows:
         aa = fmt(c["aa"]) if c["aa"] else "-"
+        drafted = f"{c['drafted'][0]} of {c['drafted'][1]}" if c["drafted"] else "-"
         print(f"| {c['rate']:g}/s | {c['batch']} | {c['drafter']} | {c['bar_run']} | {fmt(c['bar'])} | "
               f"{fmt(c['speedup'])} | {c['speedup'][3]:.3f} / {c['bar'][3]:.3f} | {c['diff'][0]:+.3f} "
-              f"[{c['diff'][1]:+.3f}, {c['diff'][2]:+.3f}] | {c['verdict']} | {c['single_ok']} of {R} | {aa} |")
+              f"[{c['diff'][1]:+.3f}, {c['diff'][2]:+.3f}] | {c['verdict']} | {c['single_ok']} of {R} | {aa} | "
+              f"{drafted} |")
     ok = sum(c["verdict"] == "ok" for c in rows)
     print(f"\nk_max = {args.k_max}, {R} invocations: {ok} of {len(rows)} cells reach the bar (the paired t interval "
           f"of cost_model - bar reaches 0); mean of cost_model - bar over cells: "

@@ -999,8 +999,11 @@ def replicated_verdict_by_hand():
                 _load_row("medusa_k1_fixed_b8_r4_t0", "fixed", 1, "medusa", v["me_f1"]),
                 _load_row("medusa_k2_cost_model_b8_r4_t0", "cost_model", 2, "medusa", v["me_c2"])]
         paths.append(os.path.join(SCRATCH, f"rep{i}.json"))
+        # the runs table: the cost-model runs' steps that drafted (medusa's never; ngram's 30 + i of 40)
+        runs = [{"run": "ngram_k2_cost_model_b8_r4_t0", "draft_steps": 30 + i, "steps": 40},
+                {"run": "medusa_k2_cost_model_b8_r4_t0", "draft_steps": 0, "steps": 50}]
         with open(paths[-1], "w") as f:
-            json.dump({"load": load}, f)
+            json.dump({"load": load, "runs": runs}, f)
     rows = {r["drafter"]: r for r in lr.verdicts(lr.load_reports(paths), 2)}
     assert set(rows) == {"ngram", "medusa"}, rows.keys()
     ng, me = rows["ngram"], rows["medusa"]
@@ -1021,11 +1024,13 @@ def replicated_verdict_by_hand():
     hm = 4.303 * math.sqrt(sum((x - mm) ** 2 for x in dm) / 2) / math.sqrt(3)
     check(me["diff"][2], mm + hm, "medusa: upper end against AR", 1e-12)
     assert me["verdict"] == "ok" and me["single_ok"] == 1, me
+    assert ng["drafted"] == (30 + 31 + 32, 120) and me["drafted"] == (0, 150), (ng["drafted"], me["drafted"])
     # the CLI: the table and the count; a report with other runs is refused with the file named
     png = os.path.join(SCRATCH, "replicates.png")
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "load_sweep_replicates.py"), *paths,
                           "--k-max", "2", "--plot", png], capture_output=True, text=True, check=True).stdout
     assert "1 of 2 cells reach the bar" in out, out
+    assert "| 0 of 150 |" in out and "| 93 of 120 |" in out, out
     assert os.path.getsize(png) > 1000, png
     with open(paths[2], "w") as f:
         json.dump({"load": [_load_row("ar_b8_r4_t0", "", 0, "none", 1.0)]}, f)
