@@ -127,16 +127,12 @@ std::vector<std::vector<TokenId>> training_prompts(const AcceptancePrompts& ap, 
     train::check_training_file(path);
     const std::vector<train::TrainingRecord> recs = train::load_training_records(path);
     // Slot s starts at record s * size / per_file; an over-long record passes the slot to the next one.
-    size_t taken = 0, i = 0;
-    for (; i < recs.size() && taken < static_cast<size_t>(ap.per_file); ++i) {
-      i = std::max(i, taken * recs.size() / static_cast<size_t>(ap.per_file));
+    const size_t per_file = static_cast<size_t>(ap.per_file);
+    size_t taken = 0;
+    for (size_t i = 0; i < recs.size() && taken < per_file; ++i) {
+      i = std::max(i, taken * recs.size() / per_file);
       if (i >= recs.size()) break;
-      std::string text = recs[i].prompt;
-      if (chat) {
-        const ChatMessage msg{"user", text};
-        text = tok.apply_chat_template({&msg, 1}, true);
-      }
-      std::vector<TokenId> ids = tok.encode(text, tok.add_bos_default(), /*parse_special=*/chat);
+      std::vector<TokenId> ids = tok.encode_user_turn(recs[i].prompt, chat);
       if (ids.empty() || static_cast<int>(ids.size()) > ap.max_prompt_tokens) continue;
       out.push_back(std::move(ids));
       ++taken;
@@ -242,6 +238,7 @@ int bench_costs(const std::vector<std::string>& args) {
   std::vector<TokenId> prompt;
   std::vector<std::vector<TokenId>> calib;  // --acceptance-prompts, encoded
   std::string calib_described;
+  size_t calib_longest = 0;
   auto rule = verifiers::make_greedy_rule();
   DecodeOptions opts;
   opts.max_new_tokens = new_tokens;
@@ -252,12 +249,11 @@ int bench_costs(const std::vector<std::string>& args) {
     // Read (and an evaluation set refused) before anything is timed; decoded after the timings.
     if (!acceptance.files.empty()) {
       calib = training_prompts(acceptance, *tok, calib_described);
-      for (const auto& p : calib)
-        SPECDEC_CHECK(static_cast<int>(p.size()) + new_tokens + k_max + 1 <= cfg.max_seq_len,
-                      "--acceptance-prompts: a prompt of ", p.size(),
-                      " tokens + --new-tokens + --k-max + 1 exceeds "
-                      "the model's context of ",
-                      cfg.max_seq_len, " tokens (lower --acceptance-max-prompt)");
+      for (const auto& p : calib) calib_longest = std::max(calib_longest, p.size());
+      SPECDEC_CHECK(static_cast<int>(calib_longest) + new_tokens + k_max + 1 <= cfg.max_seq_len,
+                    "--acceptance-prompts: a prompt of ", calib_longest,
+                    " tokens + --new-tokens + --k-max + 1 exceeds the model's context of ", cfg.max_seq_len,
+                    " tokens (lower --acceptance-max-prompt)");
     }
     ar = speculative_decode(model, nullptr, *rule, prompt, opts);
   }
@@ -469,10 +465,9 @@ int bench_costs(const std::vector<std::string>& args) {
   // counts its evidence (AcceptanceEstimator, undecayed, a vanishing prior: a position never reached takes
   // the one before it). Not timed; run after the timings so it cannot disturb them.
   if (!calib.empty()) {
-    size_t longest = 0;
-    for (const auto& p : calib) longest = std::max(longest, p.size());
     DrafterEnv cenv = env;
-    cenv.max_context = static_cast<int>(longest) + new_tokens + k_max + 1;
+    cenv.max_context = static_cast<int>(calib_longest) + new_tokens + k_max + 1;
+    cenv.reference = nullptr;  // the fixed prompt's AR output, not these prompts' own
     std::vector<int64_t> drafted(infos.size(), 0);
     for (size_t di = 0; di < infos.size(); ++di) {
       AcceptanceEstimator counts(k_max, 0.5, 1e-9, 1.0);
@@ -481,7 +476,6 @@ int bench_costs(const std::vector<std::string>& args) {
         o.k = k_max;
         o.request = static_cast<uint64_t>(i);
         cenv.request = static_cast<uint64_t>(i);
-        cenv.reference = nullptr;
         const std::unique_ptr<Drafter> d = make_drafter(*infos[di], cenv, options_for(drafter_names[di]));
         const DecodeResult r = speculative_decode(model, d.get(), *rule, calib[i], o);
         for (const StepRecord& st : r.steps)

@@ -60,12 +60,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   Model& model = *target;
   auto tok = load_tokenizer(*loaded, tokenizer_path);
 
-  std::string text = prompt;
-  if (chat) {
-    const ChatMessage msg{"user", prompt};
-    text = tok->apply_chat_template({&msg, 1}, true);
-  }
-  std::vector<TokenId> ids = tok->encode(text, tok->add_bos_default(), /*parse_special=*/chat);
+  std::vector<TokenId> ids = tok->encode_user_turn(prompt, chat);
   if (ids.empty()) ids.push_back(tok->bos());
   opts.is_stop = [&](TokenId t) { return tok->is_end_of_generation(t); };
 

@@ -534,12 +534,7 @@ void Runner::prepare_prompts() {
 // A prompt's token ids into ids_of. An over-long prompt is skipped (max_prompt_tokens; the next one of its
 // category takes its place: returns false) or an error (longer than the context).
 bool Runner::accept_prompt(const Prompt& p, std::map<std::string, std::vector<TokenId>>& ids_of) const {
-  std::string text = p.text;
-  if (chat_) {
-    const ChatMessage msg{"user", p.text};
-    text = tok_->apply_chat_template({&msg, 1}, true);
-  }
-  std::vector<TokenId> ids = tok_->encode(text, tok_->add_bos_default(), /*parse_special=*/chat_);
+  std::vector<TokenId> ids = tok_->encode_user_turn(p.text, chat_);
   if (ids.empty()) {
     SPECDEC_CHECK(tok_->bos() >= 0, "prompt ", p.id, " encodes to no tokens and the tokenizer has no BOS");
     ids.push_back(tok_->bos());

@@ -23,4 +23,11 @@ std::string Tokenizer::apply_chat_template(std::span<const ChatMessage> messages
   return render_chat_template(chat_template(), messages, add_generation_prompt);
 }
 
+std::vector<TokenId> Tokenizer::encode_user_turn(std::string_view text, bool chat) const {
+  if (!chat) return encode(text, add_bos_default(), /*parse_special=*/false);
+  const ChatMessage msg{"user", std::string(text)};
+  return encode(apply_chat_template({&msg, 1}, /*add_generation_prompt=*/true), add_bos_default(),
+                /*parse_special=*/true);
+}
+
 }  // namespace specdec

@@ -80,6 +80,9 @@ class Tokenizer {
   // (<|im_start|> present: kChatMLSmolLM, else kPlain) unless set_chat_template() overrode it.
   std::string apply_chat_template(std::span<const ChatMessage> messages, bool add_generation_prompt) const;
   ChatTemplateKind chat_template() const;
+  // One user turn as a run prompts with it: rendered with the chat template (with the generation prompt)
+  // when `chat`, then encoded with add_bos_default() and special tokens parsed only then.
+  std::vector<TokenId> encode_user_turn(std::string_view text, bool chat) const;
   void set_chat_template(ChatTemplateKind kind) { chat_template_ = kind; }
 
   // Whether control / unknown / unused tokens decode to their text (default false: to empty text).

@@ -119,14 +119,9 @@ Selection select_sequences(const CollectConfig& cfg, const std::vector<TrainingR
   for (size_t r : order) {
     if (cfg.max_sequences > 0 && static_cast<int64_t>(sel.sequences.size()) >= cfg.max_sequences) break;
     const TrainingRecord& rec = records[r];
-    std::string text = rec.prompt;
-    if (chat) {
-      const ChatMessage msg{"user", rec.prompt};
-      text = tok.apply_chat_template({&msg, 1}, /*add_generation_prompt=*/true);
-    }
     Sequence s;
     s.id = rec.id;
-    s.tokens = tok.encode(text, tok.add_bos_default(), /*parse_special=*/chat);
+    s.tokens = tok.encode_user_turn(rec.prompt, chat);
     s.prompt_len = static_cast<int>(s.tokens.size());
     if (s.prompt_len == 0 || s.prompt_len >= max_tokens) {
       ++sel.skipped;
