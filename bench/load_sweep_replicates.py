@@ -17,7 +17,13 @@ verdict"):
   the bar run's (minus 1 for AR) in invocation i; `ok` when the upper end of the t interval of mean(d)
   reaches 0, i.e. the policy is not shown below the bar;
 - beside it, the cost-model run's steps that drafted, over all invocations (0 against an AR bar: the policy
-  made AR's decisions at every step, and what separates it from AR is not a decision).
+  made AR's decisions at every step, and what separates it from AR is not a decision);
+- the family-wise verdict over the sweep's cells: the target ("never below the bar at any batch size or
+  load") is one claim about every cell at once, and m cells each tested at a one-sided 2.5% are shown
+  "below" by chance alone with probability up to 1 - 0.975^m (a third at m = 16) when every policy equals
+  its bar. Each cell's one-sided p-value of "cost_model - bar < 0" (the paired t statistic, R - 1 degrees of
+  freedom) goes through Holm's step-down procedure at a family-wise 2.5%, valid under any dependence between
+  the cells: a cell is "below" family-wise only where Holm rejects.
 
 Every per-invocation speedup is the report's own (experiments/report); only the mean, the interval and the
 verdict are computed here, by the definitions above.
@@ -35,6 +41,52 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 def t975(dof):
     return T975[dof - 1] if dof <= len(T975) else 1.96
+
+
+def t_cdf(t, dof):
+    """P(T <= t) for Student's t with an integer number of degrees of freedom: the closed-form series of
+    Abramowitz & Stegun 26.7.3-4 in theta = atan(t / sqrt(dof)) (exact; no scipy in the project's venv)."""
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    th = math.atan(abs(t) / math.sqrt(dof))
+    c2 = math.cos(th) ** 2
+    if dof == 1:
+        a = 2 / math.pi * th
+    elif dof % 2:  # odd: (2/pi) (theta + sin cos (1 + 2/3 cos^2 + 2*4/(3*5) cos^4 + ... up to cos^(dof-3)))
+        term, acc = 1.0, 1.0
+        for j in range(1, (dof - 1) // 2):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            acc += term
+        a = 2 / math.pi * (th + math.sin(th) * math.cos(th) * acc)
+    else:  # even: sin (1 + 1/2 cos^2 + 1*3/(2*4) cos^4 + ... up to cos^(dof-2))
+        term, acc = 1.0, 1.0
+        for j in range(1, dof // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            acc += term
+        a = math.sin(th) * acc
+    # a = P(|T| < |t|)
+    return 0.5 + a / 2 if t >= 0 else 0.5 - a / 2
+
+
+def p_below(d):
+    """One-sided p-value of "mean(d) < 0" from the paired t statistic (len(d) - 1 degrees of freedom)."""
+    m = statistics.fmean(d)
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    if se == 0:
+        return 0.0 if m < 0 else 1.0
+    return t_cdf(m / se, len(d) - 1)
+
+
+def holm(ps, alpha=0.025):
+    """Holm's step-down procedure: [True where the hypothesis is rejected] for p-values ps at family-wise
+    level alpha (the smallest p against alpha / m, the next against alpha / (m - 1), ... until one fails)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    rejected = [False] * len(ps)
+    for rank, i in enumerate(order):
+        if ps[i] > alpha / (len(ps) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 def mean_ci(xs):
@@ -87,7 +139,7 @@ def verdicts(reps, k_max):
             "rate": cell[0], "batch": cell[1], "drafter": cell[2], "run": name,
             "speedup": mean_ci(sp[name]), "bar_run": bar_name or "AR",
             "bar": mean_ci(bar) if bar_name else (1.0, 1.0, 1.0, 0.0),
-            "diff": (dm, dlo, dhi), "verdict": "ok" if dhi >= 0 else "below",
+            "diff": (dm, dlo, dhi), "verdict": "ok" if dhi >= 0 else "below", "p_below": p_below(d),
             "single_ok": sum(a >= b for a, b in zip(sp[name], bar)),
             "aa": mean_ci([rep[aa[0]]["speedup"] for rep in reps]) if aa else None,
             # steps that drafted / steps, over every invocation (None: a report without its runs table)
@@ -95,6 +147,8 @@ def verdicts(reps, k_max):
             if all("drafted" in rep[name] for rep in reps) else None,
         })
     rows.sort(key=lambda c: (c["rate"], c["batch"], c["drafter"] != "ngram", c["drafter"]))
+    for c, below in zip(rows, holm([c["p_below"] for c in rows])):
+        c["family"] = "below" if below else "ok"
     return rows
 
 
@@ -135,19 +189,23 @@ def main():
     rows = verdicts(reps, args.k_max)
     print(f"| load | B | drafter | bar (mean of {R}) | bar: speedup [95% t CI] | cost_model k<={args.k_max}: speedup "
           f"[95% t CI] | sd between invocations: cost_model / bar | cost_model - bar [95% t CI] | verdict | "
-          f"invocations at or above the bar | A/A [95% t CI] | cost_model: steps that drafted, all invocations |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"invocations at or above the bar | A/A [95% t CI] | cost_model: steps that drafted, all invocations | "
+          f"p (cost_model below the bar) | family-wise (Holm) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in rows:
         aa = fmt(c["aa"]) if c["aa"] else "-"
         drafted = f"{c['drafted'][0]} of {c['drafted'][1]}" if c["drafted"] else "-"
         print(f"| {c['rate']:g}/s | {c['batch']} | {c['drafter']} | {c['bar_run']} | {fmt(c['bar'])} | "
               f"{fmt(c['speedup'])} | {c['speedup'][3]:.3f} / {c['bar'][3]:.3f} | {c['diff'][0]:+.3f} "
               f"[{c['diff'][1]:+.3f}, {c['diff'][2]:+.3f}] | {c['verdict']} | {c['single_ok']} of {R} | {aa} | "
-              f"{drafted} |")
+              f"{drafted} | {c['p_below']:.3g} | {c['family']} |")
     ok = sum(c["verdict"] == "ok" for c in rows)
     print(f"\nk_max = {args.k_max}, {R} invocations: {ok} of {len(rows)} cells reach the bar (the paired t interval "
           f"of cost_model - bar reaches 0); mean of cost_model - bar over cells: "
           f"{statistics.fmean(c['diff'][0] for c in rows):+.3f}")
+    fam = sum(c["family"] == "ok" for c in rows)
+    print(f"family-wise (Holm's step-down over the {len(rows)} cells at 2.5%, one-sided): {fam} of {len(rows)} cells "
+          f"at the bar")
     if args.plot:
         plot(rows, R, args.k_max, args.plot)
     every = [c for k in sorted({int(r["k"]) for r in reps[0].values() if r["policy"] == "cost_model"})

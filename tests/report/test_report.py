@@ -1025,11 +1025,33 @@ def replicated_verdict_by_hand():
     check(me["diff"][2], mm + hm, "medusa: upper end against AR", 1e-12)
     assert me["verdict"] == "ok" and me["single_ok"] == 1, me
     assert ng["drafted"] == (30 + 31 + 32, 120) and me["drafted"] == (0, 150), (ng["drafted"], me["drafted"])
+    # the family-wise verdict: one-sided p of the paired t statistic, by the closed forms of Student's t with 2
+    # and 3 degrees of freedom (independent of the script's series), then Holm over the two cells at 2.5%
+    def f2(t):
+        return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+    def f3(t):
+        return 0.5 + (t / (math.sqrt(3) * (1 + t * t / 3)) + math.atan(t / math.sqrt(3))) / math.pi
+
+    for t in (-10.0, -2.5, -0.3, 0.0, 1.7, 6.0):
+        check(lr.t_cdf(t, 2), f2(t), f"t_cdf({t}, 2)", 1e-12)
+        check(lr.t_cdf(t, 3), f3(t), f"t_cdf({t}, 3)", 1e-12)
+    p_ng = f2(m / (sd / math.sqrt(3)))
+    p_me = f2(mm / (math.sqrt(sum((x - mm) ** 2 for x in dm) / 2) / math.sqrt(3)))
+    check(ng["p_below"], p_ng, "ngram's one-sided p", 1e-12)
+    check(me["p_below"], p_me, "medusa's one-sided p", 1e-12)
+    assert p_ng <= 0.025 / 2 and p_me > 0.025, (p_ng, p_me)  # Holm: the smaller against alpha / 2, then alpha
+    assert ng["family"] == "below" and me["family"] == "ok", (ng["family"], me["family"])
+    # Holm stops at the first p above its threshold: 0.001 <= 0.025/4, 0.01 > 0.025/3 (0.02 <= 0.025/2 is
+    # never reached); where Bonferroni (every p against 0.025/3) keeps 0.01, Holm's second step rejects it
+    assert lr.holm([0.3, 0.001, 0.02, 0.01]) == [False, True, False, False]
+    assert lr.holm([0.006, 0.01, 0.5]) == [True, True, False]  # 0.006 <= 0.025/3, 0.01 <= 0.025/2
     # the CLI: the table and the count; a report with other runs is refused with the file named
     png = os.path.join(SCRATCH, "replicates.png")
     out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "load_sweep_replicates.py"), *paths,
                           "--k-max", "2", "--plot", png], capture_output=True, text=True, check=True).stdout
     assert "1 of 2 cells reach the bar" in out, out
+    assert "family-wise (Holm's step-down over the 2 cells at 2.5%, one-sided): 1 of 2 cells at the bar" in out, out
     assert "| 0 of 150 |" in out and "| 93 of 120 |" in out, out
     assert os.path.getsize(png) > 1000, png
     with open(paths[2], "w") as f:
