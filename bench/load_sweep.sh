@@ -39,8 +39,24 @@ if [[ ",$DRAFTERS," == *,eagle,* ]]; then
   fi
   opts+=(-o eagle.weights=$EAGLE -o eagle.tree=static)
 fi
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
 if [ -n "${COSTS:-}" ]; then
   echo "== cost table: $COSTS (COSTS=, measured earlier on this machine)"
+  # the table must price every drafter of the sweep and hold its acceptance profile (the cost model's prior)
+  "$python" - "$COSTS" "$DRAFTERS" <<'PY'
+import json, sys
+path, drafters = sys.argv[1], sys.argv[2].split(",")
+with open(path) as f:
+    t = json.load(f)
+for d in drafters:
+    if d not in t.get("drafters", {}):
+        sys.exit(f"load_sweep.sh: COSTS={path} has no cost for drafter '{d}' (it prices {sorted(t.get('drafters', {}))}): "
+                 f"measure a table with DRAFTERS={','.join(drafters)}")
+    if d not in t.get("acceptance", {}).get("drafters", {}):
+        sys.exit(f"load_sweep.sh: COSTS={path} has no acceptance profile for drafter '{d}': "
+                 f"measure a table with --acceptance-prompts (this script's own cost step)")
+PY
   [ "$COSTS" -ef "$R-costs.json" ] || cp "$COSTS" "$R-costs.json"
 else
   echo "== cost table"
@@ -69,6 +85,4 @@ for i in $(seq 1 "$REPLICATES"); do
   sweep "$R-r$i" "$L-r$i" "$@" > /dev/null
   reports+=("$R-r$i-report.json")
 done
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
 "$python" bench/load_sweep_replicates.py "${reports[@]}" --plot "$R-replicates.png" | tee "$R-replicates.md"
