@@ -88,6 +88,12 @@ DraftProposal ModelDrafter::finish_proposal(DraftProposal p, int k, int n_target
   return last_;
 }
 
+int ModelDrafter::proposal_depth(int max_tokens) const {
+  if (params_.tree_width <= 1) return std::max(0, max_tokens);
+  const std::vector<int> branching(params_.tree_depth, params_.tree_width);
+  return breadth_first_depth(branching, max_tokens);
+}
+
 DraftProposal ModelDrafter::propose(int max_tokens) {
   const int n_target = cache_->size();  // sharing: the slots to hand back
   const int k = draft_room(max_tokens);

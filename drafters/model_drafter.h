@@ -36,6 +36,8 @@ class ModelDrafter final : public Drafter {
   void share_target_cache(KVCache* cache) override;
   void begin(std::span<const TokenId> prompt, const TargetFeatures&) override;
   DraftProposal propose(int max_tokens) override;
+  // A chain: max_tokens; a tree (tree_width > 1): tree_width children per node, breadth first, tree_depth deep.
+  int proposal_depth(int max_tokens) const override;
   void accept(std::span<const TokenId> accepted, const TargetFeatures&) override;
   // Drafters of one model (a run's draft_model drafters share it; early exit runs the target) draft their
   // chains batched: one forward_batch per position (docs/batching.md). Trees propose alone.

@@ -129,6 +129,7 @@ void BatchDecoder::plan(int batch_size) {
       m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
       m.backlog = models[i].backlog;
       m.remaining = models[i].remaining;
+      m.depth = std::move(models[i].depth);
     } else {
       m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
     }
@@ -143,7 +144,7 @@ void BatchDecoder::plan(int batch_size) {
     p = plan_batch(*costs, members, batch_size);
   }
   for (size_t i = 0; i < active_.size(); ++i)
-    if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(means[i], p.k[i]));
+    if (joint[i]) active_[i]->seq->apply_plan(p.k[i], expected_emitted(means[i], members[i].depth, p.k[i]));
 }
 
 // Every sequence of the batch drafts: those whose drafters share a batch key (Drafter::batch_key) propose in

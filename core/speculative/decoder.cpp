@@ -65,9 +65,17 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
   check(target, drafter != nullptr, rule, n_prompt, opts);
   max_new_ = std::min(opts.max_new_tokens, ctx - n_prompt);
   k_ = drafter ? opts.k : 0;
-  if (!opts.policy.empty())
+  if (!opts.policy.empty()) {
     policy_ = make_policy(opts.policy,
                           PolicyEnv{.costs = opts.costs, .drafter = opts.cost_drafter, .shared = opts.policy_shared});
+    // How deep each node budget reaches (a tree's depth, not its width, is what the cost model scores).
+    if (drafter)
+      for (int k = 0; k <= k_; ++k) {
+        const int d = drafter->proposal_depth(k);
+        SPECDEC_CHECK(d >= 0 && d <= k, "a drafter's proposal_depth(", k, ") in 0..", k, ", got ", d);
+        depth_.push_back(d);
+      }
+  }
   res_.prompt_tokens = n_prompt;
   t_decode_start_ = now();
   if (max_new_ == 0) {
@@ -143,7 +151,8 @@ int SequenceDecoder::plan_step(int batch_size) {
                                                         .context_len = cache_->size(),
                                                         .k_limit = k_limit(),
                                                         .backlog = drafter_ ? drafter_->backlog() : 0,
-                                                        .remaining = remaining()});
+                                                        .remaining = remaining(),
+                                                        .depth = depth_});
     apply_plan(d.k, d.k >= 0 && d.k < static_cast<int>(d.expected_emitted.size()) ? d.expected_emitted[d.k] : -1);
   }
   return max_block() - 1;
@@ -153,6 +162,7 @@ bool SequenceDecoder::joint_model(JointModel& out) const {
   if (!(policy_ && k_policy_ < 0 && !done_ && policy_->joint_model(out))) return false;
   out.backlog = drafter_ ? drafter_->backlog() : 0;
   out.remaining = remaining();
+  out.depth = depth_;
   return true;
 }
 

@@ -178,6 +178,7 @@ class SequenceDecoder {
   std::unique_ptr<Policy> policy_;
   int k_policy_ = -1;       // the policy's decision for the next step; -1 = none yet
   double k_expected_ = -1;  // its E[emitted | k]; -1 = no model
+  std::vector<int> depth_;  // with a policy: the drafter's proposal_depth(k) for k = 0 .. k_ (PolicyStep::depth)
   bool done_ = false;
   DecodeResult res_;
   std::unique_ptr<KVCache> cache_;

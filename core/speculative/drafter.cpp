@@ -55,6 +55,19 @@ void Drafter::propose_batch(std::span<Drafter* const> group, std::span<const int
   for (size_t i = 0; i < group.size(); ++i) out[i] = group[i]->propose(max_tokens[i]);
 }
 
+int breadth_first_depth(std::span<const int> branching, int max_tokens) {
+  int depth = 0;
+  int64_t made = 0, level = 1;  // nodes of the depths so far; nodes of the newest depth
+  for (const int b : branching) {
+    if (made >= max_tokens) break;
+    SPECDEC_CHECK(b >= 1, "a tree's branching: children per node >= 1 at every depth, got ", b);
+    level = std::min<int64_t>(level * b, max_tokens);  // capped: a level past the budget is cut anyway
+    made += level;
+    ++depth;
+  }
+  return depth;
+}
+
 void DraftProposal::validate(int V) const {
   const size_t n = tokens.size();
   SPECDEC_CHECK(parents.empty() || parents.size() == n, "a drafter proposal with one parent per token (", n, "), got ",

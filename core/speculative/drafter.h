@@ -113,6 +113,12 @@ class Drafter {
   // queues its pairs so that a sequence that does not draft does not run its layer). 0 (the default): the
   // drafter reads what it is handed at once. Added in plugin ABI version 7.
   virtual int backlog() const { return 0; }
+  // The deepest draft position a proposal of at most max_tokens nodes can reach: max_tokens for a chain (the
+  // default), less for a tree whose first nodes spread over one depth (a static tree of branching 4,2,2,1 is 1
+  // deep up to 4 nodes). The cost_model policy scores a node budget by the depth it buys: a tree's width at
+  // one depth raises that depth's acceptance, not the number of positions (docs/policies.md). Added in plugin
+  // ABI version 8.
+  virtual int proposal_depth(int max_tokens) const { return max_tokens; }
 
  protected:
   // propose_batch's arguments: one budget and one output per drafter of the group (a one-line error naming
@@ -265,7 +271,13 @@ class DrafterRegistry {
 // Version 5: Drafter::share_target_cache (drafters that run the target's layers in its own KV cache).
 // Version 6: Drafter::batch_key and propose_batch (batched drafting in the batched loop).
 // Version 7: Drafter::backlog (a drafter that reads what it is handed lazily tells the policy how much).
-#define SPECDEC_PLUGIN_ABI_VERSION 7
+// Version 8: Drafter::proposal_depth (how deep a tree of a given node budget reaches, for the cost model).
+#define SPECDEC_PLUGIN_ABI_VERSION 8
+
+// The depth of a tree grown breadth first, each node of depth d having branching[d - 1] children, cut to its
+// first max_tokens nodes (0 for max_tokens <= 0; at most branching.size()): what proposal_depth returns for
+// the static trees of eagle (branching) and draft_model (tree_width at each of tree_depth levels).
+int breadth_first_depth(std::span<const int> branching, int max_tokens);
 
 // Calls info.factory; a factory that returns no drafter is an error naming the drafter (it would
 // otherwise decode as AR under the drafter's name).

@@ -416,6 +416,14 @@ double expected_emitted(std::span<const double> a, int k) {
   return e;
 }
 
+double expected_emitted(std::span<const double> a, std::span<const int> depth, int k) {
+  if (depth.empty()) return expected_emitted(a, k);
+  SPECDEC_CHECK(k >= 0 && k < static_cast<int>(depth.size()), "a node budget k in 0..", depth.size() - 1,
+                " (proposal depths known), got ", k);
+  SPECDEC_CHECK(depth[k] >= 0 && depth[k] <= k, "a proposal of ", k, " nodes at most ", k, " deep, got ", depth[k]);
+  return expected_emitted(a, depth[k]);
+}
+
 double single_alpha_emitted(double alpha, int k) {
   SPECDEC_CHECK(alpha >= 0 && alpha <= 1 && k >= 0, "alpha in [0, 1] and k >= 0, got alpha = ", alpha, ", k = ", k);
   if (alpha == 1) return k + 1;
@@ -428,7 +436,7 @@ PolicyDecision cost_model_choose(const CostTable& costs, const std::string& draf
   PolicyDecision d;
   double best = -1;
   for (int k = 0; k <= top; ++k) {
-    const double e = expected_emitted(a, k);
+    const double e = expected_emitted(a, step.depth, k);
     const double us = costs.step_us(drafter, k, step.batch_size, step.context_len) +
                       (k > 0 ? costs.backlog_charge_us(drafter, step.backlog, e, step.remaining) : 0.0);
     const double tps = us > 0 ? e * 1e6 / us : INFINITY;
@@ -468,7 +476,7 @@ BatchPlan score(const CostTable& costs, std::span<const PlanMember> members, int
     SPECDEC_CHECK(k[i] >= m.k_lo && k[i] <= m.k_hi, "member ", i, ": k in ", m.k_lo, "..", m.k_hi, ", got ", k[i]);
     n_tokens += k[i] + 1;
     context += m.context_len;
-    const double e = static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, k[i]) : 1.0;
+    const double e = static_cast<int>(m.a.size()) >= k[i] ? expected_emitted(m.a, m.depth, k[i]) : 1.0;
     p.expected_emitted += e;
     if (k[i] > 0) p.step_us += costs.backlog_charge_us(m.drafter, m.backlog, e, m.remaining);
   }

@@ -102,6 +102,9 @@ struct PolicyStep {
   int k_limit = INT_MAX;    // the largest k the loop can apply (its draft budget less the output left); >= 0
   int backlog = 0;          // the drafter's backlog (Drafter::backlog): tokens its next proposal reads first
   int remaining = INT_MAX;  // output tokens still to come (>= 1)
+  // depth[k]: the deepest position a proposal of k nodes reaches (Drafter::proposal_depth), for k = 0 ..
+  // k_limit at least; empty = a chain (depth k). The sequence's own vector, valid during decide().
+  std::span<const int> depth;
 };
 
 // One decision, small enough to log per sequence per step.
@@ -133,6 +136,7 @@ struct JointModel {
   // Filled by the sequence (SequenceDecoder::joint_model), as in PolicyStep.
   int backlog = 0;
   int remaining = INT_MAX;
+  std::vector<int> depth;
 };
 
 class Policy {
@@ -201,6 +205,10 @@ std::unique_ptr<Policy> make_policy(const std::string& spec, const PolicyEnv& en
 // E[emitted | k] = 1 + sum_{i=1..k} prod_{j<=i} a[j-1]: the expected tokens of a step drafting k tokens
 // whose position j is accepted with probability a[j-1] given j-1 was (a.size() >= k).
 double expected_emitted(std::span<const double> a, int k);
+// The same for a node budget k whose proposal reaches depth[k] (a tree: Drafter::proposal_depth; empty depth: a
+// chain, depth k): 1 + sum over the depth[k] positions. A tree's width at one depth is not modelled: a budget
+// buys positions only, each a_j estimated over whatever widths were proposed (docs/policies.md).
+double expected_emitted(std::span<const double> a, std::span<const int> depth, int k);
 // The single-alpha formula: E[emitted | k] with a_j = alpha for all j, (1 - alpha^(k+1)) / (1 - alpha)
 // (k + 1 at alpha = 1).
 double single_alpha_emitted(double alpha, int k);
@@ -222,6 +230,7 @@ struct PlanMember {
   int context_len = 0;      // C of its cache before the pass
   int backlog = 0;          // its drafter's backlog: charged when it drafts (CostTable::backlog_charge_us)
   int remaining = INT_MAX;  // output tokens still to come
+  std::vector<int> depth;   // depth[k] of its drafter's proposal of k nodes (PolicyStep::depth); empty = a chain
 };
 
 struct BatchPlan {

@@ -358,6 +358,18 @@ DraftProposal EagleDrafter::walk_result() {
   return emit(w.nodes, keep);
 }
 
+int EagleDrafter::proposal_depth(int max_tokens) const {
+  switch (opt_.tree) {
+    case EagleTree::kChain:
+      return std::max(0, max_tokens);
+    case EagleTree::kStatic:
+      return breadth_first_depth(opt_.branching, max_tokens);
+    case EagleTree::kDynamic:
+      break;
+  }
+  return std::clamp(max_tokens, 0, opt_.depth);
+}
+
 DraftProposal EagleDrafter::propose(int max_tokens) {
   walk_start(max_tokens);
   while (walk_->phase != Walk::Phase::kDone) {

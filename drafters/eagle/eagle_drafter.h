@@ -52,6 +52,9 @@ class EagleDrafter final : public Drafter {
                      std::span<DraftProposal> out) override;
   // The pairs begin() and accept() queued and the layer has not read yet.
   int backlog() const override { return static_cast<int>(pending_tokens_.size()); }
+  // A chain: max_tokens; a static tree: its breadth-first depth at that budget; a dynamic tree: as deep as
+  // the budget and `depth` allow.
+  int proposal_depth(int max_tokens) const override;
 
   // The layer's cache over the committed pairs (after propose, also the draft's slots; accept drops them,
   // also when it hands no rows), and the predicted state after the last committed token (empty before any

@@ -115,15 +115,17 @@ class MedusaDrafter final : public Drafter {
     state_.assign(last.begin(), last.end());
   }
 
-  // The heads a proposal of max_tokens reads: the chain's length, or the deepest node of the tree's first
-  // max_tokens nodes; 0 without a state (a one-token prompt) or without a budget.
-  int heads_needed(int max_tokens) const {
-    if (state_.empty() || max_tokens <= 0) return 0;
+  // The chain's length (at most the heads), or the deepest node of the tree's first max_tokens nodes.
+  int proposal_depth(int max_tokens) const override {
+    if (max_tokens <= 0) return 0;
     const SparseTree& tree = a_->tree;
     if (tree.size() == 0) return std::min(a_->heads.cfg.n_heads, max_tokens);
     const int n_tree = std::min(tree.size(), max_tokens);
     return *std::max_element(tree.depth.begin(), tree.depth.begin() + n_tree);
   }
+
+  // The heads a proposal of max_tokens reads: its depth; 0 without a state (a one-token prompt).
+  int heads_needed(int max_tokens) const { return state_.empty() ? 0 : proposal_depth(max_tokens); }
 
   // logits_ (rows x V): the LM head over states_'s first rows rows, row r a state of head head_of_row_[r].
   void readout(int rows) {

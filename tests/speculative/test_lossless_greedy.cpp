@@ -133,6 +133,14 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
           INFO("drafter " << c.name << " k=" << k << " rule " << rule->name() << " prompt '" << text << "'");
           REQUIRE(spec.tokens == ar.tokens);
           REQUIRE(spec.tau() >= 1.0);
+          // proposal_depth (what the cost model scores a node budget by): no proposal of k nodes is deeper,
+          // and one of all k nodes is exactly that deep except in a dynamic tree, which may grow narrower
+          const int depth = drafter->proposal_depth(k);
+          const bool dynamic = c.opts.count("tree") && c.opts.at("tree") == "dynamic";
+          for (const StepRecord& st : spec.steps) {
+            REQUIRE(st.max_depth <= depth);
+            if (st.n_proposed == k && !dynamic) REQUIRE(st.max_depth == depth);
+          }
           if (c.name == "oracle") REQUIRE(spec.steps.size() <= (ar.tokens.size() + k) / (k + 1) + 1);
           if (c.name == "draft_model" && c.opts.size() == 1)
             REQUIRE(spec.accepted_draft_tokens() == spec.drafted_tokens());

@@ -225,6 +225,54 @@ TEST_CASE("cost_model picks the analytically optimal k on a synthetic table", "[
   CHECK(p->decide({.batch_size = 16}).k == 2);
 }
 
+TEST_CASE("a tree's node budget is scored by the depth it reaches (Drafter::proposal_depth)", "[policy][cost_model]") {
+  // EAGLE's default static tree: 4 nodes at depth 1, 8 at depth 2, 16 at depth 3, 16 at depth 4
+  const std::vector<int> branching = {4, 2, 2, 1};
+  for (int k = 0; k <= 50; ++k) {
+    const int expect = k == 0 ? 0 : k <= 4 ? 1 : k <= 12 ? 2 : k <= 28 ? 3 : 4;
+    INFO("k " << k);
+    CHECK(breadth_first_depth(branching, k) == expect);
+  }
+  for (int k = 0; k <= 5; ++k) CHECK(breadth_first_depth(std::vector<int>{1, 1, 1}, k) == std::min(k, 3));  // a chain
+  CHECK(breadth_first_depth(std::vector<int>{2, 2}, 3) == 2);
+  CHECK(one_line(error_of([&] { breadth_first_depth(std::vector<int>{2, 0}, 5); })));
+
+  std::vector<int> depth;
+  for (int k = 0; k <= 10; ++k) depth.push_back(breadth_first_depth(branching, k));
+  const std::vector<double> a(10, 0.8);
+  for (int k = 0; k <= 10; ++k) CHECK(expected_emitted(a, depth, k) == expected_emitted(a, depth[k]));
+  CHECK(expected_emitted(a, depth, 4) == Approx(1.8));                              // one position, however wide
+  CHECK(expected_emitted(a, std::span<const int>{}, 4) == expected_emitted(a, 4));  // no depths: a chain
+  CHECK(one_line(error_of([&] { expected_emitted(a, depth, 11); })));               // a budget past the known depths
+  const std::vector<int> too_deep = {0, 2};
+  CHECK(one_line(error_of([&] { expected_emitted(a, too_deep, 1); })));  // one node two deep
+
+  // On the synthetic table at B = 1 (1000 + 10 (k + 1) + 5 k us): as a chain every budget adds a position and
+  // k = 10 wins; as the tree, budgets 1..4 buy one position and 5..10 two, so the cheapest of each depth
+  // competes: 1.8 / 1025 us (k = 1) against 2.44 / 1085 us (k = 5): k = 5.
+  const CostTable c = synthetic_table();
+  CHECK(cost_model_choose(c, "d", {.batch_size = 1}, a, 10).k == 10);
+  const PolicyDecision d = cost_model_choose(c, "d", {.batch_size = 1, .depth = depth}, a, 10);
+  CHECK(d.k == 5);
+  REQUIRE(d.expected_emitted.size() == 11);
+  int best = 0;
+  for (int k = 0; k <= 10; ++k) {
+    const double e = k == 0 ? 1.0 : k <= 4 ? 1.8 : 2.44;
+    CHECK(d.expected_emitted[k] == Approx(e).epsilon(1e-12));
+    CHECK(d.expected_tps[k] == Approx(e * 1e6 / (synthetic_forward(k + 1, 1, 0) + 5.0 * k)).epsilon(1e-12));
+    if (d.expected_tps[k] > d.expected_tps[best]) best = k;
+  }
+  CHECK(best == 5);
+  // The registered policy and a batch of one planned jointly decide the same.
+  const auto p = make_policy("cost_model k_max=10 prior_a=0.8 prior_n=1e12", {.costs = &c, .drafter = "d"});
+  CHECK(p->decide({.batch_size = 1, .depth = depth}).k == 5);
+  const std::vector<PlanMember> one = {{.drafter = "d", .a = a, .k_hi = 10, .depth = depth}};
+  const BatchPlan plan = plan_batch(c, one, 1);
+  CHECK(plan.k == std::vector<int>{5});
+  CHECK(plan.expected_emitted == Approx(2.44));
+  CHECK(score_plan(c, one, 1, {4}).expected_emitted == Approx(1.8));
+}
+
 namespace {
 
 // Every plan of a small batch, the exact optimum plan_batch is checked against.

@@ -91,7 +91,7 @@ DecodeResult solo(const std::string& drafter, const std::vector<TokenId>& prompt
 // empty): every k_policy must be its decision, every k_expected its E[emitted | k] (-1 for a policy without a
 // model), and no step may propose more than it.
 void require_follows_policy(const DecodeResult& res, const DecodeOptions& d, bool has_drafter,
-                            const std::vector<int>& batch_sizes = {}) {
+                            const std::vector<int>& batch_sizes = {}, const std::vector<int>& depth = {}) {
   auto p = make_policy(d.policy, PolicyEnv{.costs = d.costs, .drafter = d.cost_drafter});
   const int ctx = stories().model.config().max_seq_len;
   int emitted = 0;
@@ -103,7 +103,8 @@ void require_follows_policy(const DecodeResult& res, const DecodeOptions& d, boo
             ? std::max(0, std::min({d.k, d.max_new_tokens - emitted - 1, ctx - static_cast<int>(s.context_len) - 1}))
             : 0;
     const int B = batch_sizes.empty() ? 1 : batch_sizes[i];
-    const PolicyDecision dec = p->decide({.batch_size = B, .context_len = s.context_len, .k_limit = limit});
+    const PolicyDecision dec =
+        p->decide({.batch_size = B, .context_len = s.context_len, .k_limit = limit, .depth = depth});
     REQUIRE(s.k_policy == dec.k);
     if (dec.expected_emitted.empty()) {
       REQUIRE(s.k_expected == -1);
@@ -163,6 +164,52 @@ TEST_CASE("cost_model and accept_threshold decode losslessly and the loop follow
     REQUIRE(res.tokens == ar);
     for (const StepRecord& s : res.steps) REQUIRE(s.k_policy == 0);
   }
+}
+
+TEST_CASE("a tree drafter's budgets are scored by the depth they reach, alone and in a batch",
+          "[speculative][policy][lossless]") {
+  // early_exit's tree of 3 children per node, 2 deep: budgets 1..3 reach depth 1, 4..6 depth 2. With a prior
+  // of 0.9 a chain model would expect 1 + 0.9 + 0.81 + ... tokens of a budget of 3; a proposal one deep
+  // emits at most 2.
+  auto rule = verifiers::make_greedy_rule();
+  const std::map<std::string, std::string> tree = {{"layers", "2"}, {"tree_width", "3"}, {"tree_depth", "2"}};
+  auto make_tree = [&] {
+    DrafterEnv env{.target = &stories().model, .tokenizer = stories().tok.get()};
+    return drafters::default_registry().get("early_exit").factory(env, DrafterOptions(tree, "early_exit"));
+  };
+  std::vector<int> depth;
+  for (int k = 0; k <= 6; ++k) depth.push_back(make_tree()->proposal_depth(k));
+  REQUIRE(depth == std::vector<int>{0, 1, 1, 1, 2, 2, 2});
+  const std::string policy = "cost_model k_max=6 prior_a=0.9 prior_n=1e9";  // the prior decides: 0.9 throughout
+  const std::vector<std::string> texts = {"Once upon a time", "Lily and Tom went to the park. They saw"};
+  int wide = 0;  // steps whose budget was wider than one node per depth
+  std::vector<BatchRequest> batch;
+  for (const auto& text : texts) {
+    const auto prompt = stories().tok->encode(text, true);
+    const DecodeOptions d = options(6, policy, "");
+    auto dr = make_tree();
+    const DecodeResult res = speculative_decode(stories().model, dr.get(), *rule, prompt, d);
+    REQUIRE(res.tokens == ar_reference(prompt));
+    require_follows_policy(res, d, true, {}, depth);  // the decoder handed the drafter's depths to the policy
+    for (const StepRecord& s : res.steps) {
+      REQUIRE(s.k_expected <= 1 + depth[s.k_policy] + 1e-12);
+      wide += s.k_policy > depth[s.k_policy];
+    }
+    batch.push_back(BatchRequest{.prompt = prompt, .opts = d, .rule = rule.get(), .make_drafter = make_tree});
+  }
+  CHECK(wide > 0);
+  // In the batched loop the joint plan scores the same depths, and logs what it expects by them.
+  const BatchResult run = batch_decode(stories().model, batch, BatchLimits{.max_sequences = 2});
+  int planned = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    REQUIRE(run.results[i].tokens == ar_reference(batch[i].prompt));
+    for (const StepRecord& s : run.results[i].steps) {
+      REQUIRE(s.k_policy >= 0);
+      REQUIRE(s.k_expected == Approx(expected_emitted(std::vector<double>(6, 0.9), depth, s.k_policy)));
+      planned += s.k_policy > 0;
+    }
+  }
+  CHECK(planned > 0);
 }
 
 TEST_CASE("the cost model drafts long for a good drafter and not at all when drafting cannot pay",
