@@ -129,7 +129,7 @@ void BatchDecoder::plan(int batch_size) {
       m.k_hi = std::min({models[i].k_max, seq.k_limit(), static_cast<int>(m.a.size())});
       m.backlog = models[i].backlog;
       m.remaining = models[i].remaining;
-      m.depth = std::move(models[i].depth);
+      m.depth = models[i].depth;
     } else {
       m.k_lo = m.k_hi = seq.max_block() - 1;  // decided: counts with its tokens, as one expected token
     }

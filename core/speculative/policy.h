@@ -136,7 +136,7 @@ struct JointModel {
   // Filled by the sequence (SequenceDecoder::joint_model), as in PolicyStep.
   int backlog = 0;
   int remaining = INT_MAX;
-  std::vector<int> depth;
+  std::span<const int> depth;  // the sequence's own vector (PolicyStep::depth), valid while it is planned
 };
 
 class Policy {
@@ -227,10 +227,10 @@ struct PlanMember {
   std::string drafter;    // its row in the cost table; "" = no drafter cost
   std::vector<double> a;  // per-position acceptance estimates a_1 .. (at least k_hi of them, or none)
   int k_lo = 0, k_hi = 0;
-  int context_len = 0;      // C of its cache before the pass
-  int backlog = 0;          // its drafter's backlog: charged when it drafts (CostTable::backlog_charge_us)
-  int remaining = INT_MAX;  // output tokens still to come
-  std::vector<int> depth;   // depth[k] of its drafter's proposal of k nodes (PolicyStep::depth); empty = a chain
+  int context_len = 0;         // C of its cache before the pass
+  int backlog = 0;             // its drafter's backlog: charged when it drafts (CostTable::backlog_charge_us)
+  int remaining = INT_MAX;     // output tokens still to come
+  std::span<const int> depth;  // depth[k] of its drafter's proposal of k nodes (PolicyStep::depth); empty = a chain
 };
 
 struct BatchPlan {
