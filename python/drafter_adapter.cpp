@@ -118,6 +118,7 @@ class PythonDrafter final : public Drafter {
         SPECDEC_CHECK(v.cast<int>() == V_, name_, ": the drafter's vocabulary (vocab_size ", v.cast<int>(),
                       ") is not the target's (", V_, " tokens)");
       if (py::hasattr(obj_, "features")) spec_ = to_feature_spec(obj_.attr("features")(), name_ + ".features");
+      has_depth_ = py::hasattr(obj_, "proposal_depth");
       return 0;
     });
   }
@@ -127,6 +128,14 @@ class PythonDrafter final : public Drafter {
   }
 
   FeatureSpec features() const override { return spec_; }
+
+  // A tree drafter says how deep a proposal of max_tokens nodes reaches (the cost model prices a budget by
+  // it); without the method, a chain: max_tokens. The decoder checks the answer is in 0..max_tokens.
+  int proposal_depth(int max_tokens) const override {
+    if (!has_depth_) return max_tokens;
+    return with_gil(name_ + ".proposal_depth",
+                    [&] { return obj_.attr("proposal_depth")(max_tokens).template cast<int>(); });
+  }
 
   void begin(std::span<const TokenId> prompt, const TargetFeatures& f) override {
     with_gil(name_ + ".begin", [&] { return obj_.attr("begin")(tokens_array(prompt), features_array(f)); });
@@ -146,6 +155,7 @@ class PythonDrafter final : public Drafter {
   std::string name_;
   int V_;
   FeatureSpec spec_;
+  bool has_depth_ = false;
 };
 
 // MODULE.CLASS -> the class object; errors name the module or the attribute.

@@ -72,7 +72,8 @@ SequenceDecoder::SequenceDecoder(Model& target, Drafter* drafter, const Acceptan
     if (drafter)
       for (int k = 0; k <= k_; ++k) {
         const int d = drafter->proposal_depth(k);
-        SPECDEC_CHECK(d >= 0 && d <= k, "a drafter's proposal_depth(", k, ") in 0..", k, ", got ", d);
+        SPECDEC_CHECK(d >= 0 && d <= k, opts.cost_drafter.empty() ? std::string("the drafter") : opts.cost_drafter,
+                      ": proposal_depth(", k, ") must be in 0..", k, " (how deep ", k, " nodes reach), got ", d);
         depth_.push_back(d);
       }
   }

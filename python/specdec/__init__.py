@@ -125,6 +125,11 @@ class Drafter:
         """The target features to receive: None, or {"final_norm": bool, "layers": [l, ...]}."""
         return None
 
+    def proposal_depth(self, max_tokens: int) -> int:
+        """How deep a proposal of max_tokens nodes reaches (0 ..= max_tokens): what the cost_model policy
+        prices a node budget by. A chain (the default) reaches max_tokens; a tree less."""
+        return max_tokens
+
     def begin(self, prompt: np.ndarray, features: np.ndarray) -> None:
         """A new sequence: prompt (int32 ids). features: (len(prompt) - 1, width) float32, row i the target's
         state after token i; shape (0, 0) unless features() asked."""

@@ -46,3 +46,10 @@ class WrongVocab(BadIds):
 class Raises(BadIds):
     def propose(self, max_tokens):
         raise KeyError("no such n-gram")
+
+
+class TooDeep(BadIds):
+    """Declares a proposal deeper than its node budget."""
+
+    def proposal_depth(self, max_tokens):
+        return max_tokens + 5

@@ -70,3 +70,11 @@ class TreeNgram:
             return tokens, None, None
         parents = list(range(-1, len(tokens) - 1)) + [-1]
         return list(tokens) + [(int(tokens[0]) + 1) % self.V], parents, None
+
+
+class DeepTreeNgram(TreeNgram):
+    """TreeNgram declaring how deep its trees reach: k nodes are a chain of k - 1 and a sibling at the root,
+    k - 1 deep (the cost model prices a budget by this, tests/python)."""
+
+    def proposal_depth(self, max_tokens):
+        return max(max_tokens - 1, 0)

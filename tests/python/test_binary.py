@@ -9,6 +9,7 @@ naming it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -106,6 +107,52 @@ def test_batched_run_equals_the_cpp_ngram():
         assert (py.batch_size > 1).any(), "some steps verified several sequences together"
         assert cpp.n_proposed.tolist() == py.n_proposed.tolist() and cpp.n_accepted.tolist() == py.n_accepted.tolist()
         assert rep.lossless_check(res).set_index("run").verdict[py_run] == "yes"
+
+
+def test_cost_model_prices_a_python_tree_by_its_depth():
+    # A Python tree that declares proposal_depth (k nodes: k - 1 deep) is priced by its depth, a chain by its
+    # length. The cost table below (by construction): forward(T tokens) = 1000 + 100 T us, a draft 10 us per
+    # node. At a request's first step every a_j is the prior 0.5, so E[emitted | k] = 2 - 0.5^depth(k) and the
+    # choice is argmax_k E / (forward(k + 1) + draft(k)): k = 2 for the chain, k = 3 for the tree (by hand:
+    # 1.75 / 1320 > 1.875 / 1430 for the chain; 1.75 / 1430 > 1.875 / 1540 > 1.5 / 1320 for the tree).
+    import specdec_report as rep
+    fwd = {t: 1000.0 + 100.0 * t for t in range(1, 6)}
+    draft = [10.0 * k for k in range(5)]
+    depth = {"pyngram": lambda k: k, "pytree": lambda k: max(k - 1, 0)}
+    kinds = {"pyngram": "python:ngram_drafter.NgramDrafter", "pytree": "python:probe_drafters.DeepTreeNgram",
+             "bad": "python:bad_drafters.TooDeep"}  # the cost table's rows are by drafter type
+    with tempfile.TemporaryDirectory() as tmp:
+        costs, ini, out = (os.path.join(tmp, f) for f in ("costs.json", "depth.ini", "depth.h5"))
+        with open(costs, "w") as f:
+            json.dump({"version": 1, "source": "test_binary (synthetic)",
+                       "forward": {"tokens": list(fwd), "batch": [1], "context": [0, 4096],
+                                   "us": [[[fwd[t], fwd[t]]] for t in fwd]},
+                       "drafters": {kind: draft for kind in kinds.values()}}, f)
+        with open(os.path.join(HERE, "python_ngram.ini")) as f:
+            text = f.read()
+        with open(ini, "w") as f:
+            f.write(text + "\n[drafter.pytree]\ntype = python:probe_drafters.DeepTreeNgram\n")
+        specdec("run", ini, "--out", out, "--quiet", "--run.drafters=pyngram,pytree", "--run.policy=cost_model",
+                f"--run.cost_table={costs}")
+        res = rep.load(out)
+        steps = res.steps
+        for name, d in depth.items():
+            run = next(r for r in res.runs.index if r.startswith(name + "_"))
+            first = steps[(steps.run == run) & (steps.step == 0)]
+            assert len(first) > 0, run
+            score = {k: (2 - 0.5 ** d(k)) / (fwd[k + 1] + draft[k]) for k in range(5)}
+            best = max(score, key=lambda k: (score[k], -k))
+            for _, s in first.iterrows():
+                assert s.k_policy == best, (run, s.k_policy, best)
+                assert abs(s.k_expected - (2 - 0.5 ** d(int(s.k_policy)))) < 1e-9, (run, s.k_policy, s.k_expected)
+            print(f"  {run}: first steps k = {best}, k_expected {first.k_expected.iloc[0]:.4f}")
+        assert rep.lossless_check(res).set_index("run").verdict.eq("yes").all()
+        r = specdec("run", ini, "--out", os.path.join(tmp, "bad.h5"), "--quiet", "--run.drafters=pytree",
+                    "--drafter.pytree.type=python:bad_drafters.TooDeep", "--run.policy=cost_model",
+                    f"--run.cost_table={costs}", check=False)
+        errors = [line for line in r.stderr.splitlines() if "error" in line]  # beside the prompt-skipping notes
+        assert r.returncode != 0 and len(errors) == 1, r.stderr
+        assert "python:bad_drafters.TooDeep: proposal_depth(0) must be in 0..0" in errors[0], errors
 
 
 def test_bad_python_drafters_are_one_line_errors():
