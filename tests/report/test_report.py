@@ -1061,6 +1061,38 @@ def replicated_verdict_by_hand():
     assert bad.returncode != 0 and "rep2.json holds other runs" in bad.stderr, bad.stderr
 
 
+@test
+def tau_by_domain_gathers_logs_and_refuses_disagreement():
+    """bench/tau_by_domain.py: tau per category of named runs over several logs, by hand on the tiny file
+    (chain: category a 5 emitted in 3 steps, b 6 in 2); the same run in two logs must agree."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import tau_by_domain as tbd
+    tiny = tiny_file("tbd.h5")
+    again = tiny_file("tbd_again.h5")
+    taus, cats = tbd.gather([tiny, again], ["chain", "tree"])
+    assert cats == ["a", "b"], cats
+    check(taus["chain"]["a"], 5 / 3, "chain a")
+    check(taus["chain"]["b"], 3.0, "chain b")
+    check(taus["tree"]["a"], 5 / 2, "tree a")  # 2 + 1 emitted, then 1 + 1, in 2 steps
+    assert "b" not in taus["tree"]
+    md = os.path.join(SCRATCH, "tbd.md")
+    assert tbd.main([tiny, "--runs", "chain=Chain", "tree", "--md", md]) == 0
+    with open(md) as f:
+        rows = f.read().splitlines()
+    assert rows[0] == "| category (tau) | Chain | tree |" and rows[2:] == ["| a | 1.67 | 2.50 |", "| b | 3.00 | - |"], rows
+    other = os.path.join(SCRATCH, "tbd_other.h5")  # a run named chain with another tau in category a
+    fake.write_results(other, [{"name": "chain", "attrs": _attrs("ngram", 3), "requests": [_req(0, "a", 1.0, 1, 3)],
+                                "steps": [_step(0, 0, 3, 3)], "draft_tokens": _chain(0, 0, 3, 3),
+                                "outputs": [(0, [1, 2, 3, 4])]}])
+    for paths, want in (([tiny, other], "chain / a: tau 1.666667"), ([tiny], "'nosuch' is in none")):
+        try:
+            tbd.gather(paths, ["chain", "nosuch"] if want.startswith("'") else ["chain"])
+        except SystemExit as e:
+            assert want in str(e), str(e)
+        else:
+            raise AssertionError(f"no error for {want}")
+
+
 def main():
     global SCRATCH
     ap = argparse.ArgumentParser()
