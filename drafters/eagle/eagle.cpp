@@ -1,8 +1,8 @@
 // The EAGLE draft layer (eagle.h), EAGLE-1's and EAGLE-3's: its initialisation, its safetensors files (both
 // layouts read and written, EAGLE-3's d2t / t2d read) and its forward over a block of pairs with its own KV cache,
 // in f32: its matrices through cpu::matmul (vectorised per CPU level, multi-threaded, row-invariant: a pair's
-// output does not depend on the block's other rows), the rest with Eigen. The trainer (train_eagle.cpp, EAGLE-1 only)
-// has its own batched forward with saved activations; its tests check the two agree.
+// output does not depend on the block's other rows; or their packed Q8_0 / Q4 rows), the rest with Eigen. The trainer
+// (train_eagle.cpp, EAGLE-1 only) has its own batched forward with saved activations; its tests check the two agree.
 #include "drafters/eagle/eagle.h"
 
 #include <Eigen/Dense>
@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/model/safetensors.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant.h"
 #include "drafters/medusa/heads.h"
 
 namespace specdec::eagle {
@@ -28,6 +29,17 @@ using ConstMap = Eigen::Map<const RowMatrix>;
 // out (T x N) = x (T x K) . W^T for the layer's row-major f32 W (N x K): cpu::matmul.
 void linear(float* out, const float* x, const std::vector<float>& W, int T, int N, int K) {
   cpu::matmul(out, x, W.data(), cpu::DType::F32, T, N, K);
+}
+
+// The same for the layer's matrix m: its packed rows when it has them, else its f32 rows.
+void linear(float* out, const float* x, const EagleWeights& w, EagleMatrix m, int T, int N, int K) {
+  if (w.packed[m].empty()) {
+    const std::vector<float>* f32[kEagleMatrices] = {&w.fc_w, &w.wq,     &w.wk,   &w.wv,
+                                                     &w.wo,   &w.w_gate, &w.w_up, &w.w_down};
+    linear(out, x, *f32[m], T, N, K);
+  } else {
+    cpu::matmul(out, x, w.packed[m].data(), w.packed_dtype, T, N, K);
+  }
 }
 
 const char* const kFcW = "fc.weight";
@@ -397,18 +409,18 @@ void eagle_forward(const EagleWeights& w, EagleCache& cache, std::span<const flo
     RowMatrix ef(T, 2 * H);  // [e ; f] per pair: fc reads both halves in one dot
     ef.leftCols(H) = ConstMap(emb.data(), T, H);
     ef.rightCols(H) = ConstMap(feat.data(), T, H);
-    linear(u.data(), ef.data(), w.fc_w, T, H, 2 * H);
+    linear(u.data(), ef.data(), w, kFc, T, H, 2 * H);
     u.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(w.fc_b.data(), H);
   }
 
   RowMatrix q(T, Q);
-  linear(q.data(), u.data(), w.wq, T, Q, A);
+  linear(q.data(), u.data(), w, kWq, T, Q, A);
   cache.k.resize(static_cast<size_t>(S) * KV);
   cache.v.resize(static_cast<size_t>(S) * KV);
   Eigen::Map<RowMatrix> k_new(cache.k.data() + static_cast<size_t>(n0) * KV, T, KV);
   Eigen::Map<RowMatrix> v_new(cache.v.data() + static_cast<size_t>(n0) * KV, T, KV);
-  linear(k_new.data(), u.data(), w.wk, T, KV, A);
-  linear(v_new.data(), u.data(), w.wv, T, KV, A);
+  linear(k_new.data(), u.data(), w, kWk, T, KV, A);
+  linear(v_new.data(), u.data(), w, kWv, T, KV, A);
   for (int t = 0; t < T; ++t) {
     for (int h = 0; h < c.n_heads; ++h) rope_rotate_half(&q(t, h * D), D, positions[t], c.rope_theta);
     for (int h = 0; h < c.n_kv_heads; ++h) rope_rotate_half(&k_new(t, h * D), D, positions[t], c.rope_theta);
@@ -442,18 +454,45 @@ void eagle_forward(const EagleWeights& w, EagleCache& cache, std::span<const flo
   }
   RowMatrix hs = c.eagle3() ? RowMatrix(ConstMap(feat.data(), T, H)) : u;
   RowMatrix proj(T, H);
-  linear(proj.data(), a.data(), w.wo, T, H, Q);
+  linear(proj.data(), a.data(), w, kWo, T, H, Q);
   hs += proj;
 
   // n = RMSNorm(h) * post_norm; out = h + down(SiLU(gate n) * up n).
   RowMatrix nrm(T, H);
   rms_norm_rows(hs, w.post_norm, c.rms_eps, nrm);
   RowMatrix g(T, I), up(T, I);
-  linear(g.data(), nrm.data(), w.w_gate, T, I, H);
-  linear(up.data(), nrm.data(), w.w_up, T, I, H);
+  linear(g.data(), nrm.data(), w, kGate, T, I, H);
+  linear(up.data(), nrm.data(), w, kUp, T, I, H);
   g = g.unaryExpr([](float x) { return x / (1.f + std::exp(-x)); }).cwiseProduct(up);
-  linear(proj.data(), g.data(), w.w_down, T, H, I);
+  linear(proj.data(), g.data(), w, kDown, T, H, I);
   Eigen::Map<RowMatrix>(out.data(), T, H) = hs + proj;
+}
+
+void pack_eagle_matrices(EagleWeights& w, cpu::DType dtype) {
+  const cpu::DTypeInfo info = cpu::dtype_info(dtype);
+  SPECDEC_CHECK(
+      dtype == cpu::DType::F32 || dtype == cpu::DType::Q8_0 || dtype == cpu::DType::Q4_0 || dtype == cpu::DType::Q4_1,
+      "the EAGLE layer's matrices pack as f32, q8_0, q4_0 or q4_1, not ", info.name);
+  for (auto& p : w.packed) p = {};
+  w.packed_dtype = dtype;
+  if (dtype == cpu::DType::F32) return;
+  const EagleConfig& c = w.cfg;
+  const int H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim(), A = c.attn_in();
+  const struct {
+    const std::vector<float>& m;
+    int rows, cols;
+  } mats[kEagleMatrices] = {{w.fc_w, H, c.fc_in()}, {w.wq, Q, A},     {w.wk, KV, A},  {w.wv, KV, A},
+                            {w.wo, H, Q},           {w.w_gate, I, H}, {w.w_up, I, H}, {w.w_down, H, I}};
+  for (int m = 0; m < kEagleMatrices; ++m) {
+    const auto& [f32, rows, cols] = mats[m];
+    if (cols % info.block != 0) continue;  // stays f32 (e.g. stories260K's MLP width 172)
+    SPECDEC_CHECK(f32.size() == static_cast<size_t>(rows) * cols, "packing the EAGLE layer: matrix ", m, " of ", rows,
+                  " x ", cols, " floats, got ", f32.size());
+    const size_t stride = cpu::row_bytes(dtype, cols);
+    w.packed[m].resize(static_cast<size_t>(rows) * stride);
+    for (int r = 0; r < rows; ++r)
+      cpu::quantize_row(w.packed[m].data() + r * stride, f32.data() + static_cast<size_t>(r) * cols, dtype, cols);
+  }
 }
 
 void eagle3_fuse(const EagleWeights& w, std::span<const float> feats, std::span<float> out) {
@@ -464,7 +503,7 @@ void eagle3_fuse(const EagleWeights& w, std::span<const float> feats, std::span<
   SPECDEC_CHECK(out.size() == static_cast<size_t>(T * H) && feats.size() == static_cast<size_t>(3 * T * H),
                 "eagle3_fuse: feats of T x 3H and out of T x H floats (H = ", H, "), got ", feats.size(), " and ",
                 out.size());
-  linear(out.data(), feats.data(), w.fc_w, static_cast<int>(T), static_cast<int>(H), static_cast<int>(3 * H));
+  linear(out.data(), feats.data(), w, kFc, static_cast<int>(T), static_cast<int>(H), static_cast<int>(3 * H));
 }
 
 void eagle_head_input(const EagleWeights& w, std::span<const float> states, std::span<float> out) {

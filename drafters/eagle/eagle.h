@@ -42,12 +42,14 @@
 //   names (d2t always, zeros for the whole vocabulary; no t2d, which d2t determines).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/model/config.h"
+#include "kernels/cpu/dtype.h"
 
 namespace specdec::eagle {
 
@@ -70,6 +72,9 @@ struct EagleConfig {
   static EagleConfig of_target(const ModelConfig& target);                  // the target's shape
 };
 
+// The decoder layer's matrices, in eagle_forward's order (EagleWeights::packed is indexed by these).
+enum EagleMatrix : int { kFc, kWq, kWk, kWv, kWo, kGate, kUp, kDown, kEagleMatrices };
+
 // Row-major, out x in, f32. A = cfg.attn_in() (H for EAGLE-1, 2H for EAGLE-3).
 struct EagleWeights {
   EagleConfig cfg;
@@ -87,7 +92,18 @@ struct EagleWeights {
   std::vector<float> input_norm, hidden_norm, final_norm;
   std::vector<float> lm_head;
   std::string metadata_json;  // the file's "specdec" metadata ("" for EAGLE-1 files)
+  // What eagle_forward and eagle3_fuse read in place of the matrices above: their rows quantized as packed_dtype
+  // (pack_eagle_matrices; empty: that matrix's f32 rows; the f32 vectors stay, for training and saving).
+  cpu::DType packed_dtype = cpu::DType::F32;
+  std::array<std::vector<uint8_t>, kEagleMatrices> packed;
 };
+
+// Packs the decoder layer's matrices (fc .. down) as dtype: Q8_0, Q4_0 or Q4_1 (cpu::quantize_row, GGML's
+// reference quantizers), read by cpu::matmul's quantized kernels; F32 drops the packed copies. The forward then
+// reads 3.8x (Q8_0) to 7x fewer weight bytes, and its activations are quantized to 8 bits per block as the
+// target's quantized layers do: the layer's output moves by about the quantization's error (tests/eagle). A
+// matrix whose input width is not a multiple of the block (32) stays f32. A one-line error for another dtype.
+void pack_eagle_matrices(EagleWeights& w, cpu::DType dtype);
 
 // Random weights for a seed (tests and training's start) of cfg.arch: N(0, init_scale^2) matrices (EAGLE-1: fc_w's
 // f columns start near the identity so out starts near f; EAGLE-3: an lm_head of V rows), zero biases, unit norms.

@@ -41,10 +41,11 @@ void check_table(const WeightTensor& t, const char* what, const ModelConfig& cfg
                 " x ", cfg.dim, " like the target, got ", t.rows, " x ", t.cols);
 }
 
-std::shared_ptr<const EagleAssets> load_assets(const DrafterEnv& env, const std::string& path) {
+std::shared_ptr<const EagleAssets> load_assets(const DrafterEnv& env, const std::string& path, cpu::DType dtype) {
   auto a = std::make_shared<EagleAssets>();
   const ModelConfig& cfg = env.target->config();
   a->w = load_eagle_weights(path, cfg, sha256_file(env.target_path));
+  pack_eagle_matrices(a->w, dtype);
   a->target = load_model(env.target_path);
   check_table(a->target->weights.tok_embeddings, "an embedding table", cfg, env.target_path);
   if (a->w.cfg.eagle3()) {
@@ -484,10 +485,11 @@ DrafterInfo eagle_info() {
       "EAGLE-1 checkpoint; or an EAGLE-3 checkpoint, on three fused target layers: layers = low,mid,high layer "
       "outputs, 0-based, default EAGLE-3's 1, L/2-1, L-4; tree = chain | static | dynamic (EAGLE-2), default chain; "
       "dynamic: depth = 5, topk = 4; static: branching = 4,2,2,1 children per node at each depth; trees are cut to k "
-      "nodes)",
+      "nodes; dtype = f32 | q8_0 | q4_0 | q4_1: the layer's matrices as read when drafting, default f32)",
       [](const DrafterEnv& env, const DrafterOptions& opt) -> std::unique_ptr<Drafter> {
         const std::string path = opt.get("weights", "");
         const std::string tree = opt.get("tree", "chain");
+        const std::string dtype_name = opt.get("dtype", "f32");
         EagleDrafterOptions o;
         o.depth = opt.get_int("depth", o.depth);
         o.topk = opt.get_int("topk", o.topk);
@@ -500,6 +502,12 @@ DrafterInfo eagle_info() {
         SPECDEC_CHECK(tree == "chain" || tree == "static" || tree == "dynamic", "[", sec,
                       "] tree = chain, static or dynamic, got '", tree, "'");
         o.tree = tree == "chain" ? EagleTree::kChain : tree == "static" ? EagleTree::kStatic : EagleTree::kDynamic;
+        cpu::DType dtype = cpu::DType::F32;
+        bool known = false;
+        for (const cpu::DType t : {cpu::DType::F32, cpu::DType::Q8_0, cpu::DType::Q4_0, cpu::DType::Q4_1})
+          if (dtype_name == cpu::dtype_info(t).name) dtype = t, known = true;
+        SPECDEC_CHECK(known, "[", sec, "] dtype = f32, q8_0, q4_0 or q4_1 (the layer's matrices when drafting), got '",
+                      dtype_name, "'");
         SPECDEC_CHECK(o.depth >= 1, "[", sec, "] depth >= 1, got ", o.depth);
         SPECDEC_CHECK(o.topk >= 1, "[", sec, "] topk >= 1, got ", o.topk);
         SPECDEC_CHECK(!branching.empty(), "[", sec, "] branching = children per node at each depth (e.g. 4,2,2,1)");
@@ -518,10 +526,11 @@ DrafterInfo eagle_info() {
         SPECDEC_CHECK(!env.target_path.empty(), "[", sec,
                       "] eagle reads the target's embedding rows from its model "
                       "file, and the target's path is not known here (DrafterEnv::target_path is empty)");
-        auto assets = env.shared ? env.shared->get_or_make<EagleAssets>(
-                                       "eagle:" + path + ":" + env.target_path,
-                                       [&] { return std::const_pointer_cast<EagleAssets>(load_assets(env, path)); })
-                                 : load_assets(env, path);
+        auto assets = env.shared
+                          ? env.shared->get_or_make<EagleAssets>(
+                                "eagle:" + path + ":" + env.target_path + ":" + dtype_name,
+                                [&] { return std::const_pointer_cast<EagleAssets>(load_assets(env, path, dtype)); })
+                          : load_assets(env, path, dtype);
         return std::make_unique<EagleDrafter>(env, std::move(assets), std::move(o));
       }};
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <numeric>
 #include <set>
 
@@ -359,6 +360,8 @@ TEST_CASE("eagle's bad options and files give one-line errors", "[eagle]") {
                       Catch::Contains("tree") && Catch::Contains("bushy"));
   REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"branching", "2,0"}}), Catch::Contains("branching"));
   REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"topk", "0"}}), Catch::Contains("topk"));
+  REQUIRE_THROWS_WITH(make({{"weights", u.path}, {"dtype", "q4_k"}}),
+                      Catch::Contains("dtype = f32, q8_0, q4_0 or q4_1") && Catch::Contains("'q4_k'"));
   REQUIRE_THROWS_WITH(make({{"weights", std::string(SPECDEC_TEST_SCRATCH) + "/no_such_eagle.safetensors"}}),
                       Catch::Contains("no_such_eagle.safetensors"));
   REQUIRE_THROWS_WITH(
@@ -465,24 +468,30 @@ TEST_CASE("a layer fitted to stories260K's states drafts tokens the target accep
   DecodeOptions d;
   d.max_new_tokens = 48;
   const auto ar = speculative_decode(s.model, nullptr, *rule, s.prompt, d);
-  for (const char* tree : {"chain", "dynamic"}) {
-    DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .target_path = test::stories_model()};
-    auto drafter = make_drafter(drafters::default_registry().get("eagle"), env,
-                                DrafterOptions({{"weights", test::fitted_eagle_weights()}, {"tree", tree}}, "eagle"));
-    d.k = 4;
-    const auto spec = speculative_decode(s.model, drafter.get(), *rule, s.prompt, d);
-    INFO("tree = " << tree << ": tau " << spec.tau());
-    REQUIRE(spec.tokens == ar.tokens);
-    std::printf("fitted eagle layer, %s k=4: tau %.2f\n", tree, spec.tau());
-    CHECK(spec.tau() > 1.5);
-    // The backlog each proposal found (StepRecord::backlog): the prompt's pairs at the first, then the pairs
-    // of the step before, every step drafting.
-    REQUIRE(spec.steps.size() > 2);
-    CHECK(spec.steps[0].backlog == static_cast<int>(s.prompt.size()) - 1);
-    for (size_t i = 1; i < spec.steps.size(); ++i)
-      if (spec.steps[i].n_proposed > 0 && spec.steps[i - 1].n_proposed > 0)
-        CHECK(spec.steps[i].backlog == spec.steps[i - 1].n_emitted);
-  }
+  std::map<std::string, double> tau;
+  for (const std::string tree : {"chain", "dynamic"})
+    for (const std::string dtype : {"f32", "q8_0"}) {
+      DrafterEnv env{.target = &s.model, .tokenizer = s.tok.get(), .target_path = test::stories_model()};
+      auto drafter = make_drafter(
+          drafters::default_registry().get("eagle"), env,
+          DrafterOptions({{"weights", test::fitted_eagle_weights()}, {"tree", tree}, {"dtype", dtype}}, "eagle"));
+      d.k = 4;
+      const auto spec = speculative_decode(s.model, drafter.get(), *rule, s.prompt, d);
+      INFO("tree = " << tree << ", dtype = " << dtype << ": tau " << spec.tau());
+      REQUIRE(spec.tokens == ar.tokens);
+      std::printf("fitted eagle layer, %s k=4, %s: tau %.2f\n", tree.c_str(), dtype.c_str(), spec.tau());
+      CHECK(spec.tau() > 1.5);
+      tau[tree + dtype] = spec.tau();
+      if (dtype == "q8_0")  // the packed layer drafts nearly as well (its matrices rounded to 8 bits)
+        CHECK(std::abs(tau[tree + "q8_0"] - tau[tree + "f32"]) < 0.1 * tau[tree + "f32"]);
+      // The backlog each proposal found (StepRecord::backlog): the prompt's pairs at the first, then the pairs
+      // of the step before, every step drafting.
+      REQUIRE(spec.steps.size() > 2);
+      CHECK(spec.steps[0].backlog == static_cast<int>(s.prompt.size()) - 1);
+      for (size_t i = 1; i < spec.steps.size(); ++i)
+        if (spec.steps[i].n_proposed > 0 && spec.steps[i - 1].n_proposed > 0)
+          CHECK(spec.steps[i].backlog == spec.steps[i - 1].n_emitted);
+    }
 }
 
 TEST_CASE("held-out chain@d and walk count what the eagle drafter gets accepted on the target's greedy output",

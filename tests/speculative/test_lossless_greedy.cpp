@@ -103,6 +103,7 @@ TEST_CASE("every drafter is lossless at greedy for k in {1,2,4,8}, under every l
       {"eagle", {{"weights", eagle_weights_file()}}},
       {"eagle", {{"weights", eagle_weights_file()}, {"tree", "static"}, {"branching", "3,2,1"}}},
       {"eagle", {{"weights", eagle_weights_file()}, {"tree", "dynamic"}, {"depth", "4"}, {"topk", "3"}}},
+      {"eagle", {{"weights", eagle_weights_file()}, {"tree", "static"}, {"branching", "3,2,1"}, {"dtype", "q8_0"}}},
   };
   auto& registry = drafters::default_registry();
   // Every registered drafter has a case here: a new one fails this test until it gets one.
