@@ -401,30 +401,32 @@ TEST_CASE("eagle draft time per proposal", "[.][eagle][bench]") {
                          .data = std::span<const float>(fr.hidden).first(static_cast<size_t>(n - 1) * H)};
   // The layer alone: one forward of T pairs after the prompt's n - 1, and the target's LM head over T states.
   {
-    const eagle::EagleWeights w = eagle::load_eagle_weights(weights, loaded->config);
-    for (const int T : {1, 4}) {
-      std::vector<float> x(static_cast<size_t>(T) * H, 0.1f), out(x.size()), lg;
-      std::vector<int32_t> pos(T, n);
-      std::vector<double> fwd, lm;
-      for (int r = 0; r < 11; ++r) {
-        eagle::EagleCache c;
-        std::vector<float> pe(static_cast<size_t>(n - 1) * H, 0.1f), po(pe.size());
-        std::vector<int32_t> pp(n - 1);
-        std::iota(pp.begin(), pp.end(), 1);
-        eagle::eagle_forward(w, c, pe, pe, pp, {}, po);
-        auto t0 = std::chrono::steady_clock::now();
-        eagle::eagle_forward(w, c, x, x, pos, {}, out);
-        auto t1 = std::chrono::steady_clock::now();
-        model.lm_head(out, T, lg);
-        auto t2 = std::chrono::steady_clock::now();
-        fwd.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-        lm.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+    eagle::EagleWeights w = eagle::load_eagle_weights(weights, loaded->config);
+    for (const cpu::DType dtype : {cpu::DType::F32, cpu::DType::Q8_0, cpu::DType::Q4_1})
+      for (const int T : {1, 4}) {
+        eagle::pack_eagle_matrices(w, dtype);
+        std::vector<float> x(static_cast<size_t>(T) * H, 0.1f), out(x.size()), lg;
+        std::vector<int32_t> pos(T, n);
+        std::vector<double> fwd, lm;
+        for (int r = 0; r < 11; ++r) {
+          eagle::EagleCache c;
+          std::vector<float> pe(static_cast<size_t>(n - 1) * H, 0.1f), po(pe.size());
+          std::vector<int32_t> pp(n - 1);
+          std::iota(pp.begin(), pp.end(), 1);
+          eagle::eagle_forward(w, c, pe, pe, pp, {}, po);
+          auto t0 = std::chrono::steady_clock::now();
+          eagle::eagle_forward(w, c, x, x, pos, {}, out);
+          auto t1 = std::chrono::steady_clock::now();
+          model.lm_head(out, T, lg);
+          auto t2 = std::chrono::steady_clock::now();
+          fwd.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+          lm.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+        }
+        std::sort(fwd.begin(), fwd.end());
+        std::sort(lm.begin(), lm.end());
+        std::printf("%s: T=%d: eagle_forward (%s) %.3f ms, target lm_head %.3f ms (fastest of 11)\n",
+                    model_path.c_str(), T, cpu::dtype_info(dtype).name.data(), fwd.front(), lm.front());
       }
-      std::sort(fwd.begin(), fwd.end());
-      std::sort(lm.begin(), lm.end());
-      std::printf("%s: T=%d: eagle_forward %.3f ms, target lm_head %.3f ms (fastest of 11)\n", model_path.c_str(), T,
-                  fwd.front(), lm.front());
-    }
   }
   // A reduced draft vocabulary of every 6th id (8192 of SmolLM2's 49152).
   std::vector<int32_t> sixth;
