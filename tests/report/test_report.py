@@ -1093,6 +1093,51 @@ def tau_by_domain_gathers_logs_and_refuses_disagreement():
             raise AssertionError(f"no error for {want}")
 
 
+@test
+def safetensors_f16_converts_f32_and_keeps_the_rest():
+    """scripts/safetensors_f16.py (how artifacts/ ships weights): F32 tensors become numpy's F16 rounding, an
+    I64 tensor and the metadata stay as they are, the data stays 8-byte aligned; a value beyond F16 is an error."""
+    import struct
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import safetensors_f16 as st
+
+    def write(path, tensors, meta):
+        header, blobs, off = {"__metadata__": meta}, [], 0
+        for name, a in tensors.items():
+            b = a.tobytes()
+            header[name] = {"dtype": {"float32": "F32", "int64": "I64"}[a.dtype.name], "shape": list(a.shape),
+                            "data_offsets": [off, off + len(b)]}
+            blobs.append(b)
+            off += len(b)
+        text = json.dumps(header).encode()
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+    w = np.array([[0.1, -2.5, 1e-3], [3.14159, 65000.0, -7e-8]], dtype="<f4")
+    d2t = np.array([0, 5, -3], dtype="<i8")
+    src, dst = os.path.join(SCRATCH, "w32.safetensors"), os.path.join(SCRATCH, "w16.safetensors")
+    write(src, {"d2t": d2t, "fc.weight": w}, {"specdec": '{"steps": 3}'})
+    assert st.main([src, dst]) == 0
+    header, data = st.read(dst)
+    (n,) = struct.unpack("<Q", open(dst, "rb").read(8))
+    assert n % 8 == 0, n
+    assert header.pop("__metadata__") == {"specdec": '{"steps": 3}'}
+    fc, dt = header["fc.weight"], header["d2t"]
+    assert fc["dtype"] == "F16" and fc["shape"] == [2, 3] and dt["dtype"] == "I64", header
+    got = np.frombuffer(bytes(data[fc["data_offsets"][0]:fc["data_offsets"][1]]), dtype="<f2").reshape(2, 3)
+    assert np.array_equal(got, w.astype(np.float16)), got
+    check(float(got[0, 0]), 0.0999755859375, "0.1 to the nearest half")
+    assert np.array_equal(np.frombuffer(bytes(data[dt["data_offsets"][0]:dt["data_offsets"][1]]), dtype="<i8"), d2t)
+    write(src, {"fc.weight": np.array([1e6], dtype="<f4")}, {})
+    try:
+        st.main([src, dst + ".bad"])
+    except SystemExit as e:
+        assert "'fc.weight'" in str(e) and "beyond F16" in str(e), str(e)
+    else:
+        raise AssertionError("no error for a value beyond F16's range")
+    assert not os.path.exists(dst + ".bad")
+
+
 def main():
     global SCRATCH
     ap = argparse.ArgumentParser()

@@ -1,7 +1,7 @@
 // The main job's experiment, experiments/configs/default.ini, end to end through the specdec binary on a
-// small slice (one prompt per category, 12 tokens): every drafter it names loads (medusa: the shipped heads
-// of artifacts/, checked against the default model's sha256) and decodes exactly AR's tokens, and the
-// feature drafter really drafts and gets tokens accepted.
+// small slice (one prompt per category, 12 tokens): every drafter it names loads (eagle and medusa: the
+// shipped weights of artifacts/, checked against the default model's sha256) and decodes exactly AR's tokens,
+// and the feature drafters really draft and get tokens accepted.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -13,7 +13,8 @@ using namespace specdec;
 using namespace specdec::test;
 namespace fs = std::filesystem;
 
-TEST_CASE("default.ini: every drafter loads and is lossless; medusa drafts from the shipped heads", "[runner]") {
+TEST_CASE("default.ini: every drafter loads and is lossless; eagle and medusa draft from the shipped weights",
+          "[runner]") {
   const std::string model = std::string(SPECDEC_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   INFO("the default model is installed by scripts/setup: " << model);
   REQUIRE(fs::exists(model));
@@ -30,23 +31,29 @@ TEST_CASE("default.ini: every drafter loads and is lossless; medusa drafts from 
   const auto runs = results::read_all(out.string());
   const results::RunData* ar = nullptr;
   const results::RunData* medusa = nullptr;
+  const results::RunData* eagle = nullptr;
   for (const auto& run : runs) {
     if (run.info.name == "ar_t0") ar = &run;
     if (run.info.name.rfind("medusa_", 0) == 0) medusa = &run;
+    if (run.info.name.rfind("eagle_", 0) == 0) eagle = &run;
   }
   REQUIRE(ar != nullptr);
   REQUIRE(medusa != nullptr);
-  REQUIRE(runs.size() >= 5);  // AR + ngram, early_exit, synthetic, medusa
+  REQUIRE(eagle != nullptr);
+  REQUIRE(runs.size() >= 6);  // AR + ngram, early_exit, eagle, medusa, synthetic
   REQUIRE(ar->outputs.size() == 6);
   for (const auto& run : runs) {
     CAPTURE(run.info.name);
     REQUIRE(run.outputs == ar->outputs);  // greedy: every drafter's tokens are AR's
   }
-  int64_t proposed = 0, accepted = 0;
-  for (const auto& s : medusa->steps) {
-    proposed += s.n_proposed;
-    accepted += s.n_accepted;
+  for (const results::RunData* feature : {eagle, medusa}) {
+    CAPTURE(feature->info.name);
+    int64_t proposed = 0, accepted = 0;
+    for (const auto& s : feature->steps) {
+      proposed += s.n_proposed;
+      accepted += s.n_accepted;
+    }
+    CHECK(proposed > 0);
+    CHECK(accepted > 0);
   }
-  CHECK(proposed > 0);
-  CHECK(accepted > 0);
 }
