@@ -31,15 +31,41 @@ void linear(float* out, const float* x, const std::vector<float>& W, int T, int 
   cpu::matmul(out, x, W.data(), cpu::DType::F32, T, N, K);
 }
 
+// The layer's matrix m: its f32 rows and its shape (rows x cols), the one place that maps EagleMatrix to them.
+struct MatrixRef {
+  const std::vector<float>& f32;
+  int rows, cols;
+};
+MatrixRef matrix_of(const EagleWeights& w, EagleMatrix m) {
+  const EagleConfig& c = w.cfg;
+  const int H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim(), A = c.attn_in();
+  switch (m) {
+    case kFc:
+      return {w.fc_w, H, c.fc_in()};
+    case kWq:
+      return {w.wq, Q, A};
+    case kWk:
+      return {w.wk, KV, A};
+    case kWv:
+      return {w.wv, KV, A};
+    case kWo:
+      return {w.wo, H, Q};
+    case kGate:
+      return {w.w_gate, I, H};
+    case kUp:
+      return {w.w_up, I, H};
+    case kDown:
+    default:
+      return {w.w_down, H, I};
+  }
+}
+
 // The same for the layer's matrix m: its packed rows when it has them, else its f32 rows.
 void linear(float* out, const float* x, const EagleWeights& w, EagleMatrix m, int T, int N, int K) {
-  if (w.packed[m].empty()) {
-    const std::vector<float>* f32[kEagleMatrices] = {&w.fc_w, &w.wq,     &w.wk,   &w.wv,
-                                                     &w.wo,   &w.w_gate, &w.w_up, &w.w_down};
-    linear(out, x, *f32[m], T, N, K);
-  } else {
+  if (w.packed[m].empty())
+    linear(out, x, matrix_of(w, m).f32, T, N, K);
+  else
     cpu::matmul(out, x, w.packed[m].data(), w.packed_dtype, T, N, K);
-  }
 }
 
 const char* const kFcW = "fc.weight";
@@ -476,15 +502,8 @@ void pack_eagle_matrices(EagleWeights& w, cpu::DType dtype) {
   for (auto& p : w.packed) p = {};
   w.packed_dtype = dtype;
   if (dtype == cpu::DType::F32) return;
-  const EagleConfig& c = w.cfg;
-  const int H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim(), A = c.attn_in();
-  const struct {
-    const std::vector<float>& m;
-    int rows, cols;
-  } mats[kEagleMatrices] = {{w.fc_w, H, c.fc_in()}, {w.wq, Q, A},     {w.wk, KV, A},  {w.wv, KV, A},
-                            {w.wo, H, Q},           {w.w_gate, I, H}, {w.w_up, I, H}, {w.w_down, H, I}};
   for (int m = 0; m < kEagleMatrices; ++m) {
-    const auto& [f32, rows, cols] = mats[m];
+    const auto& [f32, rows, cols] = matrix_of(w, static_cast<EagleMatrix>(m));
     if (cols % info.block != 0) continue;  // stays f32 (e.g. stories260K's MLP width 172)
     SPECDEC_CHECK(f32.size() == static_cast<size_t>(rows) * cols, "packing the EAGLE layer: matrix ", m, " of ", rows,
                   " x ", cols, " floats, got ", f32.size());
